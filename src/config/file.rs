@@ -1,0 +1,387 @@
+//! Stage 1: the YAML files exactly as written, with serde's strictness (`deny_unknown_fields`).
+//!
+//! Nothing here is interpreted: durations stay strings and names stay names. `build` turns
+//! these into the validated model and reports every problem with its position.
+
+use serde::Deserialize;
+
+/// `conf/portico.yaml`: the node's own settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    pub name: String,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    pub listeners: Vec<FileListener>,
+    #[serde(default)]
+    pub admin: Option<FileAdmin>,
+    #[serde(default)]
+    pub server: Option<FileServer>,
+    /// Folder of rule files, relative to this file.
+    #[serde(default)]
+    pub rules_dir: Option<String>,
+    /// `stdout`, `off`, or a file path (relative to this file).
+    #[serde(default)]
+    pub access_log: Option<String>,
+    #[serde(default)]
+    pub defaults: Option<FileDefaults>,
+    #[serde(default)]
+    pub cache: Option<FileCacheStore>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Edge,
+    Shield,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: String,
+}
+
+/// The Pingora server settings Portico exposes; `ServerConf` is built from these.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub grace_period: Option<String>,
+    #[serde(default)]
+    pub graceful_shutdown_timeout: Option<String>,
+    #[serde(default)]
+    pub upstream_keepalive_pool_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDefaults {
+    #[serde(default)]
+    pub on_cached_upgrade: Option<OnCachedUpgrade>,
+    #[serde(default)]
+    pub tunnel_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub tunnel_max_lifetime: Option<String>,
+    /// TTL for cacheable responses whose origin gives no freshness information.
+    #[serde(default)]
+    pub cache_default_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheStore {
+    #[serde(default)]
+    pub memory_bytes: Option<String>,
+    #[serde(default)]
+    pub max_object_bytes: Option<String>,
+    #[serde(default)]
+    pub lock_timeout: Option<String>,
+}
+
+/// One file under `rules/`. Every section is optional; files are merged in name order.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRules {
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+    #[serde(default)]
+    pub rule_sets: Vec<FileRuleSet>,
+    #[serde(default)]
+    pub origin_groups: Vec<FileOriginGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub protocols: Vec<Protocol>,
+    pub origin_group: String,
+    #[serde(default)]
+    pub origin_path: Option<String>,
+    #[serde(default)]
+    pub forwarding_protocol: Option<ForwardingProtocol>,
+    #[serde(default)]
+    pub https_redirect: bool,
+    #[serde(default)]
+    pub cache: Option<FileRouteCache>,
+    #[serde(default)]
+    pub websocket: bool,
+    #[serde(default)]
+    pub on_cached_upgrade: Option<OnCachedUpgrade>,
+    #[serde(default)]
+    pub tunnel_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub tunnel_max_lifetime: Option<String>,
+    #[serde(default)]
+    pub rule_sets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingProtocol {
+    HttpOnly,
+    HttpsOnly,
+    MatchRequest,
+}
+
+/// What a cache-enabled route does with a WebSocket upgrade (SPEC §3.3).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCachedUpgrade {
+    /// Front Door's behaviour: strip `Upgrade`, send a plain GET, never cache it.
+    Reproduce,
+    /// Tunnel as a WebSocket route would.
+    Bypass,
+    /// Answer 426 at once, naming the route.
+    Reject,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteCache {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub query_string: Option<QueryStringBehavior>,
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    #[serde(default)]
+    pub behavior: Option<CacheBehavior>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub stale_while_revalidate: Option<String>,
+    #[serde(default)]
+    pub stale_if_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryStringBehavior {
+    Ignore,
+    UseAll,
+    Include,
+    Exclude,
+}
+
+/// Front Door's cache behaviours.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBehavior {
+    HonorOrigin,
+    OverrideAlways,
+    OverrideIfOriginMissing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuleSet {
+    pub name: String,
+    pub rules: Vec<FileRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub name: String,
+    #[serde(default)]
+    pub conditions: Vec<FileCondition>,
+    pub actions: Vec<FileAction>,
+    #[serde(default)]
+    pub stop_evaluating: bool,
+}
+
+/// A rule condition, shaped like Front Door's: what to look at, how to compare, which values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCondition {
+    #[serde(rename = "match")]
+    pub variable: MatchVariable,
+    /// Header name for `request_header`, parameter name for `query_param`.
+    #[serde(default)]
+    pub selector: Option<String>,
+    #[serde(default)]
+    pub operator: Option<Operator>,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub negate: bool,
+    #[serde(default)]
+    pub case_sensitive: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchVariable {
+    RequestMethod,
+    RequestPath,
+    QueryString,
+    QueryParam,
+    RequestHeader,
+    Host,
+    ClientAddress,
+    FileExtension,
+    RequestProtocol,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    Any,
+    Equals,
+    Contains,
+    BeginsWith,
+    EndsWith,
+    Regex,
+    IpMatch,
+}
+
+/// A rule action. `type` picks the action; `build` checks that exactly its fields are set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    // route_override
+    #[serde(default)]
+    pub caching: Option<bool>,
+    #[serde(default)]
+    pub origin_group: Option<String>,
+    // cache_expiration
+    #[serde(default)]
+    pub behavior: Option<CacheBehavior>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    // cache_key_query_string
+    #[serde(default)]
+    pub query_string: Option<QueryStringBehavior>,
+    #[serde(default)]
+    pub query_params: Option<Vec<String>>,
+    // modify_request_header / modify_response_header
+    #[serde(default)]
+    pub header_action: Option<HeaderAction>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    // url_rewrite
+    #[serde(default)]
+    pub source_pattern: Option<String>,
+    #[serde(default)]
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub preserve_unmatched_path: Option<bool>,
+    // url_redirect
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub protocol: Option<RedirectProtocol>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderAction {
+    Append,
+    Overwrite,
+    Delete,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectProtocol {
+    MatchRequest,
+    Http,
+    Https,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOriginGroup {
+    pub name: String,
+    pub origins: Vec<FileOrigin>,
+    #[serde(default)]
+    pub health_probe: Option<FileHealthProbe>,
+    /// Extra attempts on another origin after a connect failure (idempotent requests only).
+    #[serde(default)]
+    pub max_retries: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOrigin {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub address: String,
+    #[serde(default)]
+    pub host_header: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Field names of an Application Gateway for Containers HealthCheckPolicy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthProbe {
+    #[serde(default)]
+    pub protocol: Option<ProbeProtocol>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default)]
+    pub expect_status: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeProtocol {
+    Http,
+    Tcp,
+    Websocket,
+}

@@ -1,0 +1,165 @@
+//! Configuration, in two stages (as sozu does it):
+//!
+//! 1. [`file`]: strict serde types for `conf/portico.yaml` and `rules/*.yaml`
+//!    (`deny_unknown_fields`; serde reports syntax and type errors with their position).
+//! 2. [`node`], [`origins`], [`rule_sets`], [`routes`]: pure validating builds into
+//!    [`model`], which collect *every* problem with `file:line:column` and the field path.
+//!
+//! A configuration with any error is refused whole: [`load`] returns either a complete
+//! [`Config`] or every diagnostic.
+
+pub mod diagnostics;
+pub mod duration;
+pub mod file;
+pub mod locate;
+pub mod model;
+mod node;
+mod origins;
+mod routes;
+mod rule_sets;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostics::{ConfigError, Diagnostic, Severity};
+pub use model::Config;
+
+use diagnostics::{FileId, Report};
+use file::{FileNode, FileRules};
+
+/// A loaded configuration and the warnings `portico check` prints.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A config file's name (as shown in diagnostics) and text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Reads and validates `conf_path` and every `*.yaml` file of its rules folder.
+pub fn load(conf_path: &Path) -> Result<Loaded, ConfigError> {
+    let node = Source {
+        path: conf_path.to_path_buf(),
+        text: read(conf_path)?,
+    };
+    let conf_dir = conf_path.parent().unwrap_or(Path::new("."));
+    let rules_dir = rules_dir_of(conf_dir, &node.text);
+    let mut rules = Vec::new();
+    for path in rule_files(&rules_dir)? {
+        let text = read(&path)?;
+        rules.push(Source { path, text });
+    }
+    build(&node, conf_dir, &rules)
+}
+
+/// Where the node file says its rules are (read before validation, to find the files).
+fn rules_dir_of(conf_dir: &Path, node_text: &str) -> PathBuf {
+    let raw: Option<FileNode> = serde_yaml::from_str(node_text).ok();
+    let dir = raw.and_then(|node| node.rules_dir);
+    conf_dir.join(dir.as_deref().unwrap_or(node::DEFAULT_RULES_DIR))
+}
+
+/// Validates texts already in memory; `conf_dir` anchors relative paths of the node file.
+pub fn build(node_source: &Source, conf_dir: &Path, rules: &[Source]) -> Result<Loaded, ConfigError> {
+    let mut report = Report::default();
+    let conf_file = report.add_file(&node_source.path, &node_source.text);
+    let Some(raw_node) = parse::<FileNode>(&mut report, conf_file, &node_source.text) else {
+        return Err(ConfigError::Invalid(report.items));
+    };
+    let node = node::build_node(&mut report, conf_file, conf_dir, &raw_node);
+    let mut raw_rules = Vec::new();
+    for source in rules {
+        let file = report.add_file(&source.path, &source.text);
+        if let Some(parsed) = parse_rules(&mut report, file, &source.text) {
+            raw_rules.push((file, parsed));
+        }
+    }
+    let config = build_rules(&mut report, &raw_rules, node);
+    if report.has_errors() {
+        return Err(ConfigError::Invalid(report.items));
+    }
+    Ok(Loaded {
+        config,
+        warnings: report.items,
+    })
+}
+
+fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::BuiltNode) -> Config {
+    let groups: Vec<_> = raw.iter().flat_map(|(f, r)| r.origin_groups.iter().enumerate().map(move |(i, g)| (*f, i, g))).collect();
+    let sets: Vec<_> = raw.iter().flat_map(|(f, r)| r.rule_sets.iter().enumerate().map(move |(i, s)| (*f, i, s))).collect();
+    let routes: Vec<_> = raw.iter().flat_map(|(f, r)| r.routes.iter().enumerate().map(move |(i, s)| (*f, i, s))).collect();
+
+    let (origin_groups, group_names) = origins::build_origin_groups(report, &groups);
+    let (rule_sets, set_names) = rule_sets::build_rule_sets(report, &sets, &group_names);
+    let defaults = routes::RouteDefaults {
+        on_cached_upgrade: node.on_cached_upgrade,
+        tunnel: node.tunnel,
+    };
+    let routes = routes::build_routes(report, &routes, &group_names, &set_names, &rule_sets, &defaults);
+    if routes.is_empty() && !report.has_errors() {
+        report.warning(0, "rules_dir", format!("no routes in {}: every request will get 404", node.rules_dir.display()));
+    }
+    Config {
+        node: node.settings,
+        routes,
+        rule_sets,
+        origin_groups,
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The rule files of `dir`, in name order so that merging is deterministic.
+fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Stage 1 for a rules file. An empty (or comment-only) file is an empty set of rules.
+fn parse_rules(report: &mut Report, file: FileId, text: &str) -> Option<FileRules> {
+    if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
+        return Some(FileRules::default());
+    }
+    parse(report, file, text)
+}
+
+/// Stage 1 for one file.
+fn parse<T: serde::de::DeserializeOwned>(report: &mut Report, file: FileId, text: &str) -> Option<T> {
+    match serde_yaml::from_str(text) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            report.serde_error(file, &error);
+            None
+        }
+    }
+}
+
+/// Parses an optional duration field, reporting a bad one and falling back to `default`.
+pub(crate) fn duration_field(report: &mut Report, file: FileId, path: &str, text: Option<&str>, default: Duration) -> Duration {
+    match text.map(duration::parse_duration) {
+        None => default,
+        Some(Ok(value)) => value,
+        Some(Err(message)) => {
+            report.error(file, path, message);
+            default
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Stage 2: the validated model the node runs on. Everything is resolved: durations are
+//! `Duration`s, names are indexes, patterns and regexes are compiled.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use regex::Regex;
+
+pub use super::file::{
+    CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade,
+    Operator, ProbeProtocol, RedirectProtocol, Tier,
+};
+
+/// The whole configuration: the node's settings plus its routes, rule sets and origin groups.
+#[derive(Debug)]
+pub struct Config {
+    pub node: NodeSettings,
+    pub routes: Vec<Route>,
+    pub rule_sets: Vec<RuleSet>,
+    pub origin_groups: Vec<OriginGroup>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub tier: Tier,
+    pub listeners: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub upstream_keepalive_pool_size: usize,
+    pub access_log: AccessLogTarget,
+    pub cache_default_ttl: Duration,
+    pub cache_memory_bytes: u64,
+    pub cache_max_object_bytes: u64,
+    pub cache_lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(std::path::PathBuf),
+}
+
+/// Which HTTP methods a route accepts, as a bit set (no allocation when matching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSet(pub u16);
+
+impl MethodSet {
+    pub const ANY: MethodSet = MethodSet(u16::MAX);
+    const NAMES: [&'static str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+
+    /// The bit of a method name, or `None` for a method Portico does not know.
+    pub fn bit(method: &str) -> Option<u16> {
+        Self::NAMES
+            .iter()
+            .position(|name| name.eq_ignore_ascii_case(method))
+            .map(|index| 1 << index)
+    }
+
+    pub fn contains(self, method: &str) -> bool {
+        self == Self::ANY || Self::bit(method).is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
+/// A domain a route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    /// `www.example.com` (stored lower-case).
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`.
+    Wildcard(String),
+}
+
+/// A path pattern: `/exact` or `/prefix/*` (stored without the `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolSet {
+    pub http: bool,
+    pub https: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelLimits {
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub domains: Vec<DomainPattern>,
+    pub patterns: Vec<PathPattern>,
+    pub methods: MethodSet,
+    pub protocols: ProtocolSet,
+    pub origin_group: usize,
+    /// Prefix put in front of the forwarded path (`/v2` turns `/a` into `/v2/a`).
+    pub origin_path: Option<String>,
+    pub forwarding_protocol: ForwardingProtocol,
+    pub https_redirect: bool,
+    pub cache: RouteCache,
+    pub websocket: bool,
+    pub on_cached_upgrade: OnCachedUpgrade,
+    pub tunnel: TunnelLimits,
+    pub rule_sets: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteCache {
+    pub enabled: bool,
+    pub query_string: QueryStringMode,
+    pub behavior: CacheBehavior,
+    pub duration: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+}
+
+/// How the query string takes part in the cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryStringMode {
+    Ignore,
+    UseAll,
+    /// Only these parameters (names kept sorted for a stable key).
+    Include(Vec<String>),
+    /// Every parameter but these.
+    Exclude(Vec<String>),
+}
+
+#[derive(Debug)]
+pub struct RuleSet {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub conditions: Vec<Condition>,
+    pub actions: Vec<Action>,
+    pub stop_evaluating: bool,
+}
+
+#[derive(Debug)]
+pub struct Condition {
+    pub variable: MatchVariable,
+    /// Header name (lower-case) or query parameter name.
+    pub selector: Option<String>,
+    pub operator: Operator,
+    /// Lower-cased unless `case_sensitive`.
+    pub values: Vec<String>,
+    /// Compiled when `operator` is `regex`.
+    pub regexes: Vec<Regex>,
+    /// Parsed when `operator` is `ip_match`.
+    pub networks: Vec<IpNetwork>,
+    pub negate: bool,
+    pub case_sensitive: bool,
+}
+
+/// An address block (`10.0.0.0/8`, `::1/128`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    pub addr: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+impl IpNetwork {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Action {
+    RouteOverride {
+        caching: Option<bool>,
+        origin_group: Option<usize>,
+    },
+    CacheExpiration {
+        behavior: CacheBehavior,
+        duration: Option<Duration>,
+    },
+    CacheKeyQueryString(QueryStringMode),
+    ModifyRequestHeader(HeaderEdit),
+    ModifyResponseHeader(HeaderEdit),
+    UrlRewrite {
+        source_pattern: String,
+        destination: String,
+        preserve_unmatched_path: bool,
+    },
+    UrlRedirect(Redirect),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderEdit {
+    pub action: HeaderAction,
+    pub name: HeaderName,
+    pub value: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub status: u16,
+    pub protocol: RedirectProtocol,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    /// Replacement query string, without the `?`; `None` keeps the request's.
+    pub query: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct OriginGroup {
+    pub name: String,
+    pub origins: Vec<Origin>,
+    pub health_probe: Option<HealthProbe>,
+    pub max_retries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub name: String,
+    pub address: SocketAddr,
+    pub host_header: String,
+    pub priority: u32,
+    pub weight: u32,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthProbe {
+    pub protocol: ProbeProtocol,
+    pub method: http::Method,
+    pub path: String,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Inclusive status ranges.
+    pub expect_status: Vec<(u16, u16)>,
+}

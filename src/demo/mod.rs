@@ -1,0 +1,2 @@
+//! Demo: the built-in sample origin.
+pub mod origin;
