@@ -1,6 +1,19 @@
 //! Portico: a Front-Door-style CDN edge node on Pingora.
+//!
+//! Modules follow a request: [`config`] (loaded and validated), [`rules`] (routing and rule
+//! sets), [`proxy`] (the `ProxyHttp` hooks), [`origin`] (origin groups), [`tunnel`]
+//! (WebSocket tunnels), [`observability`] (access log), [`admin`], [`server`] (hosting)
+//! and [`demo`] (the built-in sample origin).
 #![forbid(unsafe_code)]
 
+pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod explain;
+pub mod observability;
+pub mod origin;
+pub mod proxy;
 pub mod rules;
+pub mod server;
+pub mod tunnel;

@@ -66,7 +66,9 @@ fn render(all: &[Diagnostic]) -> String {
         text.push_str(&diagnostic.to_string());
         text.push('\n');
     }
-    text.push_str(&format!("{errors} error(s); the configuration was not loaded"));
+    text.push_str(&format!(
+        "{errors} error(s); the configuration was not loaded"
+    ));
     text
 }
 
@@ -112,10 +114,12 @@ impl Report {
 
     /// A serde error, at the position serde found, with serde's own field path.
     pub fn serde_error(&mut self, file: FileId, error: &serde_yaml::Error) {
-        let pos = error.location().map_or(Pos { line: 1, column: 1 }, |location| Pos {
-            line: location.line(),
-            column: location.column(),
-        });
+        let pos = error
+            .location()
+            .map_or(Pos { line: 1, column: 1 }, |location| Pos {
+                line: location.line(),
+                column: location.column(),
+            });
         let mut message = error.to_string();
         if let Some(cut) = message.rfind(" at line ") {
             message.truncate(cut);

@@ -39,15 +39,19 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a size; write e.g. 65536, 512KiB, 256MiB or 1GiB"))?;
+    let value: u64 = number.parse().map_err(|_| {
+        format!("\"{text}\" is not a size; write e.g. 65536, 512KiB, 256MiB or 1GiB")
+    })?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        other => return Err(format!("\"{text}\" has an unknown unit \"{other}\"; use KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "\"{text}\" has an unknown unit \"{other}\"; use KiB, MiB or GiB"
+            ))
+        }
     };
     value
         .checked_mul(multiplier)
@@ -70,7 +74,9 @@ mod tests {
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5 sec").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5 sec")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
     }

@@ -134,13 +134,22 @@ mod tests {
         let positions = Positions::index(TEXT);
         assert_eq!(positions.find("routes"), Pos { line: 1, column: 1 });
         assert_eq!(positions.find("routes[0]"), Pos { line: 2, column: 5 });
-        assert_eq!(positions.find("routes[0].origin_group"), Pos { line: 3, column: 5 });
-        assert_eq!(positions.find("routes[1].cache.enabled"), Pos { line: 6, column: 7 });
+        assert_eq!(
+            positions.find("routes[0].origin_group"),
+            Pos { line: 3, column: 5 }
+        );
+        assert_eq!(
+            positions.find("routes[1].cache.enabled"),
+            Pos { line: 6, column: 7 }
+        );
     }
 
     #[test]
     fn falls_back_to_the_nearest_ancestor() {
         let positions = Positions::index(TEXT);
-        assert_eq!(positions.find("routes[1].rule_sets[3]"), Pos { line: 4, column: 5 });
+        assert_eq!(
+            positions.find("routes[1].rule_sets[3]"),
+            Pos { line: 4, column: 5 }
+        );
     }
 }

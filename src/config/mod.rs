@@ -65,7 +65,11 @@ fn rules_dir_of(conf_dir: &Path, node_text: &str) -> PathBuf {
 }
 
 /// Validates texts already in memory; `conf_dir` anchors relative paths of the node file.
-pub fn build(node_source: &Source, conf_dir: &Path, rules: &[Source]) -> Result<Loaded, ConfigError> {
+pub fn build(
+    node_source: &Source,
+    conf_dir: &Path,
+    rules: &[Source],
+) -> Result<Loaded, ConfigError> {
     let mut report = Report::default();
     let conf_file = report.add_file(&node_source.path, &node_source.text);
     let Some(raw_node) = parse::<FileNode>(&mut report, conf_file, &node_source.text) else {
@@ -90,9 +94,23 @@ pub fn build(node_source: &Source, conf_dir: &Path, rules: &[Source]) -> Result<
 }
 
 fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::BuiltNode) -> Config {
-    let groups: Vec<_> = raw.iter().flat_map(|(f, r)| r.origin_groups.iter().enumerate().map(move |(i, g)| (*f, i, g))).collect();
-    let sets: Vec<_> = raw.iter().flat_map(|(f, r)| r.rule_sets.iter().enumerate().map(move |(i, s)| (*f, i, s))).collect();
-    let routes: Vec<_> = raw.iter().flat_map(|(f, r)| r.routes.iter().enumerate().map(move |(i, s)| (*f, i, s))).collect();
+    let groups: Vec<_> = raw
+        .iter()
+        .flat_map(|(f, r)| {
+            r.origin_groups
+                .iter()
+                .enumerate()
+                .map(move |(i, g)| (*f, i, g))
+        })
+        .collect();
+    let sets: Vec<_> = raw
+        .iter()
+        .flat_map(|(f, r)| r.rule_sets.iter().enumerate().map(move |(i, s)| (*f, i, s)))
+        .collect();
+    let routes: Vec<_> = raw
+        .iter()
+        .flat_map(|(f, r)| r.routes.iter().enumerate().map(move |(i, s)| (*f, i, s)))
+        .collect();
 
     let (origin_groups, group_names) = origins::build_origin_groups(report, &groups);
     let (rule_sets, set_names) = rule_sets::build_rule_sets(report, &sets, &group_names);
@@ -100,9 +118,23 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         on_cached_upgrade: node.on_cached_upgrade,
         tunnel: node.tunnel,
     };
-    let routes = routes::build_routes(report, &routes, &group_names, &set_names, &rule_sets, &defaults);
+    let routes = routes::build_routes(
+        report,
+        &routes,
+        &group_names,
+        &set_names,
+        &rule_sets,
+        &defaults,
+    );
     if routes.is_empty() && !report.has_errors() {
-        report.warning(0, "rules_dir", format!("no routes in {}: every request will get 404", node.rules_dir.display()));
+        report.warning(
+            0,
+            "rules_dir",
+            format!(
+                "no routes in {}: every request will get 404",
+                node.rules_dir.display()
+            ),
+        );
     }
     Config {
         node: node.settings,
@@ -127,7 +159,10 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -135,14 +170,21 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Stage 1 for a rules file. An empty (or comment-only) file is an empty set of rules.
 fn parse_rules(report: &mut Report, file: FileId, text: &str) -> Option<FileRules> {
-    if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
+    if text
+        .lines()
+        .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+    {
         return Some(FileRules::default());
     }
     parse(report, file, text)
 }
 
 /// Stage 1 for one file.
-fn parse<T: serde::de::DeserializeOwned>(report: &mut Report, file: FileId, text: &str) -> Option<T> {
+fn parse<T: serde::de::DeserializeOwned>(
+    report: &mut Report,
+    file: FileId,
+    text: &str,
+) -> Option<T> {
     match serde_yaml::from_str(text) {
         Ok(value) => Some(value),
         Err(error) => {
@@ -153,7 +195,13 @@ fn parse<T: serde::de::DeserializeOwned>(report: &mut Report, file: FileId, text
 }
 
 /// Parses an optional duration field, reporting a bad one and falling back to `default`.
-pub(crate) fn duration_field(report: &mut Report, file: FileId, path: &str, text: Option<&str>, default: Duration) -> Duration {
+pub(crate) fn duration_field(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Duration {
     match text.map(duration::parse_duration) {
         None => default,
         Some(Ok(value)) => value,

@@ -8,8 +8,8 @@ use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
 pub use super::file::{
-    CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade,
-    Operator, ProbeProtocol, RedirectProtocol, Tier,
+    CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade, Operator,
+    ProbeProtocol, RedirectProtocol, Tier,
 };
 
 /// The whole configuration: the node's settings plus its routes, rule sets and origin groups.
@@ -178,11 +178,15 @@ impl IpNetwork {
         use std::net::IpAddr;
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,

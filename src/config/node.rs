@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::diagnostics::{FileId, Report};
 use super::duration::parse_bytes;
+use super::duration_field;
 use super::file::{FileNode, OnCachedUpgrade, Tier};
 use super::model::{AccessLogTarget, NodeSettings, TunnelLimits};
-use super::duration_field;
 
 /// Node settings plus the defaults routes inherit.
 pub struct BuiltNode {
@@ -24,7 +24,12 @@ const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 const DEFAULT_MAX_OBJECT_BYTES: u64 = 128 << 20;
 
 pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &FileNode) -> BuiltNode {
-    if raw.name.is_empty() || !raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         report.error(file, "name", format!("node name \"{}\" must be letters, digits, '-', '_' or '.' (it is sent in Via and CDN-Loop)", raw.name));
     }
     if raw.listeners.is_empty() {
@@ -34,7 +39,14 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         .listeners
         .iter()
         .enumerate()
-        .filter_map(|(i, listener)| socket_addr(report, file, &format!("listeners[{i}].address"), &listener.address))
+        .filter_map(|(i, listener)| {
+            socket_addr(
+                report,
+                file,
+                &format!("listeners[{i}].address"),
+                &listener.address,
+            )
+        })
         .collect();
     let admin = raw
         .admin
@@ -42,14 +54,26 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         .and_then(|admin| socket_addr(report, file, "admin.address", &admin.address));
 
     let server = raw.server.as_ref();
-    let threads = server.and_then(|s| s.threads).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let threads = server
+        .and_then(|s| s.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         report.error(file, "server.threads", "threads must be at least 1");
     }
-    let grace_period = duration_field(report, file, "server.grace_period", server.and_then(|s| s.grace_period.as_deref()), Duration::ZERO);
-    let graceful_shutdown_timeout = duration_field(report, file, "server.graceful_shutdown_timeout", server.and_then(|s| s.graceful_shutdown_timeout.as_deref()), Duration::from_secs(5));
+    let grace_period = duration_field(
+        report,
+        file,
+        "server.grace_period",
+        server.and_then(|s| s.grace_period.as_deref()),
+        Duration::ZERO,
+    );
+    let graceful_shutdown_timeout = duration_field(
+        report,
+        file,
+        "server.graceful_shutdown_timeout",
+        server.and_then(|s| s.graceful_shutdown_timeout.as_deref()),
+        Duration::from_secs(5),
+    );
 
     let access_log = match raw.access_log.as_deref() {
         None | Some("stdout") => AccessLogTarget::Stdout,
@@ -59,18 +83,58 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
 
     let defaults = raw.defaults.as_ref();
     let tunnel = TunnelLimits {
-        idle_timeout: duration_field(report, file, "defaults.tunnel_idle_timeout", defaults.and_then(|d| d.tunnel_idle_timeout.as_deref()), Duration::from_secs(300)),
-        max_lifetime: duration_field(report, file, "defaults.tunnel_max_lifetime", defaults.and_then(|d| d.tunnel_max_lifetime.as_deref()), Duration::from_secs(4 * 3600)),
+        idle_timeout: duration_field(
+            report,
+            file,
+            "defaults.tunnel_idle_timeout",
+            defaults.and_then(|d| d.tunnel_idle_timeout.as_deref()),
+            Duration::from_secs(300),
+        ),
+        max_lifetime: duration_field(
+            report,
+            file,
+            "defaults.tunnel_max_lifetime",
+            defaults.and_then(|d| d.tunnel_max_lifetime.as_deref()),
+            Duration::from_secs(4 * 3600),
+        ),
     };
-    let cache_default_ttl = duration_field(report, file, "defaults.cache_default_ttl", defaults.and_then(|d| d.cache_default_ttl.as_deref()), Duration::ZERO);
+    let cache_default_ttl = duration_field(
+        report,
+        file,
+        "defaults.cache_default_ttl",
+        defaults.and_then(|d| d.cache_default_ttl.as_deref()),
+        Duration::ZERO,
+    );
 
     let cache = raw.cache.as_ref();
-    let cache_memory_bytes = bytes_field(report, file, "cache.memory_bytes", cache.and_then(|c| c.memory_bytes.as_deref()), DEFAULT_MEMORY_BYTES);
-    let cache_max_object_bytes = bytes_field(report, file, "cache.max_object_bytes", cache.and_then(|c| c.max_object_bytes.as_deref()), DEFAULT_MAX_OBJECT_BYTES.min(cache_memory_bytes));
+    let cache_memory_bytes = bytes_field(
+        report,
+        file,
+        "cache.memory_bytes",
+        cache.and_then(|c| c.memory_bytes.as_deref()),
+        DEFAULT_MEMORY_BYTES,
+    );
+    let cache_max_object_bytes = bytes_field(
+        report,
+        file,
+        "cache.max_object_bytes",
+        cache.and_then(|c| c.max_object_bytes.as_deref()),
+        DEFAULT_MAX_OBJECT_BYTES.min(cache_memory_bytes),
+    );
     if cache_max_object_bytes > cache_memory_bytes {
-        report.error(file, "cache.max_object_bytes", "max_object_bytes cannot exceed memory_bytes");
+        report.error(
+            file,
+            "cache.max_object_bytes",
+            "max_object_bytes cannot exceed memory_bytes",
+        );
     }
-    let cache_lock_timeout = duration_field(report, file, "cache.lock_timeout", cache.and_then(|c| c.lock_timeout.as_deref()), Duration::from_secs(5));
+    let cache_lock_timeout = duration_field(
+        report,
+        file,
+        "cache.lock_timeout",
+        cache.and_then(|c| c.lock_timeout.as_deref()),
+        Duration::from_secs(5),
+    );
 
     BuiltNode {
         settings: NodeSettings {
@@ -81,7 +145,9 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             threads: threads.max(1),
             grace_period,
             graceful_shutdown_timeout,
-            upstream_keepalive_pool_size: server.and_then(|s| s.upstream_keepalive_pool_size).unwrap_or(128),
+            upstream_keepalive_pool_size: server
+                .and_then(|s| s.upstream_keepalive_pool_size)
+                .unwrap_or(128),
             access_log,
             cache_default_ttl,
             cache_memory_bytes,
@@ -89,7 +155,9 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             cache_lock_timeout,
         },
         rules_dir: conf_dir.join(raw.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR)),
-        on_cached_upgrade: defaults.and_then(|d| d.on_cached_upgrade).unwrap_or(OnCachedUpgrade::Reproduce),
+        on_cached_upgrade: defaults
+            .and_then(|d| d.on_cached_upgrade)
+            .unwrap_or(OnCachedUpgrade::Reproduce),
         tunnel,
     }
 }
@@ -98,13 +166,23 @@ fn socket_addr(report: &mut Report, file: FileId, path: &str, text: &str) -> Opt
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            report.error(file, path, format!("\"{text}\" is not an address; write ip:port, e.g. 127.0.0.1:8080"));
+            report.error(
+                file,
+                path,
+                format!("\"{text}\" is not an address; write ip:port, e.g. 127.0.0.1:8080"),
+            );
             None
         }
     }
 }
 
-fn bytes_field(report: &mut Report, file: FileId, path: &str, text: Option<&str>, default: u64) -> u64 {
+fn bytes_field(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: Option<&str>,
+    default: u64,
+) -> u64 {
     match text.map(parse_bytes) {
         None => default,
         Some(Ok(bytes)) => bytes,

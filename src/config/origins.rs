@@ -24,12 +24,23 @@ pub fn build_origin_groups(
     for &(file, index, group) in raw {
         let at = format!("origin_groups[{index}]");
         if let Some(first) = first_seen.get(group.name.as_str()) {
-            report.error(file, &format!("{at}.name"), format!("duplicate origin group name \"{}\" (first defined at {first})", group.name));
+            report.error(
+                file,
+                &format!("{at}.name"),
+                format!(
+                    "duplicate origin group name \"{}\" (first defined at {first})",
+                    group.name
+                ),
+            );
             continue;
         }
         first_seen.insert(&group.name, report.place(file, &format!("{at}.name")));
         if group.origins.is_empty() {
-            report.error(file, &format!("{at}.origins"), "an origin group needs at least one origin");
+            report.error(
+                file,
+                &format!("{at}.origins"),
+                "an origin group needs at least one origin",
+            );
         }
         let origins: Vec<Origin> = group
             .origins
@@ -40,16 +51,30 @@ pub fn build_origin_groups(
                 let address = resolve(report, file, &format!("{at}.address"), &origin.address)?;
                 let priority = origin.priority.unwrap_or(1);
                 if !PRIORITIES.contains(&priority) {
-                    report.error(file, &format!("{at}.priority"), format!("priority {priority} is out of range 1..=5"));
+                    report.error(
+                        file,
+                        &format!("{at}.priority"),
+                        format!("priority {priority} is out of range 1..=5"),
+                    );
                 }
                 let weight = origin.weight.unwrap_or(DEFAULT_WEIGHT);
                 if !WEIGHTS.contains(&weight) {
-                    report.error(file, &format!("{at}.weight"), format!("weight {weight} is out of range 1..=1000"));
+                    report.error(
+                        file,
+                        &format!("{at}.weight"),
+                        format!("weight {weight} is out of range 1..=1000"),
+                    );
                 }
                 Some(Origin {
-                    name: origin.name.clone().unwrap_or_else(|| origin.address.clone()),
+                    name: origin
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| origin.address.clone()),
                     address,
-                    host_header: origin.host_header.clone().unwrap_or_else(|| origin.address.clone()),
+                    host_header: origin
+                        .host_header
+                        .clone()
+                        .unwrap_or_else(|| origin.address.clone()),
                     priority,
                     weight,
                     enabled: origin.enabled,
@@ -57,7 +82,11 @@ pub fn build_origin_groups(
             })
             .collect();
         if !group.origins.is_empty() && group.origins.iter().all(|o| !o.enabled) {
-            report.error(file, &format!("{at}.origins"), "every origin of the group is disabled");
+            report.error(
+                file,
+                &format!("{at}.origins"),
+                "every origin of the group is disabled",
+            );
         }
         let health_probe = group
             .health_probe
@@ -90,23 +119,51 @@ fn build_probe(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProb
         "HEAD" => http::Method::HEAD,
         "GET" => http::Method::GET,
         other => {
-            report.error(file, &format!("{at}.method"), format!("probe method \"{other}\" must be HEAD or GET"));
+            report.error(
+                file,
+                &format!("{at}.method"),
+                format!("probe method \"{other}\" must be HEAD or GET"),
+            );
             http::Method::HEAD
         }
     };
     let path = raw.path.clone().unwrap_or_else(|| "/".to_string());
     if !path.starts_with('/') {
-        report.error(file, &format!("{at}.path"), "the probe path must start with '/'");
+        report.error(
+            file,
+            &format!("{at}.path"),
+            "the probe path must start with '/'",
+        );
     }
-    let interval = duration_field(report, file, &format!("{at}.interval"), raw.interval.as_deref(), Duration::from_secs(5));
-    let timeout = duration_field(report, file, &format!("{at}.timeout"), raw.timeout.as_deref(), Duration::from_secs(3));
+    let interval = duration_field(
+        report,
+        file,
+        &format!("{at}.interval"),
+        raw.interval.as_deref(),
+        Duration::from_secs(5),
+    );
+    let timeout = duration_field(
+        report,
+        file,
+        &format!("{at}.timeout"),
+        raw.timeout.as_deref(),
+        Duration::from_secs(3),
+    );
     if timeout > interval {
-        report.warning(file, &format!("{at}.timeout"), "the probe timeout is longer than its interval");
+        report.warning(
+            file,
+            &format!("{at}.timeout"),
+            "the probe timeout is longer than its interval",
+        );
     }
     let mut threshold = |name: &str, value: Option<u32>| {
         let value = value.unwrap_or(1);
         if value == 0 {
-            report.error(file, &format!("{at}.{name}"), "a threshold must be at least 1");
+            report.error(
+                file,
+                &format!("{at}.{name}"),
+                "a threshold must be at least 1",
+            );
         }
         value.max(1)
     };
@@ -116,7 +173,11 @@ fn build_probe(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProb
     for (i, range) in raw.expect_status.iter().enumerate() {
         match parse_status_range(range) {
             Some(range) => expect_status.push(range),
-            None => report.error(file, &format!("{at}.expect_status[{i}]"), format!("\"{range}\" is not a status or range like 200-399")),
+            None => report.error(
+                file,
+                &format!("{at}.expect_status[{i}]"),
+                format!("\"{range}\" is not a status or range like 200-399"),
+            ),
         }
     }
     if expect_status.is_empty() {

@@ -33,7 +33,14 @@ pub fn build_routes(
     for &(file, index, route) in raw {
         let at = format!("routes[{index}]");
         if let Some(first) = first_seen.get(route.name.as_str()) {
-            report.error(file, &format!("{at}.name"), format!("duplicate route name \"{}\" (first defined at {first})", route.name));
+            report.error(
+                file,
+                &format!("{at}.name"),
+                format!(
+                    "duplicate route name \"{}\" (first defined at {first})",
+                    route.name
+                ),
+            );
             continue;
         }
         first_seen.insert(&route.name, report.place(file, &format!("{at}.name")));
@@ -45,7 +52,11 @@ pub fn build_routes(
             .filter_map(|(i, d)| domain_pattern(report, file, &format!("{at}.domains[{i}]"), d))
             .collect();
         if route.patterns.is_empty() {
-            report.error(file, &format!("{at}.patterns"), "a route needs at least one pattern");
+            report.error(
+                file,
+                &format!("{at}.patterns"),
+                "a route needs at least one pattern",
+            );
         }
         let patterns: Vec<PathPattern> = route
             .patterns
@@ -53,34 +64,63 @@ pub fn build_routes(
             .enumerate()
             .filter_map(|(i, p)| path_pattern(report, file, &format!("{at}.patterns[{i}]"), p))
             .collect();
-        let domain_keys: Vec<String> = if route.domains.is_empty() { vec!["*".into()] } else { route.domains.iter().map(|d| d.to_ascii_lowercase()).collect() };
+        let domain_keys: Vec<String> = if route.domains.is_empty() {
+            vec!["*".into()]
+        } else {
+            route
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect()
+        };
         for (i, pattern) in route.patterns.iter().enumerate() {
             for domain in &domain_keys {
                 let here = report.place(file, &format!("{at}.patterns[{i}]"));
                 if let Some((other, place)) = claimed.get(&(domain.clone(), pattern.clone())) {
                     report.error(file, &format!("{at}.patterns[{i}]"), format!("pattern \"{pattern}\" on domain {domain} is already served by route \"{other}\" ({place})"));
                 } else {
-                    claimed.insert((domain.clone(), pattern.clone()), (route.name.clone(), here));
+                    claimed.insert(
+                        (domain.clone(), pattern.clone()),
+                        (route.name.clone(), here),
+                    );
                 }
             }
         }
 
-        let mut methods = if route.methods.is_empty() { MethodSet::ANY } else { MethodSet(0) };
+        let mut methods = if route.methods.is_empty() {
+            MethodSet::ANY
+        } else {
+            MethodSet(0)
+        };
         for (i, method) in route.methods.iter().enumerate() {
             match MethodSet::bit(method) {
                 Some(bit) => methods.0 |= bit,
-                None => report.error(file, &format!("{at}.methods[{i}]"), format!("unknown method \"{method}\"")),
+                None => report.error(
+                    file,
+                    &format!("{at}.methods[{i}]"),
+                    format!("unknown method \"{method}\""),
+                ),
             }
         }
         let protocols = if route.protocols.is_empty() {
-            ProtocolSet { http: true, https: true }
+            ProtocolSet {
+                http: true,
+                https: true,
+            }
         } else {
-            ProtocolSet { http: route.protocols.contains(&Protocol::Http), https: route.protocols.contains(&Protocol::Https) }
+            ProtocolSet {
+                http: route.protocols.contains(&Protocol::Http),
+                https: route.protocols.contains(&Protocol::Https),
+            }
         };
         let origin_group = match groups.get(&route.origin_group) {
             Some(index) => *index,
             None => {
-                report.error(file, &format!("{at}.origin_group"), format!("no origin group named \"{}\"", route.origin_group));
+                report.error(
+                    file,
+                    &format!("{at}.origin_group"),
+                    format!("no origin group named \"{}\"", route.origin_group),
+                );
                 0
             }
         };
@@ -91,27 +131,60 @@ pub fn build_routes(
             .filter_map(|(i, name)| match rule_sets.get(name) {
                 Some(index) => Some(*index),
                 None => {
-                    report.error(file, &format!("{at}.rule_sets[{i}]"), format!("no rule set named \"{name}\""));
+                    report.error(
+                        file,
+                        &format!("{at}.rule_sets[{i}]"),
+                        format!("no rule set named \"{name}\""),
+                    );
                     None
                 }
             })
             .collect();
         if let Some(path) = &route.origin_path {
             if !path.starts_with('/') {
-                report.error(file, &format!("{at}.origin_path"), "origin_path must start with '/'");
+                report.error(
+                    file,
+                    &format!("{at}.origin_path"),
+                    "origin_path must start with '/'",
+                );
             }
         }
-        let forwarding_protocol = route.forwarding_protocol.unwrap_or(ForwardingProtocol::MatchRequest);
+        let forwarding_protocol = route
+            .forwarding_protocol
+            .unwrap_or(ForwardingProtocol::MatchRequest);
         if forwarding_protocol == ForwardingProtocol::HttpsOnly {
             report.error(file, &format!("{at}.forwarding_protocol"), "https_only needs TLS to origins, which this build does not have yet; use http_only or match_request");
         }
         let cache = route_cache(report, file, &format!("{at}.cache"), route);
         let tunnel = TunnelLimits {
-            idle_timeout: duration_field(report, file, &format!("{at}.tunnel_idle_timeout"), route.tunnel_idle_timeout.as_deref(), defaults.tunnel.idle_timeout),
-            max_lifetime: duration_field(report, file, &format!("{at}.tunnel_max_lifetime"), route.tunnel_max_lifetime.as_deref(), defaults.tunnel.max_lifetime),
+            idle_timeout: duration_field(
+                report,
+                file,
+                &format!("{at}.tunnel_idle_timeout"),
+                route.tunnel_idle_timeout.as_deref(),
+                defaults.tunnel.idle_timeout,
+            ),
+            max_lifetime: duration_field(
+                report,
+                file,
+                &format!("{at}.tunnel_max_lifetime"),
+                route.tunnel_max_lifetime.as_deref(),
+                defaults.tunnel.max_lifetime,
+            ),
         };
-        let on_cached_upgrade = route.on_cached_upgrade.unwrap_or(defaults.on_cached_upgrade);
-        warn_about_upgrades(report, file, &at, route, &cache, on_cached_upgrade, &rule_set_ids, compiled_sets);
+        let on_cached_upgrade = route
+            .on_cached_upgrade
+            .unwrap_or(defaults.on_cached_upgrade);
+        warn_about_upgrades(
+            report,
+            file,
+            &at,
+            route,
+            &cache,
+            on_cached_upgrade,
+            &rule_set_ids,
+            compiled_sets,
+        );
 
         routes.push(Route {
             name: route.name.clone(),
@@ -120,7 +193,10 @@ pub fn build_routes(
             methods,
             protocols,
             origin_group,
-            origin_path: route.origin_path.clone().map(|p| p.trim_end_matches('/').to_string()),
+            origin_path: route
+                .origin_path
+                .clone()
+                .map(|p| p.trim_end_matches('/').to_string()),
             forwarding_protocol,
             https_redirect: route.https_redirect,
             cache,
@@ -133,10 +209,20 @@ pub fn build_routes(
     routes
 }
 
-fn domain_pattern(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<DomainPattern> {
+fn domain_pattern(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: &str,
+) -> Option<DomainPattern> {
     let lower = text.to_ascii_lowercase();
     let body = lower.strip_prefix("*.").unwrap_or(&lower);
-    let valid = !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && !body.starts_with('.') && !body.ends_with('.');
+    let valid = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !body.starts_with('.')
+        && !body.ends_with('.');
     if !valid {
         report.error(file, path, format!("\"{text}\" is not a domain; write www.example.com or *.example.com (omit `domains` to serve any host)"));
         return None;
@@ -149,14 +235,26 @@ fn domain_pattern(report: &mut Report, file: FileId, path: &str, text: &str) -> 
 
 fn path_pattern(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<PathPattern> {
     if !text.starts_with('/') {
-        report.error(file, path, format!("pattern \"{text}\" must start with '/'"));
+        report.error(
+            file,
+            path,
+            format!("pattern \"{text}\" must start with '/'"),
+        );
         return None;
     }
     match text.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => Some(PathPattern::Prefix(prefix.to_string())),
+        Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+            Some(PathPattern::Prefix(prefix.to_string()))
+        }
         None if !text.contains('*') => Some(PathPattern::Exact(text.to_string())),
         _ => {
-            report.error(file, path, format!("pattern \"{text}\": '*' may only end a pattern, after a '/' (e.g. /static/*)"));
+            report.error(
+                file,
+                path,
+                format!(
+                    "pattern \"{text}\": '*' may only end a pattern, after a '/' (e.g. /static/*)"
+                ),
+            );
             None
         }
     }
@@ -174,30 +272,78 @@ fn route_cache(report: &mut Report, file: FileId, at: &str, route: &FileRoute) -
         };
     };
     let behavior = raw.behavior.unwrap_or(CacheBehavior::HonorOrigin);
-    let optional = |report: &mut Report, field: &str, value: Option<&str>| value.map(|text| duration_field(report, file, &format!("{at}.{field}"), Some(text), Default::default()));
+    let optional = |report: &mut Report, field: &str, value: Option<&str>| {
+        value.map(|text| {
+            duration_field(
+                report,
+                file,
+                &format!("{at}.{field}"),
+                Some(text),
+                Default::default(),
+            )
+        })
+    };
     let duration = optional(report, "duration", raw.duration.as_deref());
     if behavior != CacheBehavior::HonorOrigin && duration.is_none() {
-        report.error(file, &format!("{at}.behavior"), "override_always and override_if_origin_missing need a `duration`");
+        report.error(
+            file,
+            &format!("{at}.behavior"),
+            "override_always and override_if_origin_missing need a `duration`",
+        );
     }
     if behavior == CacheBehavior::HonorOrigin && duration.is_some() {
-        report.error(file, &format!("{at}.duration"), "`duration` needs behavior override_always or override_if_origin_missing");
+        report.error(
+            file,
+            &format!("{at}.duration"),
+            "`duration` needs behavior override_always or override_if_origin_missing",
+        );
     }
     RouteCache {
         enabled: raw.enabled,
-        query_string: query_string_mode(report, file, at, raw.query_string.unwrap_or(QueryStringBehavior::UseAll), Some(&raw.query_params)),
+        query_string: query_string_mode(
+            report,
+            file,
+            at,
+            raw.query_string.unwrap_or(QueryStringBehavior::UseAll),
+            Some(&raw.query_params),
+        ),
         behavior,
         duration,
-        stale_while_revalidate: optional(report, "stale_while_revalidate", raw.stale_while_revalidate.as_deref()),
+        stale_while_revalidate: optional(
+            report,
+            "stale_while_revalidate",
+            raw.stale_while_revalidate.as_deref(),
+        ),
         stale_if_error: optional(report, "stale_if_error", raw.stale_if_error.as_deref()),
     }
 }
 
 /// `portico check` warns wherever a WebSocket upgrade can meet a cache (SPEC §3).
 #[allow(clippy::too_many_arguments)]
-fn warn_about_upgrades(report: &mut Report, file: FileId, at: &str, route: &FileRoute, cache: &RouteCache, mode: OnCachedUpgrade, rule_sets: &[usize], compiled: &[RuleSet]) {
-    let rule_enables_caching = rule_sets.iter().flat_map(|&s| compiled[s].rules.iter()).find(|rule| {
-        rule.actions.iter().any(|a| matches!(a, Action::RouteOverride { caching: Some(true), .. }))
-    });
+fn warn_about_upgrades(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    route: &FileRoute,
+    cache: &RouteCache,
+    mode: OnCachedUpgrade,
+    rule_sets: &[usize],
+    compiled: &[RuleSet],
+) {
+    let rule_enables_caching = rule_sets
+        .iter()
+        .flat_map(|&s| compiled[s].rules.iter())
+        .find(|rule| {
+            rule.actions.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::RouteOverride {
+                        caching: Some(true),
+                        ..
+                    }
+                )
+            })
+        });
     if route.websocket {
         if cache.enabled {
             report.warning(file, &format!("{at}.cache.enabled"), format!("route \"{}\" is a WebSocket route: caching is forced off and this setting is ignored", route.name));
@@ -208,7 +354,14 @@ fn warn_about_upgrades(report: &mut Report, file: FileId, at: &str, route: &File
         return;
     }
     if mode == OnCachedUpgrade::Reproduce && (cache.enabled || rule_enables_caching.is_some()) {
-        let why = if cache.enabled { "has caching on".to_string() } else { format!("can turn caching on (rule \"{}\")", rule_enables_caching.map_or("", |r| r.name.as_str())) };
+        let why = if cache.enabled {
+            "has caching on".to_string()
+        } else {
+            format!(
+                "can turn caching on (rule \"{}\")",
+                rule_enables_caching.map_or("", |r| r.name.as_str())
+            )
+        };
         report.warning(file, at, format!("route \"{}\" {why}: a WebSocket upgrade here fails as on Azure Front Door (Upgrade is not forwarded). Set `websocket: true`, or `on_cached_upgrade: bypass` or `reject`", route.name));
     }
 }

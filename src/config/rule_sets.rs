@@ -8,8 +8,8 @@ use http::{HeaderName, HeaderValue};
 use super::diagnostics::{FileId, Report};
 use super::duration::parse_duration;
 use super::file::{
-    CacheBehavior, FileAction, FileCondition, FileRuleSet, HeaderAction, MatchVariable,
-    Operator, QueryStringBehavior, RedirectProtocol,
+    CacheBehavior, FileAction, FileCondition, FileRuleSet, HeaderAction, MatchVariable, Operator,
+    QueryStringBehavior, RedirectProtocol,
 };
 use super::model::{
     Action, Condition, HeaderEdit, IpNetwork, MethodSet, QueryStringMode, Redirect, Rule, RuleSet,
@@ -26,7 +26,14 @@ pub fn build_rule_sets(
     for &(file, index, set) in raw {
         let at = format!("rule_sets[{index}]");
         if let Some(first) = first_seen.get(set.name.as_str()) {
-            report.error(file, &format!("{at}.name"), format!("duplicate rule set name \"{}\" (first defined at {first})", set.name));
+            report.error(
+                file,
+                &format!("{at}.name"),
+                format!(
+                    "duplicate rule set name \"{}\" (first defined at {first})",
+                    set.name
+                ),
+            );
             continue;
         }
         first_seen.insert(&set.name, report.place(file, &format!("{at}.name")));
@@ -35,22 +42,37 @@ pub fn build_rule_sets(
         for (r, rule) in set.rules.iter().enumerate() {
             let at = format!("{at}.rules[{r}]");
             if rule_names.insert(&rule.name, ()).is_some() {
-                report.error(file, &format!("{at}.name"), format!("duplicate rule name \"{}\" in rule set \"{}\"", rule.name, set.name));
+                report.error(
+                    file,
+                    &format!("{at}.name"),
+                    format!(
+                        "duplicate rule name \"{}\" in rule set \"{}\"",
+                        rule.name, set.name
+                    ),
+                );
             }
             if rule.actions.is_empty() {
-                report.error(file, &format!("{at}.actions"), "a rule needs at least one action");
+                report.error(
+                    file,
+                    &format!("{at}.actions"),
+                    "a rule needs at least one action",
+                );
             }
             let conditions = rule
                 .conditions
                 .iter()
                 .enumerate()
-                .filter_map(|(c, cond)| build_condition(report, file, &format!("{at}.conditions[{c}]"), cond))
+                .filter_map(|(c, cond)| {
+                    build_condition(report, file, &format!("{at}.conditions[{c}]"), cond)
+                })
                 .collect();
             let actions = rule
                 .actions
                 .iter()
                 .enumerate()
-                .filter_map(|(a, action)| build_action(report, file, &format!("{at}.actions[{a}]"), action, groups))
+                .filter_map(|(a, action)| {
+                    build_action(report, file, &format!("{at}.actions[{a}]"), action, groups)
+                })
                 .collect();
             rules.push(Rule {
                 name: rule.name.clone(),
@@ -68,23 +90,45 @@ pub fn build_rule_sets(
     (sets, by_name)
 }
 
-fn build_condition(report: &mut Report, file: FileId, at: &str, raw: &FileCondition) -> Option<Condition> {
+fn build_condition(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    raw: &FileCondition,
+) -> Option<Condition> {
     let errors_before = report.items.len();
-    let needs_selector = matches!(raw.variable, MatchVariable::RequestHeader | MatchVariable::QueryParam);
+    let needs_selector = matches!(
+        raw.variable,
+        MatchVariable::RequestHeader | MatchVariable::QueryParam
+    );
     match (&raw.selector, needs_selector) {
-        (None, true) => report.error(file, at, "this condition needs a `selector` (the header or parameter name)"),
-        (Some(_), false) => report.error(file, &format!("{at}.selector"), "`selector` only applies to request_header and query_param"),
+        (None, true) => report.error(
+            file,
+            at,
+            "this condition needs a `selector` (the header or parameter name)",
+        ),
+        (Some(_), false) => report.error(
+            file,
+            &format!("{at}.selector"),
+            "`selector` only applies to request_header and query_param",
+        ),
         _ => {}
     }
     let operator = raw.operator.unwrap_or(Operator::Equals);
     if operator == Operator::Any {
         if !raw.values.is_empty() {
-            report.error(file, &format!("{at}.values"), "operator `any` takes no values");
+            report.error(
+                file,
+                &format!("{at}.values"),
+                "operator `any` takes no values",
+            );
         }
     } else if raw.values.is_empty() {
         report.error(file, at, "this condition needs at least one value");
     }
-    if (operator == Operator::IpMatch) != (raw.variable == MatchVariable::ClientAddress) && operator != Operator::Any {
+    if (operator == Operator::IpMatch) != (raw.variable == MatchVariable::ClientAddress)
+        && operator != Operator::Any
+    {
         report.error(file, &format!("{at}.operator"), "client_address is matched with `ip_match`, and `ip_match` only applies to client_address");
     }
     let mut regexes = Vec::new();
@@ -93,7 +137,11 @@ fn build_condition(report: &mut Report, file: FileId, at: &str, raw: &FileCondit
         let path = format!("{at}.values[{v}]");
         match operator {
             Operator::Regex => {
-                let pattern = if raw.case_sensitive { value.clone() } else { format!("(?i){value}") };
+                let pattern = if raw.case_sensitive {
+                    value.clone()
+                } else {
+                    format!("(?i){value}")
+                };
                 match regex::Regex::new(&pattern) {
                     Ok(regex) => regexes.push(regex),
                     Err(e) => report.error(file, &path, format!("bad regex: {e}")),
@@ -101,15 +149,25 @@ fn build_condition(report: &mut Report, file: FileId, at: &str, raw: &FileCondit
             }
             Operator::IpMatch => match parse_network(value) {
                 Some(network) => networks.push(network),
-                None => report.error(file, &path, format!("\"{value}\" is not an address or CIDR block")),
+                None => report.error(
+                    file,
+                    &path,
+                    format!("\"{value}\" is not an address or CIDR block"),
+                ),
             },
             _ => {}
         }
         if raw.variable == MatchVariable::RequestMethod && MethodSet::bit(value).is_none() {
             report.error(file, &path, format!("unknown method \"{value}\""));
         }
-        if raw.variable == MatchVariable::RequestProtocol && !matches!(value.to_ascii_lowercase().as_str(), "http" | "https") {
-            report.error(file, &path, format!("protocol \"{value}\" must be http or https"));
+        if raw.variable == MatchVariable::RequestProtocol
+            && !matches!(value.to_ascii_lowercase().as_str(), "http" | "https")
+        {
+            report.error(
+                file,
+                &path,
+                format!("protocol \"{value}\" must be http or https"),
+            );
         }
     }
     if report.items.len() > errors_before {
@@ -123,7 +181,11 @@ fn build_condition(report: &mut Report, file: FileId, at: &str, raw: &FileCondit
     Some(Condition {
         variable: raw.variable,
         selector: raw.selector.as_ref().map(|s| {
-            if raw.variable == MatchVariable::RequestHeader { s.to_ascii_lowercase() } else { s.clone() }
+            if raw.variable == MatchVariable::RequestHeader {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
         }),
         operator,
         values,
@@ -138,7 +200,11 @@ fn parse_network(text: &str) -> Option<IpNetwork> {
     let (addr, prefix) = text.split_once('/').unwrap_or((text, ""));
     let addr: std::net::IpAddr = addr.trim().parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix_len = if prefix.is_empty() { max } else { prefix.trim().parse().ok()? };
+    let prefix_len = if prefix.is_empty() {
+        max
+    } else {
+        prefix.trim().parse().ok()?
+    };
     (prefix_len <= max).then_some(IpNetwork { addr, prefix_len })
 }
 
@@ -158,17 +224,30 @@ fn set_fields(raw: &FileAction) -> Vec<&'static str> {
         ("value", raw.value.is_some()),
         ("source_pattern", raw.source_pattern.is_some()),
         ("destination", raw.destination.is_some()),
-        ("preserve_unmatched_path", raw.preserve_unmatched_path.is_some()),
+        (
+            "preserve_unmatched_path",
+            raw.preserve_unmatched_path.is_some(),
+        ),
         ("status", raw.status.is_some()),
         ("protocol", raw.protocol.is_some()),
         ("host", raw.host.is_some()),
         ("path", raw.path.is_some()),
         ("query", raw.query.is_some()),
     ];
-    flags.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect()
+    flags
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect()
 }
 
-fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, groups: &HashMap<String, usize>) -> Option<Action> {
+fn build_action(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    raw: &FileAction,
+    groups: &HashMap<String, usize>,
+) -> Option<Action> {
     let allowed: &[&str] = match raw.kind.as_str() {
         "route_override" => &["caching", "origin_group"],
         "cache_expiration" => &["behavior", "duration"],
@@ -177,45 +256,74 @@ fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, g
         "url_rewrite" => &["source_pattern", "destination", "preserve_unmatched_path"],
         "url_redirect" => &["status", "protocol", "host", "path", "query"],
         other => {
-            report.error(file, &format!("{at}.type"), format!("unknown action type \"{other}\"; expected one of {ACTION_TYPES}"));
+            report.error(
+                file,
+                &format!("{at}.type"),
+                format!("unknown action type \"{other}\"; expected one of {ACTION_TYPES}"),
+            );
             return None;
         }
     };
     let errors_before = report.items.len();
     for field in set_fields(raw) {
         if !allowed.contains(&field) {
-            report.error(file, &format!("{at}.{field}"), format!("`{field}` does not apply to action type {}", raw.kind));
+            report.error(
+                file,
+                &format!("{at}.{field}"),
+                format!("`{field}` does not apply to action type {}", raw.kind),
+            );
         }
     }
     let require = |report: &mut Report, field: &str, present: bool| {
         if !present {
-            report.error(file, at, format!("action type {} needs `{field}`", raw.kind));
+            report.error(
+                file,
+                at,
+                format!("action type {} needs `{field}`", raw.kind),
+            );
         }
     };
     let action = match raw.kind.as_str() {
         "route_override" => {
             if raw.caching.is_none() && raw.origin_group.is_none() {
-                report.error(file, at, "route_override needs `caching`, `origin_group` or both");
+                report.error(
+                    file,
+                    at,
+                    "route_override needs `caching`, `origin_group` or both",
+                );
             }
-            let origin_group = raw.origin_group.as_ref().and_then(|name| match groups.get(name) {
-                Some(index) => Some(*index),
-                None => {
-                    report.error(file, &format!("{at}.origin_group"), format!("no origin group named \"{name}\""));
-                    None
-                }
-            });
-            Action::RouteOverride { caching: raw.caching, origin_group }
+            let origin_group = raw
+                .origin_group
+                .as_ref()
+                .and_then(|name| match groups.get(name) {
+                    Some(index) => Some(*index),
+                    None => {
+                        report.error(
+                            file,
+                            &format!("{at}.origin_group"),
+                            format!("no origin group named \"{name}\""),
+                        );
+                        None
+                    }
+                });
+            Action::RouteOverride {
+                caching: raw.caching,
+                origin_group,
+            }
         }
         "cache_expiration" => {
             let behavior = raw.behavior.unwrap_or(CacheBehavior::HonorOrigin);
             require(report, "behavior", raw.behavior.is_some());
-            let duration = raw.duration.as_deref().and_then(|text| match parse_duration(text) {
-                Ok(d) => Some(d),
-                Err(message) => {
-                    report.error(file, &format!("{at}.duration"), message);
-                    None
-                }
-            });
+            let duration = raw
+                .duration
+                .as_deref()
+                .and_then(|text| match parse_duration(text) {
+                    Ok(d) => Some(d),
+                    Err(message) => {
+                        report.error(file, &format!("{at}.duration"), message);
+                        None
+                    }
+                });
             if behavior != CacheBehavior::HonorOrigin && raw.duration.is_none() {
                 report.error(file, at, "override behaviours need a `duration`");
             }
@@ -223,7 +331,13 @@ fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, g
         }
         "cache_key_query_string" => {
             require(report, "query_string", raw.query_string.is_some());
-            let mode = query_string_mode(report, file, at, raw.query_string.unwrap_or(QueryStringBehavior::UseAll), raw.query_params.as_deref());
+            let mode = query_string_mode(
+                report,
+                file,
+                at,
+                raw.query_string.unwrap_or(QueryStringBehavior::UseAll),
+                raw.query_params.as_deref(),
+            );
             Action::CacheKeyQueryString(mode)
         }
         "modify_request_header" | "modify_response_header" => {
@@ -239,7 +353,10 @@ fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, g
             require(report, "destination", raw.destination.is_some());
             let source_pattern = raw.source_pattern.clone().unwrap_or_default();
             let destination = raw.destination.clone().unwrap_or_default();
-            for (field, value) in [("source_pattern", &source_pattern), ("destination", &destination)] {
+            for (field, value) in [
+                ("source_pattern", &source_pattern),
+                ("destination", &destination),
+            ] {
                 if !value.starts_with('/') {
                     report.error(file, &format!("{at}.{field}"), "must start with '/'");
                 }
@@ -253,7 +370,11 @@ fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, g
         _ => {
             let status = raw.status.unwrap_or(302);
             if ![301, 302, 307, 308].contains(&status) {
-                report.error(file, &format!("{at}.status"), format!("redirect status {status} must be 301, 302, 307 or 308"));
+                report.error(
+                    file,
+                    &format!("{at}.status"),
+                    format!("redirect status {status} must be 301, 302, 307 or 308"),
+                );
             }
             if raw.path.as_ref().is_some_and(|p| !p.starts_with('/')) {
                 report.error(file, &format!("{at}.path"), "must start with '/'");
@@ -263,16 +384,31 @@ fn build_action(report: &mut Report, file: FileId, at: &str, raw: &FileAction, g
                 protocol: raw.protocol.unwrap_or(RedirectProtocol::MatchRequest),
                 host: raw.host.clone(),
                 path: raw.path.clone(),
-                query: raw.query.as_ref().map(|q| q.trim_start_matches('?').to_string()),
+                query: raw
+                    .query
+                    .as_ref()
+                    .map(|q| q.trim_start_matches('?').to_string()),
             })
         }
     };
     (report.items.len() == errors_before).then_some(action)
 }
 
-fn header_edit(report: &mut Report, file: FileId, at: &str, raw: &FileAction) -> Option<HeaderEdit> {
+fn header_edit(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    raw: &FileAction,
+) -> Option<HeaderEdit> {
     let Some(action) = raw.header_action else {
-        report.error(file, at, format!("action type {} needs `header_action` (append, overwrite or delete)", raw.kind));
+        report.error(
+            file,
+            at,
+            format!(
+                "action type {} needs `header_action` (append, overwrite or delete)",
+                raw.kind
+            ),
+        );
         return None;
     };
     let name = match raw.name.as_deref().map(HeaderName::try_from) {
@@ -304,19 +440,40 @@ fn header_edit(report: &mut Report, file: FileId, at: &str, raw: &FileAction) ->
             }
         },
     };
-    Some(HeaderEdit { action, name, value })
+    Some(HeaderEdit {
+        action,
+        name,
+        value,
+    })
 }
 
 /// Builds a query-string mode; `include`/`exclude` need names, the others take none.
-pub fn query_string_mode(report: &mut Report, file: FileId, at: &str, behavior: QueryStringBehavior, params: Option<&[String]>) -> QueryStringMode {
+pub fn query_string_mode(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    behavior: QueryStringBehavior,
+    params: Option<&[String]>,
+) -> QueryStringMode {
     let mut names: Vec<String> = params.unwrap_or_default().to_vec();
     names.sort();
-    let wants_names = matches!(behavior, QueryStringBehavior::Include | QueryStringBehavior::Exclude);
+    let wants_names = matches!(
+        behavior,
+        QueryStringBehavior::Include | QueryStringBehavior::Exclude
+    );
     if wants_names && names.is_empty() {
-        report.error(file, &format!("{at}.query_params"), "include and exclude need `query_params`");
+        report.error(
+            file,
+            &format!("{at}.query_params"),
+            "include and exclude need `query_params`",
+        );
     }
     if !wants_names && !names.is_empty() {
-        report.error(file, &format!("{at}.query_params"), "`query_params` only applies to include and exclude");
+        report.error(
+            file,
+            &format!("{at}.query_params"),
+            "`query_params` only applies to include and exclude",
+        );
     }
     match behavior {
         QueryStringBehavior::Ignore => QueryStringMode::Ignore,
@@ -335,8 +492,12 @@ mod tests {
         let net = parse_network("10.0.0.0/8").unwrap();
         assert!(net.contains("10.1.2.3".parse().unwrap()));
         assert!(!net.contains("11.0.0.1".parse().unwrap()));
-        assert!(parse_network("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(parse_network("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
         assert!(parse_network("10.0.0.0/33").is_none());
-        assert!(parse_network("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(parse_network("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 }

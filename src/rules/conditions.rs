@@ -14,7 +14,9 @@ impl Condition {
     fn evaluate(&self, request: &RequestFacts<'_>) -> bool {
         match self.variable {
             MatchVariable::ClientAddress => {
-                let Some(ip) = request.client_ip else { return false };
+                let Some(ip) = request.client_ip else {
+                    return false;
+                };
                 self.operator == Operator::Any || self.networks.iter().any(|net| net.contains(ip))
             }
             MatchVariable::RequestHeader => {
@@ -27,7 +29,9 @@ impl Condition {
             }
             MatchVariable::QueryParam => {
                 let name = self.selector.as_deref().unwrap_or("");
-                request.query_param(name).is_some_and(|value| self.compare(value))
+                request
+                    .query_param(name)
+                    .is_some_and(|value| self.compare(value))
             }
             MatchVariable::QueryString => self.compare(request.query.unwrap_or("")),
             MatchVariable::RequestMethod => self.compare(request.method),
@@ -56,8 +60,12 @@ impl Condition {
             match self.operator {
                 Operator::Equals => s.len() == v.len() && self.bytes_equal(s, v),
                 Operator::BeginsWith => s.len() >= v.len() && self.bytes_equal(&s[..v.len()], v),
-                Operator::EndsWith => s.len() >= v.len() && self.bytes_equal(&s[s.len() - v.len()..], v),
-                Operator::Contains => v.is_empty() || s.windows(v.len()).any(|w| self.bytes_equal(w, v)),
+                Operator::EndsWith => {
+                    s.len() >= v.len() && self.bytes_equal(&s[s.len() - v.len()..], v)
+                }
+                Operator::Contains => {
+                    v.is_empty() || s.windows(v.len()).any(|w| self.bytes_equal(w, v))
+                }
                 Operator::Any | Operator::Regex | Operator::IpMatch => false,
             }
         })
@@ -68,7 +76,10 @@ impl Condition {
         if self.case_sensitive {
             subject == value
         } else {
-            subject.iter().zip(value).all(|(s, v)| s.to_ascii_lowercase() == *v)
+            subject
+                .iter()
+                .zip(value)
+                .all(|(s, v)| s.to_ascii_lowercase() == *v)
         }
     }
 }

@@ -51,6 +51,17 @@ pub enum UpgradeHandling {
     Reject,
 }
 
+impl UpgradeHandling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeHandling::None => "none",
+            UpgradeHandling::Tunnel => "tunnel",
+            UpgradeHandling::Reproduce => "reproduce",
+            UpgradeHandling::Reject => "reject",
+        }
+    }
+}
+
 /// Everything the edge decided about one request.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -96,8 +107,14 @@ impl Engine {
     }
 
     /// Actions of every fired rule, in firing order.
-    pub fn fired_actions<'e>(&'e self, decision: &'e Decision) -> impl Iterator<Item = &'e Action> + 'e {
-        decision.fired.iter().flat_map(|f| self.rule(*f).actions.iter())
+    pub fn fired_actions<'e>(
+        &'e self,
+        decision: &'e Decision,
+    ) -> impl Iterator<Item = &'e Action> + 'e {
+        decision
+            .fired
+            .iter()
+            .flat_map(|f| self.rule(*f).actions.iter())
     }
 
     pub fn redirect(&self, target: &RedirectTarget) -> Option<&Redirect> {
@@ -122,13 +139,23 @@ impl Engine {
 
     /// Routes the request and runs its rule sets.
     pub fn decide(&self, request: &RequestFacts<'_>) -> Result<Decision, Miss> {
-        let found = self.table.match_request(&self.config.routes, request.host, request.path, request.method, request.scheme)?;
+        let found = self.table.match_request(
+            &self.config.routes,
+            request.host,
+            request.path,
+            request.method,
+            request.scheme,
+        )?;
         let route = &self.config.routes[found.route];
         let mut decision = Decision {
             route: found.route,
             fired: SmallVec::new(),
             origin_group: route.origin_group,
-            cache: if route.cache.enabled { CacheUse::Enabled } else { CacheUse::Disabled },
+            cache: if route.cache.enabled {
+                CacheUse::Enabled
+            } else {
+                CacheUse::Disabled
+            },
             query_string_rule: None,
             cache_behavior: route.cache.behavior,
             cache_duration: route.cache.duration,
@@ -141,7 +168,10 @@ impl Engine {
                 if !rule.conditions.iter().all(|c| c.holds(request)) {
                     continue;
                 }
-                let fired = FiredRule { set: set as u32, rule: index as u32 };
+                let fired = FiredRule {
+                    set: set as u32,
+                    rule: index as u32,
+                };
                 decision.fired.push(fired);
                 self.apply(&mut decision, fired, request.path);
                 if rule.stop_evaluating {
@@ -168,9 +198,16 @@ impl Engine {
     fn apply(&self, decision: &mut Decision, fired: FiredRule, original_path: &str) {
         for (index, action) in self.rule(fired).actions.iter().enumerate() {
             match action {
-                Action::RouteOverride { caching, origin_group } => {
+                Action::RouteOverride {
+                    caching,
+                    origin_group,
+                } => {
                     if let Some(on) = caching {
-                        decision.cache = if *on { CacheUse::Enabled } else { CacheUse::Disabled };
+                        decision.cache = if *on {
+                            CacheUse::Enabled
+                        } else {
+                            CacheUse::Disabled
+                        };
                     }
                     if let Some(group) = origin_group {
                         decision.origin_group = *group;
@@ -181,7 +218,11 @@ impl Engine {
                     decision.cache_duration = *duration;
                 }
                 Action::CacheKeyQueryString(_) => decision.query_string_rule = Some((fired, index)),
-                Action::UrlRewrite { source_pattern, destination, preserve_unmatched_path } => {
+                Action::UrlRewrite {
+                    source_pattern,
+                    destination,
+                    preserve_unmatched_path,
+                } => {
                     let current = decision.rewritten_path.as_deref().unwrap_or(original_path);
                     if let Some(rest) = current.strip_prefix(source_pattern.as_str()) {
                         let mut path = String::with_capacity(destination.len() + rest.len());

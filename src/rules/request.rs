@@ -102,18 +102,34 @@ mod tests {
 
     #[test]
     fn upgrade_needs_get_connection_token_and_websocket() {
-        let ok = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+        let ok = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
         assert!(is_websocket_upgrade("GET", &ok));
         assert!(!is_websocket_upgrade("POST", &ok));
-        assert!(!is_websocket_upgrade("GET", &headers(&[("upgrade", "websocket")])));
-        assert!(!is_websocket_upgrade("GET", &headers(&[("connection", "upgrade"), ("upgrade", "h2c")])));
+        assert!(!is_websocket_upgrade(
+            "GET",
+            &headers(&[("upgrade", "websocket")])
+        ));
+        assert!(!is_websocket_upgrade(
+            "GET",
+            &headers(&[("connection", "upgrade"), ("upgrade", "h2c")])
+        ));
         // "upgraded" is not the token "upgrade".
-        assert!(!is_websocket_upgrade("GET", &headers(&[("connection", "upgraded"), ("upgrade", "websocket")])));
+        assert!(!is_websocket_upgrade(
+            "GET",
+            &headers(&[("connection", "upgraded"), ("upgrade", "websocket")])
+        ));
     }
 
     #[test]
     fn upgrade_reads_every_header_line() {
-        let split = headers(&[("connection", "keep-alive"), ("connection", "upgrade"), ("upgrade", "h2c, websocket/13")]);
+        let split = headers(&[
+            ("connection", "keep-alive"),
+            ("connection", "upgrade"),
+            ("upgrade", "h2c, websocket/13"),
+        ]);
         assert!(is_websocket_upgrade("get", &split));
     }
 

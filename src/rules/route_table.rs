@@ -54,8 +54,13 @@ impl RouteTable {
             }
             for domain in &route.domains {
                 let path_table = match domain {
-                    DomainPattern::Exact(host) => table.exact_hosts.entry(host.as_str().into()).or_default(),
-                    DomainPattern::Wildcard(suffix) => table.wildcard_hosts.entry(suffix.as_str().into()).or_default(),
+                    DomainPattern::Exact(host) => {
+                        table.exact_hosts.entry(host.as_str().into()).or_default()
+                    }
+                    DomainPattern::Wildcard(suffix) => table
+                        .wildcard_hosts
+                        .entry(suffix.as_str().into())
+                        .or_default(),
                 };
                 path_table.add(index, &route.patterns);
             }
@@ -64,7 +69,14 @@ impl RouteTable {
     }
 
     /// The route for a request, or why there is none.
-    pub fn match_request(&self, routes: &[Route], host: &str, path: &str, method: &str, scheme: Scheme) -> Result<RouteMatch, Miss> {
+    pub fn match_request(
+        &self,
+        routes: &[Route],
+        host: &str,
+        path: &str,
+        method: &str,
+        scheme: Scheme,
+    ) -> Result<RouteMatch, Miss> {
         let mut buffer = [0u8; MAX_HOST];
         let host = lowercase_into(strip_port(host), &mut buffer).ok_or(Miss::BadHost)?;
         let mut miss = Miss::NoRouteForPath;
@@ -84,7 +96,9 @@ impl RouteTable {
             }
             rest = &suffix[1..];
         }
-        self.any_host.find(routes, path, method, scheme, &mut miss).ok_or(miss)
+        self.any_host
+            .find(routes, path, method, scheme, &mut miss)
+            .ok_or(miss)
     }
 
     /// Whether any route serves `host` (any-host routes serve every host).
@@ -120,7 +134,14 @@ impl PathTable {
 
     /// Exact path first, then prefixes from the longest; a route that refuses the method or
     /// protocol lets a less specific one try, and is remembered as the reason if none does.
-    fn find(&self, routes: &[Route], path: &str, method: &str, scheme: Scheme, miss: &mut Miss) -> Option<RouteMatch> {
+    fn find(
+        &self,
+        routes: &[Route],
+        path: &str,
+        method: &str,
+        scheme: Scheme,
+        miss: &mut Miss,
+    ) -> Option<RouteMatch> {
         let exact = self.exact.get(path).copied();
         let prefixes = path
             .rmatch_indices('/')
@@ -141,7 +162,9 @@ fn accept(route: &Route, index: usize, method: &str, scheme: Scheme) -> Result<R
         return Err(Miss::MethodNotAccepted { route: index });
     }
     let https_redirect = match scheme {
-        Scheme::Https if !route.protocols.https => return Err(Miss::ProtocolNotAccepted { route: index }),
+        Scheme::Https if !route.protocols.https => {
+            return Err(Miss::ProtocolNotAccepted { route: index })
+        }
         Scheme::Http if !route.protocols.http || route.https_redirect => {
             if !route.https_redirect {
                 return Err(Miss::ProtocolNotAccepted { route: index });
@@ -150,7 +173,10 @@ fn accept(route: &Route, index: usize, method: &str, scheme: Scheme) -> Result<R
         }
         _ => false,
     };
-    Ok(RouteMatch { route: index, https_redirect })
+    Ok(RouteMatch {
+        route: index,
+        https_redirect,
+    })
 }
 
 /// Lower-cases an ASCII host into `buffer`; `None` if it is too long or not ASCII.

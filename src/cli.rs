@@ -1,0 +1,168 @@
+//! The `portico` command line: `run`, `check`, `explain`, `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ConfigError, Severity};
+use crate::rules::Engine;
+use crate::server::Node;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portico",
+    version,
+    about = "A Front-Door-style CDN edge node on Pingora"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge node.
+    Run {
+        #[arg(short, long, default_value = "conf/portico.yaml")]
+        conf: PathBuf,
+    },
+    /// Validate the configuration (like `nginx -t`): every error, plus warnings.
+    Check {
+        #[arg(short, long, default_value = "conf/portico.yaml")]
+        conf: PathBuf,
+    },
+    /// Show what the edge would do with a request, without sending traffic.
+    Explain {
+        #[arg(short, long, default_value = "conf/portico.yaml")]
+        conf: PathBuf,
+        /// HTTP method, e.g. GET.
+        method: String,
+        /// Full URL, e.g. http://localhost:8080/static/a.css
+        url: String,
+        /// Request headers, `Name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+    },
+    /// Run the built-in sample origin (127.0.0.1:8081) and the edge on the shipped config.
+    Demo {
+        #[arg(short, long, default_value = "conf/portico.yaml")]
+        conf: PathBuf,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { conf } => run(&conf),
+        Command::Check { conf } => check(&conf),
+        Command::Explain {
+            conf,
+            method,
+            url,
+            headers,
+        } => explain(&conf, &method, &url, &headers),
+        Command::Demo { conf } => demo(&conf),
+    }
+}
+
+fn run(conf: &Path) -> ExitCode {
+    match Node::load(conf) {
+        Ok(node) => node.run_forever(),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(conf: &Path) -> ExitCode {
+    match config::load(conf) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                println!("{warning}");
+            }
+            let c = &loaded.config;
+            println!(
+                "{}: configuration OK ({} routes, {} rule sets, {} origin groups, {} warnings)",
+                conf.display(),
+                c.routes.len(),
+                c.rule_sets.len(),
+                c.origin_groups.len(),
+                loaded.warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ ConfigError::Invalid(_)) => {
+            for diagnostic in error.diagnostics() {
+                println!("{diagnostic}");
+            }
+            let errors = error
+                .diagnostics()
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            println!(
+                "{}: {errors} error(s); configuration refused",
+                conf.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            println!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(conf: &Path, method: &str, url: &str, raw_headers: &[String]) -> ExitCode {
+    let loaded = match config::load(conf) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut headers = http::HeaderMap::new();
+    for raw in raw_headers {
+        let parsed = raw.split_once(':').and_then(|(name, value)| {
+            Some((
+                http::HeaderName::try_from(name.trim()).ok()?,
+                http::HeaderValue::from_str(value.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((name, value)) => {
+                headers.append(name, value);
+            }
+            None => {
+                eprintln!("bad header \"{raw}\": write 'Name: value'");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let engine = Engine::new(loaded.config);
+    match crate::explain::explain(&engine, &method.to_ascii_uppercase(), url, &headers) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(conf: &Path) -> ExitCode {
+    let origin = crate::demo::start_in_background("127.0.0.1:8081");
+    if let Err(e) = origin {
+        eprintln!("cannot start the demo origin on 127.0.0.1:8081: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "demo origin on http://127.0.0.1:8081; edge on the listeners of {}",
+        conf.display()
+    );
+    println!("try: curl -i localhost:8080/static/a.css   (twice)");
+    run(conf)
+}

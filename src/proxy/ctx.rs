@@ -1,0 +1,81 @@
+//! Per-request state, carried from hook to hook.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use crate::rules::{Decision, Scheme};
+use crate::tunnel::TunnelState;
+
+use super::Snapshot;
+
+/// What one request learned on its way through the hooks.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub time_ms: u128,
+    /// `X-Portico-Ref`: unique per request, sent to the origin and to the client.
+    pub request_id: String,
+    /// The configuration this request runs on, even if a reload swaps it meanwhile.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub decision: Option<Decision>,
+    pub scheme: Scheme,
+    pub client_ip: Option<IpAddr>,
+    /// Status of a response the edge wrote itself.
+    pub edge_status: Option<u16>,
+    pub edge_error: Option<&'static str>,
+    pub cache_status: &'static str,
+    /// Origins tried so far, in order; the last is the current one.
+    pub tried: SmallVec<[SocketAddr; 4]>,
+    pub origin_index: Option<usize>,
+    pub upstream_status: Option<u16>,
+    /// Status of the response header sent to the client (set in `response_filter`).
+    pub response_status: Option<u16>,
+    pub tunnel: Option<TunnelState>,
+}
+
+impl RequestCtx {
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            time_ms: crate::observability::records::now_ms(),
+            request_id: next_request_id(),
+            snapshot: None,
+            decision: None,
+            scheme: Scheme::Http,
+            client_ip: None,
+            edge_status: None,
+            edge_error: None,
+            cache_status: "CONFIG_NOCACHE",
+            tried: SmallVec::new(),
+            origin_index: None,
+            upstream_status: None,
+            response_status: None,
+            tunnel: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}
+
+/// 24 hex digits: a per-process prefix (so restarts do not repeat ids) and a counter.
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        nanos ^ std::process::id().rotate_left(16)
+    });
+    format!(
+        "{prefix:08x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

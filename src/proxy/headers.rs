@@ -1,0 +1,108 @@
+//! Header handling: what the edge adds on the way to the origin and back, and the rule
+//! sets' header edits.
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::config::model::{Action, HeaderAction, HeaderEdit};
+
+use super::ctx::RequestCtx;
+
+pub const REQUEST_ID: &str = "x-portico-ref";
+pub const X_CACHE: &str = "x-cache";
+
+/// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.
+pub fn add_forwarding_headers(
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+    node: &str,
+    client_host: &str,
+) -> Result<()> {
+    let via = format!("1.1 {node}");
+    append_list(upstream, header::VIA, &via)?;
+    if let Some(ip) = ctx.client_ip {
+        append_list(
+            upstream,
+            HeaderName::from_static("x-forwarded-for"),
+            &ip.to_string(),
+        )?;
+    }
+    upstream.insert_header("x-forwarded-proto", ctx.scheme.as_str())?;
+    upstream.insert_header("x-forwarded-host", client_host)?;
+    append_list(upstream, HeaderName::from_static("cdn-loop"), node)?;
+    upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    Ok(())
+}
+
+/// Adds `value` to a comma-separated list header, creating it if absent.
+fn append_list(upstream: &mut RequestHeader, name: HeaderName, value: &str) -> Result<()> {
+    let joined = match upstream.headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
+        _ => value.to_string(),
+    };
+    upstream.insert_header(name, joined)?;
+    Ok(())
+}
+
+/// The request id and `X-Cache` on every response to the client.
+pub fn add_response_headers(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    response.insert_header(X_CACHE, ctx.cache_status)?;
+    Ok(())
+}
+
+/// Applies the request-header edits of the rules that fired, in firing order.
+pub fn edit_request<'a>(
+    upstream: &mut RequestHeader,
+    actions: impl Iterator<Item = &'a Action>,
+) -> Result<()> {
+    for action in actions {
+        if let Action::ModifyRequestHeader(edit) = action {
+            apply(edit, |name, value, append| match value {
+                None => {
+                    upstream.remove_header(name);
+                    Ok(())
+                }
+                Some(value) if append => upstream
+                    .append_header(name.clone(), value.clone())
+                    .map(|_| ()),
+                Some(value) => upstream.insert_header(name.clone(), value.clone()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the response-header edits of the rules that fired, in firing order.
+pub fn edit_response<'a>(
+    response: &mut ResponseHeader,
+    actions: impl Iterator<Item = &'a Action>,
+) -> Result<()> {
+    for action in actions {
+        if let Action::ModifyResponseHeader(edit) = action {
+            apply(edit, |name, value, append| match value {
+                None => {
+                    response.remove_header(name);
+                    Ok(())
+                }
+                Some(value) if append => response
+                    .append_header(name.clone(), value.clone())
+                    .map(|_| ()),
+                Some(value) => response.insert_header(name.clone(), value.clone()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    edit: &HeaderEdit,
+    mut set: impl FnMut(&HeaderName, Option<&HeaderValue>, bool) -> Result<()>,
+) -> Result<()> {
+    match edit.action {
+        HeaderAction::Delete => set(&edit.name, None, false),
+        HeaderAction::Append => set(&edit.name, edit.value.as_ref(), true),
+        HeaderAction::Overwrite => set(&edit.name, edit.value.as_ref(), false),
+    }
+}

@@ -1,0 +1,324 @@
+//! Portico's `ProxyHttp`: each hook hands off to a named module in a few lines.
+//!
+//! ```text
+//!  client ──► request_filter ─────────── admission::admit: refuse / route / rules
+//!               │  answered at the edge? (404 no route, redirect, 426, 508, 400) ──► logging
+//!               ▼
+//!             upstream_peer ──────────── upstream::choose_peer: group → priority → weight
+//!               ▼                         (fail_to_connect: retry next origin, idempotent only)
+//!             upstream_request_filter ── upstream::prepare_request: path, Host, Via,
+//!               │                         X-Forwarded-*, CDN-Loop, X-Portico-Ref, rule edits,
+//!               │                         `reproduce`: Upgrade/Connection stripped
+//!               ▼
+//!             origin ──► upstream_response_filter (upstream status)
+//!               ▼
+//!             response_filter ────────── X-Portico-Ref, X-Cache, rule edits; a 101 opens the tunnel
+//!               ▼
+//!             body filters ───────────── tunnel: count bytes, enforce maximum lifetime
+//!               ▼
+//!             logging ────────────────── access log line; tunnel record when a tunnel closes
+//! ```
+
+pub mod admission;
+pub mod ctx;
+pub mod headers;
+pub mod respond;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::observability::records::{RequestRecord, TunnelRecord};
+use crate::observability::AccessLog;
+use crate::origin::OriginPool;
+use crate::rules::{Engine, Scheme};
+use crate::tunnel::ClosedBy;
+
+pub use ctx::RequestCtx;
+
+/// One configuration, ready to serve: swapped whole on reload.
+pub struct Snapshot {
+    pub engine: Engine,
+    pub origins: OriginPool,
+}
+
+impl Snapshot {
+    pub fn new(engine: Engine) -> Snapshot {
+        let origins = OriginPool::new(&engine.config.origin_groups);
+        Snapshot { engine, origins }
+    }
+}
+
+/// The edge node's proxy.
+pub struct Portico {
+    pub current: Arc<ArcSwap<Snapshot>>,
+    pub access_log: AccessLog,
+    pub node_name: String,
+    /// Scheme of the listener this proxy serves.
+    pub scheme: Scheme,
+}
+
+#[async_trait]
+impl ProxyHttp for Portico {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.current.load_full();
+        ctx.scheme = self.scheme;
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let answered = admission::admit(session, ctx, &snapshot, &self.node_name).await?;
+        ctx.snapshot = Some(snapshot);
+        Ok(answered)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let snapshot = snapshot(ctx)?;
+        upstream::choose_peer(ctx, &snapshot)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let snapshot = snapshot(ctx)?;
+        upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node_name)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(response.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.response_status = Some(response.status.as_u16());
+        headers::add_response_headers(response, ctx)?;
+        if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {
+            headers::edit_response(response, snapshot.engine.fired_actions(decision))?;
+        }
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tunnel) = &mut ctx.tunnel {
+                tunnel.open();
+                session.set_read_timeout(Some(tunnel.limits.idle_timeout));
+                // The handshake's line is written now; the tunnel's when it closes.
+                self.log_request(session, None, ctx);
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match &mut ctx.tunnel {
+            Some(tunnel) if session.was_upgraded() => {
+                tunnel.client_bytes(body.as_ref().map_or(0, |b| b.len()), end_of_stream)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        match &mut ctx.tunnel {
+            Some(tunnel) if session.was_upgraded() => tunnel
+                .origin_bytes(body.as_ref().map_or(0, |b| b.len()), end_of_stream)
+                .map(|_| None),
+            _ => Ok(None),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let max_retries = snapshot(ctx).ok().and_then(|s| {
+            ctx.decision
+                .as_ref()
+                .map(|d| s.engine.config.origin_groups[d.origin_group].max_retries)
+        });
+        let idempotent = session.req_header().method.is_idempotent();
+        // Nothing was sent on a failed connect; retry on another origin within the budget.
+        if idempotent && ctx.tried.len() <= max_retries.unwrap_or(0) {
+            log::info!(
+                "request {}: connecting to {peer} failed ({e}); trying the next origin",
+                ctx.request_id
+            );
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = respond::status_for_failure(e);
+        if code > 0 && session.response_written().is_none() {
+            let answer = respond::EdgeAnswer {
+                status: code,
+                error: "origin-failure",
+                body: format!("the edge could not get a response from the origin: {e}"),
+                location: None,
+            };
+            if let Err(write_error) = answer.send(session, ctx).await {
+                log::debug!(
+                    "request {}: could not write the error response: {write_error}",
+                    ctx.request_id
+                );
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(mut tunnel) = ctx.tunnel.take().filter(|t| t.opened.is_some()) else {
+            self.log_request(session, e, ctx);
+            return;
+        };
+        if let Some(error) = e {
+            tunnel.close(ClosedBy::from_error(
+                error,
+                session.is_process_shutting_down(),
+            ));
+        }
+        // No error and no end seen on either side: the client went away.
+        tunnel.close(ClosedBy::Client);
+        let route = ctx
+            .decision
+            .as_ref()
+            .zip(ctx.snapshot.as_ref())
+            .map_or("", |(d, s)| s.engine.route(d.route).name.as_str());
+        let origin = origin_name(ctx);
+        let record = TunnelRecord {
+            kind: "tunnel",
+            time_ms: crate::observability::records::now_ms(),
+            request_id: &ctx.request_id,
+            route,
+            client: ctx.client_ip,
+            origin,
+            duration_ms: tunnel.duration().as_millis() as u64,
+            bytes_client_to_origin: tunnel.bytes_client_to_origin,
+            bytes_origin_to_client: tunnel.bytes_origin_to_client,
+            closed_by: tunnel.closed_by.map_or("error", ClosedBy::as_str),
+        };
+        self.access_log.write(&record);
+    }
+}
+
+fn snapshot(ctx: &RequestCtx) -> Result<Arc<Snapshot>> {
+    ctx.snapshot.clone().ok_or_else(|| {
+        Error::explain(
+            pingora_error::ErrorType::InternalError,
+            "no configuration snapshot on the request",
+        )
+    })
+}
+
+fn origin_name(ctx: &RequestCtx) -> Option<&str> {
+    let (snapshot, decision, index) = (
+        ctx.snapshot.as_ref()?,
+        ctx.decision.as_ref()?,
+        ctx.origin_index?,
+    );
+    Some(
+        snapshot.engine.config.origin_groups[decision.origin_group].origins[index]
+            .name
+            .as_str(),
+    )
+}
+
+impl Portico {
+    fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        let request = session.req_header();
+        let status = ctx
+            .edge_status
+            .or(ctx.response_status)
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let engine = ctx.snapshot.as_ref().map(|s| &s.engine);
+        let decision = ctx.decision.as_ref();
+        let route = engine
+            .zip(decision)
+            .map(|(engine, d)| engine.route(d.route));
+        let mut rule_sets = Vec::new();
+        let mut rules = Vec::new();
+        if let (Some(engine), Some(decision)) = (engine, decision) {
+            for fired in &decision.fired {
+                let set = engine.config.rule_sets[fired.set as usize].name.as_str();
+                if !rule_sets.contains(&set) {
+                    rule_sets.push(set);
+                }
+                rules.push(engine.rule(*fired).name.as_str());
+            }
+        }
+        let record = RequestRecord {
+            kind: "request",
+            time_ms: ctx.time_ms,
+            request_id: &ctx.request_id,
+            client: ctx.client_ip,
+            method: request.method.as_str(),
+            host: admission::request_host(request),
+            path: request.uri.path(),
+            status,
+            route: route.map(|r| r.name.as_str()),
+            rule_sets,
+            rules,
+            cache: ctx.cache_status,
+            upgrade: decision.map_or("none", |d| d.upgrade.as_str()),
+            origin: origin_name(ctx),
+            upstream_status: ctx.upstream_status,
+            attempts: ctx.tried.len() as u8,
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            bytes: session.body_bytes_sent(),
+            error: e.map(|e| e.to_string()),
+        };
+        self.access_log.write(&record);
+    }
+}

@@ -1,0 +1,114 @@
+//! The origin side: which origin gets the request, how the peer is set up for it
+//! (timeouts, upgrade policy) and what the forwarded request looks like.
+
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+
+use crate::rules::UpgradeHandling;
+
+use super::ctx::RequestCtx;
+use super::headers;
+use super::Snapshot;
+
+/// Picks the next origin not yet tried and builds its peer.
+pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<HttpPeer>> {
+    let Some(decision) = &ctx.decision else {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "no routing decision before upstream_peer",
+        );
+    };
+    let Some(chosen) = snapshot.origins.select(decision.origin_group, &ctx.tried) else {
+        let group = &snapshot.engine.config.origin_groups[decision.origin_group].name;
+        return Error::e_explain(
+            ErrorType::ConnectNoRoute,
+            format!("origin group \"{group}\" has no origin left to try"),
+        );
+    };
+    let mut peer = HttpPeer::new(
+        chosen.origin.address,
+        false,
+        chosen.origin.host_header.clone(),
+    );
+    peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
+    match decision.upgrade {
+        // Front Door's failure: the origin never sees an upgrade.
+        UpgradeHandling::Reproduce => {
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        }
+        UpgradeHandling::Tunnel => {
+            if let Some(tunnel) = &ctx.tunnel {
+                peer.options.read_timeout = Some(tunnel.limits.idle_timeout);
+            }
+        }
+        UpgradeHandling::None | UpgradeHandling::Reject => {}
+    }
+    ctx.tried.push(chosen.origin.address);
+    ctx.origin_index = Some(chosen.index);
+    Ok(Box::new(peer))
+}
+
+/// Rewrites the forwarded request: path (rewrite + `origin_path`), `Host`, forwarding
+/// headers, the rule sets' header edits, and the stripped upgrade in `reproduce` mode.
+pub fn prepare_request(
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+    snapshot: &Snapshot,
+    node: &str,
+) -> Result<()> {
+    let (Some(decision), Some(origin_index)) = (&ctx.decision, ctx.origin_index) else {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "no routing decision before upstream_request_filter",
+        );
+    };
+    let engine = &snapshot.engine;
+    let route = engine.route(decision.route);
+    let origin = &engine.config.origin_groups[decision.origin_group].origins[origin_index];
+
+    if decision.rewritten_path.is_some() || route.origin_path.is_some() {
+        let path = decision
+            .rewritten_path
+            .as_deref()
+            .unwrap_or(upstream.uri.path());
+        let prefix = route.origin_path.as_deref().unwrap_or("");
+        let target = match upstream.uri.query() {
+            Some(query) => format!("{prefix}{path}?{query}"),
+            None => format!("{prefix}{path}"),
+        };
+        let uri = target.parse::<http::Uri>().map_err(|e| {
+            Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "rewritten path is not a valid URI",
+                e,
+            )
+        })?;
+        upstream.set_uri(uri);
+    } else if upstream.uri.authority().is_some() {
+        // Absolute-form from the client: origins get origin-form.
+        let target = upstream
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let uri = target
+            .parse::<http::Uri>()
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "bad request target", e))?;
+        upstream.set_uri(uri);
+    }
+    let client_host = upstream
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    upstream.insert_header(http::header::HOST, origin.host_header.as_str())?;
+    headers::add_forwarding_headers(upstream, ctx, node, &client_host)?;
+    headers::edit_request(upstream, engine.fired_actions(decision))?;
+    if decision.upgrade == UpgradeHandling::Reproduce {
+        upstream.remove_header(&http::header::UPGRADE);
+        upstream.remove_header(&http::header::CONNECTION);
+    }
+    Ok(())
+}
