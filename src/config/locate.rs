@@ -47,8 +47,16 @@ impl Positions {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next_index: usize },
+    /// `first_key` is set until the mapping's first key is seen (see `path_of_next_node`).
+    Map {
+        path: String,
+        key: Option<String>,
+        first_key: bool,
+    },
+    Seq {
+        path: String,
+        next_index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -72,9 +80,22 @@ impl Indexer {
                 self.by_path.insert(child.clone(), pos);
                 Some(child)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map {
+                path,
+                key,
+                first_key,
+            }) => match key.take() {
                 Some(key) => Some(join(path, &key)),
                 None => {
+                    // yaml-rust2 marks a block mapping's start at the `:` after its first
+                    // key; the mapping (e.g. a sequence item `- name: a`) starts at that key.
+                    if std::mem::take(first_key) {
+                        if let Some(start) = self.by_path.get_mut(path.as_str()) {
+                            if (pos.line, pos.column) < (start.line, start.column) {
+                                *start = pos;
+                            }
+                        }
+                    }
                     let key = key_text.unwrap_or("?").to_string();
                     self.by_path.insert(join(path, &key), pos);
                     if let Some(Frame::Map { key: slot, .. }) = self.stack.last_mut() {
@@ -106,7 +127,11 @@ impl MarkedEventReceiver for Indexer {
             }
             Event::MappingStart(..) => {
                 let path = self.path_of_next_node(None, mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    first_key: true,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.path_of_next_node(None, mark).unwrap_or_default();

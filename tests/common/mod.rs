@@ -1,3 +1,5 @@
-//! Shared helpers for the integration tests (each test binary uses a subset).
+//! Shared helpers for the integration tests (each test binary uses a subset): real origins
+//! on `127.0.0.1:0` and an in-process edge.
 #![allow(dead_code)]
+pub mod edge;
 pub mod origin;

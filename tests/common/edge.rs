@@ -1,0 +1,104 @@
+//! An edge started in-process on `127.0.0.1:0`, on a config written to a temp folder.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use portico::server::Node;
+
+pub struct TestEdge {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A node file listening nowhere in particular (the test binds its own socket), logging to
+/// `access.log` in the temp folder. `extra` is appended (e.g. a `defaults:` block).
+pub fn node_yaml(extra: &str) -> String {
+    format!("name: test-edge\nlisteners:\n  - address: 127.0.0.1:1\nrules_dir: rules\naccess_log: access.log\nserver:\n  threads: 1\n{extra}")
+}
+
+/// An origin group named `name` with one origin at `addr`.
+pub fn group_yaml(name: &str, addr: SocketAddr) -> String {
+    format!("  - name: {name}\n    origins:\n      - address: {addr}\n        host_header: origin.internal\n")
+}
+
+impl TestEdge {
+    /// Starts an edge with the node file `node` and one rules file `rules`.
+    pub async fn start(node: &str, rules: &str) -> TestEdge {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
+        std::fs::write(dir.path().join("portico.yaml"), node).expect("write conf");
+        std::fs::write(dir.path().join("rules/rules.yaml"), rules).expect("write rules");
+        let node = Node::load(&dir.path().join("portico.yaml"))
+            .unwrap_or_else(|e| panic!("config refused:\n{e}"));
+        let app = node.into_app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, watch) = watch::channel(false);
+        tokio::spawn(portico::server::serve(app, listener, watch));
+        TestEdge {
+            addr,
+            dir,
+            shutdown,
+        }
+    }
+
+    /// Starts an edge whose rules are `routes` plus the given origin groups.
+    pub async fn with_routes(extra_node: &str, rules: &str) -> TestEdge {
+        TestEdge::start(&node_yaml(extra_node), rules).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+
+    /// Access-log lines (parsed JSON), waiting up to 10 s until `wanted` holds for them.
+    pub async fn wait_for_log(
+        &self,
+        wanted: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(self.access_log_path()).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if wanted(&lines) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "access log never matched; it holds:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A plain HTTP client that follows no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}

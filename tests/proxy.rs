@@ -1,0 +1,333 @@
+//! The proxy end to end: a real client, the edge in-process, real origins on loopback.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::edge::{client, group_yaml, TestEdge};
+use common::origin::{Recorded, TestOrigin};
+
+fn rules(routes: &str, rule_sets: &str, groups: &str) -> String {
+    format!("routes:\n{routes}\nrule_sets:\n{rule_sets}\norigin_groups:\n{groups}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_reaches_its_origin_with_host_origin_path_and_forwarding_headers() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let routes = "  - name: app\n    domains: [shop.example.com]\n    patterns: [\"/app/*\"]\n    origin_group: web\n    origin_path: /v2\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+
+    let response = client()
+        .get(edge.url("/app/items?id=7"))
+        .header("host", "Shop.Example.com:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-portico-ref"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(response.headers()["x-cache"], "CONFIG_NOCACHE");
+    assert_eq!(response.text().await.unwrap(), "origin /v2/app/items");
+
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.uri, "/v2/app/items?id=7");
+    assert_eq!(seen.headers["host"], "origin.internal");
+    assert_eq!(seen.headers["via"], "1.1 test-edge");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "Shop.Example.com:8080");
+    assert_eq!(seen.headers["cdn-loop"], "test-edge");
+    assert_eq!(seen.headers["x-portico-ref"], request_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_host_or_path_gets_the_edges_404_and_nothing_is_forwarded() {
+    let origin = TestOrigin::ok(&[]).await;
+    let routes = "  - name: app\n    domains: [shop.example.com]\n    patterns: [\"/app/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+
+    let wrong_path = client()
+        .get(edge.url("/nowhere"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status(), 404);
+    assert_eq!(wrong_path.headers()["x-portico-error"], "no-route");
+    assert!(wrong_path.headers().contains_key("x-portico-ref"));
+    assert_eq!(
+        wrong_path.text().await.unwrap(),
+        "no route for host \"shop.example.com\" and path \"/nowhere\"\n"
+    );
+
+    let wrong_host = client()
+        .get(edge.url("/app/x"))
+        .header("host", "evil.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_host.status(), 404);
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_request_for_a_foreign_host_is_never_proxied() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::ok(&[]).await;
+    let routes = "  - name: app\n    domains: [shop.example.com]\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+
+    let send = |request: &'static [u8]| async move {
+        let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    // The URI's authority names the target (RFC 9112 §3.2.2): a host this edge does not serve.
+    let answer = send(b"GET http://evil.example.net/steal HTTP/1.1\r\nHost: evil.example.net\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.contains("no route for host \"evil.example.net\""),
+        "{answer}"
+    );
+    // Authority and Host disagree: Pingora refuses the request before any hook runs.
+    let answer = send(b"GET http://evil.example.net/steal HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_and_loops_are_refused_at_the_edge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::ok(&[]).await;
+    let routes = "  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    stream
+        .write_all(b"GET /static/../admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let looped = client()
+        .get(edge.url("/x"))
+        .header("cdn-loop", "other, test-edge")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(looped.status(), 508);
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_rewrite_and_header_actions_apply() {
+    let origin = TestOrigin::ok(&[("x-origin-secret", "1")]).await;
+    let routes =
+        "  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    rule_sets: [edits]\n";
+    let sets = r#"  - name: edits
+    rules:
+      - name: moved
+        conditions:
+          - match: request_path
+            operator: begins_with
+            values: ["/old-shop/"]
+        actions:
+          - type: url_redirect
+            status: 301
+            host: shop.example.com
+            path: /shop/
+        stop_evaluating: true
+      - name: rewrite
+        conditions:
+          - match: request_path
+            operator: begins_with
+            values: ["/legacy/"]
+        actions:
+          - type: url_rewrite
+            source_pattern: /legacy/
+            destination: /modern/
+      - name: headers
+        actions:
+          - type: modify_request_header
+            header_action: overwrite
+            name: X-Edge-Tag
+            value: blue
+          - type: modify_request_header
+            header_action: delete
+            name: X-Drop-Me
+          - type: modify_response_header
+            header_action: delete
+            name: X-Origin-Secret
+          - type: modify_response_header
+            header_action: append
+            name: X-Served-By
+            value: portico
+"#;
+    let edge =
+        TestEdge::with_routes("", &rules(routes, sets, &group_yaml("web", origin.addr()))).await;
+
+    let redirect = client()
+        .get(edge.url("/old-shop/a?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 301);
+    assert_eq!(
+        redirect.headers()["location"],
+        "http://shop.example.com/shop/?x=1"
+    );
+    assert_eq!(origin.count(), 0);
+
+    let response = client()
+        .get(edge.url("/legacy/a/b?q=2"))
+        .header("x-drop-me", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("x-origin-secret"));
+    assert_eq!(response.headers()["x-served-by"], "portico");
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.uri, "/modern/a/b?q=2");
+    assert_eq!(seen.headers["x-edge-tag"], "blue");
+    assert!(!seen.headers.contains_key("x-drop-me"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_only_routes_redirect_plain_http_with_308() {
+    let origin = TestOrigin::ok(&[]).await;
+    let routes = "  - name: secure\n    domains: [secure.example.com]\n    patterns: [\"/*\"]\n    protocols: [https]\n    https_redirect: true\n    origin_group: web\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+    let response = client()
+        .get(edge.url("/pay?x=1"))
+        .header("host", "secure.example.com:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        "https://secure.example.com/pay?x=1"
+    );
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_can_send_a_request_to_another_origin_group() {
+    let blue = TestOrigin::ok(&[]).await;
+    let green = TestOrigin::ok(&[]).await;
+    let routes =
+        "  - name: all\n    patterns: [\"/*\"]\n    origin_group: blue\n    rule_sets: [canary]\n";
+    let sets = "  - name: canary\n    rules:\n      - name: to-green\n        conditions:\n          - match: request_header\n            selector: X-Canary\n            values: [\"yes\"]\n        actions:\n          - type: route_override\n            origin_group: green\n";
+    let groups = format!(
+        "{}{}",
+        group_yaml("blue", blue.addr()),
+        group_yaml("green", green.addr())
+    );
+    let edge = TestEdge::with_routes("", &rules(routes, sets, &groups)).await;
+    client().get(edge.url("/a")).send().await.unwrap();
+    client()
+        .get(edge.url("/a"))
+        .header("x-canary", "YES")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((blue.count(), green.count()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_origin_fails_over_for_idempotent_requests_and_the_log_shows_it() {
+    let alive = TestOrigin::ok(&[]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let routes = "  - name: all\n    patterns: [\"/*\"]\n    origin_group: pair\n";
+    // The dead origin has the better priority, so it is always tried first.
+    let groups = format!("  - name: pair\n    max_retries: 1\n    origins:\n      - address: {dead}\n        priority: 1\n      - address: {}\n        priority: 2\n", alive.addr());
+    let edge = TestEdge::with_routes("", &rules(routes, "  []", &groups)).await;
+
+    let response = client().get(edge.url("/x")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(alive.count(), 1);
+    let lines = edge
+        .wait_for_log(|l| l.iter().any(|r| r["path"] == "/x"))
+        .await;
+    assert_eq!(lines[0]["attempts"], 2);
+
+    // POST is not idempotent: no retry, a 502 with a reason.
+    let post = client()
+        .post(edge.url("/y"))
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    assert_eq!(post.headers()["x-portico-error"], "origin-failure");
+    assert_eq!(alive.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_json_line_per_request() {
+    let handler: common::origin::Handler = Arc::new(|_: &Recorded| {
+        http::Response::builder()
+            .status(201)
+            .body(Bytes::from_static(b"made"))
+            .unwrap()
+    });
+    let origin = TestOrigin::start(handler).await;
+    let routes = "  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes(
+        "",
+        &rules(routes, "  []", &group_yaml("web", origin.addr())),
+    )
+    .await;
+    let response = client()
+        .put(edge.url("/thing"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-portico-ref"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let lines = edge.wait_for_log(|l| !l.is_empty()).await;
+    let line = &lines[0];
+    assert_eq!(line["request_id"], id.as_str());
+    assert_eq!(line["method"], "PUT");
+    assert_eq!(line["path"], "/thing");
+    assert_eq!(line["status"], 201);
+    assert_eq!(line["upstream_status"], 201);
+    assert_eq!(line["route"], "all");
+    assert_eq!(line["cache"], "CONFIG_NOCACHE");
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["bytes"], 4);
+}
