@@ -28,6 +28,7 @@ pub fn group_yaml(name: &str, addr: SocketAddr) -> String {
 impl TestEdge {
     /// Starts an edge with the node file `node` and one rules file `rules`.
     pub async fn start(node: &str, rules: &str) -> TestEdge {
+        let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
         std::fs::write(dir.path().join("portico.yaml"), node).expect("write conf");
