@@ -65,13 +65,15 @@ impl Node {
 
     /// Pingora's server settings, built from Portico's (Pingora's own YAML is not strict).
     pub fn server_conf(&self) -> ServerConf {
-        let mut conf = ServerConf::default();
-        conf.threads = self.settings.threads;
-        conf.grace_period_seconds = Some(self.settings.grace_period.as_secs());
-        conf.graceful_shutdown_timeout_seconds =
-            Some(self.settings.graceful_shutdown_timeout.as_secs());
-        conf.upstream_keepalive_pool_size = self.settings.upstream_keepalive_pool_size;
-        conf
+        ServerConf {
+            threads: self.settings.threads,
+            grace_period_seconds: Some(self.settings.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(
+                self.settings.graceful_shutdown_timeout.as_secs(),
+            ),
+            upstream_keepalive_pool_size: self.settings.upstream_keepalive_pool_size,
+            ..ServerConf::default()
+        }
     }
 
     /// Runs under a Pingora `Server` until a signal stops it (SIGTERM drains gracefully).

@@ -84,10 +84,11 @@ async fn setup(extra_route: &str) -> (TestOrigin, TestEdge) {
 }
 
 fn big_config() -> WebSocketConfig {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(64 << 20);
-    config.max_frame_size = Some(64 << 20);
-    config
+    WebSocketConfig {
+        max_message_size: Some(64 << 20),
+        max_frame_size: Some(64 << 20),
+        ..WebSocketConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,105 @@
+//! `portico run` as users start it: the built binary under a Pingora `Server`, in front of
+//! the built-in demo origin, on the shipped rules.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port. Pingora cannot report a port-0 bind, so the port is reserved by
+/// binding and released just before the edge binds it (a small, accepted race).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
+    let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = origin_listener.local_addr().unwrap();
+    let (_stop_origin, stop) = tokio::sync::watch::channel(false);
+    let demo = portico::demo::origin::DemoOrigin::new();
+    tokio::spawn(demo.clone().serve(origin_listener, stop));
+
+    // The shipped rules, with the demo origin's address swapped for the test's.
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for file in std::fs::read_dir(format!("{root}/rules")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:8081", &origin_addr.to_string());
+        std::fs::write(
+            dir.path().join("rules").join(path.file_name().unwrap()),
+            text,
+        )
+        .unwrap();
+    }
+    let port = free_port();
+    let conf = std::fs::read_to_string(format!("{root}/conf/portico.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("rules_dir: ../rules", "rules_dir: rules");
+    std::fs::write(dir.path().join("portico.yaml"), conf).unwrap();
+
+    let _edge = Running(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(dir.path().join("portico.yaml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = common::edge::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match client.get(format!("{base}/static/a.css")).send().await {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the edge never answered: {e}"),
+        }
+    };
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-demo-origin-count"], "1");
+    assert!(first.headers().contains_key("x-portico-ref"));
+    assert_eq!(first.headers()["x-content-type-options"], "nosniff");
+
+    let missing = client.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["x-portico-error"], "no-route");
+
+    // The Front Door failure case on the default settings, and the working WebSocket route.
+    let legacy = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/legacy/x")).await;
+    assert!(
+        legacy.is_err(),
+        "the legacy (cached) route must not upgrade"
+    );
+    let (mut chat, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/chat"))
+        .await
+        .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    chat.send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        chat.next().await.unwrap().unwrap(),
+        tokio_tungstenite::tungstenite::Message::Text("hi".into())
+    );
+}
