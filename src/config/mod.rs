@@ -49,8 +49,15 @@ pub fn load(conf_path: &Path) -> Result<Loaded, ConfigError> {
     };
     let conf_dir = conf_path.parent().unwrap_or(Path::new("."));
     let rules_dir = rules_dir_of(conf_dir, &node.text);
+    let files = match rule_files(&rules_dir) {
+        Ok(files) => files,
+        // A node file that does not parse may not name its rules folder: report its own
+        // errors rather than the absence of the default folder.
+        Err(_) if serde_yaml::from_str::<FileNode>(&node.text).is_err() => Vec::new(),
+        Err(error) => return Err(error),
+    };
     let mut rules = Vec::new();
-    for path in rule_files(&rules_dir)? {
+    for path in files {
         let text = read(&path)?;
         rules.push(Source { path, text });
     }
@@ -58,10 +65,14 @@ pub fn load(conf_path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Where the node file says its rules are (read before validation, to find the files).
+/// Read leniently, so that a node file with errors elsewhere still finds its rules.
 fn rules_dir_of(conf_dir: &Path, node_text: &str) -> PathBuf {
-    let raw: Option<FileNode> = serde_yaml::from_str(node_text).ok();
-    let dir = raw.and_then(|node| node.rules_dir);
-    conf_dir.join(dir.as_deref().unwrap_or(node::DEFAULT_RULES_DIR))
+    let raw: Option<serde_yaml::Value> = serde_yaml::from_str(node_text).ok();
+    let dir = raw
+        .as_ref()
+        .and_then(|node| node.get("rules_dir"))
+        .and_then(|dir| dir.as_str());
+    conf_dir.join(dir.unwrap_or(node::DEFAULT_RULES_DIR))
 }
 
 /// Validates texts already in memory; `conf_dir` anchors relative paths of the node file.
@@ -73,6 +84,11 @@ pub fn build(
     let mut report = Report::default();
     let conf_file = report.add_file(&node_source.path, &node_source.text);
     let Some(raw_node) = parse::<FileNode>(&mut report, conf_file, &node_source.text) else {
+        // Stage 1 still runs on the rule files, so that one run reports every file's errors.
+        for source in rules {
+            let file = report.add_file(&source.path, &source.text);
+            parse_rules(&mut report, file, &source.text);
+        }
         return Err(ConfigError::Invalid(report.items));
     };
     let node = node::build_node(&mut report, conf_file, conf_dir, &raw_node);

@@ -9,3 +9,6 @@ pub mod route_table;
 pub use engine::{CacheUse, Decision, Engine, FiredRule, RedirectTarget, UpgradeHandling};
 pub use request::{is_websocket_upgrade, RequestFacts, Scheme};
 pub use route_table::Miss;
+
+#[cfg(test)]
+mod tests;

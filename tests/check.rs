@@ -1,0 +1,655 @@
+//! `portico check` on broken configurations: every case writes a node file and rule files
+//! into a temporary folder, runs the built binary, and checks the exit code and the exact
+//! `file:line:column`, field path and message of each diagnostic.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The node file of every case: rules beside it, no access log.
+const NODE: &str = "\
+name: test-node
+listeners:
+  - address: 127.0.0.1:0
+rules_dir: rules
+access_log: off
+";
+
+/// What one run of `portico check` printed.
+struct Checked {
+    success: bool,
+    stdout: String,
+}
+
+impl Checked {
+    /// The one stdout line at `location` (e.g. `rules/routes.yaml:7:5`), which must be a
+    /// diagnostic of `severity` carrying `path` (field path or serde path) and `phrase`.
+    fn assert_line(&self, location: &str, severity: &str, path: &str, phrase: &str) {
+        // The leading '/' pins the file name; the trailing ':' pins the column.
+        let needle = format!("/{location}: ");
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one diagnostic at {location}, got {lines:?}\nstdout:\n{}",
+            self.stdout
+        );
+        let line = lines[0];
+        let rest = &line[line.find(&needle).unwrap() + needle.len()..];
+        assert!(
+            rest.starts_with(&format!("{severity}: ")),
+            "expected a {severity} at {location}: {line}"
+        );
+        assert!(
+            rest.contains(&format!("{path}: ")),
+            "expected field path `{path}` at {location}: {line}"
+        );
+        assert!(
+            rest.contains(phrase),
+            "expected \"{phrase}\" at {location}: {line}"
+        );
+    }
+
+    fn error(&self, location: &str, path: &str, phrase: &str) {
+        self.assert_line(location, "error", path, phrase);
+    }
+
+    fn warning(&self, location: &str, path: &str, phrase: &str) {
+        self.assert_line(location, "warning", path, phrase);
+    }
+
+    fn error_count(&self) -> usize {
+        self.stdout
+            .lines()
+            .filter(|l| l.contains(": error: "))
+            .count()
+    }
+
+    fn refused(self) -> Checked {
+        assert!(
+            !self.success,
+            "check accepted a broken config:\n{}",
+            self.stdout
+        );
+        assert!(
+            self.stdout.contains("configuration refused"),
+            "{}",
+            self.stdout
+        );
+        self
+    }
+
+    fn accepted(self) -> Checked {
+        assert!(self.success, "check refused the config:\n{}", self.stdout);
+        assert!(self.stdout.contains("configuration OK"), "{}", self.stdout);
+        self
+    }
+}
+
+fn run_check(conf: &Path) -> Checked {
+    let output = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("check")
+        .arg("-c")
+        .arg(conf)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run portico check");
+    Checked {
+        success: output.status.success(),
+        stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+    }
+}
+
+/// Writes `portico.yaml` (`node`) and `rules/<name>` files into a new temporary folder and
+/// runs `portico check` on it.
+fn check_files(node: &str, rules: &[(&str, &str)]) -> Checked {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("portico.yaml"), node).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for (name, text) in rules {
+        std::fs::write(dir.path().join("rules").join(name), text).unwrap();
+    }
+    run_check(&dir.path().join("portico.yaml"))
+}
+
+/// The common case: the standard node file and one `rules/routes.yaml`.
+fn check_routes(routes_yaml: &str) -> Checked {
+    check_files(NODE, &[("routes.yaml", routes_yaml)])
+}
+
+#[test]
+fn unknown_field() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    cache_enabled: true
+",
+    )
+    .refused();
+    // Stage 1: serde's position is the unknown key; its path leads the message.
+    out.error(
+        "rules/routes.yaml:9:5",
+        "routes[0]",
+        "unknown field `cache_enabled`, expected one of",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn missing_origin_group() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+  - name: api
+    patterns: [\"/api/*\"]
+    origin_group: backend
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:11:5",
+        "routes[1].origin_group",
+        "no origin group named \"backend\"",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn missing_rule_set() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [headers, nope]
+rule_sets:
+  - name: headers
+    rules:
+      - name: no-cache
+        actions:
+          - type: route_override
+            caching: false
+",
+    )
+    .refused();
+    // The second item of the flow list: `    rule_sets: [headers, nope]`.
+    out.error(
+        "rules/routes.yaml:9:26",
+        "routes[0].rule_sets[1]",
+        "no rule set named \"nope\"",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn bad_duration() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    websocket: true
+    tunnel_idle_timeout: 5 minutes
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:10:5",
+        "routes[0].tunnel_idle_timeout",
+        "\"5 minutes\" has an unknown unit",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn duplicate_route_name() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+  - name: site
+    patterns: [\"/other/*\"]
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:9:5",
+        "routes[1].name",
+        "duplicate route name \"site\" (first defined at ",
+    );
+    // The message points back at the first definition.
+    assert!(
+        out.stdout.contains("/rules/routes.yaml:6:5)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn identical_patterns_on_two_routes() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+  - name: assets
+    patterns:
+      - /assets/*
+      - /*
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:12:9",
+        "routes[1].patterns[1]",
+        "pattern \"/*\" on domain * is already served by route \"site\"",
+    );
+    // ...and names where `site` claimed it: the quoted item of `    patterns: ["/*"]`.
+    assert!(
+        out.stdout.contains("/rules/routes.yaml:7:16)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn bad_yaml_indentation() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+     origin_group: web
+",
+    )
+    .refused();
+    // A syntax error has no field path; the position is the over-indented key.
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("/rules/routes.yaml:8:6: error: "))
+        .unwrap_or_else(|| panic!("no error at 8:6:\n{}", out.stdout));
+    assert!(line.contains("did not find expected key"), "{line}");
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn bad_regex() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [rs]
+rule_sets:
+  - name: rs
+    rules:
+      - name: r
+        conditions:
+          - match: request_path
+            operator: regex
+            values: [\"^/ok$\", \"^/(unclosed\"]
+        actions:
+          - type: route_override
+            caching: false
+",
+    )
+    .refused();
+    // The second value, not the first (which compiles).
+    out.error(
+        "rules/routes.yaml:17:31",
+        "rule_sets[0].rules[0].conditions[0].values[1]",
+        "bad regex",
+    );
+    assert!(out.stdout.contains("unclosed group"), "{}", out.stdout);
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn empty_origin_list() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins: []
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:3:5",
+        "origin_groups[0].origins",
+        "an origin group needs at least one origin",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn weight_out_of_range() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+      - address: 127.0.0.1:10
+        weight: 5000
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:6:9",
+        "origin_groups[0].origins[1].weight",
+        "weight 5000 is out of range 1..=1000",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn unknown_action_type() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [rs]
+rule_sets:
+  - name: rs
+    rules:
+      - name: r
+        actions:
+          - type: route_override
+            caching: false
+          - type: add_header
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:17:13",
+        "rule_sets[0].rules[0].actions[1].type",
+        "unknown action type \"add_header\"; expected one of route_override",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn wrong_type_websocket_string() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    websocket: \"yes\"
+",
+    )
+    .refused();
+    // Stage 1: serde points at the value.
+    out.error(
+        "rules/routes.yaml:9:16",
+        "routes[0].websocket",
+        "invalid type: string \"yes\", expected a boolean",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn wrong_type_priority_word() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+        priority: high
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:5:19",
+        "origin_groups[0].origins[0].priority",
+        "invalid type: string \"high\", expected u32",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+/// A problem reported at a list item (a condition) points at the item's first key, not
+/// at the `:` after it.
+#[test]
+fn condition_without_selector_points_at_the_item() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+rule_sets:
+  - name: rs
+    rules:
+      - name: r
+        conditions:
+          - match: request_header
+            values: [x]
+        actions:
+          - type: route_override
+            caching: false
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [rs]
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:10:13",
+        "rule_sets[0].rules[0].conditions[0]",
+        "this condition needs a `selector`",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn errors_in_three_files_are_reported_in_one_run() {
+    let node = "\
+name: test-node
+listeners:
+  - address: localhost
+rules_dir: rules
+access_log: off
+";
+    let origins = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+        priority: 9
+";
+    let routes = "\
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [missing]
+";
+    let out = check_files(node, &[("origins.yaml", origins), ("routes.yaml", routes)]).refused();
+    out.error(
+        "portico.yaml:3:5",
+        "listeners[0].address",
+        "\"localhost\" is not an address",
+    );
+    out.error(
+        "rules/origins.yaml:5:9",
+        "origin_groups[0].origins[0].priority",
+        "priority 9 is out of range 1..=5",
+    );
+    // `web` comes from the other file: only the rule set is missing.
+    out.error(
+        "rules/routes.yaml:5:17",
+        "routes[0].rule_sets[0]",
+        "no rule set named \"missing\"",
+    );
+    assert_eq!(out.error_count(), 3, "{}", out.stdout);
+    assert!(out.stdout.contains("3 error(s)"), "{}", out.stdout);
+}
+
+/// A node file that fails stage 1 still has its rules folder read and checked, so both
+/// files' errors come out (and not "cannot read ../rules").
+#[test]
+fn a_broken_node_file_and_a_broken_rules_file_both_report() {
+    let node = "\
+name: test-node
+listeners:
+  - address: 127.0.0.1:0
+rules_dir: rules
+access_log: off
+threads: 2
+";
+    let routes = "\
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    websocket: maybe
+";
+    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    let node_line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("/portico.yaml:6:1: error: "))
+        .unwrap_or_else(|| panic!("no node error at 6:1:\n{}", out.stdout));
+    assert!(node_line.contains("unknown field `threads`"), "{node_line}");
+    out.error(
+        "rules/routes.yaml:5:16",
+        "routes[0].websocket",
+        "invalid type: string \"maybe\", expected a boolean",
+    );
+    assert_eq!(out.error_count(), 2, "{}", out.stdout);
+}
+
+#[test]
+fn shipped_config_passes_with_its_legacy_warning() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_check(&root.join("conf/portico.yaml")).accepted();
+    // The `legacy` route's position, found in the shipped file itself.
+    let routes = std::fs::read_to_string(root.join("rules/routes.yaml")).unwrap();
+    let line = routes
+        .lines()
+        .position(|l| l == "  - name: legacy")
+        .expect("the shipped rules have a `legacy` route")
+        + 1;
+    let index = routes
+        .lines()
+        .filter(|l| l.starts_with("  - name: "))
+        .position(|l| l == "  - name: legacy")
+        .unwrap();
+    out.warning(
+        &format!("rules/routes.yaml:{line}:5"),
+        &format!("routes[{index}]"),
+        "route \"legacy\" has caching on: a WebSocket upgrade here fails as on Azure Front Door",
+    );
+    assert_eq!(out.error_count(), 0, "{}", out.stdout);
+}
+
+#[test]
+fn websocket_route_with_a_caching_rule_is_warned_about() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+rule_sets:
+  - name: cache-all
+    rules:
+      - name: turn-caching-on
+        actions:
+          - type: route_override
+            caching: true
+routes:
+  - name: socket
+    patterns: [\"/ws\"]
+    origin_group: web
+    websocket: true
+    rule_sets: [cache-all]
+",
+    )
+    .accepted();
+    out.warning(
+        "rules/routes.yaml:17:5",
+        "routes[0].rule_sets",
+        "rule \"turn-caching-on\" turns caching on, but route \"socket\" is a WebSocket route",
+    );
+    assert!(out.stdout.contains("1 warnings"), "{}", out.stdout);
+}
