@@ -52,6 +52,32 @@ pub fn add_response_headers(response: &mut ResponseHeader, ctx: &RequestCtx) -> 
     Ok(())
 }
 
+/// The header operations an edit needs, on either a request or a response header.
+trait EditableHeader {
+    fn delete(&mut self, name: &HeaderName);
+    fn append(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<()>;
+    fn overwrite(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<()>;
+}
+
+macro_rules! editable_header {
+    ($type:ty) => {
+        impl EditableHeader for $type {
+            fn delete(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+            fn append(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<()> {
+                self.append_header(name.clone(), value.clone()).map(|_| ())
+            }
+            fn overwrite(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<()> {
+                self.insert_header(name.clone(), value.clone())
+            }
+        }
+    };
+}
+
+editable_header!(RequestHeader);
+editable_header!(ResponseHeader);
+
 /// Applies the request-header edits of the rules that fired, in firing order.
 pub fn edit_request<'a>(
     upstream: &mut RequestHeader,
@@ -59,16 +85,7 @@ pub fn edit_request<'a>(
 ) -> Result<()> {
     for action in actions {
         if let Action::ModifyRequestHeader(edit) = action {
-            apply(edit, |name, value, append| match value {
-                None => {
-                    upstream.remove_header(name);
-                    Ok(())
-                }
-                Some(value) if append => upstream
-                    .append_header(name.clone(), value.clone())
-                    .map(|_| ()),
-                Some(value) => upstream.insert_header(name.clone(), value.clone()),
-            })?;
+            apply(edit, upstream)?;
         }
     }
     Ok(())
@@ -81,28 +98,19 @@ pub fn edit_response<'a>(
 ) -> Result<()> {
     for action in actions {
         if let Action::ModifyResponseHeader(edit) = action {
-            apply(edit, |name, value, append| match value {
-                None => {
-                    response.remove_header(name);
-                    Ok(())
-                }
-                Some(value) if append => response
-                    .append_header(name.clone(), value.clone())
-                    .map(|_| ()),
-                Some(value) => response.insert_header(name.clone(), value.clone()),
-            })?;
+            apply(edit, response)?;
         }
     }
     Ok(())
 }
 
-fn apply(
-    edit: &HeaderEdit,
-    mut set: impl FnMut(&HeaderName, Option<&HeaderValue>, bool) -> Result<()>,
-) -> Result<()> {
-    match edit.action {
-        HeaderAction::Delete => set(&edit.name, None, false),
-        HeaderAction::Append => set(&edit.name, edit.value.as_ref(), true),
-        HeaderAction::Overwrite => set(&edit.name, edit.value.as_ref(), false),
+fn apply(edit: &HeaderEdit, header: &mut impl EditableHeader) -> Result<()> {
+    match (edit.action, &edit.value) {
+        (HeaderAction::Delete, _) | (_, None) => {
+            header.delete(&edit.name);
+            Ok(())
+        }
+        (HeaderAction::Append, Some(value)) => header.append(&edit.name, value),
+        (HeaderAction::Overwrite, Some(value)) => header.overwrite(&edit.name, value),
     }
 }
