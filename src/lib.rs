@@ -6,6 +6,7 @@
 //! and [`demo`] (the built-in sample origin).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;

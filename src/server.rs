@@ -89,6 +89,16 @@ impl Node {
             service.add_tcp(&addr.to_string());
         }
         server.add_service(service);
+        if let Some(addr) = self.settings.admin {
+            let admin = crate::admin::Admin {
+                addr,
+                current: self.current.clone(),
+            };
+            server.add_service(pingora_core::services::background::background_service(
+                "portico admin",
+                admin,
+            ));
+        }
         log::info!("portico {} listening on {listeners:?}", self.settings.name);
         server.run_forever()
     }

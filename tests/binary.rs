@@ -48,10 +48,11 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
         )
         .unwrap();
     }
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     let conf = std::fs::read_to_string(format!("{root}/conf/portico.yaml"))
         .unwrap()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"))
         .replace("rules_dir: ../rules", "rules_dir: rules");
     std::fs::write(dir.path().join("portico.yaml"), conf).unwrap();
 
@@ -84,6 +85,28 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     let missing = client.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.headers()["x-portico-error"], "no-route");
+
+    // The admin listener is its own service: poll it too.
+    let status_text = loop {
+        match client
+            .get(format!("http://127.0.0.1:{admin_port}/status"))
+            .send()
+            .await
+        {
+            Ok(response) => break response.text().await.unwrap(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the admin listener never answered: {e}"),
+        }
+    };
+    let status: serde_json::Value = serde_json::from_str(&status_text).unwrap();
+    assert_eq!(status["node"], "portico-edge-1");
+    assert_eq!(status["origin_groups"][0]["name"], "demo");
+    assert_eq!(
+        status["origin_groups"][0]["origins"][0]["address"],
+        origin_addr.to_string()
+    );
 
     // The Front Door failure case on the default settings, and the working WebSocket route.
     let legacy = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/legacy/x")).await;

@@ -1,0 +1,108 @@
+//! The admin listener (loopback by default): `GET /healthz` and `GET /status`.
+//!
+//! `/status` lists the node, its routes and every origin group with its origins, from the
+//! configuration snapshot in force. Purge, reload and metrics arrive with their issues.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde_json::json;
+
+use crate::proxy::Snapshot;
+
+/// Serves the admin endpoints on `addr`.
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub current: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Admin {
+    /// Accepts admin connections on `listener` until `shutdown` turns true.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, mut shutdown: ShutdownWatch) {
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        log::warn!("admin accept failed: {e}");
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let current = self.current.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let snapshot = current.load_full();
+                    async move { Ok::<_, Infallible>(answer(&request, &snapshot)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    log::debug!("admin connection ended: {e}");
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Admin {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        match tokio::net::TcpListener::bind(self.addr).await {
+            Ok(listener) => {
+                log::info!("admin listening on {}", self.addr);
+                self.serve(listener, shutdown).await;
+            }
+            Err(e) => log::error!("admin cannot listen on {}: {e}", self.addr),
+        }
+    }
+}
+
+fn answer(request: &Request<hyper::body::Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/healthz") => (200, "ok\n".to_string()),
+        (&hyper::Method::GET, "/status") => (200, status_json(snapshot).to_string()),
+        (_, "/healthz" | "/status") => (405, "use GET\n".to_string()),
+        _ => (
+            404,
+            "unknown admin endpoint; try /status or /healthz\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+fn status_json(snapshot: &Snapshot) -> serde_json::Value {
+    let config = &snapshot.engine.config;
+    let groups: Vec<_> = config
+        .origin_groups
+        .iter()
+        .map(|group| {
+            let origins: Vec<_> = group
+                .origins
+                .iter()
+                .map(|o| json!({"name": o.name, "address": o.address.to_string(), "host_header": o.host_header, "priority": o.priority, "weight": o.weight, "enabled": o.enabled}))
+                .collect();
+            json!({"name": group.name, "origins": origins})
+        })
+        .collect();
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| json!({"name": r.name, "websocket": r.websocket, "cache": r.cache.enabled}))
+        .collect();
+    json!({"node": config.node.name, "routes": routes, "origin_groups": groups})
+}
