@@ -264,7 +264,7 @@ async fn a_rule_can_send_a_request_to_another_origin_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_fails_over_for_idempotent_requests_and_the_log_shows_it() {
-    let alive = TestOrigin::ok(&[]).await;
+    let mut alive = TestOrigin::ok(&[]).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -292,6 +292,16 @@ async fn a_dead_origin_fails_over_for_idempotent_requests_and_the_log_shows_it()
     assert_eq!(post.status(), 502);
     assert_eq!(post.headers()["x-portico-error"], "origin-failure");
     assert_eq!(alive.count(), 1);
+
+    // Every origin down: the retry budget runs out and the edge says so with a 502.
+    alive.stop().await;
+    let none_left = client().get(edge.url("/z")).send().await.unwrap();
+    assert_eq!(none_left.status(), 502);
+    assert!(none_left
+        .text()
+        .await
+        .unwrap()
+        .contains("could not get a response from the origin"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,8 @@ pub fn status_for_failure(e: &pingora_error::Error) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
+        // Every origin of the group was tried: still the origin side's failure.
+        (ErrorType::ConnectNoRoute, _) => 502,
         (_, ErrorSource::Upstream) => 502,
         (
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
