@@ -122,12 +122,11 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
         });
     }
     let path = request.uri.path();
-    let lowered = path.to_ascii_lowercase();
     let dotted = path
         .split('/')
         .any(|segment| segment == "." || segment == "..")
-        || lowered.contains("%2e%2e")
-        || lowered.contains("/%2e/");
+        || contains_ignore_ascii_case(path, "%2e%2e")
+        || contains_ignore_ascii_case(path, "/%2e/");
     if dotted || !path.starts_with('/') {
         return Some(EdgeAnswer {
             status: 400,
@@ -199,4 +198,12 @@ fn redirect_location(
         Some(query) => format!("{}://{host}{path}?{query}", scheme.as_str()),
         None => format!("{}://{host}{path}", scheme.as_str()),
     }
+}
+
+/// `haystack` contains `needle` (lower-case ASCII), ignoring ASCII case, without allocating.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
