@@ -16,6 +16,7 @@ use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cache::EdgeCache;
 use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
 use crate::observability::AccessLog;
@@ -55,6 +56,7 @@ impl Node {
             access_log,
             node_name: settings.name.clone(),
             scheme: Scheme::Http,
+            cache: EdgeCache::leak(&settings),
         };
         Ok(Node {
             settings,
@@ -83,17 +85,14 @@ impl Node {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let conf = server.configuration.clone();
+        let admin = self.settings.admin.map(|addr| self.admin(addr));
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
         for addr in &listeners {
             service.add_tcp(&addr.to_string());
         }
         server.add_service(service);
-        if let Some(addr) = self.settings.admin {
-            let admin = crate::admin::Admin {
-                addr,
-                current: self.current.clone(),
-            };
+        if let Some(admin) = admin {
             server.add_service(pingora_core::services::background::background_service(
                 "portico admin",
                 admin,
@@ -101,6 +100,15 @@ impl Node {
         }
         log::info!("portico {} listening on {listeners:?}", self.settings.name);
         server.run_forever()
+    }
+
+    /// The admin endpoints for this node, to be served on `addr`.
+    pub fn admin(&self, addr: std::net::SocketAddr) -> crate::admin::Admin {
+        crate::admin::Admin {
+            addr,
+            current: self.current.clone(),
+            cache: self.proxy.cache,
+        }
     }
 
     /// The proxy as a Pingora app, for [`serve`].

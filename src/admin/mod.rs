@@ -1,7 +1,9 @@
-//! The admin listener (loopback by default): `GET /healthz` and `GET /status`.
+//! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `POST /purge`.
 //!
-//! `/status` lists the node, its routes and every origin group with its origins, from the
-//! configuration snapshot in force. Purge, reload and metrics arrive with their issues.
+//! `/status` lists the node, its routes, every origin group with its origins (from the
+//! configuration snapshot in force) and the cache's occupancy. `/purge` is in `purge.rs`.
+
+mod purge;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,12 +18,14 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::json;
 
+use crate::cache::EdgeCache;
 use crate::proxy::Snapshot;
 
 /// Serves the admin endpoints on `addr`.
 pub struct Admin {
     pub addr: SocketAddr,
     pub current: Arc<ArcSwap<Snapshot>>,
+    pub cache: &'static EdgeCache,
 }
 
 impl Admin {
@@ -39,10 +43,11 @@ impl Admin {
                 _ = shutdown.changed() => return,
             };
             let current = self.current.clone();
+            let cache = self.cache;
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let snapshot = current.load_full();
-                    async move { Ok::<_, Infallible>(answer(&request, &snapshot)) }
+                    async move { Ok::<_, Infallible>(answer(request, &snapshot, cache).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -69,11 +74,17 @@ impl BackgroundService for Admin {
     }
 }
 
-fn answer(request: &Request<hyper::body::Incoming>, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    snapshot: &Snapshot,
+    cache: &'static EdgeCache,
+) -> Response<Full<Bytes>> {
     let (status, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/healthz") => (200, "ok\n".to_string()),
-        (&hyper::Method::GET, "/status") => (200, status_json(snapshot).to_string()),
+        (&hyper::Method::GET, "/status") => (200, status_json(snapshot, cache).to_string()),
+        (&hyper::Method::POST, "/purge") => purge::answer(request, cache).await,
         (_, "/healthz" | "/status") => (405, "use GET\n".to_string()),
+        (_, "/purge") => (405, "use POST\n".to_string()),
         _ => (
             404,
             "unknown admin endpoint; try /status or /healthz\n".to_string(),
@@ -85,7 +96,7 @@ fn answer(request: &Request<hyper::body::Incoming>, snapshot: &Snapshot) -> Resp
     response
 }
 
-fn status_json(snapshot: &Snapshot) -> serde_json::Value {
+fn status_json(snapshot: &Snapshot, cache: &EdgeCache) -> serde_json::Value {
     let config = &snapshot.engine.config;
     let groups: Vec<_> = config
         .origin_groups
@@ -104,5 +115,13 @@ fn status_json(snapshot: &Snapshot) -> serde_json::Value {
         .iter()
         .map(|r| json!({"name": r.name, "websocket": r.websocket, "cache": r.cache.enabled}))
         .collect();
-    json!({"node": config.node.name, "routes": routes, "origin_groups": groups})
+    let store = cache.store;
+    let eviction = store.eviction();
+    let cache = json!({
+        "bytes": store.bytes(),
+        "objects": store.objects(),
+        "memory_bytes": config.node.cache_memory_bytes,
+        "evicted_objects": pingora_cache::eviction::EvictionManager::evicted_items(eviction),
+    });
+    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache})
 }

@@ -1,3 +1,77 @@
-//! Caching: the cache key (and, as caching lands, the store and its policy).
+//! The edge cache: the store, its eviction, the cache lock and the policy around them.
+//!
+//! - `key`: the cache key (host + path + the query-string mode's view of the query);
+//! - `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
+//! - `status`: `X-Cache` values from pingora's cache phase;
+//! - `purge`: purge requests by domain and path.
 
 pub mod key;
+pub mod object;
+pub mod policy;
+pub mod purge;
+pub mod status;
+pub mod store;
+
+use std::time::Duration;
+
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::Predictor;
+use pingora_cache::{CacheOptionOverrides, HttpCache};
+
+use crate::config::model::NodeSettings;
+
+pub use store::MemoryStore;
+
+/// Why a response was refused that must not make its key bypass the cache for everyone.
+const PER_REQUEST_REASONS: &[&str] = &["authorization"];
+
+/// Everything pingora-cache needs, alive for the whole process (it takes `&'static`s).
+pub struct EdgeCache {
+    pub store: &'static MemoryStore,
+    lock: &'static CacheKeyLockImpl,
+    /// Remembers keys whose responses were not cacheable, so later requests for them skip
+    /// the lookup and the cache lock instead of queueing behind one another.
+    predictor: &'static Predictor<16>,
+    lock_timeout: Duration,
+    max_object_bytes: usize,
+    /// Freshness for a storable response whose origin gives none (`0s`: not stored).
+    pub default_ttl: Duration,
+}
+
+impl EdgeCache {
+    /// Builds the cache for a node. Called once per node: the parts are leaked on purpose.
+    pub fn leak(settings: &NodeSettings) -> &'static EdgeCache {
+        let memory = usize::try_from(settings.cache_memory_bytes).unwrap_or(usize::MAX);
+        let max_object = usize::try_from(settings.cache_max_object_bytes).unwrap_or(usize::MAX);
+        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(memory, max_object)));
+        let lock: &'static CacheKeyLockImpl =
+            Box::leak(CacheLock::new_boxed(settings.cache_lock_timeout));
+        let predictor = Box::leak(Box::new(Predictor::new(
+            1024,
+            Some(|reason: &str| PER_REQUEST_REASONS.contains(&reason)),
+        )));
+        Box::leak(Box::new(EdgeCache {
+            store,
+            lock,
+            predictor,
+            lock_timeout: settings.cache_lock_timeout,
+            max_object_bytes: max_object,
+            default_ttl: settings.cache_default_ttl,
+        }))
+    }
+
+    /// Turns caching on for one request (from `request_cache_filter`).
+    pub fn enable(&'static self, cache: &mut HttpCache) {
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.lock_timeout);
+        cache.enable(
+            self.store,
+            Some(store::eviction_manager(self.store)),
+            Some(self.predictor),
+            Some(self.lock),
+            Some(overrides),
+        );
+        cache.set_max_file_size_bytes(self.max_object_bytes);
+    }
+}

@@ -26,7 +26,12 @@ pub struct RequestCtx {
     /// Status of a response the edge wrote itself.
     pub edge_status: Option<u16>,
     pub edge_error: Option<&'static str>,
+    /// `X-Cache` for requests the cache was not enabled for.
     pub cache_status: &'static str,
+    /// The cache was enabled for this request (its phase then gives `X-Cache`).
+    pub caching: bool,
+    /// `X-Cache` earned by a response the policy refused to store.
+    pub cache_refused: Option<&'static str>,
     /// Origins tried so far, in order; the last is the current one.
     pub tried: SmallVec<[SocketAddr; 4]>,
     pub origin_index: Option<usize>,
@@ -48,7 +53,9 @@ impl RequestCtx {
             client_ip: None,
             edge_status: None,
             edge_error: None,
-            cache_status: "CONFIG_NOCACHE",
+            cache_status: crate::cache::status::CONFIG_NOCACHE,
+            caching: false,
+            cache_refused: None,
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,

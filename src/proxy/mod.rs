@@ -20,6 +20,7 @@
 //! ```
 
 pub mod admission;
+pub mod caching;
 pub mod ctx;
 pub mod headers;
 pub mod respond;
@@ -30,11 +31,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::cache::EdgeCache;
 use crate::observability::records::{RequestRecord, TunnelRecord};
 use crate::observability::AccessLog;
 use crate::origin::OriginPool;
@@ -63,6 +67,7 @@ pub struct Portico {
     pub node_name: String,
     /// Scheme of the listener this proxy serves.
     pub scheme: Scheme,
+    pub cache: &'static EdgeCache,
 }
 
 #[async_trait]
@@ -83,6 +88,53 @@ impl ProxyHttp for Portico {
         let answered = admission::admit(session, ctx, &snapshot, &self.node_name).await?;
         ctx.snapshot = Some(snapshot);
         Ok(answered)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        caching::enable(session, ctx, self.cache);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        caching::cache_key(session, ctx)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(caching::hit_filter(session, meta))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(caching::admit_response(session, response, ctx, self.cache))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        request: &RequestHeader,
+    ) -> Option<HashBinary> {
+        caching::variance(meta, request)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        caching::serve_stale(error)
     }
 
     async fn upstream_peer(
@@ -121,6 +173,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
+        ctx.cache_status = caching::x_cache(session, ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {
             headers::edit_response(response, snapshot.engine.fired_actions(decision))?;

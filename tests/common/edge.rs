@@ -10,6 +10,8 @@ use portico::server::Node;
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The admin endpoints (`/status`, `/purge`), also on an ephemeral port.
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: watch::Sender<bool>,
 }
@@ -35,15 +37,22 @@ impl TestEdge {
         std::fs::write(dir.path().join("rules/rules.yaml"), rules).expect("write rules");
         let node = Node::load(&dir.path().join("portico.yaml"))
             .unwrap_or_else(|e| panic!("config refused:\n{e}"));
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin_listener.local_addr().expect("admin addr");
+        let admin = node.admin(admin_addr);
         let app = node.into_app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shutdown, watch) = watch::channel(false);
-        tokio::spawn(portico::server::serve(app, listener, watch));
+        tokio::spawn(portico::server::serve(app, listener, watch.clone()));
+        tokio::spawn(async move { admin.serve(admin_listener, watch).await });
         TestEdge {
             addr,
+            admin_addr,
             dir,
             shutdown,
         }
@@ -56,6 +65,23 @@ impl TestEdge {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The admin `/status` document.
+    pub async fn status(&self) -> serde_json::Value {
+        let text = client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .expect("GET /status")
+            .text()
+            .await
+            .expect("status body");
+        serde_json::from_str(&text).expect("status is JSON")
     }
 
     pub fn ws_url(&self, path: &str) -> String {

@@ -1,0 +1,207 @@
+//! One cached object: its metadata, kept ready to use, and a body that readers can stream
+//! while it is still being filled.
+//!
+//! The body is a list of `Bytes` chunks. A hit hands out clones of those chunks (a reference
+//! count, no copy). A fill appends chunks and announces progress on a `watch` channel, so a
+//! reader waiting on an object being filled wakes as each chunk lands. A fill that ends
+//! without reaching the end of the body marks itself aborted: its readers then get an error
+//! (the client sees a broken transfer) rather than a body that looks complete but is not.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+use pingora_cache::key::{CompactCacheKey, HashBinary};
+use pingora_cache::CacheMeta;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tokio::sync::watch;
+
+/// Bodies up to this size are copied into one chunk when they are committed: one chunk per
+/// hit, and no small chunk pins a larger network buffer that the accounting cannot see.
+const COALESCE_UP_TO: usize = 1 << 20;
+
+/// Where a fill stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillState {
+    Filling,
+    Complete,
+    Aborted,
+}
+
+/// The parts of a [`CacheMeta`] the store keeps, so a hit builds its meta without decoding.
+pub struct StoredMeta {
+    pub fresh_until: SystemTime,
+    /// When the object was stored or last revalidated (the reference point for `Age`).
+    pub updated: SystemTime,
+    pub stale_while_revalidate_sec: u32,
+    pub stale_if_error_sec: u32,
+    pub variance: Option<HashBinary>,
+    pub header: ResponseHeader,
+}
+
+impl StoredMeta {
+    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    pub fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.updated,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        meta
+    }
+
+    /// Bytes the header costs in memory (an estimate: names, values and per-entry overhead).
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        headers + 128
+    }
+}
+
+/// A stored or filling object. Shared by the store and every reader through an `Arc`, so
+/// purging or evicting it never cuts a reader short.
+pub struct Object {
+    /// Generation: tells a replaced object from its successor under the same key.
+    pub id: u64,
+    pub key: CompactCacheKey,
+    /// The cache key's text (`host/path?query`), for purges by domain and path.
+    pub label: Box<str>,
+    pub meta: ArcSwap<StoredMeta>,
+    chunks: RwLock<Vec<Bytes>>,
+    state: watch::Sender<FillState>,
+}
+
+impl Object {
+    pub fn filling(id: u64, key: CompactCacheKey, label: Box<str>, meta: StoredMeta) -> Object {
+        Object {
+            id,
+            key,
+            label,
+            meta: ArcSwap::from_pointee(meta),
+            chunks: RwLock::new(Vec::new()),
+            state: watch::channel(FillState::Filling).0,
+        }
+    }
+
+    pub fn state(&self) -> FillState {
+        *self.state.borrow()
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.chunks.read().iter().map(Bytes::len).sum()
+    }
+
+    /// Memory the object is accounted for: body and header.
+    pub fn weight(&self) -> usize {
+        self.body_len() + self.meta.load().weight() + self.label.len()
+    }
+
+    pub fn append(&self, data: Bytes) {
+        if !data.is_empty() {
+            self.chunks.write().push(data);
+            self.state.send_modify(|_| {});
+        }
+    }
+
+    pub fn end(&self, state: FillState) {
+        self.state.send_if_modified(|current| {
+            let change = *current == FillState::Filling;
+            if change {
+                *current = state;
+            }
+            change
+        });
+    }
+
+    /// The complete object as it should stay in the store: small bodies in one chunk.
+    pub fn committed(&self) -> Object {
+        let chunks = self.chunks.read();
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let body = if chunks.len() > 1 && total <= COALESCE_UP_TO {
+            let mut one = BytesMut::with_capacity(total);
+            for chunk in chunks.iter() {
+                one.extend_from_slice(chunk);
+            }
+            vec![one.freeze()]
+        } else {
+            chunks.clone()
+        };
+        Object {
+            id: self.id,
+            key: self.key.clone(),
+            label: self.label.clone(),
+            meta: ArcSwap::new(self.meta.load_full()),
+            chunks: RwLock::new(body),
+            state: watch::channel(FillState::Complete).0,
+        }
+    }
+
+    pub fn reader(self: &Arc<Self>) -> BodyReader {
+        BodyReader {
+            object: self.clone(),
+            next_chunk: 0,
+            progress: self.state.subscribe(),
+        }
+    }
+}
+
+/// Reads an object's body chunk by chunk, waiting for chunks still to come.
+pub struct BodyReader {
+    pub object: Arc<Object>,
+    next_chunk: usize,
+    progress: watch::Receiver<FillState>,
+}
+
+impl BodyReader {
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            // Mark the state seen *before* looking at the chunks: a chunk appended after this
+            // point changes the state's version, so the wait below cannot miss it.
+            let state = *self.progress.borrow_and_update();
+            if let Some(chunk) = self.object.chunks.read().get(self.next_chunk) {
+                self.next_chunk += 1;
+                return Ok(Some(chunk.clone()));
+            }
+            match state {
+                FillState::Complete => return Ok(None),
+                FillState::Aborted => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "the cache fill this response was streaming from was aborted",
+                    )
+                }
+                FillState::Filling => {
+                    if self.progress.changed().await.is_err() {
+                        // The object is gone with its sender: treat it as aborted.
+                        return Error::e_explain(
+                            ErrorType::InternalError,
+                            "the cache fill this response was streaming from vanished",
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

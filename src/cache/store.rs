@@ -1,0 +1,401 @@
+//! Portico's cache store: pingora-cache's `Storage` in memory, bounded in bytes.
+//!
+//! Objects live in a sharded hash map under their full key (primary + `Vary` variance). Each
+//! slot holds at most one committed object and the fills in progress for that key. A lookup
+//! prefers the newest fill, so readers that waited on the cache lock stream the body as it
+//! arrives instead of waiting for the end. Every object has a generation id: eviction names
+//! the generation it chose, so it never removes a newer object stored under the same key.
+//!
+//! The byte bound is enforced by pingora-cache's sharded LRU eviction manager, which the
+//! store owns (pingora admits each committed object to it and purges what it evicts). The
+//! store counts the bytes it actually holds, so the bound can be checked from outside.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pingora_cache::eviction::{lru, EvictionManager};
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheEntryId, CacheEntryKeyRef, CacheKey, CacheMeta, Storage};
+use pingora_error::{Error, ErrorType, Result};
+use smallvec::SmallVec;
+
+use super::object::{BodyReader, FillState, Object, StoredMeta};
+
+const SHARDS: usize = 16;
+/// Shards of the LRU (pingora's `Manager<N>` takes them as a constant).
+pub const EVICTION_SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Slot {
+    committed: Option<Arc<Object>>,
+    fills: SmallVec<[Arc<Object>; 1]>,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.committed.is_none() && self.fills.is_empty()
+    }
+}
+
+/// The in-memory store. Lives for the whole process (pingora wants `&'static`).
+pub struct MemoryStore {
+    shards: Vec<Mutex<HashMap<HashBinary, Slot>>>,
+    eviction: lru::Manager<EVICTION_SHARDS>,
+    bytes: AtomicUsize,
+    objects: AtomicUsize,
+    next_id: AtomicU64,
+    max_object_bytes: usize,
+}
+
+impl MemoryStore {
+    pub fn new(memory_bytes: usize, max_object_bytes: usize) -> MemoryStore {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            // Capacity is a per-shard preallocation hint, not a limit.
+            eviction: lru::Manager::with_capacity(memory_bytes, 1024),
+            bytes: AtomicUsize::new(0),
+            objects: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            max_object_bytes,
+        }
+    }
+
+    pub fn eviction(&self) -> &lru::Manager<EVICTION_SHARDS> {
+        &self.eviction
+    }
+
+    /// Bytes held by committed objects (bodies and headers).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Committed objects.
+    pub fn objects(&self) -> usize {
+        self.objects.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, hash: &HashBinary) -> &Mutex<HashMap<HashBinary, Slot>> {
+        &self.shards[hash[0] as usize % SHARDS]
+    }
+
+    /// Removes every object (committed or filling) whose key text `matches`; returns how many.
+    /// Fills removed here never commit, so a purge cannot be undone by a fill that started
+    /// before it.
+    pub fn purge_matching(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let mut removed = Vec::new();
+        let mut fills = 0;
+        for shard in &self.shards {
+            let mut map = shard.lock();
+            map.retain(|_, slot| {
+                if slot.committed.as_ref().is_some_and(|o| matches(&o.label)) {
+                    removed.extend(slot.committed.take());
+                }
+                let before = slot.fills.len();
+                slot.fills.retain(|o| !matches(&o.label));
+                fills += before - slot.fills.len();
+                !slot.is_empty()
+            });
+        }
+        for object in &removed {
+            self.forget(object);
+        }
+        removed.len() + fills
+    }
+
+    /// Accounts for a committed object that left the store.
+    fn forget(&self, object: &Object) {
+        self.bytes.fetch_sub(object.weight(), Ordering::Relaxed);
+        self.objects.fetch_sub(1, Ordering::Relaxed);
+        self.eviction.remove(CacheEntryKeyRef::from_entry_id(
+            &object.key,
+            Some(CacheEntryId::new(object.id)),
+        ));
+    }
+
+    /// Moves a finished fill into the slot's committed place; `None` if it was purged meanwhile.
+    fn commit(&self, hash: &HashBinary, fill: &Arc<Object>) -> Option<usize> {
+        let committed = Arc::new(fill.committed());
+        let weight = committed.weight();
+        let replaced = {
+            let mut map = self.shard(hash).lock();
+            let slot = map.get_mut(hash)?;
+            let position = slot.fills.iter().position(|o| Arc::ptr_eq(o, fill))?;
+            slot.fills.remove(position);
+            self.bytes.fetch_add(weight, Ordering::Relaxed);
+            self.objects.fetch_add(1, Ordering::Relaxed);
+            slot.committed.replace(committed)
+        };
+        if let Some(old) = replaced {
+            self.forget(&old);
+        }
+        Some(weight)
+    }
+
+    fn drop_fill(&self, hash: &HashBinary, fill: &Arc<Object>) {
+        let mut map = self.shard(hash).lock();
+        if let Some(slot) = map.get_mut(hash) {
+            slot.fills.retain(|o| !Arc::ptr_eq(o, fill));
+            if slot.is_empty() {
+                map.remove(hash);
+            }
+        }
+    }
+}
+
+fn hit(object: &Arc<Object>) -> (CacheMeta, HitHandler) {
+    let meta = object.meta.load().to_meta();
+    let counted = object.state() == FillState::Complete;
+    (
+        meta,
+        Box::new(Hit {
+            reader: object.reader(),
+            counted,
+        }),
+    )
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined_bin();
+        let map = self.shard(&hash).lock();
+        let Some(slot) = map.get(&hash) else {
+            return Ok(None);
+        };
+        // The newest fill first: after a refresh starts, its body is the one to serve.
+        Ok(slot.fills.last().or(slot.committed.as_ref()).map(hit))
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(id) = streaming_write_tag
+            .and_then(|tag| <[u8; 8]>::try_from(tag).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return self.lookup(key, _trace).await;
+        };
+        let hash = key.combined_bin();
+        let map = self.shard(&hash).lock();
+        Ok(map
+            .get(&hash)
+            .and_then(|slot| slot.fills.iter().find(|o| o.id == id))
+            .map(hit))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined_bin();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let label = key.primary_key_str().unwrap_or_default().into();
+        let object = Arc::new(Object::filling(
+            id,
+            key.to_compact(),
+            label,
+            StoredMeta::from_meta(meta),
+        ));
+        self.shard(&hash)
+            .lock()
+            .entry(hash)
+            .or_default()
+            .fills
+            .push(object.clone());
+        Ok(Box::new(Fill {
+            store: self,
+            hash,
+            tag: id.to_be_bytes(),
+            object,
+            written: 0,
+            finished: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = target.key().combined_bin();
+        let wanted = match target {
+            PurgeTarget::Exact(entry) => entry.entry_id().map(CacheEntryId::get),
+            PurgeTarget::Active(_) => None,
+        };
+        let removed = {
+            let mut map = self.shard(&hash).lock();
+            let Some(slot) = map.get_mut(&hash) else {
+                return Ok(PurgeOutcome::NotFound);
+            };
+            let removed = match (&slot.committed, wanted) {
+                (Some(object), Some(id)) if object.id != id => None,
+                _ => slot.committed.take(),
+            };
+            if matches!(purge_type, PurgeType::Invalidation) {
+                slot.fills.clear();
+            }
+            if slot.is_empty() {
+                map.remove(&hash);
+            }
+            removed
+        };
+        let Some(object) = removed else {
+            return Ok(PurgeOutcome::NotFound);
+        };
+        self.forget(&object);
+        Ok(PurgeOutcome::Purged(Some(CacheEntryId::new(object.id))))
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined_bin();
+        let map = self.shard(&hash).lock();
+        let Some(object) = map.get(&hash).and_then(|slot| slot.committed.as_ref()) else {
+            return Ok(false);
+        };
+        object.meta.store(Arc::new(StoredMeta::from_meta(meta)));
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A hit: streams the object's body, complete or still filling.
+struct Hit {
+    reader: BodyReader,
+    /// Only complete objects count as accesses: a fill is admitted when it commits, and an
+    /// aborted one must not linger in the eviction manager's books.
+    counted: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        self.reader.next().await
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        self.counted
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.reader.object.weight()
+    }
+
+    fn entry_id(&self) -> Option<CacheEntryId> {
+        Some(CacheEntryId::new(self.reader.object.id))
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A fill in progress. Dropped without `finish`, it aborts: readers get an error, and
+/// nothing is stored.
+struct Fill {
+    store: &'static MemoryStore,
+    hash: HashBinary,
+    tag: [u8; 8],
+    object: Arc<Object>,
+    written: usize,
+    finished: bool,
+}
+
+#[async_trait]
+impl HandleMiss for Fill {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        self.written += data.len();
+        if self.written > self.store.max_object_bytes {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!(
+                    "object exceeds cache.max_object_bytes ({} bytes)",
+                    self.store.max_object_bytes
+                ),
+            );
+        }
+        self.object.append(data);
+        if eof {
+            self.object.end(FillState::Complete);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        self.finished = true;
+        self.object.end(FillState::Complete);
+        match self.store.commit(&self.hash, &self.object) {
+            Some(weight) => Ok(MissFinishType::Created(weight)),
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "the object was purged while it was being filled; not stored",
+            ),
+        }
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
+
+    fn entry_id(&self) -> Option<CacheEntryId> {
+        Some(CacheEntryId::new(self.object.id))
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.object.end(FillState::Aborted);
+            self.store.drop_fill(&self.hash, &self.object);
+        }
+    }
+}
+
+/// The eviction manager as pingora wants it.
+pub fn eviction_manager(store: &'static MemoryStore) -> &'static (dyn EvictionManager + Sync) {
+    &store.eviction
+}

@@ -1,0 +1,385 @@
+//! The cache end to end: a real client, the edge in-process, origins that count requests.
+//! Every semantic is asserted twice: by the origin's request count and by `X-Cache`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::edge::{client, group_yaml, TestEdge};
+use common::origin::{Recorded, TestOrigin};
+use http::Response;
+
+/// One route `site` on `/*` to group `web`, with `cache` as its cache block (flow style).
+fn site(cache: &str, origin: std::net::SocketAddr, rule_sets: &str) -> String {
+    format!(
+        "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {cache}\n    rule_sets: [{names}]\nrule_sets:\n{sets}\norigin_groups:\n{group}",
+        names = if rule_sets.is_empty() { "" } else { "tweaks" },
+        sets = if rule_sets.is_empty() {
+            "  []".to_string()
+        } else {
+            format!("  - name: tweaks\n    rules:\n{rule_sets}")
+        },
+        group = group_yaml("web", origin),
+    )
+}
+
+const CACHE_ON: &str = "{ enabled: true }";
+
+struct Fetched {
+    status: u16,
+    x_cache: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+async fn fetch(edge: &TestEdge, method: &str, path: &str, headers: &[(&str, &str)]) -> Fetched {
+    let mut request = client().request(method.parse().unwrap(), edge.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request through the edge");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body");
+    Fetched {
+        status,
+        x_cache: headers
+            .get("x-cache")
+            .map_or(String::new(), |v| v.to_str().unwrap().to_string()),
+        headers,
+        body,
+    }
+}
+
+async fn get(edge: &TestEdge, path: &str) -> Fetched {
+    fetch(edge, "GET", path, &[]).await
+}
+
+/// `X-Cache` of GET `path`, in order.
+async fn statuses(edge: &TestEdge, paths: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in paths {
+        out.push(get(edge, path).await.x_cache);
+    }
+    out
+}
+
+/// An origin answering each path with the headers its first known segment names.
+async fn scripted_origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(|req: &Recorded| {
+        let path = req.path();
+        let mut response = Response::new(Bytes::from(format!("body of {path}")));
+        let kind = path
+            .split('/')
+            .find(|s| !matches!(*s, "" | "m"))
+            .unwrap_or_default();
+        let cache_control = match kind {
+            "fresh" | "q" => "max-age=600",
+            "smaxage" => "max-age=600, s-maxage=0",
+            "nostore" => "no-store",
+            "private" => "private, max-age=600",
+            "public" => "public, max-age=600",
+            "cookie" => "max-age=600",
+            "nocache" => "no-cache",
+            _ => "",
+        };
+        let headers = response.headers_mut();
+        if !cache_control.is_empty() {
+            headers.insert("cache-control", cache_control.parse().unwrap());
+        }
+        if path.starts_with("/cookie") {
+            headers.insert("set-cookie", "session=1".parse().unwrap());
+        }
+        if path.starts_with("/expires") {
+            let when = std::time::SystemTime::now() + Duration::from_secs(3600);
+            headers.insert("expires", httpdate::fmt_http_date(when).parse().unwrap());
+        }
+        if path.starts_with("/expired") {
+            headers.insert("expires", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
+        }
+        response
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_for_get_and_head_and_never_for_post() {
+    let origin = scripted_origin().await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+
+    let first = get(&edge, "/fresh/a.css").await;
+    assert_eq!((first.status, first.x_cache.as_str()), (200, "TCP_MISS"));
+    let second = get(&edge, "/fresh/a.css").await;
+    assert_eq!(second.x_cache, "TCP_HIT");
+    assert_eq!(second.body, first.body);
+    assert!(second.headers.contains_key("age"), "a hit carries Age");
+    let head = fetch(&edge, "HEAD", "/fresh/a.css", &[]).await;
+    assert_eq!(head.x_cache, "TCP_HIT");
+    assert!(head.body.is_empty());
+    assert_eq!(origin.count_path("/fresh/a.css"), 1);
+
+    // A HEAD miss fills the cache for the GET that follows.
+    assert_eq!(
+        fetch(&edge, "HEAD", "/fresh/b", &[]).await.x_cache,
+        "TCP_MISS"
+    );
+    assert_eq!(get(&edge, "/fresh/b").await.body, "body of /fresh/b");
+    assert_eq!(origin.count_path("/fresh/b"), 1);
+
+    for _ in 0..2 {
+        assert_eq!(
+            fetch(&edge, "POST", "/fresh/a.css", &[]).await.x_cache,
+            "UNCACHEABLE"
+        );
+    }
+    assert_eq!(origin.count_path("/fresh/a.css"), 3);
+    let lines = edge.wait_for_log(|l| l.len() >= 7).await;
+    let logged: Vec<&str> = lines.iter().map(|l| l["cache"].as_str().unwrap()).collect();
+    assert_eq!(&logged[..3], ["TCP_MISS", "TCP_HIT", "TCP_HIT"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_comes_from_s_maxage_then_max_age_then_expires() {
+    let origin = scripted_origin().await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+    for (path, expected) in [
+        ("/fresh/x", ["TCP_MISS", "TCP_HIT"]),
+        // s-maxage=0 beats max-age=600: stale at once, and nothing to revalidate with.
+        ("/smaxage/x", ["UNCACHEABLE", "UNCACHEABLE"]),
+        ("/expires/x", ["TCP_MISS", "TCP_HIT"]),
+        ("/expired/x", ["UNCACHEABLE", "UNCACHEABLE"]),
+        // Nothing said, and the default TTL is 0s: not stored.
+        ("/silent/x", ["UNCACHEABLE", "UNCACHEABLE"]),
+    ] {
+        assert_eq!(statuses(&edge, &[path, path]).await, expected, "{path}");
+        let asked = if expected[1] == "TCP_HIT" { 1 } else { 2 };
+        assert_eq!(origin.count_path(path), asked, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_private_and_set_cookie_are_never_stored_even_when_a_rule_overrides() {
+    let origin = scripted_origin().await;
+    let override_rule = "      - name: keep-everything\n        conditions: []\n        actions:\n          - { type: cache_expiration, behavior: override_always, duration: 1h }\n";
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), override_rule)).await;
+    for (path, expected) in [
+        ("/nostore/x", "PRIVATE_NOSTORE"),
+        ("/private/x", "PRIVATE_NOSTORE"),
+        ("/cookie/x", "UNCACHEABLE"),
+    ] {
+        assert_eq!(statuses(&edge, &[path, path]).await, [expected, expected]);
+        assert_eq!(origin.count_path(path), 2, "{path}");
+    }
+    // The override does store what the origin said nothing about, and no-cache.
+    for path in ["/silent/y", "/nocache/y"] {
+        assert_eq!(
+            statuses(&edge, &[path, path]).await,
+            ["TCP_MISS", "TCP_HIT"]
+        );
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_behaviours_and_the_default_ttl() {
+    let origin = scripted_origin().await;
+    let routes = format!(
+        "routes:\n  - name: missing\n    patterns: [\"/m/*\"]\n    origin_group: web\n    cache: {{ enabled: true, behavior: override_if_origin_missing, duration: 1h }}\n  - name: honor\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}",
+        group_yaml("web", origin.addr())
+    );
+    let edge = TestEdge::with_routes("defaults:\n  cache_default_ttl: 1h\n", &routes).await;
+    // The origin says nothing: the route's duration, or the node's default TTL.
+    assert_eq!(
+        statuses(&edge, &["/m/silent", "/m/silent"]).await,
+        ["TCP_MISS", "TCP_HIT"]
+    );
+    assert_eq!(
+        statuses(&edge, &["/silent", "/silent"]).await,
+        ["TCP_MISS", "TCP_HIT"]
+    );
+    // The origin says no-cache: override_if_origin_missing keeps it, so every use goes back.
+    assert_eq!(origin.count_path("/m/silent"), 1);
+    assert_eq!(origin.count_path("/silent"), 1);
+    let _ = statuses(&edge, &["/m/nocache", "/m/nocache"]).await;
+    assert_eq!(origin.count_path("/m/nocache"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etag_and_last_modified_revalidate_with_a_304() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let etag = "\"v1\"";
+        let modified = "Wed, 21 Oct 2026 07:28:00 GMT";
+        let matches = req.headers.get("if-none-match").is_some_and(|v| v == etag)
+            || req
+                .headers
+                .get("if-modified-since")
+                .is_some_and(|v| v == modified);
+        let mut response = if matches {
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            Response::new(Bytes::from("the page"))
+        };
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "max-age=0".parse().unwrap());
+        if req.path() == "/etag" {
+            headers.insert("etag", etag.parse().unwrap());
+        } else {
+            headers.insert("last-modified", modified.parse().unwrap());
+        }
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+    for path in ["/etag", "/modified"] {
+        assert_eq!(get(&edge, path).await.x_cache, "TCP_MISS");
+        let again = get(&edge, path).await;
+        assert_eq!(again.x_cache, "TCP_REVALIDATED", "{path}");
+        assert_eq!(again.body, "the page");
+        let seen = origin.requests();
+        let last = seen.iter().rev().find(|r| r.path() == path).unwrap();
+        let conditional = if path == "/etag" {
+            "if-none-match"
+        } else {
+            "if-modified-since"
+        };
+        assert!(
+            last.headers.contains_key(conditional),
+            "{path}: {:?}",
+            last.headers
+        );
+        assert_eq!(origin.count_path(path), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_one_variant_per_header_value() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let language = req
+            .headers
+            .get("accept-language")
+            .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+        let mut response = Response::new(Bytes::from(format!("in {language}")));
+        response
+            .headers_mut()
+            .insert("cache-control", "max-age=600".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("vary", "Accept-Language".parse().unwrap());
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+    let mut seen = Vec::new();
+    for language in ["en", "en", "fr", "fr", "en"] {
+        let answer = fetch(&edge, "GET", "/page", &[("accept-language", language)]).await;
+        assert_eq!(answer.body, format!("in {language}"));
+        seen.push(answer.x_cache);
+    }
+    assert_eq!(
+        seen,
+        ["TCP_MISS", "TCP_HIT", "TCP_MISS", "TCP_HIT", "TCP_HIT"]
+    );
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_is_served_from_cache_only_when_the_response_allows_it() {
+    let origin = scripted_origin().await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+    let auth = [("authorization", "Bearer secret")];
+    // Not stored from an authorized request without public / s-maxage / must-revalidate.
+    assert_eq!(
+        fetch(&edge, "GET", "/fresh/me", &auth).await.x_cache,
+        "UNCACHEABLE"
+    );
+    assert_eq!(get(&edge, "/fresh/me").await.x_cache, "TCP_MISS");
+    // Stored from an anonymous request, but not served to an authorized one.
+    assert_eq!(
+        fetch(&edge, "GET", "/fresh/me", &auth).await.x_cache,
+        "UNCACHEABLE"
+    );
+    assert_eq!(get(&edge, "/fresh/me").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count_path("/fresh/me"), 3);
+    // `public` allows both.
+    assert_eq!(
+        fetch(&edge, "GET", "/public/p", &auth).await.x_cache,
+        "TCP_MISS"
+    );
+    assert_eq!(
+        fetch(&edge, "GET", "/public/p", &auth).await.x_cache,
+        "TCP_HIT"
+    );
+    assert_eq!(get(&edge, "/public/p").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count_path("/public/p"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_string_modes_shape_the_key() {
+    let origin = scripted_origin().await;
+    let paths = [
+        "/q?id=1",
+        "/q?id=1&utm=a",
+        "/q?id=2&utm=a",
+        "/q?id=2&utm=b",
+        "/q?id=1",
+    ];
+    let (miss, hit) = ("TCP_MISS", "TCP_HIT");
+    for (mode, pattern) in [
+        ("ignore", [miss, hit, hit, hit, hit]),
+        ("use_all", [miss, miss, miss, miss, hit]),
+        ("include, query_params: [id]", [miss, hit, miss, hit, hit]),
+        ("exclude, query_params: [utm]", [miss, hit, miss, hit, hit]),
+    ] {
+        let cache = format!("{{ enabled: true, query_string: {mode} }}");
+        let edge = TestEdge::with_routes("", &site(&cache, origin.addr(), "")).await;
+        assert_eq!(statuses(&edge, &paths).await, pattern, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_misses_send_one_request_upstream() {
+    use common::gated::{Answer, Body, GatedOrigin};
+    let origin = GatedOrigin::start(Arc::new(|_, _| Answer {
+        status: 200,
+        headers: vec![("cache-control", "max-age=600".into())],
+        body: Body::full("shared"),
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr, "")).await;
+    // Hold the origin's answer until every request is in flight at the edge.
+    origin.close_gate();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let url = edge.url("/same");
+        tasks.push(tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            let x_cache = response.headers()["x-cache"].to_str().unwrap().to_string();
+            (x_cache, response.bytes().await.unwrap())
+        }));
+    }
+    wait_until("the first request reaches the origin", || {
+        origin.arrived() >= 1
+    })
+    .await;
+    origin.open_gate();
+    let mut misses = 0;
+    for task in tasks {
+        let (x_cache, body) = task.await.unwrap();
+        assert_eq!(body, "shared");
+        misses += usize::from(x_cache == "TCP_MISS");
+    }
+    assert_eq!(origin.arrived(), 1);
+    assert_eq!(misses, 1);
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
