@@ -79,8 +79,21 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     };
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-demo-origin-count"], "1");
+    assert_eq!(first.headers()["x-cache"], "TCP_MISS");
     assert!(first.headers().contains_key("x-portico-ref"));
     assert_eq!(first.headers()["x-content-type-options"], "nosniff");
+
+    // The README's caching demo: the second fetch is a hit, and the origin saw one request.
+    let second = client
+        .get(format!("{base}/static/a.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.headers()["x-cache"], "TCP_HIT");
+    assert_eq!(second.text().await.unwrap(), first.text().await.unwrap());
+    assert_eq!(demo.count("/static/a.css"), 1);
+    let api = client.get(format!("{base}/api/x")).send().await.unwrap();
+    assert_eq!(api.headers()["x-cache"], "CONFIG_NOCACHE");
 
     let missing = client.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(missing.status(), 404);

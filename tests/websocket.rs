@@ -413,3 +413,39 @@ async fn a_tunnel_past_its_lifetime_is_closed_and_recorded_as_max_lifetime() {
     assert_eq!(tunnel["closed_by"], "max_lifetime", "{tunnel}");
     assert!(tunnel["duration_ms"].as_u64().unwrap() >= 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_page_is_never_served_to_an_upgrade_and_an_upgrade_is_never_stored() {
+    let (origin, edge) = setup("").await;
+    let client = common::edge::client();
+    let get = |path: &'static str| {
+        let request = client.get(edge.url(path)).send();
+        async move { request.await.unwrap().headers()["x-cache"].clone() }
+    };
+    // A page for the URL is in the cache...
+    assert_eq!(get("/reproduce/page").await, "TCP_MISS");
+    assert_eq!(get("/reproduce/page").await, "TCP_HIT");
+    assert_eq!(origin.count_path("/reproduce/page"), 1);
+    // ...and the upgrade still goes to the origin (as a plain GET) and fails there.
+    match tokio_tungstenite::connect_async(edge.ws_url("/reproduce/page"))
+        .await
+        .unwrap_err()
+    {
+        WsError::Http(response) => assert_eq!(response.headers()["x-cache"], "UNCACHEABLE"),
+        other => panic!("expected an HTTP answer, got {other:?}"),
+    }
+    assert_eq!(origin.count_path("/reproduce/page"), 2);
+    // An upgrade's answer is not stored: the first GET after it is a miss.
+    let _ = tokio_tungstenite::connect_async(edge.ws_url("/reproduce/fresh")).await;
+    assert_eq!(origin.count_path("/reproduce/fresh"), 1);
+    assert_eq!(get("/reproduce/fresh").await, "TCP_MISS");
+    assert_eq!(origin.count_path("/reproduce/fresh"), 2);
+    // The same holds for bypass: the tunnel opens although a page is cached.
+    assert_eq!(get("/bypass/page").await, "TCP_MISS");
+    assert_eq!(get("/bypass/page").await, "TCP_HIT");
+    let (_ws, response) = tokio_tungstenite::connect_async(edge.ws_url("/bypass/page"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-cache"], "CONFIG_NOCACHE");
+}

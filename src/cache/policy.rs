@@ -111,14 +111,14 @@ pub fn admit(
             .or(freshness.duration)
             .unwrap_or(freshness.default_ttl),
     };
-    // Nothing says how long to keep it, and no-cache did not ask for it stored-and-revalidated.
+    let (swr, sie) = stale_windows(control.as_ref(), freshness);
+    // Stale at once is still worth storing when it can be revalidated (validators,
+    // no-cache) or served stale; otherwise it would only cost memory.
     let revalidate_always = control.as_ref().is_some_and(|cc| cc.no_cache())
         && freshness.behavior != CacheBehavior::OverrideAlways;
-    if ttl.is_zero() && !revalidate_always && !has_validator(response) {
+    if ttl.is_zero() && !revalidate_always && !has_validator(response) && swr == 0 && sie == 0 {
         return Err(Refusal::Uncacheable("no freshness information"));
     }
-
-    let (swr, sie) = stale_windows(control.as_ref(), freshness);
     let fresh_until = if ttl.is_zero() {
         // Stored but stale at once: every use revalidates.
         now.checked_sub(Duration::from_secs(1)).unwrap_or(now)

@@ -32,8 +32,12 @@ use smallvec::SmallVec;
 use super::object::{BodyReader, FillState, Object, StoredMeta};
 
 const SHARDS: usize = 16;
-/// Shards of the LRU (pingora's `Manager<N>` takes them as a constant).
-pub const EVICTION_SHARDS: usize = 16;
+/// Shards of the LRU (pingora's `Manager<N>` takes them as a constant). One: an exact LRU.
+/// A sharded LRU evicts the oldest object of a shard picked at random, so an object alone
+/// in its shard goes first however hot it is; with large objects and few of them per shard
+/// that evicts hot objects. Hits rarely contend on the one shard: pingora_lru only takes its
+/// write lock to promote an object that is not already near the head.
+pub const EVICTION_SHARDS: usize = 1;
 
 #[derive(Default)]
 struct Slot {

@@ -118,12 +118,11 @@ pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary>
 }
 
 /// `should_serve_stale`: during revalidation (`error` is `None`) whenever the object's
-/// stale-while-revalidate window allows (pingora checks the window); on an error, when the
-/// origin failed or answered 5xx.
+/// stale-while-revalidate window allows (pingora checks the window); on an error, unless
+/// the client caused it. A 5xx from the origin, a refused connection and "no origin left to
+/// try" all serve the stale object (within its stale-if-error window) rather than a 502.
 pub fn serve_stale(error: Option<&Error>) -> bool {
-    error.is_none_or(|e| {
-        e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::HTTPStatus(500..))
-    })
+    error.is_none_or(|e| e.esource() != &ErrorSource::Downstream)
 }
 
 /// The `X-Cache` value, once pingora's cache phase is final (`response_filter`).
