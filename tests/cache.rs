@@ -135,9 +135,18 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
         );
     }
     assert_eq!(origin.count_path("/fresh/a.css"), 3);
+    // Log lines come in the order requests finish, not the order they were sent.
     let lines = edge.wait_for_log(|l| l.len() >= 7).await;
-    let logged: Vec<&str> = lines.iter().map(|l| l["cache"].as_str().unwrap()).collect();
-    assert_eq!(&logged[..3], ["TCP_MISS", "TCP_HIT", "TCP_HIT"]);
+    let mut logged: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["path"] == "/fresh/a.css" && l["method"] != "POST")
+        .map(|l| (l["method"].as_str().unwrap(), l["cache"].as_str().unwrap()))
+        .collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        [("GET", "TCP_HIT"), ("GET", "TCP_MISS"), ("HEAD", "TCP_HIT")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +216,7 @@ async fn cache_behaviours_and_the_default_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etag_and_last_modified_revalidate_with_a_304() {
+async fn etag_last_modified_and_no_cache_revalidate_with_a_304() {
     let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
         let etag = "\"v1\"";
         let modified = "Wed, 21 Oct 2026 07:28:00 GMT";
@@ -224,8 +233,13 @@ async fn etag_and_last_modified_revalidate_with_a_304() {
             Response::new(Bytes::from("the page"))
         };
         let headers = response.headers_mut();
-        headers.insert("cache-control", "max-age=0".parse().unwrap());
-        if req.path() == "/etag" {
+        let cc = if req.path() == "/no-cache" {
+            "no-cache, max-age=600"
+        } else {
+            "max-age=0"
+        };
+        headers.insert("cache-control", cc.parse().unwrap());
+        if req.path() != "/modified" {
             headers.insert("etag", etag.parse().unwrap());
         } else {
             headers.insert("last-modified", modified.parse().unwrap());
@@ -234,17 +248,17 @@ async fn etag_and_last_modified_revalidate_with_a_304() {
     }))
     .await;
     let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
-    for path in ["/etag", "/modified"] {
+    for path in ["/etag", "/modified", "/no-cache"] {
         assert_eq!(get(&edge, path).await.x_cache, "TCP_MISS");
         let again = get(&edge, path).await;
         assert_eq!(again.x_cache, "TCP_REVALIDATED", "{path}");
         assert_eq!(again.body, "the page");
         let seen = origin.requests();
         let last = seen.iter().rev().find(|r| r.path() == path).unwrap();
-        let conditional = if path == "/etag" {
-            "if-none-match"
-        } else {
+        let conditional = if path == "/modified" {
             "if-modified-since"
+        } else {
+            "if-none-match"
         };
         assert!(
             last.headers.contains_key(conditional),
@@ -284,6 +298,23 @@ async fn vary_keeps_one_variant_per_header_value() {
         ["TCP_MISS", "TCP_HIT", "TCP_MISS", "TCP_HIT", "TCP_HIT"]
     );
     assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_the_host_without_port_or_case_plus_the_path() {
+    let origin = scripted_origin().await;
+    let edge = TestEdge::with_routes("", &site(CACHE_ON, origin.addr(), "")).await;
+    let key = |host: &'static str, path: &'static str| {
+        let edge = &edge;
+        async move { fetch(edge, "GET", path, &[("host", host)]).await.x_cache }
+    };
+    assert_eq!(key("www.example.com", "/fresh/k").await, "TCP_MISS");
+    assert_eq!(key("WWW.Example.COM:8080", "/fresh/k").await, "TCP_HIT");
+    assert_eq!(key("www.example.com:80", "/fresh/k").await, "TCP_HIT");
+    assert_eq!(key("other.example.com", "/fresh/k").await, "TCP_MISS");
+    // Paths are case-sensitive, as URLs are.
+    assert_eq!(key("www.example.com", "/fresh/K").await, "TCP_MISS");
+    assert_eq!(origin.count_path("/fresh/k"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

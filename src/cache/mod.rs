@@ -2,11 +2,13 @@
 //!
 //! - `key`: the cache key (host + path + the query-string mode's view of the query);
 //! - `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
 //! - `status`: `X-Cache` values from pingora's cache phase;
 //! - `purge`: purge requests by domain and path.
 
 pub mod key;
+pub mod lock;
 pub mod object;
 pub mod policy;
 pub mod purge;
@@ -25,6 +27,8 @@ pub use store::MemoryStore;
 
 /// Why a response was refused that must not make its key bypass the cache for everyone.
 const PER_REQUEST_REASONS: &[&str] = &["authorization"];
+
+const MAX_LOCK_RETRIES: usize = 8;
 
 /// Everything pingora-cache needs, alive for the whole process (it takes `&'static`s).
 pub struct EdgeCache {
@@ -45,8 +49,10 @@ impl EdgeCache {
         let memory = usize::try_from(settings.cache_memory_bytes).unwrap_or(usize::MAX);
         let max_object = usize::try_from(settings.cache_max_object_bytes).unwrap_or(usize::MAX);
         let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(memory, max_object)));
-        let lock: &'static CacheKeyLockImpl =
-            Box::leak(CacheLock::new_boxed(settings.cache_lock_timeout));
+        let lock: &'static CacheKeyLockImpl = Box::leak(Box::new(lock::FillAwareLock::new(
+            CacheLock::new(settings.cache_lock_timeout),
+            store,
+        )));
         let predictor = Box::leak(Box::new(Predictor::new(
             1024,
             Some(|reason: &str| PER_REQUEST_REASONS.contains(&reason)),
@@ -65,6 +71,9 @@ impl EdgeCache {
     pub fn enable(&'static self, cache: &mut HttpCache) {
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(self.lock_timeout);
+        // A safety net: a request sent back to look again more often than this goes to the
+        // origin uncached rather than waiting on.
+        overrides.max_lock_retries = Some(MAX_LOCK_RETRIES);
         cache.enable(
             self.store,
             Some(store::eviction_manager(self.store)),

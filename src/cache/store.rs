@@ -88,6 +88,15 @@ impl MemoryStore {
         self.objects.load(Ordering::Relaxed)
     }
 
+    /// Whether a fill is under way for `key`.
+    pub fn is_filling(&self, key: &CacheKey) -> bool {
+        let hash = key.combined_bin();
+        self.shard(&hash)
+            .lock()
+            .get(&hash)
+            .is_some_and(|slot| !slot.fills.is_empty())
+    }
+
     fn shard(&self, hash: &HashBinary) -> &Mutex<HashMap<HashBinary, Slot>> {
         &self.shards[hash[0] as usize % SHARDS]
     }
