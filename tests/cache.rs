@@ -119,6 +119,11 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
     assert_eq!(head.x_cache, "TCP_HIT");
     assert!(head.body.is_empty());
     assert_eq!(origin.count_path("/fresh/a.css"), 1);
+    // A range of a stored object comes from the cache.
+    let range = fetch(&edge, "GET", "/fresh/a.css", &[("range", "bytes=5-6")]).await;
+    assert_eq!((range.status, range.x_cache.as_str()), (206, "TCP_HIT"));
+    assert_eq!(range.body, "of");
+    assert_eq!(range.headers["content-range"], "bytes 5-6/20");
 
     // A HEAD miss fills the cache for the GET that follows.
     assert_eq!(
@@ -136,7 +141,7 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
     }
     assert_eq!(origin.count_path("/fresh/a.css"), 3);
     // Log lines come in the order requests finish, not the order they were sent.
-    let lines = edge.wait_for_log(|l| l.len() >= 7).await;
+    let lines = edge.wait_for_log(|l| l.len() >= 8).await;
     let mut logged: Vec<(&str, &str)> = lines
         .iter()
         .filter(|l| l["path"] == "/fresh/a.css" && l["method"] != "POST")
@@ -145,7 +150,12 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
     logged.sort();
     assert_eq!(
         logged,
-        [("GET", "TCP_HIT"), ("GET", "TCP_MISS"), ("HEAD", "TCP_HIT")]
+        [
+            ("GET", "TCP_HIT"),
+            ("GET", "TCP_HIT"),
+            ("GET", "TCP_MISS"),
+            ("HEAD", "TCP_HIT")
+        ]
     );
 }
 

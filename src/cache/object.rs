@@ -162,27 +162,52 @@ impl Object {
         BodyReader {
             object: self.clone(),
             next_chunk: 0,
+            chunk_start: 0,
+            from: 0,
+            to: None,
             progress: self.state.subscribe(),
         }
     }
 }
 
-/// Reads an object's body chunk by chunk, waiting for chunks still to come.
+/// Reads an object's body chunk by chunk, waiting for chunks still to come. A complete
+/// object can also be read from a byte range (`seek`), for `Range` requests on hits.
 pub struct BodyReader {
     pub object: Arc<Object>,
     next_chunk: usize,
+    /// Offset in the body where `next_chunk` starts.
+    chunk_start: usize,
+    /// The range being read: bytes before `from` are skipped, reading stops at `to`.
+    from: usize,
+    to: Option<usize>,
     progress: watch::Receiver<FillState>,
 }
 
 impl BodyReader {
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
+            if self
+                .to
+                .is_some_and(|to| self.chunk_start.max(self.from) >= to)
+            {
+                return Ok(None);
+            }
             // Mark the state seen *before* looking at the chunks: a chunk appended after this
             // point changes the state's version, so the wait below cannot miss it.
             let state = *self.progress.borrow_and_update();
-            if let Some(chunk) = self.object.chunks.read().get(self.next_chunk) {
+            let chunk = self.object.chunks.read().get(self.next_chunk).cloned();
+            if let Some(chunk) = chunk {
+                let start = self.chunk_start;
                 self.next_chunk += 1;
-                return Ok(Some(chunk.clone()));
+                self.chunk_start += chunk.len();
+                let from = self.from.saturating_sub(start).min(chunk.len());
+                let to = self
+                    .to
+                    .map_or(chunk.len(), |to| to.saturating_sub(start).min(chunk.len()));
+                if from >= to {
+                    continue; // entirely before the range
+                }
+                return Ok(Some(chunk.slice(from..to)));
             }
             match state {
                 FillState::Complete => return Ok(None),
@@ -203,5 +228,98 @@ impl BodyReader {
                 }
             }
         }
+    }
+
+    /// Whether `seek` can be used: only on complete objects, whose length is known.
+    pub fn can_seek(&self) -> bool {
+        self.object.state() == FillState::Complete
+    }
+
+    /// Restarts reading at `start`, up to `end` (exclusive) or the end of the body.
+    pub fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.object.body_len();
+        if start >= len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("range start {start} is past the body ({len} bytes)"),
+            );
+        }
+        self.next_chunk = 0;
+        self.chunk_start = 0;
+        self.from = start;
+        self.to = Some(end.unwrap_or(len).min(len));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_http::ResponseHeader;
+
+    fn object(chunks: &[&'static str]) -> Arc<Object> {
+        let meta = StoredMeta {
+            fresh_until: SystemTime::now(),
+            updated: SystemTime::now(),
+            stale_while_revalidate_sec: 0,
+            stale_if_error_sec: 0,
+            variance: None,
+            header: ResponseHeader::build(200, None).unwrap(),
+        };
+        let object = Object::filling(1, CompactCacheKey::default(), "h/p".into(), meta);
+        for chunk in chunks {
+            object.append(Bytes::from_static(chunk.as_bytes()));
+        }
+        object.end(FillState::Complete);
+        Arc::new(object)
+    }
+
+    async fn read_all(reader: &mut BodyReader) -> String {
+        let mut out = String::new();
+        while let Some(chunk) = reader.next().await.unwrap() {
+            out.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn ranges_span_chunks() {
+        let object = object(&["abc", "defg", "hij"]);
+        let mut reader = object.reader();
+        assert_eq!(read_all(&mut reader).await, "abcdefghij");
+        for (start, end, expected) in [
+            (0, Some(3), "abc"),
+            (2, Some(8), "cdefgh"),
+            (5, None, "fghij"),
+            (9, Some(99), "j"),
+        ] {
+            reader.seek(start, end).unwrap();
+            assert_eq!(read_all(&mut reader).await, expected, "{start}..{end:?}");
+        }
+        assert!(reader.seek(10, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_chunks_and_an_aborted_fill_is_an_error() {
+        let meta_object = object(&[]);
+        let filling = Arc::new(Object::filling(
+            2,
+            CompactCacheKey::default(),
+            "h/p".into(),
+            StoredMeta::from_meta(&meta_object.meta.load().to_meta()),
+        ));
+        let mut reader = filling.reader();
+        assert!(!reader.can_seek());
+        let writer = filling.clone();
+        let task = tokio::spawn(async move {
+            writer.append(Bytes::from_static(b"part"));
+            writer.end(FillState::Aborted);
+        });
+        assert_eq!(reader.next().await.unwrap().unwrap(), "part");
+        assert!(
+            reader.next().await.is_err(),
+            "an aborted fill must not look complete"
+        );
+        task.await.unwrap();
     }
 }

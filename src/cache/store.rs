@@ -326,6 +326,14 @@ impl HandleHit for Hit {
         Ok(())
     }
 
+    fn can_seek(&self) -> bool {
+        self.reader.can_seek()
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        self.reader.seek(start, end)
+    }
+
     fn should_count_access(&self) -> bool {
         self.counted
     }
