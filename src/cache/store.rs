@@ -420,3 +420,7 @@ impl Drop for Fill {
 pub fn eviction_manager(store: &'static MemoryStore) -> &'static (dyn EvictionManager + Sync) {
     &store.eviction
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

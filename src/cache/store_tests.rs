@@ -1,0 +1,144 @@
+//! The store without sockets: generations, purges during fills, aborted fills, accounting.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType};
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheEntryId, CacheEntryKey, CacheKey, CacheMeta, Storage};
+use pingora_http::ResponseHeader;
+
+use super::MemoryStore;
+
+fn store() -> &'static MemoryStore {
+    Box::leak(Box::new(MemoryStore::new(1 << 20, 1 << 16)))
+}
+
+fn meta() -> CacheMeta {
+    let now = SystemTime::now();
+    let header = ResponseHeader::build(200, None).unwrap();
+    CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+}
+
+async fn fill(store: &'static MemoryStore, key: &CacheKey, body: &'static str) -> u64 {
+    let span = Span::inactive();
+    let mut miss = store
+        .get_miss_handler(key, &meta(), &span.handle())
+        .await
+        .unwrap();
+    let id = miss.entry_id().unwrap().get();
+    miss.write_body(Bytes::from_static(body.as_bytes()), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+    id
+}
+
+async fn body_of(store: &'static MemoryStore, key: &CacheKey) -> Option<String> {
+    let span = Span::inactive();
+    let (_, mut hit) = store.lookup(key, &span.handle()).await.unwrap()?;
+    let mut out = String::new();
+    while let Some(chunk) = hit.read_body().await.unwrap() {
+        out.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    Some(out)
+}
+
+#[tokio::test]
+async fn an_eviction_of_an_old_generation_spares_the_new_one() {
+    let store = store();
+    let key = CacheKey::new("h/a", "");
+    let old = fill(store, &key, "old").await;
+    let new = fill(store, &key, "new").await;
+    assert_ne!(old, new);
+    assert_eq!(store.objects(), 1);
+    let target = CacheEntryKey::identified(key.to_compact(), CacheEntryId::new(old));
+    let span = Span::inactive();
+    let outcome = store
+        .purge(
+            PurgeTarget::Exact(&target),
+            PurgeType::Eviction,
+            &span.handle(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::NotFound);
+    assert_eq!(body_of(store, &key).await.as_deref(), Some("new"));
+}
+
+#[tokio::test]
+async fn a_purge_during_a_fill_wins_and_readers_still_get_the_whole_body() {
+    let store = store();
+    let key = CacheKey::new("h/img/x.png", "");
+    let span = Span::inactive();
+    let mut miss = store
+        .get_miss_handler(&key, &meta(), &span.handle())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(b"first "), false)
+        .await
+        .unwrap();
+    let (_, mut reader) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+    assert_eq!(store.purge_matching(|k| k.starts_with("h/img/")), 1);
+    miss.write_body(Bytes::from_static(b"second"), true)
+        .await
+        .unwrap();
+    assert!(
+        miss.finish().await.is_err(),
+        "a purged fill must not commit"
+    );
+    let mut body = Vec::new();
+    while let Some(chunk) = reader.read_body().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body, b"first second");
+    assert!(body_of(store, &key).await.is_none());
+    assert_eq!((store.objects(), store.bytes()), (0, 0));
+}
+
+#[tokio::test]
+async fn an_aborted_fill_errors_its_readers_and_leaves_nothing() {
+    let store = store();
+    let key = CacheKey::new("h/b", "");
+    let span = Span::inactive();
+    let mut miss = store
+        .get_miss_handler(&key, &meta(), &span.handle())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(b"partial"), false)
+        .await
+        .unwrap();
+    let (_, mut reader) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+    drop(miss);
+    assert_eq!(reader.read_body().await.unwrap().unwrap(), "partial");
+    assert!(reader.read_body().await.is_err());
+    assert!(store.lookup(&key, &span.handle()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bytes_follow_commits_replacements_and_purges() {
+    let store = store();
+    let a = CacheKey::new("h/a", "");
+    fill(store, &a, "aaaa").await;
+    let one = store.bytes();
+    assert!(one > 4);
+    fill(store, &a, "aaaa").await;
+    assert_eq!(store.bytes(), one, "a replacement is not counted twice");
+    fill(store, &CacheKey::new("h/b", ""), "bbbb").await;
+    assert_eq!(store.objects(), 2);
+    assert_eq!(store.purge_matching(|_| true), 2);
+    assert_eq!((store.objects(), store.bytes()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_body_over_the_object_limit_is_refused() {
+    let store = store();
+    let key = CacheKey::new("h/big", "");
+    let span = Span::inactive();
+    let mut miss = store
+        .get_miss_handler(&key, &meta(), &span.handle())
+        .await
+        .unwrap();
+    let big = Bytes::from(vec![0u8; (1 << 16) + 1]);
+    assert!(miss.write_body(big, true).await.is_err());
+}
