@@ -14,7 +14,8 @@
 //!               ▼
 //!             response_filter ────────── X-Portico-Ref, X-Cache, rule edits; a 101 opens the tunnel
 //!               ▼
-//!             body filters ───────────── tunnel: count bytes, enforce maximum lifetime
+//!             body filters ───────────── tunnel: count bytes (idle and lifetime timers run in
+//!                                         the patched pingora-proxy's tunnel loop)
 //!               ▼
 //!             logging ────────────────── access log line; tunnel record when a tunnel closes
 //! ```
@@ -139,9 +140,12 @@ impl ProxyHttp for Portico {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if let Some(tunnel) = &ctx.tunnel {
+            tunnel.prepare(session);
+        }
         let snapshot = snapshot(ctx)?;
         upstream::choose_peer(ctx, &snapshot)
     }
@@ -180,8 +184,7 @@ impl ProxyHttp for Portico {
         }
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tunnel) = &mut ctx.tunnel {
-                tunnel.open();
-                session.set_read_timeout(Some(tunnel.limits.idle_timeout));
+                tunnel.open(session);
                 // The handshake's line is written now; the tunnel's when it closes.
                 self.log_request(session, None, ctx);
             }

@@ -3,14 +3,19 @@
 //! After the origin's `101`, Pingora moves the bytes both ways itself; Portico never looks
 //! inside them. It only counts them (in the body filters, which see every upgraded chunk)
 //! and enforces two limits:
-//! - **idle timeout**: read timeouts on both legs. A leg that stays silent for the idle
-//!   timeout closes the tunnel (WebSocket peers keep a live tunnel busy with pings);
-//! - **maximum lifetime**: checked whenever bytes move, so a tunnel is closed at the first
-//!   chunk after its lifetime, or by the idle timeout if none comes.
+//! - **idle timeout**: the tunnel closes when no bytes moved *either way* for the idle
+//!   timeout. A one-way stream (an origin pushing to a silent client) stays open;
+//! - **maximum lifetime**: the tunnel closes at its deadline, traffic or not.
+//!
+//! Both timers run in the tunnel loop of the vendored pingora-proxy (`Session::
+//! tunnel_idle_timeout` and `tunnel_deadline`, a marked patch): pingora's own per-leg read
+//! timeouts would close a tunnel as soon as one side is quiet. The per-leg timeouts still
+//! bound the handshake (the origin must answer the upgrade within the idle timeout).
 
 use std::time::{Duration, Instant};
 
 use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
 
 use crate::config::model::TunnelLimits;
 
@@ -48,6 +53,7 @@ impl ClosedBy {
     }
 }
 
+/// The error type the patched tunnel loop uses for the deadline (and so do the body filters).
 const MAX_LIFETIME: &str = "TunnelMaxLifetime";
 
 /// A tunnel being set up or running.
@@ -72,7 +78,24 @@ impl TunnelState {
         }
     }
 
-    pub fn open(&mut self) {
+    /// Before the upstream request: the patched tunnel loop takes over the idle timeout
+    /// once the origin answers 101.
+    pub fn prepare(&self, session: &mut Session) {
+        session.tunnel_idle_timeout = Some(self.limits.idle_timeout);
+    }
+
+    /// At the 101: starts the lifetime, and drops the client leg's own read timeout (the
+    /// tunnel's idle timer, which sees both directions, replaces it).
+    pub fn open(&mut self, session: &mut Session) {
+        let now = Instant::now();
+        self.opened = Some(now);
+        session.tunnel_deadline = Some(now + self.limits.max_lifetime);
+        session.set_read_timeout(None);
+    }
+
+    /// Marks the tunnel open without a session (unit tests).
+    #[cfg(test)]
+    fn open_now(&mut self) {
         self.opened = Some(Instant::now());
     }
 
@@ -131,7 +154,7 @@ mod tests {
     #[test]
     fn counts_both_ways_and_keeps_the_first_closer() {
         let mut tunnel = TunnelState::new(limits(Duration::from_secs(60)));
-        tunnel.open();
+        tunnel.open_now();
         tunnel.client_bytes(10, false).unwrap();
         tunnel.origin_bytes(7, false).unwrap();
         tunnel.origin_bytes(0, true).unwrap();
@@ -146,7 +169,7 @@ mod tests {
     #[test]
     fn a_chunk_after_the_lifetime_ends_the_tunnel() {
         let mut tunnel = TunnelState::new(limits(Duration::ZERO));
-        tunnel.open();
+        tunnel.open_now();
         let error = tunnel.client_bytes(1, false).unwrap_err();
         assert_eq!(ClosedBy::from_error(&error, false), ClosedBy::MaxLifetime);
         assert_eq!(tunnel.closed_by, Some(ClosedBy::MaxLifetime));

@@ -607,6 +607,12 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// PORTICO PATCH (tunnel timers): once upgraded, the tunnel ends when no bytes moved
+    /// either way for this long. When set before the upstream request, the per-leg read
+    /// timeouts stop applying after the 101 (this timer replaces them).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// PORTICO PATCH (tunnel timers): once upgraded, the tunnel ends at this instant.
+    pub tunnel_deadline: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -634,6 +640,8 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            tunnel_idle_timeout: None,
+            tunnel_deadline: None,
         }
     }
 

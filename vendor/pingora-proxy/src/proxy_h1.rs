@@ -148,6 +148,9 @@ where
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
+        // PORTICO PATCH (tunnel timers): see `Session::tunnel_idle_timeout`.
+        let tunnel_timers = session.tunnel_idle_timeout.is_some();
+
         // start bi-directional streaming
         let ret = tokio::try_join!(
             self.proxy_handle_downstream(
@@ -159,7 +162,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                tunnel_timers
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +260,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        tunnel_timers: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -272,6 +282,11 @@ where
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
+                                // PORTICO PATCH (tunnel timers): the downstream loop's timer
+                                // watches both directions; a silent origin leg alone is fine.
+                                if tunnel_timers {
+                                    client_session.read_timeout = None;
+                                }
                                 if send_error.is_none() {
                                     // continue receiving from downstream after body mode change
                                     request_done = false;
@@ -556,6 +571,9 @@ where
             let support_cache_partial_read =
                 session.cache.support_streaming_partial_write() == Some(true);
             let upgraded = session.was_upgraded();
+            // PORTICO PATCH (tunnel timers): every pass through this loop is an event, so
+            // the idle timer restarts here; it fires only when nothing moved either way.
+            let tunnel_wake = if upgraded { tunnel_wake_at(session) } else { None };
 
             tokio::select! {
                 // only try to send to pipe if there is capacity to avoid deadlock
@@ -621,6 +639,12 @@ where
                      * before the entire body is uploaded.
                      * once more capacity arrives we just loop back
                      */
+                },
+
+                // PORTICO PATCH (tunnel timers)
+                _ = tokio::time::sleep_until(tunnel_wake.unwrap_or_else(tokio::time::Instant::now)),
+                    if tunnel_wake.is_some() => {
+                    return Err(tunnel_timer_error(session));
                 },
 
                 // Handle buffered upstream task from previous iteration
@@ -1274,5 +1298,35 @@ mod tests {
 
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
+    }
+}
+
+/// PORTICO PATCH (tunnel timers): when the tunnel's next timer fires, if it has any.
+fn tunnel_wake_at(session: &Session) -> Option<tokio::time::Instant> {
+    let idle = session
+        .tunnel_idle_timeout
+        .map(|idle| tokio::time::Instant::now() + idle);
+    let deadline = session.tunnel_deadline.map(tokio::time::Instant::from_std);
+    match (idle, deadline) {
+        (Some(idle), Some(deadline)) => Some(idle.min(deadline)),
+        (idle, deadline) => idle.or(deadline),
+    }
+}
+
+/// PORTICO PATCH (tunnel timers): the error that ends a tunnel whose timer fired.
+fn tunnel_timer_error(session: &Session) -> Box<Error> {
+    if session
+        .tunnel_deadline
+        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
+    {
+        Error::explain(
+            pingora_error::ErrorType::Custom("TunnelMaxLifetime"),
+            "the tunnel reached its maximum lifetime",
+        )
+    } else {
+        Error::explain(
+            pingora_error::ErrorType::ReadTimedout,
+            "tunnel idle: no bytes moved either way for the idle timeout",
+        )
     }
 }
