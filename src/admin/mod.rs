@@ -1,7 +1,8 @@
 //! The admin listener (loopback by default): `GET /healthz` and `GET /status`.
 //!
-//! `/status` lists the node, its routes and every origin group with its origins, from the
-//! configuration snapshot in force. Purge, reload and metrics arrive with their issues.
+//! `/status` lists the node, its routes and every origin group with its origins and their
+//! health ([`status`]), from the configuration snapshot in force. Purge, reload and metrics
+//! arrive with their issues.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use pingora_core::services::background::BackgroundService;
 use serde_json::json;
 
 use crate::proxy::Snapshot;
+
+pub mod status;
 
 /// Serves the admin endpoints on `addr`.
 pub struct Admin {
@@ -87,18 +90,7 @@ fn answer(request: &Request<hyper::body::Incoming>, snapshot: &Snapshot) -> Resp
 
 fn status_json(snapshot: &Snapshot) -> serde_json::Value {
     let config = &snapshot.engine.config;
-    let groups: Vec<_> = config
-        .origin_groups
-        .iter()
-        .map(|group| {
-            let origins: Vec<_> = group
-                .origins
-                .iter()
-                .map(|o| json!({"name": o.name, "address": o.address.to_string(), "host_header": o.host_header, "priority": o.priority, "weight": o.weight, "enabled": o.enabled}))
-                .collect();
-            json!({"name": group.name, "origins": origins})
-        })
-        .collect();
+    let groups = status::origin_groups(&config.origin_groups, &snapshot.origins);
     let routes: Vec<_> = config
         .routes
         .iter()

@@ -10,6 +10,8 @@ use portico::server::Node;
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The admin listener (`/status`, `/healthz`).
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: watch::Sender<bool>,
 }
@@ -35,15 +37,26 @@ impl TestEdge {
         std::fs::write(dir.path().join("rules/rules.yaml"), rules).expect("write rules");
         let node = Node::load(&dir.path().join("portico.yaml"))
             .unwrap_or_else(|e| panic!("config refused:\n{e}"));
-        let app = node.into_app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin_listener.local_addr().expect("admin addr");
+        let admin = portico::admin::Admin {
+            addr: admin_addr,
+            current: node.current.clone(),
+        };
         let (shutdown, watch) = watch::channel(false);
-        tokio::spawn(portico::server::serve(app, listener, watch));
+        let admin_shutdown = watch.clone();
+        tokio::spawn(async move { admin.serve(admin_listener, admin_shutdown).await });
+        // Like `portico run`: connections wait until the first probe round has finished.
+        tokio::spawn(portico::server::serve_node(node, listener, watch));
         TestEdge {
             addr,
+            admin_addr,
             dir,
             shutdown,
         }
@@ -56,6 +69,10 @@ impl TestEdge {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
     }
 
     pub fn ws_url(&self, path: &str) -> String {
