@@ -6,16 +6,17 @@
 //! goes to all of them: weighted round-robin across every enabled origin, whatever its
 //! priority. Front Door does the same when every origin fails its probes.
 //!
-//! Each priority level is one pingora `LoadBalancer<RoundRobin>` (weighted by `weight`),
-//! plus one across every enabled origin for the fallback. They share one `HealthRegistry`
-//! per group, so each origin has one health, probed once per interval ([`check`],
-//! [`service`]); [`health`] keeps the verdicts and what `/status` shows, [`probe`] runs the
-//! probes.
+//! Each priority level is one pingora `LoadBalancer` with smooth weighted round-robin
+//! ([`smooth`]), plus one across every enabled origin for the fallback. They share one
+//! `HealthRegistry` per group, so each origin has one health, probed once per interval
+//! ([`check`], [`service`]); [`health`] keeps the verdicts and what `/status` shows,
+//! [`probe`] runs the probes.
 
 pub mod check;
 pub mod health;
 pub mod probe;
 pub mod service;
+pub mod smooth;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,12 +24,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
 use crate::config::model::{Origin, OriginGroup};
 
 use self::health::GroupHealth;
+use self::smooth::SmoothRoundRobin;
 
 /// The index of an origin in its group, carried in each `Backend`'s extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,9 @@ pub struct OriginPool {
 struct GroupBalancer {
     origins: Vec<Origin>,
     /// Priority levels, lowest value (most preferred) first.
-    levels: Vec<LoadBalancer<RoundRobin>>,
+    levels: Vec<LoadBalancer<SmoothRoundRobin>>,
     /// Every enabled origin, for when no healthy one is left.
-    everyone: LoadBalancer<RoundRobin>,
+    everyone: LoadBalancer<SmoothRoundRobin>,
     health: Arc<GroupHealth>,
     registry: Arc<HealthRegistry>,
     /// The probe interval, when the group has a `health_probe`.
@@ -159,7 +160,7 @@ fn balancer(
     group: &OriginGroup,
     registry: &Arc<HealthRegistry>,
     keep: impl Fn(&Origin) -> bool,
-) -> LoadBalancer<RoundRobin> {
+) -> LoadBalancer<SmoothRoundRobin> {
     let backends: BTreeSet<Backend> = group
         .origins
         .iter()
