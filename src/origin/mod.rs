@@ -43,13 +43,19 @@ pub struct OriginPool {
 struct GroupBalancer {
     origins: Vec<Origin>,
     /// Priority levels, lowest value (most preferred) first.
-    levels: Vec<LoadBalancer<SmoothRoundRobin>>,
+    levels: Vec<Level>,
     /// Every enabled origin, for when no healthy one is left.
     everyone: LoadBalancer<SmoothRoundRobin>,
     health: Arc<GroupHealth>,
     registry: Arc<HealthRegistry>,
     /// The probe interval, when the group has a `health_probe`.
     probe_interval: Option<Duration>,
+}
+
+/// The origins of one priority value and their balancer.
+struct Level {
+    origins: Vec<usize>,
+    balancer: LoadBalancer<SmoothRoundRobin>,
 }
 
 /// The origin chosen for one attempt.
@@ -74,13 +80,19 @@ impl OriginPool {
     pub fn select(&self, group: usize, tried: &[usize]) -> Option<Chosen<'_>> {
         let group = self.groups.get(group)?;
         let fresh = |backend: &Backend| origin_index(backend).is_some_and(|i| !tried.contains(&i));
-        let preferred = group.levels.iter().find_map(|level| {
-            level.select_with(b"", MAX_ITERATIONS, |backend, ready| {
-                ready
-                    && fresh(backend)
-                    && origin_index(backend).is_some_and(|i| group.health.usable(i))
-            })
-        });
+        let eligible = |i: usize| group.health.usable(i) && !tried.contains(&i);
+        let preferred = group
+            .levels
+            .iter()
+            // A level with nothing eligible is skipped without walking its cycle.
+            .filter(|level| level.origins.iter().any(|&i| eligible(i)))
+            .find_map(|level| {
+                level
+                    .balancer
+                    .select_with(b"", MAX_ITERATIONS, |backend, ready| {
+                        ready && origin_index(backend).is_some_and(eligible)
+                    })
+            });
         let backend = preferred.or_else(|| {
             group
                 .everyone
@@ -134,7 +146,12 @@ impl GroupBalancer {
         priorities.dedup();
         let levels = priorities
             .iter()
-            .map(|&priority| balancer(group, &registry, |o| o.priority == priority))
+            .map(|&priority| Level {
+                origins: (0..group.origins.len())
+                    .filter(|&i| group.origins[i].enabled && group.origins[i].priority == priority)
+                    .collect(),
+                balancer: balancer(group, &registry, |o| o.priority == priority),
+            })
             .collect();
         GroupBalancer {
             origins: group.origins.clone(),

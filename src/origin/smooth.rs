@@ -7,9 +7,11 @@
 //! cycles spread out, and so on. The cycle is computed once per balancer, on weights
 //! divided by their greatest common divisor.
 //!
-//! The first candidate of each selection is the next one in the cycle. When it is refused
-//! (unhealthy or already tried) the following candidates walk the distinct backends once,
-//! so a selection never takes more steps than there are backends.
+//! Each candidate a selection offers is the next slot of the shared cycle, skipping
+//! backends this selection already offered. A refused candidate (unhealthy, or already
+//! tried) thus only uses up its slot, and the accepted picks are the cycle with the refused
+//! backends left out: the remaining weights still hold exactly. A selection offers each
+//! backend at most once and scans at most one cycle (then offers the rest in order).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
+use smallvec::SmallVec;
 
 pub struct SmoothRoundRobin {
     backends: Box<[Backend]>,
@@ -42,8 +45,8 @@ impl BackendSelection for SmoothRoundRobin {
     fn iter(self: &Arc<Self>, _key: &[u8]) -> SmoothIter {
         SmoothIter {
             selection: self.clone(),
-            position: self.next.fetch_add(1, Ordering::Relaxed),
-            steps: 0,
+            offered: SmallVec::new(),
+            scanned: 0,
         }
     }
 }
@@ -51,24 +54,30 @@ impl BackendSelection for SmoothRoundRobin {
 /// The candidates of one selection.
 pub struct SmoothIter {
     selection: Arc<SmoothRoundRobin>,
-    position: usize,
-    steps: usize,
+    /// Backends offered so far (indexes into `backends`).
+    offered: SmallVec<[usize; 8]>,
+    /// Cycle slots used so far.
+    scanned: usize,
 }
 
 impl BackendIter for SmoothIter {
     fn next(&mut self) -> Option<&Backend> {
         let selection = &self.selection;
-        if selection.backends.is_empty() || self.steps > selection.backends.len() {
+        if self.offered.len() >= selection.backends.len() {
             return None;
         }
-        let index = if self.steps == 0 {
-            selection.cycle[self.position % selection.cycle.len()]
-        } else {
-            // Walk the distinct backends once, starting after the first candidate.
-            let first = selection.cycle[self.position % selection.cycle.len()];
-            (first + self.steps) % selection.backends.len()
-        };
-        self.steps += 1;
+        while self.scanned < selection.cycle.len() {
+            let slot = selection.next.fetch_add(1, Ordering::Relaxed);
+            self.scanned += 1;
+            let index = selection.cycle[slot % selection.cycle.len()];
+            if !self.offered.contains(&index) {
+                self.offered.push(index);
+                return selection.backends.get(index);
+            }
+        }
+        // Other selections took slots in between: offer whoever is left, in order.
+        let index = (0..selection.backends.len()).find(|i| !self.offered.contains(i))?;
+        self.offered.push(index);
         selection.backends.get(index)
     }
 }
@@ -121,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_first_candidate_walks_each_backend_once() {
+    fn a_selection_offers_each_backend_once() {
         let backends: BTreeSet<Backend> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
             .iter()
             .map(|a| Backend::new_with_weight(a, 1000).unwrap())
@@ -132,9 +141,7 @@ mod tests {
         while let Some(backend) = iter.next() {
             seen.push(backend.addr.to_string());
         }
-        assert_eq!(seen.len(), 4);
         seen.sort();
-        seen.dedup();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
     }
 }
