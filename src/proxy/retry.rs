@@ -3,8 +3,8 @@
 //! - A connect failure sent nothing: an idempotent request is retried on the next origin
 //!   while the group's `max_retries` budget lasts.
 //! - A failure after the request was (even partly) sent is retried only for an idempotent
-//!   request whose body is still buffered, on a reused connection (the origin may have
-//!   closed it while idle: Pingora's rule), within the same budget. A non-idempotent
+//!   request whose body is still buffered, when Pingora deems the failure retryable
+//!   (typically a reused connection the origin closed while idle), within the same budget. A non-idempotent
 //!   request is never retried once any bytes were sent: the origin may have acted on it.
 //!
 //! Each attempt's origin is recorded in `ctx.tried`, which the access log shows.
