@@ -175,3 +175,14 @@ fn a_probed_origin_is_not_preferred_before_its_first_probe() {
     probe(&pool, 1, true);
     assert_eq!(pool.select(0, &[]).unwrap().index, 1);
 }
+
+#[test]
+fn explain_shows_the_origin_a_healthy_group_would_use() {
+    // `portico explain` sends no probes: its pool's origins stay pending.
+    let (pool, names) = pool(&group(
+        &[("backup", 1001, 2, 50), ("primary", 1002, 1, 50)],
+        true,
+    ));
+    let chosen = pool.select_assuming_healthy(0).unwrap();
+    assert_eq!(names[chosen.index], "primary");
+}

@@ -355,6 +355,75 @@ mod tests {
         assert_eq!(health.verdict(), Verdict::Healthy);
     }
 
+    /// Collects log lines, for the tests of what gets logged.
+    struct Capture;
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            LINES.lock().unwrap().push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    fn group(name: &str) -> OriginGroup {
+        let origin = |name: &str| crate::config::model::Origin {
+            name: name.to_string(),
+            address: "127.0.0.1:1".parse().unwrap(),
+            host_header: "h".to_string(),
+            priority: 1,
+            weight: 50,
+            enabled: true,
+        };
+        OriginGroup {
+            name: name.to_string(),
+            origins: vec![origin("a"), origin("b")],
+            health_probe: Some(HealthProbe {
+                protocol: crate::config::model::ProbeProtocol::Http,
+                method: http::Method::HEAD,
+                path: "/".to_string(),
+                host: None,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+                expect_status: vec![(200, 399)],
+            }),
+            max_retries: 1,
+        }
+    }
+
+    #[test]
+    fn transitions_are_logged_once_each() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Info);
+        let health = GroupHealth::new(&group("logged"));
+        let lines_about = |needle: &str| {
+            LINES
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("origin group logged:") && l.contains(needle))
+                .count()
+        };
+        for _ in 0..3 {
+            health.record(0, outcome(false));
+            health.record(1, outcome(false));
+        }
+        assert!(health.all_unhealthy());
+        assert_eq!(lines_about("origin a is unhealthy (status 503)"), 1);
+        assert_eq!(lines_about("every origin is unhealthy"), 1);
+        for _ in 0..3 {
+            health.record(1, outcome(true));
+        }
+        assert!(!health.all_unhealthy());
+        assert_eq!(lines_about("origin b is healthy"), 1);
+        assert_eq!(lines_about("an origin is healthy again"), 1);
+    }
+
     #[test]
     fn thresholds_of_one_flip_on_every_change() {
         let health = OriginHealth::new(Verdict::Pending);

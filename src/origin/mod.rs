@@ -101,6 +101,17 @@ impl OriginPool {
         group.chosen(&backend)
     }
 
+    /// The origin a request would get if every origin were healthy: for `portico explain`,
+    /// which sends no probes (its origins stay pending).
+    pub fn select_assuming_healthy(&self, group: usize) -> Option<Chosen<'_>> {
+        let group = self.groups.get(group)?;
+        let backend = group
+            .levels
+            .iter()
+            .find_map(|level| level.balancer.select_with(b"", MAX_ITERATIONS, |_, _| true))?;
+        group.chosen(&backend)
+    }
+
     /// The probe verdicts and reports of `group`'s origins.
     pub fn health(&self, group: usize) -> Option<&GroupHealth> {
         self.groups.get(group).map(|g| g.health.as_ref())

@@ -2,4 +2,5 @@
 //! on `127.0.0.1:0` and an in-process edge.
 #![allow(dead_code)]
 pub mod edge;
+pub mod health;
 pub mod origin;
