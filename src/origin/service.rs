@@ -8,6 +8,10 @@
 //! accept connections before that: under Pingora's `Server` the proxy service depends on
 //! this one (`ServiceHandle::add_dependency`), and [`crate::server::serve_node`] waits for
 //! the same signal. The first round takes at most the longest probe `timeout`.
+//!
+//! The probes belong to one [`OriginPool`], that is one configuration snapshot. Reload is
+//! not there yet; when it comes, it must start the new pool's probes, wait for their first
+//! round, swap the snapshot, then stop the old pool's probes (its own shutdown watch).
 
 use std::sync::Arc;
 use std::time::Duration;
