@@ -160,18 +160,18 @@ pub fn explain(
     }
     let group = &config.origin_groups[decision.origin_group];
     let pool = OriginPool::new(&config.origin_groups);
-    let next = pool
-        .select(decision.origin_group, &[])
-        .map_or("none".to_string(), |c| {
-            format!(
-                "{} {} (priority {}, weight {}, Host: {})",
-                c.origin.name,
-                c.origin.address,
-                c.origin.priority,
-                c.origin.weight,
-                c.origin.host_header
-            )
-        });
+    // No probes run here: show the origin a healthy group would use.
+    let chosen = pool.select_assuming_healthy(decision.origin_group);
+    let next = chosen.map_or("none".to_string(), |c| {
+        format!(
+            "{} {} (priority {}, weight {}, Host: {})",
+            c.origin.name,
+            c.origin.address,
+            c.origin.priority,
+            c.origin.weight,
+            c.origin.host_header
+        )
+    });
     let _ = writeln!(out, "origin:   group {} -> {next}", group.name);
     Ok(out)
 }

@@ -12,6 +12,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
+use pingora_core::services::ServiceReadyNotifier;
 use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +21,7 @@ use crate::cache::EdgeCache;
 use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
 use crate::observability::AccessLog;
+use crate::origin::service::HealthProbes;
 use crate::proxy::{Portico, Snapshot};
 use crate::rules::{Engine, Scheme};
 
@@ -91,7 +93,12 @@ impl Node {
         for addr in &listeners {
             service.add_tcp(&addr.to_string());
         }
-        server.add_service(service);
+        // The proxy starts listening only after the first probe round (see `origin::service`).
+        let probes = server.add_service(pingora_core::services::background::background_service(
+            "portico health probes",
+            HealthProbes::new(&self.current.load().origins),
+        ));
+        server.add_service(service).add_dependency(&probes);
         if let Some(admin) = admin {
             server.add_service(pingora_core::services::background::background_service(
                 "portico admin",
@@ -116,6 +123,24 @@ impl Node {
         let conf = Arc::new(self.server_conf());
         Arc::new(pingora_proxy::http_proxy(&conf, self.proxy))
     }
+}
+
+/// Runs `node`'s health probes and, once their first round has finished, serves its proxy
+/// on `listener` until `shutdown` turns true: the in-process twin of [`Node::run_forever`].
+pub async fn serve_node(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let probes = HealthProbes::new(&node.current.load().origins);
+    let (ready, mut first_round) = watch::channel(false);
+    let probe_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        probes
+            .run(probe_shutdown, ServiceReadyNotifier::new(ready))
+            .await
+    });
+    tokio::select! {
+        _ = first_round.wait_for(|done| *done) => {}
+        _ = shutdown.changed() => return,
+    }
+    serve(node.into_app(), listener, shutdown).await
 }
 
 /// Serves `app` on connections accepted from `listener` until `shutdown` turns true.

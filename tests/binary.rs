@@ -120,6 +120,10 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
         status["origin_groups"][0]["origins"][0]["address"],
         origin_addr.to_string()
     );
+    // The proxy listens only after the first probe round, so the probe has already run.
+    let demo_origin = &status["origin_groups"][0]["origins"][0];
+    assert_eq!(demo_origin["health"], "healthy", "{demo_origin}");
+    assert_eq!(demo_origin["last_probe"]["status"], 200, "{demo_origin}");
 
     // The Front Door failure case on the default settings, and the working WebSocket route.
     let legacy = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/legacy/x")).await;
@@ -138,4 +142,76 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
         chat.next().await.unwrap().unwrap(),
         tokio_tungstenite::tungstenite::Message::Text("hi".into())
     );
+}
+
+/// Under Pingora's `Server` the proxy service depends on the probe service: the listener
+/// opens only once the first probe round is over, so the first request already knows
+/// which origin is sick (its probe takes the whole 1 s timeout to fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portico_run_listens_only_after_the_first_probe_round() {
+    // Accepts connections and never answers.
+    let sick = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sick_addr = sick.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = sick.accept().await {
+            held.push(stream);
+        }
+    });
+    let alive = common::origin::TestOrigin::ok(&[("x-origin", "alive")]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: probe-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\nrules_dir: rules\naccess_log: off\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/rules.yaml"),
+        format!("routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\nrule_sets: []\norigin_groups:\n  - name: web\n    origins:\n      - name: sick\n        address: {sick_addr}\n        priority: 1\n      - name: alive\n        address: {}\n        priority: 2\n    health_probe: {{ path: /health, interval: 30s, timeout: 1s }}\n", alive.addr()),
+    )
+    .unwrap();
+    let _edge = Running(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(dir.path().join("portico.yaml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = common::edge::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match client
+            .get(format!("http://127.0.0.1:{port}/first"))
+            .send()
+            .await
+        {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("the edge never answered: {e}"),
+        }
+    };
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-origin"], "alive");
+    let status: serde_json::Value = serde_json::from_str(
+        &client
+            .get(format!("http://127.0.0.1:{admin_port}/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let origins = &status["origin_groups"][0]["origins"];
+    assert_eq!(origins[0]["health"], "unhealthy", "{origins}");
+    assert_eq!(origins[0]["last_error"]["error"], "timed out after 1s");
+    assert_eq!(origins[1]["health"], "healthy", "{origins}");
 }

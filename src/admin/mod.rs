@@ -1,7 +1,8 @@
 //! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `POST /purge`.
 //!
-//! `/status` lists the node, its routes, every origin group with its origins (from the
-//! configuration snapshot in force) and the cache's occupancy. `/purge` is in `purge.rs`.
+//! `/status` lists the node, its routes, every origin group with its origins and their
+//! health ([`status`]), from the configuration snapshot in force, and the cache's occupancy.
+//! `/purge` is in `purge.rs`.
 
 mod purge;
 
@@ -20,6 +21,8 @@ use serde_json::json;
 
 use crate::cache::EdgeCache;
 use crate::proxy::Snapshot;
+
+pub mod status;
 
 /// Serves the admin endpoints on `addr`.
 pub struct Admin {
@@ -98,18 +101,7 @@ async fn answer(
 
 fn status_json(snapshot: &Snapshot, cache: &EdgeCache) -> serde_json::Value {
     let config = &snapshot.engine.config;
-    let groups: Vec<_> = config
-        .origin_groups
-        .iter()
-        .map(|group| {
-            let origins: Vec<_> = group
-                .origins
-                .iter()
-                .map(|o| json!({"name": o.name, "address": o.address.to_string(), "host_header": o.host_header, "priority": o.priority, "weight": o.weight, "enabled": o.enabled}))
-                .collect();
-            json!({"name": group.name, "origins": origins})
-        })
-        .collect();
+    let groups = status::origin_groups(&config.origin_groups, &snapshot.origins);
     let routes: Vec<_> = config
         .routes
         .iter()

@@ -24,6 +24,8 @@ pub struct RequestRecord<'a> {
     pub origin: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub attempts: u8,
+    /// The origins the request was sent to, in order (a retry adds one).
+    pub tried: Vec<&'a str>,
     pub duration_ms: u64,
     pub bytes: usize,
     pub error: Option<String>,

@@ -1,24 +1,39 @@
 //! Origin selection for origin groups, on pingora-load-balancing.
 //!
 //! Front Door's order: enabled origins only; healthy ones first; the lowest `priority`
-//! value; weighted round-robin inside that priority. When every origin of a group is
-//! unhealthy, traffic goes to all of them (and that is logged once per transition).
-//! Each priority level is one pingora `LoadBalancer<RoundRobin>` (weighted by `weight`).
+//! value; weighted round-robin inside that priority. When no healthy origin is left to try
+//! (every origin unhealthy, or every healthy one already tried by this request), traffic
+//! goes to all of them: weighted round-robin across every enabled origin, whatever its
+//! priority. Front Door does the same when every origin fails its probes.
+//!
+//! Each priority level is one pingora `LoadBalancer` with smooth weighted round-robin
+//! ([`smooth`]), plus one across every enabled origin for the fallback. They share one
+//! `HealthRegistry` per group, so each origin has one health, probed once per interval
+//! ([`check`], [`service`]); [`health`] keeps the verdicts and what `/status` shows,
+//! [`probe`] runs the probes.
+
+pub mod check;
+pub mod health;
+pub mod probe;
+pub mod service;
+pub mod smooth;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
 use crate::config::model::{Origin, OriginGroup};
 
+use self::health::GroupHealth;
+use self::smooth::SmoothRoundRobin;
+
 /// The index of an origin in its group, carried in each `Backend`'s extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OriginIndex(usize);
+pub(crate) struct OriginIndex(pub usize);
 
 /// Every origin group's balancers.
 pub struct OriginPool {
@@ -28,9 +43,19 @@ pub struct OriginPool {
 struct GroupBalancer {
     origins: Vec<Origin>,
     /// Priority levels, lowest value (most preferred) first.
-    levels: Vec<LoadBalancer<RoundRobin>>,
-    all_unhealthy: AtomicBool,
-    name: String,
+    levels: Vec<Level>,
+    /// Every enabled origin, for when no healthy one is left.
+    everyone: LoadBalancer<SmoothRoundRobin>,
+    health: Arc<GroupHealth>,
+    registry: Arc<HealthRegistry>,
+    /// The probe interval, when the group has a `health_probe`.
+    probe_interval: Option<Duration>,
+}
+
+/// The origins of one priority value and their balancer.
+struct Level {
+    origins: Vec<usize>,
+    balancer: LoadBalancer<SmoothRoundRobin>,
 }
 
 /// The origin chosen for one attempt.
@@ -50,35 +75,78 @@ impl OriginPool {
         }
     }
 
-    /// Picks an origin of `group` not in `tried`, or `None` when every one was tried.
-    pub fn select(&self, group: usize, tried: &[SocketAddr]) -> Option<Chosen<'_>> {
-        let group = &self.groups[group];
-        let fresh = |backend: &Backend| {
-            backend
-                .addr
-                .as_inet()
-                .is_none_or(|addr| !tried.contains(addr))
-        };
-        for level in &group.levels {
-            if let Some(backend) =
-                level.select_with(b"", MAX_ITERATIONS, |b, healthy| healthy && fresh(b))
-            {
-                group.note_health(true);
-                return group.chosen(&backend);
-            }
-        }
-        // Nothing healthy is left: Front Door sends traffic to every origin.
-        group.note_health(false);
-        group
+    /// Picks an origin of `group` whose index is not in `tried`, or `None` when every
+    /// enabled origin was tried.
+    pub fn select(&self, group: usize, tried: &[usize]) -> Option<Chosen<'_>> {
+        let group = self.groups.get(group)?;
+        let fresh = |backend: &Backend| origin_index(backend).is_some_and(|i| !tried.contains(&i));
+        let eligible = |i: usize| group.health.usable(i) && !tried.contains(&i);
+        let preferred = group
             .levels
             .iter()
-            .find_map(|level| level.select_with(b"", MAX_ITERATIONS, |b, _| fresh(b)))
-            .and_then(|backend| group.chosen(&backend))
+            // A level with nothing eligible is skipped without walking its cycle.
+            .filter(|level| level.origins.iter().any(|&i| eligible(i)))
+            .find_map(|level| {
+                level
+                    .balancer
+                    .select_with(b"", MAX_ITERATIONS, |backend, ready| {
+                        ready && origin_index(backend).is_some_and(eligible)
+                    })
+            });
+        let backend = preferred.or_else(|| {
+            group
+                .everyone
+                .select_with(b"", MAX_ITERATIONS, |backend, _| fresh(backend))
+        })?;
+        group.chosen(&backend)
     }
+
+    /// The origin a request would get if every origin were healthy: for `portico explain`,
+    /// which sends no probes (its origins stay pending).
+    pub fn select_assuming_healthy(&self, group: usize) -> Option<Chosen<'_>> {
+        let group = self.groups.get(group)?;
+        let backend = group
+            .levels
+            .iter()
+            .find_map(|level| level.balancer.select_with(b"", MAX_ITERATIONS, |_, _| true))?;
+        group.chosen(&backend)
+    }
+
+    /// The probe verdicts and reports of `group`'s origins.
+    pub fn health(&self, group: usize) -> Option<&GroupHealth> {
+        self.groups.get(group).map(|g| g.health.as_ref())
+    }
+
+    /// Each probed group's health registry and probe interval, for the probe service.
+    pub(crate) fn probed_registries(
+        &self,
+    ) -> impl Iterator<Item = (&str, Arc<HealthRegistry>, Duration)> + '_ {
+        self.groups.iter().filter_map(|group| {
+            group
+                .probe_interval
+                .map(|interval| (group.health.name.as_str(), group.registry.clone(), interval))
+        })
+    }
+}
+
+fn origin_index(backend: &Backend) -> Option<usize> {
+    backend.ext.get::<OriginIndex>().map(|&OriginIndex(i)| i)
 }
 
 impl GroupBalancer {
     fn new(group: &OriginGroup) -> GroupBalancer {
+        // One health per origin, even when two origins share an address.
+        let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {
+            origin_index(backend).map_or(u64::MAX, |i| i as u64)
+        }));
+        let health = Arc::new(GroupHealth::new(group));
+        if let Some(probe) = &group.health_probe {
+            registry.set_health_check(Box::new(check::GroupCheck {
+                probe: probe.clone(),
+                origins: group.origins.clone(),
+                health: health.clone(),
+            }));
+        }
         let mut priorities: Vec<u32> = group
             .origins
             .iter()
@@ -89,58 +157,56 @@ impl GroupBalancer {
         priorities.dedup();
         let levels = priorities
             .iter()
-            .map(|&priority| {
-                let backends: BTreeSet<Backend> = group
-                    .origins
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| o.enabled && o.priority == priority)
-                    .map(|(index, origin)| {
-                        let mut backend = Backend {
-                            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(
-                                origin.address,
-                            ),
-                            weight: origin.weight as usize,
-                            ext: Default::default(),
-                        };
-                        backend.ext.insert(OriginIndex(index));
-                        backend
-                    })
-                    .collect();
-                let balancer = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
-                // Static discovery completes at once; this fills the selector.
-                let _ = balancer.update().now_or_never();
-                balancer
+            .map(|&priority| Level {
+                origins: (0..group.origins.len())
+                    .filter(|&i| group.origins[i].enabled && group.origins[i].priority == priority)
+                    .collect(),
+                balancer: balancer(group, &registry, |o| o.priority == priority),
             })
             .collect();
         GroupBalancer {
             origins: group.origins.clone(),
             levels,
-            all_unhealthy: AtomicBool::new(false),
-            name: group.name.clone(),
+            everyone: balancer(group, &registry, |_| true),
+            health,
+            registry,
+            probe_interval: group.health_probe.as_ref().map(|p| p.interval),
         }
     }
 
     fn chosen(&self, backend: &Backend) -> Option<Chosen<'_>> {
-        let OriginIndex(index) = *backend.ext.get::<OriginIndex>()?;
+        let index = origin_index(backend)?;
         Some(Chosen {
             index,
-            origin: &self.origins[index],
+            origin: self.origins.get(index)?,
         })
     }
+}
 
-    /// Logs the moment a group loses (or regains) every healthy origin, once per transition.
-    fn note_health(&self, some_healthy: bool) {
-        let was_all_unhealthy = self.all_unhealthy.swap(!some_healthy, Ordering::Relaxed);
-        if was_all_unhealthy == some_healthy {
-            if some_healthy {
-                log::warn!("origin group {}: an origin is healthy again", self.name);
-            } else {
-                log::warn!(
-                    "origin group {}: every origin is unhealthy; sending traffic to all of them",
-                    self.name
-                );
-            }
-        }
-    }
+/// A weighted round-robin balancer over the enabled origins of `group` that `keep` accepts.
+fn balancer(
+    group: &OriginGroup,
+    registry: &Arc<HealthRegistry>,
+    keep: impl Fn(&Origin) -> bool,
+) -> LoadBalancer<SmoothRoundRobin> {
+    let backends: BTreeSet<Backend> = group
+        .origins
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.enabled && keep(o))
+        .map(|(index, origin)| {
+            let mut backend = Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(origin.address),
+                weight: origin.weight as usize,
+                ext: Default::default(),
+            };
+            backend.ext.insert(OriginIndex(index));
+            backend
+        })
+        .collect();
+    let view = Backends::new_with_health_registry(Static::new(backends), registry.clone());
+    let balancer = LoadBalancer::from_backends(view);
+    // Static discovery completes at once; this fills the selector.
+    let _ = balancer.update().now_or_never();
+    balancer
 }

@@ -1,6 +1,6 @@
 //! Per-request state, carried from hook to hook.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -32,8 +32,9 @@ pub struct RequestCtx {
     pub caching: bool,
     /// `X-Cache` earned by a response the policy refused to store.
     pub cache_refused: Option<&'static str>,
-    /// Origins tried so far, in order; the last is the current one.
-    pub tried: SmallVec<[SocketAddr; 4]>,
+    /// Indexes (in the group) of the origins tried so far, in order; the last is the
+    /// current one.
+    pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
     /// Status of the response header sent to the client (set in `response_filter`).

@@ -4,8 +4,8 @@
 //!  client ──► request_filter ─────────── admission::admit: refuse / route / rules
 //!               │  answered at the edge? (404 no route, redirect, 426, 508, 400) ──► logging
 //!               ▼
-//!             upstream_peer ──────────── upstream::choose_peer: group → priority → weight
-//!               ▼                         (fail_to_connect: retry next origin, idempotent only)
+//!             upstream_peer ──────────── upstream::choose_peer: healthy → priority → weight
+//!               ▼                         (fail_to_connect, error_while_proxy: retry::)
 //!             upstream_request_filter ── upstream::prepare_request: path, Host, Via,
 //!               │                         X-Forwarded-*, CDN-Loop, X-Portico-Ref, rule edits,
 //!               │                         `reproduce`: Upgrade/Connection stripped
@@ -25,6 +25,7 @@ pub mod caching;
 pub mod ctx;
 pub mod headers;
 pub mod respond;
+pub mod retry;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -227,23 +228,20 @@ impl ProxyHttp for Portico {
         session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        let max_retries = snapshot(ctx).ok().and_then(|s| {
-            ctx.decision
-                .as_ref()
-                .map(|d| s.engine.config.origin_groups[d.origin_group].max_retries)
-        });
-        let idempotent = session.req_header().method.is_idempotent();
-        // Nothing was sent on a failed connect; retry on another origin within the budget.
-        if idempotent && ctx.tried.len() <= max_retries.unwrap_or(0) {
-            log::info!(
-                "request {}: connecting to {peer} failed ({e}); trying the next origin",
-                ctx.request_id
-            );
-            e.set_retry(true);
-        }
-        e
+        retry::after_connect_failure(session, peer, ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        upstream_reused: bool,
+    ) -> Box<Error> {
+        retry::after_proxy_error(session, peer, ctx, e, upstream_reused)
     }
 
     async fn fail_to_proxy(
@@ -330,6 +328,20 @@ fn origin_name(ctx: &RequestCtx) -> Option<&str> {
     )
 }
 
+/// The names of the origins this request was sent to, in order.
+fn tried_names(ctx: &RequestCtx) -> Vec<&str> {
+    let origins = ctx
+        .snapshot
+        .as_ref()
+        .zip(ctx.decision.as_ref())
+        .and_then(|(s, d)| s.engine.config.origin_groups.get(d.origin_group))
+        .map_or(&[][..], |group| group.origins.as_slice());
+    ctx.tried
+        .iter()
+        .filter_map(|&index| origins.get(index).map(|o| o.name.as_str()))
+        .collect()
+}
+
 impl Portico {
     fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         let request = session.req_header();
@@ -371,6 +383,7 @@ impl Portico {
             origin: origin_name(ctx),
             upstream_status: ctx.upstream_status,
             attempts: ctx.tried.len() as u8,
+            tried: tried_names(ctx),
             duration_ms: ctx.started.elapsed().as_millis() as u64,
             bytes: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),

@@ -44,7 +44,7 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
         }
         UpgradeHandling::None | UpgradeHandling::Reject => {}
     }
-    ctx.tried.push(chosen.origin.address);
+    ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);
     Ok(Box::new(peer))
 }

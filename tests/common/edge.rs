@@ -10,7 +10,7 @@ use portico::server::Node;
 
 pub struct TestEdge {
     pub addr: SocketAddr,
-    /// The admin endpoints (`/status`, `/purge`), also on an ephemeral port.
+    /// The admin endpoints (`/status`, `/healthz`, `/purge`), also on an ephemeral port.
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: watch::Sender<bool>,
@@ -37,19 +37,20 @@ impl TestEdge {
         std::fs::write(dir.path().join("rules/rules.yaml"), rules).expect("write rules");
         let node = Node::load(&dir.path().join("portico.yaml"))
             .unwrap_or_else(|e| panic!("config refused:\n{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin");
         let admin_addr = admin_listener.local_addr().expect("admin addr");
         let admin = node.admin(admin_addr);
-        let app = node.into_app();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (shutdown, watch) = watch::channel(false);
-        tokio::spawn(portico::server::serve(app, listener, watch.clone()));
-        tokio::spawn(async move { admin.serve(admin_listener, watch).await });
+        let admin_shutdown = watch.clone();
+        tokio::spawn(async move { admin.serve(admin_listener, admin_shutdown).await });
+        // Like `portico run`: connections wait until the first probe round has finished.
+        tokio::spawn(portico::server::serve_node(node, listener, watch));
         TestEdge {
             addr,
             admin_addr,

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 pub mod edge;
 pub mod gated;
+pub mod health;
 pub mod origin;

@@ -1,0 +1,69 @@
+//! When a failed attempt may go on to another origin.
+//!
+//! - A connect failure sent nothing: an idempotent request is retried on the next origin
+//!   while the group's `max_retries` budget lasts.
+//! - A failure after the request was (even partly) sent is retried only for an idempotent
+//!   request whose body is still buffered, when Pingora deems the failure retryable
+//!   (typically a reused connection the origin closed while idle), within the same budget. A non-idempotent
+//!   request is never retried once any bytes were sent: the origin may have acted on it.
+//!
+//! Each attempt's origin is recorded in `ctx.tried`, which the access log shows.
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::Error;
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+
+/// Whether the group's `max_retries` leaves room for another attempt.
+fn budget_left(ctx: &RequestCtx) -> bool {
+    let max_retries = ctx
+        .snapshot
+        .as_ref()
+        .zip(ctx.decision.as_ref())
+        .and_then(|(s, d)| s.engine.config.origin_groups.get(d.origin_group))
+        .map_or(0, |group| group.max_retries);
+    ctx.tried.len() <= max_retries
+}
+
+/// `fail_to_connect`: nothing reached the origin.
+pub fn after_connect_failure(
+    session: &Session,
+    peer: &HttpPeer,
+    ctx: &RequestCtx,
+    mut e: Box<Error>,
+) -> Box<Error> {
+    if session.req_header().method.is_idempotent() && budget_left(ctx) {
+        log::info!(
+            "request {}: connecting to {peer} failed ({e}); trying the next origin",
+            ctx.request_id
+        );
+        e.set_retry(true);
+    }
+    e
+}
+
+/// `error_while_proxy`: the request may have reached the origin.
+pub fn after_proxy_error(
+    session: &Session,
+    peer: &HttpPeer,
+    ctx: &RequestCtx,
+    e: Box<Error>,
+    upstream_reused: bool,
+) -> Box<Error> {
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    let replayable =
+        session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+    if replayable && budget_left(ctx) {
+        e.retry.decide_reuse(upstream_reused);
+        if e.retry() {
+            log::info!(
+                "request {}: {peer} dropped a reused connection ({e}); trying the next origin",
+                ctx.request_id
+            );
+        }
+    } else {
+        e.set_retry(false);
+    }
+    e
+}
