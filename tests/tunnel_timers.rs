@@ -77,16 +77,10 @@ async fn a_one_way_stream_outlives_the_idle_timeout_and_silence_both_ways_ends_i
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Now nothing moves either way: the edge closes the tunnel.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the silent tunnel stayed open");
+    assert!(
+        common::ws_ends(&mut ws).await,
+        "the silent tunnel stayed open"
+    );
     let tunnel = tunnel_record(&edge).await;
     assert_eq!(tunnel["closed_by"], "idle_timeout", "{tunnel}");
     assert!(tunnel["duration_ms"].as_u64().unwrap() >= 1500, "{tunnel}");
@@ -99,16 +93,10 @@ async fn the_maximum_lifetime_ends_a_tunnel_that_carries_nothing() {
     let (mut ws, _) = tokio_tungstenite::connect_async(edge.ws_url("/quiet"))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the tunnel outlived its maximum lifetime");
+    assert!(
+        common::ws_ends(&mut ws).await,
+        "the tunnel outlived its maximum lifetime"
+    );
     let tunnel = tunnel_record(&edge).await;
     assert_eq!(tunnel["closed_by"], "max_lifetime", "{tunnel}");
     let lived = tunnel["duration_ms"].as_u64().unwrap();

@@ -367,16 +367,10 @@ async fn an_idle_tunnel_is_closed_and_recorded_as_idle_timeout() {
         Message::Text("one".into())
     );
     // Stay silent: the edge must close the tunnel by itself.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the idle tunnel stayed open");
+    assert!(
+        common::ws_ends(&mut ws).await,
+        "the idle tunnel stayed open"
+    );
     let lines = edge
         .wait_for_log(|l| l.iter().any(|r| r["kind"] == "tunnel"))
         .await;

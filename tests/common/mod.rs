@@ -5,3 +5,28 @@ pub mod edge;
 pub mod gated;
 pub mod health;
 pub mod origin;
+
+/// Reads from a WebSocket until it ends (close frame, error or EOF); `false` if it is
+/// still open after 10 s.
+pub async fn ws_ends<S>(ws: &mut S) -> bool
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
