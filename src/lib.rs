@@ -17,4 +17,5 @@ pub mod origin;
 pub mod proxy;
 pub mod rules;
 pub mod server;
+pub mod tls;
 pub mod tunnel;

@@ -23,7 +23,9 @@ use crate::config::{self, ConfigError};
 use crate::observability::AccessLog;
 use crate::origin::service::HealthProbes;
 use crate::proxy::{Portico, Snapshot};
-use crate::rules::{Engine, Scheme};
+use crate::rules::Engine;
+use crate::tls::ServerTls;
+use pingora_core::listeners::tls::Acceptor;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,11 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("listener {address}: {source}")]
+    Tls {
+        address: std::net::SocketAddr,
+        source: crate::tls::certs::CertError,
+    },
 }
 
 /// A loaded node: its settings and the proxy ready to be hosted.
@@ -39,6 +46,8 @@ pub struct Node {
     pub settings: NodeSettings,
     pub current: Arc<ArcSwap<Snapshot>>,
     pub proxy: Portico,
+    /// Each listener with its certificates loaded (`None` for plain HTTP).
+    pub listeners: Vec<(std::net::SocketAddr, Option<Arc<ServerTls>>)>,
 }
 
 impl Node {
@@ -49,6 +58,22 @@ impl Node {
             log::warn!("{warning}");
         }
         let settings = loaded.config.node.clone();
+        let listeners = settings
+            .listeners
+            .iter()
+            .map(|listener| {
+                let tls = listener
+                    .tls
+                    .as_ref()
+                    .map(|tls| ServerTls::load(tls).map(Arc::new))
+                    .transpose()
+                    .map_err(|source| StartError::Tls {
+                        address: listener.address,
+                        source,
+                    })?;
+                Ok((listener.address, tls))
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
         let access_log = AccessLog::start(&settings.access_log).map_err(StartError::AccessLog)?;
         let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(Engine::new(
             loaded.config,
@@ -57,13 +82,13 @@ impl Node {
             current: current.clone(),
             access_log,
             node_name: settings.name.clone(),
-            scheme: Scheme::Http,
             cache: EdgeCache::leak(&settings),
         };
         Ok(Node {
             settings,
             current,
             proxy,
+            listeners,
         })
     }
 
@@ -81,18 +106,31 @@ impl Node {
     }
 
     /// Runs under a Pingora `Server` until a signal stops it (SIGTERM drains gracefully).
-    pub fn run_forever(self) -> ! {
+    pub fn run_forever(mut self) -> ! {
         let conf = self.server_conf();
-        let listeners = self.settings.listeners.clone();
+        let listeners = std::mem::take(&mut self.listeners);
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let conf = server.configuration.clone();
         let admin = self.settings.admin.map(|addr| self.admin(addr));
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
-        for addr in &listeners {
-            service.add_tcp(&addr.to_string());
+        for (address, tls) in &listeners {
+            match tls.as_ref().map(|tls| tls.pingora_settings()) {
+                None => service.add_tcp(&address.to_string()),
+                Some(Ok(settings)) => {
+                    service.add_tls_with_settings(&address.to_string(), None, settings)
+                }
+                Some(Err(e)) => {
+                    log::error!("listener {address}: cannot set up TLS: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|(a, tls)| format!("{}://{a}", if tls.is_some() { "https" } else { "http" }))
+            .collect();
         // The proxy starts listening only after the first probe round (see `origin::service`).
         let probes = server.add_service(pingora_core::services::background::background_service(
             "portico health probes",
@@ -105,7 +143,7 @@ impl Node {
                 admin,
             ));
         }
-        log::info!("portico {} listening on {listeners:?}", self.settings.name);
+        log::info!("portico {} listening on {addresses:?}", self.settings.name);
         server.run_forever()
     }
 
@@ -127,7 +165,11 @@ impl Node {
 
 /// Runs `node`'s health probes and, once their first round has finished, serves its proxy
 /// on `listener` until `shutdown` turns true: the in-process twin of [`Node::run_forever`].
-pub async fn serve_node(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_node(
+    node: Node,
+    listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let probes = HealthProbes::new(&node.current.load().origins);
     let (ready, mut first_round) = watch::channel(false);
     let probe_shutdown = shutdown.clone();
@@ -140,13 +182,21 @@ pub async fn serve_node(node: Node, listener: TcpListener, mut shutdown: watch::
         _ = first_round.wait_for(|done| *done) => {}
         _ = shutdown.changed() => return,
     }
-    serve(node.into_app(), listener, shutdown).await
+    let app = node.into_app();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listener, tls) in listeners {
+        let acceptor = tls.map(|tls| Arc::new(tls.acceptor()));
+        tasks.spawn(serve(app.clone(), listener, acceptor, shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Serves `app` on connections accepted from `listener` until `shutdown` turns true.
+/// With `tls`, each connection's TLS handshake comes first.
 pub async fn serve(
     app: Arc<HttpProxy<Portico>>,
     listener: TcpListener,
+    tls: Option<Arc<Acceptor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -164,12 +214,22 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut l4 = pingora_core::protocols::l4::stream::Stream::from(stream);
             // The client address comes from the socket digest, as on Pingora's own listeners.
             let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
             l4.set_socket_digest(digest);
-            let mut stream: pingora_core::protocols::Stream = Box::new(l4);
+            let mut stream: pingora_core::protocols::Stream = match tls {
+                None => Box::new(l4),
+                Some(acceptor) => match acceptor.tls_handshake(l4).await {
+                    Ok(tls_stream) => Box::new(tls_stream),
+                    Err(e) => {
+                        log::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+            };
             // Keep-alive: the app hands the connection back while it stays reusable.
             while let Some(reused) = app.process_new(stream, &shutdown).await {
                 stream = reused;

@@ -75,6 +75,8 @@ fn render(all: &[Diagnostic]) -> String {
 /// A parsed file, kept so that any later stage can place a problem in it.
 pub struct SourceFile {
     pub display: String,
+    /// The folder relative paths written in this file start from.
+    pub dir: std::path::PathBuf,
     pub positions: Positions,
 }
 
@@ -92,6 +94,7 @@ impl Report {
     pub fn add_file(&mut self, path: &Path, text: &str) -> FileId {
         self.files.push(SourceFile {
             display: path.display().to_string(),
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             positions: Positions::index(text),
         });
         self.files.len() - 1
@@ -103,6 +106,11 @@ impl Report {
 
     pub fn warning(&mut self, file: FileId, path: &str, message: impl Into<String>) {
         self.push(Severity::Warning, file, path, message.into());
+    }
+
+    /// The folder of `file`, for paths written relative to it.
+    pub fn file_dir(&self, file: FileId) -> &Path {
+        &self.files[file].dir
     }
 
     /// Where `path` is written in `file`, as `file:line:column`.

@@ -40,6 +40,28 @@ pub enum Tier {
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: String,
+    /// Present on `https://` / `wss://` listeners.
+    #[serde(default)]
+    pub tls: Option<FileListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenerTls {
+    /// Chosen by SNI among the names each certificate covers; the first is the default.
+    pub certificates: Vec<FileCertificate>,
+    /// Offer HTTP/2 by ALPN (WebSocket upgrades then need HTTP/1.1 clients).
+    #[serde(default)]
+    pub http2: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    /// PEM chain, leaf first; relative to the node file.
+    pub cert_file: String,
+    /// PEM private key; relative to the node file.
+    pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +354,10 @@ pub struct FileOriginGroup {
     /// Extra attempts on another origin after a connect failure (idempotent requests only).
     #[serde(default)]
     pub max_retries: Option<usize>,
+    /// PEM CA certificates that origins' TLS certificates must chain to, instead of the
+    /// system roots; relative to the rules file.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +374,9 @@ pub struct FileOrigin {
     pub weight: Option<u32>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// The port for TLS to this origin (`forwarding_protocol` https); default 443.
+    #[serde(default)]
+    pub https_port: Option<u16>,
 }
 
 fn enabled_by_default() -> bool {
@@ -376,6 +405,9 @@ pub struct FileHealthProbe {
     pub unhealthy_threshold: Option<u32>,
     #[serde(default)]
     pub expect_status: Vec<String>,
+    /// Probe over TLS, on the origin's `https_port`, verifying its certificate.
+    #[serde(default)]
+    pub use_tls: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ mod node;
 mod origins;
 mod routes;
 mod rule_sets;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,6 +143,7 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         &rule_sets,
         &defaults,
     );
+    tls::check_names_served(report, &node.cert_names, &routes);
     if routes.is_empty() && !report.has_errors() {
         report.warning(
             0,

@@ -25,7 +25,7 @@ pub struct Config {
 pub struct NodeSettings {
     pub name: String,
     pub tier: Tier,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     pub admin: Option<SocketAddr>,
     pub threads: usize,
     pub grace_period: Duration,
@@ -36,6 +36,25 @@ pub struct NodeSettings {
     pub cache_memory_bytes: u64,
     pub cache_max_object_bytes: u64,
     pub cache_lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// The first is the default for clients without SNI or with a name none covers.
+    pub certificates: Vec<CertificateFiles>,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +257,8 @@ pub struct OriginGroup {
     pub origins: Vec<Origin>,
     pub health_probe: Option<HealthProbe>,
     pub max_retries: usize,
+    /// CA certificates for TLS to this group's origins (`None`: the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +269,8 @@ pub struct Origin {
     pub priority: u32,
     pub weight: u32,
     pub enabled: bool,
+    /// Where TLS to this origin goes: `address`'s host on `https_port`.
+    pub https_address: SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -262,4 +285,6 @@ pub struct HealthProbe {
     pub unhealthy_threshold: u32,
     /// Inclusive status ranges.
     pub expect_status: Vec<(u16, u16)>,
+    /// Probe over TLS (on `Origin::https_address`, certificate verified).
+    pub use_tls: bool,
 }

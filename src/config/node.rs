@@ -8,7 +8,8 @@ use super::diagnostics::{FileId, Report};
 use super::duration::parse_bytes;
 use super::duration_field;
 use super::file::{FileNode, OnCachedUpgrade, Tier};
-use super::model::{AccessLogTarget, NodeSettings, TunnelLimits};
+use super::model::{AccessLogTarget, Listener, NodeSettings, TunnelLimits};
+use super::tls::{build_listener_tls, CertNames};
 
 /// Node settings plus the defaults routes inherit.
 pub struct BuiltNode {
@@ -16,6 +17,8 @@ pub struct BuiltNode {
     pub rules_dir: std::path::PathBuf,
     pub on_cached_upgrade: OnCachedUpgrade,
     pub tunnel: TunnelLimits,
+    /// Names each listener certificate covers, checked against the routes later.
+    pub cert_names: Vec<CertNames>,
 }
 
 /// Rules live beside `conf/` by default.
@@ -35,17 +38,29 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
     if raw.listeners.is_empty() {
         report.error(file, "listeners", "at least one listener is needed");
     }
+    let mut cert_names = Vec::new();
     let listeners = raw
         .listeners
         .iter()
         .enumerate()
         .filter_map(|(i, listener)| {
-            socket_addr(
+            let tls = listener.tls.as_ref().map(|tls| {
+                build_listener_tls(
+                    report,
+                    file,
+                    conf_dir,
+                    &format!("listeners[{i}].tls"),
+                    tls,
+                    &mut cert_names,
+                )
+            });
+            let address = socket_addr(
                 report,
                 file,
                 &format!("listeners[{i}].address"),
                 &listener.address,
-            )
+            )?;
+            Some(Listener { address, tls })
         })
         .collect();
     let admin = raw
@@ -159,6 +174,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             .and_then(|d| d.on_cached_upgrade)
             .unwrap_or(OnCachedUpgrade::Reproduce),
         tunnel,
+        cert_names,
     }
 }
 

@@ -8,11 +8,14 @@ use super::diagnostics::{FileId, Report};
 use super::duration_field;
 use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol};
 use super::model::{HealthProbe, Origin, OriginGroup};
+use super::tls::build_ca_file;
 
 /// Front Door's ranges.
 const PRIORITIES: std::ops::RangeInclusive<u32> = 1..=5;
 const WEIGHTS: std::ops::RangeInclusive<u32> = 1..=1000;
 pub const DEFAULT_WEIGHT: u32 = 50;
+/// Front Door's default HTTPS port for an origin.
+const DEFAULT_HTTPS_PORT: u16 = 443;
 
 pub fn build_origin_groups(
     report: &mut Report,
@@ -78,6 +81,10 @@ pub fn build_origin_groups(
                     priority,
                     weight,
                     enabled: origin.enabled,
+                    https_address: SocketAddr::new(
+                        address.ip(),
+                        origin.https_port.unwrap_or(DEFAULT_HTTPS_PORT),
+                    ),
                 })
             })
             .collect();
@@ -98,6 +105,10 @@ pub fn build_origin_groups(
             origins,
             health_probe,
             max_retries: group.max_retries.unwrap_or(1),
+            ca_file: group.ca_file.as_deref().map(|ca| {
+                let dir = report.file_dir(file).to_path_buf();
+                build_ca_file(report, file, &format!("{at}.ca_file"), &dir, ca)
+            }),
         });
     }
     (groups, by_name)
@@ -193,6 +204,7 @@ fn build_probe(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProb
         healthy_threshold,
         unhealthy_threshold,
         expect_status,
+        use_tls: raw.use_tls,
     }
 }
 

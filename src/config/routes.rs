@@ -152,9 +152,6 @@ pub fn build_routes(
         let forwarding_protocol = route
             .forwarding_protocol
             .unwrap_or(ForwardingProtocol::MatchRequest);
-        if forwarding_protocol == ForwardingProtocol::HttpsOnly {
-            report.error(file, &format!("{at}.forwarding_protocol"), "https_only needs TLS to origins, which this build does not have yet; use http_only or match_request");
-        }
         let cache = route_cache(report, file, &format!("{at}.cache"), route);
         let tunnel = TunnelLimits {
             idle_timeout: duration_field(

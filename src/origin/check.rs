@@ -23,6 +23,8 @@ pub struct GroupCheck {
     pub probe: HealthProbe,
     pub origins: Vec<Origin>,
     pub health: Arc<GroupHealth>,
+    /// Set when the probe uses TLS.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 #[async_trait]
@@ -34,7 +36,7 @@ impl HealthCheck for GroupCheck {
         let Some(origin) = self.origins.get(index) else {
             return Error::e_explain(ErrorType::InternalError, "a backend of another group");
         };
-        let outcome = probe::probe(&self.probe, origin).await;
+        let outcome = probe::probe(&self.probe, origin, self.tls.as_ref()).await;
         let reason = outcome.error.clone();
         match self.health.record(index, outcome) {
             Verdict::Healthy | Verdict::NotProbed => Ok(()),

@@ -377,6 +377,7 @@ mod tests {
             priority: 1,
             weight: 50,
             enabled: true,
+            https_address: "127.0.0.1:2".parse().unwrap(),
         };
         OriginGroup {
             name: name.to_string(),
@@ -391,8 +392,10 @@ mod tests {
                 healthy_threshold: 1,
                 unhealthy_threshold: 1,
                 expect_status: vec![(200, 399)],
+                use_tls: false,
             }),
             max_retries: 1,
+            ca_file: None,
         }
     }
 

@@ -141,10 +141,14 @@ impl GroupBalancer {
         }));
         let health = Arc::new(GroupHealth::new(group));
         if let Some(probe) = &group.health_probe {
+            let tls = probe
+                .use_tls
+                .then(|| crate::tls::origin::probe_connector(group.ca_file.as_deref()));
             registry.set_health_check(Box::new(check::GroupCheck {
                 probe: probe.clone(),
                 origins: group.origins.clone(),
                 health: health.clone(),
+                tls,
             }));
         }
         let mut priorities: Vec<u32> = group

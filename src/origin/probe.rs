@@ -7,14 +7,20 @@
 //! - `websocket`: a real RFC 6455 upgrade handshake on `path`; passes on a valid `101`
 //!   (the `Sec-WebSocket-Accept` is checked), whatever `expect_status` says.
 //!
+//! With `use_tls`, every kind runs over TLS to the origin's `https_port`, and the
+//! certificate is verified (the group's `ca_file`, else the system roots) for the origin's
+//! `host_header`: a probe that cannot verify the origin fails, as traffic would.
+//!
 //! Each probe opens its own connection, so a listener that died is never hidden by a
 //! connection kept alive from before. `timeout` bounds the whole probe.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite;
 
 use crate::config::model::{HealthProbe, Origin, ProbeProtocol};
@@ -28,17 +34,30 @@ pub const USER_AGENT: &str = "Portico-Health-Probe";
 /// How much of an HTTP answer is read looking for the status line.
 const STATUS_LINE_LIMIT: usize = 8 * 1024;
 
-/// Probes `origin` once.
-pub async fn probe(probe: &HealthProbe, origin: &Origin) -> ProbeOutcome {
+/// Probes `origin` once; with `tls`, over TLS to its `https_address` (the certificate is
+/// verified for the origin's `host_header`, as for traffic).
+pub async fn probe(
+    probe: &HealthProbe,
+    origin: &Origin,
+    tls: Option<&TlsConnector>,
+) -> ProbeOutcome {
     let time_ms = now_ms();
     let started = Instant::now();
     let host = probe.host.as_deref().unwrap_or(&origin.host_header);
     let attempt = async {
-        match probe.protocol {
-            ProbeProtocol::Tcp => connect(origin.address).await.map(|_| None),
-            ProbeProtocol::Http => http(probe, origin.address, host).await.map(Some),
-            ProbeProtocol::Websocket => websocket(probe, origin.address, host).await.map(Some),
-        }
+        let Some(tls) = tls else {
+            let stream = connect(origin.address).await?;
+            return run(probe, stream, origin.address, host).await;
+        };
+        let tcp = connect(origin.https_address).await?;
+        let name = ServerName::try_from(origin.host_header.clone()).map_err(|_| {
+            Failure::new(format!("{:?} is not a TLS server name", origin.host_header))
+        })?;
+        let stream = tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Failure::new(format!("TLS with {}: {e}", origin.https_address)))?;
+        run(probe, stream, origin.https_address, host).await
     };
     let (status, error) = match tokio::time::timeout(probe.timeout, attempt).await {
         Err(_) => (None, Some(format!("timed out after {:?}", probe.timeout))),
@@ -50,6 +69,23 @@ pub async fn probe(probe: &HealthProbe, origin: &Origin) -> ProbeOutcome {
         latency: started.elapsed(),
         status,
         error,
+    }
+}
+
+/// The probe's exchange once connected (TLS already done when asked for).
+async fn run<S>(
+    probe: &HealthProbe,
+    stream: S,
+    addr: SocketAddr,
+    host: &str,
+) -> Result<Option<u16>, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match probe.protocol {
+        ProbeProtocol::Tcp => Ok(None),
+        ProbeProtocol::Http => http(probe, stream, host).await.map(Some),
+        ProbeProtocol::Websocket => websocket(probe, stream, addr, host).await.map(Some),
     }
 }
 
@@ -74,8 +110,10 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
         .map_err(|e| Failure::new(format!("connect to {addr}: {e}")))
 }
 
-async fn http(probe: &HealthProbe, addr: SocketAddr, host: &str) -> Result<u16, Failure> {
-    let mut stream = connect(addr).await?;
+async fn http<S>(probe: &HealthProbe, mut stream: S, host: &str) -> Result<u16, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let request = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         probe.method, probe.path
@@ -103,7 +141,7 @@ async fn http(probe: &HealthProbe, addr: SocketAddr, host: &str) -> Result<u16, 
 }
 
 /// Reads up to the end of the status line and parses `HTTP/1.x NNN`.
-async fn read_status(stream: &mut TcpStream) -> Result<u16, Failure> {
+async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> Result<u16, Failure> {
     let mut buffer = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -152,9 +190,16 @@ fn describe_ranges(ranges: &[(u16, u16)]) -> String {
         .join(", ")
 }
 
-async fn websocket(probe: &HealthProbe, addr: SocketAddr, host: &str) -> Result<u16, Failure> {
+async fn websocket<S>(
+    probe: &HealthProbe,
+    stream: S,
+    addr: SocketAddr,
+    host: &str,
+) -> Result<u16, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     use tungstenite::client::IntoClientRequest;
-    let stream = connect(addr).await?;
     let mut request = format!("ws://{addr}{}", probe.path)
         .into_client_request()
         .map_err(|e| Failure::new(format!("bad probe request: {e}")))?;

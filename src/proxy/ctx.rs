@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
+    /// Why the last connection attempt failed, for the answer when no origin is left.
+    pub last_connect_error: Option<String>,
     /// Status of the response header sent to the client (set in `response_filter`).
     pub response_status: Option<u16>,
     pub tunnel: Option<TunnelState>,
@@ -60,6 +62,7 @@ impl RequestCtx {
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,
+            last_connect_error: None,
             response_status: None,
             tunnel: None,
         }

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -53,12 +54,33 @@ pub use ctx::RequestCtx;
 pub struct Snapshot {
     pub engine: Engine,
     pub origins: OriginPool,
+    /// Per origin group: the CA list its origins' certificates must chain to (`None`: the
+    /// system roots).
+    pub origin_cas: Vec<Option<Arc<CaType>>>,
 }
 
 impl Snapshot {
     pub fn new(engine: Engine) -> Snapshot {
         let origins = OriginPool::new(&engine.config.origin_groups);
-        Snapshot { engine, origins }
+        let origin_cas = engine
+            .config
+            .origin_groups
+            .iter()
+            .map(|group| {
+                let path = group.ca_file.as_ref()?;
+                // Validation read this file moments ago; if it vanished since, say so, and
+                // verification falls back to the system roots (failing closed for a
+                // private CA).
+                crate::tls::origin::load_ca(path)
+                    .map_err(|e| log::error!("origin group {}: {e}", group.name))
+                    .ok()
+            })
+            .collect();
+        Snapshot {
+            engine,
+            origins,
+            origin_cas,
+        }
     }
 }
 
@@ -67,8 +89,6 @@ pub struct Portico {
     pub current: Arc<ArcSwap<Snapshot>>,
     pub access_log: AccessLog,
     pub node_name: String,
-    /// Scheme of the listener this proxy serves.
-    pub scheme: Scheme,
     pub cache: &'static EdgeCache,
 }
 
@@ -82,7 +102,14 @@ impl ProxyHttp for Portico {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.current.load_full();
-        ctx.scheme = self.scheme;
+        ctx.scheme = if session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some())
+        {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -230,6 +257,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
+        ctx.last_connect_error = Some(e.to_string());
         retry::after_connect_failure(session, peer, ctx, e)
     }
 

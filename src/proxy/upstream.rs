@@ -5,7 +5,8 @@ use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-use crate::rules::UpgradeHandling;
+use crate::config::model::ForwardingProtocol;
+use crate::rules::{Scheme, UpgradeHandling};
 
 use super::ctx::RequestCtx;
 use super::headers;
@@ -21,16 +22,32 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     };
     let Some(chosen) = snapshot.origins.select(decision.origin_group, &ctx.tried) else {
         let group = &snapshot.engine.config.origin_groups[decision.origin_group].name;
+        // The last attempt's error is the reason worth telling (an untrusted certificate...).
+        let last = ctx
+            .last_connect_error
+            .as_deref()
+            .map_or(String::new(), |e| format!("; last error: {e}"));
         return Error::e_explain(
             ErrorType::ConnectNoRoute,
-            format!("origin group \"{group}\" has no origin left to try"),
+            format!("origin group \"{group}\" has no origin left to try{last}"),
         );
     };
-    let mut peer = HttpPeer::new(
-        chosen.origin.address,
-        false,
-        chosen.origin.host_header.clone(),
-    );
+    let route = snapshot.engine.route(decision.route);
+    let tls = match route.forwarding_protocol {
+        ForwardingProtocol::HttpOnly => false,
+        ForwardingProtocol::HttpsOnly => true,
+        ForwardingProtocol::MatchRequest => ctx.scheme == Scheme::Https,
+    };
+    let address = if tls {
+        chosen.origin.https_address
+    } else {
+        chosen.origin.address
+    };
+    // With TLS, SNI and the certificate's expected name are the origin's host header.
+    let mut peer = HttpPeer::new(address, tls, chosen.origin.host_header.clone());
+    if tls {
+        peer.options.ca = snapshot.origin_cas[decision.origin_group].clone();
+    }
     peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
     match decision.upgrade {
         // Front Door's failure: the origin never sees an upgrade.

@@ -10,6 +10,8 @@ use portico::server::Node;
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The TLS listener, when the node file has one.
+    pub tls_addr: Option<SocketAddr>,
     /// The admin endpoints (`/status`, `/healthz`, `/purge`), also on an ephemeral port.
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -50,9 +52,21 @@ impl TestEdge {
         let admin_shutdown = watch.clone();
         tokio::spawn(async move { admin.serve(admin_listener, admin_shutdown).await });
         // Like `portico run`: connections wait until the first probe round has finished.
-        tokio::spawn(portico::server::serve_node(node, listener, watch));
+        let mut listeners = vec![(listener, None)];
+        // A TLS listener in the node file gets its own ephemeral port.
+        let tls = node.listeners.iter().find_map(|(_, tls)| tls.clone());
+        let mut tls_addr = None;
+        if let Some(tls) = tls {
+            let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind tls");
+            tls_addr = Some(tls_listener.local_addr().expect("tls addr"));
+            listeners.push((tls_listener, Some(tls)));
+        }
+        tokio::spawn(portico::server::serve_node(node, listeners, watch));
         TestEdge {
             addr,
+            tls_addr,
             admin_addr,
             dir,
             shutdown,
