@@ -5,6 +5,7 @@ pub mod edge;
 pub mod gated;
 pub mod health;
 pub mod origin;
+pub mod tls;
 
 /// Reads from a WebSocket until it ends (close frame, error or EOF); `false` if it is
 /// still open after 10 s.

@@ -1,0 +1,263 @@
+//! TLS end to end, with certificates from a test CA: HTTPS and `wss://` on the edge's TLS
+//! listener, SNI, the HTTPS redirect, and verified TLS to origins.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::edge::{client, TestEdge};
+use common::origin::TestOrigin;
+use common::tls::{tls_node_yaml, HttpsOrigin, TestPki};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
+
+const WWW: &str = "www.example.test";
+const API: &str = "api.example.test";
+
+/// Routes for both names: `/plain/*` to an HTTP origin (`http_only`: TLS ends at the edge), `/secure/*` to an HTTPS origin
+/// (`https_only`, the test CA as the group's `ca_file`), `/untrusted/*` to the same HTTPS
+/// origin without that CA, `/only-http/*` for `http` only, `/redirect/*` with
+/// `https_redirect`, and `/chat` a WebSocket route.
+fn rules(plain: SocketAddr, secure: SocketAddr, pki: &TestPki) -> String {
+    let group = |name: &str, ca: &str| {
+        format!(
+            "  - name: {name}\n    {ca}origins:\n      - address: 127.0.0.1:9\n        https_port: {}\n        host_header: origin.internal\n",
+            secure.port()
+        )
+    };
+    format!(
+        r#"routes:
+  - name: plain
+    patterns: ["/plain/*", "/chat"]
+    origin_group: plain
+    forwarding_protocol: http_only
+  - name: secure
+    patterns: ["/secure/*"]
+    origin_group: secure
+    forwarding_protocol: https_only
+  - name: untrusted
+    patterns: ["/untrusted/*"]
+    origin_group: untrusted
+    forwarding_protocol: https_only
+  - name: only-http
+    patterns: ["/only-http/*"]
+    protocols: [http]
+    origin_group: plain
+    forwarding_protocol: http_only
+  - name: redirect
+    patterns: ["/redirect/*"]
+    https_redirect: true
+    protocols: [https]
+    origin_group: plain
+    forwarding_protocol: http_only
+origin_groups:
+  - name: plain
+    origins:
+      - address: {plain}
+        host_header: origin.internal
+{}{}"#,
+        group(
+            "secure",
+            &format!("ca_file: {}\n    ", pki.ca_path().display())
+        ),
+        group("untrusted", ""),
+    )
+}
+
+struct Setup {
+    pki: TestPki,
+    edge: TestEdge,
+    plain: TestOrigin,
+    secure: HttpsOrigin,
+}
+
+async fn setup() -> Setup {
+    let pki = TestPki::new();
+    let www = pki.issue("www", &[WWW]);
+    let api = pki.issue("api", &[API]);
+    let origin_cert = pki.issue("origin", &["origin.internal"]);
+    let plain = TestOrigin::websocket_echo(Arc::new(|r: &common::origin::Recorded| {
+        http::Response::new(bytes::Bytes::from(format!("plain origin {}", r.path())))
+    }))
+    .await;
+    let secure = HttpsOrigin::start(&origin_cert).await;
+    let edge = TestEdge::start(
+        &tls_node_yaml(&[&www, &api], ""),
+        &rules(plain.addr(), secure.addr, &pki),
+    )
+    .await;
+    Setup {
+        pki,
+        edge,
+        plain,
+        secure,
+    }
+}
+
+impl Setup {
+    fn https(&self) -> reqwest::Client {
+        self.pki
+            .https_client(&[WWW, API], self.edge.tls_addr.expect("a TLS listener"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_the_edge_to_an_http_origin_and_to_a_verified_https_origin() {
+    let s = setup().await;
+    let https = s.https();
+    let response = https
+        .get(format!("https://{WWW}/plain/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "plain origin /plain/a");
+    let seen = &s.plain.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+
+    let response = https
+        .get(format!("https://{WWW}/secure/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "tls origin /secure/b");
+    assert_eq!(s.secure.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_of_each_domain() {
+    let s = setup().await;
+    // The client verifies the name: a wrong certificate would fail the handshake.
+    let https = s.https();
+    for name in [WWW, API] {
+        let response = https
+            .get(format!("https://{name}/plain/sni"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    // And directly: the leaf the edge sends for each name covers that name.
+    for name in [WWW, API] {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(s.pki.client_config()));
+        let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
+            .await
+            .unwrap();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let tls = connector.connect(server_name, tcp).await.unwrap();
+        let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        let sans = format!(
+            "{:?}",
+            cert.subject_alternative_name().unwrap().unwrap().value
+        );
+        assert!(sans.contains(name), "{name}: {sans}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_echoes_byte_identical_including_a_1_mib_binary_message() {
+    let s = setup().await;
+    let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
+        .await
+        .unwrap();
+    let request = format!("wss://{WWW}/chat").into_client_request().unwrap();
+    let config = WebSocketConfig {
+        max_message_size: Some(8 << 20),
+        max_frame_size: Some(8 << 20),
+        ..WebSocketConfig::default()
+    };
+    let (mut ws, response) = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        Some(config),
+        Some(Connector::Rustls(Arc::new(s.pki.client_config()))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-cache"], "CONFIG_NOCACHE");
+    ws.send(Message::Text("over tls".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("over tls".into())
+    );
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    ws.send(Message::Binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(big));
+    ws.close(None).await.unwrap();
+    let lines = s
+        .edge
+        .wait_for_log(|l| l.iter().any(|r| r["kind"] == "tunnel"))
+        .await;
+    let tunnel = lines.iter().find(|r| r["kind"] == "tunnel").unwrap();
+    // The client sent the close; the origin answers it and closes its socket first.
+    assert!(
+        ["client", "origin"].contains(&tunnel["closed_by"].as_str().unwrap()),
+        "{tunnel}"
+    );
+    assert!(tunnel["bytes_client_to_origin"].as_u64().unwrap() > 1 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_redirect_and_protocol_only_routes() {
+    let s = setup().await;
+    let response = client()
+        .get(s.edge.url("/redirect/x?q=1"))
+        .header("host", WWW)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://{WWW}/redirect/x?q=1")
+    );
+    // Over HTTPS the same route serves.
+    let https = s.https();
+    let response = https
+        .get(format!("https://{WWW}/redirect/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A route for http only does not match an https request.
+    let response = https
+        .get(format!("https://{WWW}/only-http/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-portico-error"], "no-route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_certificate_from_an_unknown_ca_gives_a_502_with_the_reason() {
+    let s = setup().await;
+    let response = s
+        .https()
+        .get(format!("https://{WWW}/untrusted/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.to_ascii_lowercase().contains("certificate"),
+        "the 502 must say why: {body}"
+    );
+    // Never downgraded to plain HTTP, and the origin served nothing.
+    assert_eq!(s.secure.count(), 0);
+    assert_eq!(s.plain.count(), 0);
+    let lines = s.edge.wait_for_log(|l| !l.is_empty()).await;
+    let error = lines[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(error.contains("certificate"), "{}", lines[0]);
+}
