@@ -48,6 +48,10 @@ pub enum Command {
     Demo {
         #[arg(short, long, default_value = "conf/portico.yaml")]
         conf: PathBuf,
+        /// Also listen for https:// and wss:// here, with a self-signed certificate for
+        /// localhost made at start (its fingerprint is printed).
+        #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:8443")]
+        tls: Option<std::net::SocketAddr>,
     },
 }
 
@@ -61,7 +65,7 @@ pub fn main(cli: Cli) -> ExitCode {
             url,
             headers,
         } => explain(&conf, &method, &url, &headers),
-        Command::Demo { conf } => demo(&conf),
+        Command::Demo { conf, tls } => demo(&conf, tls),
     }
 }
 
@@ -73,6 +77,23 @@ fn run(conf: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The demo's TLS listener at `addr`, added to `node`.
+fn add_demo_tls(node: &mut Node, addr: std::net::SocketAddr) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
+    let (settings, fingerprint) = crate::demo::tls::self_signed(&dir)?;
+    let tls = crate::tls::ServerTls::load(&settings).map_err(|e| e.to_string())?;
+    node.listeners.push((addr, Some(std::sync::Arc::new(tls))));
+    println!("TLS on https://{addr} (and wss://), self-signed for localhost");
+    println!("  certificate {}", settings.certificates[0].cert.display());
+    println!("  SHA-256 fingerprint {fingerprint}");
+    println!(
+        "  try: curl --cacert {} https://localhost:{}/static/a.css",
+        settings.certificates[0].cert.display(),
+        addr.port()
+    );
+    Ok(())
 }
 
 fn check(conf: &Path) -> ExitCode {
@@ -153,7 +174,7 @@ fn explain(conf: &Path, method: &str, url: &str, raw_headers: &[String]) -> Exit
     }
 }
 
-fn demo(conf: &Path) -> ExitCode {
+fn demo(conf: &Path, tls: Option<std::net::SocketAddr>) -> ExitCode {
     let origin = crate::demo::start_in_background("127.0.0.1:8081");
     if let Err(e) = origin {
         eprintln!("cannot start the demo origin on 127.0.0.1:8081: {e}");
@@ -164,5 +185,19 @@ fn demo(conf: &Path) -> ExitCode {
         conf.display()
     );
     println!("try: curl -i localhost:8080/static/a.css   (twice)");
-    run(conf)
+    let Some(tls) = tls else {
+        return run(conf);
+    };
+    let mut node = match Node::load(conf) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = add_demo_tls(&mut node, tls) {
+        eprintln!("cannot set up the demo TLS listener: {e}");
+        return ExitCode::FAILURE;
+    }
+    node.run_forever()
 }

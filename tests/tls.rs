@@ -261,3 +261,93 @@ async fn an_origin_certificate_from_an_unknown_ca_gives_a_502_with_the_reason() 
         .to_ascii_lowercase();
     assert!(error.contains("certificate"), "{}", lines[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_over_tls_verify_the_origin_certificate() {
+    let pki = TestPki::new();
+    let www = pki.issue("www", &[WWW]);
+    let secure = HttpsOrigin::start(&pki.issue("origin", &["origin.internal"])).await;
+    let group = |name: &str, ca: &str| {
+        format!(
+            "  - name: {name}\n    {ca}health_probe: {{ protocol: http, method: GET, path: /health, use_tls: true, interval: 100ms, timeout: 2s }}\n    origins:\n      - address: 127.0.0.1:9\n        https_port: {}\n        host_header: origin.internal\n",
+            secure.addr.port()
+        )
+    };
+    let rules = format!(
+        "routes:\n  - name: a\n    domains: [{WWW}]\n    patterns: [\"/*\"]\n    origin_group: trusted\n    forwarding_protocol: https_only\norigin_groups:\n{}{}",
+        group("trusted", &format!("ca_file: {}\n    ", pki.ca_path().display())),
+        group("untrusted", ""),
+    );
+    let edge = TestEdge::start(&tls_node_yaml(&[&www], ""), &rules).await;
+    // Probes run in the background: wait for both verdicts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let status = edge.status().await;
+        let probed =
+            |g: usize| status["origin_groups"][g]["origins"][0]["probes"].as_u64() > Some(0);
+        if probed(0) && probed(1) {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe verdicts: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let trusted = &status["origin_groups"][0]["origins"][0];
+    let untrusted = &status["origin_groups"][1]["origins"][0];
+    assert_eq!(trusted["health"], "healthy", "{trusted}");
+    assert_eq!(trusted["last_probe"]["status"], 200, "{trusted}");
+    assert_eq!(untrusted["health"], "unhealthy", "{untrusted}");
+    let error = untrusted["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(error.contains("certificate"), "{untrusted}");
+    assert!(
+        secure.count() >= 1,
+        "the trusted probe reached the origin over TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_by_alpn_when_asked_and_websockets_still_upgrade_over_http1() {
+    let pki = TestPki::new();
+    let www = pki.issue("www", &[WWW]);
+    let origin = TestOrigin::websocket_echo(Arc::new(|r: &common::origin::Recorded| {
+        http::Response::new(bytes::Bytes::from(format!("plain origin {}", r.path())))
+    }))
+    .await;
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    forwarding_protocol: http_only\norigin_groups:\n{}",
+        common::edge::group_yaml("web", origin.addr())
+    );
+    let node = tls_node_yaml(&[&www], "").replace("    tls:\n", "    tls:\n      http2: true\n");
+    let edge = TestEdge::start(&node, &rules).await;
+    let tls_addr = edge.tls_addr.unwrap();
+    let response = pki
+        .https_client(&[WWW], tls_addr)
+        .get(format!("https://{WWW}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.headers()["x-cache"], "CONFIG_NOCACHE");
+    assert_eq!(response.text().await.unwrap(), "plain origin /page");
+    // A WebSocket client offers no ALPN (or http/1.1): the handshake is HTTP/1.1.
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let request = format!("wss://{WWW}/socket").into_client_request().unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        None,
+        Some(Connector::Rustls(Arc::new(pki.client_config()))),
+    )
+    .await
+    .unwrap();
+    ws.send(Message::Text("h1 upgrade".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("h1 upgrade".into())
+    );
+}
