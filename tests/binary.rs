@@ -48,10 +48,21 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
         )
         .unwrap();
     }
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port, tls_port) = (free_port(), free_port(), free_port());
+    // Plus a TLS listener, as Pingora's Server runs it (certificate resolver by SNI).
+    let pki = common::tls::TestPki::new();
+    let cert = pki.issue("localhost", &["localhost"]);
+    let tls_listener = format!(
+        "  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - {{ cert_file: {}, key_file: {} }}\n",
+        cert.cert.display(),
+        cert.key.display()
+    );
     let conf = std::fs::read_to_string(format!("{root}/conf/portico.yaml"))
         .unwrap()
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace(
+            "  - address: 127.0.0.1:8080\n",
+            &format!("  - address: 127.0.0.1:{port}\n{tls_listener}"),
+        )
         .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"))
         .replace("rules_dir: ../rules", "rules_dir: rules");
     std::fs::write(dir.path().join("portico.yaml"), conf).unwrap();
@@ -94,6 +105,19 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     assert_eq!(demo.count("/static/a.css"), 1);
     let api = client.get(format!("{base}/api/x")).send().await.unwrap();
     assert_eq!(api.headers()["x-cache"], "CONFIG_NOCACHE");
+
+    // HTTPS on the TLS listener. The host is part of the key: `localhost` is a new object.
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let https = pki.https_client(&["localhost"], tls_addr);
+    for expected in ["TCP_MISS", "TCP_HIT"] {
+        let response = https
+            .get(format!("https://localhost:{tls_port}/static/a.css"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-cache"], expected);
+    }
 
     let missing = client.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
