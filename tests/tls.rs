@@ -351,3 +351,29 @@ async fn http2_by_alpn_when_asked_and_websockets_still_upgrade_over_http1() {
         Message::Text("h1 upgrade".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_are_both_accepted() {
+    let s = setup().await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut s.pki.ca_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: {e}"));
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
+    }
+}
