@@ -91,6 +91,10 @@ pub struct Object {
     pub meta: ArcSwap<StoredMeta>,
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<FillState>,
+    /// The bytes the store accounted for this object when it was committed (0 while it
+    /// fills). Fixed then, so that what is added is exactly what is later taken away, even
+    /// if a revalidation changes the header.
+    accounted: usize,
 }
 
 impl Object {
@@ -102,6 +106,7 @@ impl Object {
             meta: ArcSwap::from_pointee(meta),
             chunks: RwLock::new(Vec::new()),
             state: watch::channel(FillState::Filling).0,
+            accounted: 0,
         }
     }
 
@@ -113,9 +118,14 @@ impl Object {
         self.chunks.read().iter().map(Bytes::len).sum()
     }
 
-    /// Memory the object is accounted for: body and header.
-    pub fn weight(&self) -> usize {
+    /// Memory the object takes now: body, header and key text.
+    fn measure(&self) -> usize {
         self.body_len() + self.meta.load().weight() + self.label.len()
+    }
+
+    /// The bytes the store accounts for this committed object.
+    pub fn weight(&self) -> usize {
+        self.accounted
     }
 
     pub fn append(&self, data: Bytes) {
@@ -148,14 +158,17 @@ impl Object {
         } else {
             chunks.clone()
         };
-        Object {
+        let mut committed = Object {
             id: self.id,
             key: self.key.clone(),
             label: self.label.clone(),
             meta: ArcSwap::new(self.meta.load_full()),
             chunks: RwLock::new(body),
             state: watch::channel(FillState::Complete).0,
-        }
+            accounted: 0,
+        };
+        committed.accounted = committed.measure();
+        committed
     }
 
     pub fn reader(self: &Arc<Self>) -> BodyReader {

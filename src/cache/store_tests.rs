@@ -142,3 +142,22 @@ async fn a_body_over_the_object_limit_is_refused() {
     let big = Bytes::from(vec![0u8; (1 << 16) + 1]);
     assert!(miss.write_body(big, true).await.is_err());
 }
+
+#[tokio::test]
+async fn a_revalidation_that_grows_the_header_keeps_the_accounting_exact() {
+    let store = store();
+    let key = CacheKey::new("h/grow", "");
+    fill(store, &key, "body").await;
+    let mut bigger = meta();
+    bigger
+        .response_header_mut()
+        .insert_header("x-long", "x".repeat(4096))
+        .unwrap();
+    let span = Span::inactive();
+    assert!(store
+        .update_meta(&key, &bigger, &span.handle())
+        .await
+        .unwrap());
+    assert_eq!(store.purge_matching(|_| true), 1);
+    assert_eq!((store.objects(), store.bytes()), (0, 0));
+}
