@@ -8,6 +8,8 @@
 //! A configuration with any error is refused whole: [`load`] returns either a complete
 //! [`Config`] or every diagnostic.
 
+mod actions;
+mod conditions;
 pub mod diagnostics;
 pub mod duration;
 pub mod file;

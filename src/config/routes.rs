@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::actions::query_string_mode;
 use super::diagnostics::{FileId, Report};
 use super::duration_field;
 use super::file::{
@@ -11,7 +12,6 @@ use super::model::{
     Action, DomainPattern, MethodSet, PathPattern, ProtocolSet, Route, RouteCache, RuleSet,
     TunnelLimits,
 };
-use super::rule_sets::query_string_mode;
 
 pub struct RouteDefaults {
     pub on_cached_upgrade: OnCachedUpgrade,
