@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use std::os::fd::AsRawFd;
 
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
@@ -117,7 +118,9 @@ impl Node {
             pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
         for (address, tls) in &listeners {
             match tls.as_ref().map(|tls| tls.pingora_settings()) {
-                None => service.add_tcp(&address.to_string()),
+                None => service.add_listener(
+                    ListenerConfig::tcp(address.to_string()).l4_buffer(downstream_l4_buffer()),
+                ),
                 Some(Ok(settings)) => {
                     service.add_tls_with_settings(&address.to_string(), None, settings)
                 }
@@ -161,6 +164,16 @@ impl Node {
         let conf = Arc::new(self.server_conf());
         Arc::new(pingora_proxy::http_proxy(&conf, self.proxy))
     }
+}
+
+/// L4 buffering for client connections. Pingora puts a 64 KiB read buffer in front of every
+/// connection (it pays off under TLS, whose records arrive in small reads). On plain TCP the
+/// HTTP/1 session reads into buffers of its own, so that buffer only adds a copy per request
+/// and 64 KiB of resident memory per connection, which an idle WebSocket tunnel keeps for
+/// its whole life (bench/RESULTS.md, scenario 5). Reads go straight to the socket instead.
+/// (In-process tests host the app on their own listener and keep Pingora's default.)
+pub fn downstream_l4_buffer() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
 
 /// Runs `node`'s health probes and, once their first round has finished, serves its proxy

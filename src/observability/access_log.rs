@@ -62,6 +62,11 @@ impl AccessLog {
         }
     }
 
+    /// Whether lines are written at all (`access_log: off` says no).
+    pub fn is_on(&self) -> bool {
+        self.sender.is_some()
+    }
+
     /// Lines dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -52,7 +52,11 @@ pub fn cache_key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
         request.uri.query(),
         snapshot.engine.query_string(decision),
     );
-    Ok(CacheKey::new(text, ""))
+    let mut key = CacheKey::new(text, "");
+    // The same blake2b hash pingora would compute, once: without the override it rehashes
+    // the key text at every use (predictor, lookup, lock, eviction), several times per hit.
+    key.set_primary_bin_override(pingora_cache::key::hash_key(key.primary_key()));
+    Ok(key)
 }
 
 /// `cache_hit_filter`: a request with `Authorization` is answered from the cache only when

@@ -372,6 +372,10 @@ fn tried_names(ctx: &RequestCtx) -> Vec<&str> {
 
 impl Portico {
     fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        // With the log off, build nothing: the record's lists and strings cost allocations.
+        if !self.access_log.is_on() {
+            return;
+        }
         let request = session.req_header();
         let status = ctx
             .edge_status
