@@ -10,12 +10,15 @@ RUN cargo build --release --bin portico
 # Runtime stage: a small Debian with a non-root user. conf/ and rules/ are copied in and
 # can be replaced by mounting /etc/portico.
 FROM debian:bookworm-slim
+# The system roots, for verifying origins' TLS certificates (groups without `ca_file`).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin portico
 COPY --from=build /src/target/release/portico /usr/local/bin/portico
 COPY conf/portico.yaml /etc/portico/portico.yaml
 COPY rules /etc/portico/rules
 RUN sed -i 's|^rules_dir: .*|rules_dir: rules|; s|address: 127.0.0.1:8080|address: 0.0.0.0:8080|' /etc/portico/portico.yaml
 USER portico
-EXPOSE 8080
+EXPOSE 8080 8443
 ENTRYPOINT ["/usr/local/bin/portico"]
 CMD ["run", "-c", "/etc/portico/portico.yaml"]
