@@ -25,6 +25,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The first answer from a server still starting: connection errors are retried for 30 s.
+async fn first_answer(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(url).send().await {
+            Ok(response) => return response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{url} never answered: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,16 +92,7 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = common::edge::client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        match client.get(format!("{base}/static/a.css")).send().await {
-            Ok(response) => break response,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("the edge never answered: {e}"),
-        }
-    };
+    let first = first_answer(&client, &format!("{base}/static/a.css")).await;
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-demo-origin-count"], "1");
     assert_eq!(first.headers()["x-cache"], "TCP_MISS");
@@ -124,19 +129,11 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     assert_eq!(missing.headers()["x-portico-error"], "no-route");
 
     // The admin listener is its own service: poll it too.
-    let status_text = loop {
-        match client
-            .get(format!("http://127.0.0.1:{admin_port}/status"))
-            .send()
-            .await
-        {
-            Ok(response) => break response.text().await.unwrap(),
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("the admin listener never answered: {e}"),
-        }
-    };
+    let status_text = first_answer(&client, &format!("http://127.0.0.1:{admin_port}/status"))
+        .await
+        .text()
+        .await
+        .unwrap();
     let status: serde_json::Value = serde_json::from_str(&status_text).unwrap();
     assert_eq!(status["node"], "portico-edge-1");
     assert_eq!(status["origin_groups"][0]["name"], "demo");
@@ -207,20 +204,7 @@ async fn portico_run_listens_only_after_the_first_probe_round() {
             .unwrap(),
     );
     let client = common::edge::client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        match client
-            .get(format!("http://127.0.0.1:{port}/first"))
-            .send()
-            .await
-        {
-            Ok(response) => break response,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("the edge never answered: {e}"),
-        }
-    };
+    let first = first_answer(&client, &format!("http://127.0.0.1:{port}/first")).await;
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-origin"], "alive");
     let status: serde_json::Value = serde_json::from_str(
