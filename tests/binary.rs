@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 
 struct Running(Child);
 
+impl Running {
+    /// `portico run -c conf`, output discarded; killed when dropped.
+    fn portico_run(conf: &std::path::Path) -> Running {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_portico"))
+                .args(["run", "-c"])
+                .arg(conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -81,15 +96,7 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
         .replace("rules_dir: ../rules", "rules_dir: rules");
     std::fs::write(dir.path().join("portico.yaml"), conf).unwrap();
 
-    let _edge = Running(
-        Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["run", "-c"])
-            .arg(dir.path().join("portico.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _edge = Running::portico_run(&dir.path().join("portico.yaml"));
     let base = format!("http://127.0.0.1:{port}");
     let client = common::edge::client();
     let first = first_answer(&client, &format!("{base}/static/a.css")).await;
@@ -194,15 +201,7 @@ async fn portico_run_listens_only_after_the_first_probe_round() {
         format!("routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\nrule_sets: []\norigin_groups:\n  - name: web\n    origins:\n      - name: sick\n        address: {sick_addr}\n        priority: 1\n      - name: alive\n        address: {}\n        priority: 2\n    health_probe: {{ path: /health, interval: 30s, timeout: 1s }}\n", alive.addr()),
     )
     .unwrap();
-    let _edge = Running(
-        Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["run", "-c"])
-            .arg(dir.path().join("portico.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _edge = Running::portico_run(&dir.path().join("portico.yaml"));
     let client = common::edge::client();
     let first = first_answer(&client, &format!("http://127.0.0.1:{port}/first")).await;
     assert_eq!(first.status(), 200);
