@@ -14,10 +14,11 @@
 //!               ▼
 //!             response_filter ────────── X-Portico-Ref, X-Cache, rule edits; a 101 opens the tunnel
 //!               ▼
-//!             body filters ───────────── tunnel: count bytes (idle and lifetime timers run in
-//!                                         the patched pingora-proxy's tunnel loop)
+//!             logging ────────────────── access log line (a tunnel's: its handshake)
 //!               ▼
-//!             logging ────────────────── access log line; tunnel record when a tunnel closes
+//!             a 101: both connections ─► tunnel::relay on a task of its own: bytes both
+//!                                         ways, idle and lifetime timers, the tunnel's
+//!                                         record when it closes
 //! ```
 
 pub mod admission;
@@ -32,7 +33,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::protocols::tls::CaType;
@@ -42,11 +42,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
-use crate::observability::records::{RequestRecord, TunnelRecord};
+use crate::observability::records::RequestRecord;
 use crate::observability::AccessLog;
 use crate::origin::OriginPool;
 use crate::rules::{Engine, Scheme};
-use crate::tunnel::ClosedBy;
+use crate::tunnel::relay::RelayOutcome;
+use crate::tunnel::{ClosedBy, TunnelLog};
 
 pub use ctx::RequestCtx;
 
@@ -171,11 +172,12 @@ impl ProxyHttp for Portico {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if let Some(tunnel) = &ctx.tunnel {
-            tunnel.prepare(session);
-        }
         let snapshot = snapshot(ctx)?;
-        upstream::choose_peer(ctx, &snapshot)
+        let peer = upstream::choose_peer(ctx, &snapshot)?;
+        if let Some(tunnel) = &ctx.tunnel {
+            tunnel.prepare(session, self.tunnel_log(ctx));
+        }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -212,42 +214,12 @@ impl ProxyHttp for Portico {
         }
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tunnel) = &mut ctx.tunnel {
-                tunnel.open(session);
+                tunnel.open();
                 // The handshake's line is written now; the tunnel's when it closes.
                 self.log_request(session, None, ctx);
             }
         }
         Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        match &mut ctx.tunnel {
-            Some(tunnel) if session.was_upgraded() => {
-                tunnel.client_bytes(body.as_ref().map_or(0, |b| b.len()), end_of_stream)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn response_body_filter(
-        &self,
-        session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        match &mut ctx.tunnel {
-            Some(tunnel) if session.was_upgraded() => tunnel
-                .origin_bytes(body.as_ref().map_or(0, |b| b.len()), end_of_stream)
-                .map(|_| None),
-            _ => Ok(None),
-        }
     }
 
     fn fail_to_connect(
@@ -300,37 +272,41 @@ impl ProxyHttp for Portico {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let Some(mut tunnel) = ctx.tunnel.take().filter(|t| t.opened.is_some()) else {
+        let Some(tunnel) = ctx.tunnel.take().filter(|t| t.opened.is_some()) else {
             self.log_request(session, e, ctx);
             return;
         };
-        if let Some(error) = e {
-            tunnel.close(ClosedBy::from_error(
-                error,
-                session.is_process_shutting_down(),
-            ));
+        if session.is_upgrade_handed_off() {
+            return; // the relay writes the tunnel's record when it closes
         }
-        // No error and no end seen on either side: the client went away.
-        tunnel.close(ClosedBy::Client);
+        // The tunnel ended before its handoff.
+        let closed_by = e.map_or(ClosedBy::Error, |error| {
+            ClosedBy::from_error(error, session.is_process_shutting_down())
+        });
+        self.tunnel_log(ctx).write(&RelayOutcome {
+            closed_by,
+            bytes_client_to_origin: 0,
+            bytes_origin_to_client: 0,
+            duration: tunnel.duration(),
+        });
+    }
+}
+
+impl Portico {
+    /// What a tunnel's record carries from its request.
+    fn tunnel_log(&self, ctx: &RequestCtx) -> TunnelLog {
         let route = ctx
             .decision
             .as_ref()
             .zip(ctx.snapshot.as_ref())
             .map_or("", |(d, s)| s.engine.route(d.route).name.as_str());
-        let origin = origin_name(ctx);
-        let record = TunnelRecord {
-            kind: "tunnel",
-            time_ms: crate::observability::records::now_ms(),
-            request_id: &ctx.request_id,
-            route,
+        TunnelLog {
+            access_log: self.access_log.clone(),
+            request_id: ctx.request_id.clone(),
+            route: route.to_owned(),
             client: ctx.client_ip,
-            origin,
-            duration_ms: tunnel.duration().as_millis() as u64,
-            bytes_client_to_origin: tunnel.bytes_client_to_origin,
-            bytes_origin_to_client: tunnel.bytes_origin_to_client,
-            closed_by: tunnel.closed_by.map_or("error", ClosedBy::as_str),
-        };
-        self.access_log.write(&record);
+            origin: origin_name(ctx).map(str::to_owned),
+        }
     }
 }
 

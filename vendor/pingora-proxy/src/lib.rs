@@ -94,12 +94,14 @@ mod proxy_h2;
 mod proxy_purge;
 mod proxy_trait;
 pub mod subrequest;
+mod tunnel_handoff;
 
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
+pub use tunnel_handoff::{TunnelHandoff, UpgradedTunnel};
 
 pub mod prelude {
     pub use crate::{http_proxy, http_proxy_service, ProxyHttp, ProxyWarnLogContext, Session};
@@ -425,6 +427,9 @@ where
                             self.client_upstream
                                 .release_http_session(session, &*peer, peer.idle_timeout())
                                 .await;
+                        } else if session.upgrade_handed_off {
+                            // PORTICO PATCH (tunnel handoff): kept for `finish()`.
+                            session.upgraded_upstream = Some(h1);
                         }
                         (server_reused, error)
                     }
@@ -533,6 +538,16 @@ where
             .logging(&mut session, error.as_deref(), ctx)
             .await;
 
+        // PORTICO PATCH (tunnel handoff)
+        if error.is_none() {
+            if let Some(upstream) = session.upgraded_upstream.take() {
+                if let Some(handoff) = session.tunnel_handoff.take() {
+                    tunnel_handoff::hand_off(session, upstream, handoff);
+                    return None;
+                }
+            }
+        }
+
         if let Some(e) = error {
             session.downstream_session.on_proxy_failure(e);
         }
@@ -607,15 +622,23 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
-    /// PORTICO PATCH (tunnel timers): once upgraded, the tunnel ends when no bytes moved
-    /// either way for this long. When set before the upstream request, the per-leg read
-    /// timeouts stop applying after the 101 (this timer replaces them).
-    pub tunnel_idle_timeout: Option<Duration>,
-    /// PORTICO PATCH (tunnel timers): once upgraded, the tunnel ends at this instant.
-    pub tunnel_deadline: Option<std::time::Instant>,
+    /// PORTICO PATCH (tunnel handoff): when set before the upstream request, an HTTP/1
+    /// upgrade stops at the `101`, and after the `logging` hook the two connections go to
+    /// this callback instead of Pingora's tunnel (see the `tunnel_handoff` module).
+    pub tunnel_handoff: Option<TunnelHandoff>,
+    /// PORTICO PATCH (tunnel handoff): the downstream loop stopped at the `101` to hand off.
+    upgrade_handed_off: bool,
+    /// PORTICO PATCH (tunnel handoff): the origin's session, kept for the handoff.
+    upgraded_upstream: Option<HttpSessionV1>,
 }
 
 impl Session {
+    /// PORTICO PATCH (tunnel handoff): the upgrade stopped at the `101` and its connections
+    /// go to `tunnel_handoff` once `logging` returns.
+    pub fn is_upgrade_handed_off(&self) -> bool {
+        self.upgraded_upstream.is_some() && self.tunnel_handoff.is_some()
+    }
+
     fn new(
         downstream_session: impl Into<Box<HttpSession>>,
         downstream_modules: &HttpModules,
@@ -640,8 +663,9 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
-            tunnel_idle_timeout: None,
-            tunnel_deadline: None,
+            tunnel_handoff: None,
+            upgrade_handed_off: false,
+            upgraded_upstream: None,
         }
     }
 

@@ -148,8 +148,8 @@ where
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
-        // PORTICO PATCH (tunnel timers): see `Session::tunnel_idle_timeout`.
-        let tunnel_timers = session.tunnel_idle_timeout.is_some();
+        // PORTICO PATCH (tunnel handoff): see `Session::tunnel_handoff`.
+        let handoff = session.tunnel_handoff.is_some();
 
         // start bi-directional streaming
         let ret = tokio::try_join!(
@@ -167,7 +167,7 @@ where
                 tx_upstream,
                 rx_downstream,
                 pipe_state,
-                tunnel_timers
+                handoff
             ),
         );
 
@@ -260,7 +260,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
-        tunnel_timers: bool,
+        handoff: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -282,11 +282,6 @@ where
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
-                                // PORTICO PATCH (tunnel timers): the downstream loop's timer
-                                // watches both directions; a silent origin leg alone is fine.
-                                if tunnel_timers {
-                                    client_session.read_timeout = None;
-                                }
                                 if send_error.is_none() {
                                     // continue receiving from downstream after body mode change
                                     request_done = false;
@@ -304,6 +299,12 @@ where
                             // In that case, this function should ignore that the pipe is closed.
                             // So that this function could read the rest events from rx including
                             // the closure, then exit.
+                            // PORTICO PATCH (tunnel handoff): the 101 is on its way to the
+                            // downstream loop; the upgraded stream is the application's now,
+                            // so stop reading it here.
+                            if handoff && upgraded && result.is_ok() {
+                                return Ok(false);
+                            }
                             if result.is_err() && !client_session.was_upgraded() {
                                 if PipeState::is_downstream_complete(
                                     pipe_state.load(Ordering::Acquire),
@@ -571,9 +572,15 @@ where
             let support_cache_partial_read =
                 session.cache.support_streaming_partial_write() == Some(true);
             let upgraded = session.was_upgraded();
-            // PORTICO PATCH (tunnel timers): every pass through this loop is an event, so
-            // the idle timer restarts here; it fires only when nothing moved either way.
-            let tunnel_wake = if upgraded { tunnel_wake_at(session) } else { None };
+            // PORTICO PATCH (tunnel handoff): once the 101 is written, both connections go to
+            // the application (`Session::tunnel_handoff`), which moves the bytes itself.
+            if upgraded
+                && session.tunnel_handoff.is_some()
+                && !session.has_pending_downstream_tasks()
+            {
+                session.upgrade_handed_off = true;
+                return Ok(false);
+            }
 
             tokio::select! {
                 // only try to send to pipe if there is capacity to avoid deadlock
@@ -639,12 +646,6 @@ where
                      * before the entire body is uploaded.
                      * once more capacity arrives we just loop back
                      */
-                },
-
-                // PORTICO PATCH (tunnel timers)
-                _ = tokio::time::sleep_until(tunnel_wake.unwrap_or_else(tokio::time::Instant::now)),
-                    if tunnel_wake.is_some() => {
-                    return Err(tunnel_timer_error(session));
                 },
 
                 // Handle buffered upstream task from previous iteration
@@ -1298,35 +1299,5 @@ mod tests {
 
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
-    }
-}
-
-/// PORTICO PATCH (tunnel timers): when the tunnel's next timer fires, if it has any.
-fn tunnel_wake_at(session: &Session) -> Option<tokio::time::Instant> {
-    let idle = session
-        .tunnel_idle_timeout
-        .map(|idle| tokio::time::Instant::now() + idle);
-    let deadline = session.tunnel_deadline.map(tokio::time::Instant::from_std);
-    match (idle, deadline) {
-        (Some(idle), Some(deadline)) => Some(idle.min(deadline)),
-        (idle, deadline) => idle.or(deadline),
-    }
-}
-
-/// PORTICO PATCH (tunnel timers): the error that ends a tunnel whose timer fired.
-fn tunnel_timer_error(session: &Session) -> Box<Error> {
-    if session
-        .tunnel_deadline
-        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
-    {
-        Error::explain(
-            pingora_error::ErrorType::Custom("TunnelMaxLifetime"),
-            "the tunnel reached its maximum lifetime",
-        )
-    } else {
-        Error::explain(
-            pingora_error::ErrorType::ReadTimedout,
-            "tunnel idle: no bytes moved either way for the idle timeout",
-        )
     }
 }
