@@ -224,3 +224,87 @@ impl Direction {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the end the relay owns (as Pingora's stream) and the peer's end.
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap());
+        let (peer, accepted) = tokio::join!(peer, listener.accept());
+        let ours: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
+            accepted.unwrap().0,
+        ));
+        (ours, peer.unwrap())
+    }
+
+    fn limits() -> TunnelLimits {
+        TunnelLimits {
+            idle_timeout: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_every_byte_in_order_after_the_preread_ones() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: vec![Bytes::from_static(b"pre")],
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let relay = tokio::spawn(relay(tunnel, limits()));
+        let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        // Read in small bites, so the relay's writes block and its read-ahead fills up.
+        let mut received = Vec::new();
+        let mut bite = [0u8; 4096];
+        loop {
+            let n = origin.read(&mut bite).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&bite[..n]);
+            tokio::task::yield_now().await;
+        }
+        let _client = writer.await.unwrap();
+        assert_eq!(&received[..3], b"pre");
+        assert!(received[3..] == payload[..], "the bytes differ");
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.closed_by, ClosedBy::Client);
+        assert_eq!(outcome.bytes_client_to_origin, 3 + payload.len() as u64);
+        assert_eq!(outcome.bytes_origin_to_client, 0);
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_closed_before_the_handoff_ends_the_tunnel_after_its_last_bytes() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, _origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: vec![Bytes::from_static(b"last words")],
+            upstream_ended: true,
+        };
+        let outcome = relay(tunnel, limits()).await;
+        assert_eq!(outcome.closed_by, ClosedBy::Origin);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+    }
+}
