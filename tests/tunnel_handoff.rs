@@ -80,20 +80,35 @@ async fn raw_origin(greeting: &'static [u8]) -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bytes_sent_with_the_101_reach_the_client_first() {
-    let greeting: &[u8] = b"\x00\xffgreeting sent in the same write as the 101";
+/// Starts an origin that greets with `greeting`, and the edge; sends the upgrade request
+/// with `early` bytes behind it in the same write; reads until `until` has arrived.
+/// Returns the edge, the client's socket and what came after the 101's headers.
+async fn open_tunnel(
+    greeting: &'static [u8],
+    early: &[u8],
+    until: &[u8],
+) -> (TestEdge, TcpStream, Vec<u8>) {
     let origin = raw_origin(greeting).await;
     let edge = TestEdge::with_routes("", &rules(origin)).await;
     let mut client = TcpStream::connect(edge.addr).await.unwrap();
-    client.write_all(UPGRADE_REQUEST).await.unwrap();
-    let got = read_until(&mut client, Vec::new(), b"same write as the 101").await;
+    let mut first_write = UPGRADE_REQUEST.to_vec();
+    first_write.extend_from_slice(early);
+    client.write_all(&first_write).await.unwrap();
+    let got = read_until(&mut client, Vec::new(), until).await;
     assert!(
         got.starts_with(b"HTTP/1.1 101"),
         "{:?}",
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(after_headers(&got), greeting);
+    let tunnelled = after_headers(&got).to_vec();
+    (edge, client, tunnelled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_with_the_101_reach_the_client_first() {
+    let greeting: &[u8] = b"\x00\xffgreeting sent in the same write as the 101";
+    let (_edge, mut client, got) = open_tunnel(greeting, b"", b"same write as the 101").await;
+    assert_eq!(got, greeting);
     // And the tunnel carries arbitrary bytes both ways afterwards.
     let payload: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
     client.write_all(&payload).await.unwrap();
@@ -107,31 +122,15 @@ async fn bytes_sent_with_the_101_reach_the_client_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_sent_behind_the_upgrade_request_reach_the_origin_after_the_101() {
-    let origin = raw_origin(b"").await;
-    let edge = TestEdge::with_routes("", &rules(origin)).await;
-    let mut client = TcpStream::connect(edge.addr).await.unwrap();
     let early: &[u8] = b"early bytes, sent before the 101 came back";
-    let mut first_write = UPGRADE_REQUEST.to_vec();
-    first_write.extend_from_slice(early);
-    client.write_all(&first_write).await.unwrap();
     // The origin echoes them once it has switched protocols.
-    let got = read_until(&mut client, Vec::new(), b"before the 101 came back").await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
-    assert_eq!(after_headers(&got), early);
+    let (_edge, _client, got) = open_tunnel(b"", early, b"before the 101 came back").await;
+    assert_eq!(got, early);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tunnel_record_counts_the_bytes_both_ways() {
-    let greeting: &[u8] = b"hello";
-    let origin = raw_origin(greeting).await;
-    let edge = TestEdge::with_routes("", &rules(origin)).await;
-    let mut client = TcpStream::connect(edge.addr).await.unwrap();
-    client.write_all(UPGRADE_REQUEST).await.unwrap();
-    read_until(&mut client, Vec::new(), b"hello").await;
+    let (edge, mut client, _) = open_tunnel(b"hello", b"", b"hello").await;
     client.write_all(&[7u8; 1000]).await.unwrap();
     let mut echoed = [0u8; 1000];
     timeout(WAIT, client.read_exact(&mut echoed))
