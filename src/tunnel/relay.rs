@@ -51,6 +51,8 @@ pub async fn relay(tunnel: UpgradedTunnel, limits: TunnelLimits) -> RelayOutcome
     let mut to_client = Direction::new(upstream_read);
     to_origin.read_done = downstream_ended;
     to_client.read_done = upstream_ended;
+    // The 101 may still sit in the client connection's write buffer.
+    to_client.needs_flush = true;
 
     let deadline = tokio::time::sleep(limits.max_lifetime);
     let idle = tokio::time::sleep(limits.idle_timeout);
