@@ -555,3 +555,52 @@ routes:
     );
     assert!(out.stdout.contains("1 warnings"), "{}", out.stdout);
 }
+
+#[test]
+fn probe_settings_the_probe_kind_ignores_are_warned_about() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+    health_probe:
+      protocol: tcp
+      path: /healthz
+      expect_status: [\"200\"]
+  - name: sockets
+    origins:
+      - address: 127.0.0.1:9
+    health_probe:
+      protocol: websocket
+      path: /ws
+      method: GET
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+  - name: socket
+    patterns: [\"/ws\"]
+    origin_group: sockets
+    websocket: true
+",
+    )
+    .accepted();
+    out.warning(
+        "rules/routes.yaml:7:7",
+        "origin_groups[0].health_probe.path",
+        "a tcp probe does not use `path`: it is ignored",
+    );
+    out.warning(
+        "rules/routes.yaml:8:7",
+        "origin_groups[0].health_probe.expect_status",
+        "a tcp probe does not use `expect_status`: it is ignored",
+    );
+    out.warning(
+        "rules/routes.yaml:15:7",
+        "origin_groups[1].health_probe.method",
+        "a websocket probe does not use `method`: it is ignored",
+    );
+    // A websocket probe does use its path.
+    assert!(out.stdout.contains("3 warnings"), "{}", out.stdout);
+}

@@ -126,6 +126,7 @@ fn resolve(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<
 }
 
 fn build_probe(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProbe) -> HealthProbe {
+    warn_ignored_probe_fields(report, file, at, raw);
     let method = match raw.method.as_deref().unwrap_or("HEAD") {
         "HEAD" => http::Method::HEAD,
         "GET" => http::Method::GET,
@@ -213,6 +214,30 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
     let low: u16 = low.trim().parse().ok()?;
     let high: u16 = high.trim().parse().ok()?;
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
+/// A `tcp` probe only connects, and a `websocket` probe always sends `GET` and expects a
+/// `101`: settings they never use are most likely a mistake in `protocol`.
+fn warn_ignored_probe_fields(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProbe) {
+    let protocol = raw.protocol.unwrap_or(ProbeProtocol::Http);
+    let (name, ignored): (&str, &[&str]) = match protocol {
+        ProbeProtocol::Http => return,
+        ProbeProtocol::Tcp => ("tcp", &["method", "path", "host", "expect_status"]),
+        ProbeProtocol::Websocket => ("websocket", &["method", "expect_status"]),
+    };
+    let set = [
+        ("method", raw.method.is_some()),
+        ("path", raw.path.is_some()),
+        ("host", raw.host.is_some()),
+        ("expect_status", !raw.expect_status.is_empty()),
+    ];
+    for (field, _) in set.iter().filter(|(f, set)| *set && ignored.contains(f)) {
+        report.warning(
+            file,
+            &format!("{at}.{field}"),
+            format!("a {name} probe does not use `{field}`: it is ignored"),
+        );
+    }
 }
 
 #[cfg(test)]
