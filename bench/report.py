@@ -333,7 +333,9 @@ if ("s5", "idle-10k") in commands:
         "works end to end) for a few seconds. RSS is the edge's resident memory (all its "
         "processes: nginx's master and worker, Varnish's manager and child), read from "
         "`/proc`; KiB per tunnel is (RSS with tunnels − RSS before) ÷ tunnels. One run: "
-        "memory is not noisy the way throughput is.\n"
+        "memory is not noisy the way throughput is. There is no direct row: without an "
+        "edge, nothing in between holds a tunnel. A ratio below 1× means Portico uses less "
+        "memory.\n"
     )
     w(
         "| system | tunnels | RSS before MiB | RSS with tunnels MiB | RSS after close MiB | KiB per tunnel | Portico ÷ system |\n"
