@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Portico logs every health flip itself, with the probe's reason; Pingora's balancer
+    // would log each one a second time.
+    let default = "info,pingora_load_balancing=error";
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     portico::cli::main(portico::cli::Cli::parse())
 }
