@@ -276,7 +276,7 @@ impl ProxyHttp for Portico {
             self.log_request(session, e, ctx);
             return;
         };
-        if session.is_upgrade_handed_off() {
+        if e.is_none() && session.is_upgrade_handed_off() {
             return; // the relay writes the tunnel's record when it closes
         }
         // The tunnel ended before its handoff.

@@ -29,6 +29,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// each way. (Larger values, up to 256 KiB, measured no faster.)
 const READ_AHEAD: usize = 16 * 1024;
 
+/// How long closing both connections may take once the tunnel has ended.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayOutcome {
@@ -92,8 +95,12 @@ pub async fn relay(tunnel: UpgradedTunnel, limits: TunnelLimits) -> RelayOutcome
     })
     .await;
 
-    // Best effort: the tunnel is over either way.
-    let _ = tokio::join!(downstream.shutdown(), upstream.shutdown());
+    // Best effort, and bounded: a TLS close_notify to a peer that stopped reading would
+    // otherwise wait forever. The tunnel is over either way.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        tokio::join!(downstream.shutdown(), upstream.shutdown())
+    })
+    .await;
     RelayOutcome {
         closed_by,
         bytes_client_to_origin: to_origin.bytes,
