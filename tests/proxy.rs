@@ -302,6 +302,24 @@ async fn a_dead_origin_fails_over_for_idempotent_requests_and_the_log_shows_it()
         .await
         .unwrap()
         .contains("could not get a response from the origin"));
+
+    // The edge closes the connection after such an answer, and says so in it: a keep-alive
+    // client must not send its next request into a closing connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    stream
+        .write_all(b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

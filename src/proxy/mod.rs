@@ -251,6 +251,9 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = respond::status_for_failure(e);
+        // The connection is closed after this answer (`can_reuse_downstream: false`): say
+        // so in it, or a client may send its next request into the closing connection.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
             let answer = respond::EdgeAnswer {
                 status: code,
