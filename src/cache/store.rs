@@ -11,6 +11,7 @@
 //! store counts the bytes it actually holds, so the bound can be checked from outside.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,11 @@ const SHARDS: usize = 16;
 /// that evicts hot objects. Hits rarely contend on the one shard: pingora_lru only takes its
 /// write lock to promote an object that is not already near the head.
 pub const EVICTION_SHARDS: usize = 1;
+
+thread_local! {
+    /// The key of this thread's last lookup, if it missed (see `MemoryStore::take_missed`).
+    static LAST_MISS: Cell<Option<HashBinary>> = const { Cell::new(None) };
+}
 
 #[derive(Default)]
 struct Slot {
@@ -90,11 +96,27 @@ impl MemoryStore {
 
     /// Whether a fill is under way for `key`.
     pub fn is_filling(&self, key: &CacheKey) -> bool {
+        self.slot_matches(key, |slot| !slot.fills.is_empty())
+    }
+
+    /// Whether `key` holds an object, committed or filling.
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        self.slot_matches(key, |slot| !slot.is_empty())
+    }
+
+    fn slot_matches(&self, key: &CacheKey, test: impl Fn(&Slot) -> bool) -> bool {
         let hash = key.combined_bin();
-        self.shard(&hash)
-            .lock()
-            .get(&hash)
-            .is_some_and(|slot| !slot.fills.is_empty())
+        self.shard(&hash).lock().get(&hash).is_some_and(test)
+    }
+
+    /// Whether the last lookup on this thread was a miss for `key` (and forgets it).
+    ///
+    /// pingora-cache takes the cache lock right after a lookup that missed, in the same poll
+    /// (the lookup never waits), so this tells the lock that this request found nothing:
+    /// anything in the slot now was stored after it looked. A lock taken after a hit that
+    /// was treated as a miss (a forced miss) finds no mark.
+    pub fn take_missed(key: &CacheKey) -> bool {
+        LAST_MISS.with(|last| last.take()) == Some(key.combined_bin())
     }
 
     fn shard(&self, hash: &HashBinary) -> &Mutex<HashMap<HashBinary, Slot>> {
@@ -186,11 +208,12 @@ impl Storage for MemoryStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         let map = self.shard(&hash).lock();
-        let Some(slot) = map.get(&hash) else {
-            return Ok(None);
-        };
         // The newest fill first: after a refresh starts, its body is the one to serve.
-        Ok(slot.fills.last().or(slot.committed.as_ref()).map(hit))
+        let found = map
+            .get(&hash)
+            .and_then(|slot| slot.fills.last().or(slot.committed.as_ref()).map(hit));
+        LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
+        Ok(found)
     }
 
     async fn lookup_streaming_write(
