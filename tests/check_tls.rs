@@ -132,3 +132,21 @@ fn an_origin_ca_file_that_cannot_be_read() {
         "no-such-ca.pem",
     );
 }
+
+#[test]
+fn an_origin_ca_file_whose_pem_block_is_not_a_certificate() {
+    let pki = TestPki::new();
+    let (cert, key) = paths(&pki.issue("www", &["www.example.test"]));
+    let routes = format!("{ROUTES}    ca_file: not-a-cert.pem\n");
+    let pem = "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n";
+    let out = check_files(
+        &node(&[(&cert, &key)]),
+        &[("routes.yaml", &routes), ("not-a-cert.pem", pem)],
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:10:5",
+        "origin_groups[0].ca_file",
+        "is not a certificate Portico can read",
+    );
+}

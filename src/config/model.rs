@@ -258,7 +258,14 @@ pub struct OriginGroup {
     pub health_probe: Option<HealthProbe>,
     pub max_retries: usize,
     /// CA certificates for TLS to this group's origins (`None`: the system roots).
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca: Option<OriginCa>,
+}
+
+/// A group's `ca_file`, read and checked once, at load (not again for each probe or peer).
+#[derive(Debug)]
+pub struct OriginCa {
+    pub path: std::path::PathBuf,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 #[derive(Debug, Clone)]

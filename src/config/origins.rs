@@ -105,7 +105,7 @@ pub fn build_origin_groups(
             origins,
             health_probe,
             max_retries: group.max_retries.unwrap_or(1),
-            ca_file: group.ca_file.as_deref().map(|ca| {
+            ca: group.ca_file.as_deref().and_then(|ca| {
                 let dir = report.file_dir(file).to_path_buf();
                 build_ca_file(report, file, &format!("{at}.ca_file"), &dir, ca)
             }),

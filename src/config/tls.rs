@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use super::diagnostics::{FileId, Report};
 use super::file::FileListenerTls;
-use super::model::{CertificateFiles, DomainPattern, ListenerTls, Route};
-use crate::tls::certs::{name_covers, read_chain, CertError, LoadedCert};
+use super::model::{CertificateFiles, DomainPattern, ListenerTls, OriginCa, Route};
+use crate::tls::certs::{name_covers, CertError, LoadedCert};
 
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
@@ -127,10 +127,13 @@ pub fn build_ca_file(
     at: &str,
     dir: &Path,
     raw: &str,
-) -> std::path::PathBuf {
+) -> Option<OriginCa> {
     let path = dir.join(raw);
-    if let Err(error) = read_chain(&path) {
-        report.error(file, at, error.to_string());
+    match crate::tls::origin::read_ca(&path) {
+        Ok(certs) => Some(OriginCa { path, certs }),
+        Err(error) => {
+            report.error(file, at, error.to_string());
+            None
+        }
     }
-    path
 }

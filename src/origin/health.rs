@@ -395,7 +395,7 @@ mod tests {
                 use_tls: false,
             }),
             max_retries: 1,
-            ca_file: None,
+            ca: None,
         }
     }
 

@@ -141,9 +141,9 @@ impl GroupBalancer {
         }));
         let health = Arc::new(GroupHealth::new(group));
         if let Some(probe) = &group.health_probe {
-            let tls = probe
-                .use_tls
-                .then(|| crate::tls::origin::probe_connector(group.ca_file.as_deref()));
+            let tls = probe.use_tls.then(|| {
+                crate::tls::origin::probe_connector(group.ca.as_ref().map(|ca| ca.certs.as_slice()))
+            });
             registry.set_health_check(Box::new(check::GroupCheck {
                 probe: probe.clone(),
                 origins: group.origins.clone(),

@@ -68,13 +68,8 @@ impl Snapshot {
             .origin_groups
             .iter()
             .map(|group| {
-                let path = group.ca_file.as_ref()?;
-                // Validation read this file moments ago; if it vanished since, say so, and
-                // verification falls back to the system roots (failing closed for a
-                // private CA).
-                crate::tls::origin::load_ca(path)
-                    .map_err(|e| log::error!("origin group {}: {e}", group.name))
-                    .ok()
+                let ca = group.ca.as_ref()?;
+                Some(crate::tls::origin::pingora_ca(&ca.certs))
             })
             .collect();
         Snapshot {

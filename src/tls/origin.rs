@@ -6,36 +6,41 @@ use std::sync::Arc;
 
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
+use rustls::pki_types::CertificateDer;
 
 use super::certs::{read_chain, CertError};
 
-/// The certificates of a PEM CA file, in the form Pingora's peers take.
-pub fn load_ca(path: &Path) -> Result<Arc<CaType>, CertError> {
-    let mut certs = Vec::new();
-    for der in read_chain(path)? {
-        // Pingora's parser panics on a malformed certificate: check first.
+/// The certificates of a PEM CA file, each checked to parse (Pingora's parser panics on a
+/// malformed one). Read once, when the configuration is validated.
+pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let certs = read_chain(path)?;
+    for der in &certs {
         if let Err(e) = x509_parser::parse_x509_certificate(der.as_ref()) {
             return Err(CertError::BadCertificate {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             });
         }
-        certs.push(WrappedX509::new(der.as_ref().to_vec(), parse_x509));
     }
-    Ok(Arc::from(certs.into_boxed_slice()))
+    Ok(certs)
+}
+
+/// A group's CA certificates (checked by `read_ca`) in the form Pingora's peers take.
+pub fn pingora_ca(certs: &[CertificateDer<'static>]) -> Arc<CaType> {
+    let certs: Vec<_> = certs
+        .iter()
+        .map(|der| WrappedX509::new(der.as_ref().to_vec(), parse_x509))
+        .collect();
+    Arc::from(certs.into_boxed_slice())
 }
 
 /// A TLS client for health probes: the group's CA file, else the system roots.
-pub fn probe_connector(ca_file: Option<&Path>) -> tokio_rustls::TlsConnector {
+pub fn probe_connector(ca: Option<&[CertificateDer<'static>]>) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => match read_chain(path) {
-            Ok(certs) => {
-                roots.add_parsable_certificates(certs);
-            }
-            // Validation read it at load; an empty store makes every probe fail with a reason.
-            Err(e) => log::error!("health probes: {e}"),
-        },
+    match ca {
+        Some(certs) => {
+            roots.add_parsable_certificates(certs.iter().cloned());
+        }
         None => {
             let native = rustls_native_certs::load_native_certs();
             for error in &native.errors {
