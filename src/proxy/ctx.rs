@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use http::HeaderValue;
 use smallvec::SmallVec;
 
 use crate::rules::{Decision, Scheme};
@@ -17,7 +18,7 @@ pub struct RequestCtx {
     pub started: Instant,
     pub time_ms: u128,
     /// `X-Portico-Ref`: unique per request, sent to the origin and to the client.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The configuration this request runs on, even if a reload swaps it meanwhile.
     pub snapshot: Option<Arc<Snapshot>>,
     pub decision: Option<Decision>,
@@ -49,7 +50,7 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             time_ms: crate::observability::records::now_ms(),
-            request_id: next_request_id(),
+            request_id: RequestId::next(),
             snapshot: None,
             decision: None,
             scheme: Scheme::Http,
@@ -75,18 +76,74 @@ impl Default for RequestCtx {
     }
 }
 
-/// 24 hex digits: a per-process prefix (so restarts do not repeat ids) and a counter.
-fn next_request_id() -> String {
-    static PREFIX: OnceLock<u32> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
-        nanos ^ std::process::id().rotate_left(16)
-    });
-    format!(
-        "{prefix:08x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+/// A request's id: 24 hex digits, a per-process prefix (so restarts do not repeat ids) and
+/// a counter. Held as a header value, built once without formatting: every header that
+/// carries it shares its bytes.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    fn next() -> RequestId {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+            nanos ^ std::process::id().rotate_left(16)
+        });
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut digits = [0u8; 24];
+        write_hex(&mut digits[..8], u64::from(prefix));
+        write_hex(&mut digits[8..], count);
+        RequestId(HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `value`, most significant first.
+fn write_hex(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_24_hex_digits_and_differ() {
+        let (a, b) = (RequestId::next(), RequestId::next());
+        for id in [&a, &b] {
+            assert_eq!(id.as_str().len(), 24);
+            assert!(id.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str()[..8], b.as_str()[..8], "one prefix per process");
+    }
+
+    #[test]
+    fn hex_digits_are_the_value_in_base_16() {
+        let mut out = [0u8; 16];
+        write_hex(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
+        let mut short = [0u8; 4];
+        write_hex(&mut short, 0xabc);
+        assert_eq!(&short, b"0abc");
+    }
 }

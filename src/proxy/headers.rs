@@ -31,7 +31,7 @@ pub fn add_forwarding_headers(
     upstream.insert_header("x-forwarded-proto", ctx.scheme.as_str())?;
     upstream.insert_header("x-forwarded-host", client_host)?;
     append_list(upstream, HeaderName::from_static("cdn-loop"), node)?;
-    upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    upstream.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
     Ok(())
 }
 
@@ -47,8 +47,9 @@ fn append_list(upstream: &mut RequestHeader, name: HeaderName, value: &str) -> R
 
 /// The request id and `X-Cache` on every response to the client.
 pub fn add_response_headers(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-    response.insert_header(X_CACHE, ctx.cache_status)?;
+    response.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
+    // `from_static`: the X-Cache values are constants, so no copy.
+    response.insert_header(X_CACHE, HeaderValue::from_static(ctx.cache_status))?;
     Ok(())
 }
 

@@ -300,7 +300,7 @@ impl Portico {
             .map_or("", |(d, s)| s.engine.route(d.route).name.as_str());
         TunnelLog {
             access_log: self.access_log.clone(),
-            request_id: ctx.request_id.clone(),
+            request_id: ctx.request_id.as_str().to_owned(),
             route: route.to_owned(),
             client: ctx.client_ip,
             origin: origin_name(ctx).map(str::to_owned),
@@ -375,7 +375,7 @@ impl Portico {
         let record = RequestRecord {
             kind: "request",
             time_ms: ctx.time_ms,
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client: ctx.client_ip,
             method: request.method.as_str(),
             host: admission::request_host(request),
