@@ -251,6 +251,11 @@ async fn an_origin_certificate_from_an_unknown_ca_gives_a_502_with_the_reason() 
         body.to_ascii_lowercase().contains("certificate"),
         "the 502 must say why: {body}"
     );
+    assert!(body.contains("UnknownIssuer"), "{body}");
+    assert!(
+        !body.contains("origin.internal"),
+        "the 502 names the origin: {body}"
+    );
     // Never downgraded to plain HTTP, and the origin served nothing.
     assert_eq!(s.secure.count(), 0);
     assert_eq!(s.plain.count(), 0);

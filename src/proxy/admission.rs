@@ -95,10 +95,23 @@ pub fn request_host(request: &pingora_http::RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// Requests refused before routing: loops, CONNECT, and paths with dot segments (which an
+/// Requests refused before routing: an HTTP/1.1 request without `Host` (RFC 9112 §3.2: a
+/// proxy that guessed would route it somewhere the client never named; Pingora already
+/// refuses a second `Host` line), loops, CONNECT, and paths with dot segments (which an
 /// origin could resolve outside the pattern the route matched).
 fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
     let request = session.req_header();
+    let no_host = !request.headers.contains_key(http::header::HOST)
+        && request.version == http::Version::HTTP_11
+        && request.uri.authority().is_none();
+    if no_host {
+        return Some(EdgeAnswer {
+            status: 400,
+            error: "bad-host",
+            body: "an HTTP/1.1 request needs a Host header".into(),
+            location: None,
+        });
+    }
     let looped = request.headers.get_all("cdn-loop").iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',')

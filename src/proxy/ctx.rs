@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Why the last connection attempt failed, for the answer when no origin is left.
     pub last_connect_error: Option<String>,
+    /// The same failure as the client may be told it (no origin addresses).
+    pub last_connect_reason: Option<String>,
     /// Status of the response header sent to the client (set in `response_filter`).
     pub response_status: Option<u16>,
     pub tunnel: Option<TunnelState>,
@@ -64,6 +66,7 @@ impl RequestCtx {
             origin_index: None,
             upstream_status: None,
             last_connect_error: None,
+            last_connect_reason: None,
             response_status: None,
             tunnel: None,
         }

@@ -225,6 +225,7 @@ impl ProxyHttp for Portico {
         e: Box<Error>,
     ) -> Box<Error> {
         ctx.last_connect_error = Some(e.to_string());
+        ctx.last_connect_reason = Some(respond::reason_for_client(&e, ctx));
         retry::after_connect_failure(session, peer, ctx, e)
     }
 
@@ -250,12 +251,7 @@ impl ProxyHttp for Portico {
         // so in it, or a client may send its next request into the closing connection.
         session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let answer = respond::EdgeAnswer {
-                status: code,
-                error: "origin-failure",
-                body: format!("the edge could not get a response from the origin: {e}"),
-                location: None,
-            };
+            let answer = respond::failure_answer(code, e, ctx);
             if let Err(write_error) = answer.send(session, ctx).await {
                 log::debug!(
                     "request {}: could not write the error response: {write_error}",

@@ -2,7 +2,7 @@
 //! machine-readable `X-Portico-Error` and a one-line body that says why.
 
 use bytes::Bytes;
-use pingora_error::Result;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -48,10 +48,98 @@ impl EdgeAnswer<'_> {
     }
 }
 
+/// The answer to a request that failed on its way to or from the origin (`code` from
+/// [`status_for_failure`]). It says what failed, never where: see [`reason_for_client`].
+pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'static> {
+    let (error, body) = if e.esource() == &ErrorSource::Downstream {
+        let reason = reason_for_client(e, ctx);
+        (
+            "bad-request",
+            format!("the edge could not read the request ({reason})"),
+        )
+    } else if e.etype() == &ErrorType::ConnectNoRoute {
+        let last = ctx
+            .last_connect_reason
+            .as_deref()
+            .map_or(String::new(), |r| format!("; the last one failed ({r})"));
+        (
+            "origin-failure",
+            format!(
+                "the edge could not get a response from the origin: no origin left to try{last}"
+            ),
+        )
+    } else {
+        let reason = reason_for_client(e, ctx);
+        (
+            "origin-failure",
+            format!("the edge could not get a response from the origin ({reason})"),
+        )
+    };
+    EdgeAnswer {
+        status: code,
+        error,
+        body,
+        location: None,
+    }
+}
+
+/// What a client is told about a failure: its kind, then each explanation along its chain
+/// of causes, with origins' addresses and host names replaced by `<origin>` and the parts
+/// that are only addresses (`Peer: addr: ...`, `local address ...`) left out. A CDN keeps
+/// its origins to itself; the log has the whole error.
+pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
+    let origins = group_origins(ctx);
+    let mut reason = e.etype().as_str().to_owned();
+    let mut separator = ": ";
+    let mut add = |text: &str| {
+        if text.trim().is_empty() || text.contains("addr") {
+            return;
+        }
+        let mut text = text.trim().to_owned();
+        for origin in origins {
+            text = text
+                .replace(&origin.address.to_string(), "<origin>")
+                .replace(&origin.address.ip().to_string(), "<origin>")
+                .replace(origin.host_header.as_str(), "<origin>");
+        }
+        if !reason.contains(&text) {
+            reason.push_str(separator);
+            reason.push_str(&text);
+            separator = "; ";
+        }
+    };
+    let mut level = e;
+    loop {
+        if let Some(context) = &level.context {
+            add(context.as_str());
+        }
+        match level.cause.as_deref() {
+            Some(cause) => match cause.downcast_ref::<Box<Error>>() {
+                Some(inner) => level = inner,
+                None => {
+                    add(&cause.to_string());
+                    break;
+                }
+            },
+            None => break,
+        }
+    }
+    reason
+}
+
+/// The origins of the group the request was routed to (none before routing).
+fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
+    match (&ctx.snapshot, &ctx.decision) {
+        (Some(snapshot), Some(decision)) => {
+            &snapshot.engine.config.origin_groups[decision.origin_group].origins
+        }
+        _ => &[],
+    }
+}
+
 /// The status for a request that failed on its way to or from the origin: 502 for origin
 /// trouble, 504 for an origin timeout, 0 when the client is already gone.
-pub fn status_for_failure(e: &pingora_error::Error) -> u16 {
-    use pingora_error::{ErrorSource, ErrorType};
+pub fn status_for_failure(e: &Error) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,

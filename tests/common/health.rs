@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::edge::{client, TestEdge};
 use super::origin::{Handler, Recorded, TestOrigin};
@@ -163,14 +163,9 @@ pub async fn raw_origin(delay: Duration, answer: bool) -> (SocketAddr, RequestLi
         while let Ok((mut stream, _)) = listener.accept().await {
             let lines = lines.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
+                let Some(head) = super::read_request_head(&mut stream).await else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head);
                 let line = text.lines().next().unwrap_or_default().to_string();
                 lines.lock().unwrap().push(line);

@@ -354,8 +354,16 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // PORTICO PATCH (bad requests say why): the 400 carries a one-line reason
+                    // (Pingora's own, e.g. "Request header larger than 1048575"), not an
+                    // empty body.
+                    let reason = format!(
+                        "the edge could not read the request ({}): {}\n",
+                        e.etype().as_str(),
+                        e.context.as_ref().map_or("malformed", |c| c.as_str())
+                    );
                     downstream_session
-                        .respond_error(400)
+                        .respond_error_with_body(400, Bytes::from(reason))
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

@@ -1,0 +1,282 @@
+//! Bad input, end to end over raw sockets: each case gets a defined answer with a reason,
+//! nothing malformed reaches an origin, no origin address reaches a client, a broken
+//! response never becomes a cached object, and the node keeps serving.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::edge::{client, group_yaml, TestEdge};
+use common::origin::TestOrigin;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Sends `bytes` on a new connection and reads until the edge closes it (10 s at most).
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The edge may answer and close before it has read everything (a huge header).
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        // A reset after the answer (unread bytes left behind) ends the read like EOF.
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    });
+    assert!(read.await.is_ok(), "the edge kept the connection open");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One route on `/*` to group `web` at `origin`, with `cache` as its cache block.
+fn site(cache: &str, origin: SocketAddr) -> String {
+    format!(
+        "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {cache}\nrule_sets: []\norigin_groups:\n{}",
+        group_yaml("web", origin)
+    )
+}
+
+/// Asserts `answer` is a `status` answer that closes the connection and whose text says
+/// `reason`.
+fn assert_refused(answer: &str, status: u16, reason: &str) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status} ")),
+        "expected {status}: {answer}"
+    );
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(
+        answer.contains(reason),
+        "expected \"{reason}\" in: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let many: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    let cases: [(&str, &[u8], &str); 8] = [
+        ("not HTTP", b"NOT HTTP AT ALL\r\n\r\n", "InvalidHTTPHeader"),
+        (
+            "a header line without a colon",
+            b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+            "InvalidHTTPHeader",
+        ),
+        (
+            "a header section over 1 MiB",
+            huge.as_bytes(),
+            "Request header larger than",
+        ),
+        (
+            "over 256 header lines",
+            many.as_bytes(),
+            "InvalidHTTPHeader",
+        ),
+        (
+            "two different Content-Length values",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            "Content-Length",
+        ),
+        (
+            "a negative Content-Length",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\nabc",
+            "Content-Length",
+        ),
+        (
+            "a transfer coding other than chunked last",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+            "Transfer-Encoding",
+        ),
+        (
+            "an HTTP version the edge does not speak on HTTP/1",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "InvalidHTTPHeader",
+        ),
+    ];
+    for (case, bytes, reason) in cases {
+        let answer = exchange(edge.addr, bytes).await;
+        assert_refused(&answer, 400, reason);
+        assert!(
+            answer.contains("could not read the request"),
+            "{case}: {answer}"
+        );
+    }
+    assert_eq!(origin.count(), 0, "a malformed request reached the origin");
+
+    // The node is still serving.
+    let fine = client().get(edge.url("/still")).send().await.unwrap();
+    assert_eq!(fine.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_must_be_there_once_on_http_1_1() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    let none = exchange(edge.addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_refused(&none, 400, "an HTTP/1.1 request needs a Host header");
+    assert!(none.contains("x-portico-error: bad-host"), "{none}");
+    // Pingora refuses a second Host line itself, before routing.
+    let two = exchange(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_refused(&two, 400, "multiple Host header fields");
+    assert_eq!(origin.count(), 0);
+    // HTTP/1.0 has no Host requirement.
+    let old = exchange(edge.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.1 200") || old.starts_with("HTTP/1.0 200"),
+        "{old}"
+    );
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_is_framed_by_the_chunks_and_closes() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    // RFC 9112 §6.3: Transfer-Encoding wins; the connection closes after the answer, so
+    // bytes a smuggler framed by Content-Length can never become a second request.
+    let answer = exchange(
+        edge.addr,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n"));
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, "abc");
+    assert!(
+        !seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_body_is_the_clients_fault_and_says_so() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    let answer = exchange(
+        edge.addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_refused(&answer, 400, "could not read the request (InvalidChunk");
+    assert!(answer.contains("x-portico-error: bad-request"), "{answer}");
+    assert_no_origin_address(&answer, origin.addr());
+}
+
+fn assert_no_origin_address(answer: &str, origin: SocketAddr) {
+    assert!(
+        !answer.contains(&origin.port().to_string()) && !answer.contains("origin.internal"),
+        "the answer names the origin: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_failures_say_what_failed_but_never_where() {
+    let (hangs_up, _) = common::health::raw_origin(Duration::ZERO, false).await;
+    let refuses = common::health::closed_port();
+    let garbage = scripted_origin(|_| b"SOMETHING ELSE ENTIRELY\r\n\r\n".to_vec())
+        .await
+        .0;
+    for (origin, reason) in [
+        (
+            hangs_up,
+            "(ConnectionClosed: while reading response headers",
+        ),
+        (garbage, "(InvalidHTTPHeader"),
+        (
+            refuses,
+            "no origin left to try; the last one failed (ConnectRefused: Fail to connect to <origin>; Connection refused",
+        ),
+    ] {
+        let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin)).await;
+        let answer = exchange(edge.addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_refused(&answer, 502, reason);
+        assert!(
+            answer.contains("x-portico-error: origin-failure"),
+            "{answer}"
+        );
+        assert_no_origin_address(&answer, origin);
+    }
+}
+
+/// A raw origin that reads each request head and writes `script(n)` for the n-th
+/// connection (from 0), then closes. Returns its address and the connection count.
+async fn scripted_origin(
+    script: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let script = script.clone();
+            tokio::spawn(async move {
+                if common::read_request_head(&mut stream).await.is_none() {
+                    return;
+                }
+                let _ = stream.write_all(&script(n)).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_dies_mid_response_leaves_nothing_in_the_cache() {
+    let whole = "x".repeat(100);
+    let (origin, connections) = scripted_origin(move |n| {
+        let head = "HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ncontent-length: 100\r\n\r\n";
+        // The first answer stops after 10 of its 100 bytes: the origin died.
+        let body = if n == 0 { &whole[..10] } else { &whole[..] };
+        format!("{head}{body}").into_bytes()
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: true }", origin)).await;
+
+    // The client never gets a whole-looking answer: a 502 with the reason when nothing
+    // had been sent yet, else the 200 cut short and the connection closed.
+    let first = exchange(edge.addr, b"GET /obj HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    if first.starts_with("HTTP/1.1 502") {
+        assert_refused(
+            &first,
+            502,
+            "could not get a response from the origin (ConnectionClosed",
+        );
+    } else {
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        let (_, body) = first.split_once("\r\n\r\n").unwrap();
+        assert!(
+            body.len() < 100,
+            "the client must see the answer cut short: {first}"
+        );
+    }
+
+    // The broken fill was not stored: the next request goes to the origin again and gets
+    // the whole object, which the one after is served from the cache.
+    let again = client().get(edge.url("/obj")).send().await.unwrap();
+    assert_eq!(again.headers()["x-cache"], "TCP_MISS");
+    assert_eq!(again.text().await.unwrap().len(), 100);
+    let hit = client().get(edge.url("/obj")).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "TCP_HIT");
+    assert_eq!(hit.text().await.unwrap(), "x".repeat(100));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
