@@ -23,6 +23,7 @@ use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
 use crate::observability::AccessLog;
 use crate::origin::service::HealthProbes;
+use crate::proxy::headers::NodeHeaders;
 use crate::proxy::{Portico, Snapshot};
 use crate::rules::Engine;
 use crate::tls::ServerTls;
@@ -40,6 +41,9 @@ pub enum StartError {
         address: std::net::SocketAddr,
         source: crate::tls::certs::CertError,
     },
+    /// Validation admits only token names; this guards the step that puts it in headers.
+    #[error("node name {0:?} cannot be sent in Via and CDN-Loop")]
+    NodeName(String),
 }
 
 /// A loaded node: its settings and the proxy ready to be hosted.
@@ -82,7 +86,8 @@ impl Node {
         let proxy = Portico {
             current: current.clone(),
             access_log,
-            node_name: settings.name.clone(),
+            node: NodeHeaders::new(&settings.name)
+                .map_err(|_| StartError::NodeName(settings.name.clone()))?,
             cache: EdgeCache::leak(&settings),
         };
         Ok(Node {

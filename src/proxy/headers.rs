@@ -1,8 +1,10 @@
 //! Header handling: what the edge adds on the way to the origin and back, and the rule
 //! sets' header edits.
 
-use http::header::{self, HeaderName, HeaderValue};
-use pingora_error::Result;
+use http::header::{HeaderName, HeaderValue};
+use std::io::Write;
+
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::config::model::{Action, HeaderAction, HeaderEdit};
@@ -12,37 +14,75 @@ use super::ctx::RequestCtx;
 pub const REQUEST_ID: &str = "x-portico-ref";
 pub const X_CACHE: &str = "x-cache";
 
+/// This node's name as the forwarding headers carry it, built once: most requests arrive
+/// without `Via` or `CDN-Loop`, and then these values go in without a copy.
+pub struct NodeHeaders {
+    pub name: String,
+    via: HeaderValue,
+    cdn_loop: HeaderValue,
+}
+
+impl NodeHeaders {
+    /// `name` was validated as a token (letters, digits, `-`, `_`, `.`).
+    pub fn new(name: &str) -> Result<NodeHeaders> {
+        let value = |text: String| {
+            HeaderValue::from_str(&text).or_err(InvalidHTTPHeader, "node name in a header")
+        };
+        Ok(NodeHeaders {
+            name: name.to_owned(),
+            via: value(format!("1.1 {name}"))?,
+            cdn_loop: value(name.to_owned())?,
+        })
+    }
+}
+
 /// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.
+/// Names are `&'static str`: Pingora parses every name it is given, and a static string
+/// spares the copy a `HeaderName` would cost.
 pub fn add_forwarding_headers(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
-    node: &str,
-    client_host: &str,
+    node: &NodeHeaders,
+    client_host: Option<HeaderValue>,
 ) -> Result<()> {
-    let via = format!("1.1 {node}");
-    append_list(upstream, header::VIA, &via)?;
+    append_list(upstream, "via", &node.via)?;
     if let Some(ip) = ctx.client_ip {
-        append_list(
-            upstream,
-            HeaderName::from_static("x-forwarded-for"),
-            &ip.to_string(),
-        )?;
+        // At most 45 bytes (IPv6 with an IPv4 tail): formatted on the stack.
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        let value = HeaderValue::from_bytes(&text[..len])
+            .or_err(InvalidHTTPHeader, "client address in a header")?;
+        append_list(upstream, "x-forwarded-for", &value)?;
     }
-    upstream.insert_header("x-forwarded-proto", ctx.scheme.as_str())?;
-    upstream.insert_header("x-forwarded-host", client_host)?;
-    append_list(upstream, HeaderName::from_static("cdn-loop"), node)?;
+    let proto = HeaderValue::from_static(ctx.scheme.as_str());
+    upstream.insert_header("x-forwarded-proto", proto)?;
+    if let Some(host) = client_host {
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    append_list(upstream, "cdn-loop", &node.cdn_loop)?;
     upstream.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
     Ok(())
 }
 
 /// Adds `value` to a comma-separated list header, creating it if absent.
-fn append_list(upstream: &mut RequestHeader, name: HeaderName, value: &str) -> Result<()> {
-    let joined = match upstream.headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
-        _ => value.to_string(),
+fn append_list(
+    upstream: &mut RequestHeader,
+    name: &'static str,
+    value: &HeaderValue,
+) -> Result<()> {
+    let joined = match upstream.headers.get(name).map(HeaderValue::as_bytes) {
+        Some(existing) if !existing.is_empty() => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + value.len());
+            joined.extend_from_slice(existing);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value.as_bytes());
+            HeaderValue::from_bytes(&joined).or_err(InvalidHTTPHeader, "joined list header")?
+        }
+        _ => value.clone(),
     };
-    upstream.insert_header(name, joined)?;
-    Ok(())
+    upstream.insert_header(name, joined)
 }
 
 /// The request id and `X-Cache` on every response to the client.
@@ -113,5 +153,59 @@ fn apply(edit: &HeaderEdit, header: &mut impl EditableHeader) -> Result<()> {
         }
         (HeaderAction::Append, Some(value)) => header.append(&edit.name, value),
         (HeaderAction::Overwrite, Some(value)) => header.overwrite(&edit.name, value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(existing: &[(&'static str, &'static str)], ip: &str) -> RequestHeader {
+        let mut upstream = RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in existing {
+            upstream.append_header(*name, *value).unwrap();
+        }
+        let mut ctx = RequestCtx::new();
+        ctx.client_ip = Some(ip.parse().unwrap());
+        let host = Some(HeaderValue::from_static("Shop.Example:8080"));
+        add_forwarding_headers(
+            &mut upstream,
+            &ctx,
+            &NodeHeaders::new("edge-1").unwrap(),
+            host,
+        )
+        .unwrap();
+        upstream
+    }
+
+    #[test]
+    fn a_first_hop_starts_each_list() {
+        let upstream = forwarded(&[], "192.0.2.7");
+        assert_eq!(upstream.headers["via"], "1.1 edge-1");
+        assert_eq!(upstream.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(upstream.headers["x-forwarded-proto"], "http");
+        assert_eq!(upstream.headers["x-forwarded-host"], "Shop.Example:8080");
+        assert_eq!(upstream.headers["cdn-loop"], "edge-1");
+        assert_eq!(upstream.headers[REQUEST_ID].len(), 24);
+    }
+
+    #[test]
+    fn later_hops_append_to_the_lists() {
+        let upstream = forwarded(
+            &[
+                ("via", "1.0 corp-proxy"),
+                ("x-forwarded-for", "198.51.100.1"),
+                ("cdn-loop", "other-cdn"),
+            ],
+            "2001:db8::ffff:192.0.2.1",
+        );
+        assert_eq!(upstream.headers["via"], "1.0 corp-proxy, 1.1 edge-1");
+        assert_eq!(
+            upstream.headers["x-forwarded-for"],
+            "198.51.100.1, 2001:db8::ffff:c000:201"
+        );
+        assert_eq!(upstream.headers["cdn-loop"], "other-cdn, edge-1");
+        // One line each: the lists were rewritten, not repeated.
+        assert_eq!(upstream.headers.get_all("via").iter().count(), 1);
     }
 }

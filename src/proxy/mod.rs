@@ -84,7 +84,8 @@ impl Snapshot {
 pub struct Portico {
     pub current: Arc<ArcSwap<Snapshot>>,
     pub access_log: AccessLog,
-    pub node_name: String,
+    /// This node's name, and the forwarding header values made from it.
+    pub node: headers::NodeHeaders,
     pub cache: &'static EdgeCache,
 }
 
@@ -110,7 +111,7 @@ impl ProxyHttp for Portico {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let answered = admission::admit(session, ctx, &snapshot, &self.node_name).await?;
+        let answered = admission::admit(session, ctx, &snapshot, &self.node.name).await?;
         ctx.snapshot = Some(snapshot);
         Ok(answered)
     }
@@ -182,7 +183,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let snapshot = snapshot(ctx)?;
-        upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node_name)
+        upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node)
     }
 
     async fn upstream_response_filter(

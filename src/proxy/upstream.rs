@@ -9,7 +9,7 @@ use crate::config::model::ForwardingProtocol;
 use crate::rules::{Scheme, UpgradeHandling};
 
 use super::ctx::RequestCtx;
-use super::headers;
+use super::headers::{self, NodeHeaders};
 use super::Snapshot;
 
 /// Picks the next origin not yet tried and builds its peer.
@@ -72,7 +72,7 @@ pub fn prepare_request(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
     snapshot: &Snapshot,
-    node: &str,
+    node: &NodeHeaders,
 ) -> Result<()> {
     let (Some(decision), Some(origin_index)) = (&ctx.decision, ctx.origin_index) else {
         return Error::e_explain(
@@ -114,14 +114,9 @@ pub fn prepare_request(
             .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "bad request target", e))?;
         upstream.set_uri(uri);
     }
-    let client_host = upstream
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let client_host = upstream.headers.get(http::header::HOST).cloned();
     upstream.insert_header(http::header::HOST, origin.host_header.as_str())?;
-    headers::add_forwarding_headers(upstream, ctx, node, &client_host)?;
+    headers::add_forwarding_headers(upstream, ctx, node, client_host)?;
     headers::edit_request(upstream, engine.fired_actions(decision))?;
     if decision.upgrade == UpgradeHandling::Reproduce {
         upstream.remove_header(&http::header::UPGRADE);
