@@ -124,6 +124,21 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
             None => break,
         }
     }
+    bounded(reason)
+}
+
+/// Shortens a reason to at most `MAX_REASON` bytes, at a character boundary: Pingora's
+/// context for a malformed origin response quotes the response, which may be long.
+fn bounded(mut reason: String) -> String {
+    const MAX_REASON: usize = 300;
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
     reason
 }
 
@@ -152,5 +167,94 @@ pub fn status_for_failure(e: &Error) -> u16 {
         ) => 0,
         (_, ErrorSource::Downstream) => 400,
         _ => 500,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{self, Source};
+    use crate::proxy::Snapshot;
+    use crate::rules::{Engine, RequestFacts, Scheme};
+
+    /// A request context routed to a group whose origin is 10.1.2.3:8443, `app.internal`.
+    fn routed() -> RequestCtx {
+        let node = Source {
+            path: "portico.yaml".into(),
+            text: "name: t\nlisteners:\n  - address: 127.0.0.1:0\naccess_log: off\n".into(),
+        };
+        let rules = [Source {
+            path: "rules/r.yaml".into(),
+            text: "routes:\n  - name: r\n    patterns: [\"/*\"]\n    origin_group: g\norigin_groups:\n  - name: g\n    origins:\n      - { address: \"10.1.2.3:8443\", host_header: app.internal }\n".into(),
+        }];
+        let loaded = config::build(&node, Path::new("."), &rules).expect("config");
+        let snapshot = Snapshot::new(Engine::new(loaded.config));
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts {
+            method: "GET",
+            host: "a",
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: None,
+            scheme: Scheme::Http,
+        };
+        let mut ctx = RequestCtx::new();
+        ctx.decision = Some(snapshot.engine.decide(&facts).expect("routed"));
+        ctx.snapshot = Some(Arc::new(snapshot));
+        ctx
+    }
+
+    #[test]
+    fn a_reason_keeps_the_causes_and_hides_the_origin() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let inner = Error::because(
+            ErrorType::ConnectRefused,
+            "Fail to connect to 10.1.2.3:8443 (SNI app.internal)",
+            io,
+        );
+        let outer = inner.more_context("Peer: addr: 10.1.2.3:8443, sni: app.internal");
+        let reason = reason_for_client(&outer, &routed());
+        assert_eq!(
+            reason,
+            "ConnectRefused: Fail to connect to <origin> (SNI <origin>); refused"
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary() {
+        let quoted = format!("buf: {}", "é".repeat(400));
+        let e = Error::explain(ErrorType::InvalidHTTPHeader, quoted);
+        let reason = reason_for_client(&e, &RequestCtx::new());
+        assert!(reason.len() <= 303, "{}", reason.len());
+        assert!(reason.starts_with("InvalidHTTPHeader: buf: é") && reason.ends_with("..."));
+    }
+
+    #[test]
+    fn a_client_side_failure_is_a_bad_request_and_the_rest_origin_failures() {
+        let ctx = RequestCtx::new();
+        let mut down = Error::explain(
+            ErrorType::Custom("InvalidChunk"),
+            "Invalid chunked encoding",
+        );
+        down.as_down();
+        let answer = failure_answer(400, &down, &ctx);
+        assert_eq!(answer.error, "bad-request");
+        assert!(answer
+            .body
+            .contains("could not read the request (InvalidChunk"));
+
+        let mut none_left = Error::explain(ErrorType::ConnectNoRoute, "group g: none left");
+        none_left.as_up();
+        let mut ctx = RequestCtx::new();
+        ctx.last_connect_reason = Some("ConnectTimedout".into());
+        let answer = failure_answer(502, &none_left, &ctx);
+        assert_eq!(answer.error, "origin-failure");
+        assert!(answer
+            .body
+            .ends_with("no origin left to try; the last one failed (ConnectTimedout)"));
     }
 }
