@@ -118,7 +118,7 @@ impl Node {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let conf = server.configuration.clone();
-        let admin = self.settings.admin.map(|addr| self.admin(addr));
+        let admin = self.settings.admin.as_ref().map(|a| self.admin(a.address));
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
         for (address, tls) in &listeners {
@@ -159,6 +159,7 @@ impl Node {
     pub fn admin(&self, addr: std::net::SocketAddr) -> crate::admin::Admin {
         crate::admin::Admin {
             addr,
+            token: self.settings.admin.as_ref().and_then(|a| a.token.clone()),
             current: self.current.clone(),
             cache: self.proxy.cache,
         }

@@ -604,3 +604,41 @@ routes:
     // A websocket probe does use its path.
     assert!(out.stdout.contains("3 warnings"), "{}", out.stdout);
 }
+
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_long_enough_token() {
+    let routes = "\
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+";
+    let open = format!("{NODE}admin:\n  address: 0.0.0.0:9090\n");
+    let out = check_files(&open, &[("routes.yaml", routes)]).refused();
+    out.error(
+        "portico.yaml:7:3",
+        "admin.address",
+        "reachable beyond this machine: set admin.token_file",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+
+    let with_token = format!("{open}  token_file: rules/admin.token\n");
+    let short = [("routes.yaml", routes), ("admin.token", "secret\n")];
+    let out = check_files(&with_token, &short).refused();
+    out.error(
+        "portico.yaml:8:3",
+        "admin.token_file",
+        "must hold one token of at least 16 visible ASCII characters",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+
+    let long = [
+        ("routes.yaml", routes),
+        ("admin.token", "0123456789abcdef-xyz\n"),
+    ];
+    check_files(&with_token, &long).accepted();
+}

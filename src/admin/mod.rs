@@ -1,5 +1,9 @@
 //! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `POST /purge`.
 //!
+//! With `admin.token_file` set (required off loopback), every endpoint but `/healthz` wants
+//! `Authorization: Bearer <token>` and answers 401 without it. `/healthz` stays open: load
+//! balancers probe it, and it tells nothing.
+//!
 //! `/status` lists the node, its routes, every origin group with its origins and their
 //! health ([`status`]), from the configuration snapshot in force, and the cache's occupancy.
 //! `/purge` is in `purge.rs`.
@@ -20,6 +24,7 @@ use pingora_core::services::background::BackgroundService;
 use serde_json::json;
 
 use crate::cache::EdgeCache;
+use crate::config::model::AdminToken;
 use crate::proxy::Snapshot;
 
 pub mod status;
@@ -27,6 +32,7 @@ pub mod status;
 /// Serves the admin endpoints on `addr`.
 pub struct Admin {
     pub addr: SocketAddr,
+    pub token: Option<AdminToken>,
     pub current: Arc<ArcSwap<Snapshot>>,
     pub cache: &'static EdgeCache,
 }
@@ -47,10 +53,17 @@ impl Admin {
             };
             let current = self.current.clone();
             let cache = self.cache;
+            let token = self.token.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let snapshot = current.load_full();
-                    async move { Ok::<_, Infallible>(answer(request, &snapshot, cache).await) }
+                    let refused = refuse_unauthorized(&request, token.as_ref());
+                    async move {
+                        Ok::<_, Infallible>(match refused {
+                            Some(refusal) => refusal,
+                            None => answer(request, &snapshot, cache).await,
+                        })
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -75,6 +88,33 @@ impl BackgroundService for Admin {
             Err(e) => log::error!("admin cannot listen on {}: {e}", self.addr),
         }
     }
+}
+
+/// A 401 for a request without the token, when there is one (`/healthz` never needs it).
+fn refuse_unauthorized<B>(
+    request: &Request<B>,
+    token: Option<&AdminToken>,
+) -> Option<Response<Full<Bytes>>> {
+    let token = token?;
+    if request.uri().path() == "/healthz" {
+        return None;
+    }
+    let presented = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if presented.is_some_and(|p| token.admits(p)) {
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"the admin endpoints need Authorization: Bearer <the token in admin.token_file>\n",
+    )));
+    *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
 }
 
 async fn answer(

@@ -68,6 +68,9 @@ pub struct FileCertificate {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: String,
+    /// A file holding the bearer token the admin endpoints require; relative to the node file.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 /// The Pingora server settings Portico exposes; `ServerConf` is built from these.

@@ -9,6 +9,7 @@
 //! [`Config`] or every diagnostic.
 
 mod actions;
+mod admin;
 mod conditions;
 pub mod diagnostics;
 pub mod duration;

@@ -22,11 +22,53 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub address: SocketAddr,
+    /// Required by every admin endpoint but `/healthz` when set.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Its `Debug` hides it, so settings can be logged.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken(token.to_owned())
+    }
+
+    /// Whether an `Authorization` header value is `Bearer <this token>`, compared in time
+    /// that does not depend on where the first difference is.
+    pub fn admits(&self, authorization: &[u8]) -> bool {
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+        let Some((scheme, presented)) = authorization.split_at_checked(7) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"Bearer ") {
+            return false;
+        }
+        let expected = self.0.as_bytes();
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct NodeSettings {
     pub name: String,
     pub tier: Tier,
     pub listeners: Vec<Listener>,
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<AdminSettings>,
     pub threads: usize,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,

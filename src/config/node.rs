@@ -63,10 +63,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             Some(Listener { address, tls })
         })
         .collect();
-    let admin = raw
-        .admin
-        .as_ref()
-        .and_then(|admin| socket_addr(report, file, "admin.address", &admin.address));
+    let admin = super::admin::build_admin(report, file, conf_dir, raw.admin.as_ref());
 
     let server = raw.server.as_ref();
     let threads = server
@@ -178,7 +175,12 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
     }
 }
 
-fn socket_addr(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<SocketAddr> {
+pub(super) fn socket_addr(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: &str,
+) -> Option<SocketAddr> {
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
