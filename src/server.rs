@@ -89,6 +89,7 @@ impl Node {
             node: NodeHeaders::new(&settings.name)
                 .map_err(|_| StartError::NodeName(settings.name.clone()))?,
             cache: EdgeCache::leak(&settings),
+            metrics: Arc::default(),
         };
         Ok(Node {
             settings,
@@ -162,6 +163,7 @@ impl Node {
             token: self.settings.admin.as_ref().and_then(|a| a.token.clone()),
             current: self.current.clone(),
             cache: self.proxy.cache,
+            metrics: self.proxy.metrics.clone(),
         }
     }
 

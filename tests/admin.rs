@@ -67,3 +67,87 @@ async fn with_a_token_only_healthz_answers_without_it() {
     let body: serde_json::Value = serde_json::from_str(&status.text().await.unwrap()).unwrap();
     assert_eq!(body["node"], "test-edge");
 }
+
+/// `GET` of an admin path, as text (no token configured).
+async fn admin_text(edge: &TestEdge, path: &str) -> String {
+    let response = client().get(edge.admin_url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
+/// Polls `path` until `done` holds for its text (the counters move in `logging`, after the
+/// client already has its answer).
+async fn admin_until(edge: &TestEdge, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = admin_text(edge, path).await;
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never matched:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_cache_status_and_tunnels_while_they_are_open() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let origin = TestOrigin::websocket_echo(std::sync::Arc::new(|_: &common::origin::Recorded| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(bytes::Bytes::from_static(b"page"))
+            .unwrap()
+    }))
+    .await;
+    let rules = format!(
+        "routes:\n  - name: chat\n    patterns: [\"/chat/*\"]\n    origin_group: web\n    websocket: true\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}",
+        group_yaml("web", origin.addr())
+    );
+    let edge = TestEdge::with_routes("", &rules).await;
+    for _ in 0..3 {
+        let page = client().get(edge.url("/page")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+    }
+    let metrics = admin_until(&edge, "/metrics", |m| {
+        m.contains("portico_requests_total{x_cache=\"TCP_HIT\",class=\"2xx\"} 2\n")
+    })
+    .await;
+    assert!(metrics.contains("portico_requests_total{x_cache=\"TCP_MISS\",class=\"2xx\"} 1\n"));
+    assert!(metrics.contains("portico_cache_objects 1\n"), "{metrics}");
+    // An origin without a name is named by its address; not probed, so it takes traffic.
+    let healthy = format!(
+        "portico_origin_healthy{{group=\"web\",origin=\"{}\"}} 1\n",
+        origin.addr()
+    );
+    assert!(metrics.contains(&healthy), "{metrics}");
+    assert!(metrics.contains("portico_tunnels_open 0\n"));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(edge.ws_url("/chat/room"))
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hello"));
+    let status = admin_until(&edge, "/status", |s| s.contains("\"tunnels\":{\"open\":1}")).await;
+    assert!(status.contains("\"open\":1"));
+    assert!(admin_text(&edge, "/metrics")
+        .await
+        .contains("portico_tunnels_open 1\n"));
+
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    let metrics = admin_until(&edge, "/metrics", |m| {
+        m.contains("portico_tunnels_open 0\n")
+    })
+    .await;
+    assert!(metrics.contains("portico_tunnels_total 1\n"));
+    assert!(
+        !metrics.contains("portico_tunnel_bytes_total{direction=\"client_to_origin\"} 0\n"),
+        "{metrics}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `POST /purge`.
+//! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `GET /metrics`
+//! (`metrics.rs`), `POST /purge`.
 //!
 //! With `admin.token_file` set (required off loopback), every endpoint but `/healthz` wants
 //! `Authorization: Bearer <token>` and answers 401 without it. `/healthz` stays open: load
@@ -8,6 +9,7 @@
 //! health ([`status`]), from the configuration snapshot in force, and the cache's occupancy.
 //! `/purge` is in `purge.rs`.
 
+mod metrics;
 mod purge;
 
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use serde_json::json;
 
 use crate::cache::EdgeCache;
 use crate::config::model::AdminToken;
+use crate::observability::Metrics;
 use crate::proxy::Snapshot;
 
 pub mod status;
@@ -35,6 +38,7 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     pub current: Arc<ArcSwap<Snapshot>>,
     pub cache: &'static EdgeCache,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Admin {
@@ -54,14 +58,16 @@ impl Admin {
             let current = self.current.clone();
             let cache = self.cache;
             let token = self.token.clone();
+            let counters = self.metrics.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let snapshot = current.load_full();
                     let refused = refuse_unauthorized(&request, token.as_ref());
+                    let counters = counters.clone();
                     async move {
                         Ok::<_, Infallible>(match refused {
                             Some(refusal) => refusal,
-                            None => answer(request, &snapshot, cache).await,
+                            None => answer(request, &snapshot, cache, &counters).await,
                         })
                     }
                 });
@@ -121,16 +127,29 @@ async fn answer(
     request: Request<hyper::body::Incoming>,
     snapshot: &Snapshot,
     cache: &'static EdgeCache,
+    counters: &Metrics,
 ) -> Response<Full<Bytes>> {
     let (status, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/healthz") => (200, "ok\n".to_string()),
-        (&hyper::Method::GET, "/status") => (200, status_json(snapshot, cache).to_string()),
+        (&hyper::Method::GET, "/status") => {
+            (200, status_json(snapshot, cache, counters).to_string())
+        }
+        (&hyper::Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics::render(
+                counters, snapshot, cache,
+            ))));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return response;
+        }
         (&hyper::Method::POST, "/purge") => purge::answer(request, cache).await,
-        (_, "/healthz" | "/status") => (405, "use GET\n".to_string()),
+        (_, "/healthz" | "/status" | "/metrics") => (405, "use GET\n".to_string()),
         (_, "/purge") => (405, "use POST\n".to_string()),
         _ => (
             404,
-            "unknown admin endpoint; try /status or /healthz\n".to_string(),
+            "unknown admin endpoint; try /status, /metrics or /healthz\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -139,7 +158,7 @@ async fn answer(
     response
 }
 
-fn status_json(snapshot: &Snapshot, cache: &EdgeCache) -> serde_json::Value {
+fn status_json(snapshot: &Snapshot, cache: &EdgeCache, counters: &Metrics) -> serde_json::Value {
     let config = &snapshot.engine.config;
     let groups = status::origin_groups(&config.origin_groups, &snapshot.origins);
     let routes: Vec<_> = config
@@ -155,5 +174,6 @@ fn status_json(snapshot: &Snapshot, cache: &EdgeCache) -> serde_json::Value {
         "memory_bytes": config.node.cache_memory_bytes,
         "evicted_objects": pingora_cache::eviction::EvictionManager::evicted_items(eviction),
     });
-    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache})
+    let tunnels = json!({"open": counters.open_tunnels()});
+    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels})
 }

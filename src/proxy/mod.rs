@@ -43,7 +43,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
 use crate::observability::records::RequestRecord;
-use crate::observability::AccessLog;
+use crate::observability::{AccessLog, Metrics};
 use crate::origin::OriginPool;
 use crate::rules::{Engine, Scheme};
 use crate::tunnel::relay::RelayOutcome;
@@ -87,6 +87,7 @@ pub struct Portico {
     /// This node's name, and the forwarding header values made from it.
     pub node: headers::NodeHeaders,
     pub cache: &'static EdgeCache,
+    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
@@ -211,6 +212,7 @@ impl ProxyHttp for Portico {
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             if let Some(tunnel) = &mut ctx.tunnel {
                 tunnel.open();
+                self.metrics.tunnel_opened();
                 // The handshake's line is written now; the tunnel's when it closes.
                 self.log_request(session, None, ctx);
             }
@@ -297,6 +299,7 @@ impl Portico {
             .map_or("", |(d, s)| s.engine.route(d.route).name.as_str());
         TunnelLog {
             access_log: self.access_log.clone(),
+            metrics: self.metrics.clone(),
             request_id: ctx.request_id.as_str().to_owned(),
             route: route.to_owned(),
             client: ctx.client_ip,
@@ -343,16 +346,17 @@ fn tried_names(ctx: &RequestCtx) -> Vec<&str> {
 
 impl Portico {
     fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-        // With the log off, build nothing: the record's lists and strings cost allocations.
-        if !self.access_log.is_on() {
-            return;
-        }
-        let request = session.req_header();
         let status = ctx
             .edge_status
             .or(ctx.response_status)
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
+        self.metrics.record_request(ctx.cache_status, status);
+        // With the log off, build nothing: the record's lists and strings cost allocations.
+        if !self.access_log.is_on() {
+            return;
+        }
+        let request = session.req_header();
         let engine = ctx.snapshot.as_ref().map(|s| &s.engine);
         let decision = ctx.decision.as_ref();
         let route = engine

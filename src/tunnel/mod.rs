@@ -106,6 +106,7 @@ fn hand_off_to_relay(limits: TunnelLimits, log: TunnelLog) -> TunnelHandoff {
 /// What the tunnel's record says besides the outcome, captured before the handoff.
 pub struct TunnelLog {
     pub access_log: AccessLog,
+    pub metrics: std::sync::Arc<crate::observability::Metrics>,
     pub request_id: String,
     pub route: String,
     pub client: Option<IpAddr>,
@@ -114,6 +115,10 @@ pub struct TunnelLog {
 
 impl TunnelLog {
     pub fn write(&self, outcome: &RelayOutcome) {
+        self.metrics.tunnel_closed(
+            outcome.bytes_client_to_origin,
+            outcome.bytes_origin_to_client,
+        );
         self.access_log.write(&TunnelRecord {
             kind: "tunnel",
             time_ms: now_ms(),

@@ -1,0 +1,69 @@
+//! `GET /metrics`: the node's counters, the cache's occupancy and each origin's health, in
+//! Prometheus' text format (version 0.0.4).
+
+use std::fmt::Write;
+
+use crate::cache::EdgeCache;
+use crate::observability::metrics::{family, Metrics};
+use crate::origin::health::Verdict;
+use crate::proxy::Snapshot;
+
+pub fn render(metrics: &Metrics, snapshot: &Snapshot, cache: &EdgeCache) -> String {
+    let mut out = String::with_capacity(4096);
+    metrics.render(&mut out);
+
+    let store = cache.store;
+    family(
+        &mut out,
+        "portico_cache_bytes",
+        "gauge",
+        "Bytes held by cached objects.",
+    );
+    let _ = writeln!(out, "portico_cache_bytes {}", store.bytes());
+    family(
+        &mut out,
+        "portico_cache_objects",
+        "gauge",
+        "Cached objects.",
+    );
+    let _ = writeln!(out, "portico_cache_objects {}", store.objects());
+    family(
+        &mut out,
+        "portico_cache_evicted_total",
+        "counter",
+        "Objects evicted to stay within cache.memory_bytes.",
+    );
+    let evicted = pingora_cache::eviction::EvictionManager::evicted_items(store.eviction());
+    let _ = writeln!(out, "portico_cache_evicted_total {evicted}");
+
+    family(
+        &mut out,
+        "portico_origin_healthy",
+        "gauge",
+        "1 when an origin may take traffic (healthy, or not probed), else 0.",
+    );
+    let config = &snapshot.engine.config;
+    for (index, group) in config.origin_groups.iter().enumerate() {
+        let health = snapshot.origins.health(index);
+        for (i, origin) in group.origins.iter().enumerate() {
+            let verdict = health.and_then(|h| h.origin(i)).map(|h| h.verdict());
+            let up = origin.enabled
+                && matches!(verdict, None | Some(Verdict::Healthy | Verdict::NotProbed));
+            let _ = writeln!(
+                out,
+                "portico_origin_healthy{{group=\"{}\",origin=\"{}\"}} {}",
+                label(&group.name),
+                label(&origin.name),
+                u8::from(up)
+            );
+        }
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format wants.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
