@@ -280,3 +280,34 @@ async fn an_origin_that_dies_mid_response_leaves_nothing_in_the_cache() {
     assert_eq!(hit.text().await.unwrap(), "x".repeat(100));
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_101_the_edge_did_not_ask_for_is_a_502_and_opens_nothing() {
+    let (origin, _) = scripted_origin(|_| {
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nRAW"
+            .to_vec()
+    })
+    .await;
+    let upgrade = b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // A plain request on any route, and an upgrade on a caching route (which reproduces
+    // Front Door: the edge forwards it without `Upgrade`).
+    for (cache, request) in [
+        (
+            "{ enabled: false }",
+            &b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        ),
+        (
+            "{ enabled: true }",
+            &b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        ),
+        ("{ enabled: true }", &upgrade[..]),
+    ] {
+        let edge = TestEdge::with_routes("", &site(cache, origin)).await;
+        let answer = exchange(edge.addr, request).await;
+        assert_refused(&answer, 502, "the origin answered 101 Switching Protocols");
+        assert!(
+            !answer.contains("RAW"),
+            "origin bytes leaked through: {answer}"
+        );
+    }
+}

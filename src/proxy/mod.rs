@@ -194,7 +194,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
-        Ok(())
+        upstream::check_response(response, ctx)
     }
 
     async fn response_filter(

@@ -3,7 +3,7 @@
 
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::config::model::ForwardingProtocol;
 use crate::rules::{Scheme, UpgradeHandling};
@@ -121,6 +121,23 @@ pub fn prepare_request(
     if decision.upgrade == UpgradeHandling::Reproduce {
         upstream.remove_header(&http::header::UPGRADE);
         upstream.remove_header(&http::header::CONNECTION);
+    }
+    Ok(())
+}
+
+/// `upstream_response_filter`: refuses a `101` the edge did not ask for. Only a request the
+/// edge tunnels (a WebSocket upgrade it forwarded) may switch protocols; a `101` to anything
+/// else (a plain request, or an upgrade whose `Upgrade` the edge stripped to reproduce Front
+/// Door) would hand the client a connection that is neither HTTP nor a tunnel. It becomes a
+/// 502 that says why.
+pub fn check_response(response: &ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
+        let mut e = Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "the origin answered 101 Switching Protocols to a request the edge did not forward as an upgrade",
+        );
+        e.as_up();
+        return Err(e);
     }
     Ok(())
 }
