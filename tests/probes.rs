@@ -51,17 +51,21 @@ fn probes_of(origin: &TestOrigin) -> Vec<Recorded> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_probe_method_is_honoured() {
-    // Only GET /health passes; HEAD gets 405.
-    let server = TestOrigin::start(Arc::new(|r: &Recorded| {
-        let status = if r.method == "GET" { 200 } else { 405 };
+/// An origin answering every request with an empty body and the status `status_for` gives.
+async fn answering(status_for: fn(&Recorded) -> u16) -> TestOrigin {
+    TestOrigin::start(Arc::new(move |r: &Recorded| {
         http::Response::builder()
-            .status(status)
+            .status(status_for(r))
             .body(Bytes::new())
             .unwrap()
     }))
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_method_is_honoured() {
+    // Only GET /health passes; HEAD gets 405.
+    let server = answering(|r| if r.method == "GET" { 200 } else { 405 }).await;
     let (_edge, status) = probe_pair(
         server.addr(),
         "{ method: GET, path: /health, interval: 200ms, timeout: 150ms }",
@@ -81,14 +85,7 @@ async fn the_probe_method_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_path_is_honoured() {
-    let server = TestOrigin::start(Arc::new(|r: &Recorded| {
-        let status = if r.path() == "/deep/health" { 200 } else { 404 };
-        http::Response::builder()
-            .status(status)
-            .body(Bytes::new())
-            .unwrap()
-    }))
-    .await;
+    let server = answering(|r| if r.path() == "/deep/health" { 200 } else { 404 }).await;
     let (_edge, status) = probe_pair(
         server.addr(),
         "{ path: /deep/health, interval: 200ms, timeout: 150ms }",
@@ -103,17 +100,13 @@ async fn the_probe_path_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_host_is_honoured_and_defaults_to_the_host_header() {
-    let server = TestOrigin::start(Arc::new(|r: &Recorded| {
-        let status = if r.headers["host"] == "probe.example" {
+    let server = answering(|r| {
+        if r.headers["host"] == "probe.example" {
             200
         } else {
             421
-        };
-        http::Response::builder()
-            .status(status)
-            .body(Bytes::new())
-            .unwrap()
-    }))
+        }
+    })
     .await;
     let (_edge, status) = probe_pair(
         server.addr(),
@@ -133,13 +126,7 @@ async fn the_probe_host_is_honoured_and_defaults_to_the_host_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expected_status_ranges_are_honoured() {
-    let server = TestOrigin::start(Arc::new(|_: &Recorded| {
-        http::Response::builder()
-            .status(204)
-            .body(Bytes::new())
-            .unwrap()
-    }))
-    .await;
+    let server = answering(|_| 204).await;
     let (_edge, status) = probe_pair(
         server.addr(),
         "{ path: /health, interval: 200ms, timeout: 150ms, expect_status: [\"200\", \"202-204\"] }",
@@ -176,14 +163,7 @@ async fn the_probe_timeout_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tcp_probe_only_connects() {
     // Every HTTP request gets a 500, which a TCP probe never sees.
-    let failing = || {
-        TestOrigin::start(Arc::new(|_: &Recorded| {
-            http::Response::builder()
-                .status(500)
-                .body(Bytes::new())
-                .unwrap()
-        }))
-    };
+    let failing = || answering(|_| 500);
     let mut tcp_origin = failing().await;
     let http_origin = failing().await;
     let groups = format!(
