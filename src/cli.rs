@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, Severity};
 use crate::rules::Engine;
-use crate::server::Node;
+use crate::server::{Node, RunOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,10 +22,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the edge node.
+    /// Run the edge node. SIGHUP reloads the configuration, SIGTERM drains and stops,
+    /// SIGQUIT hands the listeners to a `portico run --upgrade` started beside it.
     Run {
         #[arg(short, long, default_value = "conf/portico.yaml")]
         conf: PathBuf,
+        /// Reload when a file of the configuration (the node file, or a rule file) changes.
+        #[arg(long)]
+        watch: bool,
+        /// Take the listening sockets over from the running node (graceful binary
+        /// upgrade): start this, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate the configuration (like `nginx -t`): every error, plus warnings.
     Check {
@@ -57,7 +65,11 @@ pub enum Command {
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { conf } => run(&conf),
+        Command::Run {
+            conf,
+            watch,
+            upgrade,
+        } => run(&conf, RunOptions { watch, upgrade }),
         Command::Check { conf } => check(&conf),
         Command::Explain {
             conf,
@@ -69,14 +81,10 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn run(conf: &Path) -> ExitCode {
-    match Node::load(conf) {
-        Ok(node) => node.run_forever(),
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+fn run(conf: &Path, options: RunOptions) -> ExitCode {
+    let Err(e) = Node::run(conf, options);
+    eprintln!("{e}");
+    ExitCode::FAILURE
 }
 
 /// The demo's TLS listener at `addr`, added to `node`.
@@ -186,9 +194,9 @@ fn demo(conf: &Path, tls: Option<std::net::SocketAddr>) -> ExitCode {
     );
     println!("try: curl -i localhost:8080/static/a.css   (twice)");
     let Some(tls) = tls else {
-        return run(conf);
+        return run(conf, RunOptions::default());
     };
-    let mut node = match Node::load(conf) {
+    let mut node = match Node::load_for_run(conf, RunOptions::default()) {
         Ok(node) => node,
         Err(e) => {
             eprintln!("{e}");
@@ -199,5 +207,5 @@ fn demo(conf: &Path, tls: Option<std::net::SocketAddr>) -> ExitCode {
         eprintln!("cannot set up the demo TLS listener: {e}");
         return ExitCode::FAILURE;
     }
-    node.run_forever()
+    node.run_server(RunOptions::default())
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod explain;
+pub mod lifecycle;
 pub mod observability;
 pub mod origin;
 pub mod proxy;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use std::os::fd::AsRawFd;
@@ -11,8 +12,8 @@ use std::os::fd::AsRawFd;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::ServiceReadyNotifier;
 use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
@@ -21,8 +22,10 @@ use tokio::sync::watch;
 use crate::cache::EdgeCache;
 use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
-use crate::observability::AccessLog;
-use crate::origin::service::HealthProbes;
+use crate::lifecycle::drain::Drain;
+use crate::lifecycle::signals::NodeSignals;
+use crate::lifecycle::{Lifecycle, LifecycleService, WhenDrained};
+use crate::observability::{AccessLog, Metrics};
 use crate::proxy::headers::NodeHeaders;
 use crate::proxy::{Portico, Snapshot};
 use crate::rules::Engine;
@@ -53,11 +56,33 @@ pub struct Node {
     pub proxy: Portico,
     /// Each listener with its certificates loaded (`None` for plain HTTP).
     pub listeners: Vec<(std::net::SocketAddr, Option<Arc<ServerTls>>)>,
+    /// Reload, drain and upgrade; shared with the admin endpoints.
+    pub lifecycle: Arc<Lifecycle>,
 }
+
+/// How `portico run` was asked to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Reload when a file under `conf/` or `rules/` changes.
+    pub watch: bool,
+    /// Take the listening sockets over from a running Portico (graceful binary upgrade).
+    pub upgrade: bool,
+}
+
+/// How often `--watch` looks at the files.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 impl Node {
     /// Loads and validates the configuration; warnings go to the log.
     pub fn load(conf_path: &Path) -> Result<Node, StartError> {
+        Node::load_with(conf_path, WhenDrained::Return, None)
+    }
+
+    fn load_with(
+        conf_path: &Path,
+        when_drained: WhenDrained,
+        watch: Option<Duration>,
+    ) -> Result<Node, StartError> {
         let loaded = config::load(conf_path)?;
         for warning in &loaded.warnings {
             log::warn!("{warning}");
@@ -80,46 +105,91 @@ impl Node {
             })
             .collect::<Result<Vec<_>, StartError>>()?;
         let access_log = AccessLog::start(&settings.access_log).map_err(StartError::AccessLog)?;
-        let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(Engine::new(
-            loaded.config,
-        ))));
+        let metrics = Arc::new(Metrics::default());
+        let current = Arc::new(ArcSwap::from_pointee(Snapshot::after(
+            Engine::new(loaded.config),
+            None,
+            &metrics.routes,
+        )));
+        let drain = Drain::leak();
+        let mut lifecycle = Lifecycle::new(
+            conf_path.to_path_buf(),
+            current.clone(),
+            settings.clone(),
+            listeners.clone(),
+            access_log.clone(),
+            metrics.clone(),
+            drain,
+            when_drained,
+        );
+        lifecycle.watch_files = watch;
         let proxy = Portico {
             current: current.clone(),
             access_log,
             node: NodeHeaders::new(&settings.name)
                 .map_err(|_| StartError::NodeName(settings.name.clone()))?,
             cache: EdgeCache::leak(&settings),
-            metrics: Arc::default(),
+            metrics,
+            drain,
         };
         Ok(Node {
             settings,
             current,
             proxy,
             listeners,
+            lifecycle: Arc::new(lifecycle),
         })
     }
 
     /// Pingora's server settings, built from Portico's (Pingora's own YAML is not strict).
     pub fn server_conf(&self) -> ServerConf {
+        // The lifecycle exits the process as soon as the node has drained; Pingora's grace
+        // period only caps a drain that would hang.
+        let drain_cap = self.settings.tunnel_drain_timeout + Duration::from_secs(15);
         ServerConf {
             threads: self.settings.threads,
-            grace_period_seconds: Some(self.settings.grace_period.as_secs()),
+            grace_period_seconds: Some(self.settings.grace_period.max(drain_cap).as_secs()),
             graceful_shutdown_timeout_seconds: Some(
                 self.settings.graceful_shutdown_timeout.as_secs(),
             ),
             upstream_keepalive_pool_size: self.settings.upstream_keepalive_pool_size,
+            upgrade_sock: self.settings.upgrade_sock.display().to_string(),
             ..ServerConf::default()
         }
     }
 
-    /// Runs under a Pingora `Server` until a signal stops it (SIGTERM drains gracefully).
-    pub fn run_forever(mut self) -> ! {
+    /// `portico run`: loads `conf_path` and runs under a Pingora `Server` until a signal
+    /// stops it (see [`crate::lifecycle`] for what each signal does).
+    pub fn run(
+        conf_path: &Path,
+        options: RunOptions,
+    ) -> Result<std::convert::Infallible, StartError> {
+        Node::load_for_run(conf_path, options)?.run_server(options)
+    }
+
+    /// Loads `conf_path` for [`Node::run_server`] (which `portico demo` also uses).
+    pub fn load_for_run(conf_path: &Path, options: RunOptions) -> Result<Node, StartError> {
+        if let Err(e) = crate::lifecycle::signals::install() {
+            log::warn!("cannot install the signal handlers early: {e}");
+        }
+        let watch = options.watch.then_some(WATCH_EVERY);
+        Node::load_with(conf_path, WhenDrained::ExitProcess, watch)
+    }
+
+    /// Runs under a Pingora `Server` until a signal stops it.
+    pub fn run_server(mut self, options: RunOptions) -> ! {
+        let upgrade = options.upgrade;
         let conf = self.server_conf();
         let listeners = std::mem::take(&mut self.listeners);
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        let opt = Opt {
+            upgrade,
+            ..Opt::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
         server.bootstrap();
         let conf = server.configuration.clone();
         let admin = self.settings.admin.as_ref().map(|a| self.admin(a.address));
+        let lifecycle = self.lifecycle.clone();
         let mut service =
             pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
         for (address, tls) in &listeners {
@@ -140,12 +210,12 @@ impl Node {
             .iter()
             .map(|(a, tls)| format!("{}://{a}", if tls.is_some() { "https" } else { "http" }))
             .collect();
-        // The proxy starts listening only after the first probe round (see `origin::service`).
-        let probes = server.add_service(pingora_core::services::background::background_service(
-            "portico health probes",
-            HealthProbes::new(&self.current.load().origins),
+        // The proxy starts listening only after generation 1's first probe round.
+        let life = server.add_service(pingora_core::services::background::background_service(
+            "portico lifecycle",
+            LifecycleService(lifecycle.clone()),
         ));
-        server.add_service(service).add_dependency(&probes);
+        server.add_service(service).add_dependency(&life);
         if let Some(admin) = admin {
             server.add_service(pingora_core::services::background::background_service(
                 "portico admin",
@@ -153,7 +223,10 @@ impl Node {
             ));
         }
         log::info!("portico {} listening on {addresses:?}", self.settings.name);
-        server.run_forever()
+        server.run(RunArgs {
+            shutdown_signal: Box::new(NodeSignals(lifecycle)),
+        });
+        std::process::exit(0)
     }
 
     /// The admin endpoints for this node, to be served on `addr`.
@@ -164,6 +237,8 @@ impl Node {
             current: self.current.clone(),
             cache: self.proxy.cache,
             metrics: self.proxy.metrics.clone(),
+            lifecycle: self.lifecycle.clone(),
+            access_log: self.proxy.access_log.clone(),
         }
     }
 
@@ -184,24 +259,25 @@ pub fn downstream_l4_buffer() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
 }
 
-/// Runs `node`'s health probes and, once their first round has finished, serves its proxy
-/// on `listener` until `shutdown` turns true: the in-process twin of [`Node::run_forever`].
+/// Runs `node`'s lifecycle (probes, reloads) and, once generation 1's first probe round
+/// has finished, serves its proxy on `listeners` until `shutdown` turns true; then drains
+/// as `portico run` does and returns: the in-process twin of [`Node::run`].
 pub async fn serve_node(
     node: Node,
     listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let probes = HealthProbes::new(&node.current.load().origins);
+    let lifecycle = node.lifecycle.clone();
     let (ready, mut first_round) = watch::channel(false);
-    let probe_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        probes
-            .run(probe_shutdown, ServiceReadyNotifier::new(ready))
+    let life_shutdown = shutdown.clone();
+    let life = tokio::spawn(async move {
+        lifecycle
+            .run(life_shutdown, ServiceReadyNotifier::new(ready))
             .await
     });
-    tokio::select! {
-        _ = first_round.wait_for(|done| *done) => {}
-        _ = shutdown.changed() => return,
+    if first_round.wait_for(|done| *done).await.is_err() || *shutdown.borrow() {
+        let _ = life.await;
+        return;
     }
     let app = node.into_app();
     let mut tasks = tokio::task::JoinSet::new();
@@ -210,6 +286,7 @@ pub async fn serve_node(
         tasks.spawn(serve(app.clone(), listener, acceptor, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    let _ = life.await;
 }
 
 /// Serves `app` on connections accepted from `listener` until `shutdown` turns true.

@@ -3,56 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Running(Child);
-
-impl Running {
-    /// `portico run -c conf`, output discarded; killed when dropped.
-    fn portico_run(conf: &std::path::Path) -> Running {
-        Running(
-            Command::new(env!("CARGO_BIN_EXE_portico"))
-                .args(["run", "-c"])
-                .arg(conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port. Pingora cannot report a port-0 bind, so the port is reserved by
-/// binding and released just before the edge binds it (a small, accepted race).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The first answer from a server still starting: connection errors are retried for 30 s.
-async fn first_answer(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.get(url).send().await {
-            Ok(response) => return response,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("{url} never answered: {e}"),
-        }
-    }
-}
+use common::process::{first_answer, free_port, Running};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {

@@ -4,13 +4,63 @@
 use std::fmt::Write;
 
 use crate::cache::EdgeCache;
-use crate::observability::metrics::{family, Metrics};
+use crate::lifecycle::Lifecycle;
+use crate::observability::metrics::{family, label, Metrics};
+use crate::observability::AccessLog;
 use crate::origin::health::Verdict;
 use crate::proxy::Snapshot;
 
-pub fn render(metrics: &Metrics, snapshot: &Snapshot, cache: &EdgeCache) -> String {
+pub fn render(
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    cache: &EdgeCache,
+    lifecycle: &Lifecycle,
+    access_log: &AccessLog,
+) -> String {
     let mut out = String::with_capacity(4096);
     metrics.render(&mut out);
+
+    family(
+        &mut out,
+        "portico_config_generation",
+        "gauge",
+        "The configuration generation serving new requests (1 at start, one more per reload).",
+    );
+    let _ = writeln!(out, "portico_config_generation {}", snapshot.generation);
+    family(
+        &mut out,
+        "portico_config_reloads_total",
+        "counter",
+        "Reloads by result: ok (a new generation went live) or refused (the old one kept serving).",
+    );
+    let (ok, refused) = lifecycle.reload_counts();
+    let _ = writeln!(out, "portico_config_reloads_total{{result=\"ok\"}} {ok}");
+    let _ = writeln!(
+        out,
+        "portico_config_reloads_total{{result=\"refused\"}} {refused}"
+    );
+    family(
+        &mut out,
+        "portico_requests_in_flight",
+        "gauge",
+        "Requests being handled (a draining node waits for them).",
+    );
+    let _ = writeln!(
+        out,
+        "portico_requests_in_flight {}",
+        lifecycle.drain.requests_in_flight()
+    );
+    family(
+        &mut out,
+        "portico_access_log_dropped_total",
+        "counter",
+        "Access-log lines dropped because the writer could not keep up.",
+    );
+    let _ = writeln!(
+        out,
+        "portico_access_log_dropped_total {}",
+        access_log.dropped()
+    );
 
     let store = cache.store;
     family(
@@ -59,11 +109,4 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot, cache: &EdgeCache) -> Stri
         }
     }
     out
-}
-
-/// A label value with `\`, `"` and newlines escaped, as the text format wants.
-fn label(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

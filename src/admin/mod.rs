@@ -1,5 +1,9 @@
-//! The admin listener (loopback by default): `GET /healthz`, `GET /status`, `GET /metrics`
-//! (`metrics.rs`), `POST /purge`.
+//! The admin listener (loopback by default): `GET /healthz` (503 while draining),
+//! `GET /status`, `GET /metrics` (`metrics.rs`), `POST /purge`, `POST /reload`.
+//!
+//! During a binary upgrade the old process stops serving its admin listener once it has
+//! handed its listening sockets over, and the new process binds the address as soon as it
+//! is free (it retries while the old one holds it).
 //!
 //! With `admin.token_file` set (required off loopback), every endpoint but `/healthz` wants
 //! `Authorization: Bearer <token>` and answers 401 without it. `/healthz` stays open: load
@@ -27,7 +31,8 @@ use serde_json::json;
 
 use crate::cache::EdgeCache;
 use crate::config::model::AdminToken;
-use crate::observability::Metrics;
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::observability::{AccessLog, Metrics};
 use crate::proxy::Snapshot;
 
 pub mod status;
@@ -39,11 +44,31 @@ pub struct Admin {
     pub current: Arc<ArcSwap<Snapshot>>,
     pub cache: &'static EdgeCache,
     pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub access_log: AccessLog,
+}
+
+/// What every admin request may read.
+#[derive(Clone)]
+struct Shared {
+    current: Arc<ArcSwap<Snapshot>>,
+    cache: &'static EdgeCache,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+    access_log: AccessLog,
 }
 
 impl Admin {
     /// Accepts admin connections on `listener` until `shutdown` turns true.
     pub async fn serve(&self, listener: tokio::net::TcpListener, mut shutdown: ShutdownWatch) {
+        let mut phase = self.lifecycle.watch_phase();
+        let shared = Shared {
+            current: self.current.clone(),
+            cache: self.cache,
+            metrics: self.metrics.clone(),
+            lifecycle: self.lifecycle.clone(),
+            access_log: self.access_log.clone(),
+        };
         loop {
             let (stream, _) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -54,20 +79,19 @@ impl Admin {
                     }
                 },
                 _ = shutdown.changed() => return,
+                // Free the address for the process this one hands over to.
+                _ = phase.wait_for(|p| *p == Phase::HandingOver) => return,
             };
-            let current = self.current.clone();
-            let cache = self.cache;
             let token = self.token.clone();
-            let counters = self.metrics.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let snapshot = current.load_full();
                     let refused = refuse_unauthorized(&request, token.as_ref());
-                    let counters = counters.clone();
+                    let shared = shared.clone();
                     async move {
                         Ok::<_, Infallible>(match refused {
                             Some(refusal) => refusal,
-                            None => answer(request, &snapshot, cache, &counters).await,
+                            None => answer(request, &shared).await,
                         })
                     }
                 });
@@ -85,13 +109,27 @@ impl Admin {
 
 #[async_trait]
 impl BackgroundService for Admin {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        match tokio::net::TcpListener::bind(self.addr).await {
-            Ok(listener) => {
-                log::info!("admin listening on {}", self.addr);
-                self.serve(listener, shutdown).await;
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut warned = false;
+        loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => {
+                    log::info!("admin listening on {}", self.addr);
+                    return self.serve(listener, shutdown).await;
+                }
+                // After a binary upgrade, the old process holds the address a little longer.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if !warned {
+                        log::warn!("admin: {} is in use; retrying until it is free", self.addr);
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                Err(e) => return log::error!("admin cannot listen on {}: {e}", self.addr),
             }
-            Err(e) => log::error!("admin cannot listen on {}: {e}", self.addr),
         }
     }
 }
@@ -123,20 +161,21 @@ fn refuse_unauthorized<B>(
     Some(response)
 }
 
-async fn answer(
-    request: Request<hyper::body::Incoming>,
-    snapshot: &Snapshot,
-    cache: &'static EdgeCache,
-    counters: &Metrics,
-) -> Response<Full<Bytes>> {
+async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let snapshot = shared.current.load_full();
     let (status, body) = match (request.method(), request.uri().path()) {
-        (&hyper::Method::GET, "/healthz") => (200, "ok\n".to_string()),
-        (&hyper::Method::GET, "/status") => {
-            (200, status_json(snapshot, cache, counters).to_string())
-        }
+        (&hyper::Method::GET, "/healthz") => match shared.lifecycle.phase() {
+            Phase::Serving => (200, "ok\n".to_string()),
+            _ => (503, "draining\n".to_string()),
+        },
+        (&hyper::Method::GET, "/status") => (200, status_json(&snapshot, shared).to_string()),
         (&hyper::Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(metrics::render(
-                counters, snapshot, cache,
+                &shared.metrics,
+                &snapshot,
+                shared.cache,
+                &shared.lifecycle,
+                &shared.access_log,
             ))));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -144,9 +183,17 @@ async fn answer(
             );
             return response;
         }
-        (&hyper::Method::POST, "/purge") => purge::answer(request, cache).await,
+        (&hyper::Method::POST, "/purge") => purge::answer(request, shared.cache).await,
+        (&hyper::Method::POST, "/reload") => match shared.lifecycle.reload("admin").await {
+            Ok(generation) => (200, json!({ "generation": generation }).to_string()),
+            Err(error) => (
+                422,
+                json!({ "generation": shared.lifecycle.generation(), "errors": error.lines() })
+                    .to_string(),
+            ),
+        },
         (_, "/healthz" | "/status" | "/metrics") => (405, "use GET\n".to_string()),
-        (_, "/purge") => (405, "use POST\n".to_string()),
+        (_, "/purge" | "/reload") => (405, "use POST\n".to_string()),
         _ => (
             404,
             "unknown admin endpoint; try /status, /metrics or /healthz\n".to_string(),
@@ -158,7 +205,8 @@ async fn answer(
     response
 }
 
-fn status_json(snapshot: &Snapshot, cache: &EdgeCache, counters: &Metrics) -> serde_json::Value {
+fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
+    let (cache, counters) = (shared.cache, &shared.metrics);
     let config = &snapshot.engine.config;
     let groups = status::origin_groups(&config.origin_groups, &snapshot.origins);
     let routes: Vec<_> = config
@@ -175,5 +223,20 @@ fn status_json(snapshot: &Snapshot, cache: &EdgeCache, counters: &Metrics) -> se
         "evicted_objects": pingora_cache::eviction::EvictionManager::evicted_items(eviction),
     });
     let tunnels = json!({"open": counters.open_tunnels()});
-    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels})
+    let lifecycle = &shared.lifecycle;
+    let last_reload = lifecycle.last_reload().map(|reload| {
+        let (result, detail) = match &reload.result {
+            Ok(generation) => ("ok", json!({ "generation": generation })),
+            Err(errors) => ("refused", json!({ "errors": errors })),
+        };
+        json!({"time_ms": reload.time_ms as u64, "trigger": reload.trigger, "result": result, "detail": detail})
+    });
+    let (reloads_ok, reloads_refused) = lifecycle.reload_counts();
+    let configuration = json!({
+        "generation": snapshot.generation,
+        "reloads": {"ok": reloads_ok, "refused": reloads_refused},
+        "last_reload": last_reload,
+        "phase": format!("{:?}", lifecycle.phase()).to_ascii_lowercase(),
+    });
+    json!({"node": config.node.name, "configuration": configuration, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels})
 }

@@ -85,6 +85,15 @@ pub struct FileServer {
     pub graceful_shutdown_timeout: Option<String>,
     #[serde(default)]
     pub upstream_keepalive_pool_size: Option<usize>,
+    /// SIGTERM: how long `/healthz` says `503 draining` before the listeners close.
+    #[serde(default)]
+    pub drain_delay: Option<String>,
+    /// SIGTERM or an upgrade: how long open tunnels may run on before they are closed.
+    #[serde(default)]
+    pub tunnel_drain_timeout: Option<String>,
+    /// The Unix socket a graceful binary upgrade hands the listening sockets over.
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

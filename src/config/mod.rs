@@ -68,6 +68,14 @@ pub fn load(conf_path: &Path) -> Result<Loaded, ConfigError> {
     build(&node, conf_dir, &rules)
 }
 
+/// The rule files `conf_path` loads today (none if its folder cannot be read): what
+/// `portico run --watch` looks at besides the node file.
+pub fn rule_file_paths(conf_path: &Path) -> Vec<PathBuf> {
+    let conf_dir = conf_path.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(conf_path).unwrap_or_default();
+    rule_files(&rules_dir_of(conf_dir, &text)).unwrap_or_default()
+}
+
 /// Where the node file says its rules are (read before validation, to find the files).
 /// Read leniently, so that a node file with errors elsewhere still finds its rules.
 fn rules_dir_of(conf_dir: &Path, node_text: &str) -> PathBuf {

@@ -73,6 +73,12 @@ pub struct NodeSettings {
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,
+    /// SIGTERM: `/healthz` answers 503 this long before the listeners close.
+    pub drain_delay: Duration,
+    /// SIGTERM or a binary upgrade: open tunnels get this long to end by themselves.
+    pub tunnel_drain_timeout: Duration,
+    /// Where a graceful binary upgrade hands the listening sockets over.
+    pub upgrade_sock: std::path::PathBuf,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
     pub cache_memory_bytes: u64,
@@ -322,7 +328,7 @@ pub struct Origin {
     pub https_address: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthProbe {
     pub protocol: ProbeProtocol,
     pub method: http::Method,

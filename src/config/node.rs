@@ -23,6 +23,8 @@ pub struct BuiltNode {
 
 /// Rules live beside `conf/` by default.
 pub const DEFAULT_RULES_DIR: &str = "../rules";
+/// Pingora's own default place for the upgrade socket, with Portico's name.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portico_upgrade.sock";
 const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 const DEFAULT_MAX_OBJECT_BYTES: u64 = 128 << 20;
 
@@ -85,6 +87,24 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         "server.graceful_shutdown_timeout",
         server.and_then(|s| s.graceful_shutdown_timeout.as_deref()),
         Duration::from_secs(5),
+    );
+    let drain_delay = duration_field(
+        report,
+        file,
+        "server.drain_delay",
+        server.and_then(|s| s.drain_delay.as_deref()),
+        Duration::from_secs(5),
+    );
+    let tunnel_drain_timeout = duration_field(
+        report,
+        file,
+        "server.tunnel_drain_timeout",
+        server.and_then(|s| s.tunnel_drain_timeout.as_deref()),
+        Duration::from_secs(30),
+    );
+    let upgrade_sock = server.and_then(|s| s.upgrade_sock.as_deref()).map_or_else(
+        || Path::new(DEFAULT_UPGRADE_SOCK).to_path_buf(),
+        |p| conf_dir.join(p),
     );
 
     let access_log = match raw.access_log.as_deref() {
@@ -160,6 +180,9 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             upstream_keepalive_pool_size: server
                 .and_then(|s| s.upstream_keepalive_pool_size)
                 .unwrap_or(128),
+            drain_delay,
+            tunnel_drain_timeout,
+            upgrade_sock,
             access_log,
             cache_default_ttl,
             cache_memory_bytes,

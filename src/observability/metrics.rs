@@ -7,10 +7,11 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::latency::RouteStatsRegistry;
 use crate::cache::status;
 
 /// Every `X-Cache` value, in the order of the counters.
-const CACHE_STATUSES: [&str; 7] = [
+pub(crate) const CACHE_STATUSES: [&str; 7] = [
     status::HIT,
     status::MISS,
     status::REVALIDATED,
@@ -30,6 +31,8 @@ pub struct Metrics {
     tunnels_closed: AtomicU64,
     bytes_client_to_origin: AtomicU64,
     bytes_origin_to_client: AtomicU64,
+    /// Per-route request counts and latency histograms.
+    pub routes: RouteStatsRegistry,
 }
 
 impl Metrics {
@@ -118,7 +121,15 @@ impl Metrics {
             "portico_tunnel_bytes_total{{direction=\"origin_to_client\"}} {}",
             self.bytes_origin_to_client.load(Relaxed)
         );
+        self.routes.render(out);
     }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format wants.
+pub fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A metric family's `HELP` and `TYPE` lines.

@@ -11,7 +11,7 @@
 //! healthy origin, once per transition.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::model::{HealthProbe, OriginGroup};
@@ -194,13 +194,24 @@ pub struct GroupHealth {
     pub name: String,
     origin_names: Vec<String>,
     enabled: Vec<bool>,
-    origins: Vec<OriginHealth>,
+    /// Shared with the next configuration generation for each origin a reload left as it
+    /// was, so that its verdict and counts carry over (no flap back to pending).
+    origins: Vec<Arc<OriginHealth>>,
     thresholds: Thresholds,
     all_unhealthy: AtomicBool,
 }
 
 impl GroupHealth {
     pub fn new(group: &OriginGroup) -> GroupHealth {
+        GroupHealth::after(group, |_| None)
+    }
+
+    /// The health of `group` in a new configuration generation: each origin for which
+    /// `carried` gives the previous generation's health keeps it.
+    pub fn after(
+        group: &OriginGroup,
+        carried: impl Fn(usize) -> Option<Arc<OriginHealth>>,
+    ) -> GroupHealth {
         let initial = match group.health_probe {
             Some(_) => Verdict::Pending,
             None => Verdict::NotProbed,
@@ -209,10 +220,8 @@ impl GroupHealth {
             name: group.name.clone(),
             origin_names: group.origins.iter().map(|o| o.name.clone()).collect(),
             enabled: group.origins.iter().map(|o| o.enabled).collect(),
-            origins: group
-                .origins
-                .iter()
-                .map(|_| OriginHealth::new(initial))
+            origins: (0..group.origins.len())
+                .map(|index| carried(index).unwrap_or_else(|| Arc::new(OriginHealth::new(initial))))
                 .collect(),
             thresholds: group.health_probe.as_ref().map_or(
                 Thresholds {
@@ -226,7 +235,12 @@ impl GroupHealth {
     }
 
     pub fn origin(&self, index: usize) -> Option<&OriginHealth> {
-        self.origins.get(index)
+        self.origins.get(index).map(Arc::as_ref)
+    }
+
+    /// Origin `index`'s health, to be shared with the next generation.
+    pub(crate) fn shared(&self, index: usize) -> Option<Arc<OriginHealth>> {
+        self.origins.get(index).cloned()
     }
 
     /// Whether selection may prefer this origin: healthy, or in a group without probes.

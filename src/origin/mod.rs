@@ -26,7 +26,7 @@ use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
-use crate::config::model::{Origin, OriginGroup};
+use crate::config::model::{HealthProbe, Origin, OriginGroup};
 
 use self::health::GroupHealth;
 use self::smooth::SmoothRoundRobin;
@@ -42,6 +42,7 @@ pub struct OriginPool {
 
 struct GroupBalancer {
     origins: Vec<Origin>,
+    probe: Option<HealthProbe>,
     /// Priority levels, lowest value (most preferred) first.
     levels: Vec<Level>,
     /// Every enabled origin, for when no healthy one is left.
@@ -70,8 +71,23 @@ const MAX_ITERATIONS: usize = 256;
 
 impl OriginPool {
     pub fn new(groups: &[OriginGroup]) -> OriginPool {
+        OriginPool::after(groups, None)
+    }
+
+    /// The pool of a new configuration generation. An origin that `previous` had in a group
+    /// of the same name, with the same name, address, `Host` and probe, keeps its health:
+    /// a reload does not send it back to pending (nor a dead one back into rotation).
+    pub fn after(groups: &[OriginGroup], previous: Option<&OriginPool>) -> OriginPool {
         OriginPool {
-            groups: groups.iter().map(GroupBalancer::new).collect(),
+            groups: groups
+                .iter()
+                .map(|group| {
+                    let before = previous.and_then(|pool| {
+                        pool.groups.iter().find(|old| old.health.name == group.name)
+                    });
+                    GroupBalancer::new(group, before)
+                })
+                .collect(),
         }
     }
 
@@ -134,12 +150,20 @@ fn origin_index(backend: &Backend) -> Option<usize> {
 }
 
 impl GroupBalancer {
-    fn new(group: &OriginGroup) -> GroupBalancer {
+    fn new(group: &OriginGroup, before: Option<&GroupBalancer>) -> GroupBalancer {
         // One health per origin, even when two origins share an address.
         let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {
             origin_index(backend).map_or(u64::MAX, |i| i as u64)
         }));
-        let health = Arc::new(GroupHealth::new(group));
+        let health = Arc::new(GroupHealth::after(group, |index| {
+            let before = before.filter(|old| old.probe == group.health_probe)?;
+            let origin = &group.origins[index];
+            let old_index = before
+                .origins
+                .iter()
+                .position(|old| same_origin(old, origin))?;
+            before.health.shared(old_index)
+        }));
         if let Some(probe) = &group.health_probe {
             let tls = probe.use_tls.then(|| {
                 crate::tls::origin::probe_connector(group.ca.as_ref().map(|ca| ca.certs.as_slice()))
@@ -170,6 +194,7 @@ impl GroupBalancer {
             .collect();
         GroupBalancer {
             origins: group.origins.clone(),
+            probe: group.health_probe.clone(),
             levels,
             everyone: balancer(group, &registry, |_| true),
             health,
@@ -185,6 +210,14 @@ impl GroupBalancer {
             origin: self.origins.get(index)?,
         })
     }
+}
+
+/// Whether two generations' origins are the same server as probes see it.
+fn same_origin(old: &Origin, new: &Origin) -> bool {
+    old.name == new.name
+        && old.address == new.address
+        && old.https_address == new.https_address
+        && old.host_header == new.host_header
 }
 
 /// A weighted round-robin balancer over the enabled origins of `group` that `keep` accepts.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::HeaderValue;
 use smallvec::SmallVec;
 
+use crate::lifecycle::drain::InFlight;
 use crate::rules::{Decision, Scheme};
 use crate::tunnel::TunnelState;
 
@@ -38,6 +39,10 @@ pub struct RequestCtx {
     pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
+    /// When the request went to the origin (the last attempt), and how long its response
+    /// header took to come back.
+    pub upstream_sent: Option<Instant>,
+    pub origin_first_byte: Option<std::time::Duration>,
     /// Why the last connection attempt failed, for the answer when no origin is left.
     pub last_connect_error: Option<String>,
     /// The same failure as the client may be told it (no origin addresses).
@@ -45,6 +50,8 @@ pub struct RequestCtx {
     /// Status of the response header sent to the client (set in `response_filter`).
     pub response_status: Option<u16>,
     pub tunnel: Option<TunnelState>,
+    /// Held to the request's end: a draining node waits for it.
+    pub in_flight: Option<InFlight>,
 }
 
 impl RequestCtx {
@@ -65,10 +72,13 @@ impl RequestCtx {
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,
+            upstream_sent: None,
+            origin_first_byte: None,
             last_connect_error: None,
             last_connect_reason: None,
             response_status: None,
             tunnel: None,
+            in_flight: None,
         }
     }
 }

@@ -42,6 +42,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
+use crate::lifecycle::drain::Drain;
+use crate::observability::latency::{RouteStats, RouteStatsRegistry, NO_ROUTE};
 use crate::observability::records::RequestRecord;
 use crate::observability::{AccessLog, Metrics};
 use crate::origin::OriginPool;
@@ -51,18 +53,35 @@ use crate::tunnel::{ClosedBy, TunnelLog};
 
 pub use ctx::RequestCtx;
 
-/// One configuration, ready to serve: swapped whole on reload.
+/// One configuration generation, ready to serve: swapped whole on reload
+/// ([`crate::lifecycle`]). A request keeps the generation it started with to its end.
 pub struct Snapshot {
+    /// 1 for the configuration the node started with, then one more per reload.
+    pub generation: u64,
     pub engine: Engine,
     pub origins: OriginPool,
     /// Per origin group: the CA list its origins' certificates must chain to (`None`: the
     /// system roots).
     pub origin_cas: Vec<Option<Arc<CaType>>>,
+    /// Per route (by index), then for requests no route matched: the counters behind the
+    /// per-route metrics, looked up once per generation.
+    pub route_stats: Vec<Arc<RouteStats>>,
 }
 
 impl Snapshot {
+    /// A first generation with counters of its own (for `explain` and tests).
     pub fn new(engine: Engine) -> Snapshot {
-        let origins = OriginPool::new(&engine.config.origin_groups);
+        Snapshot::after(engine, None, &RouteStatsRegistry::default())
+    }
+
+    /// The generation after `previous` (the first when `None`): unchanged origins keep
+    /// their health, and routes their counters in `stats`.
+    pub fn after(
+        engine: Engine,
+        previous: Option<&Snapshot>,
+        stats: &RouteStatsRegistry,
+    ) -> Snapshot {
+        let origins = OriginPool::after(&engine.config.origin_groups, previous.map(|p| &p.origins));
         let origin_cas = engine
             .config
             .origin_groups
@@ -72,11 +91,21 @@ impl Snapshot {
                 Some(crate::tls::origin::pingora_ca(&ca.certs))
             })
             .collect();
+        let route_names = engine.config.routes.iter().map(|r| r.name.as_str());
+        let route_stats = stats.for_routes(route_names.chain([NO_ROUTE]));
         Snapshot {
+            generation: previous.map_or(1, |p| p.generation + 1),
             engine,
             origins,
             origin_cas,
+            route_stats,
         }
+    }
+
+    /// The counters of route `index`, or of requests no route matched.
+    pub fn route_stats(&self, route: Option<usize>) -> &RouteStats {
+        let last = self.route_stats.len() - 1;
+        &self.route_stats[route.unwrap_or(last).min(last)]
     }
 }
 
@@ -88,6 +117,8 @@ pub struct Portico {
     pub node: headers::NodeHeaders,
     pub cache: &'static EdgeCache,
     pub metrics: Arc<Metrics>,
+    /// Counts requests in flight and open tunnels, for the drain on shutdown.
+    pub drain: &'static Drain,
 }
 
 #[async_trait]
@@ -95,7 +126,9 @@ impl ProxyHttp for Portico {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        let mut ctx = RequestCtx::new();
+        ctx.in_flight = Some(self.drain.request());
+        ctx
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -112,9 +145,8 @@ impl ProxyHttp for Portico {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let answered = admission::admit(session, ctx, &snapshot, &self.node.name).await?;
-        ctx.snapshot = Some(snapshot);
-        Ok(answered)
+        ctx.snapshot = Some(snapshot.clone());
+        admission::admit(session, ctx, &snapshot, &self.node.name).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -172,7 +204,7 @@ impl ProxyHttp for Portico {
         let snapshot = snapshot(ctx)?;
         let peer = upstream::choose_peer(ctx, &snapshot)?;
         if let Some(tunnel) = &ctx.tunnel {
-            tunnel.prepare(session, self.tunnel_log(ctx));
+            tunnel.prepare(session, self.tunnel_log(ctx), self.drain.tunnel());
         }
         Ok(peer)
     }
@@ -184,6 +216,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let snapshot = snapshot(ctx)?;
+        ctx.upstream_sent = Some(std::time::Instant::now());
         upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node)
     }
 
@@ -194,6 +227,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
+        ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
         upstream::check_response(response, ctx)
     }
 
@@ -352,6 +386,12 @@ impl Portico {
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         self.metrics.record_request(ctx.cache_status, status);
+        let duration = ctx.started.elapsed();
+        if let Some(snapshot) = &ctx.snapshot {
+            snapshot
+                .route_stats(ctx.decision.as_ref().map(|d| d.route))
+                .observe(ctx.cache_status, duration, ctx.origin_first_byte);
+        }
         // With the log off, build nothing: the record's lists and strings cost allocations.
         if !self.access_log.is_on() {
             return;
@@ -391,7 +431,7 @@ impl Portico {
             upstream_status: ctx.upstream_status,
             attempts: ctx.tried.len() as u8,
             tried: tried_names(ctx),
-            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            duration_ms: duration.as_millis() as u64,
             bytes: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),
         };

@@ -2,6 +2,7 @@
 //! machine-readable `X-Portico-Error` and a one-line body that says why.
 
 use bytes::Bytes;
+use pingora_core::protocols::http::HttpTask;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -36,14 +37,13 @@ impl EdgeAnswer<'_> {
         ctx.edge_status = Some(self.status);
         super::headers::add_response_headers(&mut header, ctx)?;
         let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(header), head_only)
-            .await?;
+        // Header and body in one write: a client that reads the answer in one go (as
+        // WebSocket clients read a refused handshake) gets all of it.
+        let mut tasks = vec![HttpTask::Header(Box::new(header), head_only)];
         if !head_only {
-            session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await?;
+            tasks.push(HttpTask::Body(Some(Bytes::from(body)), true));
         }
+        session.write_response_tasks(tasks).await?;
         Ok(())
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! Until the `101`, Pingora's per-leg timeouts bound the handshake (the origin must answer
 //! the upgrade within the idle timeout). The tunnel's record is written when it closes.
-//! A tunnel belongs to no request any more, so a graceful shutdown does not wait for it:
-//! open tunnels end when the process exits.
+//! A tunnel belongs to no request and to no configuration generation: a reload never
+//! touches it, and it keeps the limits it opened with. A stopping node gives open tunnels
+//! `tunnel_drain_timeout` to end by themselves, then closes them (`closed_by: shutdown`,
+//! [`crate::lifecycle::drain`]).
 
 pub mod relay;
 
@@ -22,6 +24,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_proxy::{Session, TunnelHandoff};
 
 use crate::config::model::TunnelLimits;
+use crate::lifecycle::drain::TunnelGuard;
 use crate::observability::access_log::AccessLog;
 use crate::observability::records::{now_ms, TunnelRecord};
 use relay::RelayOutcome;
@@ -80,8 +83,8 @@ impl TunnelState {
 
     /// Before the upstream request: an upgrade stops at the `101` and its connections come
     /// to the relay, which writes `log` when the tunnel closes.
-    pub fn prepare(&self, session: &mut Session, log: TunnelLog) {
-        session.tunnel_handoff = Some(hand_off_to_relay(self.limits, log));
+    pub fn prepare(&self, session: &mut Session, log: TunnelLog, guard: TunnelGuard) {
+        session.tunnel_handoff = Some(hand_off_to_relay(self.limits, log, guard));
     }
 
     /// At the 101.
@@ -94,11 +97,14 @@ impl TunnelState {
     }
 }
 
-fn hand_off_to_relay(limits: TunnelLimits, log: TunnelLog) -> TunnelHandoff {
+fn hand_off_to_relay(limits: TunnelLimits, log: TunnelLog, guard: TunnelGuard) -> TunnelHandoff {
     Box::new(move |tunnel| {
         tokio::spawn(async move {
-            let outcome = relay::relay(tunnel, limits).await;
+            let mut guard = guard;
+            let outcome = relay::relay(tunnel, limits, guard.closing()).await;
             log.write(&outcome);
+            // The node may exit once the last tunnel's record is written.
+            drop(guard);
         });
     })
 }

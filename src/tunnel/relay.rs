@@ -41,8 +41,13 @@ pub struct RelayOutcome {
     pub duration: Duration,
 }
 
-/// Runs the tunnel to its end and closes both connections.
-pub async fn relay(tunnel: UpgradedTunnel, limits: TunnelLimits) -> RelayOutcome {
+/// Runs the tunnel to its end and closes both connections. `closing` resolves when the node
+/// stops and the tunnel's drain time is over.
+pub async fn relay(
+    tunnel: UpgradedTunnel,
+    limits: TunnelLimits,
+    closing: impl Future<Output = ()>,
+) -> RelayOutcome {
     let started = Instant::now();
     let UpgradedTunnel {
         mut downstream,
@@ -61,7 +66,7 @@ pub async fn relay(tunnel: UpgradedTunnel, limits: TunnelLimits) -> RelayOutcome
 
     let deadline = tokio::time::sleep(limits.max_lifetime);
     let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(deadline, idle);
+    tokio::pin!(deadline, idle, closing);
     let mut last_moved = Instant::now();
 
     let closed_by = poll_fn(|cx| {
@@ -79,6 +84,9 @@ pub async fn relay(tunnel: UpgradedTunnel, limits: TunnelLimits) -> RelayOutcome
         }
         if deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(ClosedBy::MaxLifetime);
+        }
+        if closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(ClosedBy::Shutdown);
         }
         if moved {
             last_moved = Instant::now();
@@ -273,7 +281,7 @@ mod tests {
             upstream_read: Vec::new(),
             upstream_ended: false,
         };
-        let relay = tokio::spawn(relay(tunnel, limits()));
+        let relay = tokio::spawn(relay(tunnel, limits(), std::future::pending()));
         let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
         let sent = payload.clone();
         let writer = tokio::spawn(async move {
@@ -313,7 +321,7 @@ mod tests {
             upstream_read: vec![Bytes::from_static(b"last words")],
             upstream_ended: true,
         };
-        let outcome = relay(tunnel, limits()).await;
+        let outcome = relay(tunnel, limits(), std::future::pending()).await;
         assert_eq!(outcome.closed_by, ClosedBy::Origin);
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();

@@ -99,6 +99,26 @@ impl TestEdge {
         serde_json::from_str(&text).expect("status is JSON")
     }
 
+    /// Replaces the rules file (the next reload reads it).
+    pub fn write_rules(&self, rules: &str) {
+        std::fs::write(self.dir.path().join("rules/rules.yaml"), rules).expect("write rules");
+    }
+
+    /// `POST /reload`: the status and the JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let response = client()
+            .post(self.admin_url("/reload"))
+            .send()
+            .await
+            .expect("POST /reload");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("reload body");
+        (
+            status,
+            serde_json::from_str(&text).expect("reload answers JSON"),
+        )
+    }
+
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod gated;
 pub mod health;
 pub mod origin;
+pub mod process;
 pub mod tls;
 
 /// Reads from a WebSocket until it ends (close frame, error or EOF); `false` if it is

@@ -1,0 +1,183 @@
+//! The built `portico` binary as users run it: started as a child process, signalled with
+//! `kill`, its output kept in a file for the failure message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `portico`; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    /// stdout and stderr, interleaved.
+    pub output: PathBuf,
+}
+
+impl Running {
+    /// `portico <args>`, its output in `<dir>/<name>.out`.
+    pub fn start(args: &[&str], dir: &Path, name: &str) -> Running {
+        let output = dir.join(format!("{name}.out"));
+        let file = std::fs::File::create(&output).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        Running { child, output }
+    }
+
+    /// `portico run -c conf`, output discarded.
+    pub fn portico_run(conf: &Path) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Running {
+            child,
+            output: PathBuf::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, `QUIT`, `INT`) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `deadline` for the process to exit.
+    pub async fn exited_within(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if started.elapsed() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn printed(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port. Pingora cannot report a port-0 bind, so the port is reserved by
+/// binding and released just before the edge binds it (a small, accepted race).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first answer from a server still starting: connection errors are retried for 30 s.
+pub async fn first_answer(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(url).send().await {
+            Ok(response) => return response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{url} never answered: {e}"),
+        }
+    }
+}
+
+/// Polls `url` until its status is `wanted`, for at most `deadline`; returns the time it
+/// took, or `None`.
+pub async fn status_becomes(
+    client: &reqwest::Client,
+    url: &str,
+    wanted: u16,
+    deadline: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < deadline {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().as_u16() == wanted {
+                return Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// GET `url` and parse the answer as JSON (an admin `/status`).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url} is not JSON ({e}): {text}"))
+}
+
+/// Requests to one URL, one after the other, until [`RequestLoop::finish`]: how many
+/// were sent and how many did not get a 200.
+pub struct RequestLoop {
+    stop: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl RequestLoop {
+    /// With `fresh_connections`, every request opens a new connection (what a listener
+    /// handover must not refuse); otherwise connections are kept alive.
+    pub fn start(url: String, fresh_connections: bool) -> RequestLoop {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let mut builder = reqwest::Client::builder();
+        if fresh_connections {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut sent, mut failed) = (0, 0);
+            loop {
+                tokio::select! {
+                    _ = stopped.notified() => return (sent, failed),
+                    answer = client.get(&url).send() => {
+                        sent += 1;
+                        if !answer.is_ok_and(|r| r.status() == 200) {
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+        });
+        RequestLoop { stop, task }
+    }
+
+    /// Stops the loop: `(sent, failed)`.
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.notify_one();
+        self.task.await.unwrap()
+    }
+}

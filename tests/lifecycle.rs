@@ -1,0 +1,354 @@
+//! The node's lifecycle with the built binary and real signals: SIGTERM drains, SIGHUP and
+//! `--watch` reload, and a graceful binary upgrade hands the listeners over.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::edge::client;
+use common::health::raw_origin;
+use common::origin::TestOrigin;
+use common::process::{first_answer, free_port, get_json, status_becomes, RequestLoop, Running};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A node's files and ports in a temp folder.
+struct NodeFiles {
+    dir: tempfile::TempDir,
+    port: u16,
+    admin_port: u16,
+}
+
+impl NodeFiles {
+    /// A node with `server` settings (YAML lines under `server:`) and `rules`.
+    fn new(server: &str, rules: &str) -> NodeFiles {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        std::fs::write(
+            dir.path().join("portico.yaml"),
+            format!("name: life-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 2\n  upgrade_sock: upgrade.sock\n{server}rules_dir: rules\naccess_log: access.log\n"),
+        )
+        .unwrap();
+        let files = NodeFiles {
+            dir,
+            port,
+            admin_port,
+        };
+        files.write_rules(rules);
+        files
+    }
+
+    fn conf(&self) -> String {
+        self.dir.path().join("portico.yaml").display().to_string()
+    }
+
+    fn write_rules(&self, rules: &str) {
+        std::fs::write(self.dir.path().join("rules/rules.yaml"), rules).unwrap();
+    }
+
+    fn run(&self, extra: &[&str], name: &str) -> Running {
+        let conf = self.conf();
+        let mut args = vec!["run", "-c", conf.as_str()];
+        args.extend_from_slice(extra);
+        Running::start(&args, self.dir.path(), name)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The access log's records of kind `kind`.
+    fn records(&self, kind: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["kind"] == kind)
+            .collect()
+    }
+}
+
+fn route(name: &str, pattern: &str, group: &str, websocket: bool) -> String {
+    format!("  - name: {name}\n    patterns: [\"{pattern}\"]\n    origin_group: {group}\n    websocket: {websocket}\n")
+}
+
+fn group(name: &str, addr: SocketAddr) -> String {
+    format!("  - name: {name}\n    origins:\n      - name: {name}-1\n        address: {addr}\n        host_header: origin.internal\n")
+}
+
+async fn echo_origin() -> TestOrigin {
+    TestOrigin::websocket_echo(Arc::new(|r| {
+        http::Response::new(format!("echo-origin {}", r.path()).into())
+    }))
+    .await
+}
+
+/// One catch-all route to group `web_group`, of groups `a` and `b` (`b` answers
+/// `x-origin: b`).
+fn web_to(web_group: &str, a: &TestOrigin, b: &TestOrigin) -> String {
+    format!(
+        "routes:\n{}origin_groups:\n{}{}",
+        route("web", "/*", web_group, false),
+        group("a", a.addr()),
+        group("b", b.addr())
+    )
+}
+
+type Tunnel =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn echoes(ws: &mut Tunnel, text: &str) -> bool {
+    if ws.send(Message::text(text)).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+        Ok(Some(Ok(message))) if message == Message::text(text)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_then_closes_tunnels_at_the_drain_timeout() {
+    let echo = echo_origin().await;
+    let (slow, _) = raw_origin(Duration::from_millis(1500), true).await;
+    let rules = format!(
+        "routes:\n{}{}origin_groups:\n{}{}",
+        route("chat", "/chat/*", "echo", true),
+        route("slow", "/slow/*", "slow", false),
+        group("echo", echo.addr()),
+        group("slow", slow)
+    );
+    let node = NodeFiles::new("  drain_delay: 1s\n  tunnel_drain_timeout: 2s\n", &rules);
+    let mut edge = node.run(&[], "edge");
+    let http = client();
+    assert_eq!(
+        first_answer(&http, &node.admin("/healthz")).await.status(),
+        200
+    );
+    first_answer(&http, &node.url("/chat/ready")).await;
+
+    let mut tunnels = Vec::new();
+    for _ in 0..10 {
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/x", node.port))
+                .await
+                .expect("upgrade");
+        tunnels.push(ws);
+    }
+    let in_flight = tokio::spawn({
+        let url = node.url("/slow/request");
+        async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    // The slow origin has the request before the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    edge.signal("TERM");
+
+    let to_503 = status_becomes(&http, &node.admin("/healthz"), 503, Duration::from_secs(1))
+        .await
+        .expect("/healthz turns 503 at once");
+    assert!(to_503 < Duration::from_millis(900), "{to_503:?}");
+    assert_eq!(in_flight.await.unwrap().expect("answered"), 200);
+    // During the drain the tunnels still work.
+    assert!(echoes(&mut tunnels[0], "still here").await);
+
+    let status = edge
+        .exited_within(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("no exit; output:\n{}", edge.printed()));
+    assert!(status.success(), "exit 0: {status:?}\n{}", edge.printed());
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "drain_delay 1s + tunnel_drain_timeout 2s, then exit: {took:?}"
+    );
+    for ws in &mut tunnels {
+        assert!(common::ws_ends(ws).await, "the tunnel was closed");
+    }
+    let closed: Vec<_> = node.records("tunnel");
+    assert_eq!(closed.len(), 10, "one record per tunnel: {closed:?}");
+    assert!(
+        closed.iter().all(|r| r["closed_by"] == "shutdown"),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_an_idle_node_stops_at_once_on_sigterm() {
+    let (a, b) = (
+        echo_origin().await,
+        TestOrigin::ok(&[("x-origin", "b")]).await,
+    );
+    let rules = |group_name: &str| web_to(group_name, &a, &b);
+    let node = NodeFiles::new("", &rules("a"));
+    let mut edge = node.run(&[], "edge");
+    let http = client();
+    let first = first_answer(&http, &node.url("/x")).await;
+    assert_eq!(first.text().await.unwrap(), "echo-origin /x");
+
+    node.write_rules(&rules("b"));
+    edge.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = http.get(node.url("/x")).send().await.unwrap();
+        if answer.headers().get("x-origin").is_some_and(|v| v == "b") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = get_json(&http, &node.admin("/status")).await;
+    assert_eq!(status["configuration"]["generation"], 2);
+    assert_eq!(status["configuration"]["last_reload"]["trigger"], "SIGHUP");
+
+    // Nothing to drain: the process is gone right after the drain delay (default 5 s here).
+    let signalled = Instant::now();
+    edge.signal("TERM");
+    let exit = edge
+        .exited_within(Duration::from_secs(12))
+        .await
+        .expect("exit");
+    assert!(exit.success());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_on_edit_and_refuses_a_half_written_file() {
+    let (a, b) = (
+        echo_origin().await,
+        TestOrigin::ok(&[("x-origin", "b")]).await,
+    );
+    let rules = |group_name: &str| web_to(group_name, &a, &b);
+    let node = NodeFiles::new("", &rules("a"));
+    let _edge = node.run(&["--watch"], "edge");
+    let http = client();
+    first_answer(&http, &node.url("/x")).await;
+    let served_by = |http: &reqwest::Client| {
+        let request = http.get(node.url("/x")).send();
+        async move {
+            let answer = request.await.unwrap();
+            match answer.headers().get("x-origin") {
+                Some(_) => "b",
+                None => "a",
+            }
+        }
+    };
+    let until = |wanted: &'static str| {
+        let http = http.clone();
+        async move {
+            let started = Instant::now();
+            while served_by(&http).await != wanted {
+                assert!(started.elapsed() < Duration::from_secs(2), "not within 2 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    node.write_rules(&rules("b"));
+    until("b").await;
+
+    // Cut mid-line: refused, and b keeps serving.
+    let full = rules("a");
+    let cut = &full[..full.find("origin_group").unwrap() + 10];
+    node.write_rules(cut);
+    let started = Instant::now();
+    loop {
+        let status = get_json(&http, &node.admin("/status")).await;
+        if status["configuration"]["last_reload"]["result"] == "refused" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served_by(&http).await, "b");
+
+    node.write_rules(&full);
+    until("a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain_ends() {
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}{}origin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        route("web", "/*", "echo", false),
+        group("echo", echo.addr()),
+    );
+    let node = NodeFiles::new("  tunnel_drain_timeout: 3s\n", &rules);
+    let mut old = node.run(&[], "old");
+    let http = client();
+    first_answer(&http, &node.url("/ready")).await;
+    let (mut tunnel, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/old", node.port))
+            .await
+            .expect("upgrade");
+
+    // A request loop on new connections each time, across the whole upgrade.
+    let requests = RequestLoop::start(node.url("/loop"), true);
+
+    let new = node.run(&["--upgrade"], "new");
+    // The new process waits on the upgrade socket; then the old one is told to hand over.
+    let sock = node.dir.path().join("upgrade.sock");
+    let started = Instant::now();
+    while !sock.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            new.printed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    old.signal("QUIT");
+    // The old process keeps its tunnel through its drain.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(echoes(&mut tunnel, "during the upgrade").await);
+    let exit = old
+        .exited_within(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the old process never exited:\n{}", old.printed()));
+    assert!(exit.success(), "{}", old.printed());
+    assert!(
+        common::ws_ends(&mut tunnel).await,
+        "closed at the end of the drain"
+    );
+
+    // The new process serves, its admin included, and the loop never failed.
+    assert_eq!(
+        first_answer(&http, &node.admin("/healthz")).await.status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sent, failed) = requests.finish().await;
+    assert!(sent > 50, "the loop ran");
+    assert_eq!(
+        failed,
+        0,
+        "old:\n{}\nnew:\n{}",
+        old.printed(),
+        new.printed()
+    );
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/new", node.port))
+            .await
+            .expect("the new process tunnels");
+    drop(ws);
+    let shutdown: Vec<_> = node
+        .records("tunnel")
+        .into_iter()
+        .filter(|r| r["closed_by"] == "shutdown")
+        .collect();
+    assert_eq!(shutdown.len(), 1, "the old tunnel's record");
+    new.signal("INT");
+}

@@ -1,0 +1,223 @@
+//! Live reload on an in-process edge: `POST /reload` swaps the configuration generation,
+//! a refused configuration changes nothing, origins keep their health, and no tunnel is
+//! ever dropped by a reload.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::edge::{client, node_yaml, TestEdge};
+use common::health::{closed_port, health, named_origin, origin_yaml, status};
+use common::origin::TestOrigin;
+use common::process::RequestLoop;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Version 1: `/web/*` goes to group `a`; `/chat/*` is a WebSocket route to the echo origin.
+fn rules_v1(a: &TestOrigin, b: &TestOrigin, echo: &TestOrigin) -> String {
+    rules(a, b, echo, "a", "")
+}
+
+/// Version 2: `/web/*` goes to group `b`, and a new route `/new/*` exists.
+fn rules_v2(a: &TestOrigin, b: &TestOrigin, echo: &TestOrigin) -> String {
+    rules(
+        a,
+        b,
+        echo,
+        "b",
+        "  - name: new\n    patterns: [\"/new/*\"]\n    origin_group: a\n",
+    )
+}
+
+fn rules(a: &TestOrigin, b: &TestOrigin, echo: &TestOrigin, web: &str, extra: &str) -> String {
+    format!(
+        "routes:\n  - name: web\n    patterns: [\"/web/*\"]\n    origin_group: {web}\n  - name: chat\n    patterns: [\"/chat/*\"]\n    origin_group: echo\n    websocket: true\n{extra}origin_groups:\n{}{}{}",
+        origin_yaml_group("a", a),
+        origin_yaml_group("b", b),
+        origin_yaml_group("echo", echo),
+    )
+}
+
+fn origin_yaml_group(name: &str, origin: &TestOrigin) -> String {
+    format!(
+        "  - name: {name}\n    origins:\n{}",
+        origin_yaml(name, origin.addr(), 1, 1)
+    )
+}
+
+/// Version 2 with an unknown field on line 3 (`pattern:`).
+fn rules_invalid(a: &TestOrigin, b: &TestOrigin, echo: &TestOrigin) -> String {
+    rules_v2(a, b, echo).replacen("    patterns:", "    pattern:", 1)
+}
+
+async fn body(edge: &TestEdge, path: &str) -> (u16, String) {
+    let response = client().get(edge.url(path)).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+async fn three_origins() -> (TestOrigin, TestOrigin, TestOrigin) {
+    let (a, _) = named_origin("A").await;
+    let (b, _) = named_origin("B").await;
+    let echo = TestOrigin::websocket_echo(Arc::new(|_| http::Response::new("page".into()))).await;
+    (a, b, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_routes_and_a_refused_one_changes_nothing() {
+    let (a, b, echo) = three_origins().await;
+    let edge = TestEdge::start(&node_yaml(""), &rules_v1(&a, &b, &echo)).await;
+    assert_eq!(body(&edge, "/web/x").await, (200, "A /web/x".to_string()));
+    assert_eq!(body(&edge, "/new/x").await.0, 404);
+
+    edge.write_rules(&rules_v2(&a, &b, &echo));
+    let (code, answer) = edge.reload().await;
+    assert_eq!((code, &answer["generation"]), (200, &serde_json::json!(2)));
+    // The new routes serve right after the answer.
+    assert_eq!(body(&edge, "/web/x").await, (200, "B /web/x".to_string()));
+    assert_eq!(body(&edge, "/new/y").await, (200, "A /new/y".to_string()));
+
+    edge.write_rules(&rules_invalid(&a, &b, &echo));
+    let (code, answer) = edge.reload().await;
+    assert_eq!(code, 422, "{answer}");
+    let errors = answer["errors"].as_array().expect("errors");
+    let first = errors[0].as_str().unwrap();
+    assert!(
+        first.contains("rules.yaml:3:5: error:") && first.contains("pattern"),
+        "file:line:col of the unknown field: {first}"
+    );
+    assert_eq!(answer["generation"], 2, "generation 2 keeps serving");
+    assert_eq!(body(&edge, "/web/x").await, (200, "B /web/x".to_string()));
+
+    let status = status(&edge).await;
+    let configuration = &status["configuration"];
+    assert_eq!(configuration["generation"], 2);
+    assert_eq!(configuration["reloads"]["ok"], 1);
+    assert_eq!(configuration["reloads"]["refused"], 1);
+    assert_eq!(configuration["last_reload"]["result"], "refused");
+    assert!(configuration["last_reload"]["detail"]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("rules.yaml:3:5"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_changes_are_refused_with_where_and_why() {
+    let (a, b, echo) = three_origins().await;
+    let edge = TestEdge::start(&node_yaml(""), &rules_v1(&a, &b, &echo)).await;
+    let node = std::fs::read_to_string(edge.dir.path().join("portico.yaml")).unwrap();
+    std::fs::write(
+        edge.dir.path().join("portico.yaml"),
+        node.replace("127.0.0.1:1", "127.0.0.1:2"),
+    )
+    .unwrap();
+    let (code, answer) = edge.reload().await;
+    assert_eq!(code, 422);
+    let error = answer["errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("portico.yaml:2:1: error: listeners:")
+            && error.contains("restart or a binary upgrade"),
+        "{error}"
+    );
+    assert_eq!(body(&edge, "/web/x").await, (200, "A /web/x".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_a_reload_leaves_alone_keep_their_health() {
+    let (alive, _) = named_origin("alive").await;
+    let dead = closed_port();
+    // One probe round at start, then none for an hour: health only changes by reload.
+    let probe = "    health_probe: { protocol: tcp, interval: 1h, timeout: 1s }\n";
+    let rules = |extra: &str| {
+        format!(
+            "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n{extra}origin_groups:\n  - name: web\n    origins:\n{}{}{probe}",
+            origin_yaml("dead", dead, 1, 1),
+            origin_yaml("alive", alive.addr(), 2, 1),
+        )
+    };
+    let edge = TestEdge::start(&node_yaml(""), &rules("")).await;
+    let before = status(&edge).await;
+    assert_eq!(health(&before, "web", "dead"), "unhealthy");
+
+    edge.write_rules(&rules(
+        "  - name: extra\n    patterns: [\"/extra/*\"]\n    origin_group: web\n",
+    ));
+    assert_eq!(edge.reload().await.0, 200);
+    let after = status(&edge).await;
+    assert_eq!(
+        health(&after, "web", "dead"),
+        "unhealthy",
+        "not sent back to pending"
+    );
+    let dead_after = common::health::origin(&after, "web", "dead");
+    assert!(
+        dead_after["consecutive_failures"].as_u64().unwrap() >= 2,
+        "the counts carried over and the new generation probed once more: {dead_after}"
+    );
+    // Every request goes to the live origin, the first one after the reload included.
+    for _ in 0..5 {
+        assert_eq!(body(&edge, "/x").await, (200, "alive /x".to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_tunnels_and_a_request_loop_survive_twenty_reloads() {
+    let (a, b, echo) = three_origins().await;
+    let edge = TestEdge::start(&node_yaml(""), &rules_v1(&a, &b, &echo)).await;
+
+    let mut tunnels = Vec::new();
+    for _ in 0..100 {
+        let (ws, response) = tokio_tungstenite::connect_async(edge.ws_url("/chat/room"))
+            .await
+            .expect("upgrade");
+        assert_eq!(response.status(), 101);
+        tunnels.push(ws);
+    }
+
+    let requests = RequestLoop::start(edge.url("/web/loop"), false);
+
+    for round in 0..20 {
+        let (rules, expect) = match round % 3 {
+            0 => (rules_v2(&a, &b, &echo), 200),
+            1 => (rules_invalid(&a, &b, &echo), 422),
+            _ => (rules_v1(&a, &b, &echo), 200),
+        };
+        edge.write_rules(&rules);
+        let (code, answer) = edge.reload().await;
+        assert_eq!(code, expect, "round {round}: {answer}");
+        if code == 200 {
+            let web = if round % 3 == 0 { "B" } else { "A" };
+            assert_eq!(body(&edge, "/web/r").await, (200, format!("{web} /web/r")));
+        } else {
+            assert!(answer["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("rules.yaml:3:5"));
+        }
+        for (index, ws) in tunnels.iter_mut().enumerate() {
+            let text = format!("round {round} tunnel {index}");
+            ws.send(Message::text(text.clone())).await.expect("send");
+            let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("echo in time")
+                .expect("tunnel open")
+                .expect("echo");
+            assert_eq!(echoed, Message::text(text));
+        }
+    }
+    let (sent, failed) = requests.finish().await;
+    assert!(sent > 20);
+    assert_eq!(failed, 0, "no request failed");
+    let metrics = client()
+        .get(edge.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("portico_tunnels_open 100\n"), "{metrics}");
+    assert!(metrics.contains("portico_config_reloads_total{result=\"refused\"} 7\n"));
+    assert!(metrics.contains("portico_config_reloads_total{result=\"ok\"} 13\n"));
+}
