@@ -151,3 +151,95 @@ async fn metrics_count_requests_by_cache_status_and_tunnels_while_they_are_open(
         "{metrics}"
     );
 }
+
+/// The whole `/metrics` output, parsed by a real Prometheus parser: every family the
+/// lifecycle issue names, with its type and the series a few requests produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_with_generation_reloads_and_route_histograms() {
+    use prometheus_parse::{Scrape, Value};
+
+    let origin = TestOrigin::ok(&[("cache-control", "max-age=60")]).await;
+    let rules = format!(
+        "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}",
+        group_yaml("web", origin.addr())
+    );
+    let edge = TestEdge::with_routes("", &rules).await;
+    for _ in 0..3 {
+        assert_eq!(
+            client()
+                .get(edge.url("/page"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(edge.reload().await.0, 200);
+    let text = admin_until(&edge, "/metrics", |m| {
+        m.contains("portico_route_requests_total{route=\"site\",x_cache=\"TCP_HIT\"} 2\n")
+    })
+    .await;
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses");
+    let one = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+            .value
+            .clone()
+    };
+    assert_eq!(one("portico_config_generation", &[]), Value::Gauge(2.0));
+    assert_eq!(
+        one("portico_config_reloads_total", &[("result", "ok")]),
+        Value::Counter(1.0)
+    );
+    assert_eq!(
+        one("portico_config_reloads_total", &[("result", "refused")]),
+        Value::Counter(0.0)
+    );
+    assert_eq!(
+        one("portico_access_log_dropped_total", &[]),
+        Value::Counter(0.0)
+    );
+    assert_eq!(
+        one(
+            "portico_route_requests_total",
+            &[("route", "site"), ("x_cache", "TCP_MISS")]
+        ),
+        Value::Counter(1.0)
+    );
+    let Value::Histogram(total) = one(
+        "portico_request_duration_seconds",
+        &[("route", "site"), ("x_cache", "TCP_HIT")],
+    ) else {
+        panic!("a histogram")
+    };
+    assert_eq!(
+        total.last().map(|b| (b.less_than, b.count)),
+        Some((f64::INFINITY, 2.0))
+    );
+    let Value::Histogram(first_byte) = one(
+        "portico_origin_first_byte_seconds",
+        &[("route", "site"), ("x_cache", "TCP_MISS")],
+    ) else {
+        panic!("a histogram")
+    };
+    assert_eq!(first_byte.last().map(|b| b.count), Some(1.0));
+    assert!(
+        !text.contains(
+            "portico_origin_first_byte_seconds_count{route=\"site\",x_cache=\"TCP_HIT\"}"
+        ),
+        "hits never reach the origin"
+    );
+    for family in [
+        "portico_requests_total",
+        "portico_requests_in_flight",
+        "portico_tunnels_open",
+        "portico_cache_bytes",
+        "portico_origin_healthy",
+    ] {
+        assert!(scrape.docs.contains_key(family), "HELP for {family}");
+    }
+}

@@ -382,3 +382,72 @@ async fn tls_1_2_and_1_3_are_both_accepted() {
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
     }
 }
+
+/// A reload reads the certificate files again: new handshakes get the new certificate, a
+/// connection opened before keeps working, and an unreadable file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_the_listener_certificates() {
+    let pki = TestPki::new();
+    let served = pki.issue("served", &[WWW]);
+    let plain = TestOrigin::ok(&[]).await;
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: plain\n    forwarding_protocol: http_only\norigin_groups:\n{}",
+        common::edge::group_yaml("plain", plain.addr())
+    );
+    let edge = TestEdge::start(&tls_node_yaml(&[&served], ""), &rules).await;
+    let tls_addr = edge.tls_addr.unwrap();
+    let before = pki.https_client(&[WWW, API], tls_addr);
+    assert_eq!(
+        before
+            .get(format!("https://{WWW}/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        before.get(format!("https://{API}/a")).send().await.is_err(),
+        "the first certificate does not cover {API}"
+    );
+
+    // The same files, now holding a certificate for both names.
+    let both = pki.issue("both", &[WWW, API]);
+    std::fs::copy(&both.cert, &served.cert).unwrap();
+    std::fs::copy(&both.key, &served.key).unwrap();
+    assert_eq!(edge.reload().await.0, 200);
+    let after = pki.https_client(&[WWW, API], tls_addr);
+    assert_eq!(
+        after
+            .get(format!("https://{API}/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The connection made before the reload is still served.
+    assert_eq!(
+        before
+            .get(format!("https://{WWW}/b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    std::fs::write(&served.key, "not a key").unwrap();
+    let (code, answer) = edge.reload().await;
+    assert_eq!(code, 422, "{answer}");
+    let fresh = pki.https_client(&[WWW, API], tls_addr);
+    assert_eq!(
+        fresh
+            .get(format!("https://{API}/c"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
