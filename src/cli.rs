@@ -39,6 +39,9 @@ pub enum Command {
     Check {
         #[arg(short, long, default_value = "conf/portico.yaml")]
         conf: PathBuf,
+        /// Print only where a binary upgrade hands the listeners over (for scripts).
+        #[arg(long)]
+        print_upgrade_sock: bool,
     },
     /// Show what the edge would do with a request, without sending traffic.
     Explain {
@@ -70,7 +73,11 @@ pub fn main(cli: Cli) -> ExitCode {
             watch,
             upgrade,
         } => run(&conf, RunOptions { watch, upgrade }),
-        Command::Check { conf } => check(&conf),
+        Command::Check {
+            conf,
+            print_upgrade_sock: false,
+        } => check(&conf),
+        Command::Check { conf, .. } => print_upgrade_sock(&conf),
         Command::Explain {
             conf,
             method,
@@ -138,6 +145,19 @@ fn check(conf: &Path) -> ExitCode {
         }
         Err(error) => {
             println!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_upgrade_sock(conf: &Path) -> ExitCode {
+    match config::load(conf) {
+        Ok(loaded) => {
+            println!("{}", loaded.config.node.upgrade_sock.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -75,13 +75,14 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 impl Node {
     /// Loads and validates the configuration; warnings go to the log.
     pub fn load(conf_path: &Path) -> Result<Node, StartError> {
-        Node::load_with(conf_path, WhenDrained::Return, None)
+        Node::load_with(conf_path, WhenDrained::Return, None, false)
     }
 
     fn load_with(
         conf_path: &Path,
         when_drained: WhenDrained,
         watch: Option<Duration>,
+        upgraded: bool,
     ) -> Result<Node, StartError> {
         let loaded = config::load(conf_path)?;
         for warning in &loaded.warnings {
@@ -123,6 +124,7 @@ impl Node {
             when_drained,
         );
         lifecycle.watch_files = watch;
+        lifecycle.upgraded = upgraded;
         let proxy = Portico {
             current: current.clone(),
             access_log,
@@ -173,7 +175,7 @@ impl Node {
             log::warn!("cannot install the signal handlers early: {e}");
         }
         let watch = options.watch.then_some(WATCH_EVERY);
-        Node::load_with(conf_path, WhenDrained::ExitProcess, watch)
+        Node::load_with(conf_path, WhenDrained::ExitProcess, watch, options.upgrade)
     }
 
     /// Runs under a Pingora `Server` until a signal stops it.

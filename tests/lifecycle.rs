@@ -298,19 +298,27 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
     // A request loop on new connections each time, across the whole upgrade.
     let requests = RequestLoop::start(node.url("/loop"), true);
 
-    let new = node.run(&["--upgrade"], "new");
-    // The new process waits on the upgrade socket; then the old one is told to hand over.
-    let sock = node.dir.path().join("upgrade.sock");
-    let started = Instant::now();
-    while !sock.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            new.printed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    old.signal("QUIT");
+    // The documented steps, as `systemctl reload` runs them.
+    let script_out = node.dir.path().join("upgrade-script.out");
+    let script = std::process::Command::new(format!(
+        "{}/deploy/systemd/portico-upgrade",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .arg(old.pid().to_string())
+    .arg(node.conf())
+    .env("PORTICO_BIN", env!("CARGO_BIN_EXE_portico"))
+    .stdout(std::fs::File::create(&script_out).unwrap())
+    .stderr(std::process::Stdio::inherit())
+    .status()
+    .unwrap();
+    assert!(script.success());
+    let said = std::fs::read_to_string(&script_out).unwrap();
+    let new_pid = said
+        .lines()
+        .find_map(|line| line.split("hands over to ").nth(1))
+        .unwrap_or_else(|| panic!("no new pid in {said:?}"))
+        .trim()
+        .to_string();
     // The old process keeps its tunnel through its drain.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(echoes(&mut tunnel, "during the upgrade").await);
@@ -335,9 +343,9 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
     assert_eq!(
         failed,
         0,
-        "old:\n{}\nnew:\n{}",
+        "old:\n{}\nupgrade:\n{}",
         old.printed(),
-        new.printed()
+        std::fs::read_to_string(&script_out).unwrap_or_default()
     );
     let (ws, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/new", node.port))
@@ -350,5 +358,8 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
         .filter(|r| r["closed_by"] == "shutdown")
         .collect();
     assert_eq!(shutdown.len(), 1, "the old tunnel's record");
-    new.signal("INT");
+    std::process::Command::new("kill")
+        .args(["-INT", &new_pid])
+        .status()
+        .unwrap();
 }

@@ -24,6 +24,7 @@
 //! node's shutdown watch.
 
 pub mod drain;
+pub mod notify;
 pub mod reload;
 pub mod signals;
 pub mod watch;
@@ -100,6 +101,8 @@ pub struct Lifecycle {
     requests_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<&'static str>>>,
     /// `portico run --watch`: how often files are looked at.
     pub watch_files: Option<Duration>,
+    /// This process took its listeners over from another (`portico run --upgrade`).
+    pub upgraded: bool,
 }
 
 impl Lifecycle {
@@ -133,6 +136,7 @@ impl Lifecycle {
             requests,
             requests_rx: parking_lot::Mutex::new(Some(requests_rx)),
             watch_files: None,
+            upgraded: false,
         }
     }
 
@@ -231,6 +235,7 @@ impl Lifecycle {
             _ = shutdown.changed() => {}
         }
         ready.notify_ready();
+        notify::notify(&notify::ready_state(self.upgraded));
         let mut requests = self.requests_rx.lock().take();
         let watcher = self
             .watch_files
@@ -257,6 +262,10 @@ impl Lifecycle {
     async fn stop(&self) {
         if self.phase() == Phase::Serving {
             self.set_phase(Phase::Draining);
+        }
+        if self.phase() == Phase::Draining {
+            // After a handover the new process is the unit's main process already.
+            notify::notify("STOPPING=1");
         }
         let timeout = self.current.load().engine.config.node.tunnel_drain_timeout;
         let (requests, tunnels) = (self.drain.requests_in_flight(), self.drain.open_tunnels());
