@@ -22,7 +22,6 @@ use crate::cache::EdgeCache;
 use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
 use crate::observability::AccessLog;
-use crate::origin::service::HealthProbes;
 use crate::proxy::headers::NodeHeaders;
 use crate::proxy::{Portico, Snapshot};
 use crate::rules::Engine;
@@ -143,7 +142,7 @@ impl Node {
         // The proxy starts listening only after the first probe round (see `origin::service`).
         let probes = server.add_service(pingora_core::services::background::background_service(
             "portico health probes",
-            HealthProbes::new(&self.current.load().origins),
+            crate::tier::health_probes(&self.current.load()),
         ));
         server.add_service(service).add_dependency(&probes);
         if let Some(admin) = admin {
@@ -191,7 +190,7 @@ pub async fn serve_node(
     listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let probes = HealthProbes::new(&node.current.load().origins);
+    let probes = crate::tier::health_probes(&node.current.load());
     let (ready, mut first_round) = watch::channel(false);
     let probe_shutdown = shutdown.clone();
     tokio::spawn(async move {

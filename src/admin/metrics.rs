@@ -58,6 +58,7 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot, cache: &EdgeCache) -> Stri
             );
         }
     }
+    crate::tier::report::metrics(&snapshot.tiers, &mut out);
     out
 }
 

@@ -175,5 +175,6 @@ fn status_json(snapshot: &Snapshot, cache: &EdgeCache, counters: &Metrics) -> se
         "evicted_objects": pingora_cache::eviction::EvictionManager::evicted_items(eviction),
     });
     let tunnels = json!({"open": counters.open_tunnels()});
-    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels})
+    let tiers = crate::tier::report::status(&snapshot.tiers);
+    json!({"node": config.node.name, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels, "tiers": tiers})
 }

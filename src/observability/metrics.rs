@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::cache::status;
 
 /// Every `X-Cache` value, in the order of the counters.
-const CACHE_STATUSES: [&str; 7] = [
+const CACHE_STATUSES: [&str; 8] = [
     status::HIT,
     status::MISS,
+    status::REMOTE_HIT,
     status::REVALIDATED,
     status::EXPIRED_HIT,
     status::PRIVATE_NOSTORE,

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     /// Status of the response header sent to the client (set in `response_filter`).
     pub response_status: Option<u16>,
     pub tunnel: Option<TunnelState>,
+    /// The shield side of the request (`crate::tier`).
+    pub tier: crate::tier::TierCtx,
 }
 
 impl RequestCtx {
@@ -69,6 +71,7 @@ impl RequestCtx {
             last_connect_reason: None,
             response_status: None,
             tunnel: None,
+            tier: Default::default(),
         }
     }
 }

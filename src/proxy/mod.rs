@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -58,6 +58,8 @@ pub struct Snapshot {
     /// Per origin group: the CA list its origins' certificates must chain to (`None`: the
     /// system roots).
     pub origin_cas: Vec<Option<Arc<CaType>>>,
+    /// The shield ring and its probes, trusted edges (`crate::tier`).
+    pub tiers: crate::tier::Tiers,
 }
 
 impl Snapshot {
@@ -72,10 +74,13 @@ impl Snapshot {
                 Some(crate::tls::origin::pingora_ca(&ca.certs))
             })
             .collect();
+        let node = &engine.config.node;
+        let tiers = crate::tier::Tiers::new(node.tier, &node.tiers);
         Snapshot {
             engine,
             origins,
             origin_cas,
+            tiers,
         }
     }
 }
@@ -112,6 +117,7 @@ impl ProxyHttp for Portico {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         let answered = admission::admit(session, ctx, &snapshot, &self.node.name).await?;
         ctx.snapshot = Some(snapshot);
         Ok(answered)
@@ -123,7 +129,9 @@ impl ProxyHttp for Portico {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        caching::cache_key(session, ctx)
+        let key = caching::cache_key(session, ctx)?;
+        ctx.tier.key_hash = Some(key.primary_bin()); // the shield ring's key
+        Ok(key)
     }
 
     async fn cache_hit_filter(
@@ -170,7 +178,10 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let snapshot = snapshot(ctx)?;
-        let peer = upstream::choose_peer(ctx, &snapshot)?;
+        let peer = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
+            Some(shield) => shield,
+            None => upstream::choose_peer(ctx, &snapshot)?,
+        };
         if let Some(tunnel) = &ctx.tunnel {
             tunnel.prepare(session, self.tunnel_log(ctx));
         }
@@ -183,6 +194,9 @@ impl ProxyHttp for Portico {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.tier.shield.is_some() {
+            return crate::tier::hop::prepare_shield_request(upstream_request, ctx, &self.node);
+        }
         let snapshot = snapshot(ctx)?;
         upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node)
     }
@@ -194,6 +208,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
+        crate::tier::hop::take_remote_status(response, ctx);
         upstream::check_response(response, ctx)
     }
 
@@ -204,7 +219,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
-        ctx.cache_status = caching::x_cache(session, ctx);
+        ctx.cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {
             headers::edit_response(response, snapshot.engine.fired_actions(decision))?;
@@ -391,6 +406,12 @@ impl Portico {
             upstream_status: ctx.upstream_status,
             attempts: ctx.tried.len() as u8,
             tried: tried_names(ctx),
+            shield: ctx
+                .tier
+                .shield
+                .zip(ctx.snapshot.as_ref())
+                .and_then(|(i, s)| s.tiers.ring.as_ref().map(|r| r.name(i))),
+            shield_cache: ctx.tier.remote_status,
             duration_ms: ctx.started.elapsed().as_millis() as u64,
             bytes: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),
