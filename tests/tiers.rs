@@ -1,0 +1,506 @@
+//! Multi-tier fleets on loopback (SPEC §5, issue 12): edges that fetch through shields
+//! chosen by consistent hashing of the cache key, each node a server of its own.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::edge::client;
+use common::fleet::{node_yaml, reserve, FleetNode};
+use common::gated::{Answer, Body, GatedOrigin};
+use common::origin::TestOrigin;
+
+/// The same rules on every tier: `/*` cached (the `utm` parameter left out of the key),
+/// `/inc/*` keeping only `v`, `/legacy/*` rewritten to `/modern/*`, `/api/*` not cached.
+fn rules(origin: SocketAddr) -> String {
+    format!(
+        r#"routes:
+  - name: site
+    patterns: ["/*"]
+    origin_group: web
+    cache: {{ enabled: true, query_string: exclude, query_params: [utm] }}
+    rule_sets: [tweaks]
+  - name: inc
+    patterns: ["/inc/*"]
+    origin_group: web
+    cache: {{ enabled: true, query_string: include, query_params: [v] }}
+  - name: api
+    patterns: ["/api/*"]
+    origin_group: web
+    cache: {{ enabled: false }}
+rule_sets:
+  - name: tweaks
+    rules:
+      - name: rewrite
+        conditions:
+          - match: request_path
+            operator: begins_with
+            values: ["/legacy/"]
+        actions:
+          - type: url_rewrite
+            source_pattern: /legacy/
+            destination: /modern/
+origin_groups:
+  - name: web
+    origins:
+      - address: {origin}
+        host_header: origin.internal
+"#
+    )
+}
+
+/// Probes fast enough for tests; a shield is probed by a TCP connect.
+const SHIELD_PROBE: &str = "shield_probe: { protocol: tcp, interval: 100ms, timeout: 100ms }\n";
+
+struct Fleet {
+    edges: Vec<FleetNode>,
+    shields: Vec<FleetNode>,
+}
+
+/// `shields` shields and `edges` edges in front of the origin at `origin`; `edge_extra` is
+/// added to each edge's node file.
+async fn fleet(origin: SocketAddr, shields: usize, edges: usize, edge_extra: &str) -> Fleet {
+    let rules = rules(origin);
+    let shields: Vec<FleetNode> = (0..shields)
+        .map(|i| {
+            let name = format!("shield-{i}");
+            let node = node_yaml(&name, "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n");
+            FleetNode::start(&name, &node, &rules, reserve())
+        })
+        .collect();
+    let list = shields
+        .iter()
+        .map(|s| format!("\"{}\"", s.addr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let edges = (0..edges)
+        .map(|i| {
+            let name = format!("edge-{i}");
+            let extra = format!("shields: [{list}]\n{SHIELD_PROBE}{edge_extra}");
+            FleetNode::start(&name, &node_yaml(&name, &extra), &rules, reserve())
+        })
+        .collect();
+    Fleet { edges, shields }
+}
+
+struct Fetched {
+    status: u16,
+    x_cache: String,
+}
+
+async fn get(node: &FleetNode, path: &str, headers: &[(&str, &str)]) -> Fetched {
+    let mut request = client().get(node.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .unwrap_or_else(|_| panic!("{path} through {} hung", node.name))
+        .unwrap_or_else(|e| panic!("{path} through {}: {e}", node.name));
+    let status = response.status().as_u16();
+    let x_cache = response
+        .headers()
+        .get("x-cache")
+        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+    let _ = response.bytes().await;
+    Fetched { status, x_cache }
+}
+
+fn cached_origin() -> impl std::future::Future<Output = TestOrigin> {
+    TestOrigin::ok(&[("cache-control", "max-age=600")])
+}
+
+/// Fetches every path once through `edge` (each must succeed) and tells which shield
+/// served each, from the lines the shields' access logs gained meanwhile.
+async fn round(
+    edge: &FleetNode,
+    shields: &[FleetNode],
+    paths: &[String],
+) -> BTreeMap<String, usize> {
+    let marks: Vec<usize> = shields.iter().map(|s| s.log_lines().len()).collect();
+    for path in paths {
+        let fetched = get(edge, path, &[]).await;
+        assert_eq!(fetched.status, 200, "{path}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut served = BTreeMap::new();
+        let mut lines = 0;
+        for (index, (shield, mark)) in shields.iter().zip(&marks).enumerate() {
+            for line in shield.log_lines().iter().skip(*mark) {
+                lines += 1;
+                served.insert(line["path"].as_str().unwrap().to_string(), index);
+            }
+        }
+        if lines >= paths.len() || Instant::now() > deadline {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every edge sees every shield in `states` (by address) as the probes say.
+async fn wait_for_shield_health(edges: &[FleetNode], shield: &FleetNode, health: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for edge in edges {
+        loop {
+            let status = edge.status().await;
+            let seen = status["tiers"]["shields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["address"] == shield.addr.to_string())
+                .map(|s| s["health"].as_str().unwrap().to_string());
+            if seen.as_deref() == Some(health) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {} {health}: {status}",
+                edge.name,
+                shield.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_object_is_fetched_once_and_lives_on_one_shield() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 2, 2, "").await;
+    let paths: Vec<String> = (0..100).map(|i| format!("/objects/{i}")).collect();
+    for path in &paths {
+        let first = get(&fleet.edges[0], path, &[]).await;
+        assert_eq!(
+            (first.status, first.x_cache.as_str()),
+            (200, "TCP_MISS"),
+            "{path}"
+        );
+    }
+    for path in &paths {
+        let second = get(&fleet.edges[1], path, &[]).await;
+        assert_eq!(
+            (second.status, second.x_cache.as_str()),
+            (200, "TCP_REMOTE_HIT"),
+            "{path}"
+        );
+    }
+    // And the edges keep what they fetched.
+    assert_eq!(
+        get(&fleet.edges[1], &paths[0], &[]).await.x_cache,
+        "TCP_HIT"
+    );
+    for path in &paths {
+        assert_eq!(origin.count_path(path), 1, "{path} reached the origin once");
+    }
+    assert_eq!(origin.count(), 100);
+    // An object on both shields would have been fetched twice: 100 stored in all, spread.
+    let on_shields: Vec<u64> = [
+        fleet.shields[0].cached_objects().await,
+        fleet.shields[1].cached_objects().await,
+    ]
+    .to_vec();
+    assert_eq!(on_shields.iter().sum::<u64>(), 100, "{on_shields:?}");
+    assert!(on_shields.iter().all(|&n| n >= 20), "{on_shields:?}");
+    for edge in &fleet.edges {
+        assert_eq!(edge.cached_objects().await, 100);
+    }
+    // Both tiers log their status: the edge names the shield and its X-Cache.
+    let lines = fleet.edges[1]
+        .wait_for_log(|lines| lines.len() >= 101)
+        .await;
+    let remote = lines
+        .iter()
+        .find(|l| l["path"] == "/objects/7" && l["cache"] == "TCP_REMOTE_HIT")
+        .expect("a remote hit line");
+    assert_eq!(remote["shield_cache"], "TCP_HIT");
+    let shield = remote["shield"].as_str().unwrap();
+    assert!(
+        fleet.shields.iter().any(|s| s.addr.to_string() == shield),
+        "{remote}"
+    );
+}
+
+#[tokio::test]
+async fn hops_append_via_and_cdn_loop_and_the_client_address_is_kept() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 1, 1, "").await;
+    let fetched = get(
+        &fleet.edges[0],
+        "/hops",
+        &[
+            ("via", "1.0 corp-proxy"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+    )
+    .await;
+    assert_eq!(fetched.status, 200);
+    let seen = &origin.requests()[0];
+    assert_eq!(
+        seen.headers["via"],
+        "1.0 corp-proxy, 1.1 edge-0, 1.1 shield-0"
+    );
+    assert_eq!(seen.headers["cdn-loop"], "edge-0, shield-0");
+    // The shield believed its edge: the client is the list's last entry, once.
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["host"], "origin.internal");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        fleet.edges[0].addr.to_string()
+    );
+}
+
+/// The shield derives the cache key the edge computed: objects fetched through one edge with
+/// one spelling of the request are remote hits through the other with another.
+#[tokio::test]
+async fn edge_and_shield_agree_on_the_cache_key() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 2, 2, "").await;
+    let (a, b) = (&fleet.edges[0], &fleet.edges[1]);
+    let cases: [(&str, &str, &str, &str, &str); 4] = [
+        // (first path, first Host, second path, second Host, origin path)
+        (
+            "/case/a",
+            "Shop.Example.COM",
+            "/case/a",
+            "shop.example.com",
+            "/case/a",
+        ),
+        (
+            "/port/a",
+            "shop.example.com:8080",
+            "/port/a",
+            "shop.example.com",
+            "/port/a",
+        ),
+        (
+            "/q/a?x=1&utm=one",
+            "shop.example.com",
+            "/q/a?utm=two&x=1",
+            "shop.example.com",
+            "/q/a",
+        ),
+        (
+            "/legacy/page",
+            "shop.example.com",
+            "/legacy/page",
+            "SHOP.example.com:1",
+            "/modern/page",
+        ),
+    ];
+    for (first, first_host, second, second_host, at_origin) in cases {
+        let one = get(a, first, &[("host", first_host)]).await;
+        assert_eq!(one.x_cache, "TCP_MISS", "{first}");
+        let two = get(b, second, &[("host", second_host)]).await;
+        assert_eq!(
+            two.x_cache, "TCP_REMOTE_HIT",
+            "{second} with Host {second_host}"
+        );
+        assert_eq!(origin.count_path(at_origin), 1, "{at_origin}");
+    }
+    // Include mode: parameters outside the list are not part of the key either.
+    assert_eq!(get(a, "/inc/x?v=2&z=1", &[]).await.x_cache, "TCP_MISS");
+    assert_eq!(
+        get(b, "/inc/x?z=9&v=2", &[]).await.x_cache,
+        "TCP_REMOTE_HIT"
+    );
+    // ... and those in it are.
+    assert_eq!(get(b, "/inc/x?v=3", &[]).await.x_cache, "TCP_MISS");
+    // `/q/a?x=1` variants differ from `x=2`: a different key, a different object.
+    assert_eq!(get(b, "/q/a?x=2", &[]).await.x_cache, "TCP_MISS");
+}
+
+#[tokio::test]
+async fn simultaneous_misses_over_both_edges_reach_the_origin_once() {
+    let origin = GatedOrigin::start(Arc::new(|_, _| Answer {
+        status: 200,
+        headers: vec![("cache-control", "max-age=600".to_string())],
+        body: Body::full("one object"),
+    }))
+    .await;
+    let fleet = fleet(origin.addr, 2, 2, "").await;
+    origin.close_gate();
+    let urls: Vec<String> = (0..50)
+        .map(|i| fleet.edges[i % 2].url("/popular"))
+        .collect();
+    let requests: Vec<_> = urls
+        .into_iter()
+        .map(|url| tokio::spawn(async move { client().get(url).send().await }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.arrived() == 0 {
+        assert!(Instant::now() < deadline, "no request reached the origin");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    origin.open_gate();
+    let mut statuses = BTreeSet::new();
+    for request in requests {
+        let response = request.await.unwrap().expect("response");
+        assert_eq!(response.status(), 200);
+        statuses.insert(response.headers()["x-cache"].to_str().unwrap().to_string());
+    }
+    assert_eq!(origin.arrived(), 1, "statuses seen: {statuses:?}");
+}
+
+/// Three shields; objects the origin forbids storing, so every request crosses the tier and
+/// the shields' logs say which shield each key went to.
+#[tokio::test]
+async fn a_dead_shields_keys_move_and_come_back() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let mut fleet = fleet(origin.addr(), 3, 1, "").await;
+    let paths: Vec<String> = (0..60).map(|i| format!("/k/{i}")).collect();
+    let home = round(&fleet.edges[0], &fleet.shields, &paths).await;
+    assert_eq!(home.len(), 60);
+    for shield in 0..3 {
+        assert!(
+            home.values().any(|&s| s == shield),
+            "shield {shield} got no key"
+        );
+    }
+
+    fleet.shields[1].stop();
+    // No probe has noticed yet: connect failures move the requests on by themselves.
+    let moved = round(&fleet.edges[0], &fleet.shields, &paths).await;
+    assert_eq!(moved.len(), 60);
+    let mut went_to = BTreeSet::new();
+    for path in &paths {
+        if home[path] == 1 {
+            assert_ne!(moved[path], 1, "{path}");
+            went_to.insert(moved[path]);
+        } else {
+            assert_eq!(
+                moved[path], home[path],
+                "{path} belongs to a live shield: it stays"
+            );
+        }
+    }
+    assert_eq!(
+        went_to.len(),
+        2,
+        "the dead shield's keys spread over the ring"
+    );
+
+    fleet.shields[1].restart();
+    wait_for_shield_health(&fleet.edges, &fleet.shields[1], "healthy").await;
+    let back = round(&fleet.edges[0], &fleet.shields, &paths).await;
+    assert_eq!(back, home, "every key is home again");
+
+    // No shield left: the edge goes to the origin group.
+    for shield in &mut fleet.shields {
+        shield.stop();
+    }
+    let before = origin.count();
+    for path in &paths {
+        assert_eq!(get(&fleet.edges[0], path, &[]).await.status, 200, "{path}");
+    }
+    assert_eq!(origin.count(), before + 60);
+}
+
+/// A shield's `X-Cache` is believed only from a shield: an origin (or anything in front of
+/// the edge) that says `TCP_HIT` does not make a remote hit.
+#[tokio::test]
+async fn a_forged_x_cache_is_no_remote_hit() {
+    let origin = TestOrigin::ok(&[("cache-control", "max-age=600"), ("x-cache", "TCP_HIT")]).await;
+    // The only shield is an address nobody listens on: every request goes to the origin.
+    let dead = reserve().local_addr().unwrap();
+    let extra = format!("shields: [\"{dead}\"]\n{SHIELD_PROBE}");
+    let edge = FleetNode::start(
+        "edge-x",
+        &node_yaml("edge-x", &extra),
+        &rules(origin.addr()),
+        reserve(),
+    );
+    let fetched = get(&edge, "/forged", &[("x-cache", "TCP_HIT")]).await;
+    assert_eq!(
+        (fetched.status, fetched.x_cache.as_str()),
+        (200, "TCP_MISS")
+    );
+    assert_eq!(get(&edge, "/forged", &[]).await.x_cache, "TCP_HIT");
+    let lines = edge.wait_for_log(|lines| !lines.is_empty()).await;
+    assert_eq!(lines[0]["shield"], serde_json::Value::Null);
+    assert_eq!(lines[0]["shield_cache"], serde_json::Value::Null);
+}
+
+/// A shield believes `X-Forwarded-Proto` and `X-Forwarded-For` only from its trusted edges.
+#[tokio::test]
+async fn a_shield_believes_hop_headers_only_from_its_edges() {
+    let origin = cached_origin().await;
+    let secure = format!(
+        "routes:\n  - name: secure\n    patterns: [\"/*\"]\n    https_redirect: true\n    protocols: [https]\n    forwarding_protocol: http_only\n    origin_group: web\norigin_groups:\n  - name: web\n    origins:\n      - address: {}\n        host_header: origin.internal\n",
+        origin.addr()
+    );
+    let trusting = FleetNode::start(
+        "shield-t",
+        &node_yaml(
+            "shield-t",
+            "tier: shield\ntrusted_edges: [\"127.0.0.0/8\"]\n",
+        ),
+        &secure,
+        reserve(),
+    );
+    let wary = FleetNode::start(
+        "shield-w",
+        &node_yaml(
+            "shield-w",
+            "tier: shield\ntrusted_edges: [\"10.0.0.0/8\"]\n",
+        ),
+        &secure,
+        reserve(),
+    );
+    let claims = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-for", "203.0.113.5"),
+    ];
+    assert_eq!(get(&trusting, "/a", &claims).await.status, 200);
+    assert_eq!(get(&wary, "/a", &claims).await.status, 308);
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.5");
+    let lines = trusting.wait_for_log(|lines| !lines.is_empty()).await;
+    assert_eq!(lines[0]["client"], "203.0.113.5");
+}
+
+/// edge → shield → the same edge: the edge finds its name in `CDN-Loop` and answers 508,
+/// which comes back through the shield; nothing hangs.
+#[tokio::test]
+async fn a_loop_through_the_tiers_is_a_508() {
+    let (edge_listener, shield_listener) = (reserve(), reserve());
+    let (edge_addr, shield_addr) = (
+        edge_listener.local_addr().unwrap(),
+        shield_listener.local_addr().unwrap(),
+    );
+    let _shield = FleetNode::start(
+        "shield-loop",
+        &node_yaml(
+            "shield-loop",
+            "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n",
+        ),
+        &rules(edge_addr),
+        shield_listener,
+    );
+    let extra = format!("shields: [\"{shield_addr}\"]\n{SHIELD_PROBE}");
+    let edge = FleetNode::start(
+        "edge-loop",
+        &node_yaml("edge-loop", &extra),
+        &rules(shield_addr),
+        edge_listener,
+    );
+    let started = Instant::now();
+    let fetched = get(&edge, "/loops", &[]).await;
+    assert_eq!(fetched.status, 508);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let lines = edge
+        .wait_for_log(|lines| {
+            lines
+                .iter()
+                .any(|l| l["status"] == 508 && l["shield"].is_string())
+        })
+        .await;
+    assert!(lines
+        .iter()
+        .any(|l| l["error"].is_null() && l["status"] == 508));
+}
