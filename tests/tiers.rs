@@ -504,3 +504,128 @@ async fn a_loop_through_the_tiers_is_a_508() {
         .iter()
         .any(|l| l["error"].is_null() && l["status"] == 508));
 }
+
+/// WebSocket routes on every tier: `chat` tunnels, `reproduce` is a cached route where an
+/// upgrade fails as on Front Door.
+fn ws_rules(origin: SocketAddr) -> String {
+    format!(
+        r#"routes:
+  - name: chat
+    patterns: ["/chat/*"]
+    origin_group: echo
+    websocket: true
+  - name: cached-reproduce
+    patterns: ["/reproduce/*"]
+    origin_group: echo
+    cache: {{ enabled: true }}
+origin_groups:
+  - name: echo
+    origins:
+      - address: {origin}
+        host_header: origin.internal
+"#
+    )
+}
+
+/// Edges with `shield_all: true` in front of one shield and a WebSocket echo origin.
+async fn ws_fleet() -> (TestOrigin, FleetNode, FleetNode) {
+    let origin = TestOrigin::websocket_echo(Arc::new(|r: &common::origin::Recorded| {
+        http::Response::builder()
+            .header("cache-control", "public, max-age=60")
+            .body(bytes::Bytes::from(format!("page {}", r.path())))
+            .unwrap()
+    }))
+    .await;
+    let rules = ws_rules(origin.addr());
+    let shield = FleetNode::start(
+        "shield-ws",
+        &node_yaml(
+            "shield-ws",
+            "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n",
+        ),
+        &rules,
+        reserve(),
+    );
+    let extra = format!(
+        "shields: [\"{}\"]\nshield_all: true\n{SHIELD_PROBE}",
+        shield.addr
+    );
+    let edge = FleetNode::start("edge-ws", &node_yaml("edge-ws", &extra), &rules, reserve());
+    (origin, shield, edge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_crosses_edge_shield_and_origin_with_shield_all() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (origin, shield, edge) = ws_fleet().await;
+    let url = format!("ws://{}/chat/room", edge.addr);
+    let (mut ws, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    for message in [Message::Text("héllo".into()), Message::Binary(binary)] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), message);
+    }
+    ws.close(None).await.unwrap();
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.headers["via"], "1.1 edge-ws, 1.1 shield-ws");
+    assert!(seen.headers.contains_key("sec-websocket-key"));
+    // Each tier logs a handshake and, when it closes, a tunnel.
+    for node in [&edge, &shield] {
+        node.wait_for_log(|lines| {
+            lines.iter().any(|l| l["status"] == 101) && lines.iter().any(|l| l["kind"] == "tunnel")
+        })
+        .await;
+    }
+    let lines = edge.log_lines();
+    let handshake = lines.iter().find(|l| l["status"] == 101).unwrap();
+    assert_eq!(handshake["shield"], shield.addr.to_string());
+}
+
+/// The Front Door reproduction through two tiers: the upgrade on a cached route reaches the
+/// origin as a plain GET, the client gets the page's status, and no tier stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_door_reproduction_holds_through_two_tiers() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let (origin, shield, edge) = ws_fleet().await;
+    let url = format!("ws://{}/reproduce/socket", edge.addr);
+    for attempt in 1..=2 {
+        match tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_err()
+        {
+            WsError::Http(response) => {
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.headers()["x-cache"], "UNCACHEABLE");
+            }
+            other => panic!("expected an HTTP answer, got {other:?}"),
+        }
+        assert_eq!(
+            origin.count_path("/reproduce/socket"),
+            attempt,
+            "never stored"
+        );
+    }
+    for seen in origin.requests() {
+        assert!(!seen.headers.contains_key("upgrade"), "{:?}", seen.headers);
+        assert_eq!(seen.method, "GET");
+    }
+    let lines = shield.wait_for_log(|lines| lines.len() >= 2).await;
+    assert!(
+        lines.iter().all(|l| l["upgrade"] == "reproduce"),
+        "{lines:#?}"
+    );
+    // The page itself still caches, on the shield as on the edge.
+    let page = edge.url("/reproduce/page");
+    let x_cache = |r: reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_string();
+    assert_eq!(
+        x_cache(client().get(&page).send().await.unwrap()),
+        "TCP_MISS"
+    );
+    assert_eq!(
+        x_cache(client().get(&page).send().await.unwrap()),
+        "TCP_HIT"
+    );
+    assert_eq!(origin.count_path("/reproduce/page"), 1);
+}

@@ -7,7 +7,8 @@
 //! shield cannot see are carried: the client's address (appended to `X-Forwarded-For`) and
 //! scheme (`X-Forwarded-Proto`). A shield believes them only from an address in its
 //! `trusted_edges`; from anyone else they are a client's claims, and ignored. `Via` and
-//! `CDN-Loop` get this node's name, so a loop through tiers ends in `508`.
+//! `CDN-Loop` get this node's name, so a loop through tiers ends in `508`. A WebSocket
+//! upgrade crosses too (with `shield_all`), and each tier handles it as its rules say.
 //!
 //! **Response.** The shield's `X-Cache` says whether it answered from its cache. The edge
 //! reads it only on a response from a shield it chose (a client or an origin cannot forge
@@ -23,7 +24,7 @@ use pingora_proxy::Session;
 use crate::cache::status;
 use crate::proxy::headers::{self, NodeHeaders, X_CACHE};
 use crate::proxy::RequestCtx;
-use crate::rules::{Scheme, UpgradeHandling};
+use crate::rules::Scheme;
 
 use super::Tiers;
 
@@ -65,12 +66,6 @@ pub fn prepare_shield_request(
     ctx: &RequestCtx,
     node: &NodeHeaders,
 ) -> Result<()> {
-    let Some(decision) = &ctx.decision else {
-        return Error::e_explain(
-            ErrorType::InternalError,
-            "no routing decision before upstream_request_filter",
-        );
-    };
     if let Some(authority) = upstream.uri.authority().cloned() {
         // Absolute-form from the client: the shield gets origin-form, with the host it
         // named (which wins over `Host`, RFC 9112 §3.2.2) as `Host`.
@@ -85,12 +80,9 @@ pub fn prepare_shield_request(
         upstream.set_uri(uri);
         upstream.insert_header(http::header::HOST, authority.as_str())?;
     }
-    headers::add_forwarding_headers(upstream, ctx, node, None)?;
-    if decision.upgrade == UpgradeHandling::Reproduce {
-        upstream.remove_header(&http::header::UPGRADE);
-        upstream.remove_header(&http::header::CONNECTION);
-    }
-    Ok(())
+    // An upgrade goes on as the client sent it, whatever its handling here: the shield
+    // decides the same (`tier::route`).
+    headers::add_forwarding_headers(upstream, ctx, node, None)
 }
 
 /// `upstream_response_filter` on an edge: keeps the shield's `X-Cache` (as one of the known

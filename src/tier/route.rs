@@ -17,6 +17,7 @@ use pingora_proxy::Session;
 use crate::cache::key::write_cache_key;
 use crate::proxy::admission::request_host;
 use crate::proxy::{RequestCtx, Snapshot};
+use crate::rules::UpgradeHandling;
 
 /// The shield peer for this attempt, or `None` for the origin group. Records the choice
 /// in `ctx.tier`.
@@ -45,7 +46,12 @@ pub fn shield_peer(
     ctx.tier.tried.push(index);
     ctx.tier.shield = Some(index);
     let mut peer = Box::new(ring.peer(index)?.clone());
-    crate::proxy::upstream::apply_upgrade_policy(&mut peer, ctx);
+    // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
+    // shield's rules make the same decision (strip it for the origin, store nothing). Sent
+    // as a plain GET instead, the shield would cache it like any page.
+    if ctx.decision.as_ref().map(|d| d.upgrade) != Some(UpgradeHandling::Reproduce) {
+        crate::proxy::upstream::apply_upgrade_policy(&mut peer, ctx);
+    }
     Some(peer)
 }
 
