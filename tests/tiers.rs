@@ -629,3 +629,75 @@ async fn the_front_door_reproduction_holds_through_two_tiers() {
     );
     assert_eq!(origin.count_path("/reproduce/page"), 1);
 }
+
+async fn purge(node: &FleetNode, body: &str) -> serde_json::Value {
+    let response = client()
+        .post(node.admin_url("/purge"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST /purge");
+    assert_eq!(response.status(), 200);
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_purge_on_an_edge_fans_out_to_its_shields() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 2, 1, "").await;
+    let edge = &fleet.edges[0];
+    let paths: Vec<String> = (0..20).map(|i| format!("/p/{i}")).collect();
+    for path in &paths {
+        assert_eq!(get(edge, path, &[]).await.x_cache, "TCP_MISS");
+    }
+    get(edge, "/kept", &[]).await;
+    // Without `shields`, only the edge forgets.
+    let reply = purge(edge, r#"{"paths": ["/p/1"]}"#).await;
+    assert_eq!(reply, serde_json::json!({"purged": 1}));
+    assert_eq!(get(edge, "/p/1", &[]).await.x_cache, "TCP_REMOTE_HIT");
+
+    let reply = purge(edge, r#"{"paths": ["/p/*"], "shields": true}"#).await;
+    assert_eq!(reply["purged"], 20, "{reply}");
+    let answers = reply["shields"].as_array().unwrap();
+    assert_eq!(answers.len(), 2, "{reply}");
+    let on_shields: u64 = answers.iter().map(|a| a["purged"].as_u64().unwrap()).sum();
+    assert_eq!(on_shields, 20, "{reply}");
+    let left = fleet.shields[0].cached_objects().await + fleet.shields[1].cached_objects().await;
+    assert_eq!(left, 1, "only /kept is left on the shields");
+    // `/kept` was on one shield and stays there (edge and shield).
+    assert_eq!(get(edge, "/kept", &[]).await.x_cache, "TCP_HIT");
+    assert_eq!(get(edge, "/p/3", &[]).await.x_cache, "TCP_MISS");
+    assert_eq!(origin.count_path("/p/3"), 2);
+
+    // A dead shield is reported, and the others are purged all the same.
+    let mut fleet = fleet;
+    fleet.shields[0].stop();
+    let reply = purge(&fleet.edges[0], r#"{"paths": ["/*"], "shields": true}"#).await;
+    let answers = reply["shields"].as_array().unwrap();
+    assert!(answers.iter().any(|a| a["error"].is_string()), "{reply}");
+    assert!(answers.iter().any(|a| a["status"] == 200), "{reply}");
+}
+
+/// `PURGE` on a shield's proxy listener is a purge only from a trusted edge.
+#[tokio::test]
+async fn a_shield_takes_purges_only_from_its_edges() {
+    let origin = cached_origin().await;
+    let wary = FleetNode::start(
+        "shield-w",
+        &node_yaml(
+            "shield-w",
+            "tier: shield\ntrusted_edges: [\"10.0.0.0/8\"]\n",
+        ),
+        &rules(origin.addr()),
+        reserve(),
+    );
+    get(&wary, "/x", &[]).await;
+    assert_eq!(wary.cached_objects().await, 1);
+    let _ = client()
+        .request("PURGE".parse().unwrap(), wary.url("/"))
+        .body(r#"{"paths": ["/*"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wary.cached_objects().await, 1, "not purged by a stranger");
+}

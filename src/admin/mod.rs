@@ -144,7 +144,7 @@ async fn answer(
             );
             return response;
         }
-        (&hyper::Method::POST, "/purge") => purge::answer(request, cache).await,
+        (&hyper::Method::POST, "/purge") => purge::answer(request, cache, snapshot).await,
         (_, "/healthz" | "/status" | "/metrics") => (405, "use GET\n".to_string()),
         (_, "/purge") => (405, "use POST\n".to_string()),
         _ => (

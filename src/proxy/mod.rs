@@ -118,6 +118,9 @@ impl ProxyHttp for Portico {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
+        if crate::tier::purge::serve(session, ctx, self.cache).await? {
+            return Ok(true);
+        }
         let answered = admission::admit(session, ctx, &snapshot, &self.node.name).await?;
         ctx.snapshot = Some(snapshot);
         Ok(answered)

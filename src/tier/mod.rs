@@ -13,12 +13,14 @@
 //!   its `trusted_edges`. The shield's `X-Cache` comes back and the edge turns its own
 //!   `TCP_MISS` into `TCP_REMOTE_HIT` when the shield served from its cache.
 //! - [`route`]: which requests go to a shield, and to which one.
+//! - [`purge`]: `POST /purge` with `"shields": true` purges the shields too.
 //! - [`report`]: the ring in `/status` and `/metrics`.
 //!
 //! Everything here is built from the configuration inside `proxy::Snapshot::new`, so a new
 //! configuration generation builds a new ring with its own probes.
 
 pub mod hop;
+pub mod purge;
 pub mod report;
 pub mod ring;
 pub mod route;
