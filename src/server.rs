@@ -142,7 +142,7 @@ impl Node {
         // The proxy starts listening only after the first probe round (see `origin::service`).
         let probes = server.add_service(pingora_core::services::background::background_service(
             "portico health probes",
-            crate::tier::health_probes(&self.current.load()),
+            crate::tier::background(&self.current.load()),
         ));
         server.add_service(service).add_dependency(&probes);
         if let Some(admin) = admin {
@@ -190,7 +190,7 @@ pub async fn serve_node(
     listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let probes = crate::tier::health_probes(&node.current.load());
+    let probes = crate::tier::background(&node.current.load());
     let (ready, mut first_round) = watch::channel(false);
     let probe_shutdown = shutdown.clone();
     tokio::spawn(async move {

@@ -701,3 +701,92 @@ async fn a_shield_takes_purges_only_from_its_edges() {
         .unwrap();
     assert_eq!(wary.cached_objects().await, 1, "not purged by a stranger");
 }
+
+/// The shields' addresses an edge's `/status` lists, once every one of them is healthy.
+async fn healthy_ring(edge: &FleetNode, want: &[SocketAddr]) {
+    let want: BTreeSet<String> = want.iter().map(|a| a.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = edge.status().await;
+        let shields = status["tiers"]["shields"].as_array().unwrap().clone();
+        let seen: BTreeSet<String> = shields
+            .iter()
+            .filter(|s| s["health"] == "healthy")
+            .map(|s| s["address"].as_str().unwrap().to_string())
+            .collect();
+        if seen == want && shields.len() == want.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ring never became {want:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A shield set named in DNS (here a hosts file the test rewrites): the ring follows what
+/// the name resolves to, and keeps its last good set when the name stops resolving.
+#[tokio::test]
+async fn a_named_shield_set_follows_its_addresses() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let rules = rules(origin.addr());
+    let first = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = first.local_addr().unwrap().port();
+    let second = std::net::TcpListener::bind(("127.0.0.3", port)).expect("bind 127.0.0.3");
+    let shield_yaml =
+        |name: &str| node_yaml(name, "tier: shield\ntrusted_edges: [\"127.0.0.0/8\"]\n");
+    let shields = vec![
+        FleetNode::start("shield-a", &shield_yaml("shield-a"), &rules, first),
+        FleetNode::start("shield-b", &shield_yaml("shield-b"), &rules, second),
+    ];
+    let (a, b) = (shields[0].addr, shields[1].addr);
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 shields.test\n").unwrap();
+    let extra = format!(
+        "shields: [\"shields.test:{port}\"]\nhosts_file: {}\nresolve_interval: 1s\n{SHIELD_PROBE}",
+        hosts.display()
+    );
+    let edge = FleetNode::start(
+        "edge-dns",
+        &node_yaml("edge-dns", &extra),
+        &rules,
+        reserve(),
+    );
+    let paths: Vec<String> = (0..30).map(|i| format!("/d/{i}")).collect();
+
+    healthy_ring(&edge, &[a]).await;
+    let served = round(&edge, &shields, &paths).await;
+    assert!(served.values().all(|&s| s == 0), "{served:?}");
+
+    std::fs::write(&hosts, "127.0.0.2 shields.test\n127.0.0.3 shields.test\n").unwrap();
+    healthy_ring(&edge, &[a, b]).await;
+    let served = round(&edge, &shields, &paths).await;
+    for shield in 0..2 {
+        assert!(served.values().any(|&s| s == shield), "{served:?}");
+    }
+
+    std::fs::write(&hosts, "127.0.0.3 shields.test\n").unwrap();
+    healthy_ring(&edge, &[b]).await;
+    let served = round(&edge, &shields, &paths).await;
+    assert!(served.values().all(|&s| s == 1), "{served:?}");
+
+    // The name stops resolving: the last good set stays, and /status says why.
+    std::fs::write(&hosts, "# nothing\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = edge.status().await;
+        if status["tiers"]["discovery"]["last_error"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed resolution seen: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    healthy_ring(&edge, &[b]).await;
+    let served = round(&edge, &shields, &paths).await;
+    assert!(served.values().all(|&s| s == 1), "{served:?}");
+}

@@ -42,6 +42,9 @@ pub struct FileNode {
     /// How often shield names are resolved again (default 30s).
     #[serde(default)]
     pub resolve_interval: Option<String>,
+    /// A hosts(5) file read before the system resolver for `shields:` names.
+    #[serde(default)]
+    pub hosts_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -85,8 +85,11 @@ pub struct NodeSettings {
 /// Where this node's misses go, and whom it trusts as an edge (SPEC §5).
 #[derive(Debug, Clone)]
 pub struct TierSettings {
+    /// The `shields:` entries as written (`host:port`; names are resolved again).
+    pub entries: Vec<String>,
     /// Every shield address, in configuration order (a name's addresses sorted).
     pub shields: Vec<ShieldAddress>,
+    pub hosts_file: Option<std::path::PathBuf>,
     pub shield_all: bool,
     pub shield_probe: HealthProbe,
     pub trusted_edges: Vec<IpNetwork>,

@@ -2,7 +2,8 @@
 //! `trusted_edges` and `resolve_interval` (SPEC §5; how they are used: `crate::tier`).
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::conditions::parse_network;
@@ -15,13 +16,28 @@ use super::origins::build_probe;
 /// Shield names are resolved again this often unless `resolve_interval` says otherwise.
 const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 
-pub fn build_tiers(report: &mut Report, file: FileId, raw: &FileNode) -> TierSettings {
+pub fn build_tiers(
+    report: &mut Report,
+    file: FileId,
+    conf_dir: &Path,
+    raw: &FileNode,
+) -> TierSettings {
     let tier = raw.tier.unwrap_or(Tier::Edge);
+    let hosts_file = raw.hosts_file.as_ref().map(|path| conf_dir.join(path));
+    if let Some(path) = &hosts_file {
+        if let Err(e) = std::fs::read_to_string(path) {
+            report.error(
+                file,
+                "hosts_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+        }
+    }
     let mut shields = Vec::new();
     let mut seen = HashSet::new();
     for (i, entry) in raw.shields.iter().enumerate() {
         let at = format!("shields[{i}]");
-        let Some(addresses) = resolve_all(report, file, &at, entry) else {
+        let Some(addresses) = resolve(report, file, &at, entry, hosts_file.as_deref()) else {
             continue;
         };
         for address in addresses {
@@ -99,7 +115,9 @@ pub fn build_tiers(report: &mut Report, file: FileId, raw: &FileNode) -> TierSet
         None => default_probe(report, file),
     };
     TierSettings {
+        entries: raw.shields.clone(),
         shields,
+        hosts_file,
         shield_all: raw.shield_all,
         shield_probe,
         trusted_edges,
@@ -127,22 +145,24 @@ fn default_probe(report: &mut Report, file: FileId) -> HealthProbe {
 
 /// Every address `host:port` resolves to, sorted (the ring must not depend on the order a
 /// resolver answers in). A name that does not resolve at load is an error.
-fn resolve_all(report: &mut Report, file: FileId, at: &str, text: &str) -> Option<Vec<SocketAddr>> {
-    let mut addresses: Vec<SocketAddr> = match text.to_socket_addrs() {
-        Ok(addresses) => addresses.collect(),
-        Err(_) => Vec::new(),
-    };
-    if addresses.is_empty() {
-        report.error(
-            file,
-            at,
-            format!("\"{text}\" is not a host:port that resolves (a shield name must resolve when the config loads)"),
-        );
-        return None;
+fn resolve(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    text: &str,
+    hosts_file: Option<&Path>,
+) -> Option<Vec<SocketAddr>> {
+    match crate::tier::discovery::resolve_entry(text, hosts_file) {
+        Ok(addresses) => Some(addresses),
+        Err(why) => {
+            report.error(
+                file,
+                at,
+                format!("\"{text}\" is not a host:port that resolves ({why}); a shield name must resolve when the config loads"),
+            );
+            None
+        }
     }
-    addresses.sort();
-    addresses.dedup();
-    Some(addresses)
 }
 
 #[cfg(test)]
@@ -163,6 +183,10 @@ mod tests {
                 .map(|d| d.to_string())
                 .collect()
         })
+    }
+
+    fn has_in(errors: &[String], needle: &str) -> bool {
+        errors.iter().any(|e| e.contains(needle))
     }
 
     #[test]
@@ -232,6 +256,19 @@ mod tests {
             errors
                 .iter()
                 .any(|e| e.contains("unknown field `shield_prob`")),
+            "{errors:#?}"
+        );
+        let errors = load("shields: [\"shields.invalid:8090\"]\n").unwrap_err();
+        assert!(
+            has_in(
+                &errors,
+                "shields[0]: \"shields.invalid:8090\" is not a host:port that resolves"
+            ),
+            "{errors:#?}"
+        );
+        let errors = load("hosts_file: /nonexistent/hosts\n").unwrap_err();
+        assert!(
+            has_in(&errors, "hosts_file: cannot read /nonexistent/hosts"),
             "{errors:#?}"
         );
         let errors = load("shield_all: true\n").unwrap_err();

@@ -412,8 +412,8 @@ impl Portico {
             shield: ctx
                 .tier
                 .shield
-                .zip(ctx.snapshot.as_ref())
-                .and_then(|(i, s)| s.tiers.ring.as_ref().map(|r| r.name(i))),
+                .zip(ctx.tier.ring.as_ref())
+                .map(|(i, ring)| ring.name(i)),
             shield_cache: ctx.tier.remote_status,
             duration_ms: ctx.started.elapsed().as_millis() as u64,
             bytes: session.body_bytes_sent(),

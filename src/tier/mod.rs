@@ -14,11 +14,13 @@
 //!   `TCP_MISS` into `TCP_REMOTE_HIT` when the shield served from its cache.
 //! - [`route`]: which requests go to a shield, and to which one.
 //! - [`purge`]: `POST /purge` with `"shields": true` purges the shields too.
+//! - [`discovery`]: shield names resolved again every `resolve_interval`.
 //! - [`report`]: the ring in `/status` and `/metrics`.
 //!
 //! Everything here is built from the configuration inside `proxy::Snapshot::new`, so a new
 //! configuration generation builds a new ring with its own probes.
 
+pub mod discovery;
 pub mod hop;
 pub mod purge;
 pub mod report;
@@ -26,6 +28,12 @@ pub mod ring;
 pub mod route;
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
 
 use pingora_cache::key::HashBinary;
 use smallvec::SmallVec;
@@ -34,24 +42,45 @@ use crate::config::model::{IpNetwork, Tier, TierSettings};
 use crate::origin::service::HealthProbes;
 use crate::proxy::Snapshot;
 
+use discovery::Resolver;
 pub use ring::ShieldRing;
 
 /// A node's tier settings, ready to serve.
 pub struct Tiers {
     pub tier: Tier,
-    pub ring: Option<ShieldRing>,
+    /// The shields' ring; a newer one replaces it when shield names resolve elsewhere.
+    ring: Arc<ArcSwapOption<ShieldRing>>,
     pub shield_all: bool,
     trusted_edges: Vec<IpNetwork>,
+    /// Set when a `shields:` entry is a name to resolve again.
+    resolver: Option<Arc<Resolver>>,
 }
 
 impl Tiers {
     pub fn new(tier: Tier, settings: &TierSettings) -> Tiers {
+        let ring = Arc::new(ArcSwapOption::new(ShieldRing::new(settings).map(Arc::new)));
+        let resolver = Resolver::needed(&settings.entries).then(|| {
+            Arc::new(Resolver {
+                ring: ring.clone(),
+                entries: settings.entries.clone(),
+                hosts_file: settings.hosts_file.clone(),
+                probe: settings.shield_probe.clone(),
+                interval: settings.resolve_interval,
+                state: Default::default(),
+            })
+        });
         Tiers {
             tier,
-            ring: ShieldRing::new(settings),
+            ring,
             shield_all: settings.shield_all,
             trusted_edges: settings.trusted_edges.clone(),
+            resolver,
         }
+    }
+
+    /// The shields' ring in force, if the node has shields.
+    pub fn ring(&self) -> Option<Arc<ShieldRing>> {
+        self.ring.load_full()
     }
 
     /// Whether a connection from `peer` is one of this shield's edges.
@@ -61,6 +90,18 @@ impl Tiers {
                 let ip = ip.to_canonical();
                 self.trusted_edges.iter().any(|net| net.contains(ip))
             })
+    }
+
+    /// Resolutions of shield names so far and the last failure (`None`: no names).
+    pub fn discovery(&self) -> Option<discovery::ResolverState> {
+        let resolver = self.resolver.as_ref()?;
+        Some(
+            resolver
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     pub fn trusted_edges(&self) -> &[IpNetwork] {
@@ -75,6 +116,9 @@ pub struct TierCtx {
     pub key_hash: Option<HashBinary>,
     /// The shield of the current attempt (`None`: the origin group).
     pub shield: Option<usize>,
+    /// The ring the shields were chosen on (kept for retries and the log, even if a newer
+    /// ring replaces it meanwhile).
+    pub ring: Option<Arc<ShieldRing>>,
     /// Shields tried so far, in order.
     pub tried: SmallVec<[usize; 2]>,
     /// No usable shield was left: the request went to the origin group.
@@ -85,14 +129,50 @@ pub struct TierCtx {
     pub from_edge: bool,
 }
 
-/// The health probes of a snapshot: its origin groups', and its shields' when it has any.
-pub fn health_probes(snapshot: &Snapshot) -> HealthProbes {
+/// A snapshot's background work: the probes of its origin groups and of its shields, and
+/// the re-resolution of shield names. Ready once every probe has finished its first round.
+pub struct Background {
+    probes: HealthProbes,
+    resolver: Option<Arc<Resolver>>,
+}
+
+pub fn background(snapshot: &Snapshot) -> Background {
     let mut probes = HealthProbes::new(&snapshot.origins);
-    if let Some(ring) = &snapshot.tiers.ring {
+    if let Some(ring) = snapshot.tiers.ring() {
         let (registry, interval) = ring.probed_registry();
         probes.add(ring::GROUP_NAME, registry, interval);
     }
-    probes
+    Background {
+        probes,
+        resolver: snapshot.tiers.resolver.clone(),
+    }
+}
+
+impl Background {
+    pub async fn run(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        let resolve = async {
+            if let Some(resolver) = &self.resolver {
+                resolver.run(shutdown.clone()).await;
+            }
+        };
+        tokio::join!(self.probes.run(shutdown.clone(), ready), resolve);
+    }
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for Background {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        self.run(shutdown, ready_notifier).await;
+    }
+
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let (ready, _) = tokio::sync::watch::channel(false);
+        self.run(shutdown, ServiceReadyNotifier::new(ready)).await;
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +182,8 @@ mod tests {
 
     fn tiers(tier: Tier, trusted: &[(&str, u8)]) -> Tiers {
         let settings = TierSettings {
+            entries: Vec::new(),
+            hosts_file: None,
             shields: Vec::new(),
             shield_all: false,
             shield_probe: crate::config::model::HealthProbe {

@@ -77,7 +77,7 @@ async fn answer(
 /// On an edge: sends `body` (a purge document, `shields` left out) to every shield, all at
 /// once; one JSON object per shield, in ring order.
 pub async fn fan_out(tiers: &Tiers, body: &Value) -> Vec<Value> {
-    let Some(ring) = &tiers.ring else {
+    let Some(ring) = tiers.ring() else {
         return Vec::new();
     };
     let mut body = body.clone();

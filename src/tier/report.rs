@@ -14,7 +14,7 @@ use super::Tiers;
 /// The `tiers` object of `/status`: each shield's address, the `shields:` entry it came
 /// from, and its health as the probes see it.
 pub fn status(tiers: &Tiers) -> Value {
-    let shields: Vec<Value> = tiers.ring.as_ref().map_or(Vec::new(), |ring| {
+    let shields: Vec<Value> = tiers.ring().map_or(Vec::new(), |ring| {
         ring.group()
             .origins
             .iter()
@@ -44,12 +44,16 @@ pub fn status(tiers: &Tiers) -> Value {
             .iter()
             .map(|net| format!("{}/{}", net.addr, net.prefix_len))
             .collect::<Vec<_>>(),
+        "discovery": tiers.discovery().map(|state| json!({
+            "resolutions": state.resolutions,
+            "last_error": state.last_error,
+        })),
     })
 }
 
 /// `portico_shield_healthy{shield="ip:port"}`: 1 when the ring may send keys to a shield.
 pub fn metrics(tiers: &Tiers, out: &mut String) {
-    let Some(ring) = &tiers.ring else {
+    let Some(ring) = tiers.ring() else {
         return;
     };
     family(

@@ -10,16 +10,18 @@
 //! verdicts, thresholds, probes and `/status` reports apply to them unchanged.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::selection::Consistent;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
-use crate::config::model::{Origin, OriginGroup, TierSettings};
+use crate::config::model::{HealthProbe, Origin, OriginGroup, ShieldAddress, TierSettings};
 use crate::origin::check::GroupCheck;
 use crate::origin::health::GroupHealth;
 use crate::origin::OriginIndex;
@@ -41,16 +43,53 @@ pub struct ShieldRing {
     health: Arc<GroupHealth>,
     registry: Arc<HealthRegistry>,
     max_iterations: usize,
+    retired: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ShieldRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShieldRing")
+            .field("shields", &self.addresses())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The origin probe, silenced once its ring is retired.
+struct ShieldCheck {
+    inner: GroupCheck,
+    retired: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for ShieldCheck {
+    async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
+        if self.retired.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.inner.check(target).await
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.inner.backend_summary(target)
+    }
 }
 
 impl ShieldRing {
     /// The ring of `settings.shields`, or `None` when the node has no shields.
     pub fn new(settings: &TierSettings) -> Option<ShieldRing> {
-        if settings.shields.is_empty() {
+        ShieldRing::build(&settings.shields, &settings.shield_probe)
+    }
+
+    /// The ring of `shields`, probed with `probe`; `None` for no shield.
+    pub fn build(shields: &[ShieldAddress], probe: &HealthProbe) -> Option<ShieldRing> {
+        if shields.is_empty() {
             return None;
         }
-        let origins: Vec<Origin> = settings
-            .shields
+        let origins: Vec<Origin> = shields
             .iter()
             .map(|shield| Origin {
                 name: shield.address.to_string(),
@@ -65,19 +104,23 @@ impl ShieldRing {
         let group = OriginGroup {
             name: GROUP_NAME.to_string(),
             origins,
-            health_probe: Some(settings.shield_probe.clone()),
-            max_retries: settings.shields.len(),
+            health_probe: Some(probe.clone()),
+            max_retries: shields.len(),
             ca: None,
         };
+        let retired = Arc::new(AtomicBool::new(false));
         let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {
             shield_index(backend).map_or(u64::MAX, |i| i as u64)
         }));
         let health = Arc::new(GroupHealth::new(&group));
-        registry.set_health_check(Box::new(GroupCheck {
-            probe: settings.shield_probe.clone(),
-            origins: group.origins.clone(),
-            health: health.clone(),
-            tls: None,
+        registry.set_health_check(Box::new(ShieldCheck {
+            inner: GroupCheck {
+                probe: probe.clone(),
+                origins: group.origins.clone(),
+                health: health.clone(),
+                tls: None,
+            },
+            retired: retired.clone(),
         }));
         let backends: BTreeSet<Backend> = group
             .origins
@@ -114,7 +157,19 @@ impl ShieldRing {
             health,
             registry,
             max_iterations,
+            retired,
         })
+    }
+
+    /// The shield addresses, in ring-building order.
+    pub fn addresses(&self) -> Vec<std::net::SocketAddr> {
+        self.group.origins.iter().map(|o| o.address).collect()
+    }
+
+    /// A newer ring replaced this one (the shields' names resolve elsewhere now): its probes
+    /// stop probing. Requests already on it finish on their shield.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// The shield for `key`: the first one clockwise from the key's point that is healthy
@@ -176,11 +231,13 @@ fn shield_index(backend: &Backend) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{HealthProbe, ProbeProtocol, ShieldAddress};
+    use crate::config::model::ProbeProtocol;
     use crate::origin::health::ProbeOutcome;
 
     fn settings(count: u16) -> TierSettings {
         TierSettings {
+            entries: Vec::new(),
+            hosts_file: None,
             shields: (0..count)
                 .map(|i| ShieldAddress {
                     entry: format!("127.0.0.1:{}", 9000 + i),

@@ -27,10 +27,14 @@ pub fn shield_peer(
     snapshot: &Snapshot,
 ) -> Option<Box<HttpPeer>> {
     ctx.tier.shield = None;
-    let ring = snapshot.tiers.ring.as_ref()?;
     if ctx.tier.bypassed || !(ctx.caching || snapshot.tiers.shield_all) {
         return None;
     }
+    // A retry stays on the ring its first attempt used (indexes are that ring's).
+    let ring = match &ctx.tier.ring {
+        Some(ring) => ring.clone(),
+        None => snapshot.tiers.ring()?,
+    };
     let key = match ctx.tier.key_hash {
         Some(hash) => hash,
         None => key_hash(session, ctx, snapshot)?,
@@ -46,6 +50,7 @@ pub fn shield_peer(
     ctx.tier.tried.push(index);
     ctx.tier.shield = Some(index);
     let mut peer = Box::new(ring.peer(index)?.clone());
+    ctx.tier.ring = Some(ring);
     // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
     // shield's rules make the same decision (strip it for the origin, store nothing). Sent
     // as a plain GET instead, the shield would cache it like any page.
