@@ -63,6 +63,10 @@ pub enum Command {
         /// localhost made at start (its fingerprint is printed).
         #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:8443")]
         tls: Option<std::net::SocketAddr>,
+        /// A two-tier fleet instead: shields on :8090 and :8091, edges on :8080 and :8082,
+        /// on the node files of this folder (`tier::`, `conf/examples/`).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "conf/examples", conflicts_with = "tls")]
+        tiers: Option<PathBuf>,
     },
 }
 
@@ -84,7 +88,7 @@ pub fn main(cli: Cli) -> ExitCode {
             url,
             headers,
         } => explain(&conf, &method, &url, &headers),
-        Command::Demo { conf, tls } => demo(&conf, tls),
+        Command::Demo { conf, tls, tiers } => demo(&conf, tls, tiers.as_deref()),
     }
 }
 
@@ -202,11 +206,14 @@ fn explain(conf: &Path, method: &str, url: &str, raw_headers: &[String]) -> Exit
     }
 }
 
-fn demo(conf: &Path, tls: Option<std::net::SocketAddr>) -> ExitCode {
+fn demo(conf: &Path, tls: Option<std::net::SocketAddr>, tiers: Option<&Path>) -> ExitCode {
     let origin = crate::demo::start_in_background("127.0.0.1:8081");
     if let Err(e) = origin {
         eprintln!("cannot start the demo origin on 127.0.0.1:8081: {e}");
         return ExitCode::FAILURE;
+    }
+    if let Some(dir) = tiers {
+        return crate::demo::tiers::run(dir);
     }
     println!(
         "demo origin on http://127.0.0.1:8081; edge on the listeners of {}",

@@ -2,7 +2,7 @@
 //!
 //! Modules follow a request: [`config`] (loaded and validated), [`rules`] (routing and rule
 //! sets), [`proxy`] (the `ProxyHttp` hooks), [`origin`] (origin groups), [`tunnel`]
-//! (WebSocket tunnels), [`observability`] (access log), [`admin`], [`server`] (hosting)
+//! (WebSocket tunnels), [`tier`] (edges and shields), [`observability`] (access log), [`admin`], [`server`] (hosting)
 //! and [`demo`] (the built-in sample origin).
 #![forbid(unsafe_code)]
 
@@ -18,5 +18,6 @@ pub mod origin;
 pub mod proxy;
 pub mod rules;
 pub mod server;
+pub mod tier;
 pub mod tls;
 pub mod tunnel;

@@ -108,5 +108,6 @@ pub fn render(
             );
         }
     }
+    crate::tier::report::metrics(&snapshot.tiers, &mut out);
     out
 }

@@ -183,7 +183,7 @@ async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Res
             );
             return response;
         }
-        (&hyper::Method::POST, "/purge") => purge::answer(request, shared.cache).await,
+        (&hyper::Method::POST, "/purge") => purge::answer(request, shared.cache, &snapshot).await,
         (&hyper::Method::POST, "/reload") => match shared.lifecycle.reload("admin").await {
             Ok(generation) => (200, json!({ "generation": generation }).to_string()),
             Err(error) => (
@@ -238,5 +238,6 @@ fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
         "last_reload": last_reload,
         "phase": format!("{:?}", lifecycle.phase()).to_ascii_lowercase(),
     });
-    json!({"node": config.node.name, "configuration": configuration, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels})
+    let tiers = crate::tier::report::status(&snapshot.tiers);
+    json!({"node": config.node.name, "configuration": configuration, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels, "tiers": tiers})
 }

@@ -12,6 +12,7 @@ const MAX_BODY: usize = 1 << 20;
 pub async fn answer(
     request: Request<hyper::body::Incoming>,
     cache: &'static EdgeCache,
+    snapshot: &crate::proxy::Snapshot,
 ) -> (u16, String) {
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
@@ -28,5 +29,12 @@ pub async fn answer(
     };
     let purged = cache.store.purge_matching(|key| purge.matches(key));
     log::info!("purge removed {purged} cached objects");
-    (200, serde_json::json!({ "purged": purged }).to_string())
+    let mut reply = serde_json::json!({ "purged": purged });
+    if purge.shields {
+        let document = serde_json::from_slice(&body).unwrap_or_default();
+        reply["shields"] = crate::tier::purge::fan_out(&snapshot.tiers, &document)
+            .await
+            .into();
+    }
+    (200, reply.to_string())
 }

@@ -14,6 +14,9 @@ struct PurgeBody {
     #[serde(default)]
     domains: Vec<String>,
     paths: Vec<String>,
+    /// On an edge: purge its shields too (`tier::purge`).
+    #[serde(default)]
+    shields: bool,
 }
 
 /// A validated purge: which stored keys it removes.
@@ -22,6 +25,7 @@ pub struct Purge {
     /// Lower-cased, without ports; empty means every domain.
     domains: Vec<String>,
     paths: Vec<PathMatch>,
+    pub shields: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -65,7 +69,11 @@ impl Purge {
             }
             domains.push(domain);
         }
-        Ok(Purge { domains, paths })
+        Ok(Purge {
+            domains,
+            paths,
+            shields: body.shields,
+        })
     }
 
     /// Whether a stored object's key text (`host/path?query`) falls under this purge.

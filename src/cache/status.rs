@@ -4,6 +4,7 @@
 //! |------------------------------------|--------------------|
 //! | hit (including a body still filling)| `TCP_HIT`         |
 //! | miss, or stale and refetched       | `TCP_MISS`         |
+//! | miss, answered from a shield's cache | `TCP_REMOTE_HIT` (`tier::hop`) |
 //! | stale, revalidated with a 304      | `TCP_REVALIDATED`  |
 //! | stale and served (SWR, stale-if-error) | `TCP_EXPIRED_HIT` |
 //! | not stored (`no-store`/`private`)  | `PRIVATE_NOSTORE`  |
@@ -14,6 +15,8 @@ use pingora_cache::CachePhase;
 
 pub const HIT: &str = "TCP_HIT";
 pub const MISS: &str = "TCP_MISS";
+/// Served from a shield's cache (`crate::tier::hop`).
+pub const REMOTE_HIT: &str = "TCP_REMOTE_HIT";
 pub const REVALIDATED: &str = "TCP_REVALIDATED";
 pub const EXPIRED_HIT: &str = "TCP_EXPIRED_HIT";
 pub const PRIVATE_NOSTORE: &str = "PRIVATE_NOSTORE";

@@ -111,7 +111,7 @@ pub(super) fn build_condition(
     })
 }
 
-fn parse_network(text: &str) -> Option<IpNetwork> {
+pub(super) fn parse_network(text: &str) -> Option<IpNetwork> {
     let (addr, prefix) = text.split_once('/').unwrap_or((text, ""));
     let addr: std::net::IpAddr = addr.trim().parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };

@@ -27,6 +27,24 @@ pub struct FileNode {
     pub defaults: Option<FileDefaults>,
     #[serde(default)]
     pub cache: Option<FileCacheStore>,
+    /// Parent tier: `host:port` entries; a name may resolve to several shields.
+    #[serde(default)]
+    pub shields: Vec<String>,
+    /// Send what cannot be cached through the shields too (origin shielding).
+    #[serde(default)]
+    pub shield_all: bool,
+    /// How the shields are probed (default: TCP connect every 5 s).
+    #[serde(default)]
+    pub shield_probe: Option<FileHealthProbe>,
+    /// On a shield: addresses or CIDR blocks of the edges whose hop headers it trusts.
+    #[serde(default)]
+    pub trusted_edges: Vec<String>,
+    /// How often shield names are resolved again (default 30s).
+    #[serde(default)]
+    pub resolve_interval: Option<String>,
+    /// A hosts(5) file read before the system resolver for `shields:` names.
+    #[serde(default)]
+    pub hosts_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

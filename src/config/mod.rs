@@ -20,6 +20,7 @@ mod node;
 mod origins;
 mod routes;
 mod rule_sets;
+mod tiers;
 mod tls;
 
 use std::path::{Path, PathBuf};

@@ -84,6 +84,29 @@ pub struct NodeSettings {
     pub cache_memory_bytes: u64,
     pub cache_max_object_bytes: u64,
     pub cache_lock_timeout: Duration,
+    /// Shields, trusted edges (`tier::`).
+    pub tiers: TierSettings,
+}
+
+/// Where this node's misses go, and whom it trusts as an edge (SPEC §5).
+#[derive(Debug, Clone)]
+pub struct TierSettings {
+    /// The `shields:` entries as written (`host:port`; names are resolved again).
+    pub entries: Vec<String>,
+    /// Every shield address, in configuration order (a name's addresses sorted).
+    pub shields: Vec<ShieldAddress>,
+    pub hosts_file: Option<std::path::PathBuf>,
+    pub shield_all: bool,
+    pub shield_probe: HealthProbe,
+    pub trusted_edges: Vec<IpNetwork>,
+    pub resolve_interval: Duration,
+}
+
+/// One shield: the `shields:` entry it came from and one address it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShieldAddress {
+    pub entry: String,
+    pub address: SocketAddr,
 }
 
 #[derive(Debug, Clone)]

@@ -125,7 +125,12 @@ fn resolve(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<
     }
 }
 
-fn build_probe(report: &mut Report, file: FileId, at: &str, raw: &FileHealthProbe) -> HealthProbe {
+pub(super) fn build_probe(
+    report: &mut Report,
+    file: FileId,
+    at: &str,
+    raw: &FileHealthProbe,
+) -> HealthProbe {
     warn_ignored_probe_fields(report, file, at, raw);
     let method = match raw.method.as_deref().unwrap_or("HEAD") {
         "HEAD" => http::Method::HEAD,

@@ -2,6 +2,7 @@
 //! beside the edge, so the shipped configuration works with nothing else installed.
 
 pub mod origin;
+pub mod tiers;
 pub mod tls;
 
 use std::sync::Arc;

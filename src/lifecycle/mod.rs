@@ -42,7 +42,6 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 
 use crate::config::model::NodeSettings;
 use crate::observability::{AccessLog, Metrics};
-use crate::origin::service::HealthProbes;
 use crate::proxy::Snapshot;
 use crate::tls::ServerTls;
 use drain::Drain;
@@ -212,7 +211,8 @@ impl Lifecycle {
         &self,
         snapshot: &Snapshot,
     ) -> (tokio_watch::Sender<bool>, tokio_watch::Receiver<bool>) {
-        let probes = HealthProbes::new(&snapshot.origins);
+        // Origin probes, and the shields' ring and its discovery (`crate::tier`).
+        let probes = crate::tier::background(snapshot);
         let (stop, stopped) = tokio_watch::channel(false);
         let (ready, first_round) = tokio_watch::channel(false);
         let task = async move { probes.run(stopped, ServiceReadyNotifier::new(ready)).await };

@@ -11,9 +11,10 @@ use super::latency::RouteStatsRegistry;
 use crate::cache::status;
 
 /// Every `X-Cache` value, in the order of the counters.
-pub(crate) const CACHE_STATUSES: [&str; 7] = [
+pub(crate) const CACHE_STATUSES: [&str; 8] = [
     status::HIT,
     status::MISS,
+    status::REMOTE_HIT,
     status::REVALIDATED,
     status::EXPIRED_HIT,
     status::PRIVATE_NOSTORE,

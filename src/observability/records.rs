@@ -26,6 +26,9 @@ pub struct RequestRecord<'a> {
     pub attempts: u8,
     /// The origins the request was sent to, in order (a retry adds one).
     pub tried: Vec<&'a str>,
+    /// The shield the request went to last (an edge with shields), and its `X-Cache`.
+    pub shield: Option<&'a str>,
+    pub shield_cache: Option<&'a str>,
     pub duration_ms: u64,
     pub bytes: usize,
     pub error: Option<String>,

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
-use pingora_load_balancing::HealthCheckService;
+use pingora_load_balancing::{HealthCheckService, HealthRegistry};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -43,6 +43,14 @@ impl HealthProbes {
             })
             .collect();
         HealthProbes { groups }
+    }
+
+    /// Adds one more registry to probe (the shields, `crate::tier`), the same way.
+    pub fn add(&mut self, name: &str, registry: Arc<HealthRegistry>, interval: Duration) {
+        let mut service = HealthCheckService::new(registry);
+        service.health_check_frequency = Some(interval.max(Duration::from_millis(1)));
+        service.parallel_health_check = true;
+        self.groups.push((name.to_string(), Arc::new(service)));
     }
 
     /// Runs every group's probes until `shutdown`; `ready` fires once each group has

@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub tunnel: Option<TunnelState>,
     /// Held to the request's end: a draining node waits for it.
     pub in_flight: Option<InFlight>,
+    /// The shield side of the request (`crate::tier`).
+    pub tier: crate::tier::TierCtx,
 }
 
 impl RequestCtx {
@@ -79,6 +81,7 @@ impl RequestCtx {
             response_status: None,
             tunnel: None,
             in_flight: None,
+            tier: Default::default(),
         }
     }
 }

@@ -46,7 +46,8 @@ pub fn add_forwarding_headers(
     client_host: Option<HeaderValue>,
 ) -> Result<()> {
     append_list(upstream, "via", &node.via)?;
-    if let Some(ip) = ctx.client_ip {
+    // From a trusted edge the client is already the list's last entry (`tier::hop`).
+    if let Some(ip) = ctx.client_ip.filter(|_| !ctx.tier.from_edge) {
         // At most 45 bytes (IPv6 with an IPv4 tail): formatted on the stack.
         let mut text = [0u8; 64];
         let mut cursor = std::io::Cursor::new(&mut text[..]);

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -66,6 +66,8 @@ pub struct Snapshot {
     /// Per route (by index), then for requests no route matched: the counters behind the
     /// per-route metrics, looked up once per generation.
     pub route_stats: Vec<Arc<RouteStats>>,
+    /// The shield ring and its probes, trusted edges (`crate::tier`).
+    pub tiers: crate::tier::Tiers,
 }
 
 impl Snapshot {
@@ -93,12 +95,15 @@ impl Snapshot {
             .collect();
         let route_names = engine.config.routes.iter().map(|r| r.name.as_str());
         let route_stats = stats.for_routes(route_names.chain([NO_ROUTE]));
+        let node = &engine.config.node;
+        let tiers = crate::tier::Tiers::new(node.tier, &node.tiers);
         Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             engine,
             origins,
             origin_cas,
             route_stats,
+            tiers,
         }
     }
 
@@ -146,6 +151,10 @@ impl ProxyHttp for Portico {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.snapshot = Some(snapshot.clone());
+        crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
+        if crate::tier::purge::serve(session, ctx, self.cache).await? {
+            return Ok(true);
+        }
         admission::admit(session, ctx, &snapshot, &self.node.name).await
     }
 
@@ -155,7 +164,9 @@ impl ProxyHttp for Portico {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        caching::cache_key(session, ctx)
+        let key = caching::cache_key(session, ctx)?;
+        ctx.tier.key_hash = Some(key.primary_bin()); // the shield ring's key
+        Ok(key)
     }
 
     async fn cache_hit_filter(
@@ -202,7 +213,10 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let snapshot = snapshot(ctx)?;
-        let peer = upstream::choose_peer(ctx, &snapshot)?;
+        let peer = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
+            Some(shield) => shield,
+            None => upstream::choose_peer(ctx, &snapshot)?,
+        };
         if let Some(tunnel) = &ctx.tunnel {
             tunnel.prepare(session, self.tunnel_log(ctx), self.drain.tunnel());
         }
@@ -215,6 +229,9 @@ impl ProxyHttp for Portico {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.tier.shield.is_some() {
+            return crate::tier::hop::prepare_shield_request(upstream_request, ctx, &self.node);
+        }
         let snapshot = snapshot(ctx)?;
         ctx.upstream_sent = Some(std::time::Instant::now());
         upstream::prepare_request(upstream_request, ctx, &snapshot, &self.node)
@@ -228,6 +245,7 @@ impl ProxyHttp for Portico {
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
+        crate::tier::hop::take_remote_status(response, ctx);
         upstream::check_response(response, ctx)
     }
 
@@ -238,7 +256,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
-        ctx.cache_status = caching::x_cache(session, ctx);
+        ctx.cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {
             headers::edit_response(response, snapshot.engine.fired_actions(decision))?;
@@ -431,6 +449,12 @@ impl Portico {
             upstream_status: ctx.upstream_status,
             attempts: ctx.tried.len() as u8,
             tried: tried_names(ctx),
+            shield: ctx
+                .tier
+                .shield
+                .zip(ctx.tier.ring.as_ref())
+                .map(|(i, ring)| ring.name(i)),
+            shield_cache: ctx.tier.remote_status,
             duration_ms: duration.as_millis() as u64,
             bytes: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),

@@ -49,21 +49,26 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
         peer.options.ca = snapshot.origin_cas[decision.origin_group].clone();
     }
     peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
-    match decision.upgrade {
+    apply_upgrade_policy(&mut peer, ctx);
+    ctx.tried.push(chosen.index);
+    ctx.origin_index = Some(chosen.index);
+    Ok(Box::new(peer))
+}
+
+/// The peer's upgrade handling for this request (an origin's or a shield's peer).
+pub fn apply_upgrade_policy(peer: &mut HttpPeer, ctx: &RequestCtx) {
+    match ctx.decision.as_ref().map(|d| d.upgrade) {
         // Front Door's failure: the origin never sees an upgrade.
-        UpgradeHandling::Reproduce => {
+        Some(UpgradeHandling::Reproduce) => {
             peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         }
-        UpgradeHandling::Tunnel => {
+        Some(UpgradeHandling::Tunnel) => {
             if let Some(tunnel) = &ctx.tunnel {
                 peer.options.read_timeout = Some(tunnel.limits.idle_timeout);
             }
         }
-        UpgradeHandling::None | UpgradeHandling::Reject => {}
+        _ => {}
     }
-    ctx.tried.push(chosen.index);
-    ctx.origin_index = Some(chosen.index);
-    Ok(Box::new(peer))
 }
 
 /// Rewrites the forwarded request: path (rewrite + `origin_path`), `Host`, forwarding

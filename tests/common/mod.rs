@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod check;
 pub mod edge;
+pub mod fleet;
 pub mod gated;
 pub mod health;
 pub mod origin;

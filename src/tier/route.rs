@@ -1,0 +1,78 @@
+//! Which requests an edge sends to a shield, and to which.
+//!
+//! - A request that may be cached (the cache is on for it: GET/HEAD on a caching route after
+//!   the rules, not an upgrade) goes to the shield its cache key hashes to.
+//! - Anything else goes to the origin group, unless the node says `shield_all: true`
+//!   (origin shielding: only shields reach the origin); then it goes to the shield its
+//!   key would hash to, so that a shield sees one object's cacheable and uncacheable
+//!   requests alike.
+//! - A shield that cannot be connected to is skipped for this request (the retry hooks mark
+//!   connect failures retryable); with no usable shield left the request goes to the origin
+//!   group, once, and later attempts are the origin group's.
+
+use pingora_cache::key::{hash_key, HashBinary};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_proxy::Session;
+
+use crate::cache::key::write_cache_key;
+use crate::proxy::admission::request_host;
+use crate::proxy::{RequestCtx, Snapshot};
+use crate::rules::UpgradeHandling;
+
+/// The shield peer for this attempt, or `None` for the origin group. Records the choice
+/// in `ctx.tier`.
+pub fn shield_peer(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    snapshot: &Snapshot,
+) -> Option<Box<HttpPeer>> {
+    ctx.tier.shield = None;
+    if ctx.tier.bypassed || !(ctx.caching || snapshot.tiers.shield_all) {
+        return None;
+    }
+    // A retry stays on the ring its first attempt used (indexes are that ring's).
+    let ring = match &ctx.tier.ring {
+        Some(ring) => ring.clone(),
+        None => snapshot.tiers.ring()?,
+    };
+    let key = match ctx.tier.key_hash {
+        Some(hash) => hash,
+        None => key_hash(session, ctx, snapshot)?,
+    };
+    let Some(index) = ring.select(&key, &ctx.tier.tried) else {
+        ctx.tier.bypassed = true;
+        log::info!(
+            "request {}: no shield left to try; going to the origin group",
+            ctx.request_id
+        );
+        return None;
+    };
+    ctx.tier.tried.push(index);
+    ctx.tier.shield = Some(index);
+    let mut peer = Box::new(ring.peer(index)?.clone());
+    ctx.tier.ring = Some(ring);
+    // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
+    // shield's rules make the same decision (strip it for the origin, store nothing). Sent
+    // as a plain GET instead, the shield would cache it like any page.
+    if ctx.decision.as_ref().map(|d| d.upgrade) != Some(UpgradeHandling::Reproduce) {
+        crate::proxy::upstream::apply_upgrade_policy(&mut peer, ctx);
+    }
+    Some(peer)
+}
+
+/// The cache key's hash for a request the cache was not enabled for (`shield_all`): the
+/// same text the cache would hash, so that both kinds of request for one object meet on
+/// one shield.
+fn key_hash(session: &Session, ctx: &RequestCtx, snapshot: &Snapshot) -> Option<HashBinary> {
+    let decision = ctx.decision.as_ref()?;
+    let request = session.req_header();
+    let mut text = String::with_capacity(128);
+    write_cache_key(
+        &mut text,
+        request_host(request),
+        request.uri.path(),
+        request.uri.query(),
+        snapshot.engine.query_string(decision),
+    );
+    Some(hash_key(&text))
+}
