@@ -126,6 +126,27 @@ pub struct FileDefaults {
     /// TTL for cacheable responses whose origin gives no freshness information.
     #[serde(default)]
     pub cache_default_ttl: Option<String>,
+    /// Timeouts towards origins, for groups that do not set their own.
+    #[serde(default)]
+    pub origin_timeouts: Option<FileOriginTimeouts>,
+}
+
+/// Timeouts towards an origin; each one given replaces the default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOriginTimeouts {
+    /// TCP connect.
+    #[serde(default)]
+    pub connect: Option<String>,
+    /// Connect and TLS handshake together.
+    #[serde(default)]
+    pub tls_handshake: Option<String>,
+    /// Waiting for the response header, and then between two reads of the body.
+    #[serde(default)]
+    pub read: Option<String>,
+    /// Between two writes of the request.
+    #[serde(default)]
+    pub write: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,6 +409,9 @@ pub struct FileOriginGroup {
     /// system roots; relative to the rules file.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Overrides `defaults.origin_timeouts` of the node.
+    #[serde(default)]
+    pub timeouts: Option<FileOriginTimeouts>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ mod origins;
 mod routes;
 mod rule_sets;
 mod tiers;
+mod timeouts;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -141,7 +142,8 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         .flat_map(|(f, r)| r.routes.iter().enumerate().map(move |(i, s)| (*f, i, s)))
         .collect();
 
-    let (origin_groups, group_names) = origins::build_origin_groups(report, &groups);
+    let (origin_groups, group_names) =
+        origins::build_origin_groups(report, &groups, node.settings.origin_timeouts);
     let (rule_sets, set_names) = rule_sets::build_rule_sets(report, &sets, &group_names);
     let defaults = routes::RouteDefaults {
         on_cached_upgrade: node.on_cached_upgrade,

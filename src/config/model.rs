@@ -81,6 +81,8 @@ pub struct NodeSettings {
     pub upgrade_sock: std::path::PathBuf,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
+    /// Origin groups without `timeouts` use these.
+    pub origin_timeouts: OriginTimeouts,
     pub cache_memory_bytes: u64,
     pub cache_max_object_bytes: u64,
     pub cache_lock_timeout: Duration,
@@ -178,6 +180,26 @@ pub enum PathPattern {
 pub struct ProtocolSet {
     pub http: bool,
     pub https: bool,
+}
+
+/// Timeouts towards an origin (Pingora's peer options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginTimeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Connect and TLS handshake together.
+    pub tls_handshake: Duration,
+    /// For the response header to start, then between two reads of the body (Pingora
+    /// reads the header with the same per-read timer).
+    pub read: Duration,
+    /// Between two writes of the request.
+    pub write: Duration,
+}
+
+impl Default for OriginTimeouts {
+    fn default() -> OriginTimeouts {
+        super::timeouts::DEFAULT_ORIGIN_TIMEOUTS
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +352,8 @@ pub struct OriginGroup {
     pub max_retries: usize,
     /// CA certificates for TLS to this group's origins (`None`: the system roots).
     pub ca: Option<OriginCa>,
+    /// The group's own, or the node's defaults.
+    pub timeouts: OriginTimeouts,
 }
 
 /// A group's `ca_file`, read and checked once, at load (not again for each probe or peer).

@@ -138,6 +138,14 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         Duration::ZERO,
     );
 
+    let origin_timeouts = super::timeouts::build_origin_timeouts(
+        report,
+        file,
+        "defaults.origin_timeouts",
+        defaults.and_then(|d| d.origin_timeouts.as_ref()),
+        super::timeouts::DEFAULT_ORIGIN_TIMEOUTS,
+    );
+
     let cache = raw.cache.as_ref();
     let cache_memory_bytes = bytes_field(
         report,
@@ -185,6 +193,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             upgrade_sock,
             access_log,
             cache_default_ttl,
+            origin_timeouts,
             cache_memory_bytes,
             cache_max_object_bytes,
             cache_lock_timeout,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::diagnostics::{FileId, Report};
 use super::duration_field;
 use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol};
-use super::model::{HealthProbe, Origin, OriginGroup};
+use super::model::{HealthProbe, Origin, OriginGroup, OriginTimeouts};
+use super::timeouts::build_origin_timeouts;
 use super::tls::build_ca_file;
 
 /// Front Door's ranges.
@@ -20,6 +21,7 @@ const DEFAULT_HTTPS_PORT: u16 = 443;
 pub fn build_origin_groups(
     report: &mut Report,
     raw: &[(FileId, usize, &FileOriginGroup)],
+    default_timeouts: OriginTimeouts,
 ) -> (Vec<OriginGroup>, HashMap<String, usize>) {
     let mut groups = Vec::with_capacity(raw.len());
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -99,8 +101,16 @@ pub fn build_origin_groups(
             .health_probe
             .as_ref()
             .map(|probe| build_probe(report, file, &format!("{at}.health_probe"), probe));
+        let timeouts = build_origin_timeouts(
+            report,
+            file,
+            &format!("{at}.timeouts"),
+            group.timeouts.as_ref(),
+            default_timeouts,
+        );
         by_name.insert(group.name.clone(), groups.len());
         groups.push(OriginGroup {
+            timeouts,
             name: group.name.clone(),
             origins,
             health_probe,

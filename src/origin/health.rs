@@ -410,6 +410,7 @@ mod tests {
             }),
             max_retries: 1,
             ca: None,
+            timeouts: Default::default(),
         }
     }
 

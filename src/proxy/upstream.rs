@@ -48,7 +48,11 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     if tls {
         peer.options.ca = snapshot.origin_cas[decision.origin_group].clone();
     }
-    peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
+    let timeouts = snapshot.engine.config.origin_groups[decision.origin_group].timeouts;
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.tls_handshake);
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.write);
     apply_upgrade_policy(&mut peer, ctx);
     ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);

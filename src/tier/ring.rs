@@ -107,6 +107,7 @@ impl ShieldRing {
             health_probe: Some(probe.clone()),
             max_retries: shields.len(),
             ca: None,
+            timeouts: Default::default(),
         };
         let retired = Arc::new(AtomicBool::new(false));
         let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {

@@ -1,0 +1,173 @@
+//! Origin-side timeouts on raw sockets: a hung origin gets the client a 504 in time, a body
+//! that stalls ends the response, and `stale-if-error` covers both.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::edge::{client, node_yaml, TestEdge};
+use tokio::io::AsyncWriteExt;
+
+/// How an origin answers its n-th request (0-based).
+#[derive(Clone, Copy)]
+enum Answer {
+    /// The whole response at once.
+    Whole(&'static str),
+    /// Reads the request and never answers.
+    Hang,
+    /// A storable header promising 100 bytes, 10 of them, then silence.
+    StallBody,
+}
+
+/// A raw origin answering request `n` with `script[n]` (the last entry repeats).
+async fn scripted_origin(script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (script, count) = (script.clone(), count.clone());
+            tokio::spawn(async move {
+                while common::read_request_head(&mut stream).await.is_some() {
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    match script[n.min(script.len() - 1)] {
+                        Answer::Whole(response) => {
+                            if stream.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Answer::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Answer::StallBody => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 100\r\n\r\n0123456789")
+                                .await;
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn rules(origin: SocketAddr, cache: bool) -> String {
+    format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: {cache} }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    timeouts: {{ read: 500ms }}\n    origins:\n      - address: {origin}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_origin_is_a_504_with_a_reason_within_the_read_timeout() {
+    let (origin, _) = scripted_origin(vec![Answer::Hang]).await;
+    let edge = TestEdge::start(&node_yaml(""), &rules(origin, false)).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), client().get(edge.url("/a")).send())
+        .await
+        .expect("answered, not held")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.status(), 504);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.to_ascii_lowercase().contains("timed out") || body.contains("Timedout"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_ends_the_response_instead_of_holding_the_client() {
+    let (origin, _) = scripted_origin(vec![Answer::StallBody]).await;
+    let edge = TestEdge::start(&node_yaml(""), &rules(origin, false)).await;
+    let answer = client().get(edge.url("/big")).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "the header was relayed");
+    let body = tokio::time::timeout(Duration::from_secs(10), answer.bytes())
+        .await
+        .expect("the body ends, not hangs");
+    assert!(
+        body.is_err(),
+        "a short body is an error for the client, never a complete 200"
+    );
+    let lines = edge.wait_for_log(|l| !l.is_empty()).await;
+    assert!(
+        lines[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the log says the response failed: {}",
+        lines[0]
+    );
+}
+
+/// A stored object past `max-age` whose origin now fails. A hung origin never sent a header,
+/// so the stale copy answers. A body that stalls came after a header the client already
+/// has, so that response is cut short; but the failed refresh replaces nothing, and the
+/// next request (the origin hung) still gets the complete stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_a_hung_origin_and_survives_a_stalled_refresh() {
+    for script in [vec![Answer::Hang], vec![Answer::StallBody, Answer::Hang]] {
+        let mut answers = vec![Answer::Whole(
+            "HTTP/1.1 200 OK\r\ncache-control: max-age=1, stale-if-error=600\r\ncontent-length: 5\r\n\r\nfresh",
+        )];
+        answers.extend(script.iter().copied());
+        let (origin, seen) = scripted_origin(answers).await;
+        let edge = TestEdge::start(&node_yaml(""), &rules(origin, true)).await;
+        let first = client().get(edge.url("/s")).send().await.unwrap();
+        assert_eq!(first.headers()["x-cache"], "TCP_MISS");
+        assert_eq!(first.text().await.unwrap(), "fresh");
+        // Wait out max-age (the object's own clock, seconds).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        if matches!(script[0], Answer::StallBody) {
+            let cut = client().get(edge.url("/s")).send().await.unwrap();
+            let body = tokio::time::timeout(Duration::from_secs(10), cut.bytes()).await;
+            assert!(body.expect("ends in time").is_err(), "cut short");
+        }
+        let stale =
+            tokio::time::timeout(Duration::from_secs(10), client().get(edge.url("/s")).send())
+                .await
+                .expect("answered in time")
+                .unwrap();
+        assert_eq!(stale.status(), 200);
+        assert_eq!(stale.headers()["x-cache"], "TCP_EXPIRED_HIT");
+        assert_eq!(stale.text().await.unwrap(), "fresh");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1 + script.len(),
+            "each refresh was tried"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        node_yaml("defaults:\n  origin_timeouts: { connect: 0s }\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/rules.yaml"),
+        rules("127.0.0.1:9".parse().unwrap(), false).replace("read: 500ms", "read: 2d"),
+    )
+    .unwrap();
+    let error = portico::config::load(&dir.path().join("portico.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("portico.yaml:9:") && error.contains("defaults.origin_timeouts.connect"),
+        "{error}"
+    );
+    assert!(
+        error.contains("rules.yaml:9:") && error.contains("timeouts.read"),
+        "{error}"
+    );
+}
