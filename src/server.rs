@@ -181,6 +181,18 @@ impl Node {
     /// Runs under a Pingora `Server` until a signal stops it.
     pub fn run_server(mut self, options: RunOptions) -> ! {
         let upgrade = options.upgrade;
+        // Pingora retries a busy address for about 30 s, then panics a thread and runs on
+        // without it: find out first, and stop with the reason. (An upgrade receives its
+        // sockets instead of binding them.)
+        if !upgrade {
+            let admin = self.settings.admin.as_ref().map(|a| a.address);
+            for address in self.listeners.iter().map(|(a, _)| *a).chain(admin) {
+                if let Err(e) = std::net::TcpListener::bind(address) {
+                    eprintln!("portico: cannot listen on {address}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         let conf = self.server_conf();
         let listeners = std::mem::take(&mut self.listeners);
         let opt = Opt {

@@ -642,3 +642,86 @@ origin_groups:
     ];
     check_files(&with_token, &long).accepted();
 }
+
+/// Settings that would make a running node misbehave are refused where they are written:
+/// an admin listener on a proxy port, zero or tiny intervals and timeouts, absurd threads.
+#[test]
+fn settings_that_would_misbehave_are_refused() {
+    let node = "\
+name: test-node
+listeners:
+  - address: 0.0.0.0:8080
+admin:
+  address: 127.0.0.1:8080
+server:
+  threads: 100000
+rules_dir: rules
+access_log: off
+defaults:
+  tunnel_idle_timeout: 0s
+";
+    let routes = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+    health_probe: { interval: 0s }
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    tunnel_max_lifetime: 10ms
+";
+    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    out.error(
+        "portico.yaml:5:3",
+        "admin.address",
+        "share a port with a proxy listener",
+    );
+    out.error("portico.yaml:7:3", "server.threads", "only adds contention");
+    out.error(
+        "portico.yaml:11:3",
+        "defaults.tunnel_idle_timeout",
+        "too short",
+    );
+    out.error(
+        "rules/routes.yaml:5:21",
+        "origin_groups[0].health_probe.interval",
+        "too short",
+    );
+    out.error(
+        "rules/routes.yaml:10:5",
+        "routes[0].tunnel_max_lifetime",
+        "too short",
+    );
+    assert_eq!(out.error_count(), 5, "{}", out.stdout);
+}
+
+/// A rules file nested absurdly deep, or endless, is refused quickly instead of taking
+/// minutes (or all memory) to parse.
+#[test]
+fn files_too_deep_or_too_large_are_refused_quickly() {
+    let deep = format!("routes: {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+    let started = std::time::Instant::now();
+    let out = check_files(NODE, &[("routes.yaml", &deep)]).refused();
+    out.error(
+        "rules/routes.yaml:1:73",
+        "",
+        "nested more than 64 levels deep",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("portico.yaml"), NODE).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("rules/endless.yaml")).unwrap();
+    let started = std::time::Instant::now();
+    let out = run_check(&dir.path().join("portico.yaml"));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("larger than 16777216 bytes"),
+        "{}",
+        out.stdout
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -363,3 +363,27 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
         .status()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_stops_portico_run_at_once_with_the_address_and_reason() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let node = NodeFiles::new("", "routes: []\n");
+    let conf = std::fs::read_to_string(node.conf()).unwrap().replace(
+        &format!("127.0.0.1:{}\n", node.port),
+        &format!("127.0.0.1:{port}\n"),
+    );
+    std::fs::write(node.conf(), conf).unwrap();
+    let mut edge = node.run(&[], "edge");
+    let exit = edge
+        .exited_within(Duration::from_secs(5))
+        .await
+        .expect("exits within 5 s");
+    assert!(!exit.success());
+    let printed = edge.printed();
+    assert!(
+        printed.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && printed.contains("in use"),
+        "{printed}"
+    );
+}

@@ -47,6 +47,9 @@ pub enum ConfigError {
     },
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
+    /// A configuration file is never this big: a link to a device or an endless file.
+    #[error("cannot read {path}: larger than {limit} bytes, which no configuration file is")]
+    TooLarge { path: PathBuf, limit: u64 },
 }
 
 impl ConfigError {
@@ -54,7 +57,7 @@ impl ConfigError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             ConfigError::Invalid(all) => all,
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => &[],
         }
     }
 }
@@ -137,6 +140,18 @@ impl Report {
             file: self.files[file].display.clone(),
             line: pos.line,
             column: pos.column,
+            path: String::new(),
+            message,
+        });
+    }
+
+    /// An error at a known place, with no field path (a file that cannot be parsed).
+    pub fn error_at(&mut self, file: FileId, line: usize, column: usize, message: String) {
+        self.items.push(Diagnostic {
+            severity: Severity::Error,
+            file: self.files[file].display.clone(),
+            line,
+            column,
             path: String::new(),
             message,
         });

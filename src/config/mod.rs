@@ -96,19 +96,26 @@ pub fn build(
     rules: &[Source],
 ) -> Result<Loaded, ConfigError> {
     let mut report = Report::default();
-    let conf_file = report.add_file(&node_source.path, &node_source.text);
-    let Some(raw_node) = parse::<FileNode>(&mut report, conf_file, &node_source.text) else {
+    let (conf_file, parsable) = add_source(&mut report, node_source);
+    let raw_node = parsable
+        .then(|| parse::<FileNode>(&mut report, conf_file, &node_source.text))
+        .flatten();
+    let Some(raw_node) = raw_node else {
         // Stage 1 still runs on the rule files, so that one run reports every file's errors.
         for source in rules {
-            let file = report.add_file(&source.path, &source.text);
-            parse_rules(&mut report, file, &source.text);
+            if let (file, true) = add_source(&mut report, source) {
+                parse_rules(&mut report, file, &source.text);
+            }
         }
         return Err(ConfigError::Invalid(report.items));
     };
     let node = node::build_node(&mut report, conf_file, conf_dir, &raw_node);
     let mut raw_rules = Vec::new();
     for source in rules {
-        let file = report.add_file(&source.path, &source.text);
+        let (file, parsable) = add_source(&mut report, source);
+        if !parsable {
+            continue;
+        }
         if let Some(parsed) = parse_rules(&mut report, file, &source.text) {
             raw_rules.push((file, parsed));
         }
@@ -176,11 +183,79 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
     }
 }
 
+/// The most a configuration file may hold (10,000 routes take about 2 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads a configuration file, refusing one over [`MAX_FILE_BYTES`] without reading more
+/// (a link to `/dev/zero` or an endless pipe would otherwise grow without bound).
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    use std::io::Read;
+    let failed = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// The deepest nesting a configuration file may have: far beyond any real one, well before
+/// the YAML parser's time grows (it is quadratic in the nesting of flow collections).
+const MAX_NESTING: usize = 64;
+
+/// Where `text` first nests deeper than [`MAX_NESTING`] (flow `[`/`{`, or indentation of
+/// more than 4 columns a level), as 1-based line and column.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent > MAX_NESTING * 4 {
+            return Some((index + 1, indent + 1));
+        }
+        let mut quote = None;
+        for (column, c) in line.char_indices() {
+            match (quote, c) {
+                (None, '#') => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((index + 1, column + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Adds `source` to the report, or refuses it when it nests too deep to parse safely.
+fn add_source(report: &mut Report, source: &Source) -> (FileId, bool) {
+    match too_deep(&source.text) {
+        None => (report.add_file(&source.path, &source.text), true),
+        Some((line, column)) => {
+            let file = report.add_file(&source.path, "");
+            report.error_at(
+                file,
+                line,
+                column,
+                format!("nested more than {MAX_NESTING} levels deep; no configuration needs that"),
+            );
+            (file, false)
+        }
+    }
 }
 
 /// The rule files of `dir`, in name order so that merging is deterministic.
@@ -224,6 +299,34 @@ fn parse<T: serde::de::DeserializeOwned>(
             None
         }
     }
+}
+
+/// Like [`duration_field`], refusing values under `min`: a zero or tiny duration there
+/// would make the node misbehave (a `0s` probe interval probes hundreds of times a second,
+/// a `0s` tunnel idle timeout closes every tunnel at once).
+pub(crate) fn bounded_duration_field(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: Option<&str>,
+    default: Duration,
+    min: Duration,
+) -> Duration {
+    let value = duration_field(report, file, path, text, default);
+    if value < min {
+        let given = if value.is_zero() {
+            "0s".to_string()
+        } else {
+            format!("{value:?}")
+        };
+        report.error(
+            file,
+            path,
+            format!("{given} is too short here; the least that works is {min:?}"),
+        );
+        return default;
+    }
+    value
 }
 
 /// Parses an optional duration field, reporting a bad one and falling back to `default`.

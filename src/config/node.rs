@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::diagnostics::{FileId, Report};
 use super::duration::parse_bytes;
-use super::duration_field;
 use super::file::{FileNode, OnCachedUpgrade, Tier};
 use super::model::{AccessLogTarget, Listener, NodeSettings, TunnelLimits};
 use super::tls::{build_listener_tls, CertNames};
+use super::{bounded_duration_field, duration_field};
 
 /// Node settings plus the defaults routes inherit.
 pub struct BuiltNode {
@@ -41,7 +41,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         report.error(file, "listeners", "at least one listener is needed");
     }
     let mut cert_names = Vec::new();
-    let listeners = raw
+    let listeners: Vec<Listener> = raw
         .listeners
         .iter()
         .enumerate()
@@ -66,13 +66,38 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         })
         .collect();
     let admin = super::admin::build_admin(report, file, conf_dir, raw.admin.as_ref());
+    if let Some(admin) = &admin {
+        let shared = listeners.iter().any(|l: &Listener| {
+            l.address.port() == admin.address.port()
+                && (l.address.ip() == admin.address.ip()
+                    || l.address.ip().is_unspecified()
+                    || admin.address.ip().is_unspecified())
+        });
+        if shared {
+            report.error(
+                file,
+                "admin.address",
+                format!("the admin listener {} would share a port with a proxy listener, exposing /purge and /reload there; give it a port of its own", admin.address),
+            );
+        }
+    }
 
     let server = raw.server.as_ref();
     let threads = server
         .and_then(|s| s.threads)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 0 {
         report.error(file, "server.threads", "threads must be at least 1");
+    } else if threads > cores * 4 {
+        report.error(
+            file,
+            "server.threads",
+            format!(
+                "{threads} threads on {cores} core(s) only adds contention; use at most {}",
+                cores * 4
+            ),
+        );
     }
     let grace_period = duration_field(
         report,
@@ -115,19 +140,21 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
 
     let defaults = raw.defaults.as_ref();
     let tunnel = TunnelLimits {
-        idle_timeout: duration_field(
+        idle_timeout: bounded_duration_field(
             report,
             file,
             "defaults.tunnel_idle_timeout",
             defaults.and_then(|d| d.tunnel_idle_timeout.as_deref()),
             Duration::from_secs(300),
+            Duration::from_secs(1),
         ),
-        max_lifetime: duration_field(
+        max_lifetime: bounded_duration_field(
             report,
             file,
             "defaults.tunnel_max_lifetime",
             defaults.and_then(|d| d.tunnel_max_lifetime.as_deref()),
             Duration::from_secs(4 * 3600),
+            Duration::from_secs(1),
         ),
     };
     let cache_default_ttl = duration_field(
@@ -168,12 +195,13 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             "max_object_bytes cannot exceed memory_bytes",
         );
     }
-    let cache_lock_timeout = duration_field(
+    let cache_lock_timeout = bounded_duration_field(
         report,
         file,
         "cache.lock_timeout",
         cache.and_then(|c| c.lock_timeout.as_deref()),
         Duration::from_secs(5),
+        Duration::from_millis(100),
     );
 
     BuiltNode {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::bounded_duration_field;
 use super::diagnostics::{FileId, Report};
-use super::duration_field;
 use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol};
 use super::model::{HealthProbe, Origin, OriginGroup, OriginTimeouts};
 use super::timeouts::build_origin_timeouts;
@@ -162,19 +162,21 @@ pub(super) fn build_probe(
             "the probe path must start with '/'",
         );
     }
-    let interval = duration_field(
+    let interval = bounded_duration_field(
         report,
         file,
         &format!("{at}.interval"),
         raw.interval.as_deref(),
         Duration::from_secs(5),
+        Duration::from_millis(500),
     );
-    let timeout = duration_field(
+    let timeout = bounded_duration_field(
         report,
         file,
         &format!("{at}.timeout"),
         raw.timeout.as_deref(),
         Duration::from_secs(3),
+        Duration::from_millis(100),
     );
     if timeout > interval {
         report.warning(

@@ -1,10 +1,10 @@
 //! Stage 2 for `routes`: domains, patterns, cross-references and the WebSocket warnings.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::actions::query_string_mode;
 use super::diagnostics::{FileId, Report};
-use super::duration_field;
 use super::file::{
     CacheBehavior, FileRoute, ForwardingProtocol, OnCachedUpgrade, Protocol, QueryStringBehavior,
 };
@@ -12,6 +12,7 @@ use super::model::{
     Action, DomainPattern, MethodSet, PathPattern, ProtocolSet, Route, RouteCache, RuleSet,
     TunnelLimits,
 };
+use super::{bounded_duration_field, duration_field};
 
 pub struct RouteDefaults {
     pub on_cached_upgrade: OnCachedUpgrade,
@@ -154,19 +155,21 @@ pub fn build_routes(
             .unwrap_or(ForwardingProtocol::MatchRequest);
         let cache = route_cache(report, file, &format!("{at}.cache"), route);
         let tunnel = TunnelLimits {
-            idle_timeout: duration_field(
+            idle_timeout: bounded_duration_field(
                 report,
                 file,
                 &format!("{at}.tunnel_idle_timeout"),
                 route.tunnel_idle_timeout.as_deref(),
                 defaults.tunnel.idle_timeout,
+                Duration::from_secs(1),
             ),
-            max_lifetime: duration_field(
+            max_lifetime: bounded_duration_field(
                 report,
                 file,
                 &format!("{at}.tunnel_max_lifetime"),
                 route.tunnel_max_lifetime.as_deref(),
                 defaults.tunnel.max_lifetime,
+                Duration::from_secs(1),
             ),
         };
         let on_cached_upgrade = route

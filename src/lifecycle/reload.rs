@@ -41,7 +41,9 @@ impl From<ConfigError> for ReloadError {
                     .map(ToString::to_string)
                     .collect(),
             ),
-            ConfigError::Read { .. } => ReloadError(vec![error.to_string()]),
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => {
+                ReloadError(vec![error.to_string()])
+            }
         }
     }
 }
