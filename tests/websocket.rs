@@ -453,3 +453,72 @@ async fn a_cached_page_is_never_served_to_an_upgrade_and_an_upgrade_is_never_sto
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers()["x-cache"], "CONFIG_NOCACHE");
 }
+
+/// Requests that are not upgrades by Portico's definition (a GET with `Connection:
+/// upgrade` and `Upgrade: websocket` on a tunnelling route) never reach the origin with
+/// `Upgrade` or `Connection: upgrade`, whatever the route: Pingora's own policy would
+/// re-add them. Each carries a valid key, so an origin that saw the upgrade would switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_are_not_upgrades_never_reach_the_origin_as_upgrades() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (origin, edge) = setup("").await;
+    let key = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let variants = [
+        ("GET", "Upgrade: websocket\r\n"),
+        ("POST", "Connection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n"),
+        ("GET", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+        ("GET", "Connection: keep-alive\r\nUpgrade: websocket\r\n"),
+    ];
+    let paths = [
+        "/chat/x",
+        "/plain/x",
+        "/reproduce/x",
+        "/bypass/x",
+        "/reject/x",
+    ];
+    for prefix in paths {
+        for (n, (method, headers)) in variants.iter().enumerate() {
+            // A path of its own each time: on caching routes, a GET is stored.
+            let path = format!("{prefix}{n}");
+            let before = origin.count();
+            let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+            let request =
+                format!("{method} {path} HTTP/1.1\r\nHost: t.example\r\n{headers}{key}\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let head = common::read_request_head(&mut stream)
+                .await
+                .expect("an answer");
+            let status_line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            let what = format!("{method} {path} with {headers:?}");
+            assert!(status_line.contains(" 200 "), "{what}: {status_line}");
+            let mut rest = [0u8; 64];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(50), stream.read(&mut rest))
+                    .await;
+            assert_eq!(
+                origin.count(),
+                before + 1,
+                "{what}: reached the origin once"
+            );
+            let seen = origin.requests().pop().unwrap();
+            assert!(
+                seen.headers.get("upgrade").is_none(),
+                "{what}: {:?}",
+                seen.headers
+            );
+            let connection = seen
+                .headers
+                .get("connection")
+                .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+                .unwrap_or_default();
+            assert!(
+                !connection.contains("upgrade"),
+                "{what}: Connection: {connection}"
+            );
+        }
+    }
+}

@@ -60,18 +60,22 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
 }
 
 /// The peer's upgrade handling for this request (an origin's or a shield's peer).
+///
+/// One definition of an upgrade, Portico's: a `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket` on a route that tunnels. Every other request goes out with upgrades
+/// denied, so Pingora's default policy cannot re-add `Connection: Upgrade` to a request
+/// that merely carries `Upgrade: websocket` (or `h2c`, or is a POST), nor to an upgrade a
+/// caching route strips (Front Door's failure: the origin never sees an upgrade).
 pub fn apply_upgrade_policy(peer: &mut HttpPeer, ctx: &RequestCtx) {
     match ctx.decision.as_ref().map(|d| d.upgrade) {
-        // Front Door's failure: the origin never sees an upgrade.
-        Some(UpgradeHandling::Reproduce) => {
-            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
-        }
         Some(UpgradeHandling::Tunnel) => {
             if let Some(tunnel) = &ctx.tunnel {
                 peer.options.read_timeout = Some(tunnel.limits.idle_timeout);
             }
         }
-        _ => {}
+        _ => {
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        }
     }
 }
 
