@@ -168,7 +168,7 @@ pub(super) fn build_probe(
         &format!("{at}.interval"),
         raw.interval.as_deref(),
         Duration::from_secs(5),
-        Duration::from_millis(500),
+        Duration::from_millis(100),
     );
     let timeout = bounded_duration_field(
         report,
@@ -176,7 +176,7 @@ pub(super) fn build_probe(
         &format!("{at}.timeout"),
         raw.timeout.as_deref(),
         Duration::from_secs(3),
-        Duration::from_millis(100),
+        Duration::from_millis(10),
     );
     if timeout > interval {
         report.warning(
