@@ -15,7 +15,7 @@ async fn with_a_token_only_healthz_answers_without_it() {
     let token_file = secrets.path().join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let node = format!(
-        "admin:\n  address: 0.0.0.0:1\n  token_file: {}\n",
+        "admin:\n  address: 0.0.0.0:2\n  token_file: {}\n",
         token_file.display()
     );
     let rules = format!(

@@ -171,3 +171,47 @@ async fn a_zero_timeout_is_refused_at_its_line() {
         "{error}"
     );
 }
+
+/// An origin that answers the first request of each connection (keep-alive, as far as the
+/// edge can tell) and hangs up on the second without a word: every reuse is a keep-alive
+/// race lost. A one-origin group must still answer every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if common::read_request_head(&mut stream).await.is_none() {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // The next request arrives, and the connection closes under it.
+                let _ = common::read_request_head(&mut stream).await;
+            });
+        }
+    });
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
+    );
+    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    let http = client();
+    for n in 0..20 {
+        let answer = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            200,
+            "request {n}: {}",
+            answer.text().await.unwrap()
+        );
+    }
+    assert!(
+        connections.load(Ordering::SeqCst) >= 10,
+        "connections were reused, then renewed"
+    );
+}

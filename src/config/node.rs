@@ -146,7 +146,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             "defaults.tunnel_idle_timeout",
             defaults.and_then(|d| d.tunnel_idle_timeout.as_deref()),
             Duration::from_secs(300),
-            Duration::from_secs(1),
+            Duration::from_millis(100),
         ),
         max_lifetime: bounded_duration_field(
             report,
@@ -154,7 +154,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             "defaults.tunnel_max_lifetime",
             defaults.and_then(|d| d.tunnel_max_lifetime.as_deref()),
             Duration::from_secs(4 * 3600),
-            Duration::from_secs(1),
+            Duration::from_millis(100),
         ),
     };
     let cache_default_ttl = duration_field(

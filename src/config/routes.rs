@@ -161,7 +161,7 @@ pub fn build_routes(
                 &format!("{at}.tunnel_idle_timeout"),
                 route.tunnel_idle_timeout.as_deref(),
                 defaults.tunnel.idle_timeout,
-                Duration::from_secs(1),
+                Duration::from_millis(100),
             ),
             max_lifetime: bounded_duration_field(
                 report,
@@ -169,7 +169,7 @@ pub fn build_routes(
                 &format!("{at}.tunnel_max_lifetime"),
                 route.tunnel_max_lifetime.as_deref(),
                 defaults.tunnel.max_lifetime,
-                Duration::from_secs(1),
+                Duration::from_millis(100),
             ),
         };
         let on_cached_upgrade = route

@@ -117,6 +117,14 @@ impl OriginPool {
         group.chosen(&backend)
     }
 
+    /// Origin `index` of `group`, if it is enabled: a keep-alive race's second attempt goes
+    /// back to it, whatever its turn in the rotation.
+    pub fn origin(&self, group: usize, index: usize) -> Option<Chosen<'_>> {
+        let group = self.groups.get(group)?;
+        let origin = group.origins.get(index).filter(|o| o.enabled)?;
+        Some(Chosen { index, origin })
+    }
+
     /// The origin a request would get if every origin were healthy: for `portico explain`,
     /// which sends no probes (its origins stay pending).
     pub fn select_assuming_healthy(&self, group: usize) -> Option<Chosen<'_>> {

@@ -39,6 +39,10 @@ pub struct RequestCtx {
     pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
+    /// The origin to try again on a fresh connection (a reused one was closed under us),
+    /// and whether that already happened once.
+    pub retry_fresh: Option<usize>,
+    pub retried_fresh: bool,
     /// When the request went to the origin (the last attempt), and how long its response
     /// header took to come back.
     pub upstream_sent: Option<Instant>,
@@ -74,6 +78,8 @@ impl RequestCtx {
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,
+            retry_fresh: None,
+            retried_fresh: false,
             upstream_sent: None,
             origin_first_byte: None,
             last_connect_error: None,

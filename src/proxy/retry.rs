@@ -7,6 +7,11 @@
 //!   (typically a reused connection the origin closed while idle), within the same budget. A non-idempotent
 //!   request is never retried once any bytes were sent: the origin may have acted on it.
 //!
+//! - A reused connection that turns out closed before any byte came back is a keep-alive
+//!   race, not a failed origin: the request goes again to the *same* origin on a fresh
+//!   connection, once, whatever the budget (a one-origin group would otherwise answer
+//!   502 to a request its healthy origin never saw).
+//!
 //! Each attempt's origin is recorded in `ctx.tried`, which the access log shows.
 
 use pingora_core::upstreams::peer::HttpPeer;
@@ -47,13 +52,25 @@ pub fn after_connect_failure(
 pub fn after_proxy_error(
     session: &Session,
     peer: &HttpPeer,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     e: Box<Error>,
     upstream_reused: bool,
 ) -> Box<Error> {
     let mut e = e.more_context(format!("Peer: {peer}"));
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+    if replayable && upstream_reused && !ctx.retried_fresh && ctx.tier.shield.is_none() {
+        e.retry.decide_reuse(true);
+        if e.retry() {
+            log::info!(
+                "request {}: {peer} closed a reused connection ({e}); again on a fresh one",
+                ctx.request_id
+            );
+            ctx.retry_fresh = ctx.origin_index;
+            ctx.retried_fresh = true;
+            return e;
+        }
+    }
     if replayable && budget_left(ctx) {
         e.retry.decide_reuse(upstream_reused);
         if e.retry() {

@@ -20,7 +20,10 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
             "no routing decision before upstream_peer",
         );
     };
-    let Some(chosen) = snapshot.origins.select(decision.origin_group, &ctx.tried) else {
+    let fresh = ctx.retry_fresh.take();
+    let again = fresh.and_then(|index| snapshot.origins.origin(decision.origin_group, index));
+    let Some(chosen) = again.or_else(|| snapshot.origins.select(decision.origin_group, &ctx.tried))
+    else {
         let group = &snapshot.engine.config.origin_groups[decision.origin_group].name;
         // The last attempt's error is the reason worth telling (an untrusted certificate...).
         let last = ctx
@@ -45,6 +48,10 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     };
     // With TLS, SNI and the certificate's expected name are the origin's host header.
     let mut peer = HttpPeer::new(address, tls, chosen.origin.host_header.clone());
+    if fresh.is_some() {
+        // A key no pooled connection has: Pingora must open a new one.
+        peer.group_key = fresh_connection_key();
+    }
     if tls {
         peer.options.ca = snapshot.origin_cas[decision.origin_group].clone();
     }
@@ -57,6 +64,12 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);
     Ok(Box::new(peer))
+}
+
+/// A connection-pool key used once.
+fn fresh_connection_key() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The peer's upgrade handling for this request (an origin's or a shield's peer).
