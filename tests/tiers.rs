@@ -364,7 +364,7 @@ async fn a_dead_shields_keys_move_and_come_back() {
     }
 
     fleet.shields[1].stop();
-    // No probe has noticed yet: connect failures move the requests on by themselves.
+    // Probes or not, a refused connection moves a request on to the next shield at once.
     let moved = round(&fleet.edges[0], &fleet.shields, &paths).await;
     assert_eq!(moved.len(), 60);
     let mut went_to = BTreeSet::new();
@@ -789,4 +789,98 @@ async fn a_named_shield_set_follows_its_addresses() {
     healthy_ring(&edge, &[b]).await;
     let served = round(&edge, &shields, &paths).await;
     assert!(served.values().all(|&s| s == 1), "{served:?}");
+}
+
+/// Polls the edge's `/metrics` until `line` is in it.
+async fn wait_for_metric(edge: &FleetNode, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(edge.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{line:?} never appeared in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A shield stops while a client loops over many objects: at most the request in flight at
+/// that moment fails, and the edge's `/metrics` shows the shield down, then up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_loop_survives_a_shield_stopping() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let mut fleet = fleet(origin.addr(), 2, 1, "").await;
+    let edge_url = fleet.edges[0].url("");
+    let (stop_loop, mut stopped) = tokio::sync::watch::channel(false);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = done.clone();
+    let looping = tokio::spawn(async move {
+        let mut failures = Vec::new();
+        let mut i = 0usize;
+        while !*stopped.borrow_and_update() {
+            let url = format!("{edge_url}/loop/{}", i % 40);
+            match client().get(&url).send().await {
+                Ok(response) if response.status() == 200 => {}
+                Ok(response) => failures.push(format!("{url}: {}", response.status())),
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+            i += 1;
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        failures
+    });
+    let wait_for = |target: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < target {
+                assert!(Instant::now() < deadline, "the loop stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(80).await;
+    let (edge, dead) = (&fleet.edges[0], fleet.shields[0].addr);
+    wait_for_metric(
+        edge,
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 1"),
+    )
+    .await;
+    fleet.shields[0].stop();
+    let at_stop = done.load(std::sync::atomic::Ordering::SeqCst);
+    let edge = &fleet.edges[0];
+    wait_for_metric(
+        edge,
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 0"),
+    )
+    .await;
+    wait_for(at_stop + 80).await;
+    let served_before = fleet.shields[0].log_lines().len();
+    fleet.shields[0].restart();
+    wait_for_metric(
+        &fleet.edges[0],
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 1"),
+    )
+    .await;
+    wait_for(done.load(std::sync::atomic::Ordering::SeqCst) + 80).await;
+    let _ = stop_loop.send(true);
+    let failures = looping.await.unwrap();
+    assert!(
+        failures.len() <= 1,
+        "more than the request in flight failed: {failures:#?}"
+    );
+    // The restarted shield took its keys back.
+    fleet.shields[0]
+        .wait_for_log(|lines| lines.len() > served_before)
+        .await;
 }
