@@ -884,3 +884,47 @@ async fn a_request_loop_survives_a_shield_stopping() {
         .wait_for_log(|lines| lines.len() > served_before)
         .await;
 }
+
+/// `portico explain` on an edge names the shield the edge then uses for each key.
+#[tokio::test]
+async fn explain_names_the_shield_the_edge_uses() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 3, 1, "").await;
+    let edge = &fleet.edges[0];
+    let loaded = portico::config::load(&edge.dir.path().join("portico.yaml")).unwrap();
+    let engine = portico::rules::Engine::new(loaded.config);
+    let paths: Vec<String> = (0..20).map(|i| format!("/explained/{i}?utm=x")).collect();
+    let mut expected = BTreeMap::new();
+    for path in &paths {
+        let url = format!("http://{}{path}", edge.addr);
+        let out = portico::explain::explain(&engine, "GET", &url, &http::HeaderMap::new()).unwrap();
+        let shield = out
+            .lines()
+            .find_map(|l| l.strip_prefix("shield:"))
+            .unwrap_or_else(|| panic!("no shield line:\n{out}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        expected.insert(path.split('?').next().unwrap().to_string(), shield);
+        assert_eq!(get(edge, path, &[]).await.status, 200);
+    }
+    let lines = edge.wait_for_log(|lines| lines.len() >= paths.len()).await;
+    for line in &lines {
+        let path = line["path"].as_str().unwrap();
+        assert_eq!(
+            line["shield"].as_str(),
+            Some(expected[path].as_str()),
+            "{line}"
+        );
+    }
+    let used: BTreeSet<&String> = expected.values().collect();
+    assert!(used.len() >= 2, "{expected:?}");
+    // Not cacheable: explain says it goes straight to the origin group.
+    let url = format!("http://{}/api/x", edge.addr);
+    let out = portico::explain::explain(&engine, "GET", &url, &http::HeaderMap::new()).unwrap();
+    assert!(
+        out.contains("shield:   none: the request cannot be cached"),
+        "{out}"
+    );
+}
