@@ -89,6 +89,7 @@ async fn fleet(origin: SocketAddr, shields: usize, edges: usize, edge_extra: &st
 struct Fetched {
     status: u16,
     x_cache: String,
+    request_id: String,
 }
 
 async fn get(node: &FleetNode, path: &str, headers: &[(&str, &str)]) -> Fetched {
@@ -105,8 +106,16 @@ async fn get(node: &FleetNode, path: &str, headers: &[(&str, &str)]) -> Fetched 
         .headers()
         .get("x-cache")
         .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+    let request_id = response
+        .headers()
+        .get("x-portico-ref")
+        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
     let _ = response.bytes().await;
-    Fetched { status, x_cache }
+    Fetched {
+        status,
+        x_cache,
+        request_id,
+    }
 }
 
 fn cached_origin() -> impl std::future::Future<Output = TestOrigin> {
@@ -253,6 +262,19 @@ async fn hops_append_via_and_cdn_loop_and_the_client_address_is_kept() {
         seen.headers["x-forwarded-host"],
         fleet.edges[0].addr.to_string()
     );
+    // One request id on every tier: the client's, the shield's log and the origin's.
+    let id = fetched.request_id;
+    assert_eq!(seen.headers["x-portico-ref"], id.as_str());
+    let lines = fleet.shields[0].wait_for_log(|l| !l.is_empty()).await;
+    assert_eq!(lines[0]["request_id"], id.as_str());
+    // A client's own X-Portico-Ref is not adopted by an edge.
+    let forged = get(
+        &fleet.edges[0],
+        "/hops2",
+        &[("x-portico-ref", "0123456789abcdef01234567")],
+    )
+    .await;
+    assert_ne!(forged.request_id, "0123456789abcdef01234567");
 }
 
 /// The shield derives the cache key the edge computed: objects fetched through one edge with
