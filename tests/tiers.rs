@@ -950,3 +950,52 @@ async fn explain_names_the_shield_the_edge_uses() {
         "{out}"
     );
 }
+
+/// `Age` is cumulative across tiers: an object that aged on its shield arrives at an edge
+/// with that age, which the edge's own hits keep counting from.
+#[tokio::test]
+async fn age_counts_across_tiers() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 1, 2, "").await;
+    assert_eq!(
+        get(&fleet.edges[0], "/aging", &[]).await.x_cache,
+        "TCP_MISS"
+    );
+    let age = |response: &reqwest::Response| -> u64 {
+        response.headers()["age"].to_str().unwrap().parse().unwrap()
+    };
+    // Ask the shield itself until its copy is at least a second old.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client()
+            .get(fleet.shields[0].url("/aging"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-cache"], "TCP_HIT");
+        if age(&response) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shield's copy never aged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let remote = client()
+        .get(fleet.edges[1].url("/aging"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote.headers()["x-cache"], "TCP_REMOTE_HIT");
+    let remote_age = age(&remote);
+    assert!(remote_age >= 1, "the shield's age came along");
+    let hit = client()
+        .get(fleet.edges[1].url("/aging"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hit.headers()["x-cache"], "TCP_HIT");
+    assert!(
+        age(&hit) >= remote_age,
+        "the edge counts on from the shield's age"
+    );
+    assert_eq!(origin.count(), 1);
+}
