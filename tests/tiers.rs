@@ -218,6 +218,8 @@ async fn each_object_is_fetched_once_and_lives_on_one_shield() {
     for edge in &fleet.edges {
         assert_eq!(edge.cached_objects().await, 100);
     }
+    let remote_hits = "portico_requests_total{x_cache=\"TCP_REMOTE_HIT\",class=\"2xx\"} 100";
+    wait_for_metric(&fleet.edges[1], remote_hits).await;
     // Both tiers log their status: the edge names the shield and its X-Cache.
     let lines = fleet.edges[1]
         .wait_for_log(|lines| lines.len() >= 101)
@@ -997,5 +999,44 @@ async fn age_counts_across_tiers() {
         age(&hit) >= remote_age,
         "the edge counts on from the shield's age"
     );
+    assert_eq!(origin.count(), 1);
+}
+
+/// Three tiers: edge → shield → its own shield → origin. Headers, trust and remote hits chain.
+#[tokio::test]
+async fn a_shield_with_shields_makes_a_third_tier() {
+    let origin = cached_origin().await;
+    let rules = rules(origin.addr());
+    let top = FleetNode::start(
+        "top",
+        &node_yaml("top", "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n"),
+        &rules,
+        reserve(),
+    );
+    let mid_extra = format!(
+        "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\nshields: [\"{}\"]\n{SHIELD_PROBE}",
+        top.addr
+    );
+    let mid = FleetNode::start("mid", &node_yaml("mid", &mid_extra), &rules, reserve());
+    let edge_extra = format!("shields: [\"{}\"]\n{SHIELD_PROBE}", mid.addr);
+    let edges: Vec<FleetNode> = (0..2)
+        .map(|i| {
+            let name = format!("edge-{i}");
+            FleetNode::start(&name, &node_yaml(&name, &edge_extra), &rules, reserve())
+        })
+        .collect();
+    let first = get(&edges[0], "/deep", &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(first.x_cache, "TCP_MISS");
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.headers["via"], "1.1 edge-0, 1.1 mid, 1.1 top");
+    assert_eq!(seen.headers["cdn-loop"], "edge-0, mid, top");
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-portico-ref"], first.request_id.as_str());
+    // The middle tier forgets; the top still has it: a remote hit, passed down.
+    assert_eq!(purge(&mid, r#"{"paths": ["/deep"]}"#).await["purged"], 1);
+    assert_eq!(get(&edges[1], "/deep", &[]).await.x_cache, "TCP_REMOTE_HIT");
+    let lines = mid.wait_for_log(|l| l.len() >= 2).await;
+    assert_eq!(lines[1]["cache"], "TCP_REMOTE_HIT", "{lines:#?}");
+    assert_eq!(lines[1]["shield_cache"], "TCP_HIT");
     assert_eq!(origin.count(), 1);
 }
