@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod gated;
 pub mod health;
 pub mod origin;
+pub mod tiers;
 pub mod tls;
 
 /// Reads from a WebSocket until it ends (close frame, error or EOF); `false` if it is
