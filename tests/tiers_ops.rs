@@ -308,3 +308,67 @@ async fn explain_names_the_shield_the_edge_uses() {
         "{out}"
     );
 }
+
+/// `portico demo --tiers`: the fleet of `conf/examples/` (on free ports, in front of a demo
+/// origin of the test's) answers the README's commands as the README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fleet_answers_as_the_readme_says() {
+    let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = origin_listener.local_addr().unwrap();
+    let (stop_all, stop) = tokio::sync::watch::channel(false);
+    let demo = portico::demo::origin::DemoOrigin::new();
+    tokio::spawn(demo.clone().serve(origin_listener, stop.clone()));
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    for file in std::fs::read_dir(root.join("rules")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:8081", &origin_addr.to_string());
+        std::fs::write(
+            dir.path().join("rules").join(path.file_name().unwrap()),
+            text,
+        )
+        .unwrap();
+    }
+    // Every fixed port of the examples, moved to a free one.
+    let ports: BTreeMap<u16, u16> = [8080, 8082, 8090, 8091, 9090, 9092, 9190, 9191]
+        .into_iter()
+        .map(|port| (port, reserve().local_addr().unwrap().port()))
+        .collect();
+    for name in portico::demo::tiers::NODES {
+        let mut text =
+            std::fs::read_to_string(root.join(format!("conf/examples/{name}.yaml"))).unwrap();
+        for (fixed, free) in &ports {
+            text = text.replace(&format!("127.0.0.1:{fixed}"), &format!("127.0.0.1:{free}"));
+        }
+        let text = text
+            .replace("rules_dir: ../../rules", "rules_dir: ../rules")
+            .replace("access_log: stdout", "access_log: off");
+        std::fs::write(dir.path().join(format!("examples/{name}.yaml")), text).unwrap();
+    }
+    let map = portico::demo::tiers::start_fleet(&dir.path().join("examples"), stop)
+        .await
+        .expect("the fleet starts");
+    assert_eq!(map.len(), 4, "{map:#?}");
+    assert!(map[2].starts_with("edge-1"), "{map:#?}");
+    assert!(
+        map[2].contains(&format!("shields 127.0.0.1:{}", ports[&8090])),
+        "{map:#?}"
+    );
+
+    let edge = |fixed: u16| format!("http://127.0.0.1:{}/static/a.css", ports[&fixed]);
+    let x_cache = |r: reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_string();
+    // The demo's edges wait for their first probe round, as `portico run` does.
+    let first = client().get(edge(8080)).send().await.unwrap();
+    assert_eq!(x_cache(first), "TCP_MISS");
+    let second = client().get(edge(8082)).send().await.unwrap();
+    assert_eq!(x_cache(second), "TCP_REMOTE_HIT");
+    let third = client().get(edge(8082)).send().await.unwrap();
+    assert_eq!(x_cache(third), "TCP_HIT");
+    assert_eq!(demo.count("/static/a.css"), 1);
+    let _ = stop_all.send(true);
+}
