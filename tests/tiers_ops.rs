@@ -372,3 +372,72 @@ async fn the_demo_fleet_answers_as_the_readme_says() {
     assert_eq!(demo.count("/static/a.css"), 1);
     let _ = stop_all.send(true);
 }
+
+/// A shield whose address leaves the name is drained, not cut: the request it is serving
+/// finishes there while new requests already go by the new ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shield_leaving_the_name_is_drained_not_cut() {
+    use common::gated::{Answer, Body, GatedOrigin};
+    let origin = GatedOrigin::start(Arc::new(|_, _| Answer {
+        status: 200,
+        headers: vec![("cache-control", "no-store".to_string())],
+        body: Body::full("slow"),
+    }))
+    .await;
+    let rules = rules(origin.addr);
+    let first = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = first.local_addr().unwrap().port();
+    let second = std::net::TcpListener::bind(("127.0.0.3", port)).expect("bind 127.0.0.3");
+    let shield_yaml =
+        |name: &str| node_yaml(name, "tier: shield\ntrusted_edges: [\"127.0.0.0/8\"]\n");
+    let shields = [
+        FleetNode::start("shield-a", &shield_yaml("shield-a"), &rules, first),
+        FleetNode::start("shield-b", &shield_yaml("shield-b"), &rules, second),
+    ];
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 shields.test\n").unwrap();
+    let extra = format!(
+        "shields: [\"shields.test:{port}\"]\nhosts_file: {}\nresolve_interval: 1s\n{SHIELD_PROBE}",
+        hosts.display()
+    );
+    let edge = FleetNode::start(
+        "edge-drain",
+        &node_yaml("edge-drain", &extra),
+        &rules,
+        reserve(),
+    );
+    healthy_ring(&edge, &[shields[0].addr]).await;
+
+    origin.close_gate();
+    let url = edge.url("/slow");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.arrived() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(&hosts, "127.0.0.3 shields.test\n").unwrap();
+    healthy_ring(&edge, &[shields[1].addr]).await;
+    origin.open_gate();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the drained request finishes");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slow");
+    assert_eq!(get(&edge, "/fast", &[]).await.status, 200);
+    let lines = edge.wait_for_log(|l| l.len() >= 2).await;
+    let shield_of = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path)
+            .map(|l| l["shield"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(shield_of("/slow"), shields[0].addr.to_string());
+    assert_eq!(shield_of("/fast"), shields[1].addr.to_string());
+}
