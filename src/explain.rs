@@ -173,6 +173,10 @@ pub fn explain(
         )
     });
     let _ = writeln!(out, "origin:   group {} -> {next}", group.name);
+    let cacheable = decision.cache == CacheUse::Enabled && matches!(method, "GET" | "HEAD");
+    if let Some(shield) = crate::tier::route::explain(&config.node.tiers, cacheable, &key) {
+        let _ = writeln!(out, "shield:   {shield}");
+    }
     Ok(out)
 }
 

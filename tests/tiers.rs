@@ -1,10 +1,11 @@
 //! Multi-tier fleets on loopback (SPEC §5, issue 12): edges that fetch through shields
-//! chosen by consistent hashing of the cache key, each node a server of its own.
+//! chosen by consistent hashing of the cache key, each node a server of its own. Routing,
+//! the cache key, collapsing, failover, hop headers and loops; purge, discovery, explain
+//! and WebSocket across tiers are in `tiers_ops.rs`.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,161 +13,7 @@ use common::edge::client;
 use common::fleet::{node_yaml, reserve, FleetNode};
 use common::gated::{Answer, Body, GatedOrigin};
 use common::origin::TestOrigin;
-
-/// The same rules on every tier: `/*` cached (the `utm` parameter left out of the key),
-/// `/inc/*` keeping only `v`, `/legacy/*` rewritten to `/modern/*`, `/api/*` not cached.
-fn rules(origin: SocketAddr) -> String {
-    format!(
-        r#"routes:
-  - name: site
-    patterns: ["/*"]
-    origin_group: web
-    cache: {{ enabled: true, query_string: exclude, query_params: [utm] }}
-    rule_sets: [tweaks]
-  - name: inc
-    patterns: ["/inc/*"]
-    origin_group: web
-    cache: {{ enabled: true, query_string: include, query_params: [v] }}
-  - name: api
-    patterns: ["/api/*"]
-    origin_group: web
-    cache: {{ enabled: false }}
-rule_sets:
-  - name: tweaks
-    rules:
-      - name: rewrite
-        conditions:
-          - match: request_path
-            operator: begins_with
-            values: ["/legacy/"]
-        actions:
-          - type: url_rewrite
-            source_pattern: /legacy/
-            destination: /modern/
-origin_groups:
-  - name: web
-    origins:
-      - address: {origin}
-        host_header: origin.internal
-"#
-    )
-}
-
-/// Probes fast enough for tests; a shield is probed by a TCP connect.
-const SHIELD_PROBE: &str = "shield_probe: { protocol: tcp, interval: 100ms, timeout: 100ms }\n";
-
-struct Fleet {
-    edges: Vec<FleetNode>,
-    shields: Vec<FleetNode>,
-}
-
-/// `shields` shields and `edges` edges in front of the origin at `origin`; `edge_extra` is
-/// added to each edge's node file.
-async fn fleet(origin: SocketAddr, shields: usize, edges: usize, edge_extra: &str) -> Fleet {
-    let rules = rules(origin);
-    let shields: Vec<FleetNode> = (0..shields)
-        .map(|i| {
-            let name = format!("shield-{i}");
-            let node = node_yaml(&name, "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n");
-            FleetNode::start(&name, &node, &rules, reserve())
-        })
-        .collect();
-    let list = shields
-        .iter()
-        .map(|s| format!("\"{}\"", s.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let edges = (0..edges)
-        .map(|i| {
-            let name = format!("edge-{i}");
-            let extra = format!("shields: [{list}]\n{SHIELD_PROBE}{edge_extra}");
-            FleetNode::start(&name, &node_yaml(&name, &extra), &rules, reserve())
-        })
-        .collect();
-    Fleet { edges, shields }
-}
-
-struct Fetched {
-    status: u16,
-    x_cache: String,
-}
-
-async fn get(node: &FleetNode, path: &str, headers: &[(&str, &str)]) -> Fetched {
-    let mut request = client().get(node.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = tokio::time::timeout(Duration::from_secs(20), request.send())
-        .await
-        .unwrap_or_else(|_| panic!("{path} through {} hung", node.name))
-        .unwrap_or_else(|e| panic!("{path} through {}: {e}", node.name));
-    let status = response.status().as_u16();
-    let x_cache = response
-        .headers()
-        .get("x-cache")
-        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
-    let _ = response.bytes().await;
-    Fetched { status, x_cache }
-}
-
-fn cached_origin() -> impl std::future::Future<Output = TestOrigin> {
-    TestOrigin::ok(&[("cache-control", "max-age=600")])
-}
-
-/// Fetches every path once through `edge` (each must succeed) and tells which shield
-/// served each, from the lines the shields' access logs gained meanwhile.
-async fn round(
-    edge: &FleetNode,
-    shields: &[FleetNode],
-    paths: &[String],
-) -> BTreeMap<String, usize> {
-    let marks: Vec<usize> = shields.iter().map(|s| s.log_lines().len()).collect();
-    for path in paths {
-        let fetched = get(edge, path, &[]).await;
-        assert_eq!(fetched.status, 200, "{path}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut served = BTreeMap::new();
-        let mut lines = 0;
-        for (index, (shield, mark)) in shields.iter().zip(&marks).enumerate() {
-            for line in shield.log_lines().iter().skip(*mark) {
-                lines += 1;
-                served.insert(line["path"].as_str().unwrap().to_string(), index);
-            }
-        }
-        if lines >= paths.len() || Instant::now() > deadline {
-            return served;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until every edge sees every shield in `states` (by address) as the probes say.
-async fn wait_for_shield_health(edges: &[FleetNode], shield: &FleetNode, health: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for edge in edges {
-        loop {
-            let status = edge.status().await;
-            let seen = status["tiers"]["shields"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["address"] == shield.addr.to_string())
-                .map(|s| s["health"].as_str().unwrap().to_string());
-            if seen.as_deref() == Some(health) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never saw {} {health}: {status}",
-                edge.name,
-                shield.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use common::tiers::*;
 
 #[tokio::test]
 async fn each_object_is_fetched_once_and_lives_on_one_shield() {
@@ -209,6 +56,8 @@ async fn each_object_is_fetched_once_and_lives_on_one_shield() {
     for edge in &fleet.edges {
         assert_eq!(edge.cached_objects().await, 100);
     }
+    let remote_hits = "portico_requests_total{x_cache=\"TCP_REMOTE_HIT\",class=\"2xx\"} 100";
+    wait_for_metric(&fleet.edges[1], remote_hits).await;
     // Both tiers log their status: the edge names the shield and its X-Cache.
     let lines = fleet.edges[1]
         .wait_for_log(|lines| lines.len() >= 101)
@@ -253,6 +102,19 @@ async fn hops_append_via_and_cdn_loop_and_the_client_address_is_kept() {
         seen.headers["x-forwarded-host"],
         fleet.edges[0].addr.to_string()
     );
+    // One request id on every tier: the client's, the shield's log and the origin's.
+    let id = fetched.request_id;
+    assert_eq!(seen.headers["x-portico-ref"], id.as_str());
+    let lines = fleet.shields[0].wait_for_log(|l| !l.is_empty()).await;
+    assert_eq!(lines[0]["request_id"], id.as_str());
+    // A client's own X-Portico-Ref is not adopted by an edge.
+    let forged = get(
+        &fleet.edges[0],
+        "/hops2",
+        &[("x-portico-ref", "0123456789abcdef01234567")],
+    )
+    .await;
+    assert_ne!(forged.request_id, "0123456789abcdef01234567");
 }
 
 /// The shield derives the cache key the edge computed: objects fetched through one edge with
@@ -364,7 +226,7 @@ async fn a_dead_shields_keys_move_and_come_back() {
     }
 
     fleet.shields[1].stop();
-    // No probe has noticed yet: connect failures move the requests on by themselves.
+    // Probes or not, a refused connection moves a request on to the next shield at once.
     let moved = round(&fleet.edges[0], &fleet.shields, &paths).await;
     assert_eq!(moved.len(), 60);
     let mut went_to = BTreeSet::new();
@@ -505,288 +367,161 @@ async fn a_loop_through_the_tiers_is_a_508() {
         .any(|l| l["error"].is_null() && l["status"] == 508));
 }
 
-/// WebSocket routes on every tier: `chat` tunnels, `reproduce` is a cached route where an
-/// upgrade fails as on Front Door.
-fn ws_rules(origin: SocketAddr) -> String {
-    format!(
-        r#"routes:
-  - name: chat
-    patterns: ["/chat/*"]
-    origin_group: echo
-    websocket: true
-  - name: cached-reproduce
-    patterns: ["/reproduce/*"]
-    origin_group: echo
-    cache: {{ enabled: true }}
-origin_groups:
-  - name: echo
-    origins:
-      - address: {origin}
-        host_header: origin.internal
-"#
-    )
-}
-
-/// Edges with `shield_all: true` in front of one shield and a WebSocket echo origin.
-async fn ws_fleet() -> (TestOrigin, FleetNode, FleetNode) {
-    let origin = TestOrigin::websocket_echo(Arc::new(|r: &common::origin::Recorded| {
-        http::Response::builder()
-            .header("cache-control", "public, max-age=60")
-            .body(bytes::Bytes::from(format!("page {}", r.path())))
-            .unwrap()
-    }))
-    .await;
-    let rules = ws_rules(origin.addr());
-    let shield = FleetNode::start(
-        "shield-ws",
-        &node_yaml(
-            "shield-ws",
-            "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n",
-        ),
-        &rules,
-        reserve(),
-    );
-    let extra = format!(
-        "shields: [\"{}\"]\nshield_all: true\n{SHIELD_PROBE}",
-        shield.addr
-    );
-    let edge = FleetNode::start("edge-ws", &node_yaml("edge-ws", &extra), &rules, reserve());
-    (origin, shield, edge)
-}
-
+/// A shield stops while a client loops over many objects: at most the request in flight at
+/// that moment fails, and the edge's `/metrics` shows the shield down, then up again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_crosses_edge_shield_and_origin_with_shield_all() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let (origin, shield, edge) = ws_fleet().await;
-    let url = format!("ws://{}/chat/room", edge.addr);
-    let (mut ws, response) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert_eq!(response.status(), 101);
-    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    for message in [Message::Text("héllo".into()), Message::Binary(binary)] {
-        ws.send(message.clone()).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), message);
-    }
-    ws.close(None).await.unwrap();
-    let seen = &origin.requests()[0];
-    assert_eq!(seen.headers["via"], "1.1 edge-ws, 1.1 shield-ws");
-    assert!(seen.headers.contains_key("sec-websocket-key"));
-    // Each tier logs a handshake and, when it closes, a tunnel.
-    for node in [&edge, &shield] {
-        node.wait_for_log(|lines| {
-            lines.iter().any(|l| l["status"] == 101) && lines.iter().any(|l| l["kind"] == "tunnel")
-        })
-        .await;
-    }
-    let lines = edge.log_lines();
-    let handshake = lines.iter().find(|l| l["status"] == 101).unwrap();
-    assert_eq!(handshake["shield"], shield.addr.to_string());
-}
-
-/// The Front Door reproduction through two tiers: the upgrade on a cached route reaches the
-/// origin as a plain GET, the client gets the page's status, and no tier stores it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_front_door_reproduction_holds_through_two_tiers() {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let (origin, shield, edge) = ws_fleet().await;
-    let url = format!("ws://{}/reproduce/socket", edge.addr);
-    for attempt in 1..=2 {
-        match tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap_err()
-        {
-            WsError::Http(response) => {
-                assert_eq!(response.status(), 200);
-                assert_eq!(response.headers()["x-cache"], "UNCACHEABLE");
+async fn a_request_loop_survives_a_shield_stopping() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let mut fleet = fleet(origin.addr(), 2, 1, "").await;
+    let edge_url = fleet.edges[0].url("");
+    let (stop_loop, mut stopped) = tokio::sync::watch::channel(false);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = done.clone();
+    let looping = tokio::spawn(async move {
+        let mut failures = Vec::new();
+        let mut i = 0usize;
+        while !*stopped.borrow_and_update() {
+            let url = format!("{edge_url}/loop/{}", i % 40);
+            match client().get(&url).send().await {
+                Ok(response) if response.status() == 200 => {}
+                Ok(response) => failures.push(format!("{url}: {}", response.status())),
+                Err(e) => failures.push(format!("{url}: {e}")),
             }
-            other => panic!("expected an HTTP answer, got {other:?}"),
+            i += 1;
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        assert_eq!(
-            origin.count_path("/reproduce/socket"),
-            attempt,
-            "never stored"
-        );
-    }
-    for seen in origin.requests() {
-        assert!(!seen.headers.contains_key("upgrade"), "{:?}", seen.headers);
-        assert_eq!(seen.method, "GET");
-    }
-    let lines = shield.wait_for_log(|lines| lines.len() >= 2).await;
+        failures
+    });
+    let wait_for = |target: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < target {
+                assert!(Instant::now() < deadline, "the loop stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(80).await;
+    let (edge, dead) = (&fleet.edges[0], fleet.shields[0].addr);
+    wait_for_metric(
+        edge,
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 1"),
+    )
+    .await;
+    fleet.shields[0].stop();
+    let at_stop = done.load(std::sync::atomic::Ordering::SeqCst);
+    let edge = &fleet.edges[0];
+    wait_for_metric(
+        edge,
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 0"),
+    )
+    .await;
+    wait_for(at_stop + 80).await;
+    let served_before = fleet.shields[0].log_lines().len();
+    fleet.shields[0].restart();
+    wait_for_metric(
+        &fleet.edges[0],
+        &format!("portico_shield_healthy{{shield=\"{dead}\"}} 1"),
+    )
+    .await;
+    wait_for(done.load(std::sync::atomic::Ordering::SeqCst) + 80).await;
+    let _ = stop_loop.send(true);
+    let failures = looping.await.unwrap();
     assert!(
-        lines.iter().all(|l| l["upgrade"] == "reproduce"),
-        "{lines:#?}"
+        failures.len() <= 1,
+        "more than the request in flight failed: {failures:#?}"
     );
-    // The page itself still caches, on the shield as on the edge.
-    let page = edge.url("/reproduce/page");
-    let x_cache = |r: reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_string();
+    // The restarted shield took its keys back.
+    fleet.shields[0]
+        .wait_for_log(|lines| lines.len() > served_before)
+        .await;
+}
+
+/// `Age` is cumulative across tiers: an object that aged on its shield arrives at an edge
+/// with that age, which the edge's own hits keep counting from.
+#[tokio::test]
+async fn age_counts_across_tiers() {
+    let origin = cached_origin().await;
+    let fleet = fleet(origin.addr(), 1, 2, "").await;
     assert_eq!(
-        x_cache(client().get(&page).send().await.unwrap()),
+        get(&fleet.edges[0], "/aging", &[]).await.x_cache,
         "TCP_MISS"
     );
-    assert_eq!(
-        x_cache(client().get(&page).send().await.unwrap()),
-        "TCP_HIT"
-    );
-    assert_eq!(origin.count_path("/reproduce/page"), 1);
-}
-
-async fn purge(node: &FleetNode, body: &str) -> serde_json::Value {
-    let response = client()
-        .post(node.admin_url("/purge"))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST /purge");
-    assert_eq!(response.status(), 200);
-    serde_json::from_str(&response.text().await.unwrap()).unwrap()
-}
-
-#[tokio::test]
-async fn a_purge_on_an_edge_fans_out_to_its_shields() {
-    let origin = cached_origin().await;
-    let fleet = fleet(origin.addr(), 2, 1, "").await;
-    let edge = &fleet.edges[0];
-    let paths: Vec<String> = (0..20).map(|i| format!("/p/{i}")).collect();
-    for path in &paths {
-        assert_eq!(get(edge, path, &[]).await.x_cache, "TCP_MISS");
+    let age = |response: &reqwest::Response| -> u64 {
+        response.headers()["age"].to_str().unwrap().parse().unwrap()
+    };
+    // Ask the shield itself until its copy is at least a second old.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client()
+            .get(fleet.shields[0].url("/aging"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-cache"], "TCP_HIT");
+        if age(&response) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shield's copy never aged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    get(edge, "/kept", &[]).await;
-    // Without `shields`, only the edge forgets.
-    let reply = purge(edge, r#"{"paths": ["/p/1"]}"#).await;
-    assert_eq!(reply, serde_json::json!({"purged": 1}));
-    assert_eq!(get(edge, "/p/1", &[]).await.x_cache, "TCP_REMOTE_HIT");
-
-    let reply = purge(edge, r#"{"paths": ["/p/*"], "shields": true}"#).await;
-    assert_eq!(reply["purged"], 20, "{reply}");
-    let answers = reply["shields"].as_array().unwrap();
-    assert_eq!(answers.len(), 2, "{reply}");
-    let on_shields: u64 = answers.iter().map(|a| a["purged"].as_u64().unwrap()).sum();
-    assert_eq!(on_shields, 20, "{reply}");
-    let left = fleet.shields[0].cached_objects().await + fleet.shields[1].cached_objects().await;
-    assert_eq!(left, 1, "only /kept is left on the shields");
-    // `/kept` was on one shield and stays there (edge and shield).
-    assert_eq!(get(edge, "/kept", &[]).await.x_cache, "TCP_HIT");
-    assert_eq!(get(edge, "/p/3", &[]).await.x_cache, "TCP_MISS");
-    assert_eq!(origin.count_path("/p/3"), 2);
-
-    // A dead shield is reported, and the others are purged all the same.
-    let mut fleet = fleet;
-    fleet.shields[0].stop();
-    let reply = purge(&fleet.edges[0], r#"{"paths": ["/*"], "shields": true}"#).await;
-    let answers = reply["shields"].as_array().unwrap();
-    assert!(answers.iter().any(|a| a["error"].is_string()), "{reply}");
-    assert!(answers.iter().any(|a| a["status"] == 200), "{reply}");
-}
-
-/// `PURGE` on a shield's proxy listener is a purge only from a trusted edge.
-#[tokio::test]
-async fn a_shield_takes_purges_only_from_its_edges() {
-    let origin = cached_origin().await;
-    let wary = FleetNode::start(
-        "shield-w",
-        &node_yaml(
-            "shield-w",
-            "tier: shield\ntrusted_edges: [\"10.0.0.0/8\"]\n",
-        ),
-        &rules(origin.addr()),
-        reserve(),
-    );
-    get(&wary, "/x", &[]).await;
-    assert_eq!(wary.cached_objects().await, 1);
-    let _ = client()
-        .request("PURGE".parse().unwrap(), wary.url("/"))
-        .body(r#"{"paths": ["/*"]}"#)
+    let remote = client()
+        .get(fleet.edges[1].url("/aging"))
         .send()
         .await
         .unwrap();
-    assert_eq!(wary.cached_objects().await, 1, "not purged by a stranger");
-}
-
-/// The shields' addresses an edge's `/status` lists, once every one of them is healthy.
-async fn healthy_ring(edge: &FleetNode, want: &[SocketAddr]) {
-    let want: BTreeSet<String> = want.iter().map(|a| a.to_string()).collect();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = edge.status().await;
-        let shields = status["tiers"]["shields"].as_array().unwrap().clone();
-        let seen: BTreeSet<String> = shields
-            .iter()
-            .filter(|s| s["health"] == "healthy")
-            .map(|s| s["address"].as_str().unwrap().to_string())
-            .collect();
-        if seen == want && shields.len() == want.len() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the ring never became {want:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A shield set named in DNS (here a hosts file the test rewrites): the ring follows what
-/// the name resolves to, and keeps its last good set when the name stops resolving.
-#[tokio::test]
-async fn a_named_shield_set_follows_its_addresses() {
-    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
-    let rules = rules(origin.addr());
-    let first = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
-    let port = first.local_addr().unwrap().port();
-    let second = std::net::TcpListener::bind(("127.0.0.3", port)).expect("bind 127.0.0.3");
-    let shield_yaml =
-        |name: &str| node_yaml(name, "tier: shield\ntrusted_edges: [\"127.0.0.0/8\"]\n");
-    let shields = vec![
-        FleetNode::start("shield-a", &shield_yaml("shield-a"), &rules, first),
-        FleetNode::start("shield-b", &shield_yaml("shield-b"), &rules, second),
-    ];
-    let (a, b) = (shields[0].addr, shields[1].addr);
-    let hosts_dir = tempfile::tempdir().unwrap();
-    let hosts = hosts_dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.2 shields.test\n").unwrap();
-    let extra = format!(
-        "shields: [\"shields.test:{port}\"]\nhosts_file: {}\nresolve_interval: 1s\n{SHIELD_PROBE}",
-        hosts.display()
+    assert_eq!(remote.headers()["x-cache"], "TCP_REMOTE_HIT");
+    let remote_age = age(&remote);
+    assert!(remote_age >= 1, "the shield's age came along");
+    let hit = client()
+        .get(fleet.edges[1].url("/aging"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hit.headers()["x-cache"], "TCP_HIT");
+    assert!(
+        age(&hit) >= remote_age,
+        "the edge counts on from the shield's age"
     );
-    let edge = FleetNode::start(
-        "edge-dns",
-        &node_yaml("edge-dns", &extra),
+    assert_eq!(origin.count(), 1);
+}
+
+/// Three tiers: edge → shield → its own shield → origin. Headers, trust and remote hits chain.
+#[tokio::test]
+async fn a_shield_with_shields_makes_a_third_tier() {
+    let origin = cached_origin().await;
+    let rules = rules(origin.addr());
+    let top = FleetNode::start(
+        "top",
+        &node_yaml("top", "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n"),
         &rules,
         reserve(),
     );
-    let paths: Vec<String> = (0..30).map(|i| format!("/d/{i}")).collect();
-
-    healthy_ring(&edge, &[a]).await;
-    let served = round(&edge, &shields, &paths).await;
-    assert!(served.values().all(|&s| s == 0), "{served:?}");
-
-    std::fs::write(&hosts, "127.0.0.2 shields.test\n127.0.0.3 shields.test\n").unwrap();
-    healthy_ring(&edge, &[a, b]).await;
-    let served = round(&edge, &shields, &paths).await;
-    for shield in 0..2 {
-        assert!(served.values().any(|&s| s == shield), "{served:?}");
-    }
-
-    std::fs::write(&hosts, "127.0.0.3 shields.test\n").unwrap();
-    healthy_ring(&edge, &[b]).await;
-    let served = round(&edge, &shields, &paths).await;
-    assert!(served.values().all(|&s| s == 1), "{served:?}");
-
-    // The name stops resolving: the last good set stays, and /status says why.
-    std::fs::write(&hosts, "# nothing\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = edge.status().await;
-        if status["tiers"]["discovery"]["last_error"].is_string() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failed resolution seen: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    healthy_ring(&edge, &[b]).await;
-    let served = round(&edge, &shields, &paths).await;
-    assert!(served.values().all(|&s| s == 1), "{served:?}");
+    let mid_extra = format!(
+        "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\nshields: [\"{}\"]\n{SHIELD_PROBE}",
+        top.addr
+    );
+    let mid = FleetNode::start("mid", &node_yaml("mid", &mid_extra), &rules, reserve());
+    let edge_extra = format!("shields: [\"{}\"]\n{SHIELD_PROBE}", mid.addr);
+    let edges: Vec<FleetNode> = (0..2)
+        .map(|i| {
+            let name = format!("edge-{i}");
+            FleetNode::start(&name, &node_yaml(&name, &edge_extra), &rules, reserve())
+        })
+        .collect();
+    let first = get(&edges[0], "/deep", &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(first.x_cache, "TCP_MISS");
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.headers["via"], "1.1 edge-0, 1.1 mid, 1.1 top");
+    assert_eq!(seen.headers["cdn-loop"], "edge-0, mid, top");
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-portico-ref"], first.request_id.as_str());
+    // The middle tier forgets; the top still has it: a remote hit, passed down.
+    assert_eq!(purge(&mid, r#"{"paths": ["/deep"]}"#).await["purged"], 1);
+    assert_eq!(get(&edges[1], "/deep", &[]).await.x_cache, "TCP_REMOTE_HIT");
+    let lines = mid.wait_for_log(|l| l.len() >= 2).await;
+    assert_eq!(lines[1]["cache"], "TCP_REMOTE_HIT", "{lines:#?}");
+    assert_eq!(lines[1]["shield_cache"], "TCP_HIT");
+    assert_eq!(origin.count(), 1);
 }

@@ -11,7 +11,11 @@
 //!   from whole objects);
 //! - with no freshness information, the route's `duration` (for
 //!   `override_if_origin_missing`) or the node's `cache_default_ttl` applies; `0s` means
-//!   "do not store".
+//!   "do not store";
+//! - a response that already aged in a cache upstream (a shield's hit carries `Age`) keeps
+//!   aging here (RFC 9111 §4.2.3): its `Age` goes on counting from the upstream's, and a
+//!   `max-age`/`s-maxage` lifetime has that much less left (an `Expires` date, a route's
+//!   `duration` and `cache_default_ttl` are not shortened: they do not start at the origin).
 
 use std::time::{Duration, SystemTime};
 
@@ -104,10 +108,20 @@ pub fn admit(
     }
 
     let origin_ttl = origin_freshness(control.as_ref(), response, now);
+    let age = upstream_age(response);
+    // A relative origin lifetime started when the origin answered, `age` ago.
+    let aged = |(ttl, relative): (Duration, bool)| {
+        if relative {
+            ttl.saturating_sub(age)
+        } else {
+            ttl
+        }
+    };
     let ttl = match freshness.behavior {
-        CacheBehavior::HonorOrigin => origin_ttl.unwrap_or(freshness.default_ttl),
+        CacheBehavior::HonorOrigin => origin_ttl.map_or(freshness.default_ttl, aged),
         CacheBehavior::OverrideAlways => freshness.duration.unwrap_or(freshness.default_ttl),
         CacheBehavior::OverrideIfOriginMissing => origin_ttl
+            .map(aged)
             .or(freshness.duration)
             .unwrap_or(freshness.default_ttl),
     };
@@ -129,19 +143,37 @@ pub fn admit(
     if let Some(cc) = &control {
         cc.strip_private_headers(&mut header);
     }
-    Ok(CacheMeta::new(fresh_until, now, swr, sie, header))
+    // Stored as if it had been here for `age` already: the `Age` this node sends counts on.
+    let created = now.checked_sub(age).unwrap_or(now);
+    Ok(CacheMeta::new(fresh_until, created, swr, sie, header))
 }
 
-/// The origin's freshness lifetime: `no-cache` (zero), `s-maxage`, `max-age`, then `Expires`.
+/// The origin's freshness lifetime: `no-cache` (zero), `s-maxage`, `max-age`, then `Expires`;
+/// `true` when it is relative to the response's generation (the directives), `false` for an
+/// `Expires` date (already what is left).
 fn origin_freshness(
     control: Option<&CacheControl>,
     response: &ResponseHeader,
     now: SystemTime,
-) -> Option<Duration> {
-    control.and_then(|cc| cc.fresh_duration()).or_else(|| {
-        calculate_expires_header_time(response)
-            .map(|expires| expires.duration_since(now).unwrap_or(Duration::ZERO))
-    })
+) -> Option<(Duration, bool)> {
+    control
+        .and_then(|cc| cc.fresh_duration())
+        .map(|ttl| (ttl, true))
+        .or_else(|| {
+            calculate_expires_header_time(response)
+                .map(|expires| (expires.duration_since(now).unwrap_or(Duration::ZERO), false))
+        })
+}
+
+/// The `Age` an upstream cache gave the response (RFC 9111 §5.1: delta-seconds; anything
+/// else counts as none).
+fn upstream_age(response: &ResponseHeader) -> Duration {
+    response
+        .headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
 }
 
 fn has_validator(response: &ResponseHeader) -> bool {
@@ -309,5 +341,46 @@ mod tests {
         let meta = admit(&r, false, &route, now).unwrap();
         assert_eq!(meta.stale_while_revalidate_sec(), 7);
         assert_eq!(meta.stale_if_error_sec(), 50);
+    }
+
+    #[test]
+    fn an_upstream_age_is_counted() {
+        let now = SystemTime::now();
+        let aged = response(200, &[("cache-control", "max-age=60"), ("age", "50")]);
+        let meta = admit(&aged, false, &HONOR, now).unwrap();
+        assert_eq!(ttl(&meta, now), 10, "50 of its 60 s were spent upstream");
+        assert_eq!(
+            meta.updated(),
+            now - Duration::from_secs(50),
+            "its Age counts on"
+        );
+        // Older than its lifetime: stale on arrival, so stored only if it can revalidate.
+        let spent = response(200, &[("cache-control", "max-age=60"), ("age", "70")]);
+        assert!(admit(&spent, false, &HONOR, now).is_err());
+        let revalidatable = response(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "70"),
+                ("etag", "\"v1\""),
+            ],
+        );
+        assert_eq!(
+            ttl(&admit(&revalidatable, false, &HONOR, now).unwrap(), now),
+            0
+        );
+        // An Expires date is already what is left; a route's override starts here.
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let dated = response(200, &[("expires", &expires), ("age", "20")]);
+        assert!(ttl(&admit(&dated, false, &HONOR, now).unwrap(), now) >= 28);
+        let always = Freshness {
+            behavior: CacheBehavior::OverrideAlways,
+            duration: Some(Duration::from_secs(100)),
+            ..HONOR
+        };
+        assert_eq!(ttl(&admit(&aged, false, &always, now).unwrap(), now), 100);
+        // An Age that is not delta-seconds is no age.
+        let junk = response(200, &[("cache-control", "max-age=60"), ("age", "soon")]);
+        assert_eq!(ttl(&admit(&junk, false, &HONOR, now).unwrap(), now), 60);
     }
 }

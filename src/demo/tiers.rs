@@ -33,17 +33,13 @@ pub fn run(dir: &Path) -> ExitCode {
     };
     runtime.block_on(async {
         let (shutdown, stop) = watch::channel(false);
-        let mut lines = Vec::new();
-        for name in NODES {
-            let conf = dir.join(format!("{name}.yaml"));
-            match start(&conf, stop.clone()).await {
-                Ok(line) => lines.push(line),
-                Err(e) => {
-                    eprintln!("{}: {e}", conf.display());
-                    return ExitCode::FAILURE;
-                }
+        let lines = match start_fleet(dir, stop).await {
+            Ok(lines) => lines,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
             }
-        }
+        };
         println!("portico demo --tiers: a two-tier fleet in one process");
         println!("  origin    http://127.0.0.1:8081  (the demo origin)");
         for line in &lines {
@@ -56,6 +52,20 @@ pub fn run(dir: &Path) -> ExitCode {
         let _ = shutdown.send(true);
         ExitCode::SUCCESS
     })
+}
+
+/// Starts every node of `dir` (in [`NODES`] order) on the current runtime until `stop`
+/// turns true; the fleet's map, one line per node.
+pub async fn start_fleet(dir: &Path, stop: watch::Receiver<bool>) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    for name in NODES {
+        let conf = dir.join(format!("{name}.yaml"));
+        let line = start(&conf, stop.clone())
+            .await
+            .map_err(|e| format!("{}: {e}", conf.display()))?;
+        lines.push(line);
+    }
+    Ok(lines)
 }
 
 /// Loads and starts one node; its line of the fleet's map.

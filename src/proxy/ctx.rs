@@ -121,6 +121,14 @@ impl RequestId {
         RequestId(HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value"))
     }
 
+    /// The id another Portico node gave the request (a shield adopts its trusted edge's, so
+    /// one id names the request on every tier): 24 hex digits, or `None`.
+    pub fn adopt(value: &HeaderValue) -> Option<RequestId> {
+        let bytes = value.as_bytes();
+        (bytes.len() == 24 && bytes.iter().all(u8::is_ascii_hexdigit))
+            .then(|| RequestId(value.clone()))
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or_default()
     }
@@ -157,6 +165,26 @@ mod tests {
         }
         assert_ne!(a.as_str(), b.as_str());
         assert_eq!(a.as_str()[..8], b.as_str()[..8], "one prefix per process");
+    }
+
+    #[test]
+    fn only_an_id_of_ours_is_adopted() {
+        let id = RequestId::next();
+        assert_eq!(
+            RequestId::adopt(&id.header_value()).unwrap().as_str(),
+            id.as_str()
+        );
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdef0123456",
+            "0123456789abcdef0123456g",
+        ] {
+            assert!(
+                RequestId::adopt(&HeaderValue::from_static(bad)).is_none(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

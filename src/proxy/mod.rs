@@ -4,7 +4,8 @@
 //!  client ──► request_filter ─────────── admission::admit: refuse / route / rules
 //!               │  answered at the edge? (404 no route, redirect, 426, 508, 400) ──► logging
 //!               ▼
-//!             upstream_peer ──────────── upstream::choose_peer: healthy → priority → weight
+//!             upstream_peer ──────────── tier::route: a shield, by the cache key's hash; else
+//!               │                         upstream::choose_peer: healthy → priority → weight
 //!               ▼                         (fail_to_connect, error_while_proxy: retry::)
 //!             upstream_request_filter ── upstream::prepare_request: path, Host, Via,
 //!               │                         X-Forwarded-*, CDN-Loop, X-Portico-Ref, rule edits,

@@ -6,7 +6,8 @@
 //! query-string modes and rewrites all derive from what the client sent). Only the facts the
 //! shield cannot see are carried: the client's address (appended to `X-Forwarded-For`) and
 //! scheme (`X-Forwarded-Proto`). A shield believes them only from an address in its
-//! `trusted_edges`; from anyone else they are a client's claims, and ignored. `Via` and
+//! `trusted_edges`, and with them the edge's request id (`X-Portico-Ref`), so one id names
+//! the request on every tier; from anyone else they are a client's claims, and ignored. `Via` and
 //! `CDN-Loop` get this node's name, so a loop through tiers ends in `508`. A WebSocket
 //! upgrade crosses too (with `shield_all`), and each tier handles it as its rules say.
 //!
@@ -38,6 +39,15 @@ pub fn adopt_edge_facts(session: &Session, ctx: &mut RequestCtx, tiers: &Tiers) 
     ctx.tier.from_edge = true;
     if let Some(ip) = last_forwarded_for(request) {
         ctx.client_ip = Some(ip);
+    }
+    // One id for the request on every tier: the shield's log line and the origin's
+    // `X-Portico-Ref` carry the edge's.
+    if let Some(id) = request
+        .headers
+        .get(crate::proxy::headers::REQUEST_ID)
+        .and_then(crate::proxy::ctx::RequestId::adopt)
+    {
+        ctx.request_id = id;
     }
     match request
         .headers

@@ -15,9 +15,12 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::Session;
 
 use crate::cache::key::write_cache_key;
+use crate::config::model::TierSettings;
 use crate::proxy::admission::request_host;
 use crate::proxy::{RequestCtx, Snapshot};
 use crate::rules::UpgradeHandling;
+
+use super::ShieldRing;
 
 /// The shield peer for this attempt, or `None` for the origin group. Records the choice
 /// in `ctx.tier`.
@@ -75,4 +78,22 @@ fn key_hash(session: &Session, ctx: &RequestCtx, snapshot: &Snapshot) -> Option<
         snapshot.engine.query_string(decision),
     );
     Some(hash_key(&text))
+}
+
+/// `portico explain`'s `shield:` line: where an edge with shields sends this request when
+/// every shield is healthy (`None`: the node has no shields).
+pub fn explain(tiers: &TierSettings, cacheable: bool, key: &str) -> Option<String> {
+    let ring = ShieldRing::new(tiers)?;
+    if !(cacheable || tiers.shield_all) {
+        return Some(
+            "none: the request cannot be cached, so it goes straight to the origin group (shield_all: false)"
+                .to_string(),
+        );
+    }
+    let home = ring.home(&hash_key(key))?;
+    Some(format!(
+        "{} (the key's place on a ring of {}; if it is down, the next shield, and with none left the origin group)",
+        ring.name(home),
+        ring.group().origins.len()
+    ))
 }

@@ -8,6 +8,7 @@ pub mod gated;
 pub mod health;
 pub mod origin;
 pub mod process;
+pub mod tiers;
 pub mod tls;
 
 /// Reads from a WebSocket until it ends (close frame, error or EOF); `false` if it is
