@@ -198,6 +198,7 @@ fn explain_renders_the_decision_of_the_engine() {
         headers: &headers,
         client_ip: None,
         scheme: Scheme::Http,
+        listener: None,
     };
     let decision = engine.decide(&facts).expect("a route");
     let out = portico::explain::explain(
@@ -271,6 +272,7 @@ fn explain_follows_the_engine_when_rules_turn_caching_off() {
         headers: &headers,
         client_ip: None,
         scheme: Scheme::Http,
+        listener: None,
     };
     let decision = engine.decide(&facts).expect("a route");
     assert_eq!(decision.cache, CacheUse::Disabled);

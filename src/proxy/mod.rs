@@ -124,6 +124,10 @@ pub struct Portico {
     pub metrics: Arc<Metrics>,
     /// Counts requests in flight and open tunnels, for the drain on shutdown.
     pub drain: &'static Drain,
+    /// The address each of the node's listeners is bound to, in `listeners` order (the
+    /// configured ones, or the ephemeral ports in-process tests bound instead): how a
+    /// request's listener, and so its `listeners:` scope, is known.
+    pub bound: Vec<std::net::SocketAddr>,
 }
 
 #[async_trait]
@@ -150,6 +154,10 @@ impl ProxyHttp for Portico {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.listener = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .and_then(|local| listener_index(&self.bound, *local));
         ctx.snapshot = Some(snapshot.clone());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         if crate::tier::purge::serve(session, ctx, self.cache).await? {
@@ -358,6 +366,20 @@ impl Portico {
             origin: origin_name(ctx).map(str::to_owned),
         }
     }
+}
+
+/// Which bound listener accepted a connection on `local`: the one bound to exactly that
+/// address, else one on that port bound to the unspecified address (`0.0.0.0`, `[::]`).
+fn listener_index(bound: &[std::net::SocketAddr], local: std::net::SocketAddr) -> Option<usize> {
+    let local_ip = local.ip().to_canonical();
+    bound
+        .iter()
+        .position(|b| b.port() == local.port() && b.ip().to_canonical() == local_ip)
+        .or_else(|| {
+            bound
+                .iter()
+                .position(|b| b.port() == local.port() && b.ip().is_unspecified())
+        })
 }
 
 fn snapshot(ctx: &RequestCtx) -> Result<Arc<Snapshot>> {
