@@ -98,11 +98,10 @@ pub async fn admit(
     if decision.upgrade == UpgradeHandling::Tunnel {
         ctx.tunnel = Some(TunnelState::new(route.tunnel));
     }
-    let status = match decision.upgrade {
+    ctx.cache_status = match decision.upgrade {
         UpgradeHandling::Reproduce => "UNCACHEABLE",
         _ => "CONFIG_NOCACHE",
     };
-    ctx.cache_status = status;
     ctx.decision = Some(decision);
     match answer {
         Some(answer) => answer.send(session, ctx).await.map(|_| true),

@@ -484,3 +484,25 @@ impl Portico {
         self.access_log.write(&record);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::listener_index;
+
+    #[test]
+    fn a_connection_finds_its_listener_by_local_address() {
+        let bound: Vec<std::net::SocketAddr> = ["127.0.0.1:8080", "0.0.0.0:8443", "[::]:9000"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let at = |local: &str| listener_index(&bound, local.parse().unwrap());
+        assert_eq!(at("127.0.0.1:8080"), Some(0));
+        // A listener on the unspecified address takes connections to any of the host's.
+        assert_eq!(at("10.1.2.3:8443"), Some(1));
+        assert_eq!(at("[2001:db8::1]:9000"), Some(2));
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        assert_eq!(at("[::ffff:127.0.0.1]:8080"), Some(0));
+        assert_eq!(at("10.1.2.3:8080"), None);
+        assert_eq!(at("127.0.0.1:1"), None);
+    }
+}
