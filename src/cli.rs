@@ -54,6 +54,9 @@ pub enum Command {
         /// Request headers, `Name: value`; repeatable.
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// The name of the listener the request comes in on (for routes' `listeners:`).
+        #[arg(short, long)]
+        listener: Option<String>,
     },
     /// Run the built-in sample origin (127.0.0.1:8081) and the edge on the shipped config.
     Demo {
@@ -87,7 +90,8 @@ pub fn main(cli: Cli) -> ExitCode {
             method,
             url,
             headers,
-        } => explain(&conf, &method, &url, &headers),
+            listener,
+        } => explain(&conf, &method, &url, &headers, listener.as_deref()),
         Command::Demo { conf, tls, tiers } => demo(&conf, tls, tiers.as_deref()),
     }
 }
@@ -167,7 +171,13 @@ fn print_upgrade_sock(conf: &Path) -> ExitCode {
     }
 }
 
-fn explain(conf: &Path, method: &str, url: &str, raw_headers: &[String]) -> ExitCode {
+fn explain(
+    conf: &Path,
+    method: &str,
+    url: &str,
+    raw_headers: &[String],
+    listener: Option<&str>,
+) -> ExitCode {
     let loaded = match config::load(conf) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -194,7 +204,19 @@ fn explain(conf: &Path, method: &str, url: &str, raw_headers: &[String]) -> Exit
         }
     }
     let engine = Engine::new(loaded.config);
-    match crate::explain::explain(&engine, &method.to_ascii_uppercase(), url, &headers) {
+    if let Some(name) = listener {
+        let known = engine.config.node.listeners.iter();
+        if !known.clone().any(|l| l.name.as_deref() == Some(name)) {
+            let names: Vec<&str> = known.filter_map(|l| l.name.as_deref()).collect();
+            eprintln!(
+                "no listener named \"{name}\" (named listeners: {})",
+                names.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let method = method.to_ascii_uppercase();
+    match crate::explain::explain_on(&engine, &method, url, &headers, listener) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

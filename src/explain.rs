@@ -5,9 +5,10 @@ use std::fmt::Write;
 
 use http::HeaderMap;
 
-use crate::cache::key::cache_key;
+use crate::cache::key::{cache_key, KeyParts};
 use crate::config::model::{Action, Condition, Config};
 use crate::origin::OriginPool;
+use crate::rules::request::{host_without_port, normalise_host};
 use crate::rules::{CacheUse, Engine, Miss, RequestFacts, Scheme, UpgradeHandling};
 
 /// Renders the decision for `method url` with `headers`, as `portico explain` prints it.
@@ -17,6 +18,17 @@ pub fn explain(
     url: &str,
     headers: &HeaderMap,
 ) -> Result<String, String> {
+    explain_on(engine, method, url, headers, None)
+}
+
+/// [`explain`] for a request that came in on the listener named `listener`.
+pub fn explain_on(
+    engine: &Engine,
+    method: &str,
+    url: &str,
+    headers: &HeaderMap,
+    listener: Option<&str>,
+) -> Result<String, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
@@ -25,7 +37,7 @@ pub fn explain(
         Some("http") | Some("ws") | None => Scheme::Http,
         Some(other) => return Err(format!("unsupported scheme \"{other}\"")),
     };
-    let host = uri
+    let raw_host = uri
         .authority()
         .map(|a| a.as_str())
         .or_else(|| {
@@ -34,6 +46,17 @@ pub fn explain(
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("");
+    // As the proxy does: a host that is not a valid name or address never gets routed.
+    let host = match normalise_host(raw_host.as_bytes()) {
+        Ok(host) => host,
+        Err(why) => {
+            return Ok(format!(
+                "request:  {method} {url}\nroute:    none: bad Host \"{raw_host}\": {}\nresult:   400 from the edge (X-Portico-Error: bad-host); nothing is forwarded\n",
+                why.reason()
+            ))
+        }
+    };
+    let host = host.as_ref();
     let facts = RequestFacts {
         method,
         host,
@@ -42,6 +65,7 @@ pub fn explain(
         headers,
         client_ip: None,
         scheme,
+        listener,
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -122,6 +146,14 @@ pub fn explain(
         uri.query(),
         engine.query_string(&decision),
     );
+    let parts = KeyParts::new(
+        engine,
+        &decision,
+        host_without_port(host),
+        uri.path(),
+        uri.query(),
+        scheme,
+    );
     let cache = match decision.cache {
         CacheUse::Enabled => format!(
             "enabled ({:?}{}); key {key}",
@@ -141,6 +173,9 @@ pub fn explain(
         ),
     };
     let _ = writeln!(out, "cache:    {cache}");
+    if matches!(decision.cache, CacheUse::Enabled | CacheUse::Upgrade) {
+        let _ = writeln!(out, "key:      {}", parts.describe());
+    }
     let handling = match decision.upgrade {
         UpgradeHandling::None => "n/a".to_string(),
         UpgradeHandling::Tunnel => "tunnel: Upgrade/Connection forwarded, 101 relayed, bytes untouched".to_string(),
@@ -174,7 +209,8 @@ pub fn explain(
     });
     let _ = writeln!(out, "origin:   group {} -> {next}", group.name);
     let cacheable = decision.cache == CacheUse::Enabled && matches!(method, "GET" | "HEAD");
-    if let Some(shield) = crate::tier::route::explain(&config.node.tiers, cacheable, &key) {
+    if let Some(shield) = crate::tier::route::explain(&config.node.tiers, cacheable, &parts.hash())
+    {
         let _ = writeln!(out, "shield:   {shield}");
     }
     Ok(out)

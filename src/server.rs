@@ -133,6 +133,7 @@ impl Node {
             cache: EdgeCache::leak(&settings),
             metrics,
             drain,
+            bound: settings.listeners.iter().map(|l| l.address).collect(),
         };
         Ok(Node {
             settings,
@@ -276,8 +277,11 @@ pub fn downstream_l4_buffer() -> L4BufferSettings {
 /// Runs `node`'s lifecycle (probes, reloads) and, once generation 1's first probe round
 /// has finished, serves its proxy on `listeners` until `shutdown` turns true; then drains
 /// as `portico run` does and returns: the in-process twin of [`Node::run`].
+///
+/// `listeners[i]` stands for the node's listener `i` (its name scopes routes), whatever
+/// address it was actually bound to.
 pub async fn serve_node(
-    node: Node,
+    mut node: Node,
     listeners: Vec<(TcpListener, Option<Arc<ServerTls>>)>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -292,6 +296,11 @@ pub async fn serve_node(
     if first_round.wait_for(|done| *done).await.is_err() || *shutdown.borrow() {
         let _ = life.await;
         return;
+    }
+    for (i, (listener, _)) in listeners.iter().enumerate() {
+        if let (Some(slot), Ok(addr)) = (node.proxy.bound.get_mut(i), listener.local_addr()) {
+            *slot = addr;
+        }
     }
     let app = node.into_app();
     let mut tasks = tokio::task::JoinSet::new();

@@ -198,6 +198,7 @@ fn explain_renders_the_decision_of_the_engine() {
         headers: &headers,
         client_ip: None,
         scheme: Scheme::Http,
+        listener: None,
     };
     let decision = engine.decide(&facts).expect("a route");
     let out = portico::explain::explain(
@@ -271,6 +272,7 @@ fn explain_follows_the_engine_when_rules_turn_caching_off() {
         headers: &headers,
         client_ip: None,
         scheme: Scheme::Http,
+        listener: None,
     };
     let decision = engine.decide(&facts).expect("a route");
     assert_eq!(decision.cache, CacheUse::Disabled);
@@ -280,4 +282,29 @@ fn explain_follows_the_engine_when_rules_turn_caching_off() {
     assert!(out.contains("rule:     moves/only-get: fired"), "{out}");
     assert!(field(&out, "cache").starts_with("off"), "{out}");
     assert!(!out.contains("rewrite:"), "{out}");
+}
+
+/// The key's parts, as the cache hashes them: the normalised host without its port, the
+/// route and its scope, the group after the override, the rewritten path with the rule's
+/// query view, and the scheme (`match_request` by default).
+#[test]
+fn explain_prints_the_parts_of_the_cache_key() {
+    let engine = engine();
+    let out = portico::explain::explain(
+        &engine,
+        "GET",
+        "http://Example.COM:8080/old/a?z=2&v=1",
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        field(&out, "key"),
+        "host example.com | route site (every listener) | origin group archive | scheme http | upstream /new/a?v=1",
+        "{out}"
+    );
+    // A host the edge refuses is never routed.
+    let bad =
+        portico::explain::explain(&engine, "GET", "http://a..b/x", &HeaderMap::new()).unwrap();
+    assert!(field(&bad, "result").starts_with("400"), "{bad}");
+    assert!(field(&bad, "route").contains("is not a host name"), "{bad}");
 }

@@ -42,7 +42,8 @@ async fn a_route_reaches_its_origin_with_host_origin_path_and_forwarding_headers
     assert_eq!(seen.headers["via"], "1.1 test-edge");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
-    assert_eq!(seen.headers["x-forwarded-host"], "Shop.Example.com:8080");
+    // Normalised as in the cache key: lower-case, the client's port dropped (issue 15).
+    assert_eq!(seen.headers["x-forwarded-host"], "shop.example.com");
     assert_eq!(seen.headers["cdn-loop"], "test-edge");
     assert_eq!(seen.headers["x-portico-ref"], request_id.as_str());
 }

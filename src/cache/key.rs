@@ -1,14 +1,169 @@
-//! The cache key: normalised host + path + the query-string mode's view of the query.
+//! The cache key: what decides the response, so that no client can put its variant under
+//! another's key (SPEC §4, issue 15).
 //!
-//! The host is lower-cased and loses its port: clients reach one edge as `ip:port`, a name
-//! or `name:port`, and all of them mean the same object.
+//! The key's hash (what the store, the cache lock and the shield ring use) is built from the
+//! routing decision, never from raw request bytes:
+//!
+//! - the route, by name (its listener scope comes with it: one node may serve different
+//!   sites on different listeners);
+//! - the origin group, by name, after any `route_override`;
+//! - the upstream path: the route's `origin_path` + the path after `url_rewrite`s;
+//! - the query-string mode's view of the query (`ignore`, `use_all`, `include`, `exclude`);
+//! - the scheme, when it picks the origin's port (`forwarding_protocol: match_request`);
+//! - the normalised host: lower-cased, one trailing dot dropped, IPv6 in canonical form,
+//!   **without its port**. The edge forwards exactly that host as `X-Forwarded-Host` (and to
+//!   a shield as `Host`), so an origin never sees a port or a spelling the key ignored. A
+//!   `Host` that is not a valid name or address is refused with 400 before routing.
+//!
+//! Names, not indexes, go into the hash: a shield running the same `rules/` derives the same
+//! key, and a reload that keeps a route keeps its objects. Each part is length-prefixed so
+//! that no two decisions frame to the same bytes. The parts are fed to the hasher one by
+//! one: no key string is built for the hash.
+//!
+//! Besides the hash, each object keeps a readable label, `host` + the client's path + the
+//! query view (e.g. `shop.example/a.css?v=2`): `POST /purge` matches domains and paths
+//! against it, as clients name them.
 
 use std::fmt::Write;
 
-use crate::config::model::QueryStringMode;
-use crate::rules::request::strip_port;
+use blake2::{Blake2b, Digest};
+use pingora_cache::key::HashBinary;
 
-/// Writes the key's text form into `out` (cleared first), reusing its allocation.
+use crate::config::model::{ForwardingProtocol, QueryStringMode};
+use crate::rules::{Decision, Engine, Scheme};
+
+type Blake2b128 = Blake2b<blake2::digest::consts::U16>;
+
+/// Bumped whenever the framing changes, so old and new keys never meet.
+const KEY_VERSION: &[u8] = b"portico-key/2\0";
+
+/// The parts of one request's cache key, borrowed from the decision and the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyParts<'a> {
+    /// Normalised host without its port (`rules::request::host_without_port`).
+    pub host: &'a str,
+    pub route: &'a str,
+    /// The route's listener scope (empty: every listener).
+    pub listeners: &'a [String],
+    pub origin_group: &'a str,
+    /// `Some` only when the request's scheme picks the origin's port (`match_request`).
+    pub scheme: Option<Scheme>,
+    /// The route's `origin_path`, or `""`.
+    pub origin_path: &'a str,
+    /// The path after rewrites (the client's when no rewrite fired).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub mode: &'a QueryStringMode,
+}
+
+impl<'a> KeyParts<'a> {
+    /// The key of `decision` for a request to `host` (normalised, without port) with the
+    /// client's `path` and `query`, received over `scheme`.
+    pub fn new(
+        engine: &'a Engine,
+        decision: &'a Decision,
+        host: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        scheme: Scheme,
+    ) -> KeyParts<'a> {
+        let route = engine.route(decision.route);
+        KeyParts {
+            host,
+            route: &route.name,
+            listeners: &route.listeners,
+            origin_group: &engine.config.origin_groups[decision.origin_group].name,
+            scheme: (route.forwarding_protocol == ForwardingProtocol::MatchRequest)
+                .then_some(scheme),
+            origin_path: route.origin_path.as_deref().unwrap_or(""),
+            path: decision.rewritten_path.as_deref().unwrap_or(path),
+            query,
+            mode: engine.query_string(decision),
+        }
+    }
+
+    /// The key's hash: what the store, the cache lock and the shield ring see.
+    pub fn hash(&self) -> HashBinary {
+        let mut hasher = Blake2b128::new();
+        hasher.update(KEY_VERSION);
+        let mut framed = |bytes: &[&[u8]]| {
+            let len: usize = bytes.iter().map(|b| b.len()).sum();
+            hasher.update((len as u64).to_le_bytes());
+            for b in bytes {
+                hasher.update(b);
+            }
+        };
+        framed(&[self.host.as_bytes()]);
+        framed(&[self.route.as_bytes()]);
+        framed(&[self.origin_group.as_bytes()]);
+        framed(&[self.scheme.map_or("", Scheme::as_str).as_bytes()]);
+        framed(&[self.origin_path.as_bytes(), self.path.as_bytes()]);
+        framed(&[&(self.listeners.len() as u64).to_le_bytes()]);
+        for listener in self.listeners {
+            framed(&[listener.as_bytes()]);
+        }
+        // Last, so it needs no length: the query view, piece by piece.
+        for_query_view(self.query, self.mode, |piece| hasher.update(piece));
+        hasher.finalize().into()
+    }
+
+    /// The upstream path and query view as one line (for `explain`).
+    pub fn upstream_target(&self) -> String {
+        let mut out = format!("{}{}", self.origin_path, self.path);
+        for_query_view(self.query, self.mode, |piece| out.push_str(piece));
+        out
+    }
+
+    /// The parts as `portico explain` prints them.
+    pub fn describe(&self) -> String {
+        let scope = if self.listeners.is_empty() {
+            "every listener".to_string()
+        } else {
+            format!("listeners [{}]", self.listeners.join(", "))
+        };
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "host {} | route {} ({scope}) | origin group {} | scheme {} | upstream {}",
+            self.host,
+            self.route,
+            self.origin_group,
+            self.scheme
+                .map_or("any (forwarding_protocol fixes it)", Scheme::as_str),
+            self.upstream_target(),
+        );
+        out
+    }
+}
+
+/// Calls `piece` with `?`, `&` and the query pairs the mode keeps, in request order.
+fn for_query_view(query: Option<&str>, mode: &QueryStringMode, mut piece: impl FnMut(&str)) {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return;
+    };
+    match mode {
+        QueryStringMode::Ignore => {}
+        QueryStringMode::UseAll => {
+            piece("?");
+            piece(query);
+        }
+        QueryStringMode::Include(names) | QueryStringMode::Exclude(names) => {
+            let include = matches!(mode, QueryStringMode::Include(_));
+            let mut first = true;
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let name = pair.split('=').next().unwrap_or(pair);
+                if names.iter().any(|n| n == name) == include {
+                    piece(if first { "?" } else { "&" });
+                    piece(pair);
+                    first = false;
+                }
+            }
+        }
+    }
+}
+
+/// Writes an object's label (`host` + client path + query view) into `out`, cleared first.
+/// `host` is the normalised host; its port, if any, is left out.
 pub fn write_cache_key(
     out: &mut String,
     host: &str,
@@ -17,37 +172,16 @@ pub fn write_cache_key(
     mode: &QueryStringMode,
 ) {
     out.clear();
-    for c in strip_port(host).chars() {
-        out.push(c.to_ascii_lowercase());
-    }
+    out.push_str(crate::rules::request::host_without_port(host));
     out.push_str(path);
-    let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return;
-    };
-    match mode {
-        QueryStringMode::Ignore => {}
-        QueryStringMode::UseAll => {
-            let _ = write!(out, "?{query}");
-        }
-        QueryStringMode::Include(names) | QueryStringMode::Exclude(names) => {
-            let include = matches!(mode, QueryStringMode::Include(_));
-            let mut first = true;
-            for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let name = pair.split('=').next().unwrap_or(pair);
-                if names.iter().any(|n| n == name) == include {
-                    out.push(if first { '?' } else { '&' });
-                    out.push_str(pair);
-                    first = false;
-                }
-            }
-        }
-    }
+    for_query_view(query, mode, |piece| out.push_str(piece));
 }
 
-/// The key as a new string (for `explain` and tests).
+/// An object's label as a new string (for `explain` and tests). The host is lower-cased
+/// here, for callers that pass it as typed.
 pub fn cache_key(host: &str, path: &str, query: Option<&str>, mode: &QueryStringMode) -> String {
     let mut out = String::with_capacity(host.len() + path.len() + query.map_or(0, str::len) + 1);
-    write_cache_key(&mut out, host, path, query, mode);
+    write_cache_key(&mut out, &host.to_ascii_lowercase(), path, query, mode);
     out
 }
 

@@ -1,6 +1,7 @@
 //! The edge cache: the store, its eviction, the cache lock and the policy around them.
 //!
-//! - `key`: the cache key (host + path + the query-string mode's view of the query);
+//! - `key`: the cache key, from the routing decision (host, route, origin group, upstream
+//!   path and query view, scheme);
 //! - `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
@@ -14,6 +15,9 @@ pub mod policy;
 pub mod purge;
 pub mod status;
 pub mod store;
+
+#[cfg(test)]
+mod key_tests;
 
 use std::time::Duration;
 

@@ -58,6 +58,9 @@ pub enum Tier {
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: String,
+    /// Routes may be scoped to listeners by this name (`routes[].listeners`).
+    #[serde(default)]
+    pub name: Option<String>,
     /// Present on `https://` / `wss://` listeners.
     #[serde(default)]
     pub tls: Option<FileListenerTls>,
@@ -179,6 +182,9 @@ pub struct FileRoute {
     #[serde(default)]
     pub domains: Vec<String>,
     pub patterns: Vec<String>,
+    /// Listener names this route serves on (default: every listener).
+    #[serde(default)]
+    pub listeners: Vec<String>,
     #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]

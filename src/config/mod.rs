@@ -156,6 +156,12 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         on_cached_upgrade: node.on_cached_upgrade,
         tunnel: node.tunnel,
     };
+    let listener_names: Vec<&str> = node
+        .settings
+        .listeners
+        .iter()
+        .filter_map(|l| l.name.as_deref())
+        .collect();
     let routes = routes::build_routes(
         report,
         &routes,
@@ -163,6 +169,7 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         &set_names,
         &rule_sets,
         &defaults,
+        &listener_names,
     );
     tls::check_names_served(report, &node.cert_names, &routes);
     if routes.is_empty() && !report.has_errors() {

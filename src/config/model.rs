@@ -114,6 +114,8 @@ pub struct ShieldAddress {
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// What routes' `listeners:` call it (optional; unnamed listeners take unscoped routes).
+    pub name: Option<String>,
     pub tls: Option<ListenerTls>,
 }
 
@@ -213,6 +215,9 @@ pub struct Route {
     pub name: String,
     pub domains: Vec<DomainPattern>,
     pub patterns: Vec<PathPattern>,
+    /// The listener names this route serves on; empty: every listener. Part of the cache
+    /// key (through the route), so one node can serve different sites on different ports.
+    pub listeners: Vec<String>,
     pub methods: MethodSet,
     pub protocols: ProtocolSet,
     pub origin_group: usize,

@@ -41,6 +41,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         report.error(file, "listeners", "at least one listener is needed");
     }
     let mut cert_names = Vec::new();
+    let mut names = std::collections::HashMap::new();
     let listeners: Vec<Listener> = raw
         .listeners
         .iter()
@@ -62,7 +63,20 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
                 &format!("listeners[{i}].address"),
                 &listener.address,
             )?;
-            Some(Listener { address, tls })
+            let name = listener.name.clone().filter(|name| {
+                let path = format!("listeners[{i}].name");
+                if !is_token(name) {
+                    report.error(file, &path, format!("listener name \"{name}\" must be letters, digits, '-', '_' or '.'"));
+                    return false;
+                }
+                if let Some(first) = names.get(name.as_str()) {
+                    report.error(file, &path, format!("duplicate listener name \"{name}\" (first given to listeners[{first}])"));
+                    return false;
+                }
+                names.insert(name.clone(), i);
+                true
+            });
+            Some(Listener { address, name, tls })
         })
         .collect();
     let admin = super::admin::build_admin(report, file, conf_dir, raw.admin.as_ref());
@@ -234,6 +248,14 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         tunnel,
         cert_names,
     }
+}
+
+/// Letters, digits, `-`, `_` or `.`, at least one: names that travel in headers.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 pub(super) fn socket_addr(

@@ -26,11 +26,14 @@ pub fn build_routes(
     rule_sets: &HashMap<String, usize>,
     compiled_sets: &[RuleSet],
     defaults: &RouteDefaults,
+    listener_names: &[&str],
 ) -> Vec<Route> {
     let mut routes = Vec::with_capacity(raw.len());
     let mut first_seen: HashMap<&str, String> = HashMap::new();
-    // (domain or "*", pattern) -> where it was first declared, to refuse identical patterns.
-    let mut claimed: HashMap<(String, String), (String, String)> = HashMap::new();
+    // (domain or "*", pattern) -> the routes declaring it (name, place, listener scope), to
+    // refuse identical patterns unless their listener scopes are disjoint.
+    type Claim = (String, String, Vec<String>);
+    let mut claimed: HashMap<(String, String), Vec<Claim>> = HashMap::new();
     for &(file, index, route) in raw {
         let at = format!("routes[{index}]");
         if let Some(first) = first_seen.get(route.name.as_str()) {
@@ -74,16 +77,39 @@ pub fn build_routes(
                 .map(|d| d.to_ascii_lowercase())
                 .collect()
         };
+        let mut listeners: Vec<String> = Vec::with_capacity(route.listeners.len());
+        for (i, name) in route.listeners.iter().enumerate() {
+            if !listener_names.contains(&name.as_str()) {
+                let known = if listener_names.is_empty() {
+                    "no listener has a name".to_string()
+                } else {
+                    format!("named listeners: {}", listener_names.join(", "))
+                };
+                report.error(
+                    file,
+                    &format!("{at}.listeners[{i}]"),
+                    format!("no listener named \"{name}\" ({known})"),
+                );
+            } else if !listeners.contains(name) {
+                listeners.push(name.clone());
+            }
+        }
+        // Sorted: the scope is part of the cache key, and its order means nothing.
+        listeners.sort();
+        let overlaps = |other: &[String]| {
+            listeners.is_empty() || other.is_empty() || other.iter().any(|l| listeners.contains(l))
+        };
         for (i, pattern) in route.patterns.iter().enumerate() {
             for domain in &domain_keys {
                 let here = report.place(file, &format!("{at}.patterns[{i}]"));
-                if let Some((other, place)) = claimed.get(&(domain.clone(), pattern.clone())) {
-                    report.error(file, &format!("{at}.patterns[{i}]"), format!("pattern \"{pattern}\" on domain {domain} is already served by route \"{other}\" ({place})"));
+                let claims = claimed
+                    .entry((domain.clone(), pattern.clone()))
+                    .or_default();
+                if let Some((other, place, _)) = claims.iter().find(|(_, _, scope)| overlaps(scope))
+                {
+                    report.error(file, &format!("{at}.patterns[{i}]"), format!("pattern \"{pattern}\" on domain {domain} is already served by route \"{other}\" ({place}) on the same listeners; give both routes disjoint `listeners`"));
                 } else {
-                    claimed.insert(
-                        (domain.clone(), pattern.clone()),
-                        (route.name.clone(), here),
-                    );
+                    claims.push((route.name.clone(), here, listeners.clone()));
                 }
             }
         }
@@ -190,6 +216,7 @@ pub fn build_routes(
             name: route.name.clone(),
             domains,
             patterns,
+            listeners,
             methods,
             protocols,
             origin_group,

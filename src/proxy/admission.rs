@@ -2,11 +2,15 @@
 //! rule sets, and answer at the edge when the answer does not need an origin
 //! (no route, redirect, rejected upgrade, loop).
 
+use std::borrow::Cow;
+
+use http::HeaderValue;
+use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
 use crate::config::model::RedirectProtocol;
-use crate::rules::request::strip_port;
+use crate::rules::request::{normalise_host, strip_port, BadHost};
 use crate::rules::{Miss, RedirectTarget, RequestFacts, Scheme, UpgradeHandling};
 use crate::tunnel::TunnelState;
 
@@ -25,7 +29,32 @@ pub async fn admit(
         return answer.send(session, ctx).await.map(|_| true);
     }
     let request = session.req_header();
-    let host = request_host(request);
+    ctx.host = match normal_host(request) {
+        Ok(host) => host,
+        Err(why) => {
+            let answer = EdgeAnswer {
+                status: 400,
+                error: "bad-host",
+                body: format!("bad Host: {}", why.reason()),
+                location: None,
+            };
+            return answer.send(session, ctx).await.map(|_| true);
+        }
+    };
+    // Owned copies (reference-counted, not copied), so `ctx` stays free to change below.
+    let host_value = ctx.host.clone();
+    let edge_listener = ctx.edge_listener.clone();
+    let listener = if ctx.tier.from_edge {
+        edge_listener.as_ref().and_then(|v| v.to_str().ok())
+    } else {
+        ctx.listener
+            .and_then(|i| snapshot.engine.config.node.listeners.get(i))
+            .and_then(|l| l.name.as_deref())
+    };
+    let host = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let path = request.uri.path();
     let facts = RequestFacts {
         method: request.method.as_str(),
@@ -35,6 +64,7 @@ pub async fn admit(
         headers: &request.headers,
         client_ip: ctx.client_ip,
         scheme: ctx.scheme,
+        listener,
     };
     let engine = &snapshot.engine;
     let decision = match engine.decide(&facts) {
@@ -79,20 +109,44 @@ pub async fn admit(
     }
 }
 
-/// The host a request is for: the authority of an absolute-form URI (RFC 9112 §3.2.2
-/// says it wins over `Host`), else the `Host` header.
+/// The host a request is for, as received (for the access log): the `Host` header, else
+/// the URI's authority (HTTP/2) or an absolute-form target's. Routing and the cache use the
+/// normalised [`normal_host`] instead.
 pub fn request_host(request: &pingora_http::RequestHeader) -> &str {
-    request
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            request
-                .headers
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
+    raw_host(request)
+        .and_then(|raw| std::str::from_utf8(raw).ok())
         .unwrap_or("")
+}
+
+/// The raw bytes naming the request's host. Pingora has already refused a request whose
+/// `Host` and target authority differ, so whichever is present is the one host named.
+/// In 0.9.1 an HTTP/1 absolute-form target keeps its authority only in the raw target
+/// (`uri.authority()` is `None`), so that is read too.
+fn raw_host(request: &pingora_http::RequestHeader) -> Option<&[u8]> {
+    if let Some(host) = request.headers.get(http::header::HOST) {
+        return Some(host.as_bytes());
+    }
+    if let Some(authority) = request.uri.authority() {
+        return Some(authority.as_str().as_bytes());
+    }
+    raw_target_authority(request.raw_path()).authority()
+}
+
+/// The request's host, checked and normalised; `Ok(None)` when it names none (HTTP/1.0;
+/// HTTP/1.1 without a host was refused already). The already-normal `Host` header value
+/// (the common case) is shared, not copied.
+fn normal_host(request: &pingora_http::RequestHeader) -> Result<Option<HeaderValue>, BadHost> {
+    let Some(raw) = raw_host(request) else {
+        return Ok(None);
+    };
+    let value = match normalise_host(raw)? {
+        Cow::Borrowed(_) => match request.headers.get(http::header::HOST) {
+            Some(host) => host.clone(),
+            None => HeaderValue::from_bytes(raw).map_err(|_| BadHost::NotText)?,
+        },
+        Cow::Owned(text) => HeaderValue::try_from(text).map_err(|_| BadHost::NotText)?,
+    };
+    Ok(Some(value))
 }
 
 /// Requests refused before routing: an HTTP/1.1 request without `Host` (RFC 9112 §3.2: a
@@ -101,9 +155,7 @@ pub fn request_host(request: &pingora_http::RequestHeader) -> &str {
 /// origin could resolve outside the pattern the route matched).
 fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
     let request = session.req_header();
-    let no_host = !request.headers.contains_key(http::header::HOST)
-        && request.version == http::Version::HTTP_11
-        && request.uri.authority().is_none();
+    let no_host = request.version == http::Version::HTTP_11 && raw_host(request).is_none();
     if no_host {
         return Some(EdgeAnswer {
             status: 400,

@@ -19,7 +19,9 @@ use crate::cache::policy::{self, Freshness};
 use crate::cache::{key, status, EdgeCache};
 use crate::rules::CacheUse;
 
-use super::{admission, RequestCtx};
+use crate::rules::request::host_without_port;
+
+use super::RequestCtx;
 
 /// `request_cache_filter`: turns the cache on for GET and HEAD on routes that cache.
 pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeCache) {
@@ -38,25 +40,40 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
     ctx.caching = true;
 }
 
-/// `cache_key_callback`: host + path + the query-string mode's view of the query.
+/// `cache_key_callback`: the key of the routing decision (`cache::key`), with the object's
+/// label (host + path + query view, for purges) as its text.
 pub fn cache_key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
-    let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) else {
+    let Some(parts) = key_parts(session, ctx) else {
         return Error::e_explain(ErrorType::InternalError, "cache key without a decision");
     };
     let request = session.req_header();
     let mut text = String::with_capacity(128);
     key::write_cache_key(
         &mut text,
-        admission::request_host(request),
+        parts.host,
         request.uri.path(),
         request.uri.query(),
-        snapshot.engine.query_string(decision),
+        parts.mode,
     );
     let mut key = CacheKey::new(text, "");
-    // The same blake2b hash pingora would compute, once: without the override it rehashes
-    // the key text at every use (predictor, lookup, lock, eviction), several times per hit.
-    key.set_primary_bin_override(pingora_cache::key::hash_key(key.primary_key()));
+    // The hash is the decision's, not the label's; set once, so pingora never rehashes.
+    key.set_primary_bin_override(parts.hash());
     Ok(key)
+}
+
+/// The parts of this request's cache key (`None` before routing). Also what the shield
+/// ring hashes for requests the cache was not enabled for (`tier::route`).
+pub fn key_parts<'a>(session: &'a Session, ctx: &'a RequestCtx) -> Option<key::KeyParts<'a>> {
+    let (snapshot, decision) = (ctx.snapshot.as_ref()?, ctx.decision.as_ref()?);
+    let request = session.req_header();
+    Some(key::KeyParts::new(
+        &snapshot.engine,
+        decision,
+        host_without_port(ctx.host()),
+        request.uri.path(),
+        request.uri.query(),
+        ctx.scheme,
+    ))
 }
 
 /// `cache_hit_filter`: a request with `Authorization` is answered from the cache only when

@@ -25,6 +25,15 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     pub scheme: Scheme,
     pub client_ip: Option<IpAddr>,
+    /// The request's host, checked and normalised (`rules::request::normalise_host`:
+    /// `name[:port]`, lower-case); `None` for an HTTP/1.0 request that names none. The
+    /// cache key, `X-Forwarded-Host` and a shield's `Host` all come from it.
+    pub host: Option<HeaderValue>,
+    /// The listener the request came in on (index into the node's `listeners`).
+    pub listener: Option<usize>,
+    /// On a shield, for a request from a trusted edge: the edge's listener name
+    /// (`X-Portico-Listener`), which then stands for this node's own.
+    pub edge_listener: Option<HeaderValue>,
     /// Status of a response the edge wrote itself.
     pub edge_status: Option<u16>,
     pub edge_error: Option<&'static str>,
@@ -70,6 +79,9 @@ impl RequestCtx {
             decision: None,
             scheme: Scheme::Http,
             client_ip: None,
+            host: None,
+            listener: None,
+            edge_listener: None,
             edge_status: None,
             edge_error: None,
             cache_status: crate::cache::status::CONFIG_NOCACHE,
@@ -89,6 +101,33 @@ impl RequestCtx {
             in_flight: None,
             tier: Default::default(),
         }
+    }
+}
+
+impl RequestCtx {
+    /// The normalised host (`name[:port]`), or `""` when the request named none.
+    pub fn host(&self) -> &str {
+        self.host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The name routes' `listeners:` are matched against: the edge's, for a request a shield
+    /// took from a trusted edge; else this node's listener's, if it has one.
+    pub fn listener_name(&self) -> Option<&str> {
+        if self.tier.from_edge {
+            return self.edge_listener.as_ref().and_then(|v| v.to_str().ok());
+        }
+        let snapshot = self.snapshot.as_ref()?;
+        snapshot
+            .engine
+            .config
+            .node
+            .listeners
+            .get(self.listener?)?
+            .name
+            .as_deref()
     }
 }
 

@@ -67,6 +67,22 @@ pub fn add_forwarding_headers(
     Ok(())
 }
 
+/// `X-Forwarded-Host` (and a shield's `Host`): the normalised host without its port, exactly
+/// the host the cache key used; `None` when the request named no host (HTTP/1.0).
+pub fn forwarded_host(ctx: &RequestCtx) -> Result<Option<HeaderValue>> {
+    let Some(host) = &ctx.host else {
+        return Ok(None);
+    };
+    let full = host.as_bytes();
+    let name = crate::rules::request::host_without_port(ctx.host()).as_bytes();
+    if name.len() == full.len() {
+        return Ok(Some(host.clone()));
+    }
+    HeaderValue::from_bytes(name)
+        .or_err(InvalidHTTPHeader, "host in a header")
+        .map(Some)
+}
+
 /// Adds `value` to a comma-separated list header, creating it if absent.
 fn append_list(
     upstream: &mut RequestHeader,

@@ -125,6 +125,10 @@ pub struct Portico {
     pub metrics: Arc<Metrics>,
     /// Counts requests in flight and open tunnels, for the drain on shutdown.
     pub drain: &'static Drain,
+    /// The address each of the node's listeners is bound to, in `listeners` order (the
+    /// configured ones, or the ephemeral ports in-process tests bound instead): how a
+    /// request's listener, and so its `listeners:` scope, is known.
+    pub bound: Vec<std::net::SocketAddr>,
 }
 
 #[async_trait]
@@ -151,6 +155,10 @@ impl ProxyHttp for Portico {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.listener = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .and_then(|local| listener_index(&self.bound, *local));
         ctx.snapshot = Some(snapshot.clone());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         if crate::tier::purge::serve(session, ctx, self.cache).await? {
@@ -361,6 +369,20 @@ impl Portico {
     }
 }
 
+/// Which bound listener accepted a connection on `local`: the one bound to exactly that
+/// address, else one on that port bound to the unspecified address (`0.0.0.0`, `[::]`).
+fn listener_index(bound: &[std::net::SocketAddr], local: std::net::SocketAddr) -> Option<usize> {
+    let local_ip = local.ip().to_canonical();
+    bound
+        .iter()
+        .position(|b| b.port() == local.port() && b.ip().to_canonical() == local_ip)
+        .or_else(|| {
+            bound
+                .iter()
+                .position(|b| b.port() == local.port() && b.ip().is_unspecified())
+        })
+}
+
 fn snapshot(ctx: &RequestCtx) -> Result<Arc<Snapshot>> {
     ctx.snapshot.clone().ok_or_else(|| {
         Error::explain(
@@ -461,5 +483,27 @@ impl Portico {
             error: e.map(|e| e.to_string()),
         };
         self.access_log.write(&record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_index;
+
+    #[test]
+    fn a_connection_finds_its_listener_by_local_address() {
+        let bound: Vec<std::net::SocketAddr> = ["127.0.0.1:8080", "0.0.0.0:8443", "[::]:9000"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let at = |local: &str| listener_index(&bound, local.parse().unwrap());
+        assert_eq!(at("127.0.0.1:8080"), Some(0));
+        // A listener on the unspecified address takes connections to any of the host's.
+        assert_eq!(at("10.1.2.3:8443"), Some(1));
+        assert_eq!(at("[2001:db8::1]:9000"), Some(2));
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        assert_eq!(at("[::ffff:127.0.0.1]:8080"), Some(0));
+        assert_eq!(at("10.1.2.3:8080"), None);
+        assert_eq!(at("127.0.0.1:1"), None);
     }
 }

@@ -201,6 +201,7 @@ mod tests {
             headers: &headers,
             client_ip: None,
             scheme: Scheme::Http,
+            listener: None,
         };
         let mut ctx = RequestCtx::new();
         ctx.decision = Some(snapshot.engine.decide(&facts).expect("routed"));

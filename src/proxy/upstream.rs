@@ -1,6 +1,7 @@
 //! The origin side: which origin gets the request, how the peer is set up for it
 //! (timeouts, upgrade policy) and what the forwarded request looks like.
 
+use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -128,26 +129,46 @@ pub fn prepare_request(
             )
         })?;
         upstream.set_uri(uri);
-    } else if upstream.uri.authority().is_some() {
-        // Absolute-form from the client: origins get origin-form.
-        let target = upstream
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        let uri = target
-            .parse::<http::Uri>()
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "bad request target", e))?;
-        upstream.set_uri(uri);
+    } else {
+        to_origin_form(upstream)?;
     }
-    let client_host = upstream.headers.get(http::header::HOST).cloned();
     upstream.insert_header(http::header::HOST, origin.host_header.as_str())?;
-    headers::add_forwarding_headers(upstream, ctx, node, client_host)?;
+    // The host the key used, never the client's bytes (case, port, or a header of its own).
+    let forwarded_host = headers::forwarded_host(ctx)?;
+    if forwarded_host.is_none() {
+        upstream.remove_header("x-forwarded-host");
+    }
+    headers::add_forwarding_headers(upstream, ctx, node, forwarded_host)?;
     headers::edit_request(upstream, engine.fired_actions(decision))?;
     if decision.upgrade == UpgradeHandling::Reproduce {
         upstream.remove_header(&http::header::UPGRADE);
         upstream.remove_header(&http::header::CONNECTION);
     }
+    Ok(())
+}
+
+/// Absolute-form targets (`GET http://host/p`) and HTTP/2 requests with an authority go
+/// upstream in origin-form (`GET /p`). Pingora 0.9.1 keeps an HTTP/1 absolute-form target
+/// only in the raw target (`uri.authority()` is `None`), and would otherwise send it on
+/// with the authority swapped for the peer's; so the raw target is what is checked.
+pub fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
+    let absolute = raw_target_authority(upstream.raw_path())
+        .authority()
+        .is_some();
+    if !absolute && upstream.uri.authority().is_none() {
+        return Ok(());
+    }
+    let path_and_query = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // An absolute-form target without a path (`http://host`) asks for `/`.
+    let target = if path_and_query.starts_with('/') {
+        path_and_query.to_string()
+    } else {
+        format!("/{path_and_query}")
+    };
+    let uri = target
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "bad request target", e))?;
+    upstream.set_uri(uri);
     Ok(())
 }
 

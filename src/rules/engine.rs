@@ -145,6 +145,7 @@ impl Engine {
             request.path,
             request.method,
             request.scheme,
+            request.listener,
         )?;
         let route = &self.config.routes[found.route];
         let mut decision = Decision {

@@ -1,6 +1,7 @@
 //! The facts about a request that routing and rules look at, borrowed from the request
 //! (the proxy) or from the command line (`portico explain`): one view, one code path.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -23,7 +24,7 @@ impl Scheme {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
-    /// The `Host` as received (it may carry a port).
+    /// The host, normalised (`normalise_host`: lower-case, it may carry a port).
     pub host: &'a str,
     pub path: &'a str,
     /// The query string without `?`, if any.
@@ -31,6 +32,8 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     pub client_ip: Option<IpAddr>,
     pub scheme: Scheme,
+    /// The name of the listener the request came in on (`None`: an unnamed listener).
+    pub listener: Option<&'a str>,
 }
 
 impl RequestFacts<'_> {
@@ -62,6 +65,127 @@ pub fn strip_port(host: &str) -> &str {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
+}
+
+/// Why a `Host` (or an absolute-form authority) was refused; the edge's 400 says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    Empty,
+    NotText,
+    BadName,
+    BadPort,
+    BadAddress,
+    TooLong,
+}
+
+impl BadHost {
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadHost::Empty => "the Host is empty",
+            BadHost::NotText => "the Host is not visible ASCII",
+            BadHost::BadName => {
+                "the Host is not a host name (letters, digits, '-', '_' and dots between labels)"
+            }
+            BadHost::BadPort => "the Host's port is not a number from 1 to 65535",
+            BadHost::BadAddress => "the Host's bracketed address is not an IPv6 address",
+            BadHost::TooLong => "the Host is longer than a DNS name may be",
+        }
+    }
+}
+
+/// Longest host name DNS allows (without a trailing dot).
+pub const MAX_HOST_NAME: usize = 253;
+
+/// Checks and normalises a `Host` value: `name[:port]` or `[v6]:port`, returned as
+/// `name[:port]` with the name lower-cased, one trailing dot removed and an IPv6 literal in
+/// its canonical text (`[2001:db8::1]`). Anything else is refused: the cache key and the
+/// headers forwarded upstream are built from this value, never from the raw bytes.
+///
+/// A name is a DNS-style reg-name (RFC 3986 §3.2.2 narrowed to what DNS and IPv4 literals
+/// use): labels of letters, digits, `-` and `_`, 1–63 bytes each, 253 bytes in all. The
+/// port, when present, must be 1–65535 without a sign. Borrows `raw` when it is already
+/// normal (the common case), so no allocation.
+pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
+    if raw.is_empty() {
+        return Err(BadHost::Empty);
+    }
+    if !raw.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(BadHost::NotText);
+    }
+    // Visible ASCII is UTF-8.
+    let text = std::str::from_utf8(raw).map_err(|_| BadHost::NotText)?;
+    let (name, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (address, after) = rest.split_once(']').ok_or(BadHost::BadAddress)?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or(BadHost::BadPort)?),
+        };
+        let ip: std::net::Ipv6Addr = address.parse().map_err(|_| BadHost::BadAddress)?;
+        if let Some(port) = port {
+            check_port(port)?;
+        }
+        let canonical = ip.to_string();
+        if canonical == address {
+            return Ok(Cow::Borrowed(text));
+        }
+        let mut out = String::with_capacity(canonical.len() + 8);
+        out.push('[');
+        out.push_str(&canonical);
+        out.push(']');
+        if let Some(port) = port {
+            out.push(':');
+            out.push_str(port);
+        }
+        return Ok(Cow::Owned(out));
+    } else {
+        match text.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (text, None),
+        }
+    };
+    if let Some(port) = port {
+        check_port(port)?;
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.len() > MAX_HOST_NAME {
+        return Err(BadHost::TooLong);
+    }
+    let labels_ok = trimmed.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !labels_ok {
+        return Err(BadHost::BadName);
+    }
+    if trimmed.len() == name.len() && !trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(Cow::Borrowed(text));
+    }
+    let mut out = String::with_capacity(text.len());
+    out.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
+    if let Some(port) = port {
+        out.push(':');
+        out.push_str(port);
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn check_port(port: &str) -> Result<(), BadHost> {
+    let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    match port.parse::<u32>() {
+        Ok(1..=65535) if digits => Ok(()),
+        _ => Err(BadHost::BadPort),
+    }
+}
+
+/// The name part of a normalised host (`[v6]` keeps its brackets): what the cache key and
+/// `X-Forwarded-Host` carry. The port is dropped from both (see the README, "Cache key").
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.split(':').next().unwrap_or(host)
 }
 
 /// RFC 6455 §4.1: a GET whose `Connection` lists the token `upgrade` and whose `Upgrade`
@@ -131,6 +255,52 @@ mod tests {
             ("upgrade", "h2c, websocket/13"),
         ]);
         assert!(is_websocket_upgrade("get", &split));
+    }
+
+    #[test]
+    fn hosts_are_normalised_or_refused() {
+        let ok = |raw: &str| normalise_host(raw.as_bytes()).map(|h| h.into_owned());
+        assert_eq!(ok("t.example"), Ok("t.example".into()));
+        assert!(matches!(
+            normalise_host(b"t.example:8080"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert_eq!(ok("T.Example:8080"), Ok("t.example:8080".into()));
+        assert_eq!(ok("t.example."), Ok("t.example".into()));
+        assert_eq!(ok("127.0.0.1:1"), Ok("127.0.0.1:1".into()));
+        assert_eq!(ok("[::1]:8080"), Ok("[::1]:8080".into()));
+        assert_eq!(ok("[2001:DB8:0::1]"), Ok("[2001:db8::1]".into()));
+        assert_eq!(ok("_srv.example"), Ok("_srv.example".into()));
+        for (raw, why) in [
+            ("", BadHost::Empty),
+            ("a b", BadHost::NotText),
+            ("t.example\u{e9}", BadHost::NotText),
+            ("t.example:", BadHost::BadPort),
+            ("t.example:0", BadHost::BadPort),
+            ("t.example:65536", BadHost::BadPort),
+            ("t.example:+80", BadHost::BadPort),
+            ("t.example:80:80", BadHost::BadPort),
+            ("t..example", BadHost::BadName),
+            (".t.example", BadHost::BadName),
+            ("t.example/x", BadHost::BadName),
+            ("t%2eexample", BadHost::BadName),
+            ("[::1", BadHost::BadAddress),
+            ("[nope]:80", BadHost::BadAddress),
+            ("[::1]80", BadHost::BadPort),
+        ] {
+            assert_eq!(ok(raw), Err(why), "{raw:?}");
+        }
+        assert_eq!(ok(&"a".repeat(64)), Err(BadHost::BadName));
+        let long = vec!["a".repeat(60); 5].join(".");
+        assert_eq!(ok(&long), Err(BadHost::TooLong));
+    }
+
+    #[test]
+    fn the_port_is_dropped_for_the_key() {
+        assert_eq!(host_without_port("t.example:8080"), "t.example");
+        assert_eq!(host_without_port("t.example"), "t.example");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 
     #[test]

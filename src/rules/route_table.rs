@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
+
 use crate::config::model::{DomainPattern, PathPattern, Route};
 
 use super::request::{strip_port, Scheme};
@@ -26,11 +28,15 @@ pub struct RouteMatch {
     pub https_redirect: bool,
 }
 
+/// The routes declaring one pattern: several only when their listener scopes are disjoint
+/// (checked at load), so at most one of them takes a given listener.
+type Claimants = SmallVec<[usize; 1]>;
+
 #[derive(Debug, Default)]
 struct PathTable {
-    exact: HashMap<Box<str>, usize>,
+    exact: HashMap<Box<str>, Claimants>,
     /// Keyed by the prefix including its trailing '/'.
-    prefixes: HashMap<Box<str>, usize>,
+    prefixes: HashMap<Box<str>, Claimants>,
 }
 
 #[derive(Debug, Default)]
@@ -76,12 +82,19 @@ impl RouteTable {
         path: &str,
         method: &str,
         scheme: Scheme,
+        listener: Option<&str>,
     ) -> Result<RouteMatch, Miss> {
+        let request = Lookup {
+            path,
+            method,
+            scheme,
+            listener,
+        };
         let mut buffer = [0u8; MAX_HOST];
         let host = lowercase_into(strip_port(host), &mut buffer).ok_or(Miss::BadHost)?;
         let mut miss = Miss::NoRouteForPath;
         if let Some(table) = self.exact_hosts.get(host) {
-            if let Some(found) = table.find(routes, path, method, scheme, &mut miss) {
+            if let Some(found) = table.find(routes, &request, &mut miss) {
                 return Ok(found);
             }
         }
@@ -90,15 +103,13 @@ impl RouteTable {
         while let Some(dot) = rest.find('.') {
             let suffix = &rest[dot..];
             if let Some(table) = self.wildcard_hosts.get(suffix) {
-                if let Some(found) = table.find(routes, path, method, scheme, &mut miss) {
+                if let Some(found) = table.find(routes, &request, &mut miss) {
                     return Ok(found);
                 }
             }
             rest = &suffix[1..];
         }
-        self.any_host
-            .find(routes, path, method, scheme, &mut miss)
-            .ok_or(miss)
+        self.any_host.find(routes, &request, &mut miss).ok_or(miss)
     }
 
     /// Whether any route serves `host` (any-host routes serve every host).
@@ -125,29 +136,33 @@ impl RouteTable {
 impl PathTable {
     fn add(&mut self, route: usize, patterns: &[PathPattern]) {
         for pattern in patterns {
-            match pattern {
-                PathPattern::Exact(path) => self.exact.insert(path.as_str().into(), route),
-                PathPattern::Prefix(prefix) => self.prefixes.insert(prefix.as_str().into(), route),
+            let claimants = match pattern {
+                PathPattern::Exact(path) => self.exact.entry(path.as_str().into()),
+                PathPattern::Prefix(prefix) => self.prefixes.entry(prefix.as_str().into()),
             };
+            claimants.or_default().push(route);
         }
     }
 
     /// Exact path first, then prefixes from the longest; a route that refuses the method or
     /// protocol lets a less specific one try, and is remembered as the reason if none does.
-    fn find(
-        &self,
-        routes: &[Route],
-        path: &str,
-        method: &str,
-        scheme: Scheme,
-        miss: &mut Miss,
-    ) -> Option<RouteMatch> {
-        let exact = self.exact.get(path).copied();
+    /// Routes scoped to other listeners are passed over as if absent.
+    fn find(&self, routes: &[Route], request: &Lookup<'_>, miss: &mut Miss) -> Option<RouteMatch> {
+        let path = request.path;
+        let in_scope = |&&route: &&usize| {
+            let scope = &routes[route].listeners;
+            scope.is_empty()
+                || request
+                    .listener
+                    .is_some_and(|name| scope.iter().any(|s| s == name))
+        };
+        let exact = self.exact.get(path).into_iter().flatten();
         let prefixes = path
             .rmatch_indices('/')
-            .filter_map(|(slash, _)| self.prefixes.get(&path[..=slash]).copied());
-        for route in exact.into_iter().chain(prefixes) {
-            match accept(&routes[route], route, method, scheme) {
+            .filter_map(|(slash, _)| self.prefixes.get(&path[..=slash]))
+            .flatten();
+        for &route in exact.chain(prefixes).filter(in_scope) {
+            match accept(&routes[route], route, request.method, request.scheme) {
                 Ok(found) => return Some(found),
                 Err(reason) if *miss == Miss::NoRouteForPath => *miss = reason,
                 Err(_) => {}
@@ -155,6 +170,15 @@ impl PathTable {
         }
         None
     }
+}
+
+/// What route matching looks at besides the host.
+struct Lookup<'a> {
+    path: &'a str,
+    method: &'a str,
+    scheme: Scheme,
+    /// The name of the listener the request came in on (`None`: an unnamed one).
+    listener: Option<&'a str>,
 }
 
 fn accept(route: &Route, index: usize, method: &str, scheme: Scheme) -> Result<RouteMatch, Miss> {

@@ -79,6 +79,7 @@ impl Req {
             headers: &self.headers,
             client_ip: self.client_ip,
             scheme: self.scheme,
+            listener: None,
         }
     }
 

@@ -1,11 +1,13 @@
 //! What crosses the edge → shield hop, each way.
 //!
-//! **Request.** The edge forwards the client's request as it came: its `Host`, path and
-//! query, no rule edits, no `origin_path`. The shield runs the same `rules/` on it, so it
-//! reaches the same route, the same rule actions and the same cache key (host case and port,
-//! query-string modes and rewrites all derive from what the client sent). Only the facts the
-//! shield cannot see are carried: the client's address (appended to `X-Forwarded-For`) and
-//! scheme (`X-Forwarded-Proto`). A shield believes them only from an address in its
+//! **Request.** The edge forwards the client's request as it came: its path and query (in
+//! origin-form), no rule edits, no `origin_path`, with the normalised host its cache key
+//! used as `Host` (lower-case, no port). The shield runs the same `rules/` on it, so it
+//! reaches the same route, the same rule actions and the same cache key. Only the facts the
+//! shield cannot see are carried: the client's address (appended to `X-Forwarded-For`),
+//! scheme (`X-Forwarded-Proto`) and the name of the edge listener it came in on
+//! (`X-Portico-Listener`, for routes scoped by `listeners:`; the shield's node file names
+//! its listeners alike). A shield believes them only from an address in its
 //! `trusted_edges`, and with them the edge's request id (`X-Portico-Ref`), so one id names
 //! the request on every tier; from anyone else they are a client's claims, and ignored. `Via` and
 //! `CDN-Loop` get this node's name, so a loop through tiers ends in `508`. A WebSocket
@@ -18,7 +20,7 @@
 
 use std::net::IpAddr;
 
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -29,8 +31,12 @@ use crate::rules::Scheme;
 
 use super::Tiers;
 
-/// On a shield, for a request from a trusted edge: the client's address and scheme as the
-/// edge saw them, so the rules decide as they did on the edge.
+/// The edge's listener name, for routes scoped by `listeners:` (believed from trusted edges
+/// only, like `X-Forwarded-Proto`).
+pub const LISTENER: &str = "x-portico-listener";
+
+/// On a shield, for a request from a trusted edge: the client's address, scheme and
+/// listener as the edge saw them, so the rules decide as they did on the edge.
 pub fn adopt_edge_facts(session: &Session, ctx: &mut RequestCtx, tiers: &Tiers) {
     if !tiers.trusts(ctx.client_ip) {
         return;
@@ -58,6 +64,7 @@ pub fn adopt_edge_facts(session: &Session, ctx: &mut RequestCtx, tiers: &Tiers) 
         Some(b"http") => ctx.scheme = Scheme::Http,
         _ => {}
     }
+    ctx.edge_listener = request.headers.get(LISTENER).cloned();
 }
 
 /// The last `X-Forwarded-For` entry: the one the edge appended.
@@ -76,19 +83,17 @@ pub fn prepare_shield_request(
     ctx: &RequestCtx,
     node: &NodeHeaders,
 ) -> Result<()> {
-    if let Some(authority) = upstream.uri.authority().cloned() {
-        // Absolute-form from the client: the shield gets origin-form, with the host it
-        // named (which wins over `Host`, RFC 9112 §3.2.2) as `Host`.
-        let target = upstream
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        let uri = target
-            .parse::<http::Uri>()
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "bad request target", e))?;
-        upstream.set_uri(uri);
-        upstream.insert_header(http::header::HOST, authority.as_str())?;
+    // Origin-form, with the normalised host the edge's key used as `Host` (the shield
+    // normalises it to the same key), and the listener the edge's routes were scoped by.
+    crate::proxy::upstream::to_origin_form(upstream)?;
+    if let Some(host) = headers::forwarded_host(ctx)? {
+        upstream.insert_header(http::header::HOST, host)?;
+    }
+    match ctx.listener_name() {
+        Some(name) => upstream.insert_header(LISTENER, name)?,
+        None => {
+            upstream.remove_header(LISTENER);
+        }
     }
     // An upgrade goes on as the client sent it, whatever its handling here: the shield
     // decides the same (`tier::route`).

@@ -10,13 +10,11 @@
 //!   connect failures retryable); with no usable shield left the request goes to the origin
 //!   group, once, and later attempts are the origin group's.
 
-use pingora_cache::key::{hash_key, HashBinary};
+use pingora_cache::key::HashBinary;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::Session;
 
-use crate::cache::key::write_cache_key;
 use crate::config::model::TierSettings;
-use crate::proxy::admission::request_host;
 use crate::proxy::{RequestCtx, Snapshot};
 use crate::rules::UpgradeHandling;
 
@@ -40,7 +38,7 @@ pub fn shield_peer(
     };
     let key = match ctx.tier.key_hash {
         Some(hash) => hash,
-        None => key_hash(session, ctx, snapshot)?,
+        None => key_hash(session, ctx)?,
     };
     let Some(index) = ring.select(&key, &ctx.tier.tried) else {
         ctx.tier.bypassed = true;
@@ -64,25 +62,15 @@ pub fn shield_peer(
 }
 
 /// The cache key's hash for a request the cache was not enabled for (`shield_all`): the
-/// same text the cache would hash, so that both kinds of request for one object meet on
-/// one shield.
-fn key_hash(session: &Session, ctx: &RequestCtx, snapshot: &Snapshot) -> Option<HashBinary> {
-    let decision = ctx.decision.as_ref()?;
-    let request = session.req_header();
-    let mut text = String::with_capacity(128);
-    write_cache_key(
-        &mut text,
-        request_host(request),
-        request.uri.path(),
-        request.uri.query(),
-        snapshot.engine.query_string(decision),
-    );
-    Some(hash_key(&text))
+/// hash the cache would use, so that both kinds of request for one object meet on one
+/// shield.
+fn key_hash(session: &Session, ctx: &RequestCtx) -> Option<HashBinary> {
+    crate::proxy::caching::key_parts(session, ctx).map(|parts| parts.hash())
 }
 
 /// `portico explain`'s `shield:` line: where an edge with shields sends this request when
 /// every shield is healthy (`None`: the node has no shields).
-pub fn explain(tiers: &TierSettings, cacheable: bool, key: &str) -> Option<String> {
+pub fn explain(tiers: &TierSettings, cacheable: bool, key: &HashBinary) -> Option<String> {
     let ring = ShieldRing::new(tiers)?;
     if !(cacheable || tiers.shield_all) {
         return Some(
@@ -90,7 +78,7 @@ pub fn explain(tiers: &TierSettings, cacheable: bool, key: &str) -> Option<Strin
                 .to_string(),
         );
     }
-    let home = ring.home(&hash_key(key))?;
+    let home = ring.home(key)?;
     Some(format!(
         "{} (the key's place on a ring of {}; if it is down, the next shield, and with none left the origin group)",
         ring.name(home),

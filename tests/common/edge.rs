@@ -10,6 +10,8 @@ use portico::server::Node;
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// Every listener's address, in the node file's order.
+    pub addrs: Vec<SocketAddr>,
     /// The TLS listener, when the node file has one.
     pub tls_addr: Option<SocketAddr>,
     /// The admin endpoints (`/status`, `/healthz`, `/purge`), also on an ephemeral port.
@@ -39,10 +41,33 @@ impl TestEdge {
         std::fs::write(dir.path().join("rules/rules.yaml"), rules).expect("write rules");
         let node = Node::load(&dir.path().join("portico.yaml"))
             .unwrap_or_else(|e| panic!("config refused:\n{e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        // One ephemeral port per listener of the node file, in its order (so that each
+        // stands for its listener's name); a plain one is added if the file has none.
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for (_, tls) in &node.listeners {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addrs.push(listener.local_addr().expect("addr"));
+            listeners.push((listener, tls.clone()));
+        }
+        if node.listeners.iter().all(|(_, tls)| tls.is_some()) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addrs.push(listener.local_addr().expect("addr"));
+            listeners.push((listener, None));
+        }
+        let first = |tls: bool| {
+            listeners
+                .iter()
+                .zip(&addrs)
+                .find(|((_, t), _)| t.is_some() == tls)
+                .map(|(_, addr)| *addr)
+        };
+        let addr = first(false).expect("a plain listener");
+        let tls_addr = first(true);
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin");
@@ -52,20 +77,10 @@ impl TestEdge {
         let admin_shutdown = watch.clone();
         tokio::spawn(async move { admin.serve(admin_listener, admin_shutdown).await });
         // Like `portico run`: connections wait until the first probe round has finished.
-        let mut listeners = vec![(listener, None)];
-        // A TLS listener in the node file gets its own ephemeral port.
-        let tls = node.listeners.iter().find_map(|(_, tls)| tls.clone());
-        let mut tls_addr = None;
-        if let Some(tls) = tls {
-            let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind tls");
-            tls_addr = Some(tls_listener.local_addr().expect("tls addr"));
-            listeners.push((tls_listener, Some(tls)));
-        }
         tokio::spawn(portico::server::serve_node(node, listeners, watch));
         TestEdge {
             addr,
+            addrs,
             tls_addr,
             admin_addr,
             dir,
