@@ -311,3 +311,87 @@ async fn a_101_the_edge_did_not_ask_for_is_a_502_and_opens_nothing() {
         );
     }
 }
+
+/// Every spelling of a dot segment is refused before routing; an encoded unreserved
+/// character is decoded before routing, and the origin gets the same normal form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalised_once_and_ambiguous_ones_refused() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let admin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let rules = format!(
+        "routes:\n  - name: admin\n    patterns: [\"/admin/*\"]\n    origin_group: admin\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n{}{}",
+        group_yaml("web", origin.addr()),
+        group_yaml("admin", admin.addr())
+    );
+    let edge = TestEdge::with_routes("", &rules).await;
+    for path in [
+        "/static/..;/admin/x",
+        "/static/.%2e/admin/x",
+        "/static/%2e./admin/x",
+        "/static/..%2fadmin/x",
+        "/static/..%5Cadmin/x",
+        "/static/%2E%2E/admin/x",
+        "/a%00b",
+        "/a%zz",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let answer = exchange(edge.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{path}: {answer}");
+        assert!(
+            answer.contains("x-portico-error: bad-path"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains("is not allowed: it "), "{path}: {answer}");
+    }
+    assert_eq!(
+        origin.count() + admin.count(),
+        0,
+        "no ambiguous path reached an origin"
+    );
+
+    // `/%61dmin/x` is `/admin/x`: it takes the admin route, as the plain spelling does,
+    // instead of slipping past it to the catch-all.
+    let answer = exchange(
+        edge.addr,
+        b"GET /%61dmin/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(admin.requests()[0].uri, "/admin/x");
+    let answer = exchange(
+        edge.addr,
+        b"GET /caf%C3%A9/%7euser?q=%61 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(
+        origin.requests()[0].uri,
+        "/caf%C3%A9/~user?q=%61",
+        "the origin gets the normal form"
+    );
+}
+
+/// A client's own `X-Forwarded-For` (and `Forwarded`, `X-Real-IP`) is replaced, unless the
+/// client is a configured proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarding_headers_are_replaced_unless_from_a_trusted_proxy() {
+    let origin = TestOrigin::ok(&[]).await;
+    let rules = site("{ enabled: false }", origin.addr());
+    for (trusted, expected) in [
+        ("", "127.0.0.1"),
+        ("trusted_proxies: [127.0.0.0/8]\n", "203.0.113.9, 127.0.0.1"),
+    ] {
+        let edge = TestEdge::with_routes(trusted, &rules).await;
+        let answer = client()
+            .get(edge.url("/who"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-real-ip", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let seen = origin.requests().pop().unwrap();
+        assert_eq!(seen.headers["x-forwarded-for"], expected);
+        assert_eq!(seen.headers.get("x-real-ip").is_some(), !trusted.is_empty());
+    }
+}

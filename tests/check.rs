@@ -725,3 +725,41 @@ fn files_too_deep_or_too_large_are_refused_quickly() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Rules may not edit the request headers the edge owns: a rule could otherwise forge a
+/// hop (`Via`, `CDN-Loop`), a client (`X-Forwarded-For`) or the request id.
+#[test]
+fn rules_may_not_edit_the_headers_the_edge_owns() {
+    let rules = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+    rule_sets: [forge]
+rule_sets:
+  - name: forge
+    rules:
+      - name: hop
+        actions:
+          - { type: modify_request_header, header_action: delete, name: CDN-Loop }
+          - { type: modify_request_header, header_action: overwrite, name: X-Forwarded-For, value: 1.2.3.4 }
+          - { type: modify_request_header, header_action: overwrite, name: X-Edge, value: \"1\" }
+          - { type: modify_response_header, header_action: delete, name: Via }
+";
+    let out = check_routes(rules).refused();
+    out.error(
+        "rules/routes.yaml:15:67",
+        "rule_sets[0].rules[0].actions[0].name",
+        "set by the edge itself",
+    );
+    out.error(
+        "rules/routes.yaml:16:70",
+        "rule_sets[0].rules[0].actions[1].name",
+        "set by the edge itself",
+    );
+    assert_eq!(out.error_count(), 2, "{}", out.stdout);
+}

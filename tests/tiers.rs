@@ -94,8 +94,9 @@ async fn hops_append_via_and_cdn_loop_and_the_client_address_is_kept() {
         "1.0 corp-proxy, 1.1 edge-0, 1.1 shield-0"
     );
     assert_eq!(seen.headers["cdn-loop"], "edge-0, shield-0");
-    // The shield believed its edge: the client is the list's last entry, once.
-    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    // The edge replaced the client's own claim (it is no trusted proxy); the shield believed
+    // its edge: the client is the list's only entry, once.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["host"], "origin.internal");
     // The host the cache key used: normalised, without the client's port (issue 15).
@@ -516,7 +517,7 @@ async fn a_shield_with_shields_makes_a_third_tier() {
     let seen = &origin.requests()[0];
     assert_eq!(seen.headers["via"], "1.1 edge-0, 1.1 mid, 1.1 top");
     assert_eq!(seen.headers["cdn-loop"], "edge-0, mid, top");
-    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-portico-ref"], first.request_id.as_str());
     // The middle tier forgets; the top still has it: a remote hit, passed down.
     assert_eq!(purge(&mid, r#"{"paths": ["/deep"]}"#).await["purged"], 1);

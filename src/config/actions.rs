@@ -9,6 +9,16 @@ use super::duration::parse_duration;
 use super::file::{CacheBehavior, FileAction, HeaderAction, QueryStringBehavior, RedirectProtocol};
 use super::model::{Action, HeaderEdit, QueryStringMode, Redirect};
 
+/// Request headers the edge owns: `Host` (the origin's `host_header`), `Via` and `CDN-Loop`
+/// (loop detection across tiers), the forwarding headers (what the origin believes about
+/// the client) and the request id. A rule that edited them could forge a hop or a client.
+fn is_edge_owned(name: &str) -> bool {
+    matches!(
+        name,
+        "host" | "via" | "cdn-loop" | "forwarded" | "x-real-ip" | "x-portico-ref"
+    ) || name.starts_with("x-forwarded-")
+}
+
 const ACTION_TYPES: &str = "route_override, cache_expiration, cache_key_query_string, modify_request_header, modify_response_header, url_rewrite, url_redirect";
 
 /// The fields an action has set, by name.
@@ -143,6 +153,14 @@ pub(super) fn build_action(
         }
         "modify_request_header" | "modify_response_header" => {
             let edit = header_edit(report, file, at, raw)?;
+            if raw.kind == "modify_request_header" && is_edge_owned(edit.name.as_str()) {
+                report.error(
+                    file,
+                    &format!("{at}.name"),
+                    format!("{} is set by the edge itself (routing, loop detection, client address, request id): a rule may not change it", edit.name),
+                );
+                return None;
+            }
             if raw.kind == "modify_request_header" {
                 Action::ModifyRequestHeader(edit)
             } else {

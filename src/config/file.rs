@@ -23,6 +23,10 @@ pub struct FileNode {
     /// `stdout`, `off`, or a file path (relative to this file).
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Proxies in front of this node (load balancers) whose `X-Forwarded-For`, `Forwarded`
+    /// and `X-Real-IP` are believed; from anyone else those headers are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub defaults: Option<FileDefaults>,
     #[serde(default)]

@@ -88,6 +88,8 @@ pub struct NodeSettings {
     pub cache_lock_timeout: Duration,
     /// Shields, trusted edges (`tier::`).
     pub tiers: TierSettings,
+    /// Clients whose forwarding headers are kept (a load balancer in front of the node).
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 /// Where this node's misses go, and whom it trusts as an edge (SPEC §5).

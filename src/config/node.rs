@@ -240,6 +240,22 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             cache_max_object_bytes,
             cache_lock_timeout,
             tiers: super::tiers::build_tiers(report, file, conf_dir, raw),
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let network = super::conditions::parse_network(text);
+                    if network.is_none() {
+                        report.error(
+                            file,
+                            &format!("trusted_proxies[{i}]"),
+                            format!("\"{text}\" is not an address or CIDR block"),
+                        );
+                    }
+                    network
+                })
+                .collect(),
         },
         rules_dir: conf_dir.join(raw.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR)),
         on_cached_upgrade: defaults

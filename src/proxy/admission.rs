@@ -10,6 +10,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 
 use crate::config::model::RedirectProtocol;
+use crate::rules::path::{normalise_path, PathRefusal};
 use crate::rules::request::{normalise_host, strip_port, BadHost};
 use crate::rules::{Miss, RedirectTarget, RequestFacts, Scheme, UpgradeHandling};
 use crate::tunnel::TunnelState;
@@ -26,6 +27,18 @@ pub async fn admit(
     node: &str,
 ) -> Result<bool> {
     if let Some(answer) = refusal(session, node) {
+        return answer.send(session, ctx).await.map(|_| true);
+    }
+    if let Err(why) = normalise_request_path(session) {
+        let answer = EdgeAnswer {
+            status: 400,
+            error: "bad-path",
+            body: format!(
+                "path \"{}\" is not allowed: {why}",
+                session.req_header().uri.path()
+            ),
+            location: None,
+        };
         return answer.send(session, ctx).await.map(|_| true);
     }
     let request = session.req_header();
@@ -186,21 +199,26 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
             location: None,
         });
     }
-    let path = request.uri.path();
-    let dotted = path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-        || contains_ignore_ascii_case(path, "%2e%2e")
-        || contains_ignore_ascii_case(path, "/%2e/");
-    if dotted || !path.starts_with('/') {
-        return Some(EdgeAnswer {
-            status: 400,
-            error: "bad-path",
-            body: format!("path \"{path}\" is not allowed (dot segments or not absolute)"),
-            location: None,
-        });
-    }
     None
+}
+
+/// Puts the request's path in normal form (`rules::path`) before anything reads it:
+/// routing, rules, the cache key and the forwarded request all see that form.
+fn normalise_request_path(session: &mut Session) -> std::result::Result<(), PathRefusal> {
+    let request = session.req_header();
+    let normal = match normalise_path(request.uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(normal) => normal,
+    };
+    let mut parts = request.uri.clone().into_parts();
+    let target = match request.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    parts.path_and_query = Some(target.parse().map_err(|_| "it cannot be written back")?);
+    let uri = http::Uri::from_parts(parts).map_err(|_| "it cannot be written back")?;
+    session.req_header_mut().set_uri(uri);
+    Ok(())
 }
 
 fn no_route(
@@ -263,12 +281,4 @@ fn redirect_location(
         Some(query) => format!("{}://{host}{path}?{query}", scheme.as_str()),
         None => format!("{}://{host}{path}", scheme.as_str()),
     }
-}
-
-/// `haystack` contains `needle` (lower-case ASCII), ignoring ASCII case, without allocating.
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }

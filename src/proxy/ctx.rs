@@ -25,6 +25,8 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     pub scheme: Scheme,
     pub client_ip: Option<IpAddr>,
+    /// The client is a proxy in `trusted_proxies`: its forwarding headers are kept.
+    pub forwarding_trusted: bool,
     /// The request's host, checked and normalised (`rules::request::normalise_host`:
     /// `name[:port]`, lower-case); `None` for an HTTP/1.0 request that names none. The
     /// cache key, `X-Forwarded-Host` and a shield's `Host` all come from it.
@@ -79,6 +81,7 @@ impl RequestCtx {
             decision: None,
             scheme: Scheme::Http,
             client_ip: None,
+            forwarding_trusted: false,
             host: None,
             listener: None,
             edge_listener: None,

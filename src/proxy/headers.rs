@@ -46,6 +46,13 @@ pub fn add_forwarding_headers(
     client_host: Option<HeaderValue>,
 ) -> Result<()> {
     append_list(upstream, "via", &node.via)?;
+    if !ctx.forwarding_trusted && !ctx.tier.from_edge {
+        // A client's own claims about where it comes from are not passed on: the origin
+        // would take the first `X-Forwarded-For` entry for the client's address.
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            upstream.remove_header(name);
+        }
+    }
     // From a trusted edge the client is already the list's last entry (`tier::hop`).
     if let Some(ip) = ctx.client_ip.filter(|_| !ctx.tier.from_edge) {
         // At most 45 bytes (IPv6 with an IPv4 tail): formatted on the stack.
@@ -178,12 +185,22 @@ mod tests {
     use super::*;
 
     fn forwarded(existing: &[(&'static str, &'static str)], ip: &str) -> RequestHeader {
+        forwarded_from(existing, ip, true)
+    }
+
+    /// `trusted`: the client is one of `trusted_proxies`.
+    fn forwarded_from(
+        existing: &[(&'static str, &'static str)],
+        ip: &str,
+        trusted: bool,
+    ) -> RequestHeader {
         let mut upstream = RequestHeader::build("GET", b"/", None).unwrap();
         for (name, value) in existing {
             upstream.append_header(*name, *value).unwrap();
         }
         let mut ctx = RequestCtx::new();
         ctx.client_ip = Some(ip.parse().unwrap());
+        ctx.forwarding_trusted = trusted;
         let host = Some(HeaderValue::from_static("Shop.Example:8080"));
         add_forwarding_headers(
             &mut upstream,
@@ -224,5 +241,24 @@ mod tests {
         assert_eq!(upstream.headers["cdn-loop"], "other-cdn, edge-1");
         // One line each: the lists were rewritten, not repeated.
         assert_eq!(upstream.headers.get_all("via").iter().count(), 1);
+    }
+
+    #[test]
+    fn a_clients_own_forwarding_headers_are_replaced_unless_it_is_a_trusted_proxy() {
+        let claims = [
+            ("x-forwarded-for", "203.0.113.66"),
+            ("forwarded", "for=203.0.113.66"),
+            ("x-real-ip", "203.0.113.66"),
+        ];
+        let upstream = forwarded_from(&claims, "192.0.2.7", false);
+        assert_eq!(upstream.headers["x-forwarded-for"], "192.0.2.7");
+        assert!(upstream.headers.get("forwarded").is_none());
+        assert!(upstream.headers.get("x-real-ip").is_none());
+        let upstream = forwarded_from(&claims, "192.0.2.7", true);
+        assert_eq!(
+            upstream.headers["x-forwarded-for"],
+            "203.0.113.66, 192.0.2.7"
+        );
+        assert_eq!(upstream.headers["x-real-ip"], "203.0.113.66");
     }
 }

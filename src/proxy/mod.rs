@@ -151,10 +151,16 @@ impl ProxyHttp for Portico {
         } else {
             Scheme::Http
         };
+        // An IPv4 client on a dual-stack listener arrives as `::ffff:a.b.c.d`: conditions,
+        // logs and `X-Forwarded-For` see the IPv4 address it is.
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+            .map(|a| a.ip().to_canonical());
+        ctx.forwarding_trusted = ctx.client_ip.is_some_and(|ip| {
+            let trusted = &snapshot.engine.config.node.trusted_proxies;
+            trusted.iter().any(|network| network.contains(ip))
+        });
         ctx.listener = session
             .server_addr()
             .and_then(|a| a.as_inet())

@@ -17,6 +17,7 @@ impl Condition {
                 let Some(ip) = request.client_ip else {
                     return false;
                 };
+                let ip = ip.to_canonical();
                 self.operator == Operator::Any || self.networks.iter().any(|net| net.contains(ip))
             }
             MatchVariable::RequestHeader => {

@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod engine;
+pub mod path;
 pub mod request;
 pub mod route_table;
 

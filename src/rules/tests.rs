@@ -682,6 +682,9 @@ fn client_address_ip_match() {
         !fires(&conditions, &get("/")),
         "no client address: no match"
     );
+    // An IPv4 client on a dual-stack listener.
+    assert!(fires(&conditions, &get("/").client("::ffff:10.1.2.3")));
+    assert!(!fires(&conditions, &get("/").client("::ffff:192.168.0.1")));
 }
 
 #[test]

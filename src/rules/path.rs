@@ -1,0 +1,177 @@
+//! The request path, normalised once before routing (RFC 3986 §6.2.2): routes, rules, the
+//! cache key and the origin all see the same form, so `/%61dmin` cannot slip past a rule
+//! on `/admin` that the origin would then serve.
+//!
+//! - Percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded; every other
+//!   percent-encoding keeps its meaning and gets upper-case hex digits.
+//! - What stays ambiguous is refused rather than guessed: a dot segment (`.` or `..`,
+//!   however it is spelt: `%2e`, `.%2E`, followed by a `;parameter` as Tomcat reads it, or
+//!   next to an encoded `/` or `\` that an origin may decode into a separator), a
+//!   backslash (IIS reads it as `/`), an encoded NUL, and a `%` that encodes nothing.
+//!   Resolving dot segments instead would route a request to one place that an origin
+//!   with other rules resolves to another.
+
+use std::borrow::Cow;
+
+/// Why a path is refused (shown to the client after "path ... is not allowed: ").
+pub type PathRefusal = &'static str;
+
+/// The normalised form of `path` (borrowed when it is already normal), or why it is refused.
+pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRefusal> {
+    if !path.starts_with('/') {
+        return Err("it is not absolute");
+    }
+    let bytes = path.as_bytes();
+    let needs_work = bytes.iter().any(|&b| b == b'%' || b == b'\\');
+    let normal: Cow<'_, str> = if needs_work {
+        Cow::Owned(decode_unreserved(bytes)?)
+    } else {
+        Cow::Borrowed(path)
+    };
+    if has_dot_segment(&normal) {
+        return Err("it has a dot segment");
+    }
+    Ok(normal)
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the others' hex digits.
+fn decode_unreserved(bytes: &[u8]) -> Result<String, PathRefusal> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err("it has a backslash"),
+            b'%' => {
+                let value = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or("it has a % that encodes nothing")?;
+                match value {
+                    0 => return Err("it encodes a NUL"),
+                    b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => out.push(b as char),
+                    b => {
+                        out.push('%');
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+                    }
+                }
+                i += 3;
+            }
+            // The path came from a `&str`: copy whole characters.
+            _ => {
+                let rest = std::str::from_utf8(&bytes[i..]).map_err(|_| "it is not text")?;
+                let c = rest.chars().next().ok_or("it is not text")?;
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a segment, split at `/` and at an encoded `/` or `\`, is `.` or `..` once a
+/// `;parameter` is cut off.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        split_encoded_separators(segment).any(|part| {
+            let name = part.split(';').next().unwrap_or(part);
+            name == "." || name == ".."
+        })
+    })
+}
+
+fn split_encoded_separators(segment: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(segment);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let cut = (0..text.len()).find(|&i| {
+            let upper = text.get(i..i + 3).map(str::to_ascii_uppercase);
+            matches!(upper.as_deref(), Some("%2F" | "%5C"))
+        });
+        match cut {
+            Some(i) => {
+                rest = Some(&text[i + 3..]);
+                Some(&text[..i])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_paths_are_borrowed_as_they_are() {
+        for path in [
+            "/",
+            "/a/b.css",
+            "/a//b",
+            "/.well-known/x",
+            "/a/b;v=1",
+            "/..a/b..",
+        ] {
+            assert!(
+                matches!(normalise_path(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreserved_characters_are_decoded_and_other_escapes_upper_cased() {
+        let cases = [
+            ("/%61dmin", "/admin"),
+            ("/a%7Eb%2d", "/a~b-"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/%2E%2E%2E", "/..."),
+        ];
+        for (raw, normal) in cases {
+            assert_eq!(normalise_path(raw).as_deref(), Ok(normal), "{raw}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_dot_segment_is_refused() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a/..;/b",
+            "/a/.;x/b",
+            "/a/.%2e/b",
+            "/a/%2e./b",
+            "/a/%2E%2E/b",
+            "/a/..%2fb",
+            "/a/..%2Fb",
+            "/a/b%2f..%2fc",
+            "/a/..%5cb",
+            "/%2e",
+        ] {
+            assert_eq!(normalise_path(path), Err("it has a dot segment"), "{path}");
+        }
+    }
+
+    #[test]
+    fn backslashes_nul_bad_escapes_and_relative_paths_are_refused() {
+        assert_eq!(normalise_path("/a\\..\\b"), Err("it has a backslash"));
+        assert_eq!(normalise_path("/a%00b"), Err("it encodes a NUL"));
+        assert_eq!(
+            normalise_path("/a%zz"),
+            Err("it has a % that encodes nothing")
+        );
+        assert_eq!(
+            normalise_path("/a%4"),
+            Err("it has a % that encodes nothing")
+        );
+        assert_eq!(normalise_path("a/b"), Err("it is not absolute"));
+        assert_eq!(normalise_path("*"), Err("it is not absolute"));
+    }
+}
