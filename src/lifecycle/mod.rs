@@ -252,7 +252,8 @@ impl Lifecycle {
                     let _ = self.reload(trigger).await;
                 }
                 _ = &mut watcher => {}
-                _ = shutdown.changed() => {}
+                // A dropped sender means nobody can stop us any more: stop now.
+                changed = shutdown.changed() => if changed.is_err() { break },
             }
         }
         self.stop().await;
