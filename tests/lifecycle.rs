@@ -340,10 +340,9 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (sent, failed) = requests.finish().await;
     assert!(sent > 50, "the loop ran");
-    assert_eq!(
-        failed,
-        0,
-        "old:\n{}\nupgrade:\n{}",
+    assert!(
+        failed.is_empty(),
+        "failures {failed:?}\nold:\n{}\nupgrade:\n{}",
         old.printed(),
         std::fs::read_to_string(&script_out).unwrap_or_default()
     );

@@ -208,7 +208,7 @@ async fn a_hundred_tunnels_and_a_request_loop_survive_twenty_reloads() {
     }
     let (sent, failed) = requests.finish().await;
     assert!(sent > 20);
-    assert_eq!(failed, 0, "no request failed");
+    assert!(failed.is_empty(), "no request failed: {failed:?}");
     let metrics = client()
         .get(edge.admin_url("/metrics"))
         .send()

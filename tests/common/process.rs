@@ -141,10 +141,10 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
 }
 
 /// Requests to one URL, one after the other, until [`RequestLoop::finish`]: how many
-/// were sent and how many did not get a 200.
+/// were sent and why each that did not get a 200 failed.
 pub struct RequestLoop {
     stop: std::sync::Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<(usize, usize)>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
 }
 
 impl RequestLoop {
@@ -159,14 +159,16 @@ impl RequestLoop {
         }
         let client = builder.build().unwrap();
         let task = tokio::spawn(async move {
-            let (mut sent, mut failed) = (0, 0);
+            let (mut sent, mut failures) = (0, Vec::new());
             loop {
                 tokio::select! {
-                    _ = stopped.notified() => return (sent, failed),
+                    _ = stopped.notified() => return (sent, failures),
                     answer = client.get(&url).send() => {
                         sent += 1;
-                        if !answer.is_ok_and(|r| r.status() == 200) {
-                            failed += 1;
+                        match answer {
+                            Ok(r) if r.status() == 200 => {}
+                            Ok(r) => failures.push(format!("status {}", r.status())),
+                            Err(e) => failures.push(format!("{e:?}")),
                         }
                     }
                 }
@@ -175,8 +177,9 @@ impl RequestLoop {
         RequestLoop { stop, task }
     }
 
-    /// Stops the loop: `(sent, failed)`.
-    pub async fn finish(self) -> (usize, usize) {
+    /// Stops the loop: how many requests were sent, and what went wrong with each that
+    /// failed.
+    pub async fn finish(self) -> (usize, Vec<String>) {
         self.stop.notify_one();
         self.task.await.unwrap()
     }
