@@ -126,6 +126,9 @@ pub struct FileDefaults {
     pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub tunnel_max_lifetime: Option<String>,
+    /// After one side of a tunnel closes, how long the other may go on alone.
+    #[serde(default)]
+    pub tunnel_linger: Option<String>,
     /// TTL for cacheable responses whose origin gives no freshness information.
     #[serde(default)]
     pub cache_default_ttl: Option<String>,
@@ -206,6 +209,9 @@ pub struct FileRoute {
     pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub tunnel_max_lifetime: Option<String>,
+    /// After one side of a tunnel closes, how long the other may go on alone.
+    #[serde(default)]
+    pub tunnel_linger: Option<String>,
     #[serde(default)]
     pub rule_sets: Vec<String>,
 }

@@ -208,6 +208,8 @@ impl Default for OriginTimeouts {
 pub struct TunnelLimits {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
+    /// After one side closes (half-close), how long the other may still send.
+    pub linger: Duration,
 }
 
 #[derive(Debug)]

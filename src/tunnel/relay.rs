@@ -1,5 +1,9 @@
-//! Moves an upgraded connection's bytes both ways, untouched, until one side closes or a
-//! timer fires.
+//! Moves an upgraded connection's bytes both ways, untouched, until both sides have closed
+//! or a timer fires.
+//!
+//! A side that ends (EOF) is a half-close: once what it sent is written, the relay shuts
+//! down the write half towards the other side and keeps relaying the other way until that
+//! side ends too, or for at most the tunnel's linger time.
 //!
 //! The relay owns no buffer while the tunnel is quiet: each read lands in a buffer on the
 //! stack of the poll that made it and goes straight to the other side. Only bytes the
@@ -66,21 +70,40 @@ pub async fn relay(
 
     let deadline = tokio::time::sleep(limits.max_lifetime);
     let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(deadline, idle, closing);
+    // Armed when the first side finishes: how long the other may go on alone.
+    let linger = tokio::time::sleep(limits.linger);
+    tokio::pin!(deadline, idle, linger, closing);
     let mut last_moved = Instant::now();
+    // The side that finished first, once its end has been passed on (half-close).
+    let mut first_closed: Option<ClosedBy> = None;
 
-    let closed_by = poll_fn(|cx| {
+    let ended_by = poll_fn(|cx| {
         let mut moved = false;
         let client_side = to_origin.poll(cx, &mut downstream, &mut upstream, &mut moved);
         let origin_side = to_client.poll(cx, &mut upstream, &mut downstream, &mut moved);
-        match (client_side, origin_side) {
-            (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => {
-                return Poll::Ready(ClosedBy::Error)
+        if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) = (&client_side, &origin_side) {
+            return Poll::Ready(ClosedBy::Error);
+        }
+        let (client_done, origin_done) = (client_side.is_ready(), origin_side.is_ready());
+        if client_done && origin_done {
+            return Poll::Ready(ClosedBy::Client);
+        }
+        if first_closed.is_none() && (client_done || origin_done) {
+            // One side ended and its end went on (the write half towards the other side is
+            // shut down): the other side may still answer, for at most the linger time.
+            first_closed = Some(if client_done {
+                ClosedBy::Client
+            } else {
+                ClosedBy::Origin
+            });
+            linger
+                .as_mut()
+                .reset((Instant::now() + limits.linger).into());
+        }
+        if let Some(first) = first_closed {
+            if linger.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(first);
             }
-            // The first side to finish (its end read and passed on) closes the tunnel.
-            (Poll::Ready(Ok(())), _) => return Poll::Ready(ClosedBy::Client),
-            (_, Poll::Ready(Ok(()))) => return Poll::Ready(ClosedBy::Origin),
-            _ => {}
         }
         if deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(ClosedBy::MaxLifetime);
@@ -102,6 +125,10 @@ pub async fn relay(
         Poll::Pending
     })
     .await;
+    // Once one side has ended, whatever ends the other (its own end, the linger time, a
+    // peer that closed its whole socket, a timer, the drain) the record names the side
+    // that began the close.
+    let closed_by = first_closed.unwrap_or(ended_by);
 
     // Best effort, and bounded: a TLS close_notify to a peer that stopped reading would
     // otherwise wait forever. The tunnel is over either way.
@@ -126,6 +153,9 @@ struct Direction {
     preread: Vec<Bytes>,
     needs_flush: bool,
     read_done: bool,
+    /// The reading side's end was passed on: the write half towards the other side is shut.
+    end_passed_on: bool,
+    /// Bytes written to the other side (not merely read).
     bytes: u64,
 }
 
@@ -137,12 +167,14 @@ impl Direction {
             preread,
             needs_flush: false,
             read_done: false,
+            end_passed_on: false,
             bytes: 0,
         }
     }
 
-    /// Ready(Ok) once the reading side has ended and everything read was written and
-    /// flushed; Ready(Err) on an I/O error on either side. While the writer is blocked,
+    /// Ready(Ok) once the reading side has ended, everything read was written and flushed,
+    /// and the write half towards the other side is shut down (the end passed on, as a
+    /// half-close); Ready(Err) on an I/O error on either side. While the writer is blocked,
     /// reading goes on until `READ_AHEAD` bytes wait, so both sockets stay busy.
     fn poll(
         &mut self,
@@ -155,7 +187,6 @@ impl Direction {
             let mut progress = false;
             if self.pending.is_empty() && !self.preread.is_empty() {
                 let chunk = self.preread.remove(0);
-                self.bytes += chunk.len() as u64;
                 self.pending.extend_from_slice(&chunk);
             }
             let mut write_blocked = false;
@@ -164,6 +195,7 @@ impl Direction {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
+                        self.bytes += n as u64;
                         self.needs_flush = true;
                         *moved = true;
                         progress = true;
@@ -187,7 +219,18 @@ impl Direction {
                     Poll::Pending => write_blocked = true,
                 }
             }
-            if self.read_done && self.pending.is_empty() && !self.needs_flush {
+            if self.read_done
+                && self.pending.is_empty()
+                && self.preread.is_empty()
+                && !self.needs_flush
+            {
+                if !self.end_passed_on {
+                    match Pin::new(&mut *to).poll_shutdown(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        // A peer already gone: its own side reports it, if it matters.
+                        Poll::Ready(_) => self.end_passed_on = true,
+                    }
+                }
                 return Poll::Ready(Ok(()));
             }
             if !self.read_done && self.pending.len() - self.written < READ_AHEAD {
@@ -200,7 +243,6 @@ impl Direction {
                         if data.is_empty() {
                             self.read_done = true;
                         } else {
-                            self.bytes += data.len() as u64;
                             *moved = true;
                             if self.pending.is_empty() && !write_blocked {
                                 self.write_through(cx, to, data)?;
@@ -234,7 +276,10 @@ impl Direction {
         while offset < data.len() {
             match Pin::new(&mut *to).poll_write(cx, &data[offset..]) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => offset += n,
+                Poll::Ready(Ok(n)) => {
+                    offset += n;
+                    self.bytes += n as u64;
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
@@ -266,6 +311,7 @@ mod tests {
         TunnelLimits {
             idle_timeout: Duration::from_secs(30),
             max_lifetime: Duration::from_secs(60),
+            linger: Duration::from_secs(5),
         }
     }
 
@@ -326,5 +372,68 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"last words");
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_closed_its_side_still_gets_what_the_client_sends_then_both_end() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let relay = tokio::spawn(relay(tunnel, limits(), std::future::pending()));
+        origin.write_all(b"bye").await.unwrap();
+        origin.shutdown().await.unwrap();
+        // The client gets the origin's last bytes and then its end (a half-close).
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        // Its side is still open: what it sends now reaches the origin.
+        client.write_all(b"late").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"late");
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.closed_by, ClosedBy::Origin);
+        assert_eq!(outcome.bytes_client_to_origin, 4);
+        assert_eq!(outcome.bytes_origin_to_client, 3);
+    }
+
+    #[tokio::test]
+    async fn bytes_are_counted_when_written_not_when_read() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let short = TunnelLimits {
+            max_lifetime: Duration::from_millis(300),
+            ..limits()
+        };
+        let relay = tokio::spawn(relay(tunnel, short, std::future::pending()));
+        // The client reads nothing, so the relay ends up holding bytes it could not write.
+        let flood = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            while origin.write_all(&chunk).await.is_ok() {}
+        });
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.closed_by, ClosedBy::MaxLifetime);
+        // What the client can read is exactly what the relay wrote, and counted.
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got).await;
+        assert!(!got.is_empty());
+        assert_eq!(outcome.bytes_origin_to_client, got.len() as u64);
+        flood.abort();
     }
 }
