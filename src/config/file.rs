@@ -115,6 +115,9 @@ pub struct FileServer {
     /// The Unix socket a graceful binary upgrade hands the listening sockets over.
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// A graceful binary upgrade hands open plain-TCP tunnels to the new process.
+    #[serde(default)]
+    pub tunnel_handover: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

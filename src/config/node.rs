@@ -246,6 +246,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             drain_delay,
             tunnel_drain_timeout,
             upgrade_sock,
+            tunnel_handover: server.and_then(|s| s.tunnel_handover).unwrap_or(true),
             access_log,
             cache_default_ttl,
             origin_timeouts,

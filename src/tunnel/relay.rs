@@ -52,114 +52,293 @@ pub async fn relay(
     limits: TunnelLimits,
     closing: impl Future<Output = ()>,
 ) -> RelayOutcome {
-    let started = Instant::now();
-    let UpgradedTunnel {
-        mut downstream,
-        downstream_read,
-        downstream_ended,
-        mut upstream,
-        upstream_read,
-        upstream_ended,
-    } = tunnel;
-    let mut to_origin = Direction::new(downstream_read);
-    let mut to_client = Direction::new(upstream_read);
-    to_origin.read_done = downstream_ended;
-    to_client.read_done = upstream_ended;
-    // The 101 may still sit in the client connection's write buffer.
-    to_client.needs_flush = true;
+    let mut relay = Relay::new(tunnel, &limits);
+    let closing = std::pin::pin!(closing);
+    match relay
+        .run(&limits, closing, std::pin::pin!(std::future::pending()))
+        .await
+    {
+        Step::Ended(ended_by) => relay.finish(ended_by).await,
+        Step::Paused => unreachable!("a relay that cannot be paused paused"),
+    }
+}
 
-    let deadline = tokio::time::sleep(limits.max_lifetime);
-    let idle = tokio::time::sleep(limits.idle_timeout);
-    // Armed when the first side finishes: how long the other may go on alone.
-    let linger = tokio::time::sleep(limits.linger);
-    tokio::pin!(deadline, idle, linger, closing);
-    let mut last_moved = Instant::now();
-    // The side that finished first, once its end has been passed on (half-close).
-    let mut first_closed: Option<ClosedBy> = None;
+/// Where [`Relay::run`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The tunnel is over; [`Relay::finish`] closes it.
+    Ended(ClosedBy),
+    /// Asked to pause: no write is half-done, every byte read and not yet written is in
+    /// the relay's state. `run` may be called again to go on.
+    Paused,
+}
 
-    let ended_by = poll_fn(|cx| {
-        let mut moved = false;
-        let client_side = to_origin.poll(cx, &mut downstream, &mut upstream, &mut moved);
-        let origin_side = to_client.poll(cx, &mut upstream, &mut downstream, &mut moved);
-        if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) = (&client_side, &origin_side) {
-            return Poll::Ready(ClosedBy::Error);
+/// A tunnel's two connections and everything the relay knows about them: what it holds
+/// each way, its byte counts and its clocks. It can stop between two polls (a safe point)
+/// and go on later, here or, handed over, in another process.
+pub struct Relay {
+    pub(crate) downstream: Stream,
+    pub(crate) upstream: Stream,
+    pub(crate) to_origin: Direction,
+    pub(crate) to_client: Direction,
+    /// When the tunnel opened (before a handover: in the old process's terms).
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) last_moved: Instant,
+    /// The side that finished first, once its end has been passed on (half-close).
+    pub(crate) first_closed: Option<ClosedBy>,
+    linger_until: Option<Instant>,
+}
+
+impl Relay {
+    pub fn new(tunnel: UpgradedTunnel, limits: &TunnelLimits) -> Relay {
+        let UpgradedTunnel {
+            downstream,
+            downstream_read,
+            downstream_ended,
+            upstream,
+            upstream_read,
+            upstream_ended,
+        } = tunnel;
+        let mut to_origin = Direction::new(downstream_read);
+        let mut to_client = Direction::new(upstream_read);
+        to_origin.read_done = downstream_ended;
+        to_client.read_done = upstream_ended;
+        // The 101 may still sit in the client connection's write buffer.
+        to_client.needs_flush = true;
+        let now = Instant::now();
+        Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            started: now,
+            deadline: now + limits.max_lifetime,
+            last_moved: now,
+            first_closed: None,
+            linger_until: None,
         }
-        let (client_done, origin_done) = (client_side.is_ready(), origin_side.is_ready());
-        if client_done && origin_done {
-            return Poll::Ready(ClosedBy::Client);
-        }
-        if first_closed.is_none() && (client_done || origin_done) {
-            // One side ended and its end went on (the write half towards the other side is
-            // shut down): the other side may still answer, for at most the linger time.
-            first_closed = Some(if client_done {
-                ClosedBy::Client
-            } else {
-                ClosedBy::Origin
-            });
-            linger
-                .as_mut()
-                .reset((Instant::now() + limits.linger).into());
-        }
-        if let Some(first) = first_closed {
-            if linger.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(first);
+    }
+
+    /// Relays until the tunnel ends, or until `pause` resolves (then at a safe point).
+    pub async fn run(
+        &mut self,
+        limits: &TunnelLimits,
+        mut closing: Pin<&mut impl Future<Output = ()>>,
+        mut pause: Pin<&mut impl Future<Output = ()>>,
+    ) -> Step {
+        let Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            deadline,
+            last_moved,
+            first_closed,
+            linger_until,
+            ..
+        } = self;
+        let deadline = tokio::time::sleep_until((*deadline).into());
+        let idle = tokio::time::sleep_until((*last_moved + limits.idle_timeout).into());
+        // Armed when the first side finishes: how long the other may go on alone.
+        let linger = tokio::time::sleep_until(linger_until.unwrap_or(*last_moved).into());
+        tokio::pin!(deadline, idle, linger);
+
+        poll_fn(|cx| {
+            // Between two polls nothing is half-done: a safe point to stop at.
+            if pause.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Paused);
             }
-        }
-        if deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(ClosedBy::MaxLifetime);
-        }
-        if closing.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(ClosedBy::Shutdown);
-        }
-        if moved {
-            last_moved = Instant::now();
-        }
-        // The idle timer is re-armed lazily: only when it fires early does it move on.
-        while idle.as_mut().poll(cx).is_ready() {
-            let quiet_until = last_moved + limits.idle_timeout;
-            if Instant::now() >= quiet_until {
-                return Poll::Ready(ClosedBy::IdleTimeout);
+            let mut moved = false;
+            let client_side = to_origin.poll(cx, downstream, upstream, &mut moved);
+            let origin_side = to_client.poll(cx, upstream, downstream, &mut moved);
+            if moved {
+                *last_moved = Instant::now();
             }
-            idle.as_mut().reset(quiet_until.into());
-        }
-        Poll::Pending
-    })
-    .await;
-    // Once one side has ended, whatever ends the other (its own end, the linger time, a
-    // peer that closed its whole socket, a timer, the drain) the record names the side
-    // that began the close.
-    let closed_by = first_closed.unwrap_or(ended_by);
+            if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) =
+                (&client_side, &origin_side)
+            {
+                return Poll::Ready(Step::Ended(ClosedBy::Error));
+            }
+            let (client_done, origin_done) = (client_side.is_ready(), origin_side.is_ready());
+            if client_done && origin_done {
+                return Poll::Ready(Step::Ended(ClosedBy::Client));
+            }
+            if first_closed.is_none() && (client_done || origin_done) {
+                // One side ended and its end went on (the write half towards the other
+                // side is shut down): the other may still answer, for the linger time.
+                *first_closed = Some(if client_done {
+                    ClosedBy::Client
+                } else {
+                    ClosedBy::Origin
+                });
+                let until = Instant::now() + limits.linger;
+                *linger_until = Some(until);
+                linger.as_mut().reset(until.into());
+            }
+            if let Some(first) = *first_closed {
+                if linger.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Step::Ended(first));
+                }
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Ended(ClosedBy::MaxLifetime));
+            }
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Ended(ClosedBy::Shutdown));
+            }
+            // The idle timer is re-armed lazily: only when it fires early does it move on.
+            while idle.as_mut().poll(cx).is_ready() {
+                let quiet_until = *last_moved + limits.idle_timeout;
+                if Instant::now() >= quiet_until {
+                    return Poll::Ready(Step::Ended(ClosedBy::IdleTimeout));
+                }
+                idle.as_mut().reset(quiet_until.into());
+            }
+            Poll::Pending
+        })
+        .await
+    }
 
-    // Best effort, and bounded: a TLS close_notify to a peer that stopped reading would
-    // otherwise wait forever. The tunnel is over either way.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        tokio::join!(downstream.shutdown(), upstream.shutdown())
-    })
-    .await;
-    RelayOutcome {
-        closed_by,
-        bytes_client_to_origin: to_origin.bytes,
-        bytes_origin_to_client: to_client.bytes,
-        duration: started.elapsed(),
+    /// Closes both connections and says how the tunnel went.
+    pub async fn finish(mut self, ended_by: ClosedBy) -> RelayOutcome {
+        // Once one side has ended, whatever ends the other (its own end, the linger time,
+        // a peer that closed its whole socket, a timer, the drain) the record names the
+        // side that began the close.
+        let closed_by = self.first_closed.unwrap_or(ended_by);
+        // Best effort, and bounded: a TLS close_notify to a peer that stopped reading
+        // would otherwise wait forever. The tunnel is over either way.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            tokio::join!(self.downstream.shutdown(), self.upstream.shutdown())
+        })
+        .await;
+        RelayOutcome {
+            closed_by,
+            bytes_client_to_origin: self.to_origin.bytes,
+            bytes_origin_to_client: self.to_client.bytes,
+            duration: self.started.elapsed(),
+        }
     }
 }
 
 /// One way through the tunnel.
-struct Direction {
+pub(crate) struct Direction {
     /// Bytes read but not yet written on; empty (and unallocated) while the writer keeps up.
-    pending: Vec<u8>,
-    written: usize,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) written: usize,
     /// Chunks Pingora read before the handoff, to go first.
-    preread: Vec<Bytes>,
-    needs_flush: bool,
-    read_done: bool,
+    pub(crate) preread: Vec<Bytes>,
+    pub(crate) needs_flush: bool,
+    pub(crate) read_done: bool,
     /// The reading side's end was passed on: the write half towards the other side is shut.
-    end_passed_on: bool,
+    pub(crate) end_passed_on: bool,
     /// Bytes written to the other side (not merely read).
-    bytes: u64,
+    pub(crate) bytes: u64,
+}
+
+/// A handed-over tunnel's clocks, in this process's terms.
+pub struct Clocks {
+    pub started: Instant,
+    pub deadline: Instant,
+    pub last_moved: Instant,
+}
+
+impl Relay {
+    /// A tunnel handed over by another process: its sockets, the bytes it held each way,
+    /// its clocks and byte counts.
+    pub fn adopted(
+        downstream: Stream,
+        upstream: Stream,
+        held_to_origin: Vec<u8>,
+        held_to_client: Vec<u8>,
+        clocks: Clocks,
+        (bytes_to_origin, bytes_to_client): (u64, u64),
+    ) -> Relay {
+        let mut to_origin = Direction::new(Vec::new());
+        to_origin.pending = held_to_origin;
+        to_origin.bytes = bytes_to_origin;
+        let mut to_client = Direction::new(Vec::new());
+        to_client.pending = held_to_client;
+        to_client.bytes = bytes_to_client;
+        Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            started: clocks.started,
+            deadline: clocks.deadline,
+            last_moved: clocks.last_moved,
+            first_closed: None,
+            linger_until: None,
+        }
+    }
+
+    /// Gets a paused relay ready to leave: what sits in a connection's write buffer is
+    /// flushed, and what a connection has read ahead (or the kernel holds) is taken into
+    /// the relay's own state, so the sockets alone carry the rest. Refuses a tunnel that
+    /// is closing (a side has ended) or that holds too much.
+    pub async fn settle(&mut self) -> Result<(), &'static str> {
+        let Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            first_closed,
+            ..
+        } = self;
+        if first_closed.is_some() || to_origin.read_done || to_client.read_done {
+            return Err("it is closing");
+        }
+        downstream.flush().await.map_err(|_| "a write failed")?;
+        upstream.flush().await.map_err(|_| "a write failed")?;
+        to_client.needs_flush = false;
+        to_origin.needs_flush = false;
+        poll_fn(|cx| {
+            Poll::Ready(
+                to_origin
+                    .take_in(cx, downstream)
+                    .and_then(|()| to_client.take_in(cx, upstream)),
+            )
+        })
+        .await
+    }
 }
 
 impl Direction {
+    /// What was read and not yet written, in order.
+    pub(crate) fn held(&self) -> Vec<u8> {
+        let mut held = self.pending[self.written..].to_vec();
+        for chunk in &self.preread {
+            held.extend_from_slice(chunk);
+        }
+        held
+    }
+
+    /// Reads `from` until it has nothing more right now (or ends), keeping it all.
+    fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
+        // In order: what waits, what Pingora read first, then what is read now.
+        self.pending.drain(..self.written);
+        self.written = 0;
+        for chunk in std::mem::take(&mut self.preread) {
+            self.pending.extend_from_slice(&chunk);
+        }
+        loop {
+            let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut storage);
+            match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(_)) => return Err("a read failed"),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Err("it is closing"),
+                Poll::Ready(Ok(())) => {
+                    if self.pending.len() + buf.filled().len() > super::handover::MAX_HELD {
+                        return Err("it holds too much");
+                    }
+                    self.pending.extend_from_slice(buf.filled());
+                }
+            }
+        }
+    }
+
     fn new(preread: Vec<Bytes>) -> Direction {
         Direction {
             pending: Vec::new(),
@@ -435,5 +614,65 @@ mod tests {
         assert!(!got.is_empty());
         assert_eq!(outcome.bytes_origin_to_client, got.len() as u64);
         flood.abort();
+    }
+
+    #[tokio::test]
+    async fn a_paused_relay_settles_with_every_byte_it_holds_in_order_and_goes_on() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: vec![Bytes::from_static(b"pre-")],
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let limits = limits();
+        let mut relay = Relay::new(tunnel, &limits);
+        // Bytes waiting in the client's socket when the relay stops.
+        client.write_all(b"in the socket").await.unwrap();
+        let step = relay
+            .run(
+                &limits,
+                std::pin::pin!(std::future::pending()),
+                std::pin::pin!(std::future::ready(())),
+            )
+            .await;
+        assert_eq!(step, Step::Paused);
+        // Poll until the kernel has the bytes (the write above may not have landed yet).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            relay.settle().await.unwrap();
+            if relay.to_origin.held() == b"pre-in the socket" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", relay.to_origin.held());
+            tokio::task::yield_now().await;
+        }
+        // Nothing went to the origin while paused; once running again, all of it does.
+        let go_on = tokio::spawn(async move {
+            let limits = limits;
+            let step = relay
+                .run(
+                    &limits,
+                    std::pin::pin!(std::future::pending()),
+                    std::pin::pin!(std::future::pending()),
+                )
+                .await;
+            relay
+                .finish(match step {
+                    Step::Ended(by) => by,
+                    Step::Paused => unreachable!(),
+                })
+                .await
+        });
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"pre-in the socket");
+        origin.shutdown().await.unwrap();
+        let outcome = go_on.await.unwrap();
+        assert_eq!(outcome.bytes_client_to_origin, 17);
     }
 }
