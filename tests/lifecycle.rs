@@ -570,3 +570,56 @@ async fn a_new_process_that_reads_another_handover_version_refuses_and_tunnels_d
         .status()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_tunnel_keeps_its_lifetime_deadline() {
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}    tunnel_max_lifetime: 9s\norigin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        group("echo", echo.addr()),
+    );
+    let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
+    let mut old = node.run(&[], "old");
+    let http = client();
+    first_answer(&http, &node.url("/ready")).await;
+    let (mut tunnel, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/life", node.port))
+            .await
+            .expect("upgrade");
+    let opened = Instant::now();
+    assert!(echoes(&mut tunnel, "before").await);
+    let new_pid = upgrade(&node, &old, &[]);
+    old.exited_within(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process kept its tunnel:\n{}", old.printed()));
+    assert!(old.printed().contains("1 handed over"), "{}", old.printed());
+    assert!(echoes(&mut tunnel, "after").await);
+    // The deadline counts from the tunnel's opening, not from its adoption (about 5 s
+    // later): it ends about 9 s after it opened.
+    assert!(
+        common::ws_ends(&mut tunnel).await,
+        "the tunnel outlived its lifetime"
+    );
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_secs(8) && lived < Duration::from_millis(12_500),
+        "{lived:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = node.records("tunnel");
+        if !records.is_empty() || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["closed_by"], "max_lifetime", "{records:?}");
+    let duration = records[0]["duration_ms"].as_u64().unwrap();
+    assert!((8_500..11_000).contains(&duration), "{records:?}");
+    std::process::Command::new("kill")
+        .args(["-INT", &new_pid])
+        .status()
+        .unwrap();
+}
