@@ -200,6 +200,10 @@ impl Node {
             upgrade,
             ..Opt::default()
         };
+        if upgrade && self.settings.tunnel_handover {
+            // Ready before Pingora waits for the listeners, so the old process finds it.
+            self.adopt_tunnels();
+        }
         let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
         server.bootstrap();
         let conf = server.configuration.clone();
@@ -242,6 +246,49 @@ impl Node {
             shutdown_signal: Box::new(NodeSignals(lifecycle)),
         });
         std::process::exit(0)
+    }
+
+    /// Listens for the tunnels of the process this one replaces, and relays them on a
+    /// runtime of their own. It lives as long as the process, which exits after its drain.
+    fn adopt_tunnels(&self) {
+        use crate::tunnel::handover;
+        let path = handover::socket_path(&self.settings.upgrade_sock);
+        let listener = match handover::listen(&path) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::warn!(
+                    "tunnel handover: cannot listen on {}: {e}; the old process's tunnels drain there",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let node = handover::Adoption {
+            drain: self.proxy.drain,
+            access_log: self.proxy.access_log.clone(),
+            metrics: self.proxy.metrics.clone(),
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                log::warn!("tunnel handover: no runtime: {e}");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("portico-adopted-tunnels".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    handover::adopt(listener, path, node).await;
+                    std::future::pending::<()>().await
+                })
+            });
+        if let Err(e) = spawned {
+            log::warn!("tunnel handover: no thread: {e}");
+        }
     }
 
     /// The admin endpoints for this node, to be served on `addr`.

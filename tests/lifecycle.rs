@@ -286,7 +286,11 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
         route("web", "/*", "echo", false),
         group("echo", echo.addr()),
     );
-    let node = NodeFiles::new("  tunnel_drain_timeout: 3s\n", &rules);
+    // With the handover off, tunnels drain in the old process.
+    let node = NodeFiles::new(
+        "  tunnel_drain_timeout: 3s\n  tunnel_handover: false\n",
+        &rules,
+    );
     let mut old = node.run(&[], "old");
     let http = client();
     first_answer(&http, &node.url("/ready")).await;
@@ -385,4 +389,245 @@ async fn a_busy_port_stops_portico_run_at_once_with_the_address_and_reason() {
             && printed.contains("in use"),
         "{printed}"
     );
+}
+
+/// Runs `deploy/systemd/portico-upgrade` on `old` (with `env` for the new process) and
+/// returns the new process's pid.
+fn upgrade(node: &NodeFiles, old: &Running, env: &[(&str, &str)]) -> String {
+    let script_out = node.dir.path().join("upgrade-script.out");
+    let mut script = std::process::Command::new(format!(
+        "{}/deploy/systemd/portico-upgrade",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    script
+        .arg(old.pid().to_string())
+        .arg(node.conf())
+        .env("PORTICO_BIN", env!("CARGO_BIN_EXE_portico"))
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&script_out).unwrap())
+        .stderr(std::fs::File::create(node.dir.path().join("new.out")).unwrap());
+    for (name, value) in env {
+        script.env(name, value);
+    }
+    assert!(script.status().unwrap().success());
+    let said = std::fs::read_to_string(&script_out).unwrap();
+    said.lines()
+        .find_map(|line| line.split("hands over to ").nth(1))
+        .unwrap_or_else(|| panic!("no new pid in {said:?}"))
+        .trim()
+        .to_string()
+}
+
+/// Each tunnel sends its own running sequence and checks the echoes come back in order.
+async fn echo_sequence(tunnels: &mut [Tunnel], next: &mut [u32], rounds: u32) {
+    for _ in 0..rounds {
+        for (i, ws) in tunnels.iter_mut().enumerate() {
+            let text = format!("tunnel {i} message {}", next[i]);
+            assert!(echoes(ws, &text).await, "tunnel {i} lost {text:?}");
+            next[i] += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}origin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        group("echo", echo.addr()),
+    );
+    // A long drain: an old process that waited for its tunnels would show.
+    let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
+    let mut old = node.run(&[], "old");
+    let http = client();
+    first_answer(&http, &node.url("/ready")).await;
+    let mut tunnels = Vec::new();
+    for i in 0..20 {
+        let url = format!("ws://127.0.0.1:{}/chat/{i}", node.port);
+        tunnels.push(
+            tokio_tungstenite::connect_async(url)
+                .await
+                .expect("upgrade")
+                .0,
+        );
+    }
+    let mut next = vec![0u32; tunnels.len()];
+    echo_sequence(&mut tunnels, &mut next, 3).await;
+    // A message on its way when the upgrade happens: sent now, read after.
+    let big = "x".repeat(1 << 20);
+    tunnels[0].send(Message::text(big.clone())).await.unwrap();
+
+    let quit = Instant::now();
+    let new_pid = upgrade(&node, &old, &[]);
+    let exit = old
+        .exited_within(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process kept its tunnels:\n{}", old.printed()));
+    let took = quit.elapsed();
+    assert!(exit.success(), "{}", old.printed());
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let printed = old.printed();
+    assert!(printed.contains("20 handed over"), "{printed}");
+
+    // The old process is gone; every tunnel goes on, in order, through the new one.
+    match tokio::time::timeout(Duration::from_secs(5), tunnels[0].next()).await {
+        Ok(Some(Ok(message))) => assert!(message == Message::text(big), "the big message changed"),
+        other => panic!("the big message was lost: {other:?}"),
+    }
+    echo_sequence(&mut tunnels, &mut next, 3).await;
+    let metrics = http
+        .get(node.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portico_tunnels_adopted_total 20\n"),
+        "{metrics}"
+    );
+
+    for ws in &mut tunnels {
+        ws.close(None).await.unwrap();
+    }
+    // One record per tunnel, written by the new process, covering the whole tunnel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = node.records("tunnel");
+        if records.len() >= 20 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(records.len(), 20, "{records:?}");
+    let ids: std::collections::HashSet<_> = records
+        .iter()
+        .map(|r| r["request_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 20, "{records:?}");
+    for record in &records {
+        // The client's Close, answered by the origin, which then closes the connection.
+        assert_eq!(record["closed_by"], "origin", "{record}");
+        assert!(
+            record["duration_ms"].as_u64().unwrap() >= took.as_millis() as u64,
+            "{record}"
+        );
+        assert!(
+            record["bytes_client_to_origin"].as_u64().unwrap() > 6 * 20,
+            "{record}"
+        );
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &new_pid])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_reads_another_handover_version_refuses_and_tunnels_drain() {
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}origin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        group("echo", echo.addr()),
+    );
+    let node = NodeFiles::new("  tunnel_drain_timeout: 3s\n", &rules);
+    let mut old = node.run(&[], "old");
+    let http = client();
+    first_answer(&http, &node.url("/ready")).await;
+    let (mut tunnel, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/old", node.port))
+            .await
+            .expect("upgrade");
+    assert!(echoes(&mut tunnel, "before").await);
+    let new_pid = upgrade(&node, &old, &[("PORTICO_TEST_HANDOVER_VERSION", "99")]);
+    // The old process keeps the tunnel working until its drain ends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !old.printed().contains("tunnel handover refused") {
+        assert!(Instant::now() < deadline, "{}", old.printed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(echoes(&mut tunnel, "after the refusal").await);
+    let exit = old
+        .exited_within(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("the old process never exited:\n{}", old.printed()));
+    assert!(exit.success());
+    assert!(
+        common::ws_ends(&mut tunnel).await,
+        "closed at the drain's end"
+    );
+    let new_said = std::fs::read_to_string(node.dir.path().join("new.out")).unwrap();
+    assert!(new_said.contains("tunnel handover refused"), "{new_said}");
+    let records = node.records("tunnel");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["closed_by"], "shutdown");
+    std::process::Command::new("kill")
+        .args(["-INT", &new_pid])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_tunnel_keeps_its_lifetime_deadline() {
+    keeps_its_deadline("tunnel_max_lifetime", "max_lifetime").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_tunnel_keeps_its_idle_deadline() {
+    keeps_its_deadline("tunnel_idle_timeout", "idle_timeout").await;
+}
+
+/// A tunnel whose `limit` is 9 s is handed over about 6 s after it opened (and after its
+/// last byte): it still ends about 9 s after that, as `closed_by`.
+async fn keeps_its_deadline(limit: &str, closed_by: &str) {
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}    {limit}: 9s\norigin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        group("echo", echo.addr()),
+    );
+    let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
+    let mut old = node.run(&[], "old");
+    let http = client();
+    first_answer(&http, &node.url("/ready")).await;
+    let (mut tunnel, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/life", node.port))
+            .await
+            .expect("upgrade");
+    let opened = Instant::now();
+    let new_pid = upgrade(&node, &old, &[]);
+    old.exited_within(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process kept its tunnel:\n{}", old.printed()));
+    assert!(old.printed().contains("1 handed over"), "{}", old.printed());
+    // The deadline counts from the tunnel's opening (or its last byte), not from its
+    // adoption about 5 s later: it ends about 9 s after it opened.
+    assert!(
+        common::ws_ends(&mut tunnel).await,
+        "the tunnel outlived its lifetime"
+    );
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_secs(8) && lived < Duration::from_millis(12_500),
+        "{lived:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = node.records("tunnel");
+        if !records.is_empty() || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["closed_by"], closed_by, "{records:?}");
+    let duration = records[0]["duration_ms"].as_u64().unwrap();
+    assert!((8_500..11_000).contains(&duration), "{records:?}");
+    std::process::Command::new("kill")
+        .args(["-INT", &new_pid])
+        .status()
+        .unwrap();
 }

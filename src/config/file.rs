@@ -119,6 +119,9 @@ pub struct FileServer {
     /// The Unix socket a graceful binary upgrade hands the listening sockets over.
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// A graceful binary upgrade hands open plain-TCP tunnels to the new process.
+    #[serde(default)]
+    pub tunnel_handover: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +133,9 @@ pub struct FileDefaults {
     pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub tunnel_max_lifetime: Option<String>,
+    /// After one side of a tunnel closes, how long the other may go on alone.
+    #[serde(default)]
+    pub tunnel_linger: Option<String>,
     /// TTL for cacheable responses whose origin gives no freshness information.
     #[serde(default)]
     pub cache_default_ttl: Option<String>,
@@ -210,6 +216,9 @@ pub struct FileRoute {
     pub tunnel_idle_timeout: Option<String>,
     #[serde(default)]
     pub tunnel_max_lifetime: Option<String>,
+    /// After one side of a tunnel closes, how long the other may go on alone.
+    #[serde(default)]
+    pub tunnel_linger: Option<String>,
     #[serde(default)]
     pub rule_sets: Vec<String>,
 }

@@ -79,6 +79,9 @@ pub struct NodeSettings {
     pub tunnel_drain_timeout: Duration,
     /// Where a graceful binary upgrade hands the listening sockets over.
     pub upgrade_sock: std::path::PathBuf,
+    /// A graceful binary upgrade hands open plain-TCP tunnels to the new process (over
+    /// `<upgrade_sock>.tunnels`); otherwise they drain in the old one.
+    pub tunnel_handover: bool,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
     /// Origin groups without `timeouts` use these.
@@ -210,6 +213,8 @@ impl Default for OriginTimeouts {
 pub struct TunnelLimits {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
+    /// After one side closes (half-close), how long the other may still send.
+    pub linger: Duration,
 }
 
 #[derive(Debug)]

@@ -23,6 +23,11 @@ pub struct BuiltNode {
 
 /// Rules live beside `conf/` by default.
 pub const DEFAULT_RULES_DIR: &str = "../rules";
+/// How long a half-closed tunnel's other side may go on: long enough for a WebSocket
+/// Close handshake's answer and a last message, short enough that a peer that never
+/// closes does not hold the tunnel (HAProxy's `timeout client-fin`/`server-fin` play
+/// this part there).
+pub const DEFAULT_TUNNEL_LINGER: Duration = Duration::from_secs(5);
 /// Pingora's own default place for the upgrade socket, with Portico's name.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portico_upgrade.sock";
 const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
@@ -170,6 +175,14 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             Duration::from_secs(4 * 3600),
             Duration::from_millis(100),
         ),
+        linger: bounded_duration_field(
+            report,
+            file,
+            "defaults.tunnel_linger",
+            defaults.and_then(|d| d.tunnel_linger.as_deref()),
+            DEFAULT_TUNNEL_LINGER,
+            Duration::from_millis(100),
+        ),
     };
     let cache_default_ttl = duration_field(
         report,
@@ -233,6 +246,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             drain_delay,
             tunnel_drain_timeout,
             upgrade_sock,
+            tunnel_handover: server.and_then(|s| s.tunnel_handover).unwrap_or(true),
             access_log,
             cache_default_ttl,
             origin_timeouts,

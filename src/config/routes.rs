@@ -197,6 +197,14 @@ pub fn build_routes(
                 defaults.tunnel.max_lifetime,
                 Duration::from_millis(100),
             ),
+            linger: bounded_duration_field(
+                report,
+                file,
+                &format!("{at}.tunnel_linger"),
+                route.tunnel_linger.as_deref(),
+                defaults.tunnel.linger,
+                Duration::from_millis(100),
+            ),
         };
         let on_cached_upgrade = route
             .on_cached_upgrade

@@ -23,6 +23,8 @@ pub struct Drain {
     tunnels: AtomicUsize,
     changed: Notify,
     close_tunnels: watch::Sender<bool>,
+    /// Where relays learn that their tunnels go to a new process (binary upgrade).
+    pub handover: crate::tunnel::handover::Handover,
 }
 
 /// What a drain found and did.
@@ -44,6 +46,7 @@ impl Drain {
             tunnels: AtomicUsize::new(0),
             changed: Notify::new(),
             close_tunnels: watch::channel(false).0,
+            handover: Default::default(),
         }))
     }
 
@@ -58,6 +61,11 @@ impl Drain {
             drain: self,
             close: self.close_tunnels.subscribe(),
         }
+    }
+
+    /// Turns true when the node tells its tunnels to close.
+    pub fn tunnel_close_signal(&self) -> watch::Receiver<bool> {
+        self.close_tunnels.subscribe()
     }
 
     pub fn requests_in_flight(&self) -> usize {
@@ -131,6 +139,11 @@ impl TunnelGuard {
     /// Resolves when the node tells its tunnels to close.
     pub async fn closing(&mut self) {
         let _ = self.close.wait_for(|close| *close).await;
+    }
+
+    /// The node's handover, which this tunnel may be offered to.
+    pub fn handover(&self) -> &'static crate::tunnel::handover::Handover {
+        &self.drain.handover
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //!  SIGTERM ─► /healthz 503 ─► drain_delay ─► listeners close ─► requests finish, tunnels
 //!             get tunnel_drain_timeout ─► the rest closed (closed_by: shutdown) ─► exit 0
-//!  SIGQUIT ─► (a `portico run --upgrade` waits) listening sockets handed over ─► as SIGTERM
+//!  SIGQUIT ─► (a `portico run --upgrade` waits) listening sockets handed over ─► plain-TCP
+//!             tunnels handed over (crate::tunnel::handover) ─► the rest as SIGTERM
 //!  SIGINT  ─► fast stop
 //! ```
 //!
@@ -268,7 +269,19 @@ impl Lifecycle {
             // After a handover the new process is the unit's main process already.
             notify::notify("STOPPING=1");
         }
-        let timeout = self.current.load().engine.config.node.tunnel_drain_timeout;
+        let node = &self.current.load().engine.config.node;
+        let timeout = node.tunnel_drain_timeout;
+        let mut handover = crate::tunnel::handover::HandoverReport::default();
+        if self.phase() == Phase::HandingOver && node.tunnel_handover {
+            // The new process has the listeners; it takes the plain-TCP tunnels too.
+            let path = crate::tunnel::handover::socket_path(&node.upgrade_sock);
+            handover = crate::tunnel::handover::hand_over(self.drain, &path).await;
+            log::info!(
+                "tunnel handover: {} handed over, {} kept (they drain here)",
+                handover.handed_over,
+                handover.kept
+            );
+        }
         let (requests, tunnels) = (self.drain.requests_in_flight(), self.drain.open_tunnels());
         log::info!("draining: {requests} request(s) in flight, {tunnels} tunnel(s) open; tunnels get {timeout:?}");
         let report = self.drain.run(timeout).await;
@@ -278,6 +291,14 @@ impl Lifecycle {
             report.requests_left,
             report.tunnels_left
         );
+        if self.phase() == Phase::HandingOver {
+            log::info!(
+                "upgrade: tunnels {} handed over, {} kept and drained ({} of them closed at the drain timeout)",
+                handover.handed_over,
+                tunnels,
+                report.tunnels_closed
+            );
+        }
         if let Some(probes) = self.live_probes.lock().await.take() {
             probes.send_replace(true);
         }

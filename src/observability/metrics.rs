@@ -30,6 +30,10 @@ pub struct Metrics {
     requests: [[AtomicU64; CLASSES.len()]; CACHE_STATUSES.len()],
     tunnels_opened: AtomicU64,
     tunnels_closed: AtomicU64,
+    /// Taken over from the process this one replaced (binary upgrade).
+    tunnels_adopted: AtomicU64,
+    /// Given to the process that replaces this one.
+    tunnels_handed_over: AtomicU64,
     bytes_client_to_origin: AtomicU64,
     bytes_origin_to_client: AtomicU64,
     /// Per-route request counts and latency histograms.
@@ -62,11 +66,20 @@ impl Metrics {
         self.tunnels_closed.fetch_add(1, Relaxed);
     }
 
-    /// Tunnels open now (opened and not yet closed).
+    pub fn tunnel_adopted(&self) {
+        self.tunnels_adopted.fetch_add(1, Relaxed);
+    }
+
+    pub fn tunnel_handed_over(&self) {
+        self.tunnels_handed_over.fetch_add(1, Relaxed);
+    }
+
+    /// Tunnels open now (opened or adopted, and not yet closed or handed over).
     pub fn open_tunnels(&self) -> u64 {
-        // Closed first: read the other way, a tunnel closing in between could count as -1.
-        let closed = self.tunnels_closed.load(Relaxed);
-        self.tunnels_opened.load(Relaxed).saturating_sub(closed)
+        // Gone first: read the other way, a tunnel closing in between could count as -1.
+        let gone = self.tunnels_closed.load(Relaxed) + self.tunnels_handed_over.load(Relaxed);
+        (self.tunnels_opened.load(Relaxed) + self.tunnels_adopted.load(Relaxed))
+            .saturating_sub(gone)
     }
 
     /// Appends the counters in Prometheus' text format.
@@ -105,6 +118,28 @@ impl Metrics {
             out,
             "portico_tunnels_total {}",
             self.tunnels_opened.load(Relaxed)
+        );
+        family(
+            out,
+            "portico_tunnels_adopted_total",
+            "counter",
+            "WebSocket tunnels taken over from the process this one replaced.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_tunnels_adopted_total {}",
+            self.tunnels_adopted.load(Relaxed)
+        );
+        family(
+            out,
+            "portico_tunnels_handed_over_total",
+            "counter",
+            "WebSocket tunnels given to the process that replaces this one.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_tunnels_handed_over_total {}",
+            self.tunnels_handed_over.load(Relaxed)
         );
         family(
             out,

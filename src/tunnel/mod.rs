@@ -15,6 +15,7 @@
 //! `tunnel_drain_timeout` to end by themselves, then closes them (`closed_by: shutdown`,
 //! [`crate::lifecycle::drain`]).
 
+pub mod handover;
 pub mod relay;
 
 use std::net::IpAddr;
@@ -99,14 +100,14 @@ impl TunnelState {
 
 fn hand_off_to_relay(limits: TunnelLimits, log: TunnelLog, guard: TunnelGuard) -> TunnelHandoff {
     Box::new(move |tunnel| {
-        tokio::spawn(async move {
-            let mut guard = guard;
-            let outcome = relay::relay(tunnel, limits, guard.closing()).await;
-            log.write(&outcome);
-            // The node may exit once the last tunnel's record is written.
-            drop(guard);
-        });
+        spawn_relay(relay::Relay::new(tunnel, &limits), limits, log, guard);
     })
+}
+
+/// Relays a tunnel on a task of its own until it ends (its record is written then) or is
+/// handed over to a new process.
+pub fn spawn_relay(relay: relay::Relay, limits: TunnelLimits, log: TunnelLog, guard: TunnelGuard) {
+    tokio::spawn(handover::run_relay(relay, limits, log, guard));
 }
 
 /// What the tunnel's record says besides the outcome, captured before the handoff.

@@ -1,5 +1,9 @@
-//! Moves an upgraded connection's bytes both ways, untouched, until one side closes or a
-//! timer fires.
+//! Moves an upgraded connection's bytes both ways, untouched, until both sides have closed
+//! or a timer fires.
+//!
+//! A side that ends (EOF) is a half-close: once what it sent is written, the relay shuts
+//! down the write half towards the other side and keeps relaying the other way until that
+//! side ends too, or for at most the tunnel's linger time.
 //!
 //! The relay owns no buffer while the tunnel is quiet: each read lands in a buffer on the
 //! stack of the poll that made it and goes straight to the other side. Only bytes the
@@ -48,88 +52,293 @@ pub async fn relay(
     limits: TunnelLimits,
     closing: impl Future<Output = ()>,
 ) -> RelayOutcome {
-    let started = Instant::now();
-    let UpgradedTunnel {
-        mut downstream,
-        downstream_read,
-        downstream_ended,
-        mut upstream,
-        upstream_read,
-        upstream_ended,
-    } = tunnel;
-    let mut to_origin = Direction::new(downstream_read);
-    let mut to_client = Direction::new(upstream_read);
-    to_origin.read_done = downstream_ended;
-    to_client.read_done = upstream_ended;
-    // The 101 may still sit in the client connection's write buffer.
-    to_client.needs_flush = true;
+    let mut relay = Relay::new(tunnel, &limits);
+    let closing = std::pin::pin!(closing);
+    match relay
+        .run(&limits, closing, std::pin::pin!(std::future::pending()))
+        .await
+    {
+        Step::Ended(ended_by) => relay.finish(ended_by).await,
+        Step::Paused => unreachable!("a relay that cannot be paused paused"),
+    }
+}
 
-    let deadline = tokio::time::sleep(limits.max_lifetime);
-    let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(deadline, idle, closing);
-    let mut last_moved = Instant::now();
+/// Where [`Relay::run`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The tunnel is over; [`Relay::finish`] closes it.
+    Ended(ClosedBy),
+    /// Asked to pause: no write is half-done, every byte read and not yet written is in
+    /// the relay's state. `run` may be called again to go on.
+    Paused,
+}
 
-    let closed_by = poll_fn(|cx| {
-        let mut moved = false;
-        let client_side = to_origin.poll(cx, &mut downstream, &mut upstream, &mut moved);
-        let origin_side = to_client.poll(cx, &mut upstream, &mut downstream, &mut moved);
-        match (client_side, origin_side) {
-            (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => {
-                return Poll::Ready(ClosedBy::Error)
+/// A tunnel's two connections and everything the relay knows about them: what it holds
+/// each way, its byte counts and its clocks. It can stop between two polls (a safe point)
+/// and go on later, here or, handed over, in another process.
+pub struct Relay {
+    pub(crate) downstream: Stream,
+    pub(crate) upstream: Stream,
+    pub(crate) to_origin: Direction,
+    pub(crate) to_client: Direction,
+    /// When the tunnel opened (before a handover: in the old process's terms).
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) last_moved: Instant,
+    /// The side that finished first, once its end has been passed on (half-close).
+    pub(crate) first_closed: Option<ClosedBy>,
+    linger_until: Option<Instant>,
+}
+
+impl Relay {
+    pub fn new(tunnel: UpgradedTunnel, limits: &TunnelLimits) -> Relay {
+        let UpgradedTunnel {
+            downstream,
+            downstream_read,
+            downstream_ended,
+            upstream,
+            upstream_read,
+            upstream_ended,
+        } = tunnel;
+        let mut to_origin = Direction::new(downstream_read);
+        let mut to_client = Direction::new(upstream_read);
+        to_origin.read_done = downstream_ended;
+        to_client.read_done = upstream_ended;
+        // The 101 may still sit in the client connection's write buffer.
+        to_client.needs_flush = true;
+        let now = Instant::now();
+        Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            started: now,
+            deadline: now + limits.max_lifetime,
+            last_moved: now,
+            first_closed: None,
+            linger_until: None,
+        }
+    }
+
+    /// Relays until the tunnel ends, or until `pause` resolves (then at a safe point).
+    pub async fn run(
+        &mut self,
+        limits: &TunnelLimits,
+        mut closing: Pin<&mut impl Future<Output = ()>>,
+        mut pause: Pin<&mut impl Future<Output = ()>>,
+    ) -> Step {
+        let Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            deadline,
+            last_moved,
+            first_closed,
+            linger_until,
+            ..
+        } = self;
+        let deadline = tokio::time::sleep_until((*deadline).into());
+        let idle = tokio::time::sleep_until((*last_moved + limits.idle_timeout).into());
+        // Armed when the first side finishes: how long the other may go on alone.
+        let linger = tokio::time::sleep_until(linger_until.unwrap_or(*last_moved).into());
+        tokio::pin!(deadline, idle, linger);
+
+        poll_fn(|cx| {
+            // Between two polls nothing is half-done: a safe point to stop at.
+            if pause.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Paused);
             }
-            // The first side to finish (its end read and passed on) closes the tunnel.
-            (Poll::Ready(Ok(())), _) => return Poll::Ready(ClosedBy::Client),
-            (_, Poll::Ready(Ok(()))) => return Poll::Ready(ClosedBy::Origin),
-            _ => {}
-        }
-        if deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(ClosedBy::MaxLifetime);
-        }
-        if closing.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(ClosedBy::Shutdown);
-        }
-        if moved {
-            last_moved = Instant::now();
-        }
-        // The idle timer is re-armed lazily: only when it fires early does it move on.
-        while idle.as_mut().poll(cx).is_ready() {
-            let quiet_until = last_moved + limits.idle_timeout;
-            if Instant::now() >= quiet_until {
-                return Poll::Ready(ClosedBy::IdleTimeout);
+            let mut moved = false;
+            let client_side = to_origin.poll(cx, downstream, upstream, &mut moved);
+            let origin_side = to_client.poll(cx, upstream, downstream, &mut moved);
+            if moved {
+                *last_moved = Instant::now();
             }
-            idle.as_mut().reset(quiet_until.into());
-        }
-        Poll::Pending
-    })
-    .await;
+            if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) =
+                (&client_side, &origin_side)
+            {
+                return Poll::Ready(Step::Ended(ClosedBy::Error));
+            }
+            let (client_done, origin_done) = (client_side.is_ready(), origin_side.is_ready());
+            if client_done && origin_done {
+                return Poll::Ready(Step::Ended(ClosedBy::Client));
+            }
+            if first_closed.is_none() && (client_done || origin_done) {
+                // One side ended and its end went on (the write half towards the other
+                // side is shut down): the other may still answer, for the linger time.
+                *first_closed = Some(if client_done {
+                    ClosedBy::Client
+                } else {
+                    ClosedBy::Origin
+                });
+                let until = Instant::now() + limits.linger;
+                *linger_until = Some(until);
+                linger.as_mut().reset(until.into());
+            }
+            if let Some(first) = *first_closed {
+                if linger.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Step::Ended(first));
+                }
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Ended(ClosedBy::MaxLifetime));
+            }
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Ended(ClosedBy::Shutdown));
+            }
+            // The idle timer is re-armed lazily: only when it fires early does it move on.
+            while idle.as_mut().poll(cx).is_ready() {
+                let quiet_until = *last_moved + limits.idle_timeout;
+                if Instant::now() >= quiet_until {
+                    return Poll::Ready(Step::Ended(ClosedBy::IdleTimeout));
+                }
+                idle.as_mut().reset(quiet_until.into());
+            }
+            Poll::Pending
+        })
+        .await
+    }
 
-    // Best effort, and bounded: a TLS close_notify to a peer that stopped reading would
-    // otherwise wait forever. The tunnel is over either way.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        tokio::join!(downstream.shutdown(), upstream.shutdown())
-    })
-    .await;
-    RelayOutcome {
-        closed_by,
-        bytes_client_to_origin: to_origin.bytes,
-        bytes_origin_to_client: to_client.bytes,
-        duration: started.elapsed(),
+    /// Closes both connections and says how the tunnel went.
+    pub async fn finish(mut self, ended_by: ClosedBy) -> RelayOutcome {
+        // Once one side has ended, whatever ends the other (its own end, the linger time,
+        // a peer that closed its whole socket, a timer, the drain) the record names the
+        // side that began the close.
+        let closed_by = self.first_closed.unwrap_or(ended_by);
+        // Best effort, and bounded: a TLS close_notify to a peer that stopped reading
+        // would otherwise wait forever. The tunnel is over either way.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            tokio::join!(self.downstream.shutdown(), self.upstream.shutdown())
+        })
+        .await;
+        RelayOutcome {
+            closed_by,
+            bytes_client_to_origin: self.to_origin.bytes,
+            bytes_origin_to_client: self.to_client.bytes,
+            duration: self.started.elapsed(),
+        }
     }
 }
 
 /// One way through the tunnel.
-struct Direction {
+pub(crate) struct Direction {
     /// Bytes read but not yet written on; empty (and unallocated) while the writer keeps up.
-    pending: Vec<u8>,
-    written: usize,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) written: usize,
     /// Chunks Pingora read before the handoff, to go first.
-    preread: Vec<Bytes>,
-    needs_flush: bool,
-    read_done: bool,
-    bytes: u64,
+    pub(crate) preread: Vec<Bytes>,
+    pub(crate) needs_flush: bool,
+    pub(crate) read_done: bool,
+    /// The reading side's end was passed on: the write half towards the other side is shut.
+    pub(crate) end_passed_on: bool,
+    /// Bytes written to the other side (not merely read).
+    pub(crate) bytes: u64,
+}
+
+/// A handed-over tunnel's clocks, in this process's terms.
+pub struct Clocks {
+    pub started: Instant,
+    pub deadline: Instant,
+    pub last_moved: Instant,
+}
+
+impl Relay {
+    /// A tunnel handed over by another process: its sockets, the bytes it held each way,
+    /// its clocks and byte counts.
+    pub fn adopted(
+        downstream: Stream,
+        upstream: Stream,
+        held_to_origin: Vec<u8>,
+        held_to_client: Vec<u8>,
+        clocks: Clocks,
+        (bytes_to_origin, bytes_to_client): (u64, u64),
+    ) -> Relay {
+        let mut to_origin = Direction::new(Vec::new());
+        to_origin.pending = held_to_origin;
+        to_origin.bytes = bytes_to_origin;
+        let mut to_client = Direction::new(Vec::new());
+        to_client.pending = held_to_client;
+        to_client.bytes = bytes_to_client;
+        Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            started: clocks.started,
+            deadline: clocks.deadline,
+            last_moved: clocks.last_moved,
+            first_closed: None,
+            linger_until: None,
+        }
+    }
+
+    /// Gets a paused relay ready to leave: what sits in a connection's write buffer is
+    /// flushed, and what a connection has read ahead (or the kernel holds) is taken into
+    /// the relay's own state, so the sockets alone carry the rest. Refuses a tunnel that
+    /// is closing (a side has ended) or that holds too much.
+    pub async fn settle(&mut self) -> Result<(), &'static str> {
+        let Relay {
+            downstream,
+            upstream,
+            to_origin,
+            to_client,
+            first_closed,
+            ..
+        } = self;
+        if first_closed.is_some() || to_origin.read_done || to_client.read_done {
+            return Err("it is closing");
+        }
+        downstream.flush().await.map_err(|_| "a write failed")?;
+        upstream.flush().await.map_err(|_| "a write failed")?;
+        to_client.needs_flush = false;
+        to_origin.needs_flush = false;
+        poll_fn(|cx| {
+            Poll::Ready(
+                to_origin
+                    .take_in(cx, downstream)
+                    .and_then(|()| to_client.take_in(cx, upstream)),
+            )
+        })
+        .await
+    }
 }
 
 impl Direction {
+    /// What was read and not yet written, in order.
+    pub(crate) fn held(&self) -> Vec<u8> {
+        let mut held = self.pending[self.written..].to_vec();
+        for chunk in &self.preread {
+            held.extend_from_slice(chunk);
+        }
+        held
+    }
+
+    /// Reads `from` until it has nothing more right now (or ends), keeping it all.
+    fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
+        // In order: what waits, what Pingora read first, then what is read now.
+        self.pending.drain(..self.written);
+        self.written = 0;
+        for chunk in std::mem::take(&mut self.preread) {
+            self.pending.extend_from_slice(&chunk);
+        }
+        loop {
+            let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut storage);
+            match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(_)) => return Err("a read failed"),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Err("it is closing"),
+                Poll::Ready(Ok(())) => {
+                    if self.pending.len() + buf.filled().len() > super::handover::MAX_HELD {
+                        return Err("it holds too much");
+                    }
+                    self.pending.extend_from_slice(buf.filled());
+                }
+            }
+        }
+    }
+
     fn new(preread: Vec<Bytes>) -> Direction {
         Direction {
             pending: Vec::new(),
@@ -137,12 +346,14 @@ impl Direction {
             preread,
             needs_flush: false,
             read_done: false,
+            end_passed_on: false,
             bytes: 0,
         }
     }
 
-    /// Ready(Ok) once the reading side has ended and everything read was written and
-    /// flushed; Ready(Err) on an I/O error on either side. While the writer is blocked,
+    /// Ready(Ok) once the reading side has ended, everything read was written and flushed,
+    /// and the write half towards the other side is shut down (the end passed on, as a
+    /// half-close); Ready(Err) on an I/O error on either side. While the writer is blocked,
     /// reading goes on until `READ_AHEAD` bytes wait, so both sockets stay busy.
     fn poll(
         &mut self,
@@ -155,7 +366,6 @@ impl Direction {
             let mut progress = false;
             if self.pending.is_empty() && !self.preread.is_empty() {
                 let chunk = self.preread.remove(0);
-                self.bytes += chunk.len() as u64;
                 self.pending.extend_from_slice(&chunk);
             }
             let mut write_blocked = false;
@@ -164,6 +374,7 @@ impl Direction {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
+                        self.bytes += n as u64;
                         self.needs_flush = true;
                         *moved = true;
                         progress = true;
@@ -187,7 +398,18 @@ impl Direction {
                     Poll::Pending => write_blocked = true,
                 }
             }
-            if self.read_done && self.pending.is_empty() && !self.needs_flush {
+            if self.read_done
+                && self.pending.is_empty()
+                && self.preread.is_empty()
+                && !self.needs_flush
+            {
+                if !self.end_passed_on {
+                    match Pin::new(&mut *to).poll_shutdown(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        // A peer already gone: its own side reports it, if it matters.
+                        Poll::Ready(_) => self.end_passed_on = true,
+                    }
+                }
                 return Poll::Ready(Ok(()));
             }
             if !self.read_done && self.pending.len() - self.written < READ_AHEAD {
@@ -200,7 +422,6 @@ impl Direction {
                         if data.is_empty() {
                             self.read_done = true;
                         } else {
-                            self.bytes += data.len() as u64;
                             *moved = true;
                             if self.pending.is_empty() && !write_blocked {
                                 self.write_through(cx, to, data)?;
@@ -234,7 +455,10 @@ impl Direction {
         while offset < data.len() {
             match Pin::new(&mut *to).poll_write(cx, &data[offset..]) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => offset += n,
+                Poll::Ready(Ok(n)) => {
+                    offset += n;
+                    self.bytes += n as u64;
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
@@ -266,6 +490,7 @@ mod tests {
         TunnelLimits {
             idle_timeout: Duration::from_secs(30),
             max_lifetime: Duration::from_secs(60),
+            linger: Duration::from_secs(5),
         }
     }
 
@@ -326,5 +551,128 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"last words");
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_closed_its_side_still_gets_what_the_client_sends_then_both_end() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let relay = tokio::spawn(relay(tunnel, limits(), std::future::pending()));
+        origin.write_all(b"bye").await.unwrap();
+        origin.shutdown().await.unwrap();
+        // The client gets the origin's last bytes and then its end (a half-close).
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        // Its side is still open: what it sends now reaches the origin.
+        client.write_all(b"late").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"late");
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.closed_by, ClosedBy::Origin);
+        assert_eq!(outcome.bytes_client_to_origin, 4);
+        assert_eq!(outcome.bytes_origin_to_client, 3);
+    }
+
+    #[tokio::test]
+    async fn bytes_are_counted_when_written_not_when_read() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let short = TunnelLimits {
+            max_lifetime: Duration::from_millis(300),
+            ..limits()
+        };
+        let relay = tokio::spawn(relay(tunnel, short, std::future::pending()));
+        // The client reads nothing, so the relay ends up holding bytes it could not write.
+        let flood = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            while origin.write_all(&chunk).await.is_ok() {}
+        });
+        let outcome = relay.await.unwrap();
+        assert_eq!(outcome.closed_by, ClosedBy::MaxLifetime);
+        // What the client can read is exactly what the relay wrote, and counted.
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got).await;
+        assert!(!got.is_empty());
+        assert_eq!(outcome.bytes_origin_to_client, got.len() as u64);
+        flood.abort();
+    }
+
+    #[tokio::test]
+    async fn a_paused_relay_settles_with_every_byte_it_holds_in_order_and_goes_on() {
+        let (downstream, mut client) = pair().await;
+        let (upstream, mut origin) = pair().await;
+        let tunnel = UpgradedTunnel {
+            downstream,
+            downstream_read: vec![Bytes::from_static(b"pre-")],
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        };
+        let limits = limits();
+        let mut relay = Relay::new(tunnel, &limits);
+        // Bytes waiting in the client's socket when the relay stops.
+        client.write_all(b"in the socket").await.unwrap();
+        let step = relay
+            .run(
+                &limits,
+                std::pin::pin!(std::future::pending()),
+                std::pin::pin!(std::future::ready(())),
+            )
+            .await;
+        assert_eq!(step, Step::Paused);
+        // Poll until the kernel has the bytes (the write above may not have landed yet).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            relay.settle().await.unwrap();
+            if relay.to_origin.held() == b"pre-in the socket" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", relay.to_origin.held());
+            tokio::task::yield_now().await;
+        }
+        // Nothing went to the origin while paused; once running again, all of it does.
+        let go_on = tokio::spawn(async move {
+            let limits = limits;
+            let step = relay
+                .run(
+                    &limits,
+                    std::pin::pin!(std::future::pending()),
+                    std::pin::pin!(std::future::pending()),
+                )
+                .await;
+            relay
+                .finish(match step {
+                    Step::Ended(by) => by,
+                    Step::Paused => unreachable!(),
+                })
+                .await
+        });
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        origin.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"pre-in the socket");
+        origin.shutdown().await.unwrap();
+        let outcome = go_on.await.unwrap();
+        assert_eq!(outcome.bytes_client_to_origin, 17);
     }
 }
