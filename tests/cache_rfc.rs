@@ -418,6 +418,23 @@ async fn hop_by_hop_fields_are_neither_forwarded_nor_stored() {
         assert!(!connection.contains("x-hop"), "{expected}: {connection}");
     }
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Not stored, so relayed from the origin's own header: stripped there too.
+    let (addr, _) = raw_origin(
+        b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\nconnection: x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nupgrade: h2c\r\ncontent-length: 4\r\n\r\nbody",
+    )
+    .await;
+    let edge = TestEdge::with_routes("", &site(addr)).await;
+    let answer = get(&edge, "/n").await;
+    assert_eq!(
+        (answer.x_cache.as_str(), &answer.body[..]),
+        ("PRIVATE_NOSTORE", &b"body"[..])
+    );
+    for name in ["x-hop", "keep-alive", "proxy-connection", "upgrade"] {
+        assert!(
+            !answer.headers.contains_key(name),
+            "relayed: {name} came through"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
