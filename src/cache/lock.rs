@@ -34,12 +34,16 @@ impl CacheKeyLock for FillAwareLock {
         };
         // A committed object counts only when this request's lookup found nothing: otherwise
         // it is one the request chose not to use (a forced miss), and looking again would loop.
+        // A request about to refresh a stale object reads instead when a refresh is already
+        // filling and the stale object may be served meanwhile (its lookup preferred it).
         let stored_since = if missed {
             self.store.holds(key)
+        } else if stale_writer {
+            self.store.is_refreshing(key)
         } else {
             self.store.is_filling(key)
         };
-        if stale_writer || !stored_since {
+        if !stored_since {
             return Locked::Write(permit);
         }
         // Wait on our own lock, then release it as done: the request looks up again and

@@ -5,9 +5,12 @@
 //! - `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
+//! - `vary`: variants, with their request fields normalised;
+//! - `conditional`: clients' conditional requests answered from stored responses;
 //! - `status`: `X-Cache` values from pingora's cache phase;
 //! - `purge`: purge requests by domain and path.
 
+pub mod conditional;
 pub mod key;
 pub mod lock;
 pub mod object;
@@ -15,6 +18,7 @@ pub mod policy;
 pub mod purge;
 pub mod status;
 pub mod store;
+pub mod vary;
 
 #[cfg(test)]
 mod key_tests;
@@ -28,9 +32,6 @@ use pingora_cache::{CacheOptionOverrides, HttpCache};
 use crate::config::model::NodeSettings;
 
 pub use store::MemoryStore;
-
-/// Why a response was refused that must not make its key bypass the cache for everyone.
-const PER_REQUEST_REASONS: &[&str] = &["authorization"];
 
 const MAX_LOCK_RETRIES: usize = 8;
 
@@ -59,7 +60,7 @@ impl EdgeCache {
         )));
         let predictor = Box::leak(Box::new(Predictor::new(
             1024,
-            Some(|reason: &str| PER_REQUEST_REASONS.contains(&reason)),
+            Some(|reason: &str| policy::TRANSIENT_REASONS.contains(&reason)),
         )));
         Box::leak(Box::new(EdgeCache {
             store,

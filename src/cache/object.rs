@@ -68,6 +68,14 @@ impl StoredMeta {
         meta
     }
 
+    /// Fresh, or stale within its `stale-while-revalidate` window at `now`.
+    pub fn usable_without_origin(&self, now: SystemTime) -> bool {
+        let window = std::time::Duration::from_secs(u64::from(self.stale_while_revalidate_sec));
+        self.fresh_until
+            .checked_add(window)
+            .is_none_or(|until| now < until)
+    }
+
     /// Bytes the header costs in memory (an estimate: names, values and per-entry overhead).
     pub fn weight(&self) -> usize {
         let headers: usize = self

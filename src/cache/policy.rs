@@ -3,24 +3,24 @@
 //!
 //! Choices where the RFC leaves room (documented in the README):
 //! - `no-store` and `private` always win, even over `override_always`;
-//! - a response with `Set-Cookie` is never stored (a shared cache would hand one user's
-//!   cookie to everyone);
+//! - a stored `Set-Cookie` is never kept (a shared cache would hand one user's cookie to
+//!   everyone): a response with one is not stored unless `private="set-cookie"` or
+//!   `no-cache="set-cookie"` keeps it out of the stored copy;
 //! - `Vary: *` is never stored;
 //! - `override_always` overrides `no-cache` and every freshness directive, as Front Door does;
-//! - statuses stored: 200, 203, 204, 300, 301, 308, 404, 410 (206 is not: ranges are served
-//!   from whole objects);
-//! - with no freshness information, the route's `duration` (for
-//!   `override_if_origin_missing`) or the node's `cache_default_ttl` applies; `0s` means
-//!   "do not store";
-//! - a response that already aged in a cache upstream (a shield's hit carries `Age`) keeps
-//!   aging here (RFC 9111 §4.2.3): its `Age` goes on counting from the upstream's, and a
-//!   `max-age`/`s-maxage` lifetime has that much less left (an `Expires` date, a route's
-//!   `duration` and `cache_default_ttl` are not shortened: they do not start at the origin).
+//! - any final status this cache understands (RFC 9110's, except 206 and 304) is stored
+//!   when the origin gives it explicit freshness (RFC 9111 §3); a configured lifetime (the
+//!   route's `duration`, `cache_default_ttl`) only applies to the statuses RFC 9110 §15.1
+//!   calls heuristically cacheable (206 is never stored: ranges come from whole objects);
+//! - the age a response arrives with is RFC 9111 §4.2.3's corrected initial age (the
+//!   origin's `Date` and any upstream `Age`), in whole seconds as both are; the origin's
+//!   lifetime (`max-age`, `s-maxage`, `Expires` − `Date`) is shortened by it; a route's
+//!   `duration` and `cache_default_ttl` are not (they start here).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::header::{self, HeaderName};
 use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
-use pingora_cache::filters::calculate_expires_header_time;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 
@@ -61,18 +61,68 @@ impl Refusal {
     }
 }
 
-/// The statuses a shared cache stores here.
-pub fn status_is_storable(status: u16) -> bool {
-    matches!(status, 200 | 203 | 204 | 300 | 301 | 308 | 404 | 410)
+/// Refusal reasons that say nothing about the key's next response, so they must not make
+/// the key bypass the cache (and its collapsing) for everyone: an error or a partial
+/// response is a moment's answer, and `authorization` belongs to one request.
+pub const TRANSIENT_REASONS: &[&str] = &[
+    REASON_AUTHORIZATION,
+    REASON_ERROR_STATUS,
+    REASON_PARTIAL,
+    REASON_REFRESH,
+];
+pub const REASON_AUTHORIZATION: &str = "authorization";
+pub const REASON_ERROR_STATUS: &str = "error status without freshness";
+pub const REASON_PARTIAL: &str = "partial content";
+/// A refresh of a stored object was not storable: the stored object stays (and may still
+/// be served within its stale windows), so the key keeps using the cache.
+pub const REASON_REFRESH: &str = "refresh not storable";
+
+/// Final statuses this cache understands (RFC 9110 §15), so may store with explicit
+/// freshness. Not 206 (ranges are served from whole objects) nor 304 (never a stored
+/// response of its own).
+pub fn status_is_understood(status: u16) -> bool {
+    matches!(status,
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421 | 422 | 426 | 500..=505)
 }
 
-/// Decides whether `response` is stored and builds its metadata.
+/// Statuses RFC 9110 §15.1 makes heuristically cacheable (206 aside): the only ones a
+/// configured lifetime applies to.
+pub fn status_is_heuristic(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// What the cache knows about the exchange besides the response.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// When the response header arrived.
+    pub at: SystemTime,
+    /// From sending the request to receiving the response header (RFC 9111 §4.2.3's
+    /// `response_delay`).
+    pub delay: Duration,
+    pub request_has_authorization: bool,
+}
+
+impl Received {
+    pub fn now() -> Received {
+        Received {
+            at: SystemTime::now(),
+            delay: Duration::ZERO,
+            request_has_authorization: false,
+        }
+    }
+}
+
+/// Decides whether `response` is stored and builds its metadata (the stored header is a
+/// cleaned copy; the client gets `response` as it is).
 pub fn admit(
     response: &ResponseHeader,
-    request_has_authorization: bool,
     freshness: &Freshness,
-    now: SystemTime,
+    received: Received,
 ) -> Result<CacheMeta, Refusal> {
+    let now = received.at;
     let control = CacheControl::from_resp_headers(response);
     if control
         .as_ref()
@@ -80,58 +130,74 @@ pub fn admit(
     {
         return Err(Refusal::PrivateNoStore);
     }
-    if !status_is_storable(response.status.as_u16()) {
-        return Err(Refusal::Uncacheable("status not stored"));
+    let status = response.status.as_u16();
+    if status == 206 {
+        return Err(Refusal::Uncacheable(REASON_PARTIAL));
     }
-    if response.headers.contains_key(http::header::SET_COOKIE) {
-        return Err(Refusal::Uncacheable("set-cookie"));
+    if !status_is_understood(status) {
+        return Err(Refusal::Uncacheable("status not understood"));
     }
-    if response
-        .headers
-        .get_all(http::header::VARY)
-        .iter()
-        .any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii() == b"*")
-        })
-    {
+    if response.headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == b"*")
+    }) {
         return Err(Refusal::Uncacheable("vary *"));
     }
     // RFC 9111 §3.5: a response to a request with Authorization is stored only if it says so.
-    if request_has_authorization
+    if received.request_has_authorization
         && !control
             .as_ref()
             .is_some_and(|cc| cc.allow_caching_authorized_req())
     {
-        return Err(Refusal::Uncacheable("authorization"));
+        return Err(Refusal::Uncacheable(REASON_AUTHORIZATION));
     }
 
-    let origin_ttl = origin_freshness(control.as_ref(), response, now);
-    let age = upstream_age(response);
-    // A relative origin lifetime started when the origin answered, `age` ago.
-    let aged = |(ttl, relative): (Duration, bool)| {
-        if relative {
-            ttl.saturating_sub(age)
-        } else {
-            ttl
-        }
+    // The copy that is stored: no hop-by-hop fields, nor those `private=`/`no-cache=` name.
+    let mut stored = response.clone();
+    strip_hop_by_hop(&mut stored, true);
+    if let Some(cc) = &control {
+        cc.strip_private_headers(&mut stored);
+    }
+    if stored.headers.contains_key(header::SET_COOKIE) {
+        return Err(Refusal::Uncacheable("set-cookie"));
+    }
+
+    let age = corrected_initial_age(response, received);
+    let heuristic = status_is_heuristic(status);
+    let origin_ttl = origin_lifetime(control.as_ref(), response, now)
+        .map(|lifetime| lifetime.saturating_sub(age));
+    // A configured lifetime applies only to heuristically cacheable statuses; any other
+    // status is stored on the origin's word alone.
+    let ttl = if heuristic {
+        Some(match freshness.behavior {
+            CacheBehavior::HonorOrigin => origin_ttl.unwrap_or(freshness.default_ttl),
+            CacheBehavior::OverrideAlways => freshness.duration.unwrap_or(freshness.default_ttl),
+            CacheBehavior::OverrideIfOriginMissing => origin_ttl
+                .or(freshness.duration)
+                .unwrap_or(freshness.default_ttl),
+        })
+    } else {
+        origin_ttl
     };
-    let ttl = match freshness.behavior {
-        CacheBehavior::HonorOrigin => origin_ttl.map_or(freshness.default_ttl, aged),
-        CacheBehavior::OverrideAlways => freshness.duration.unwrap_or(freshness.default_ttl),
-        CacheBehavior::OverrideIfOriginMissing => origin_ttl
-            .map(aged)
-            .or(freshness.duration)
-            .unwrap_or(freshness.default_ttl),
+    let overridden = heuristic && freshness.behavior == CacheBehavior::OverrideAlways;
+    let Some(ttl) = ttl else {
+        return Err(Refusal::Uncacheable(if status >= 500 {
+            REASON_ERROR_STATUS
+        } else {
+            "no explicit freshness for this status"
+        }));
     };
     let (swr, sie) = stale_windows(control.as_ref(), freshness);
     // Stale at once is still worth storing when it can be revalidated (validators,
     // no-cache) or served stale; otherwise it would only cost memory.
-    let revalidate_always = control.as_ref().is_some_and(|cc| cc.no_cache())
-        && freshness.behavior != CacheBehavior::OverrideAlways;
+    let revalidate_always = control.as_ref().is_some_and(|cc| cc.no_cache()) && !overridden;
     if ttl.is_zero() && !revalidate_always && !has_validator(response) && swr == 0 && sie == 0 {
-        return Err(Refusal::Uncacheable("no freshness information"));
+        return Err(Refusal::Uncacheable(if status >= 500 {
+            REASON_ERROR_STATUS
+        } else {
+            "no freshness information"
+        }));
     }
     let fresh_until = if ttl.is_zero() {
         // Stored but stale at once: every use revalidates.
@@ -139,46 +205,173 @@ pub fn admit(
     } else {
         now.checked_add(ttl).unwrap_or(now)
     };
-    let mut header = response.clone();
-    if let Some(cc) = &control {
-        cc.strip_private_headers(&mut header);
+    // The Age a hit sends is computed from `created`; a stored one would only be stale.
+    stored.remove_header(&header::AGE);
+    // RFC 9110 §6.6.1: a recipient with a clock adds the Date the origin left out.
+    if !stored.headers.contains_key(header::DATE) {
+        let _ = stored.insert_header(header::DATE, httpdate::fmt_http_date(now));
     }
     // Stored as if it had been here for `age` already: the `Age` this node sends counts on.
     let created = now.checked_sub(age).unwrap_or(now);
-    Ok(CacheMeta::new(fresh_until, created, swr, sie, header))
+    Ok(CacheMeta::new(fresh_until, created, swr, sie, stored))
 }
 
-/// The origin's freshness lifetime: `no-cache` (zero), `s-maxage`, `max-age`, then `Expires`;
-/// `true` when it is relative to the response's generation (the directives), `false` for an
-/// `Expires` date (already what is left).
-fn origin_freshness(
+/// The origin's freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, `max-age` (zero for
+/// `no-cache`), else `Expires` − `Date`. An `Expires` that is invalid, repeated, or in the
+/// past means a lifetime of zero (already stale), never "no information".
+fn origin_lifetime(
     control: Option<&CacheControl>,
     response: &ResponseHeader,
     now: SystemTime,
-) -> Option<(Duration, bool)> {
-    control
-        .and_then(|cc| cc.fresh_duration())
-        .map(|ttl| (ttl, true))
-        .or_else(|| {
-            calculate_expires_header_time(response)
-                .map(|expires| (expires.duration_since(now).unwrap_or(Duration::ZERO), false))
-        })
+) -> Option<Duration> {
+    if let Some(ttl) = control.and_then(|cc| cc.fresh_duration()) {
+        return Some(ttl);
+    }
+    let mut expires = response.headers.get_all(header::EXPIRES).iter();
+    let first = expires.next()?;
+    let Some(expires) = expires
+        .next()
+        .is_none()
+        .then(|| http_date(first.as_bytes()))
+        .flatten()
+    else {
+        return Some(Duration::ZERO);
+    };
+    let date = date_value(response).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP-date in any of the three formats a recipient must accept (RFC 9110 §5.6.7):
+/// IMF-fixdate, the obsolete RFC 850 form and asctime.
+pub fn http_date(value: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    httpdate::parse_http_date(text).ok()
+}
+
+fn date_value(response: &ResponseHeader) -> Option<SystemTime> {
+    http_date(response.headers.get(header::DATE)?.as_bytes())
+}
+
+/// RFC 9111 §4.2.3's `corrected_initial_age`: the larger of the apparent age (`now` −
+/// `Date`) and the upstream's `Age` plus the response delay. Whole seconds: `Date` has no
+/// finer resolution, so a response dated this second is of age 0.
+pub fn corrected_initial_age(response: &ResponseHeader, received: Received) -> Duration {
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let apparent =
+        date_value(response).map_or(0, |date| secs(received.at).saturating_sub(secs(date)));
+    let corrected =
+        upstream_age(response).map_or(0, |age| age.saturating_add(received.delay.as_secs()));
+    Duration::from_secs(apparent.max(corrected))
 }
 
 /// The `Age` an upstream cache gave the response (RFC 9111 §5.1: delta-seconds; anything
 /// else counts as none).
-fn upstream_age(response: &ResponseHeader) -> Duration {
-    response
-        .headers
-        .get(http::header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+fn upstream_age(response: &ResponseHeader) -> Option<u64> {
+    let value = response.headers.get(header::AGE)?.as_bytes();
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Too large to count is as old as it gets.
+    Some(
+        std::str::from_utf8(digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u64::MAX / 2),
+    )
 }
 
 fn has_validator(response: &ResponseHeader) -> bool {
-    response.headers.contains_key(http::header::ETAG)
-        || response.headers.contains_key(http::header::LAST_MODIFIED)
+    response.headers.contains_key(header::ETAG)
+        || response.headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and the fields it lists,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` and `Upgrade` (a `101` is left alone); with
+/// `framing`, also `Transfer-Encoding` (a stored copy is reframed when it is served).
+pub fn strip_hop_by_hop(response: &mut ResponseHeader, framing: bool) {
+    if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return; // the upgrade's own fields: the tunnel needs them
+    }
+    for name in connection_listed(response) {
+        // A listed framing field is the connection's business: the body reader needs it.
+        if framing || !is_framing(&name) {
+            response.remove_header(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if framing || *name != header::TRANSFER_ENCODING {
+            response.remove_header(name);
+        }
+    }
+}
+
+/// Hop-by-hop whatever `Connection` says (`Transfer-Encoding` is framing: see callers).
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// The fields `Connection` names.
+fn connection_listed(response: &ResponseHeader) -> smallvec::SmallVec<[HeaderName; 2]> {
+    response
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .collect()
+}
+
+fn is_framing(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH
+}
+
+/// The end-to-end fields of `response` that its stored copy lacks (`private=`/`no-cache=`
+/// fields, `Set-Cookie` so named, an upstream `Age`): pingora sends a miss's client the
+/// stored header, and these go back on it, so the client that caused the miss gets the
+/// origin's response whole.
+pub fn withheld(
+    response: &ResponseHeader,
+    stored: &ResponseHeader,
+) -> Vec<(HeaderName, http::HeaderValue)> {
+    let listed = connection_listed(response);
+    response
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !stored.headers.contains_key(*name) && !is_hop_by_hop(name) && !listed.contains(name)
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// The stored header updated by a `304` (RFC 9111 §3.2, §4.3.4): each field the `304`
+/// carries replaces the stored one's lines, except hop-by-hop fields and the framing the
+/// stored body depends on (`Content-Length`, `Transfer-Encoding`).
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+) -> ResponseHeader {
+    let mut update = not_modified.clone();
+    strip_hop_by_hop(&mut update, true);
+    update.remove_header(&header::CONTENT_LENGTH);
+    let mut merged = stored.clone();
+    for name in update.headers.keys() {
+        merged.remove_header(name);
+    }
+    for (name, value) in update.headers.iter() {
+        let _ = merged.append_header(name.clone(), value.clone());
+    }
+    merged
 }
 
 /// Stale windows in seconds: `Cache-Control` first, then the route's settings.
@@ -219,26 +412,184 @@ mod tests {
         r
     }
 
+    fn at(now: SystemTime) -> Received {
+        Received {
+            at: now,
+            delay: Duration::ZERO,
+            request_has_authorization: false,
+        }
+    }
+
+    fn admit_at(r: &ResponseHeader, f: &Freshness, now: SystemTime) -> Result<CacheMeta, Refusal> {
+        admit(r, f, at(now))
+    }
+
     fn ttl(meta: &CacheMeta, now: SystemTime) -> u64 {
         meta.fresh_until()
             .duration_since(now)
             .map_or(0, |d| d.as_secs())
     }
 
+    /// A whole second, so `Date` arithmetic is exact.
+    fn second() -> SystemTime {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
     #[test]
     fn s_maxage_beats_max_age_beats_expires() {
         let now = SystemTime::now();
         let both = response(200, &[("cache-control", "max-age=10, s-maxage=20")]);
-        assert_eq!(ttl(&admit(&both, false, &HONOR, now).unwrap(), now), 20);
+        assert_eq!(ttl(&admit_at(&both, &HONOR, now).unwrap(), now), 20);
         let expires = httpdate::fmt_http_date(now + Duration::from_secs(100));
         let max_age = response(
             200,
             &[("cache-control", "max-age=10"), ("expires", &expires)],
         );
-        assert_eq!(ttl(&admit(&max_age, false, &HONOR, now).unwrap(), now), 10);
+        assert_eq!(ttl(&admit_at(&max_age, &HONOR, now).unwrap(), now), 10);
         let only_expires = response(200, &[("expires", &expires)]);
-        let t = ttl(&admit(&only_expires, false, &HONOR, now).unwrap(), now);
+        let t = ttl(&admit_at(&only_expires, &HONOR, now).unwrap(), now);
         assert!((98..=100).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn every_http_date_format_is_understood_and_a_bad_expires_is_stale() {
+        let now = second();
+        let date = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(http_date(text.as_bytes()), Some(date), "{text}");
+        }
+        // Expires − Date is the lifetime, whatever format each is in.
+        let in_an_hour = now + Duration::from_secs(3600);
+        let imf = httpdate::fmt_http_date(in_an_hour);
+        let rfc850 = {
+            let t = httpdate::HttpDate::from(in_an_hour).to_string();
+            // "Tue, 15 Nov 1994 08:12:31 GMT" → "Tuesday, 15-Nov-94 08:12:31 GMT"
+            let day = match &t[..3] {
+                "Mon" => "Monday",
+                "Tue" => "Tuesday",
+                "Wed" => "Wednesday",
+                "Thu" => "Thursday",
+                "Fri" => "Friday",
+                "Sat" => "Saturday",
+                _ => "Sunday",
+            };
+            format!(
+                "{day}, {}-{}-{} {} GMT",
+                &t[5..7],
+                &t[8..11],
+                &t[14..16],
+                &t[17..25]
+            )
+        };
+        let asctime = {
+            let t = httpdate::HttpDate::from(in_an_hour).to_string();
+            let day: u32 = t[5..7].parse().unwrap();
+            format!(
+                "{} {} {day:>2} {} {}",
+                &t[..3],
+                &t[8..11],
+                &t[17..25],
+                &t[12..16]
+            )
+        };
+        for expires in [&imf, &rfc850, &asctime] {
+            assert_eq!(http_date(expires.as_bytes()), Some(in_an_hour), "{expires}");
+            let r = response(
+                200,
+                &[
+                    ("expires", expires),
+                    ("date", &httpdate::fmt_http_date(now)),
+                ],
+            );
+            assert_eq!(
+                ttl(&admit_at(&r, &HONOR, now).unwrap(), now),
+                3600,
+                "{expires}"
+            );
+        }
+        // Past, invalid or repeated: stale, so the default TTL never applies to it.
+        let day = Freshness {
+            default_ttl: Duration::from_secs(86_400),
+            ..HONOR
+        };
+        for expires in [
+            &["Thu, 01 Jan 1970 00:00:00 GMT"][..],
+            &["0"],
+            &["soon"],
+            &[&imf, &imf],
+        ] {
+            let mut r = response(200, &[]);
+            for e in expires {
+                r.append_header("expires", *e).unwrap();
+            }
+            assert!(admit_at(&r, &day, now).is_err(), "{expires:?}");
+        }
+    }
+
+    #[test]
+    fn corrected_age_counts_the_origin_date_and_an_upstream_age() {
+        let now = second();
+        let dated = |ago: u64| httpdate::fmt_http_date(now - Duration::from_secs(ago));
+        // Date 30 s ago: 30 s of a 60 s lifetime are gone, and the hit's Age starts at 30.
+        let r = response(
+            200,
+            &[("cache-control", "max-age=60"), ("date", &dated(30))],
+        );
+        let meta = admit_at(&r, &HONOR, now).unwrap();
+        assert_eq!(ttl(&meta, now), 30);
+        assert_eq!(meta.updated(), now - Duration::from_secs(30));
+        // The stored Date is the origin's.
+        assert_eq!(meta.headers()["date"], dated(30).as_str());
+        // Age larger than the apparent age wins, plus the response delay.
+        let r = response(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", &dated(5)),
+                ("age", "20"),
+            ],
+        );
+        let delayed = Received {
+            delay: Duration::from_secs(2),
+            ..at(now)
+        };
+        let meta = admit(&r, &HONOR, delayed).unwrap();
+        assert_eq!(ttl(&meta, now), 38);
+        assert!(
+            !meta.headers().contains_key("age"),
+            "Age is computed on hits"
+        );
+        // A Date in the future is age 0, not negative.
+        let ahead = httpdate::fmt_http_date(now + Duration::from_secs(100));
+        let r = response(200, &[("cache-control", "max-age=60"), ("date", &ahead)]);
+        assert_eq!(ttl(&admit_at(&r, &HONOR, now).unwrap(), now), 60);
+        // Expires is measured from Date, and the age is taken off it.
+        let r = response(
+            200,
+            &[
+                ("date", &dated(10)),
+                (
+                    "expires",
+                    &httpdate::fmt_http_date(now + Duration::from_secs(50)),
+                ),
+            ],
+        );
+        assert_eq!(ttl(&admit_at(&r, &HONOR, now).unwrap(), now), 50);
+        // A response without Date gets the time it arrived.
+        let r = response(200, &[("cache-control", "max-age=60")]);
+        let meta = admit_at(&r, &HONOR, now).unwrap();
+        assert_eq!(
+            meta.headers()["date"],
+            httpdate::fmt_http_date(now).as_str()
+        );
     }
 
     #[test]
@@ -252,7 +603,7 @@ mod tests {
         for cc in ["no-store", "private", "private, max-age=60"] {
             let r = response(200, &[("cache-control", cc)]);
             assert_eq!(
-                admit(&r, false, &always, now).unwrap_err(),
+                admit_at(&r, &always, now).unwrap_err(),
                 Refusal::PrivateNoStore
             );
         }
@@ -262,14 +613,81 @@ mod tests {
     fn no_cache_is_stored_stale_and_override_always_overrides_it() {
         let now = SystemTime::now();
         let r = response(200, &[("cache-control", "no-cache")]);
-        let meta = admit(&r, false, &HONOR, now).unwrap();
+        let meta = admit_at(&r, &HONOR, now).unwrap();
         assert!(!meta.is_fresh(now));
         let always = Freshness {
             behavior: CacheBehavior::OverrideAlways,
             duration: Some(Duration::from_secs(60)),
             ..HONOR
         };
-        assert_eq!(ttl(&admit(&r, false, &always, now).unwrap(), now), 60);
+        assert_eq!(ttl(&admit_at(&r, &always, now).unwrap(), now), 60);
+    }
+
+    #[test]
+    fn qualified_private_and_no_cache_drop_their_fields_from_the_stored_copy_only() {
+        let now = SystemTime::now();
+        let r = response(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=60, private=\"x-user\", no-cache=\"set-cookie\"",
+                ),
+                ("x-user", "alice"),
+                ("set-cookie", "s=1"),
+                ("x-other", "kept"),
+            ],
+        );
+        let meta = admit_at(&r, &HONOR, now).unwrap();
+        assert_eq!(ttl(&meta, now), 60, "a qualified no-cache is not stale");
+        assert!(!meta.headers().contains_key("x-user"));
+        assert!(!meta.headers().contains_key("set-cookie"));
+        assert_eq!(meta.headers()["x-other"], "kept");
+        assert!(
+            r.headers.contains_key("x-user"),
+            "the response itself is whole"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_not_stored() {
+        let now = SystemTime::now();
+        let r = response(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("te", "trailers"),
+                ("upgrade", "h2c"),
+                ("transfer-encoding", "chunked"),
+                ("x-end", "kept"),
+            ],
+        );
+        let meta = admit_at(&r, &HONOR, now).unwrap();
+        for name in [
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+            "transfer-encoding",
+        ] {
+            assert!(!meta.headers().contains_key(name), "{name} was stored");
+        }
+        assert_eq!(meta.headers()["x-end"], "kept");
+        // Forwarded: the same minus framing, which the connection still needs.
+        let mut forwarded = r.clone();
+        strip_hop_by_hop(&mut forwarded, false);
+        assert!(forwarded.headers.contains_key("transfer-encoding"));
+        assert!(!forwarded.headers.contains_key("x-hop"));
+        // A 101 keeps its Upgrade and Connection.
+        let mut switching = response(101, &[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut switching, false);
+        assert!(switching.headers.contains_key("upgrade"));
     }
 
     #[test]
@@ -281,9 +699,9 @@ mod tests {
             ..HONOR
         };
         let silent = response(200, &[]);
-        assert_eq!(ttl(&admit(&silent, false, &missing, now).unwrap(), now), 30);
+        assert_eq!(ttl(&admit_at(&silent, &missing, now).unwrap(), now), 30);
         let said = response(200, &[("cache-control", "max-age=5")]);
-        assert_eq!(ttl(&admit(&said, false, &missing, now).unwrap(), now), 5);
+        assert_eq!(ttl(&admit_at(&said, &missing, now).unwrap(), now), 5);
     }
 
     #[test]
@@ -291,28 +709,83 @@ mod tests {
         let now = SystemTime::now();
         let silent = response(200, &[]);
         assert_eq!(
-            admit(&silent, false, &HONOR, now).unwrap_err(),
+            admit_at(&silent, &HONOR, now).unwrap_err(),
             Refusal::Uncacheable("no freshness information")
         );
         let day = Freshness {
             default_ttl: Duration::from_secs(86_400),
             ..HONOR
         };
-        assert_eq!(ttl(&admit(&silent, false, &day, now).unwrap(), now), 86_400);
+        assert_eq!(ttl(&admit_at(&silent, &day, now).unwrap(), now), 86_400);
     }
 
     #[test]
-    fn set_cookie_vary_star_and_odd_statuses_are_not_stored() {
+    fn explicit_freshness_stores_any_understood_status_and_configured_lifetimes_only_heuristic_ones(
+    ) {
+        let now = SystemTime::now();
+        let day = Freshness {
+            behavior: CacheBehavior::OverrideAlways,
+            duration: Some(Duration::from_secs(86_400)),
+            default_ttl: Duration::from_secs(86_400),
+            ..HONOR
+        };
+        for status in [200, 302, 307, 403, 500, 503] {
+            let r = response(status, &[("cache-control", "max-age=60")]);
+            assert_eq!(
+                ttl(&admit_at(&r, &HONOR, now).unwrap(), now),
+                60,
+                "{status}"
+            );
+        }
+        for status in [200, 404, 405, 414, 501] {
+            assert!(status_is_heuristic(status));
+            let r = response(status, &[]);
+            assert_eq!(
+                ttl(&admit_at(&r, &day, now).unwrap(), now),
+                86_400,
+                "{status}"
+            );
+        }
+        // Not heuristically cacheable: no configured lifetime, even override_always.
+        for status in [302, 403, 500, 503] {
+            let r = response(status, &[]);
+            assert!(admit_at(&r, &day, now).is_err(), "{status}");
+            let said = response(status, &[("cache-control", "max-age=5")]);
+            assert_eq!(
+                ttl(&admit_at(&said, &day, now).unwrap(), now),
+                5,
+                "{status}"
+            );
+        }
+        // Not understood, partial, or an error without freshness: reasons the predictor
+        // does not remember where they say nothing of the next response.
+        let cc = ("cache-control", "max-age=60");
+        assert_eq!(
+            admit_at(&response(599, &[cc]), &HONOR, now).unwrap_err(),
+            Refusal::Uncacheable("status not understood")
+        );
+        for (r, reason) in [
+            (response(206, &[cc]), REASON_PARTIAL),
+            (response(502, &[]), REASON_ERROR_STATUS),
+        ] {
+            assert_eq!(
+                admit_at(&r, &HONOR, now).unwrap_err(),
+                Refusal::Uncacheable(reason)
+            );
+            assert!(TRANSIENT_REASONS.contains(&reason));
+        }
+    }
+
+    #[test]
+    fn set_cookie_and_vary_star_are_not_stored() {
         let now = SystemTime::now();
         let cc = ("cache-control", "max-age=60");
         for (r, why) in [
             (response(200, &[cc, ("set-cookie", "a=b")]), "set-cookie"),
             (response(200, &[cc, ("vary", "accept, *")]), "vary *"),
-            (response(206, &[cc]), "status not stored"),
-            (response(500, &[cc]), "status not stored"),
         ] {
             assert_eq!(
-                admit(&r, false, &HONOR, now).unwrap_err(),
+                admit_at(&r, &HONOR, now).unwrap_err(),
                 Refusal::Uncacheable(why)
             );
         }
@@ -321,11 +794,15 @@ mod tests {
     #[test]
     fn authorization_needs_public_s_maxage_or_must_revalidate() {
         let now = SystemTime::now();
+        let authorized = Received {
+            request_has_authorization: true,
+            ..at(now)
+        };
         let plain = response(200, &[("cache-control", "max-age=60")]);
-        assert!(admit(&plain, true, &HONOR, now).is_err());
+        assert!(admit(&plain, &HONOR, authorized).is_err());
         assert!(!serves_authorized_request(&plain));
         let public = response(200, &[("cache-control", "public, max-age=60")]);
-        assert!(admit(&public, true, &HONOR, now).is_ok());
+        assert!(admit(&public, &HONOR, authorized).is_ok());
         assert!(serves_authorized_request(&public));
     }
 
@@ -338,7 +815,7 @@ mod tests {
             ..HONOR
         };
         let r = response(200, &[("cache-control", "max-age=1, stale-if-error=50")]);
-        let meta = admit(&r, false, &route, now).unwrap();
+        let meta = admit_at(&r, &route, now).unwrap();
         assert_eq!(meta.stale_while_revalidate_sec(), 7);
         assert_eq!(meta.stale_if_error_sec(), 50);
     }
@@ -347,7 +824,7 @@ mod tests {
     fn an_upstream_age_is_counted() {
         let now = SystemTime::now();
         let aged = response(200, &[("cache-control", "max-age=60"), ("age", "50")]);
-        let meta = admit(&aged, false, &HONOR, now).unwrap();
+        let meta = admit_at(&aged, &HONOR, now).unwrap();
         assert_eq!(ttl(&meta, now), 10, "50 of its 60 s were spent upstream");
         assert_eq!(
             meta.updated(),
@@ -356,7 +833,7 @@ mod tests {
         );
         // Older than its lifetime: stale on arrival, so stored only if it can revalidate.
         let spent = response(200, &[("cache-control", "max-age=60"), ("age", "70")]);
-        assert!(admit(&spent, false, &HONOR, now).is_err());
+        assert!(admit_at(&spent, &HONOR, now).is_err());
         let revalidatable = response(
             200,
             &[
@@ -365,22 +842,60 @@ mod tests {
                 ("etag", "\"v1\""),
             ],
         );
-        assert_eq!(
-            ttl(&admit(&revalidatable, false, &HONOR, now).unwrap(), now),
-            0
-        );
-        // An Expires date is already what is left; a route's override starts here.
+        assert_eq!(ttl(&admit_at(&revalidatable, &HONOR, now).unwrap(), now), 0);
+        // An Expires lifetime loses the age too; a route's override starts here.
         let expires = httpdate::fmt_http_date(now + Duration::from_secs(30));
         let dated = response(200, &[("expires", &expires), ("age", "20")]);
-        assert!(ttl(&admit(&dated, false, &HONOR, now).unwrap(), now) >= 28);
+        let t = ttl(&admit_at(&dated, &HONOR, now).unwrap(), now);
+        assert!((8..=10).contains(&t), "{t}");
         let always = Freshness {
             behavior: CacheBehavior::OverrideAlways,
             duration: Some(Duration::from_secs(100)),
             ..HONOR
         };
-        assert_eq!(ttl(&admit(&aged, false, &always, now).unwrap(), now), 100);
+        assert_eq!(ttl(&admit_at(&aged, &always, now).unwrap(), now), 100);
         // An Age that is not delta-seconds is no age.
-        let junk = response(200, &[("cache-control", "max-age=60"), ("age", "soon")]);
-        assert_eq!(ttl(&admit(&junk, false, &HONOR, now).unwrap(), now), 60);
+        for junk in ["soon", "-5", "1.5", ""] {
+            let r = response(200, &[("cache-control", "max-age=60"), ("age", junk)]);
+            assert_eq!(ttl(&admit_at(&r, &HONOR, now).unwrap(), now), 60, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_304_updates_every_stored_field_but_framing_and_hop_by_hop() {
+        let stored = response(
+            200,
+            &[
+                ("cache-control", "max-age=10"),
+                ("content-length", "8"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+                ("x-list", "a"),
+                ("x-list", "b"),
+                ("x-untouched", "kept"),
+            ],
+        );
+        let not_modified = response(
+            304,
+            &[
+                ("cache-control", "max-age=600"),
+                ("content-length", "0"),
+                ("x-version", "2"),
+                ("x-list", "c"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+            ],
+        );
+        let merged = merge_not_modified(&stored, &not_modified);
+        assert_eq!(merged.status, 200);
+        assert_eq!(merged.headers["cache-control"], "max-age=600");
+        assert_eq!(merged.headers["content-length"], "8");
+        assert_eq!(merged.headers["x-version"], "2");
+        let list: Vec<_> = merged.headers.get_all("x-list").iter().collect();
+        assert_eq!(list, ["c"]);
+        assert_eq!(merged.headers["x-untouched"], "kept");
+        assert_eq!(merged.headers["etag"], "\"v1\"");
+        assert!(!merged.headers.contains_key("x-hop"));
+        assert!(!merged.headers.contains_key("connection"));
     }
 }

@@ -1,10 +1,15 @@
 //! Portico's cache store: pingora-cache's `Storage` in memory, bounded in bytes.
 //!
-//! Objects live in a sharded hash map under their full key (primary + `Vary` variance). Each
-//! slot holds at most one committed object and the fills in progress for that key. A lookup
-//! prefers the newest fill, so readers that waited on the cache lock stream the body as it
-//! arrives instead of waiting for the end. Every object has a generation id: eviction names
-//! the generation it chose, so it never removes a newer object stored under the same key.
+//! Objects live in a sharded hash map under their full key (primary + `Vary` variance); a
+//! key's shard is picked by its primary hash, so every variant of a URL shares one shard and
+//! a per-shard index lists a URL's secondary variants (invalidation finds them all, and
+//! their number is capped). Each slot holds at most one committed object and the fills in
+//! progress for that key. A lookup prefers the newest fill, so readers that waited on the
+//! cache lock stream the body as it arrives instead of waiting for the end, except while the
+//! committed object may still be served without the origin (fresh, or stale within its
+//! `stale-while-revalidate` window): a refresh that dies mid-body then cuts nobody short.
+//! Every object has a generation id: eviction names the generation it chose, so it never
+//! removes a newer object stored under the same key.
 //!
 //! The byte bound is enforced by pingora-cache's sharded LRU eviction manager, which the
 //! store owns (pingora admits each committed object to it and purges what it evicts). The
@@ -15,6 +20,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,6 +51,40 @@ thread_local! {
     static LAST_MISS: Cell<Option<HashBinary>> = const { Cell::new(None) };
 }
 
+/// Secondary variants kept per URL (primary key) beyond its primary slot: junk `Vary`
+/// values cannot split one URL into unbounded objects. A variant past the cap is served
+/// from the origin, not stored.
+pub const MAX_VARIANTS: usize = 32;
+
+#[derive(Default)]
+struct Shard {
+    slots: HashMap<HashBinary, Slot>,
+    /// Primary hash → the combined hashes of its secondary variant slots.
+    variants: HashMap<HashBinary, SmallVec<[HashBinary; 4]>>,
+}
+
+impl Shard {
+    /// Forgets slot `combined` (of URL `primary`) in the variant index.
+    fn unindex(&mut self, primary: &HashBinary, combined: &HashBinary) {
+        if primary == combined {
+            return;
+        }
+        if let Some(list) = self.variants.get_mut(primary) {
+            list.retain(|c| c != combined);
+            if list.is_empty() {
+                self.variants.remove(primary);
+            }
+        }
+    }
+
+    fn remove_if_empty(&mut self, primary: &HashBinary, combined: &HashBinary) {
+        if self.slots.get(combined).is_some_and(Slot::is_empty) {
+            self.slots.remove(combined);
+            self.unindex(primary, combined);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     committed: Option<Arc<Object>>,
@@ -55,11 +95,30 @@ impl Slot {
     fn is_empty(&self) -> bool {
         self.committed.is_none() && self.fills.is_empty()
     }
+
+    /// What a lookup serves: the newest fill (after a refresh starts, its body is the one to
+    /// serve), unless the committed object may still be used without the origin.
+    fn to_serve(&self) -> Option<&Arc<Object>> {
+        match (&self.committed, self.fills.last()) {
+            (Some(committed), Some(fill)) => Some(
+                if committed
+                    .meta
+                    .load()
+                    .usable_without_origin(SystemTime::now())
+                {
+                    committed
+                } else {
+                    fill
+                },
+            ),
+            (committed, fill) => fill.or(committed.as_ref()),
+        }
+    }
 }
 
 /// The in-memory store. Lives for the whole process (pingora wants `&'static`).
 pub struct MemoryStore {
-    shards: Vec<Mutex<HashMap<HashBinary, Slot>>>,
+    shards: Vec<Mutex<Shard>>,
     eviction: lru::Manager<EVICTION_SHARDS>,
     bytes: AtomicUsize,
     objects: AtomicUsize,
@@ -70,7 +129,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(memory_bytes: usize, max_object_bytes: usize) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             // Capacity is a per-shard preallocation hint, not a limit.
             eviction: lru::Manager::with_capacity(memory_bytes, 1024),
             bytes: AtomicUsize::new(0),
@@ -99,6 +158,19 @@ impl MemoryStore {
         self.slot_matches(key, |slot| !slot.fills.is_empty())
     }
 
+    /// Whether a fill is under way for `key` while its committed object may still be served
+    /// without the origin (what a lookup then returns).
+    pub fn is_refreshing(&self, key: &CacheKey) -> bool {
+        let now = SystemTime::now();
+        self.slot_matches(key, |slot| {
+            !slot.fills.is_empty()
+                && slot
+                    .committed
+                    .as_ref()
+                    .is_some_and(|c| c.meta.load().usable_without_origin(now))
+        })
+    }
+
     /// Whether `key` holds an object, committed or filling.
     pub fn holds(&self, key: &CacheKey) -> bool {
         self.slot_matches(key, |slot| !slot.is_empty())
@@ -106,7 +178,11 @@ impl MemoryStore {
 
     fn slot_matches(&self, key: &CacheKey, test: impl Fn(&Slot) -> bool) -> bool {
         let hash = key.combined_bin();
-        self.shard(&hash).lock().get(&hash).is_some_and(test)
+        self.shard(&key.primary_bin())
+            .lock()
+            .slots
+            .get(&hash)
+            .is_some_and(test)
     }
 
     /// Whether the last lookup on this thread was a miss for `key` (and forgets it).
@@ -119,8 +195,32 @@ impl MemoryStore {
         LAST_MISS.with(|last| last.take()) == Some(key.combined_bin())
     }
 
-    fn shard(&self, hash: &HashBinary) -> &Mutex<HashMap<HashBinary, Slot>> {
-        &self.shards[hash[0] as usize % SHARDS]
+    /// The shard of a URL: by its primary hash, so all its variants are together.
+    fn shard(&self, primary: &HashBinary) -> &Mutex<Shard> {
+        &self.shards[primary[0] as usize % SHARDS]
+    }
+
+    /// Removes every committed object of the URL whose primary hash is `primary`, all its
+    /// variants included (RFC 9111 §4.4: an unsafe request invalidates the target URI);
+    /// returns how many. Fills under way are left to finish: they started from the origin.
+    pub fn invalidate(&self, primary: &HashBinary) -> usize {
+        let removed: SmallVec<[Arc<Object>; 4]> = {
+            let mut shard = self.shard(primary).lock();
+            let mut combined: SmallVec<[HashBinary; 4]> = smallvec::smallvec![*primary];
+            combined.extend(shard.variants.get(primary).into_iter().flatten().copied());
+            let mut removed = SmallVec::new();
+            for hash in &combined {
+                if let Some(slot) = shard.slots.get_mut(hash) {
+                    removed.extend(slot.committed.take());
+                }
+                shard.remove_if_empty(primary, hash);
+            }
+            removed
+        };
+        for object in &removed {
+            self.forget(object);
+        }
+        removed.len()
     }
 
     /// Removes every object (committed or filling) whose key text `matches`; returns how many.
@@ -130,8 +230,9 @@ impl MemoryStore {
         let mut removed = Vec::new();
         let mut fills = 0;
         for shard in &self.shards {
-            let mut map = shard.lock();
-            map.retain(|_, slot| {
+            let mut guard = shard.lock();
+            let Shard { slots, variants } = &mut *guard;
+            slots.retain(|_, slot| {
                 if slot.committed.as_ref().is_some_and(|o| matches(&o.label)) {
                     removed.extend(slot.committed.take());
                 }
@@ -139,6 +240,11 @@ impl MemoryStore {
                 slot.fills.retain(|o| !matches(&o.label));
                 fills += before - slot.fills.len();
                 !slot.is_empty()
+            });
+            // Variant slots that went drop out of the index.
+            variants.retain(|_, list| {
+                list.retain(|c| slots.contains_key(c));
+                !list.is_empty()
             });
         }
         for object in &removed {
@@ -162,8 +268,8 @@ impl MemoryStore {
         let committed = Arc::new(fill.committed());
         let weight = committed.weight();
         let replaced = {
-            let mut map = self.shard(hash).lock();
-            let slot = map.get_mut(hash)?;
+            let mut shard = self.shard(&fill.key.primary).lock();
+            let slot = shard.slots.get_mut(hash)?;
             let position = slot.fills.iter().position(|o| Arc::ptr_eq(o, fill))?;
             slot.fills.remove(position);
             self.bytes.fetch_add(weight, Ordering::Relaxed);
@@ -177,12 +283,11 @@ impl MemoryStore {
     }
 
     fn drop_fill(&self, hash: &HashBinary, fill: &Arc<Object>) {
-        let mut map = self.shard(hash).lock();
-        if let Some(slot) = map.get_mut(hash) {
+        let primary = fill.key.primary;
+        let mut shard = self.shard(&primary).lock();
+        if let Some(slot) = shard.slots.get_mut(hash) {
             slot.fills.retain(|o| !Arc::ptr_eq(o, fill));
-            if slot.is_empty() {
-                map.remove(hash);
-            }
+            shard.remove_if_empty(&primary, hash);
         }
     }
 }
@@ -207,11 +312,8 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
-        let map = self.shard(&hash).lock();
-        // The newest fill first: after a refresh starts, its body is the one to serve.
-        let found = map
-            .get(&hash)
-            .and_then(|slot| slot.fills.last().or(slot.committed.as_ref()).map(hit));
+        let shard = self.shard(&key.primary_bin()).lock();
+        let found = shard.slots.get(&hash).and_then(Slot::to_serve).map(hit);
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
         Ok(found)
     }
@@ -229,8 +331,9 @@ impl Storage for MemoryStore {
             return self.lookup(key, _trace).await;
         };
         let hash = key.combined_bin();
-        let map = self.shard(&hash).lock();
-        Ok(map
+        let shard = self.shard(&key.primary_bin()).lock();
+        Ok(shard
+            .slots
             .get(&hash)
             .and_then(|slot| slot.fills.iter().find(|o| o.id == id))
             .map(hit))
@@ -251,12 +354,27 @@ impl Storage for MemoryStore {
             label,
             StoredMeta::from_meta(meta),
         ));
-        self.shard(&hash)
-            .lock()
-            .entry(hash)
-            .or_default()
-            .fills
-            .push(object.clone());
+        {
+            let primary = key.primary_bin();
+            let mut shard = self.shard(&primary).lock();
+            let known = shard.slots.contains_key(&hash);
+            if !known && hash != primary {
+                let variants = shard.variants.entry(primary).or_default();
+                if variants.len() >= MAX_VARIANTS {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        format!("more than {MAX_VARIANTS} variants of one URL; not stored"),
+                    );
+                }
+                variants.push(hash);
+            }
+            shard
+                .slots
+                .entry(hash)
+                .or_default()
+                .fills
+                .push(object.clone());
+        }
         Ok(Box::new(Fill {
             store: self,
             hash,
@@ -274,13 +392,14 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = target.key().combined_bin();
+        let primary = target.key().primary;
         let wanted = match target {
             PurgeTarget::Exact(entry) => entry.entry_id().map(CacheEntryId::get),
             PurgeTarget::Active(_) => None,
         };
         let removed = {
-            let mut map = self.shard(&hash).lock();
-            let Some(slot) = map.get_mut(&hash) else {
+            let mut shard = self.shard(&primary).lock();
+            let Some(slot) = shard.slots.get_mut(&hash) else {
                 return Ok(PurgeOutcome::NotFound);
             };
             let removed = match (&slot.committed, wanted) {
@@ -290,9 +409,7 @@ impl Storage for MemoryStore {
             if matches!(purge_type, PurgeType::Invalidation) {
                 slot.fills.clear();
             }
-            if slot.is_empty() {
-                map.remove(&hash);
-            }
+            shard.remove_if_empty(&primary, &hash);
             removed
         };
         let Some(object) = removed else {
@@ -309,8 +426,12 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let hash = key.combined_bin();
-        let map = self.shard(&hash).lock();
-        let Some(object) = map.get(&hash).and_then(|slot| slot.committed.as_ref()) else {
+        let shard = self.shard(&key.primary_bin()).lock();
+        let Some(object) = shard
+            .slots
+            .get(&hash)
+            .and_then(|slot| slot.committed.as_ref())
+        else {
             return Ok(false);
         };
         object.meta.store(Arc::new(StoredMeta::from_meta(meta)));

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::storage::{PurgeOutcome, PurgeTarget, PurgeType};
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheEntryId, CacheEntryKey, CacheKey, CacheMeta, Storage};
@@ -160,4 +161,104 @@ async fn a_revalidation_that_grows_the_header_keeps_the_accounting_exact() {
         .unwrap());
     assert_eq!(store.purge_matching(|_| true), 1);
     assert_eq!((store.objects(), store.bytes()), (0, 0));
+}
+
+fn variant(path: &str, n: u8) -> CacheKey {
+    let mut key = CacheKey::new(path, "");
+    key.set_variance_key([n; 16]);
+    key
+}
+
+#[tokio::test]
+async fn invalidation_removes_a_url_with_every_variant_and_nothing_else() {
+    let store = store();
+    let primary = CacheKey::new("h/v", "");
+    fill(store, &primary, "first").await;
+    for n in 1..=3 {
+        fill(store, &variant("h/v", n), "other").await;
+    }
+    fill(store, &CacheKey::new("h/w", ""), "neighbour").await;
+    assert_eq!(store.objects(), 5);
+    assert_eq!(store.invalidate(&primary.primary_bin()), 4);
+    assert!(body_of(store, &primary).await.is_none());
+    assert!(body_of(store, &variant("h/v", 2)).await.is_none());
+    assert_eq!(
+        body_of(store, &CacheKey::new("h/w", "")).await.as_deref(),
+        Some("neighbour")
+    );
+    assert_eq!(store.invalidate(&primary.primary_bin()), 0);
+    // The variant index emptied with it: a URL gets its full allowance of variants again.
+    for n in 1..=super::MAX_VARIANTS as u8 {
+        fill(store, &variant("h/v", n), "again").await;
+    }
+}
+
+#[tokio::test]
+async fn variants_past_the_cap_are_not_stored() {
+    let store = store();
+    let span = Span::inactive();
+    for n in 1..=super::MAX_VARIANTS as u8 {
+        fill(store, &variant("h/cap", n), "v").await;
+    }
+    let extra = variant("h/cap", 200);
+    assert!(store
+        .get_miss_handler(&extra, &meta(), &span.handle())
+        .await
+        .is_err());
+    // A variant already stored may still be refreshed, and the primary slot is not capped.
+    fill(store, &variant("h/cap", 1), "v2").await;
+    fill(store, &CacheKey::new("h/cap", ""), "primary").await;
+    // Purging a variant frees its place.
+    assert_eq!(store.purge_matching(|_| true), super::MAX_VARIANTS + 1);
+    fill(store, &extra, "now").await;
+}
+
+#[tokio::test]
+async fn a_refresh_hides_the_committed_object_only_once_it_is_no_longer_usable() {
+    let store = store();
+    let span = Span::inactive();
+    let now = SystemTime::now();
+    let stale = |swr: u32| {
+        let header = ResponseHeader::build(200, None).unwrap();
+        CacheMeta::new(now - Duration::from_secs(1), now, swr, 0, header)
+    };
+    for (swr, expected) in [(60, "stale"), (0, "fill")] {
+        let key = CacheKey::new(format!("h/swr{swr}"), "");
+        let mut miss = store
+            .get_miss_handler(&key, &stale(swr), &span.handle())
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from_static(b"stale"), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+        // The refresh has sent half its body.
+        let mut refresh = store
+            .get_miss_handler(&key, &meta(), &span.handle())
+            .await
+            .unwrap();
+        refresh
+            .write_body(Bytes::from_static(b"fill"), false)
+            .await
+            .unwrap();
+        let (_, mut hit) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+        assert_eq!(
+            hit.read_body().await.unwrap().unwrap(),
+            expected,
+            "swr {swr}"
+        );
+        assert_eq!(store.is_refreshing(&key), swr > 0);
+        drop(refresh); // dies mid-body
+        if swr > 0 {
+            assert!(
+                hit.read_body().await.unwrap().is_none(),
+                "the stale body is whole"
+            );
+        } else {
+            assert!(
+                hit.read_body().await.is_err(),
+                "the fill's reader learns it failed"
+            );
+        }
+    }
 }

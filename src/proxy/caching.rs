@@ -8,18 +8,15 @@
 use std::time::SystemTime;
 
 use pingora_cache::key::HashBinary;
-use pingora_cache::{
-    CacheKey, CacheMeta, ForcedFreshness, NoCacheReason, RespCacheable, VarianceBuilder,
-};
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-use crate::cache::policy::{self, Freshness};
-use crate::cache::{key, status, EdgeCache};
-use crate::rules::CacheUse;
-
-use crate::rules::request::host_without_port;
+use crate::cache::policy::{self, Freshness, Received};
+use crate::cache::{conditional, key, status, vary, EdgeCache};
+use crate::rules::request::{host_without_port, RequestFacts};
+use crate::rules::{CacheUse, Scheme};
 
 use super::RequestCtx;
 
@@ -97,20 +94,190 @@ pub fn admit_response(
     let Some(freshness) = freshness(ctx, cache) else {
         return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
     };
-    let authorized = session
-        .req_header()
-        .headers
-        .contains_key(http::header::AUTHORIZATION);
-    match policy::admit(response, authorized, &freshness, SystemTime::now()) {
-        Ok(meta) => RespCacheable::Cacheable(meta),
+    let received = Received {
+        at: SystemTime::now(),
+        delay: ctx.origin_first_byte.unwrap_or_default(),
+        request_has_authorization: session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION),
+    };
+    // Answering a revalidation, pingora hands over the stored header with a few of the
+    // 304's fields; RFC 9111 §4.3.4 wants all of them (`policy::merge_not_modified`).
+    let merged;
+    let response = match ctx.not_modified.take() {
+        Some(not_modified) => {
+            merged = policy::merge_not_modified(response, &not_modified);
+            &merged
+        }
+        None => response,
+    };
+    match policy::admit(response, &freshness, received) {
+        Ok(meta) => {
+            // Usually empty, and then nothing is allocated.
+            ctx.withheld = policy::withheld(response, meta.response_header());
+            RespCacheable::Cacheable(meta)
+        }
         Err(refusal) => {
             ctx.cache_refused = Some(refusal.x_cache());
+            // A refresh that cannot be stored leaves the stored object in place (RFC 9111
+            // invalidates only on unsafe methods): the key must keep using the cache, or
+            // that object could no longer be served stale when the origin then fails.
+            let refreshing = session.cache.maybe_cache_meta().is_some();
             RespCacheable::Uncacheable(match refusal {
                 policy::Refusal::PrivateNoStore => NoCacheReason::OriginNotCache,
+                policy::Refusal::Uncacheable(_) if refreshing => {
+                    NoCacheReason::Custom(policy::REASON_REFRESH)
+                }
                 policy::Refusal::Uncacheable(reason) => NoCacheReason::Custom(reason),
             })
         }
     }
+}
+
+/// `response_filter`: a miss's client gets what the stored copy left out (`withheld`).
+pub fn restore_withheld(session: &Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if ctx.withheld.is_empty() {
+        return;
+    }
+    let fields = std::mem::take(&mut ctx.withheld);
+    if matches!(
+        session.cache.phase(),
+        pingora_cache::CachePhase::Miss | pingora_cache::CachePhase::Expired
+    ) {
+        for (name, value) in fields {
+            let _ = response.append_header(name, value);
+        }
+    }
+}
+
+/// `upstream_response_filter`: hop-by-hop fields go no further (RFC 9110 §7.6.1); a `304`
+/// to this cache's revalidation is kept for `admit_response`; a non-error answer to an
+/// unsafe method invalidates what is stored for its URL (RFC 9111 §4.4).
+pub fn upstream_response(
+    session: &Session,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    cache: &EdgeCache,
+) {
+    policy::strip_hop_by_hop(response, false);
+    if ctx.caching
+        && response.status == http::StatusCode::NOT_MODIFIED
+        && session.cache.maybe_cache_meta().is_some()
+    {
+        ctx.not_modified = Some(Box::new(response.clone()));
+    }
+    let method = &session.req_header().method;
+    if !method.is_safe() && (200..400).contains(&response.status.as_u16()) {
+        invalidate(session, response, ctx, cache);
+    }
+}
+
+/// Removes what is stored for the request's URL and for a same-origin `Location` and
+/// `Content-Location` in the response, each keyed as a GET for it would be.
+fn invalidate(session: &Session, response: &ResponseHeader, ctx: &RequestCtx, cache: &EdgeCache) {
+    let request = session.req_header();
+    let mut removed = invalidate_target(ctx, cache, request.uri.path(), request.uri.query());
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let Some(target) = response.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let origin = super::admission::request_host(request);
+        if let Some((path, query)) = same_origin_target(target, origin, ctx.scheme) {
+            removed += invalidate_target(ctx, cache, &path, query.as_deref());
+        }
+    }
+    if removed > 0 {
+        log::debug!(
+            "request {}: {} invalidated {removed} stored response(s)",
+            ctx.request_id,
+            request.method
+        );
+    }
+}
+
+/// Invalidates the key a GET for `path?query` on this request's host would use, if the
+/// rules cache it.
+fn invalidate_target(
+    ctx: &RequestCtx,
+    cache: &EdgeCache,
+    path: &str,
+    query: Option<&str>,
+) -> usize {
+    let Some(snapshot) = ctx.snapshot.as_ref() else {
+        return 0;
+    };
+    let engine = &snapshot.engine;
+    let headers = http::HeaderMap::new();
+    let facts = RequestFacts {
+        method: "GET",
+        host: ctx.host(),
+        path,
+        query,
+        headers: &headers,
+        client_ip: ctx.client_ip,
+        scheme: ctx.scheme,
+        listener: ctx.listener_name(),
+    };
+    let Ok(decision) = engine.decide(&facts) else {
+        return 0;
+    };
+    if decision.cache != CacheUse::Enabled {
+        return 0;
+    }
+    let parts = key::KeyParts::new(
+        engine,
+        &decision,
+        host_without_port(ctx.host()),
+        path,
+        query,
+        ctx.scheme,
+    );
+    cache.store.invalidate(&parts.hash())
+}
+
+/// The path and query of `target` (a URI reference) when it names this request's origin
+/// (`host` as the client sent it, `scheme`): a relative reference always does; an absolute
+/// one when its scheme, host and port are the request's.
+fn same_origin_target(
+    target: &str,
+    host: &str,
+    scheme: Scheme,
+) -> Option<(String, Option<String>)> {
+    let uri: http::Uri = target.parse().ok()?;
+    if let Some(authority) = uri.authority() {
+        if !uri.scheme_str()?.eq_ignore_ascii_case(scheme.as_str()) {
+            return None;
+        }
+        let default_port = match scheme {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let (host, own_port) = split_port(host, default_port);
+        if !authority.host().eq_ignore_ascii_case(host) || port != own_port {
+            return None;
+        }
+    } else if !uri.path().starts_with('/') {
+        return None; // a relative path: resolving it is not worth the guess
+    }
+    Some((uri.path().to_owned(), uri.query().map(str::to_owned)))
+}
+
+/// `name[:port]` → (name, port or `default`).
+fn split_port(host: &str, default: u16) -> (&str, u16) {
+    let name = host_without_port(host);
+    let port = host[name.len()..]
+        .strip_prefix(':')
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default);
+    (name, port)
+}
+
+/// `cache_not_modified_filter`: a client's conditional request answered from a stored
+/// response (`cache::conditional`).
+pub fn not_modified(session: &Session, response: &ResponseHeader) -> bool {
+    conditional::not_modified(session.req_header(), response)
 }
 
 fn freshness(ctx: &RequestCtx, cache: &EdgeCache) -> Option<Freshness> {
@@ -125,17 +292,10 @@ fn freshness(ctx: &RequestCtx, cache: &EdgeCache) -> Option<Freshness> {
     })
 }
 
-/// `cache_vary_filter`: one variant per combination of the request headers `Vary` names.
+/// `cache_vary_filter`: one variant per combination of the (normalised) request fields
+/// `Vary` names (`cache::vary`).
 pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary> {
-    let mut builder = VarianceBuilder::new();
-    for value in meta.headers().get_all(http::header::VARY) {
-        let Ok(names) = value.to_str() else { continue };
-        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let sent = request.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
-            builder.add_owned_name_value(name.to_ascii_lowercase(), sent.to_vec());
-        }
-    }
-    builder.finalize()
+    vary::variance(meta.response_header(), request)
 }
 
 /// `should_serve_stale`: during revalidation (`error` is `None`) whenever the object's

@@ -45,6 +45,12 @@ pub struct RequestCtx {
     pub caching: bool,
     /// `X-Cache` earned by a response the policy refused to store.
     pub cache_refused: Option<&'static str>,
+    /// The origin's `304` to this cache's revalidation, whose fields update the stored
+    /// header (`proxy::caching::admit_response`).
+    pub not_modified: Option<Box<pingora_http::ResponseHeader>>,
+    /// Fields of the origin's response kept out of the stored copy, put back on the miss's
+    /// own answer (`proxy::caching::restore_withheld`).
+    pub withheld: Vec<(http::HeaderName, HeaderValue)>,
     /// Indexes (in the group) of the origins tried so far, in order; the last is the
     /// current one.
     pub tried: SmallVec<[usize; 4]>,
@@ -90,6 +96,8 @@ impl RequestCtx {
             cache_status: crate::cache::status::CONFIG_NOCACHE,
             caching: false,
             cache_refused: None,
+            not_modified: None,
+            withheld: Vec::new(),
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,

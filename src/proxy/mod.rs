@@ -204,6 +204,15 @@ impl ProxyHttp for Portico {
         Ok(caching::admit_response(session, response, ctx, self.cache))
     }
 
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(caching::not_modified(session, response))
+    }
+
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
@@ -254,13 +263,14 @@ impl ProxyHttp for Portico {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
         crate::tier::hop::take_remote_status(response, ctx);
+        caching::upstream_response(session, response, ctx, self.cache);
         upstream::check_response(response, ctx)
     }
 
@@ -271,6 +281,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
+        caching::restore_withheld(session, response, ctx);
         ctx.cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {

@@ -1,0 +1,730 @@
+//! RFC 9111 / RFC 9110 behaviour of the shared cache, each point against a real origin on
+//! `127.0.0.1:0` and a real client: `Age` and `Date`, the three HTTP-date formats, which
+//! statuses are stored, 304s updating stored headers, invalidation by unsafe methods,
+//! qualified `no-cache`/`private`, hop-by-hop fields, `Vary`, stale objects during a
+//! refresh, collapsing after an error, and clients' conditional requests.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use common::edge::{client, group_yaml, TestEdge};
+use common::gated::{Answer, Body, GatedOrigin};
+use common::origin::{Recorded, TestOrigin};
+use http::Response;
+use tokio::io::AsyncWriteExt;
+
+fn site(origin: std::net::SocketAddr) -> String {
+    format!(
+        "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}",
+        group_yaml("web", origin)
+    )
+}
+
+struct Fetched {
+    status: u16,
+    x_cache: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+async fn fetch(edge: &TestEdge, method: &str, path: &str, headers: &[(&str, &str)]) -> Fetched {
+    let mut request = client().request(method.parse().unwrap(), edge.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), request.send())
+        .await
+        .expect("answered in time")
+        .expect("request through the edge");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(10), response.bytes())
+        .await
+        .expect("body in time")
+        .expect("body");
+    Fetched {
+        status,
+        x_cache: headers
+            .get("x-cache")
+            .map_or(String::new(), |v| v.to_str().unwrap().to_string()),
+        headers,
+        body,
+    }
+}
+
+async fn get(edge: &TestEdge, path: &str) -> Fetched {
+    fetch(edge, "GET", path, &[]).await
+}
+
+async fn x_caches(edge: &TestEdge, path: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(get(edge, path).await.x_cache);
+    }
+    out
+}
+
+fn ago(secs: u64) -> String {
+    httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(secs))
+}
+
+/// `when` in RFC 850's obsolete form (`Sunday, 06-Nov-94 08:49:37 GMT`).
+fn rfc850(when: SystemTime) -> String {
+    let imf = httpdate::fmt_http_date(when); // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let day = match &imf[..3] {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    format!(
+        "{day}, {}-{}-{} {} GMT",
+        &imf[5..7],
+        &imf[8..11],
+        &imf[14..16],
+        &imf[17..25]
+    )
+}
+
+/// `when` in asctime form (`Sun Nov  6 08:49:37 1994`).
+fn asctime(when: SystemTime) -> String {
+    let imf = httpdate::fmt_http_date(when);
+    let day: u32 = imf[5..7].parse().unwrap();
+    format!(
+        "{} {} {day:>2} {} {}",
+        &imf[..3],
+        &imf[8..11],
+        &imf[17..25],
+        &imf[12..16]
+    )
+}
+
+/// An origin whose answer for each path is given by `headers(path)`, body `body of <path>`.
+async fn origin_with(headers: fn(&str) -> Vec<(&'static str, String)>) -> TestOrigin {
+    TestOrigin::start(Arc::new(move |req: &Recorded| {
+        let path = req.path();
+        let mut response = Response::new(Bytes::from(format!("body of {path}")));
+        let mut status = 200;
+        for (name, value) in headers(path) {
+            if name == ":status" {
+                status = value.parse().unwrap();
+                continue;
+            }
+            response.headers_mut().append(name, value.parse().unwrap());
+        }
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_counts_from_the_origin_date_and_the_stored_date_is_the_origins() {
+    let origin = origin_with(|path| match path {
+        "/thirty" => vec![("cache-control", "max-age=600".into()), ("date", ago(30))],
+        // Older than its lifetime on arrival, and nothing to revalidate with.
+        "/spent" => vec![("cache-control", "max-age=60".into()), ("date", ago(100))],
+        _ => vec![("cache-control", "max-age=600".into())],
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let miss = get(&edge, "/thirty").await;
+    assert_eq!(miss.x_cache, "TCP_MISS");
+    let hit = get(&edge, "/thirty").await;
+    assert_eq!(hit.x_cache, "TCP_HIT");
+    let age: u64 = hit.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!((30..=32).contains(&age), "Age {age}: the Date said 30 s");
+    assert_eq!(
+        hit.headers["date"], miss.headers["date"],
+        "the origin's Date"
+    );
+    assert_eq!(
+        x_caches(&edge, "/spent", 2).await,
+        ["UNCACHEABLE", "UNCACHEABLE"]
+    );
+    // Every hit carries Age, a fresh one too.
+    get(&edge, "/plain").await;
+    let hit = get(&edge, "/plain").await;
+    assert_eq!(
+        (hit.x_cache.as_str(), hit.headers["age"].to_str().unwrap()),
+        ("TCP_HIT", "0")
+    );
+    assert!(hit.headers.contains_key("date"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_in_every_http_date_format_and_a_bad_expires_is_stale() {
+    let origin = origin_with(|path| {
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let expires = match path {
+            "/imf" => httpdate::fmt_http_date(in_an_hour),
+            "/rfc850" => rfc850(in_an_hour),
+            "/asctime" => asctime(in_an_hour),
+            "/past" => ago(60),
+            _ => "0".into(),
+        };
+        vec![("expires", expires)]
+    })
+    .await;
+    // A default TTL that would store a response that says nothing: an Expires that is
+    // past or invalid says "stale", so it must not apply.
+    let edge =
+        TestEdge::with_routes("defaults:\n  cache_default_ttl: 1h\n", &site(origin.addr())).await;
+    for path in ["/imf", "/rfc850", "/asctime"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["TCP_MISS", "TCP_HIT"],
+            "{path}"
+        );
+    }
+    for path in ["/past", "/invalid"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["UNCACHEABLE", "UNCACHEABLE"],
+            "{path}"
+        );
+        assert_eq!(origin.count_path(path), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_freshness_stores_any_status_and_the_default_ttl_only_heuristic_ones() {
+    let origin = origin_with(|path| {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let status = parts.next().unwrap().to_string();
+        let mut headers = vec![(":status", status)];
+        if parts.next() == Some("fresh") {
+            headers.push(("cache-control", "max-age=600".into()));
+        }
+        headers
+    })
+    .await;
+    let edge =
+        TestEdge::with_routes("defaults:\n  cache_default_ttl: 1h\n", &site(origin.addr())).await;
+    // Explicit freshness: stored whatever the (understood) status.
+    for path in ["/302/fresh", "/403/fresh", "/500/fresh", "/200/fresh"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["TCP_MISS", "TCP_HIT"],
+            "{path}"
+        );
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
+    // No freshness: the default TTL for heuristically cacheable statuses only.
+    for path in ["/200/silent", "/404/silent", "/405/silent"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["TCP_MISS", "TCP_HIT"],
+            "{path}"
+        );
+    }
+    for path in ["/302/silent", "/403/silent", "/503/silent"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["UNCACHEABLE", "UNCACHEABLE"],
+            "{path}"
+        );
+        assert_eq!(origin.count_path(path), 2, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_updates_the_stored_headers_and_the_client_sees_them() {
+    let origin = GatedOrigin::start(Arc::new(|n, request| {
+        if n == 1 {
+            return Answer {
+                status: 200,
+                headers: vec![
+                    ("cache-control", "max-age=0".into()),
+                    ("etag", "\"v1\"".into()),
+                    ("x-version", "1".into()),
+                    ("x-kept", "yes".into()),
+                ],
+                body: Body::full("the page"),
+            };
+        }
+        assert_eq!(
+            request["if-none-match"], "\"v1\"",
+            "a conditional revalidation"
+        );
+        Answer {
+            status: 304,
+            headers: vec![
+                ("cache-control", "max-age=600".into()),
+                ("etag", "\"v1\"".into()),
+                ("x-version", "2".into()),
+            ],
+            body: Body::full(""),
+        }
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr)).await;
+    assert_eq!(get(&edge, "/p").await.x_cache, "TCP_MISS");
+    for expected in ["TCP_REVALIDATED", "TCP_HIT"] {
+        let answer = get(&edge, "/p").await;
+        assert_eq!(answer.x_cache, expected);
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "the page");
+        assert_eq!(answer.headers["x-version"], "2", "{expected}");
+        assert_eq!(answer.headers["x-kept"], "yes", "{expected}");
+    }
+    assert_eq!(origin.arrived(), 2, "the 304's max-age=600 made it fresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_the_url_and_same_origin_locations() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let mut response = Response::new(Bytes::from(format!("{} {}", req.method, req.uri)));
+        let headers = response.headers_mut();
+        if req.method == "GET" {
+            headers.insert("cache-control", "max-age=600".parse().unwrap());
+        } else if req.path() == "/fails" {
+            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        } else {
+            headers.insert("location", "/made?id=1".parse().unwrap());
+            headers.insert(
+                "content-location",
+                "http://elsewhere.example/other".parse().unwrap(),
+            );
+        }
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let paths = ["/list", "/made?id=1", "/other", "/fails", "/gone"];
+    for path in paths {
+        assert_eq!(get(&edge, path).await.x_cache, "TCP_MISS", "{path}");
+    }
+    assert_eq!(fetch(&edge, "POST", "/list", &[]).await.status, 200);
+    // An error does not invalidate.
+    assert_eq!(fetch(&edge, "PUT", "/fails", &[]).await.status, 500);
+    assert_eq!(fetch(&edge, "DELETE", "/gone", &[]).await.status, 200);
+    for (path, expected) in [
+        ("/list", "TCP_MISS"),
+        ("/made?id=1", "TCP_MISS"),
+        // Content-Location names another origin: left alone.
+        ("/other", "TCP_HIT"),
+        ("/fails", "TCP_HIT"),
+        ("/gone", "TCP_MISS"),
+    ] {
+        assert_eq!(get(&edge, path).await.x_cache, expected, "{path}");
+    }
+    // An absolute Location on this very origin (scheme, host and port) counts too; the
+    // same path on another port is another origin.
+    let location = Arc::new(std::sync::Mutex::new(String::new()));
+    let said = location.clone();
+    let origin2 = TestOrigin::start(Arc::new(move |req: &Recorded| {
+        let mut response = Response::new(Bytes::from("x"));
+        let headers = response.headers_mut();
+        if req.method == "GET" {
+            headers.insert("cache-control", "max-age=600".parse().unwrap());
+        } else {
+            headers.insert("location", said.lock().unwrap().parse().unwrap());
+        }
+        response
+    }))
+    .await;
+    let edge2 = TestEdge::with_routes("", &site(origin2.addr())).await;
+    assert_eq!(get(&edge2, "/made?id=1").await.x_cache, "TCP_MISS");
+    *location.lock().unwrap() = "http://127.0.0.1:1/made?id=1".to_string();
+    fetch(&edge2, "PATCH", "/anything", &[]).await;
+    assert_eq!(get(&edge2, "/made?id=1").await.x_cache, "TCP_HIT");
+    *location.lock().unwrap() = format!("http://{}/made?id=1", edge2.addr);
+    fetch(&edge2, "PATCH", "/anything", &[]).await;
+    assert_eq!(get(&edge2, "/made?id=1").await.x_cache, "TCP_MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qualified_no_cache_and_private_drop_fields_from_the_stored_copy_only() {
+    let origin = origin_with(|_| {
+        vec![
+            (
+                "cache-control",
+                "max-age=600, no-cache=\"x-secret\", private=\"set-cookie\"".into(),
+            ),
+            ("x-secret", "s3cr3t".into()),
+            ("set-cookie", "session=alice".into()),
+            ("x-public", "yes".into()),
+        ]
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let miss = get(&edge, "/q").await;
+    assert_eq!(miss.x_cache, "TCP_MISS");
+    assert_eq!(
+        miss.headers["x-secret"], "s3cr3t",
+        "the miss reaches its client whole"
+    );
+    assert_eq!(miss.headers["set-cookie"], "session=alice");
+    let hit = get(&edge, "/q").await;
+    assert_eq!(hit.x_cache, "TCP_HIT");
+    assert!(!hit.headers.contains_key("x-secret"));
+    assert!(!hit.headers.contains_key("set-cookie"));
+    assert_eq!(hit.headers["x-public"], "yes");
+    assert_eq!(origin.count(), 1);
+}
+
+/// An origin that writes `response` (raw bytes) to every request, keeping connections open.
+async fn raw_origin(response: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                while common::read_request_head(&mut stream).await.is_some() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if stream.write_all(response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_are_neither_forwarded_nor_stored() {
+    let (addr, seen) = raw_origin(
+        b"HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nte: trailers\r\nupgrade: h2c\r\nx-end: kept\r\ncontent-length: 4\r\n\r\nbody",
+    )
+    .await;
+    let edge = TestEdge::with_routes("", &site(addr)).await;
+    for expected in ["TCP_MISS", "TCP_HIT"] {
+        let answer = get(&edge, "/h").await;
+        assert_eq!(answer.x_cache, expected);
+        assert_eq!(answer.body, "body");
+        assert_eq!(answer.headers["x-end"], "kept");
+        for name in ["x-hop", "keep-alive", "proxy-connection", "te", "upgrade"] {
+            assert!(
+                !answer.headers.contains_key(name),
+                "{expected}: {name} came through"
+            );
+        }
+        let connection = answer
+            .headers
+            .get("connection")
+            .map_or("", |v| v.to_str().unwrap());
+        assert!(!connection.contains("x-hop"), "{expected}: {connection}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // Not stored, so relayed from the origin's own header: stripped there too.
+    let (addr, _) = raw_origin(
+        b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\nconnection: x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nupgrade: h2c\r\ncontent-length: 4\r\n\r\nbody",
+    )
+    .await;
+    let edge = TestEdge::with_routes("", &site(addr)).await;
+    let answer = get(&edge, "/n").await;
+    assert_eq!(
+        (answer.x_cache.as_str(), &answer.body[..]),
+        ("PRIVATE_NOSTORE", &b"body"[..])
+    );
+    for name in ["x-hop", "keep-alive", "proxy-connection", "upgrade"] {
+        assert!(
+            !answer.headers.contains_key(name),
+            "relayed: {name} came through"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_over_several_lines_normalised_values_and_a_cap_on_variants() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let value = |name: &str| {
+            req.headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut response = Response::new(Bytes::from(format!(
+            "{}|{}",
+            value("accept-encoding"),
+            value("x-tenant")
+        )));
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "max-age=600".parse().unwrap());
+        headers.append("vary", "Accept-Encoding".parse().unwrap());
+        headers.append("vary", "x-tenant".parse().unwrap());
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let ask = |encoding: &'static str, tenant: &'static str| {
+        let edge = &edge;
+        async move {
+            fetch(
+                edge,
+                "GET",
+                "/v",
+                &[("accept-encoding", encoding), ("x-tenant", tenant)],
+            )
+            .await
+        }
+    };
+    assert_eq!(ask("gzip, br", "a").await.x_cache, "TCP_MISS");
+    // Case and whitespace of Accept-Encoding's tokens do not make a new variant...
+    let same = ask("GZIP ,br", "a").await;
+    assert_eq!(
+        (same.x_cache.as_str(), &same.body[..]),
+        ("TCP_HIT", &b"gzip, br|a"[..])
+    );
+    // ...but the second Vary line's field does.
+    assert_eq!(ask("gzip, br", "b").await.x_cache, "TCP_MISS");
+    assert_eq!(ask("gzip,br", "b").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count(), 2);
+
+    // Junk values: past the cap, variants are answered but not stored.
+    let tenants: Vec<&'static str> = (0..50)
+        .map(|i| &*Box::leak(format!("junk-{i}").into_boxed_str()))
+        .collect();
+    for tenant in &tenants {
+        let answer = ask("gzip", tenant).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, format!("gzip|{tenant}"));
+    }
+    let before = origin.count();
+    let mut hits = 0;
+    for tenant in &tenants {
+        hits += usize::from(ask("gzip", tenant).await.x_cache == "TCP_HIT");
+    }
+    // 32 variants besides the primary one (tenant a): tenant b and 31 junk values.
+    assert_eq!(hits, 31, "stored variants are capped");
+    assert_eq!(origin.count() - before, 19);
+    assert_eq!(
+        ask("gzip, br", "a").await.x_cache,
+        "TCP_HIT",
+        "earlier variants stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_stalled_mid_body_does_not_hide_the_complete_stale_object() {
+    let origin = GatedOrigin::start(Arc::new(|n, _| match n {
+        1 => Answer {
+            status: 200,
+            headers: vec![(
+                "cache-control",
+                "max-age=0, stale-while-revalidate=60".into(),
+            )],
+            body: Body::full("version 1"),
+        },
+        _ => Answer {
+            status: 200,
+            headers: vec![("cache-control", "max-age=600".into())],
+            body: Body {
+                chunks: vec![Bytes::from("version"), Bytes::from(" 2")],
+                pause_after: Some(1),
+            },
+        },
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr)).await;
+    assert_eq!(get(&edge, "/swr").await.x_cache, "TCP_MISS");
+    // Stale within its window: served, and one refresh starts; its body stalls halfway.
+    let stale = get(&edge, "/swr").await;
+    assert_eq!(
+        (stale.x_cache.as_str(), &stale.body[..]),
+        ("TCP_EXPIRED_HIT", &b"version 1"[..])
+    );
+    wait_until("the refresh reaches the origin", || origin.arrived() == 2).await;
+    // Whenever they come during the stalled refresh, clients get the whole stale object at
+    // once (not the refresh's half body, nor a wait on it).
+    for _ in 0..10 {
+        let answer = get(&edge, "/swr").await;
+        assert_eq!(
+            (answer.x_cache.as_str(), &answer.body[..]),
+            ("TCP_EXPIRED_HIT", &b"version 1"[..])
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    origin.resume.add_permits(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(&edge, "/swr").await;
+        if answer.x_cache == "TCP_HIT" {
+            assert_eq!(answer.body, "version 2");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refresh never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.arrived(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncacheable_refresh_keeps_the_stale_copy_for_stale_if_error() {
+    let origin = GatedOrigin::start(Arc::new(|n, _| match n {
+        1 => Answer {
+            status: 200,
+            headers: vec![("cache-control", "max-age=0, stale-if-error=600".into())],
+            body: Body::full("version 1"),
+        },
+        // A refresh the cache may not store (no freshness, no validator)...
+        2 => Answer {
+            status: 200,
+            headers: vec![],
+            body: Body::full("version 2"),
+        },
+        // ...then the origin fails.
+        _ => Answer {
+            status: 503,
+            headers: vec![],
+            body: Body::full("down"),
+        },
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr)).await;
+    assert_eq!(get(&edge, "/r").await.x_cache, "TCP_MISS");
+    let refreshed = get(&edge, "/r").await;
+    assert_eq!(
+        (refreshed.x_cache.as_str(), &refreshed.body[..]),
+        ("UNCACHEABLE", &b"version 2"[..])
+    );
+    let stale = get(&edge, "/r").await;
+    assert_eq!(
+        (stale.status, stale.x_cache.as_str(), &stale.body[..]),
+        (200, "TCP_EXPIRED_HIT", &b"version 1"[..])
+    );
+    assert_eq!(origin.arrived(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_error_or_partial_answer_on_a_miss_keeps_collapsing() {
+    for first in [503, 206] {
+        let origin = GatedOrigin::start(Arc::new(move |n, _| Answer {
+            status: if n == 1 { first } else { 200 },
+            headers: vec![(
+                "cache-control",
+                if n == 1 { "no-cache" } else { "max-age=600" }.into(),
+            )],
+            body: Body::full(format!("answer {n}")),
+        }))
+        .await;
+        let edge = TestEdge::with_routes("", &site(origin.addr)).await;
+        assert_eq!(get(&edge, "/c").await.status, first);
+        // The origin recovers; twenty clients at once still make one request.
+        origin.close_gate();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let url = edge.url("/c");
+            tasks.push(tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            }));
+        }
+        wait_until("the recovery request reaches the origin", || {
+            origin.arrived() >= 2
+        })
+        .await;
+        // Every client is at the edge (queued on the cache lock, or bypassing it to the
+        // held origin) before the origin answers.
+        let metrics = edge.admin_url("/metrics");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = client()
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let in_flight: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("portico_requests_in_flight "))
+                .map_or(0.0, |v| v.trim().parse().unwrap());
+            if in_flight >= 20.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clients never all arrived: {in_flight}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        origin.open_gate();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "answer 2");
+        }
+        assert_eq!(
+            origin.arrived(),
+            2,
+            "after a {first}, collapsing still holds"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_are_answered_304_from_the_cache() {
+    const MODIFIED: &str = "Wed, 21 Oct 2026 07:28:00 GMT";
+    let origin = origin_with(|_| {
+        vec![
+            ("cache-control", "max-age=600".into()),
+            ("etag", "W/\"v1\"".into()),
+            ("last-modified", MODIFIED.into()),
+        ]
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    assert_eq!(get(&edge, "/c").await.x_cache, "TCP_MISS");
+    for (header, value, status) in [
+        ("if-none-match", "W/\"v1\"", 304),
+        ("if-none-match", "\"v1\"", 304),
+        ("if-none-match", "\"x\", W/\"v1\"", 304),
+        ("if-none-match", "*", 304),
+        ("if-none-match", "\"v2\"", 200),
+        ("if-modified-since", MODIFIED, 304),
+        ("if-modified-since", "Thu, 22 Oct 2026 07:28:00 GMT", 304),
+        ("if-modified-since", "Tue, 20 Oct 2026 07:28:00 GMT", 200),
+        ("if-modified-since", "yesterday", 200),
+    ] {
+        let answer = fetch(&edge, "GET", "/c", &[(header, value)]).await;
+        assert_eq!(
+            (answer.status, answer.x_cache.as_str()),
+            (status, "TCP_HIT"),
+            "{header}: {value}"
+        );
+        if status == 304 {
+            assert!(answer.body.is_empty());
+            assert_eq!(answer.headers["etag"], "W/\"v1\"");
+        } else {
+            assert_eq!(answer.body, "body of /c");
+        }
+    }
+    // If-None-Match decides alone: a mismatch is a 200 even with a matching date.
+    let both = fetch(
+        &edge,
+        "GET",
+        "/c",
+        &[("if-none-match", "\"v2\""), ("if-modified-since", MODIFIED)],
+    )
+    .await;
+    assert_eq!(both.status, 200);
+    assert_eq!(origin.count(), 1);
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
