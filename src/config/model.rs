@@ -88,6 +88,23 @@ pub struct NodeSettings {
     pub cache_lock_timeout: Duration,
     /// Shields, trusted edges (`tier::`).
     pub tiers: TierSettings,
+    /// What clients may send, and how slowly (`limits:`).
+    pub limits: ClientLimits,
+}
+
+/// Client-facing limits (`limits:` in the node file); fixed for the process's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// The whole request head, from the accept (first request) or its first byte.
+    pub request_head_timeout: std::time::Duration,
+    /// Between the end of a response and the next request's first byte.
+    pub keepalive_timeout: std::time::Duration,
+    /// Request line plus header fields, in bytes (over it: 431).
+    pub max_request_head: usize,
+    /// Header field lines (over it: 431).
+    pub max_headers: usize,
+    /// The request target, in bytes (over it: 414).
+    pub max_uri: usize,
 }
 
 /// Where this node's misses go, and whom it trusts as an edge (SPEC §5).

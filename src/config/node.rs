@@ -240,6 +240,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             cache_max_object_bytes,
             cache_lock_timeout,
             tiers: super::tiers::build_tiers(report, file, conf_dir, raw),
+            limits: super::limits::build_limits(report, file, raw.limits.as_ref()),
         },
         rules_dir: conf_dir.join(raw.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR)),
         on_cached_upgrade: defaults
