@@ -1,5 +1,6 @@
-//! Client connections as the edge accepts them: deadlines on request heads that Pingora
-//! does not have, and the head's size counted as it arrives.
+//! Client connections as the edge accepts them: caps on how many are open (globally and
+//! per client address, [`ConnectionCaps`]), deadlines on request heads that Pingora does
+//! not have, and the head's size counted as it arrives.
 //!
 //! Pingora's downstream read timeout restarts on every read, so a client sending one byte
 //! every few seconds holds a connection for ever (slowloris), and a keep-alive connection
@@ -19,12 +20,14 @@
 //! or `max_request_head` ends the read with an [`io::Error`] carrying a [`HeadLimit`],
 //! which the proxy turns into a `408` or `431` (see `request_head_error`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -285,11 +288,123 @@ impl fmt::Debug for HeadGuard {
     }
 }
 
-/// The edge as a Pingora app: each HTTP/1 connection gets a [`HeadGuard`], then the proxy.
-/// HTTP/2 (by ALPN) goes to the proxy as it is: its frames are not request heads.
+/// Caps on client connections, global and per client address (see `limits:`).
+///
+/// A connection over a cap is closed at once, before anything reads it: at the
+/// descriptor limit new clients would otherwise hang and the health probes fail with
+/// `EMFILE`, marking healthy origins down. The global cap leaves `fd_reserve`
+/// descriptors, and one per admitted client for its origin connection, free.
+pub struct ConnectionCaps {
+    max: usize,
+    per_client: usize,
+    open: AtomicUsize,
+    clients: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it frees its places.
+pub struct Admitted<'a> {
+    caps: &'a ConnectionCaps,
+    client: Option<IpAddr>,
+}
+
+impl ConnectionCaps {
+    pub fn new(limits: &ClientLimits) -> ConnectionCaps {
+        let by_descriptors =
+            open_files_limit().map(|nofile| (nofile.saturating_sub(limits.fd_reserve) / 2).max(1));
+        let max = match (limits.max_connections, by_descriptors) {
+            (Some(configured), Some(possible)) if configured > possible => {
+                log::warn!("limits.max_connections {configured} is more than the descriptor limit allows; capping client connections at {possible}");
+                possible
+            }
+            (Some(configured), _) => configured,
+            (None, Some(possible)) => possible,
+            (None, None) => usize::MAX,
+        };
+        log::info!(
+            "client connections capped at {max}, {} per client address",
+            limits.max_connections_per_client
+        );
+        ConnectionCaps {
+            max,
+            per_client: limits.max_connections_per_client,
+            open: AtomicUsize::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cap in force (after the descriptor limit).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place for a connection from `client`, if both caps have one.
+    pub fn admit(&self, client: Option<IpAddr>) -> Option<Admitted<'_>> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut admitted = Admitted {
+            caps: self,
+            client: None,
+        };
+        let Some(ip) = client.map(|ip| ip.to_canonical()) else {
+            return Some(admitted);
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let count = clients.entry(ip).or_insert(0);
+        if *count >= self.per_client {
+            return None; // `admitted` gives the global place back
+        }
+        *count += 1;
+        admitted.client = Some(ip);
+        Some(admitted)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.caps.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            let mut clients = self.caps.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = clients.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, from `/proc/self/limits` (no `unsafe` needed); `None` when
+/// unlimited or unknown.
+fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The edge as a Pingora app: connections over a cap are closed; each HTTP/1 connection
+/// gets a [`HeadGuard`], then the proxy. HTTP/2 (by ALPN) goes to the proxy as it is: its
+/// frames are not request heads.
 pub struct EdgeApp {
     pub proxy: Arc<HttpProxy<Portico>>,
     pub limits: ClientLimits,
+    pub caps: ConnectionCaps,
+}
+
+impl EdgeApp {
+    pub fn new(proxy: Arc<HttpProxy<Portico>>, limits: ClientLimits) -> EdgeApp {
+        EdgeApp {
+            proxy,
+            limits,
+            caps: ConnectionCaps::new(&limits),
+        }
+    }
 }
 
 #[async_trait]
@@ -299,6 +414,14 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
+        let Some(_admitted) = self.caps.admit(client) else {
+            log::debug!("connection from {client:?} refused: over a connection cap");
+            return None;
+        };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {

@@ -209,10 +209,10 @@ impl Node {
         let lifecycle = self.lifecycle.clone();
         // Every client connection passes the edge's own guard (request-head deadlines and
         // size) before Pingora's HTTP session reads it.
-        let app = EdgeApp {
-            proxy: Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
-            limits: self.settings.limits,
-        };
+        let app = EdgeApp::new(
+            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
+            self.settings.limits,
+        );
         let mut service = Service::new("portico edge".to_string(), app);
         for (address, tls) in &listeners {
             match tls.as_ref().map(|tls| tls.pingora_settings()) {
@@ -267,10 +267,10 @@ impl Node {
     /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
     pub fn into_app(self) -> Arc<EdgeApp> {
         let conf = Arc::new(self.server_conf());
-        Arc::new(EdgeApp {
-            proxy: Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
-            limits: self.settings.limits,
-        })
+        Arc::new(EdgeApp::new(
+            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
+            self.settings.limits,
+        ))
     }
 }
 

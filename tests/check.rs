@@ -741,6 +741,8 @@ limits:
   max_request_head: 2MiB
   max_headers: 300
   max_uri: 10
+  max_connections_per_client: 0
+  fd_reserve: 4
 ";
     let routes = "\
 origin_groups:
@@ -770,5 +772,11 @@ routes:
     );
     out.error("portico.yaml:10:3", "limits.max_headers", "give 1 to 256");
     out.error("portico.yaml:11:3", "limits.max_uri", "too small");
-    assert_eq!(out.error_count(), 5, "{}", out.stdout);
+    out.error(
+        "portico.yaml:12:3",
+        "limits.max_connections_per_client",
+        "would refuse every connection",
+    );
+    out.error("portico.yaml:13:3", "limits.fd_reserve", "EMFILE");
+    assert_eq!(out.error_count(), 7, "{}", out.stdout);
 }

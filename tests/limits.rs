@@ -379,3 +379,167 @@ async fn under_portico_run_a_slow_head_is_closed_at_its_deadline() {
     );
     assert_eq!(origin.count_path("/slow"), 0);
 }
+
+/// Opens `n` connections from `from` (a loopback address) that send nothing; returns them
+/// split into those the edge closed within `within` and those it kept open.
+async fn flood(
+    addr: SocketAddr,
+    from: std::net::IpAddr,
+    n: usize,
+    within: Duration,
+) -> (usize, Vec<TcpStream>) {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        streams.push(socket.connect(addr).await.unwrap());
+    }
+    // All at once: each either reads EOF (closed) or times out (held).
+    let checks = streams.into_iter().map(|mut stream| async move {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(within, stream.read(&mut byte)).await {
+            Ok(_) => None,
+            Err(_) => Some(stream),
+        }
+    });
+    let results = futures_util::future::join_all(checks).await;
+    let closed = results.iter().filter(|r| r.is_none()).count();
+    (closed, results.into_iter().flatten().collect())
+}
+
+/// A request from `from`; the status line, or `None` if the edge closed without one.
+async fn request_from(addr: SocketAddr, from: std::net::IpAddr, path: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(10)).await?;
+    Some(answer.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  max_connections_per_client: 4\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let flooder: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    // The edge accepts only after its first probe round: wait for it to answer.
+    assert_eq!(
+        request_from(edge.addr, other, "/ready").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let (closed, held) = flood(edge.addr, flooder, 10, Duration::from_secs(2)).await;
+    assert_eq!((closed, held.len()), (6, 4), "per-client cap of 4");
+    // The flooder gets no more; anyone else is served.
+    assert_eq!(
+        request_from(edge.addr, flooder, "/more").await.as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        request_from(edge.addr, other, "/other").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    // Its places come back when its connections close.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if request_from(edge.addr, flooder, "/again").await.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the places never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.count_path("/more"), 0);
+}
+
+/// Under `portico run` with few descriptors: the cap keeps `fd_reserve` free, so a flood
+/// of idle connections is cut at the cap and the probes (new connections every interval)
+/// keep passing instead of failing with EMFILE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_cap_probes_keep_working_and_new_clients_are_closed() {
+    let origin = TestOrigin::ok(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    // 256 descriptors, 64 reserved: (256 - 64) / 2 = 96 client connections.
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: limits-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\nlimits:\n  fd_reserve: 64\n"),
+    )
+    .unwrap();
+    let rules = format!(
+        "{}    health_probe: {{ path: /health, interval: 200ms, timeout: 1s }}\n",
+        site(origin.addr())
+    );
+    std::fs::write(dir.path().join("rules/rules.yaml"), rules).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let output = dir.path().join("run.out");
+    let file = std::fs::File::create(&output).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {} run -c {conf}",
+            env!("CARGO_BIN_EXE_portico")
+        ))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .unwrap();
+    // Ready once it answers; without keep-alive, so that no connection of ours stays.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
+    assert_eq!(ready.status(), 200);
+    drop(ready);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        printed.contains("client connections capped at 96"),
+        "{printed}"
+    );
+
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (closed, held) = flood(
+        addr,
+        "127.0.0.1".parse().unwrap(),
+        150,
+        Duration::from_secs(2),
+    )
+    .await;
+    // The per-client default (256) is above the cap: the global cap is what cuts.
+    assert_eq!((closed, held.len()), (54, 96));
+    // The next connection is closed at once, not left hanging.
+    let started = Instant::now();
+    assert_eq!(
+        request_from(addr, "127.0.0.2".parse().unwrap(), "/late")
+            .await
+            .as_deref(),
+        Some("")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Three more probes pass while the flood holds its connections.
+    let probes = origin.count_path("/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.count_path("/health") < probes + 3 {
+        assert!(Instant::now() < deadline, "the probes stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status =
+        common::process::get_json(&client, &format!("http://127.0.0.1:{admin_port}/status")).await;
+    let probed = &status["origin_groups"][0]["origins"][0];
+    assert_eq!(probed["health"], "healthy", "{status}");
+    assert_eq!(probed["last_probe"]["passed"], true, "{status}");
+    assert_eq!(probed["consecutive_failures"], 0, "{status}");
+    drop(held);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(!printed.contains("Too many open files"), "{printed}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -118,6 +118,15 @@ pub struct FileLimits {
     /// The request target (bytes).
     #[serde(default)]
     pub max_uri: Option<String>,
+    /// Client connections open at once (default: what the descriptor limit allows).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
+    /// Descriptors kept free of client connections, for origins, probes and the admin API.
+    #[serde(default)]
+    pub fd_reserve: Option<usize>,
 }
 
 /// The Pingora server settings Portico exposes; `ServerConf` is built from these.

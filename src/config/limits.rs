@@ -8,7 +8,12 @@
 //! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
 //!   HAProxy `tune.bufsize 16k` holds the whole head);
 //! - `max_headers: 100` (HAProxy `tune.http.maxhdr 101`; Apache `LimitRequestFields 100`);
-//! - `max_uri: 8KiB` (nginx: the request line must fit one 8k buffer; HAProxy: the buffer).
+//! - `max_uri: 8KiB` (nginx: the request line must fit one 8k buffer; HAProxy: the buffer);
+//! - `max_connections`: (descriptor limit − `fd_reserve`) / 2, as HAProxy derives `maxconn`
+//!   from `ulimit -n` (nginx: `worker_connections 512` per worker, counting both sides);
+//! - `max_connections_per_client: 256` (nginx `limit_conn` and HAProxy `sc_conn_cur` have
+//!   no default; 256 leaves room for dozens of browsers behind one NAT address);
+//! - `fd_reserve: 128` (probes, the admin API, log files, the origin keep-alive pool).
 
 use std::time::Duration;
 
@@ -24,6 +29,9 @@ pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
     max_request_head: 64 << 10,
     max_headers: 100,
     max_uri: 8 << 10,
+    max_connections: None,
+    max_connections_per_client: 256,
+    fd_reserve: 128,
 };
 
 /// Pingora stops reading a head past 1 MiB and parses at most 256 header lines: a larger
@@ -130,7 +138,38 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
             d.max_headers
         }
     };
+    let mut count = |name: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => {
+            report.error(
+                file,
+                &format!("limits.{name}"),
+                "0 would refuse every connection; give at least 1",
+            );
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let max_connections = raw
+        .max_connections
+        .map(|n| count("max_connections", Some(n), 1));
+    let max_connections_per_client = count(
+        "max_connections_per_client",
+        raw.max_connections_per_client,
+        d.max_connections_per_client,
+    );
+    let fd_reserve = raw.fd_reserve.unwrap_or(d.fd_reserve);
+    if fd_reserve < 16 {
+        report.error(
+            file,
+            "limits.fd_reserve",
+            "fewer than 16 spare descriptors leaves probes and origins failing with EMFILE",
+        );
+    }
     ClientLimits {
+        max_connections,
+        max_connections_per_client,
+        fd_reserve: fd_reserve.max(16),
         request_head_timeout,
         keepalive_timeout,
         max_request_head,

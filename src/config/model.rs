@@ -105,6 +105,13 @@ pub struct ClientLimits {
     pub max_headers: usize,
     /// The request target, in bytes (over it: 414).
     pub max_uri: usize,
+    /// Client connections open at once; `None`: what the descriptor limit leaves after
+    /// `fd_reserve`, halved (each proxied connection may need one towards an origin).
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address (IPv4-mapped IPv6 counts as IPv4).
+    pub max_connections_per_client: usize,
+    /// Descriptors kept free of client connections and their origin connections.
+    pub fd_reserve: usize,
 }
 
 /// Where this node's misses go, and whom it trusts as an edge (SPEC §5).
