@@ -34,15 +34,6 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
             format!("the method is longer than {MAX_METHOD_LEN} bytes"),
         ));
     }
-    if !IMPLEMENTED.contains(&method) {
-        return Some(answer(
-            501,
-            "method-not-implemented",
-            format!(
-                "the method {method} is not implemented by this edge (methods are case-sensitive)"
-            ),
-        ));
-    }
     let target = request.raw_path().len();
     if target > limits.max_uri {
         return Some(answer(
@@ -66,6 +57,21 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
         ));
     }
     framing_refusal(request)
+}
+
+/// The refusal for a method the edge does not implement. Asked after a shield has served
+/// its edges' `PURGE` (`tier::purge`), which no one else may send.
+pub fn unimplemented_method(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
+    let method = request.method.as_str();
+    (!IMPLEMENTED.contains(&method)).then(|| {
+        answer(
+            501,
+            "method-not-implemented",
+            format!(
+                "the method {method} is not implemented by this edge (methods are case-sensitive)"
+            ),
+        )
+    })
 }
 
 /// RFC 9112 §6.1: a transfer coding the edge does not implement is 501; only `chunked`

@@ -192,6 +192,10 @@ impl ProxyHttp for Portico {
         if crate::tier::purge::serve(session, ctx, self.cache).await? {
             return Ok(true);
         }
+        if let Some(answer) = limits::unimplemented_method(session.req_header()) {
+            session.set_keepalive(None);
+            return answer.send(session, ctx).await.map(|_| true);
+        }
         admission::admit(session, ctx, &snapshot, &self.node.name).await
     }
 
