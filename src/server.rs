@@ -261,6 +261,7 @@ impl Node {
             metrics: self.proxy.metrics.clone(),
             lifecycle: self.lifecycle.clone(),
             access_log: self.proxy.access_log.clone(),
+            limits: self.settings.limits,
         }
     }
 

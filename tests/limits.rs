@@ -543,3 +543,54 @@ async fn at_the_descriptor_cap_probes_keep_working_and_new_clients_are_closed() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_deadlines_a_cap_and_calls_broken_chunks_a_400() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_head_timeout: 2s\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let admin = edge.admin_addr;
+    // Broken chunking is a malformed request, not a body too large.
+    let answer = exchange(
+        admin,
+        b"POST /purge HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("purge body unreadable"), "{answer}");
+
+    // A head a byte at a time is closed at the head deadline.
+    let (_, took) = slowloris(admin, Duration::from_millis(200)).await;
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+    // A body that stops: 408 at the deadline.
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /purge HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"paths\"")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the admin kept a stalled body open");
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "answered after {took:?}"
+    );
+    // At most 64 connections: the rest are closed at once.
+    let (closed, held) = flood(
+        admin,
+        "127.0.0.1".parse().unwrap(),
+        70,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!((closed, held.len()), (6, 64));
+}
