@@ -14,14 +14,15 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceReadyNotifier;
-use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cache::EdgeCache;
 use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
+use crate::connection::EdgeApp;
 use crate::lifecycle::drain::Drain;
 use crate::lifecycle::signals::NodeSignals;
 use crate::lifecycle::{Lifecycle, LifecycleService, WhenDrained};
@@ -134,6 +135,7 @@ impl Node {
             metrics,
             drain,
             bound: settings.listeners.iter().map(|l| l.address).collect(),
+            limits: settings.limits,
         };
         Ok(Node {
             settings,
@@ -209,8 +211,13 @@ impl Node {
         let conf = server.configuration.clone();
         let admin = self.settings.admin.as_ref().map(|a| self.admin(a.address));
         let lifecycle = self.lifecycle.clone();
-        let mut service =
-            pingora_proxy::http_proxy_service_with_name(&conf, self.proxy, "portico edge");
+        // Every client connection passes the edge's own guard (request-head deadlines and
+        // size) before Pingora's HTTP session reads it.
+        let app = EdgeApp::new(
+            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
+            self.settings.limits,
+        );
+        let mut service = Service::new("portico edge".to_string(), app);
         for (address, tls) in &listeners {
             match tls.as_ref().map(|tls| tls.pingora_settings()) {
                 None => service.add_listener(
@@ -301,13 +308,17 @@ impl Node {
             metrics: self.proxy.metrics.clone(),
             lifecycle: self.lifecycle.clone(),
             access_log: self.proxy.access_log.clone(),
+            limits: self.settings.limits,
         }
     }
 
-    /// The proxy as a Pingora app, for [`serve`].
-    pub fn into_app(self) -> Arc<HttpProxy<Portico>> {
+    /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
+    pub fn into_app(self) -> Arc<EdgeApp> {
         let conf = Arc::new(self.server_conf());
-        Arc::new(pingora_proxy::http_proxy(&conf, self.proxy))
+        Arc::new(EdgeApp::new(
+            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
+            self.settings.limits,
+        ))
     }
 }
 
@@ -362,7 +373,7 @@ pub async fn serve_node(
 /// Serves `app` on connections accepted from `listener` until `shutdown` turns true.
 /// With `tls`, each connection's TLS handshake comes first.
 pub async fn serve(
-    app: Arc<HttpProxy<Portico>>,
+    app: Arc<EdgeApp>,
     listener: TcpListener,
     tls: Option<Arc<Acceptor>>,
     mut shutdown: watch::Receiver<bool>,

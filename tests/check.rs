@@ -763,3 +763,58 @@ rule_sets:
     );
     assert_eq!(out.error_count(), 2, "{}", out.stdout);
 }
+
+/// Client limits that would not protect anything, or could never apply, are refused.
+#[test]
+fn client_limits_out_of_range_are_refused() {
+    let node = "\
+name: test-node
+listeners:
+  - address: 127.0.0.1:8080
+rules_dir: rules
+access_log: off
+limits:
+  request_head_timeout: 2h
+  keepalive_timeout: 500ms
+  max_request_head: 2MiB
+  max_headers: 300
+  max_uri: 10
+  max_connections_per_client: 0
+  fd_reserve: 4
+";
+    let routes = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+";
+    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    out.error(
+        "portico.yaml:7:3",
+        "limits.request_head_timeout",
+        "no limit against slow clients",
+    );
+    out.error(
+        "portico.yaml:8:3",
+        "limits.keepalive_timeout",
+        "whole seconds",
+    );
+    out.error(
+        "portico.yaml:9:3",
+        "limits.max_request_head",
+        "over what the edge reads",
+    );
+    out.error("portico.yaml:10:3", "limits.max_headers", "give 1 to 256");
+    out.error("portico.yaml:11:3", "limits.max_uri", "too small");
+    out.error(
+        "portico.yaml:12:3",
+        "limits.max_connections_per_client",
+        "would refuse every connection",
+    );
+    out.error("portico.yaml:13:3", "limits.fd_reserve", "EMFILE");
+    assert_eq!(out.error_count(), 7, "{}", out.stdout);
+}

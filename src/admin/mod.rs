@@ -46,7 +46,13 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub lifecycle: Arc<Lifecycle>,
     pub access_log: AccessLog,
+    /// `request_head_timeout` bounds each admin request's head and body too.
+    pub limits: crate::config::model::ClientLimits,
 }
+
+/// Admin connections open at once: the API serves operators and load balancers, a few at
+/// a time; more is a flood, closed on accept.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// What every admin request may read.
 #[derive(Clone)]
@@ -56,6 +62,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     access_log: AccessLog,
+    /// How long a request body may take to arrive.
+    body_timeout: std::time::Duration,
 }
 
 impl Admin {
@@ -68,7 +76,10 @@ impl Admin {
             metrics: self.metrics.clone(),
             lifecycle: self.lifecycle.clone(),
             access_log: self.access_log.clone(),
+            body_timeout: self.limits.request_head_timeout,
         };
+        let head_timeout = self.limits.request_head_timeout;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
         loop {
             let (stream, _) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -82,9 +93,14 @@ impl Admin {
                 // Free the address for the process this one hands over to.
                 _ = phase.wait_for(|p| *p == Phase::HandingOver) => return,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                log::debug!("admin connection closed: {MAX_ADMIN_CONNECTIONS} already open");
+                continue;
+            };
             let token = self.token.clone();
             let shared = shared.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |request| {
                     let refused = refuse_unauthorized(&request, token.as_ref());
                     let shared = shared.clone();
@@ -96,7 +112,11 @@ impl Admin {
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
+                // hyper's head timer, unlike Pingora's, bounds the whole head (and the wait
+                // for the next one on a kept-alive connection).
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(head_timeout)
                     .serve_connection(io, service)
                     .await
                 {
@@ -183,7 +203,9 @@ async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Res
             );
             return response;
         }
-        (&hyper::Method::POST, "/purge") => purge::answer(request, shared.cache, &snapshot).await,
+        (&hyper::Method::POST, "/purge") => {
+            purge::answer(request, shared.cache, &snapshot, shared.body_timeout).await
+        }
         (&hyper::Method::POST, "/reload") => match shared.lifecycle.reload("admin").await {
             Ok(generation) => (200, json!({ "generation": generation }).to_string()),
             Err(error) => (

@@ -1,6 +1,6 @@
 //! `POST /purge`: removes stored objects by domain and path, and says how many.
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::Request;
 
 use crate::cache::purge::Purge;
@@ -13,15 +13,26 @@ pub async fn answer(
     request: Request<hyper::body::Incoming>,
     cache: &'static EdgeCache,
     snapshot: &crate::proxy::Snapshot,
+    body_timeout: std::time::Duration,
 ) -> (u16, String) {
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
+    let read = Limited::new(request.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Err(_) => {
+            return (
+                408,
+                format!("purge body did not arrive within {body_timeout:?}\n"),
+            )
+        }
+        // Too long is 413; anything else (broken chunking, a cut connection) is the
+        // client's malformed request: 400.
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return (
                 413,
                 format!("purge body refused (at most {MAX_BODY} bytes): {e}\n"),
             )
         }
+        Ok(Err(e)) => return (400, format!("purge body unreadable: {e}\n")),
     };
     let purge = match Purge::parse(&body) {
         Ok(purge) => purge,

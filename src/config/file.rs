@@ -31,6 +31,9 @@ pub struct FileNode {
     pub defaults: Option<FileDefaults>,
     #[serde(default)]
     pub cache: Option<FileCacheStore>,
+    /// What a client may send and how long it may take (`limits:`).
+    #[serde(default)]
+    pub limits: Option<FileLimits>,
     /// Parent tier: `host:port` entries; a name may resolve to several shields.
     #[serde(default)]
     pub shields: Vec<String>,
@@ -96,6 +99,38 @@ pub struct FileAdmin {
     /// A file holding the bearer token the admin endpoints require; relative to the node file.
     #[serde(default)]
     pub token_file: Option<String>,
+}
+
+/// Client-facing limits: deadlines for request heads and idle keep-alive connections,
+/// and the size of what a request head may hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// The whole request head must arrive within this (from the accept for a connection's
+    /// first request, from the first byte for the next ones).
+    #[serde(default)]
+    pub request_head_timeout: Option<String>,
+    /// How long a connection may wait for its next request.
+    #[serde(default)]
+    pub keepalive_timeout: Option<String>,
+    /// Request line and header fields together (bytes, e.g. `64KiB`).
+    #[serde(default)]
+    pub max_request_head: Option<String>,
+    /// Header field lines.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    /// The request target (bytes).
+    #[serde(default)]
+    pub max_uri: Option<String>,
+    /// Client connections open at once (default: what the descriptor limit allows).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
+    /// Descriptors kept free of client connections, for origins, probes and the admin API.
+    #[serde(default)]
+    pub fd_reserve: Option<usize>,
 }
 
 /// The Pingora server settings Portico exposes; `ServerConf` is built from these.

@@ -14,6 +14,7 @@ mod conditions;
 pub mod diagnostics;
 pub mod duration;
 pub mod file;
+pub mod limits;
 pub mod locate;
 pub mod model;
 mod node;

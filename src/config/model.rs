@@ -93,6 +93,30 @@ pub struct NodeSettings {
     pub tiers: TierSettings,
     /// Clients whose forwarding headers are kept (a load balancer in front of the node).
     pub trusted_proxies: Vec<IpNetwork>,
+    /// What clients may send, and how slowly (`limits:`).
+    pub limits: ClientLimits,
+}
+
+/// Client-facing limits (`limits:` in the node file); fixed for the process's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// The whole request head, from the accept (first request) or its first byte.
+    pub request_head_timeout: std::time::Duration,
+    /// Between the end of a response and the next request's first byte.
+    pub keepalive_timeout: std::time::Duration,
+    /// Request line plus header fields, in bytes (over it: 431).
+    pub max_request_head: usize,
+    /// Header field lines (over it: 431).
+    pub max_headers: usize,
+    /// The request target, in bytes (over it: 414).
+    pub max_uri: usize,
+    /// Client connections open at once; `None`: what the descriptor limit leaves after
+    /// `fd_reserve`, halved (each proxied connection may need one towards an origin).
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address (IPv4-mapped IPv6 counts as IPv4).
+    pub max_connections_per_client: usize,
+    /// Descriptors kept free of client connections and their origin connections.
+    pub fd_reserve: usize,
 }
 
 /// Where this node's misses go, and whom it trusts as an edge (SPEC §5).

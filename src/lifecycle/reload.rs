@@ -122,6 +122,11 @@ pub fn needs_restart(started: &NodeSettings, new: &NodeSettings) -> Vec<(&'stati
     );
     differs("server.threads", started.threads != new.threads, "threads");
     differs(
+        "limits",
+        started.limits != new.limits,
+        "the client limits (each connection keeps the ones it was accepted with)",
+    );
+    differs(
         "server",
         started.grace_period != new.grace_period
             || started.graceful_shutdown_timeout != new.graceful_shutdown_timeout

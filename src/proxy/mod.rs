@@ -26,6 +26,7 @@ pub mod admission;
 pub mod caching;
 pub mod ctx;
 pub mod headers;
+pub mod limits;
 pub mod respond;
 pub mod retry;
 pub mod upstream;
@@ -43,6 +44,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
+use crate::connection::HeadGuard;
 use crate::lifecycle::drain::Drain;
 use crate::observability::latency::{RouteStats, RouteStatsRegistry, NO_ROUTE};
 use crate::observability::records::RequestRecord;
@@ -129,6 +131,8 @@ pub struct Portico {
     /// configured ones, or the ephemeral ports in-process tests bound instead): how a
     /// request's listener, and so its `listeners:` scope, is known.
     pub bound: Vec<std::net::SocketAddr>,
+    /// What a request head may hold (`limits:`).
+    pub limits: crate::config::model::ClientLimits,
 }
 
 #[async_trait]
@@ -139,6 +143,25 @@ impl ProxyHttp for Portico {
         let mut ctx = RequestCtx::new();
         ctx.in_flight = Some(self.drain.request());
         ctx
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The head is in: its deadline no longer applies (the body has Pingora's timer).
+        if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
+            guard.head_done();
+        }
+        // RFC 9112 §9.3.2: requests a client pipelined are answered in order; without this
+        // Pingora closes the connection after the first and drops the rest.
+        session.downstream_session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    fn request_head_error(&self, error: &Error) -> Option<(ResponseHeader, bytes::Bytes)> {
+        limits::head_error(error, &self.limits)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -166,9 +189,18 @@ impl ProxyHttp for Portico {
             .and_then(|a| a.as_inet())
             .and_then(|local| listener_index(&self.bound, *local));
         ctx.snapshot = Some(snapshot.clone());
+        if let Some(answer) = limits::refusal(session.req_header(), &self.limits) {
+            // A client that sends such a head gets no second chance on this connection.
+            session.set_keepalive(None);
+            return answer.send(session, ctx).await.map(|_| true);
+        }
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         if crate::tier::purge::serve(session, ctx, self.cache).await? {
             return Ok(true);
+        }
+        if let Some(answer) = limits::unimplemented_method(session.req_header()) {
+            session.set_keepalive(None);
+            return answer.send(session, ctx).await.map(|_| true);
         }
         admission::admit(session, ctx, &snapshot, &self.node.name).await
     }
@@ -347,6 +379,13 @@ impl ProxyHttp for Portico {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The connection may carry another request: its wait starts now. (An upgraded one
+        // carries a tunnel, which has timers of its own.)
+        if !session.downstream_session.was_upgraded() && !session.is_upgrade_handed_off() {
+            if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
+                guard.await_next_request();
+            }
+        }
         let Some(tunnel) = ctx.tunnel.take().filter(|t| t.opened.is_some()) else {
             self.log_request(session, e, ctx);
             return;

@@ -349,6 +349,18 @@ where
             }
             Err(mut e) => {
                 e.as_down();
+                // PORTICO PATCH (request head errors): the application may answer first.
+                if let Some((header, body)) = self.inner.request_head_error(&e) {
+                    debug!("request head refused: {e}");
+                    downstream_session
+                        .write_error_response(header, body)
+                        .await
+                        .unwrap_or_else(|e| {
+                            debug!("failed to send error response to downstream: {e}");
+                        });
+                    downstream_session.shutdown().await;
+                    return None;
+                }
                 if matches!(e.etype, InvalidHTTPHeader) {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",

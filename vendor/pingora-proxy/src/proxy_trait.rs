@@ -122,6 +122,14 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// PORTICO PATCH (request head errors): the answer to a request head that could not
+    /// be read (`error` is Pingora's, from `read_request`), e.g. a `408` when the client's
+    /// stream reported a deadline. `None` keeps Pingora's handling: a 400 for a malformed
+    /// head, nothing (the connection is closed) for a broken connection.
+    fn request_head_error(&self, _error: &Error) -> Option<(ResponseHeader, Bytes)> {
+        None
+    }
+
     /// Returns whether this session is allowed to spawn subrequests.
     ///
     /// This function is checked after [Self::early_request_filter] to allow that filter to configure

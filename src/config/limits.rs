@@ -1,0 +1,179 @@
+//! Stage 2 for `limits:` in the node file: what a client may send, and how slowly.
+//!
+//! Defaults, next to nginx's and HAProxy's (README "Client limits" says why):
+//! - `request_head_timeout: 10s` (nginx `client_header_timeout 60s`; HAProxy
+//!   `timeout http-request`, commonly 10s in hardened setups);
+//! - `keepalive_timeout: 60s` (nginx `keepalive_timeout 75s`; HAProxy
+//!   `timeout http-keep-alive`, commonly 10s–60s);
+//! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
+//!   HAProxy `tune.bufsize 16k` holds the whole head);
+//! - `max_headers: 100` (HAProxy `tune.http.maxhdr 101`; Apache `LimitRequestFields 100`);
+//! - `max_uri: 8KiB` (nginx: the request line must fit one 8k buffer; HAProxy: the buffer);
+//! - `max_connections`: (descriptor limit − `fd_reserve`) / 2, as HAProxy derives `maxconn`
+//!   from `ulimit -n` (nginx: `worker_connections 512` per worker, counting both sides);
+//! - `max_connections_per_client: 256` (nginx `limit_conn` and HAProxy `sc_conn_cur` have
+//!   no default; 256 leaves room for dozens of browsers behind one NAT address);
+//! - `fd_reserve: 128` (probes, the admin API, log files, the origin keep-alive pool).
+
+use std::time::Duration;
+
+use super::bounded_duration_field;
+use super::diagnostics::{FileId, Report};
+use super::duration::parse_bytes;
+use super::file::FileLimits;
+use super::model::ClientLimits;
+
+pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
+    request_head_timeout: Duration::from_secs(10),
+    keepalive_timeout: Duration::from_secs(60),
+    max_request_head: 64 << 10,
+    max_headers: 100,
+    max_uri: 8 << 10,
+    max_connections: None,
+    max_connections_per_client: 256,
+    fd_reserve: 128,
+};
+
+/// Pingora stops reading a head past 1 MiB and parses at most 256 header lines: a larger
+/// limit here would never apply.
+const PINGORA_MAX_HEAD: usize = (1 << 20) - 1;
+const PINGORA_MAX_HEADERS: usize = 256;
+/// Past this a deadline is no protection at all.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>) -> ClientLimits {
+    let Some(raw) = raw else {
+        return DEFAULT_LIMITS;
+    };
+    let d = DEFAULT_LIMITS;
+    let mut timeout = |name: &str, text: Option<&str>, default: Duration| {
+        let path = format!("limits.{name}");
+        let value = bounded_duration_field(
+            report,
+            file,
+            &path,
+            text,
+            default,
+            Duration::from_millis(100),
+        );
+        if value > MAX_TIMEOUT {
+            report.error(
+                file,
+                &path,
+                format!("{value:?} is no limit against slow clients; give at most 1h"),
+            );
+            return default;
+        }
+        value
+    };
+    let request_head_timeout = timeout(
+        "request_head_timeout",
+        raw.request_head_timeout.as_deref(),
+        d.request_head_timeout,
+    );
+    let keepalive_timeout = timeout(
+        "keepalive_timeout",
+        raw.keepalive_timeout.as_deref(),
+        d.keepalive_timeout,
+    );
+    // Pingora's keep-alive timer counts whole seconds.
+    let keepalive_timeout = if keepalive_timeout < Duration::from_secs(1) {
+        report.error(
+            file,
+            "limits.keepalive_timeout",
+            "keepalive_timeout counts whole seconds; give at least 1s",
+        );
+        d.keepalive_timeout
+    } else {
+        keepalive_timeout
+    };
+    let mut bytes = |name: &str, text: Option<&str>, default: usize, min: usize| {
+        let Some(text) = text else {
+            return default;
+        };
+        let path = format!("limits.{name}");
+        match parse_bytes(text) {
+            Ok(value) if (value as usize) < min => {
+                report.error(
+                    file,
+                    &path,
+                    format!("{value} bytes is too small; the least that works is {min}"),
+                );
+                default
+            }
+            Ok(value) if value as usize > PINGORA_MAX_HEAD => {
+                report.error(file, &path, format!("{value} bytes is over what the edge reads of a request head ({PINGORA_MAX_HEAD}); give less"));
+                default
+            }
+            Ok(value) => value as usize,
+            Err(message) => {
+                report.error(file, &path, message);
+                default
+            }
+        }
+    };
+    let max_request_head = bytes(
+        "max_request_head",
+        raw.max_request_head.as_deref(),
+        d.max_request_head,
+        1024,
+    );
+    let max_uri = bytes("max_uri", raw.max_uri.as_deref(), d.max_uri, 64);
+    if max_uri > max_request_head {
+        report.error(
+            file,
+            "limits.max_uri",
+            "max_uri cannot exceed max_request_head (the target is part of the head)",
+        );
+    }
+    let max_headers = match raw.max_headers {
+        None => d.max_headers,
+        Some(n) if (1..=PINGORA_MAX_HEADERS).contains(&n) => n,
+        Some(n) => {
+            report.error(
+                file,
+                "limits.max_headers",
+                format!("{n} header lines: give 1 to {PINGORA_MAX_HEADERS} (what the edge parses)"),
+            );
+            d.max_headers
+        }
+    };
+    let mut count = |name: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => {
+            report.error(
+                file,
+                &format!("limits.{name}"),
+                "0 would refuse every connection; give at least 1",
+            );
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let max_connections = raw
+        .max_connections
+        .map(|n| count("max_connections", Some(n), 1));
+    let max_connections_per_client = count(
+        "max_connections_per_client",
+        raw.max_connections_per_client,
+        d.max_connections_per_client,
+    );
+    let fd_reserve = raw.fd_reserve.unwrap_or(d.fd_reserve);
+    if fd_reserve < 16 {
+        report.error(
+            file,
+            "limits.fd_reserve",
+            "fewer than 16 spare descriptors leaves probes and origins failing with EMFILE",
+        );
+    }
+    ClientLimits {
+        max_connections,
+        max_connections_per_client,
+        fd_reserve: fd_reserve.max(16),
+        request_head_timeout,
+        keepalive_timeout,
+        max_request_head,
+        max_headers,
+        max_uri,
+    }
+}

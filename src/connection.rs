@@ -1,0 +1,441 @@
+//! Client connections as the edge accepts them: caps on how many are open (globally and
+//! per client address, [`ConnectionCaps`]), deadlines on request heads that Pingora does
+//! not have, and the head's size counted as it arrives.
+//!
+//! Pingora's downstream read timeout restarts on every read, so a client sending one byte
+//! every few seconds holds a connection for ever (slowloris), and a keep-alive connection
+//! waits for its next request without limit. [`EdgeApp`] wraps every HTTP/1 connection in
+//! a [`HeadGuard`] before Pingora sees it, under `portico run` (Pingora's listeners) and
+//! in-process ([`crate::server::serve`]) alike. The guard reads through to the socket and
+//! keeps one timer per connection:
+//!
+//! - *head*: the whole request head must arrive by the deadline: from the accept for the
+//!   first request, from the first byte of each later one;
+//! - *idle*: between a response and the next request's first byte, `keepalive_timeout`;
+//! - *done*: the head was parsed; body and tunnel reads have no deadline from here
+//!   (Pingora's read timeout and the tunnel's own timers apply).
+//!
+//! The proxy moves the guard between phases through [`HeadGuard::of`] (head parsed:
+//! `early_request_filter`; response finished: `logging`). A head that outruns its deadline
+//! or `max_request_head` ends the read with an [`io::Error`] carrying a [`HeadLimit`],
+//! which the proxy turns into a `408` or `431` (see `request_head_error`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::model::ClientLimits;
+use crate::proxy::Portico;
+
+/// Why the edge stopped reading a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLimit {
+    /// The head did not arrive within `request_head_timeout`.
+    Timeout(Duration),
+    /// The head grew past `max_request_head` bytes.
+    TooLarge(usize),
+}
+
+impl fmt::Display for HeadLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadLimit::Timeout(d) => write!(f, "the request head did not arrive within {d:?}"),
+            HeadLimit::TooLarge(n) => write!(f, "the request head is larger than {n} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for HeadLimit {}
+
+const HEAD: u8 = 0;
+const IDLE: u8 = 1;
+const DONE: u8 = 2;
+
+/// A client connection with the head deadline and size limit (see the module docs).
+pub struct HeadGuard {
+    inner: Stream,
+    limits: ClientLimits,
+    /// The phase the proxy asked for ([`HEAD`], [`IDLE`], [`DONE`]), and how many times it
+    /// asked: the reader starts a phase's clock once per request.
+    phase: AtomicU8,
+    armed: AtomicU32,
+    /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
+    /// bytes so far, and the one timer it resets (no allocation per request).
+    seen: u32,
+    reading: u8,
+    head_bytes: usize,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl HeadGuard {
+    pub fn new(inner: Stream, limits: ClientLimits) -> HeadGuard {
+        HeadGuard {
+            inner,
+            limits,
+            phase: AtomicU8::new(HEAD),
+            armed: AtomicU32::new(0),
+            seen: 0,
+            reading: HEAD,
+            head_bytes: 0,
+            // The first request's head counts from the accept, as nginx and HAProxy count.
+            timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
+        }
+    }
+
+    /// The guard under a Pingora stream, if the edge put one there.
+    pub fn of(stream: Option<&Stream>) -> Option<&HeadGuard> {
+        stream?.as_any().downcast_ref::<HeadGuard>()
+    }
+
+    /// The connection under the guard (a tunnel handover needs its socket).
+    pub fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
+    /// The head was parsed: no deadline for the rest of this request.
+    pub fn head_done(&self) {
+        self.phase.store(DONE, Ordering::Release);
+    }
+
+    /// The response is finished: the next request gets `keepalive_timeout` to start.
+    pub fn await_next_request(&self) {
+        self.phase.store(IDLE, Ordering::Release);
+        self.armed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn limit_error(limit: HeadLimit) -> io::Error {
+        let kind = match limit {
+            HeadLimit::Timeout(_) => io::ErrorKind::TimedOut,
+            HeadLimit::TooLarge(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, limit)
+    }
+}
+
+impl AsyncRead for HeadGuard {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let phase = this.phase.load(Ordering::Acquire);
+        if phase == DONE {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let armed = this.armed.load(Ordering::Acquire);
+        if armed != this.seen {
+            // A new request: its wait starts now.
+            this.seen = armed;
+            this.reading = IDLE;
+            this.head_bytes = 0;
+            let deadline = Instant::now() + this.limits.keepalive_timeout;
+            this.timer.as_mut().reset(deadline);
+        }
+        // Pingora asks for more only while the head is incomplete: past the limit, it never
+        // will be within it.
+        if this.head_bytes >= this.limits.max_request_head {
+            return Poll::Ready(Err(Self::limit_error(HeadLimit::TooLarge(
+                this.limits.max_request_head,
+            ))));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 && this.reading == IDLE {
+                    this.reading = HEAD;
+                    let deadline = Instant::now() + this.limits.request_head_timeout;
+                    this.timer.as_mut().reset(deadline);
+                }
+                this.head_bytes += n;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                // Idle: Pingora closes quietly when nothing of a request came. Head: the
+                // error says which limit.
+                Poll::Ready(()) => Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(
+                    if this.reading == IDLE {
+                        this.limits.keepalive_timeout
+                    } else {
+                        this.limits.request_head_timeout
+                    },
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for HeadGuard {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadGuard {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadGuard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadGuard {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadGuard {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadGuard {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadGuard {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadGuard {
+    // Peeking would read past the guard's count; Pingora only peeks for h2c, which the
+    // edge does not offer on plain HTTP.
+}
+
+impl fmt::Debug for HeadGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadGuard")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Caps on client connections, global and per client address (see `limits:`).
+///
+/// A connection over a cap is closed at once, before anything reads it: at the
+/// descriptor limit new clients would otherwise hang and the health probes fail with
+/// `EMFILE`, marking healthy origins down. The global cap leaves `fd_reserve`
+/// descriptors, and one per admitted client for its origin connection, free.
+pub struct ConnectionCaps {
+    max: usize,
+    per_client: usize,
+    open: AtomicUsize,
+    clients: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it frees its places.
+pub struct Admitted<'a> {
+    caps: &'a ConnectionCaps,
+    client: Option<IpAddr>,
+}
+
+impl ConnectionCaps {
+    pub fn new(limits: &ClientLimits) -> ConnectionCaps {
+        let by_descriptors =
+            open_files_limit().map(|nofile| (nofile.saturating_sub(limits.fd_reserve) / 2).max(1));
+        let max = match (limits.max_connections, by_descriptors) {
+            (Some(configured), Some(possible)) if configured > possible => {
+                log::warn!("limits.max_connections {configured} is more than the descriptor limit allows; capping client connections at {possible}");
+                possible
+            }
+            (Some(configured), _) => configured,
+            (None, Some(possible)) => possible,
+            (None, None) => usize::MAX,
+        };
+        log::info!(
+            "client connections capped at {max}, {} per client address",
+            limits.max_connections_per_client
+        );
+        ConnectionCaps {
+            max,
+            per_client: limits.max_connections_per_client,
+            open: AtomicUsize::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cap in force (after the descriptor limit).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place for a connection from `client`, if both caps have one.
+    pub fn admit(&self, client: Option<IpAddr>) -> Option<Admitted<'_>> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut admitted = Admitted {
+            caps: self,
+            client: None,
+        };
+        let Some(ip) = client.map(|ip| ip.to_canonical()) else {
+            return Some(admitted);
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let count = clients.entry(ip).or_insert(0);
+        if *count >= self.per_client {
+            return None; // `admitted` gives the global place back
+        }
+        *count += 1;
+        admitted.client = Some(ip);
+        Some(admitted)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.caps.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            let mut clients = self.caps.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = clients.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, from `/proc/self/limits` (no `unsafe` needed); `None` when
+/// unlimited or unknown.
+fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The edge as a Pingora app: connections over a cap are closed; each HTTP/1 connection
+/// gets a [`HeadGuard`], then the proxy. HTTP/2 (by ALPN) goes to the proxy as it is: its
+/// frames are not request heads.
+pub struct EdgeApp {
+    pub proxy: Arc<HttpProxy<Portico>>,
+    pub limits: ClientLimits,
+    pub caps: ConnectionCaps,
+}
+
+impl EdgeApp {
+    pub fn new(proxy: Arc<HttpProxy<Portico>>, limits: ClientLimits) -> EdgeApp {
+        EdgeApp {
+            proxy,
+            limits,
+            caps: ConnectionCaps::new(&limits),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
+        let Some(_admitted) = self.caps.admit(client) else {
+            log::debug!("connection from {client:?} refused: over a connection cap");
+            return None;
+        };
+        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            stream
+        } else {
+            Box::new(HeadGuard::new(stream, self.limits))
+        };
+        ServerApp::process_new(&self.proxy, stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.proxy.as_ref()).await
+    }
+}

@@ -1,0 +1,161 @@
+//! Requests refused on their head alone, before anything else looks at them: sizes past
+//! `limits:`, methods the edge does not implement, framing it will not forward.
+//!
+//! Statuses follow RFC 9110: `414` for a target over `max_uri`, `431` for too many header
+//! lines (and, from [`crate::connection`], a head over `max_request_head`), `400` for a
+//! method that is too long to be one, `501` for a method or a transfer coding the edge
+//! does not implement (§9.1: an unrecognised method is 501; methods are case-sensitive, so
+//! `get` is not `GET`; `TRACE` is recognised but deliberately not implemented: it would
+//! echo the client's cookies and credentials back through the edge).
+
+use bytes::Bytes;
+use pingora_error::Error;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::respond::EdgeAnswer;
+use crate::config::model::ClientLimits;
+use crate::connection::HeadLimit;
+
+/// No standard method is longer (`UPDATEREDIRECTREF` is 17 bytes).
+const MAX_METHOD_LEN: usize = 32;
+
+/// The methods the edge implements. `CONNECT` passes here and gets its 405 from admission.
+const IMPLEMENTED: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT",
+];
+
+/// The refusal for `request`, if its head breaks a limit.
+pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAnswer<'static>> {
+    let method = request.method.as_str();
+    if method.len() > MAX_METHOD_LEN {
+        return Some(answer(
+            400,
+            "bad-method",
+            format!("the method is longer than {MAX_METHOD_LEN} bytes"),
+        ));
+    }
+    let target = request.raw_path().len();
+    if target > limits.max_uri {
+        return Some(answer(
+            414,
+            "uri-too-long",
+            format!(
+                "the request target is {target} bytes; this edge takes at most {}",
+                limits.max_uri
+            ),
+        ));
+    }
+    let lines = request.headers.len();
+    if lines > limits.max_headers {
+        return Some(answer(
+            431,
+            "too-many-headers",
+            format!(
+                "the request has {lines} header fields; this edge takes at most {}",
+                limits.max_headers
+            ),
+        ));
+    }
+    framing_refusal(request)
+}
+
+/// The refusal for a method the edge does not implement. Asked after a shield has served
+/// its edges' `PURGE` (`tier::purge`), which no one else may send.
+pub fn unimplemented_method(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
+    let method = request.method.as_str();
+    (!IMPLEMENTED.contains(&method)).then(|| {
+        answer(
+            501,
+            "method-not-implemented",
+            format!(
+                "the method {method} is not implemented by this edge (methods are case-sensitive)"
+            ),
+        )
+    })
+}
+
+/// RFC 9112 §6.1: a transfer coding the edge does not implement is 501; only `chunked`
+/// alone is (Pingora already refuses, with 400, codings where `chunked` is not last). A
+/// `Content-Length` no origin can represent (over 2^63−1) is 400.
+fn framing_refusal(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
+    let mut codings = request
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter();
+    if let Some(first) = codings.next() {
+        let alone = first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if !alone || codings.next().is_some() {
+            return Some(answer(
+                501,
+                "transfer-coding-not-implemented",
+                "this edge implements only Transfer-Encoding: chunked (alone)".into(),
+            ));
+        }
+    }
+    for value in request.headers.get_all(http::header::CONTENT_LENGTH) {
+        let too_big = value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|n| std::str::from_utf8(n).map_or(true, |n| n.trim().parse::<i64>().is_err()));
+        if too_big {
+            return Some(answer(
+                400,
+                "bad-content-length",
+                "Content-Length must be a number from 0 to 2^63-1".into(),
+            ));
+        }
+    }
+    None
+}
+
+fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static> {
+    EdgeAnswer {
+        status,
+        error,
+        body,
+        location: None,
+    }
+}
+
+/// The edge's answer to a head it stopped reading ([`HeadLimit`]) or Pingora could not
+/// parse for too many lines; `None` leaves the rest to Pingora (400 with its reason).
+pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, Bytes)> {
+    let cause = e.root_cause();
+    let limit = cause
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<HeadLimit>());
+    let (status, error, body) = match limit {
+        Some(HeadLimit::Timeout(_)) => (408, "request-head-timeout", limit?.to_string()),
+        Some(HeadLimit::TooLarge(_)) => (431, "request-head-too-large", limit?.to_string()),
+        // httparse's "too many headers": past the edge's own count too.
+        None if cause.to_string() == "too many headers" => (
+            431,
+            "too-many-headers",
+            format!(
+                "the request has more header fields than this edge takes ({})",
+                limits.max_headers
+            ),
+        ),
+        None => return None,
+    };
+    let body = Bytes::from(format!("{body}\n"));
+    let mut header = ResponseHeader::build(status, Some(5)).ok()?;
+    header
+        .insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .ok()?;
+    header
+        .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+        .ok()?;
+    header
+        .insert_header(http::header::CACHE_CONTROL, "no-store")
+        .ok()?;
+    header.insert_header("x-portico-error", error).ok()?;
+    header
+        .insert_header(http::header::CONNECTION, "close")
+        .ok()?;
+    Some((header, body))
+}

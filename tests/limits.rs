@@ -1,0 +1,596 @@
+//! Client-facing limits over raw sockets: the whole request head has a deadline (not just
+//! each read), keep-alive connections an idle timeout, heads a size and a line count,
+//! targets a length; methods and framings the edge does not implement are refused; and
+//! pipelined requests are answered in order. Nothing refused reaches the origin.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::edge::{group_yaml, TestEdge};
+use common::origin::TestOrigin;
+use common::process::{first_answer, free_port, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One route on `/*` to group `web` at `origin`, caching off.
+fn site(origin: SocketAddr) -> String {
+    format!(
+        "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\nrule_sets: []\norigin_groups:\n{}",
+        group_yaml("web", origin)
+    )
+}
+
+/// Reads until the edge closes the connection (or resets it), at most `limit`; `None` if
+/// it is still open then.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Sends `bytes` on a new connection and reads the answer until the edge closes.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the edge kept the connection open")
+}
+
+/// Reads one whole response whose body is `Content-Length`-framed.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if data.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&data[..end + 4 + length]).into_owned();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(n @ 1..)) => data.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no whole response ({other:?}): {}",
+                String::from_utf8_lossy(&data)
+            ),
+        }
+    }
+}
+
+/// Writes the start of a request head, then one more byte every `every` until the edge
+/// closes the connection; returns what it answered and how long that took.
+async fn slowloris(addr: SocketAddr, every: Duration) -> (String, Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            read = stream.read(&mut chunk) => match read {
+                Ok(n @ 1..) => answer.extend_from_slice(&chunk[..n]),
+                _ => break,
+            },
+            _ = ticker.tick() => {
+                // Never a whole header line: the head can never complete.
+                let _ = stream.write_all(b"x").await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still open after 30 s"
+        );
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn assert_refused(answer: &str, status: u16, error: &str, reason: &str) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status} ")),
+        "expected {status}: {answer}"
+    );
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(
+        lower.contains(&format!("\r\nx-portico-error: {error}\r\n")),
+        "expected X-Portico-Error {error}: {answer}"
+    );
+    assert!(
+        answer.contains(reason),
+        "expected \"{reason}\" in: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_sent_a_byte_at_a_time_is_closed_at_its_deadline() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_head_timeout: 1s\n",
+        &site(origin.addr()),
+    )
+    .await;
+    // A byte every 200 ms: Pingora's per-read timer (60 s) would never fire.
+    let (answer, took) = slowloris(edge.addr, Duration::from_millis(200)).await;
+    assert_refused(
+        &answer,
+        408,
+        "request-head-timeout",
+        "the request head did not arrive within 1s",
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_deadline_spares_slow_bodies_and_keep_alive_waits() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_head_timeout: 1s\n  keepalive_timeout: 3s\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    // A body arriving over 1.5 s, past the head deadline: only the head has one.
+    stream
+        .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    let mut ticker = tokio::time::interval(Duration::from_millis(300));
+    for byte in b"abcdef" {
+        ticker.tick().await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Idle for longer than the head deadline, shorter than the keep-alive timeout: the next
+    // request's head counts from its first byte.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut stream).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(origin.requests()[0].body, "abcdef");
+    assert_eq!(origin.count_path("/second"), 1);
+
+    // Then nothing: the edge closes the idle connection after keepalive_timeout, quietly.
+    let idle = Instant::now();
+    let rest = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the idle connection was never closed");
+    assert_eq!(rest, "", "an idle close sends nothing");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_over_the_limits_get_431_414_400_or_501_and_reach_no_origin() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  max_request_head: 4KiB\n  max_headers: 10\n  max_uri: 1KiB\n",
+        &site(origin.addr()),
+    )
+    .await;
+    // Exactly max_request_head bytes and no end of head yet: the edge has read all of it
+    // (so its close is a FIN, not a reset) when it refuses to read on.
+    let start = "GET / HTTP/1.1\r\nHost: a\r\nx-big: ";
+    let big = format!("{start}{}", "a".repeat(4096 - start.len()));
+    let eleven: String = (0..10).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let eleven = format!("GET / HTTP/1.1\r\nHost: a\r\n{eleven}\r\n");
+    let many: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(1024));
+    let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "M".repeat(40));
+    let cases: Vec<(&str, &[u8], u16, &str, &str)> = vec![
+        (
+            "a head over max_request_head",
+            big.as_bytes(),
+            431,
+            "request-head-too-large",
+            "the request head is larger than 4096 bytes",
+        ),
+        (
+            "more header lines than max_headers",
+            eleven.as_bytes(),
+            431,
+            "too-many-headers",
+            "the request has 11 header fields; this edge takes at most 10",
+        ),
+        (
+            "more header lines than Pingora parses",
+            many.as_bytes(),
+            431,
+            "too-many-headers",
+            "more header fields than this edge takes (10)",
+        ),
+        (
+            "a target over max_uri",
+            long_uri.as_bytes(),
+            414,
+            "uri-too-long",
+            "the request target is 1025 bytes; this edge takes at most 1024",
+        ),
+        (
+            "a 40-byte method",
+            long_method.as_bytes(),
+            400,
+            "bad-method",
+            "the method is longer than 32 bytes",
+        ),
+        (
+            "TRACE",
+            b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n",
+            501,
+            "method-not-implemented",
+            "the method TRACE is not implemented",
+        ),
+        (
+            "a lower-case method",
+            b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+            501,
+            "method-not-implemented",
+            "the method get is not implemented",
+        ),
+    ];
+    for (case, bytes, status, error, reason) in cases {
+        let answer = exchange(edge.addr, bytes).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {answer}"
+        );
+        assert_refused(&answer, status, error, reason);
+    }
+    assert_eq!(origin.count(), 0, "a refused request reached the origin");
+    // Within the limits, all is well.
+    let fine = exchange(
+        edge.addr,
+        b"GET /fine HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framings_the_edge_does_not_implement_are_refused() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let cases: [(&str, &[u8], u16, &str); 4] = [
+        (
+            "gzip, chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            501,
+            "transfer-coding-not-implemented",
+        ),
+        (
+            "chunked twice",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            501,
+            "transfer-coding-not-implemented",
+        ),
+        (
+            "Content-Length 2^63",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\nabc",
+            400,
+            "bad-content-length",
+        ),
+        (
+            "Content-Length 2^64-1",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\nabc",
+            400,
+            "bad-content-length",
+        ),
+    ];
+    for (case, bytes, status, error) in cases {
+        let answer = exchange(edge.addr, bytes).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {answer}"
+        );
+        assert_refused(&answer, status, error, "");
+    }
+    assert_eq!(origin.count(), 0, "a refused request reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\nGET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the edge kept the connection open");
+    let bodies: Vec<&str> = ["origin /one", "origin /two", "origin /three"]
+        .into_iter()
+        .filter(|body| all.contains(body))
+        .collect();
+    assert_eq!(bodies.len(), 3, "{all}");
+    let at = |body: &str| all.find(body).unwrap();
+    assert!(
+        at("origin /one") < at("origin /two") && at("origin /two") < at("origin /three"),
+        "{all}"
+    );
+    assert_eq!(all.matches("HTTP/1.1 200 ").count(), 3, "{all}");
+}
+
+/// `portico run` hosts the proxy on Pingora's own listeners: the deadline holds there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_portico_run_a_slow_head_is_closed_at_its_deadline() {
+    let origin = TestOrigin::ok(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: limits-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\nlimits:\n  request_head_timeout: 1s\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules/rules.yaml"), site(origin.addr())).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
+    let client = reqwest::Client::new();
+    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
+    assert_eq!(ready.status(), 200);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (answer, took) = slowloris(addr, Duration::from_millis(200)).await;
+    assert_refused(
+        &answer,
+        408,
+        "request-head-timeout",
+        "the request head did not arrive within 1s",
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    assert_eq!(origin.count_path("/slow"), 0);
+}
+
+/// Opens `n` connections from `from` (a loopback address) that send nothing; returns them
+/// split into those the edge closed within `within` and those it kept open.
+async fn flood(
+    addr: SocketAddr,
+    from: std::net::IpAddr,
+    n: usize,
+    within: Duration,
+) -> (usize, Vec<TcpStream>) {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        streams.push(socket.connect(addr).await.unwrap());
+    }
+    // All at once: each either reads EOF (closed) or times out (held).
+    let checks = streams.into_iter().map(|mut stream| async move {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(within, stream.read(&mut byte)).await {
+            Ok(_) => None,
+            Err(_) => Some(stream),
+        }
+    });
+    let results = futures_util::future::join_all(checks).await;
+    let closed = results.iter().filter(|r| r.is_none()).count();
+    (closed, results.into_iter().flatten().collect())
+}
+
+/// A request from `from`; the status line, or `None` if the edge closed without one.
+async fn request_from(addr: SocketAddr, from: std::net::IpAddr, path: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(10)).await?;
+    Some(answer.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  max_connections_per_client: 4\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let flooder: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    // The edge accepts only after its first probe round: wait for it to answer.
+    assert_eq!(
+        request_from(edge.addr, other, "/ready").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let (closed, held) = flood(edge.addr, flooder, 10, Duration::from_secs(2)).await;
+    assert_eq!((closed, held.len()), (6, 4), "per-client cap of 4");
+    // The flooder gets no more; anyone else is served.
+    assert_eq!(
+        request_from(edge.addr, flooder, "/more").await.as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        request_from(edge.addr, other, "/other").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    // Its places come back when its connections close.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if request_from(edge.addr, flooder, "/again").await.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the places never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.count_path("/more"), 0);
+}
+
+/// Under `portico run` with few descriptors: the cap keeps `fd_reserve` free, so a flood
+/// of idle connections is cut at the cap and the probes (new connections every interval)
+/// keep passing instead of failing with EMFILE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_cap_probes_keep_working_and_new_clients_are_closed() {
+    let origin = TestOrigin::ok(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    // 256 descriptors, 64 reserved: (256 - 64) / 2 = 96 client connections.
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: limits-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\nlimits:\n  fd_reserve: 64\n"),
+    )
+    .unwrap();
+    let rules = format!(
+        "{}    health_probe: {{ path: /health, interval: 200ms, timeout: 1s }}\n",
+        site(origin.addr())
+    );
+    std::fs::write(dir.path().join("rules/rules.yaml"), rules).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let output = dir.path().join("run.out");
+    let file = std::fs::File::create(&output).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {} run -c {conf}",
+            env!("CARGO_BIN_EXE_portico")
+        ))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .unwrap();
+    // Ready once it answers; without keep-alive, so that no connection of ours stays.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
+    assert_eq!(ready.status(), 200);
+    drop(ready);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        printed.contains("client connections capped at 96"),
+        "{printed}"
+    );
+
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (closed, held) = flood(
+        addr,
+        "127.0.0.1".parse().unwrap(),
+        150,
+        Duration::from_secs(2),
+    )
+    .await;
+    // The per-client default (256) is above the cap: the global cap is what cuts.
+    assert_eq!((closed, held.len()), (54, 96));
+    // The next connection is closed at once, not left hanging.
+    let started = Instant::now();
+    assert_eq!(
+        request_from(addr, "127.0.0.2".parse().unwrap(), "/late")
+            .await
+            .as_deref(),
+        Some("")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Three more probes pass while the flood holds its connections.
+    let probes = origin.count_path("/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.count_path("/health") < probes + 3 {
+        assert!(Instant::now() < deadline, "the probes stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status =
+        common::process::get_json(&client, &format!("http://127.0.0.1:{admin_port}/status")).await;
+    let probed = &status["origin_groups"][0]["origins"][0];
+    assert_eq!(probed["health"], "healthy", "{status}");
+    assert_eq!(probed["last_probe"]["passed"], true, "{status}");
+    assert_eq!(probed["consecutive_failures"], 0, "{status}");
+    drop(held);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(!printed.contains("Too many open files"), "{printed}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_deadlines_a_cap_and_calls_broken_chunks_a_400() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_head_timeout: 2s\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let admin = edge.admin_addr;
+    // Broken chunking is a malformed request, not a body too large.
+    let answer = exchange(
+        admin,
+        b"POST /purge HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("purge body unreadable"), "{answer}");
+
+    // A head a byte at a time is closed at the head deadline.
+    let (_, took) = slowloris(admin, Duration::from_millis(200)).await;
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+    // A body that stops: 408 at the deadline.
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /purge HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"paths\"")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the admin kept a stalled body open");
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "answered after {took:?}"
+    );
+    // At most 64 connections: the rest are closed at once.
+    let (closed, held) = flood(
+        admin,
+        "127.0.0.1".parse().unwrap(),
+        70,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!((closed, held.len()), (6, 64));
+}
