@@ -16,18 +16,7 @@ async fn portico_run_serves_the_shipped_rules_in_front_of_the_demo_origin() {
     // The shipped rules, with the demo origin's address swapped for the test's.
     let dir = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
-    std::fs::create_dir(dir.path().join("rules")).unwrap();
-    for file in std::fs::read_dir(format!("{root}/rules")).unwrap() {
-        let path = file.unwrap().path();
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("127.0.0.1:8081", &origin_addr.to_string());
-        std::fs::write(
-            dir.path().join("rules").join(path.file_name().unwrap()),
-            text,
-        )
-        .unwrap();
-    }
+    common::process::shipped_rules_into(dir.path(), origin_addr);
     let (port, admin_port, tls_port) = (free_port(), free_port(), free_port());
     // Plus a TLS listener, as Pingora's Server runs it (certificate resolver by SNI).
     let pki = common::tls::TestPki::new();

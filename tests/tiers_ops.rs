@@ -321,19 +321,8 @@ async fn the_demo_fleet_answers_as_the_readme_says() {
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     std::fs::create_dir_all(dir.path().join("examples")).unwrap();
-    for file in std::fs::read_dir(root.join("rules")).unwrap() {
-        let path = file.unwrap().path();
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("127.0.0.1:8081", &origin_addr.to_string());
-        std::fs::write(
-            dir.path().join("rules").join(path.file_name().unwrap()),
-            text,
-        )
-        .unwrap();
-    }
+    common::process::shipped_rules_into(dir.path(), origin_addr);
     // Every fixed port of the examples, moved to a free one.
     let ports: BTreeMap<u16, u16> = [8080, 8082, 8090, 8091, 9090, 9092, 9190, 9191]
         .into_iter()

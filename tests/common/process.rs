@@ -184,3 +184,17 @@ impl RequestLoop {
         self.task.await.unwrap()
     }
 }
+
+/// Copies the shipped `rules/` into `dir/rules`, the demo origin's address (127.0.0.1:8081)
+/// replaced by `origin`.
+pub fn shipped_rules_into(dir: &Path, origin: std::net::SocketAddr) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    for file in std::fs::read_dir(root.join("rules")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:8081", &origin.to_string());
+        std::fs::write(dir.join("rules").join(path.file_name().unwrap()), text).unwrap();
+    }
+}
