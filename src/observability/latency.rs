@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::metrics::{family, label, CACHE_STATUSES};
+use super::metrics::{cache_status_row, family, label, CACHE_STATUSES};
 
 /// Upper bounds of the histogram buckets, in seconds (Prometheus' defaults, from 1 ms).
 const BOUNDS: [f64; 12] = [
@@ -84,11 +84,7 @@ impl RouteStats {
         total: Duration,
         origin_first_byte: Option<Duration>,
     ) {
-        let index = CACHE_STATUSES
-            .iter()
-            .position(|s| *s == cache_status)
-            .unwrap_or(CACHE_STATUSES.len() - 1);
-        let stats = self.by_status[index].get_or_init(Box::default);
+        let stats = self.by_status[cache_status_row(cache_status)].get_or_init(Box::default);
         stats.total.observe(total);
         if let Some(first_byte) = origin_first_byte {
             stats.origin_first_byte.observe(first_byte);

@@ -43,10 +43,7 @@ pub struct Metrics {
 impl Metrics {
     /// One answered request: its `X-Cache` value and status (0: none was sent).
     pub fn record_request(&self, cache_status: &str, status: u16) {
-        let row = CACHE_STATUSES
-            .iter()
-            .position(|s| *s == cache_status)
-            .unwrap_or(CACHE_STATUSES.len() - 1);
+        let row = cache_status_row(cache_status);
         let class = match status {
             100..=599 => usize::from(status / 100),
             _ => 0,
@@ -159,6 +156,14 @@ impl Metrics {
         );
         self.routes.render(out);
     }
+}
+
+/// The row of an `X-Cache` value in [`CACHE_STATUSES`] (an unknown one counts as the last).
+pub(crate) fn cache_status_row(cache_status: &str) -> usize {
+    CACHE_STATUSES
+        .iter()
+        .position(|s| *s == cache_status)
+        .unwrap_or(CACHE_STATUSES.len() - 1)
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the text format wants.
