@@ -80,10 +80,13 @@ pub struct HeadGuard {
     phase: AtomicU8,
     armed: AtomicU32,
     /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
-    /// bytes so far, and the one timer it resets (no allocation per request).
+    /// bytes so far, when the current wait's deadline falls, and the one timer (no
+    /// allocation per request). The timer is moved to `deadline` only when a read would
+    /// wait: a head that arrives whole never touches the timer wheel.
     seen: u32,
     reading: u8,
     head_bytes: usize,
+    deadline: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -98,6 +101,7 @@ impl HeadGuard {
             reading: HEAD,
             head_bytes: 0,
             // The first request's head counts from the accept, as nginx and HAProxy count.
+            deadline: Instant::now() + limits.request_head_timeout,
             timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
         }
     }
@@ -149,8 +153,7 @@ impl AsyncRead for HeadGuard {
             this.seen = armed;
             this.reading = IDLE;
             this.head_bytes = 0;
-            let deadline = Instant::now() + this.limits.keepalive_timeout;
-            this.timer.as_mut().reset(deadline);
+            this.deadline = Instant::now() + this.limits.keepalive_timeout;
         }
         // Pingora asks for more only while the head is incomplete: past the limit, it never
         // will be within it.
@@ -165,26 +168,36 @@ impl AsyncRead for HeadGuard {
                 let n = buf.filled().len() - before;
                 if n > 0 && this.reading == IDLE {
                     this.reading = HEAD;
-                    let deadline = Instant::now() + this.limits.request_head_timeout;
-                    this.timer.as_mut().reset(deadline);
+                    this.deadline = Instant::now() + this.limits.request_head_timeout;
                 }
                 this.head_bytes += n;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                // Idle: Pingora closes quietly when nothing of a request came. Head: the
-                // error says which limit.
-                Poll::Ready(()) => Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(
-                    if this.reading == IDLE {
-                        this.limits.keepalive_timeout
-                    } else {
-                        this.limits.request_head_timeout
-                    },
-                )))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if this.timer.deadline() != this.deadline {
+                    this.timer.as_mut().reset(this.deadline);
+                }
+                this.poll_deadline(cx)
+            }
         }
+    }
+}
+
+impl HeadGuard {
+    /// A read would wait: the error once the current wait's deadline has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Idle: Pingora closes quietly when nothing of a request came. Head: the error says
+        // which limit.
+        let limit = if self.reading == IDLE {
+            self.limits.keepalive_timeout
+        } else {
+            self.limits.request_head_timeout
+        };
+        self.timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(Self::limit_error(HeadLimit::Timeout(limit))))
     }
 }
 
