@@ -447,6 +447,12 @@ fig.savefig(chart, dpi=110)
 w("## Chart\n")
 w(f"![benchmark chart]({os.path.relpath(chart, BENCH if MODE == 'full' else RESULTS)})\n")
 
+# bench/handover writes its own section (a binary upgrade with 10,000 idle tunnels).
+handover = os.path.join(RESULTS, "handover.md")
+if os.path.exists(handover) and MODE == "full":
+    with open(handover) as f:
+        w(f.read().rstrip() + "\n")
+
 notes = os.path.join(BENCH, "notes.md")
 if os.path.exists(notes) and MODE == "full":
     with open(notes) as f:

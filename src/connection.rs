@@ -116,6 +116,10 @@ impl HeadGuard {
         &self.inner
     }
 
+    pub fn inner_mut(&mut self) -> &mut Stream {
+        &mut self.inner
+    }
+
     /// The head was parsed: no deadline for the rest of this request.
     pub fn head_done(&self) {
         self.phase.store(DONE, Ordering::Release);

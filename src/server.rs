@@ -159,6 +159,7 @@ impl Node {
             ),
             upstream_keepalive_pool_size: self.settings.upstream_keepalive_pool_size,
             upgrade_sock: self.settings.upgrade_sock.display().to_string(),
+            upgrade_close_timeout_ms: Some(self.settings.upgrade_close_timeout.as_millis() as u64),
             ..ServerConf::default()
         }
     }

@@ -9,71 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::edge::client;
 use common::health::raw_origin;
+use common::node::{upgrade, NodeFiles};
 use common::origin::TestOrigin;
-use common::process::{first_answer, free_port, get_json, status_becomes, RequestLoop, Running};
+use common::process::{first_answer, get_json, status_becomes, RequestLoop};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-/// A node's files and ports in a temp folder.
-struct NodeFiles {
-    dir: tempfile::TempDir,
-    port: u16,
-    admin_port: u16,
-}
-
-impl NodeFiles {
-    /// A node with `server` settings (YAML lines under `server:`) and `rules`.
-    fn new(server: &str, rules: &str) -> NodeFiles {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rules")).unwrap();
-        let (port, admin_port) = (free_port(), free_port());
-        std::fs::write(
-            dir.path().join("portico.yaml"),
-            format!("name: life-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 2\n  upgrade_sock: upgrade.sock\n{server}rules_dir: rules\naccess_log: access.log\n"),
-        )
-        .unwrap();
-        let files = NodeFiles {
-            dir,
-            port,
-            admin_port,
-        };
-        files.write_rules(rules);
-        files
-    }
-
-    fn conf(&self) -> String {
-        self.dir.path().join("portico.yaml").display().to_string()
-    }
-
-    fn write_rules(&self, rules: &str) {
-        std::fs::write(self.dir.path().join("rules/rules.yaml"), rules).unwrap();
-    }
-
-    fn run(&self, extra: &[&str], name: &str) -> Running {
-        let conf = self.conf();
-        let mut args = vec!["run", "-c", conf.as_str()];
-        args.extend_from_slice(extra);
-        Running::start(&args, self.dir.path(), name)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin_port)
-    }
-
-    /// The access log's records of kind `kind`.
-    fn records(&self, kind: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|record| record["kind"] == kind)
-            .collect()
-    }
-}
 
 fn route(name: &str, pattern: &str, group: &str, websocket: bool) -> String {
     format!("  - name: {name}\n    patterns: [\"{pattern}\"]\n    origin_group: {group}\n    websocket: {websocket}\n")
@@ -393,31 +333,6 @@ async fn a_busy_port_stops_portico_run_at_once_with_the_address_and_reason() {
 
 /// Runs `deploy/systemd/portico-upgrade` on `old` (with `env` for the new process) and
 /// returns the new process's pid.
-fn upgrade(node: &NodeFiles, old: &Running, env: &[(&str, &str)]) -> String {
-    let script_out = node.dir.path().join("upgrade-script.out");
-    let mut script = std::process::Command::new(format!(
-        "{}/deploy/systemd/portico-upgrade",
-        env!("CARGO_MANIFEST_DIR")
-    ));
-    script
-        .arg(old.pid().to_string())
-        .arg(node.conf())
-        .env("PORTICO_BIN", env!("CARGO_BIN_EXE_portico"))
-        .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(&script_out).unwrap())
-        .stderr(std::fs::File::create(node.dir.path().join("new.out")).unwrap());
-    for (name, value) in env {
-        script.env(name, value);
-    }
-    assert!(script.status().unwrap().success());
-    let said = std::fs::read_to_string(&script_out).unwrap();
-    said.lines()
-        .find_map(|line| line.split("hands over to ").nth(1))
-        .unwrap_or_else(|| panic!("no new pid in {said:?}"))
-        .trim()
-        .to_string()
-}
-
 /// Each tunnel sends its own running sequence and checks the echoes come back in order.
 async fn echo_sequence(tunnels: &mut [Tunnel], next: &mut [u32], rounds: u32) {
     for _ in 0..rounds {
@@ -476,11 +391,9 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
         other => panic!("the big message was lost: {other:?}"),
     }
     echo_sequence(&mut tunnels, &mut next, 3).await;
-    let metrics = http
-        .get(node.admin("/metrics"))
-        .send()
+    // The new admin listener binds once the old process has let its address go.
+    let metrics = first_answer(&http, &node.admin("/metrics"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -493,14 +406,7 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
         ws.close(None).await.unwrap();
     }
     // One record per tunnel, written by the new process, covering the whole tunnel.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let records = loop {
-        let records = node.records("tunnel");
-        if records.len() >= 20 || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let records = node.wait_for_records("tunnel", 20).await;
     assert_eq!(records.len(), 20, "{records:?}");
     let ids: std::collections::HashSet<_> = records
         .iter()
@@ -614,14 +520,7 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
         lived >= Duration::from_secs(8) && lived < Duration::from_millis(12_500),
         "{lived:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let records = loop {
-        let records = node.records("tunnel");
-        if !records.is_empty() || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let records = node.wait_for_records("tunnel", 1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["closed_by"], closed_by, "{records:?}");
     let duration = records[0]["duration_ms"].as_u64().unwrap();

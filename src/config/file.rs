@@ -151,6 +151,9 @@ pub struct FileServer {
     /// SIGTERM or an upgrade: how long open tunnels may run on before they are closed.
     #[serde(default)]
     pub tunnel_drain_timeout: Option<String>,
+    /// A binary upgrade: how long the old process keeps accepting beside the new one.
+    #[serde(default)]
+    pub upgrade_close_timeout: Option<String>,
     /// The Unix socket a graceful binary upgrade hands the listening sockets over.
     #[serde(default)]
     pub upgrade_sock: Option<String>,

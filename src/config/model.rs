@@ -77,6 +77,10 @@ pub struct NodeSettings {
     pub drain_delay: Duration,
     /// SIGTERM or a binary upgrade: open tunnels get this long to end by themselves.
     pub tunnel_drain_timeout: Duration,
+    /// A binary upgrade: once the listening sockets are sent, the old process accepts this
+    /// long beside the new one before it stops (connections queue on the shared sockets, so
+    /// nothing is refused however short it is).
+    pub upgrade_close_timeout: Duration,
     /// Where a graceful binary upgrade hands the listening sockets over.
     pub upgrade_sock: std::path::PathBuf,
     /// A graceful binary upgrade hands open plain-TCP tunnels to the new process (over

@@ -146,6 +146,13 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         server.and_then(|s| s.tunnel_drain_timeout.as_deref()),
         Duration::from_secs(30),
     );
+    let upgrade_close_timeout = duration_field(
+        report,
+        file,
+        "server.upgrade_close_timeout",
+        server.and_then(|s| s.upgrade_close_timeout.as_deref()),
+        Duration::from_secs(1),
+    );
     let upgrade_sock = server.and_then(|s| s.upgrade_sock.as_deref()).map_or_else(
         || Path::new(DEFAULT_UPGRADE_SOCK).to_path_buf(),
         |p| conf_dir.join(p),
@@ -245,6 +252,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
                 .unwrap_or(128),
             drain_delay,
             tunnel_drain_timeout,
+            upgrade_close_timeout,
             upgrade_sock,
             tunnel_handover: server.and_then(|s| s.tunnel_handover).unwrap_or(true),
             access_log,

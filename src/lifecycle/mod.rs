@@ -277,8 +277,9 @@ impl Lifecycle {
             let path = crate::tunnel::handover::socket_path(&node.upgrade_sock);
             handover = crate::tunnel::handover::hand_over(self.drain, &path).await;
             log::info!(
-                "tunnel handover: {} handed over, {} kept (they drain here)",
+                "tunnel handover: {} handed over (holding {} bytes), {} kept (they drain here)",
                 handover.handed_over,
+                handover.held_bytes,
                 handover.kept
             );
         }

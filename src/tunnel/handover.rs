@@ -240,6 +240,8 @@ struct WireTunnel {
 pub struct HandoverReport {
     pub handed_over: usize,
     pub kept: usize,
+    /// Bytes the handed-over relays held (read from one side, not yet written to the other).
+    pub held_bytes: usize,
 }
 
 /// Both sockets of a tunnel as descriptors of this process's own, if both are plain TCP.
@@ -319,6 +321,7 @@ pub async fn hand_over(drain: &'static Drain, path: &Path) -> HandoverReport {
             Ok(Ok(None)) => break,
             Ok(Ok(Some(offer))) => offer,
         };
+        let held = offer.relay.to_origin.held_len() + offer.relay.to_client.held_len();
         let verdict = if broken {
             Verdict::Kept(offer.relay)
         } else {
@@ -332,7 +335,10 @@ pub async fn hand_over(drain: &'static Drain, path: &Path) -> HandoverReport {
             }
         };
         match verdict {
-            Verdict::HandedOver => report.handed_over += 1,
+            Verdict::HandedOver => {
+                report.handed_over += 1;
+                report.held_bytes += held;
+            }
             Verdict::Kept(_) => report.kept += 1,
         }
         let _ = offer.reply.send(verdict);

@@ -106,6 +106,9 @@ impl Relay {
         to_client.read_done = upstream_ended;
         // The 101 may still sit in the client connection's write buffer.
         to_client.needs_flush = true;
+        let (mut downstream, mut upstream) = (downstream, upstream);
+        to_origin.write_buffered = !unbuffer_writes(&mut upstream);
+        to_client.write_buffered = !unbuffer_writes(&mut downstream);
         let now = Instant::now();
         Relay {
             downstream,
@@ -221,6 +224,30 @@ impl Relay {
     }
 }
 
+/// Turns off Pingora's small write buffer (1,460 bytes) on a plain TCP connection once it
+/// is empty; `false` while it holds bytes, and for TLS. From then on every byte the relay
+/// has written is in the kernel: nothing sits where a handover cannot take it (a client
+/// that stopped reading), and no flush follows each write. The client's connection sits
+/// under the edge's head guard.
+pub(crate) fn unbuffer_writes(stream: &mut Stream) -> bool {
+    plain_tcp_mut(stream).is_some_and(|tcp| tcp.set_write_buffering(false))
+}
+
+/// A connection's plain TCP stream, if it is one (the client's sits under the edge's
+/// head guard).
+fn plain_tcp_mut(stream: &mut Stream) -> Option<&mut pingora_core::protocols::l4::stream::Stream> {
+    let tcp = if stream.as_any().is::<crate::connection::HeadGuard>() {
+        stream
+            .as_any_mut()
+            .downcast_mut::<crate::connection::HeadGuard>()?
+            .inner_mut()
+            .as_any_mut()
+    } else {
+        stream.as_any_mut()
+    };
+    tcp.downcast_mut()
+}
+
 /// One way through the tunnel.
 pub(crate) struct Direction {
     /// Bytes read but not yet written on; empty (and unallocated) while the writer keeps up.
@@ -229,6 +256,9 @@ pub(crate) struct Direction {
     /// Chunks Pingora read before the handoff, to go first.
     pub(crate) preread: Vec<Bytes>,
     pub(crate) needs_flush: bool,
+    /// The writer may still hold written bytes in Pingora's small write buffer (until
+    /// [`unbuffer_writes`] turns it off).
+    pub(crate) write_buffered: bool,
     pub(crate) read_done: bool,
     /// The reading side's end was passed on: the write half towards the other side is shut.
     pub(crate) end_passed_on: bool,
@@ -247,8 +277,8 @@ impl Relay {
     /// A tunnel handed over by another process: its sockets, the bytes it held each way,
     /// its clocks and byte counts.
     pub fn adopted(
-        downstream: Stream,
-        upstream: Stream,
+        mut downstream: Stream,
+        mut upstream: Stream,
         held_to_origin: Vec<u8>,
         held_to_client: Vec<u8>,
         clocks: Clocks,
@@ -260,6 +290,8 @@ impl Relay {
         let mut to_client = Direction::new(Vec::new());
         to_client.pending = held_to_client;
         to_client.bytes = bytes_to_client;
+        to_origin.write_buffered = !unbuffer_writes(&mut upstream);
+        to_client.write_buffered = !unbuffer_writes(&mut downstream);
         Relay {
             downstream,
             upstream,
@@ -305,6 +337,11 @@ impl Relay {
 }
 
 impl Direction {
+    /// How many bytes [`Direction::held`] returns.
+    pub(crate) fn held_len(&self) -> usize {
+        self.pending.len() - self.written + self.preread.iter().map(Bytes::len).sum::<usize>()
+    }
+
     /// What was read and not yet written, in order.
     pub(crate) fn held(&self) -> Vec<u8> {
         let mut held = self.pending[self.written..].to_vec();
@@ -314,7 +351,9 @@ impl Direction {
         held
     }
 
-    /// Reads `from` until it has nothing more right now (or ends), keeping it all.
+    /// Takes into `pending` what `from` has read from its socket and not yet returned:
+    /// what the kernel still queues goes over with the socket itself. (A stream whose
+    /// buffer cannot be seen is read until it would wait.)
     fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
         // In order: what waits, what Pingora read first, then what is read now.
         self.pending.drain(..self.written);
@@ -322,21 +361,26 @@ impl Direction {
         for chunk in std::mem::take(&mut self.preread) {
             self.pending.extend_from_slice(&chunk);
         }
-        loop {
+        let mut left = plain_tcp_mut(from).map(|tcp| tcp.buffered_read_len());
+        while left != Some(0) {
             let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut storage);
+            let want = left.map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+            let mut buf = ReadBuf::uninit(&mut storage[..want]);
             match Pin::new(&mut *from).poll_read(cx, &mut buf) {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(Err(_)) => return Err("a read failed"),
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Err("it is closing"),
                 Poll::Ready(Ok(())) => {
-                    if self.pending.len() + buf.filled().len() > super::handover::MAX_HELD {
+                    let read = buf.filled();
+                    if self.pending.len() + read.len() > super::handover::MAX_HELD {
                         return Err("it holds too much");
                     }
-                    self.pending.extend_from_slice(buf.filled());
+                    self.pending.extend_from_slice(read);
+                    left = left.map(|left| left - read.len());
                 }
             }
         }
+        Ok(())
     }
 
     fn new(preread: Vec<Bytes>) -> Direction {
@@ -345,6 +389,7 @@ impl Direction {
             written: 0,
             preread,
             needs_flush: false,
+            write_buffered: true,
             read_done: false,
             end_passed_on: false,
             bytes: 0,
@@ -393,7 +438,10 @@ impl Direction {
             }
             if !write_blocked && self.needs_flush {
                 match Pin::new(&mut *to).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Ok(())) => {
+                        self.needs_flush = false;
+                        self.write_buffered = self.write_buffered && !unbuffer_writes(to);
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => write_blocked = true,
                 }
@@ -463,7 +511,7 @@ impl Direction {
                 Poll::Pending => break,
             }
         }
-        self.needs_flush = true;
+        self.needs_flush |= self.write_buffered;
         self.pending.extend_from_slice(&data[offset..]);
         Ok(())
     }
@@ -640,16 +688,11 @@ mod tests {
             )
             .await;
         assert_eq!(step, Step::Paused);
-        // Poll until the kernel has the bytes (the write above may not have landed yet).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            relay.settle().await.unwrap();
-            if relay.to_origin.held() == b"pre-in the socket" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{:?}", relay.to_origin.held());
-            tokio::task::yield_now().await;
-        }
+        // The relay holds what Pingora read before the handoff; what the kernel queues
+        // stays in the socket (a handover passes it with the socket).
+        relay.settle().await.unwrap();
+        assert_eq!(relay.to_origin.held(), b"pre-");
+        assert_eq!(relay.to_origin.held_len(), 4);
         // Nothing went to the origin while paused; once running again, all of it does.
         let go_on = tokio::spawn(async move {
             let limits = limits;

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod fleet;
 pub mod gated;
 pub mod health;
+pub mod node;
 pub mod origin;
 pub mod process;
 pub mod tiers;
