@@ -15,6 +15,7 @@
 
 mod metrics;
 mod purge;
+pub use purge::purge_off_the_runtime;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -39,7 +39,10 @@ pub async fn answer(
         Ok(purge) => purge,
         Err(reason) => return (400, format!("{reason}\n")),
     };
-    let count = cache.store.apply_purge(&purge);
+    let (purge, count) = match purge_off_the_runtime(cache, purge).await {
+        Ok(done) => done,
+        Err(reason) => return (500, format!("{reason}\n")),
+    };
     let purged = count.purged;
     log::info!(
         "purge {} {purged} cached objects ({} examined)",
@@ -58,4 +61,18 @@ pub async fn answer(
             .into();
     }
     (200, reply.to_string())
+}
+
+/// Runs a purge on a blocking thread: touching thousands of objects one by one must not hold
+/// up the tasks of the runtime that called it.
+pub async fn purge_off_the_runtime(
+    cache: &'static EdgeCache,
+    purge: Purge,
+) -> Result<(Purge, crate::cache::store::PurgeCount), String> {
+    tokio::task::spawn_blocking(move || {
+        let count = cache.store.apply_purge(&purge);
+        (purge, count)
+    })
+    .await
+    .map_err(|e| format!("the purge failed: {e}"))
 }

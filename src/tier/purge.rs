@@ -50,7 +50,11 @@ pub async fn serve(
     }
     match Purge::parse(&body) {
         Ok(purge) => {
-            let purged = cache.store.apply_purge(&purge).purged;
+            let (purge, count) = match crate::admin::purge_off_the_runtime(cache, purge).await {
+                Ok(done) => done,
+                Err(reason) => return answer(session, ctx, 500, reason).await,
+            };
+            let purged = count.purged;
             log::info!(
                 "purge from edge {:?}: {purged} cached objects {}",
                 ctx.client_ip,
