@@ -2,7 +2,8 @@
 //! `127.0.0.1:0` and a real client: `Age` and `Date`, the three HTTP-date formats, which
 //! statuses are stored, 304s updating stored headers, invalidation by unsafe methods,
 //! qualified `no-cache`/`private`, hop-by-hop fields, `Vary`, stale objects during a
-//! refresh, collapsing after an error, and clients' conditional requests.
+//! refresh, collapsing after an error, clients' conditional requests, and 1xx interim
+//! responses on misses.
 
 mod common;
 
@@ -391,6 +392,66 @@ async fn raw_origin(response: &'static [u8]) -> (std::net::SocketAddr, Arc<Atomi
         }
     });
     (addr, seen)
+}
+
+/// A request over a raw connection to the edge; everything it answers until it closes.
+async fn raw_exchange(edge: &TestEdge, path: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the edge answers and closes in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// RFC 9110 §15.2: a proxy forwards 1xx interim responses. The origin writes its `103` and
+/// its cacheable `200` in one segment, so the edge reads both at once: the case that lost
+/// the `103` on a cacheable miss (the batch's switch to the cache fill dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_the_client_on_every_cacheable_miss() {
+    let (addr, seen) = raw_origin(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ncontent-length: 4\r\n\r\nbody",
+    )
+    .await;
+    let edge = TestEdge::with_routes("", &site(addr)).await;
+    let mut missing = Vec::new();
+    // 60 distinct misses, 10 at a time.
+    for batch in 0..6 {
+        let paths: Vec<String> = (0..10).map(|i| format!("/hints/{batch}/{i}")).collect();
+        let answers =
+            futures_util::future::join_all(paths.iter().map(|path| raw_exchange(&edge, path)))
+                .await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let hints = answer.find("HTTP/1.1 103");
+            let last = answer.find("HTTP/1.1 200");
+            let ok = hints == Some(0)
+                && last.is_some_and(|l| l > 0)
+                && answer.contains("link: </style.css>; rel=preload")
+                && answer.to_ascii_lowercase().contains("x-cache: tcp_miss")
+                && answer.ends_with("body");
+            if !ok {
+                missing.push(format!("/hints/{batch}/{i}:\n{answer}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of 60 misses lost the 103 (or more):\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 60);
+    // A hit is the stored 200 alone: the 103 was never stored.
+    let hit = raw_exchange(&edge, "/hints/0/0").await;
+    assert!(hit.starts_with("HTTP/1.1 200"), "{hit}");
+    assert!(
+        hit.to_ascii_lowercase().contains("x-cache: tcp_hit"),
+        "{hit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

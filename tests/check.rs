@@ -818,3 +818,46 @@ routes:
     out.error("portico.yaml:13:3", "limits.fd_reserve", "EMFILE");
     assert_eq!(out.error_count(), 7, "{}", out.stdout);
 }
+
+/// `cache.tag_headers` must name distinct headers that neither frame a response nor are the
+/// edge's own (they are removed from responses to clients).
+#[test]
+fn cache_tag_headers_are_checked() {
+    let node = "\
+name: test-node
+listeners:
+  - address: 127.0.0.1:8080
+rules_dir: rules
+access_log: off
+cache:
+  tag_headers:
+    - Cache-Tag
+    - cache-tag
+    - Content-Length
+    - \"bad header\"
+  strip_tag_headers: false
+";
+    let routes = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+";
+    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    out.error("portico.yaml:9:7", "cache.tag_headers[1]", "listed twice");
+    out.error(
+        "portico.yaml:10:7",
+        "cache.tag_headers[2]",
+        "it frames responses or the edge sets it",
+    );
+    out.error(
+        "portico.yaml:11:7",
+        "cache.tag_headers[3]",
+        "not a header name",
+    );
+    assert_eq!(out.error_count(), 3, "{}", out.stdout);
+}

@@ -175,6 +175,60 @@ async fn a_purge_on_an_edge_fans_out_to_its_shields() {
     assert!(answers.iter().any(|a| a["status"] == 200), "{reply}");
 }
 
+/// Tags and `soft` cross the tiers: a shield hands its tag headers to its edges (so each
+/// tier tags its own copy) but not to clients, and an edge's fan-out carries both.
+#[tokio::test]
+async fn tag_and_soft_purges_fan_out_to_the_shields() {
+    let origin = TestOrigin::ok(&[
+        ("cache-control", "max-age=600, stale-while-revalidate=60"),
+        ("surrogate-key", "team-a"),
+    ])
+    .await;
+    let fleet = fleet(origin.addr(), 2, 1, "").await;
+    let edge = &fleet.edges[0];
+    let paths: Vec<String> = (0..10).map(|i| format!("/t/{i}")).collect();
+    for path in &paths {
+        let response = client().get(edge.url(path)).send().await.unwrap();
+        assert_eq!(response.headers()["x-cache"], "TCP_MISS");
+        assert!(
+            !response.headers().contains_key("surrogate-key"),
+            "the tags reach no client"
+        );
+    }
+    let on_shields =
+        async || fleet.shields[0].cached_objects().await + fleet.shields[1].cached_objects().await;
+    assert_eq!(on_shields().await, 10);
+
+    // Soft, on every tier: the objects stay, stale.
+    let reply = purge(
+        edge,
+        r#"{"tags": ["TEAM-A"], "soft": true, "shields": true}"#,
+    )
+    .await;
+    assert_eq!(reply["purged"], 10, "{reply}");
+    let answers = reply["shields"].as_array().unwrap();
+    let marked: u64 = answers.iter().map(|a| a["purged"].as_u64().unwrap()).sum();
+    assert_eq!(marked, 10, "{reply}");
+    assert_eq!(edge.cached_objects().await, 10);
+    assert_eq!(on_shields().await, 10, "soft on the shields too");
+    assert_eq!(get(edge, "/t/0", &[]).await.x_cache, "TCP_EXPIRED_HIT");
+    // The edge's refresh found the shield's copy stale too: it refreshed from the origin.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.count_path("/t/0") < 2 || get(edge, "/t/0", &[]).await.x_cache != "TCP_HIT" {
+        assert!(Instant::now() < deadline, "/t/0 was never refreshed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Hard: gone from every tier.
+    let reply = purge(edge, r#"{"tags": ["team-a"], "shields": true}"#).await;
+    assert_eq!(reply["purged"], 10, "{reply}");
+    let answers = reply["shields"].as_array().unwrap();
+    let removed: u64 = answers.iter().map(|a| a["purged"].as_u64().unwrap()).sum();
+    assert_eq!(removed, 10, "{reply}");
+    assert_eq!(edge.cached_objects().await, 0);
+    assert_eq!(on_shields().await, 0);
+}
+
 /// `PURGE` on a shield's proxy listener is a purge only from a trusted edge.
 #[tokio::test]
 async fn a_shield_takes_purges_only_from_its_edges() {

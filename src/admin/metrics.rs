@@ -83,8 +83,36 @@ pub fn render(
         "counter",
         "Objects evicted to stay within cache.memory_bytes.",
     );
-    let evicted = pingora_cache::eviction::EvictionManager::evicted_items(store.eviction());
-    let _ = writeln!(out, "portico_cache_evicted_total {evicted}");
+    let _ = writeln!(out, "portico_cache_evicted_total {}", store.evicted());
+    family(
+        &mut out,
+        "portico_cache_reserved_bytes",
+        "gauge",
+        "Bytes of cache.memory_bytes taken: cached objects plus fills in progress.",
+    );
+    let _ = writeln!(out, "portico_cache_reserved_bytes {}", store.used());
+    family(
+        &mut out,
+        "portico_cache_abandoned_fills_total",
+        "counter",
+        "Fills not stored because cache.memory_bytes was taken by other fills (the response went on uncached).",
+    );
+    let _ = writeln!(
+        out,
+        "portico_cache_abandoned_fills_total {}",
+        store.abandoned()
+    );
+    family(
+        &mut out,
+        "portico_cache_purge_examined_total",
+        "counter",
+        "Cached objects purges looked at (the tag and host indexes narrow this down).",
+    );
+    let _ = writeln!(
+        out,
+        "portico_cache_purge_examined_total {}",
+        store.purge_examined()
+    );
 
     family(
         &mut out,

@@ -15,6 +15,7 @@
 
 mod metrics;
 mod purge;
+pub use purge::purge_off_the_runtime;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -237,12 +238,14 @@ fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
         .map(|r| json!({"name": r.name, "websocket": r.websocket, "cache": r.cache.enabled}))
         .collect();
     let store = cache.store;
-    let eviction = store.eviction();
     let cache = json!({
         "bytes": store.bytes(),
+        "used_bytes": store.used(),
         "objects": store.objects(),
         "memory_bytes": config.node.cache_memory_bytes,
-        "evicted_objects": pingora_cache::eviction::EvictionManager::evicted_items(eviction),
+        "evicted_objects": store.evicted(),
+        "abandoned_fills": store.abandoned(),
+        "purge_examined": store.purge_examined(),
     });
     let tunnels = json!({"open": counters.open_tunnels()});
     let lifecycle = &shared.lifecycle;

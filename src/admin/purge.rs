@@ -1,4 +1,5 @@
-//! `POST /purge`: removes stored objects by domain and path, and says how many.
+//! `POST /purge`: removes (or, soft, marks stale) stored objects by domain, path and tag,
+//! and says how many.
 
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::Request;
@@ -38,8 +39,20 @@ pub async fn answer(
         Ok(purge) => purge,
         Err(reason) => return (400, format!("{reason}\n")),
     };
-    let purged = cache.store.purge_matching(|key| purge.matches(key));
-    log::info!("purge removed {purged} cached objects");
+    let (purge, count) = match purge_off_the_runtime(cache, purge).await {
+        Ok(done) => done,
+        Err(reason) => return (500, format!("{reason}\n")),
+    };
+    let purged = count.purged;
+    log::info!(
+        "purge {} {purged} cached objects ({} examined)",
+        if purge.soft {
+            "marked stale"
+        } else {
+            "removed"
+        },
+        count.examined
+    );
     let mut reply = serde_json::json!({ "purged": purged });
     if purge.shields {
         let document = serde_json::from_slice(&body).unwrap_or_default();
@@ -48,4 +61,18 @@ pub async fn answer(
             .into();
     }
     (200, reply.to_string())
+}
+
+/// Runs a purge on a blocking thread: touching thousands of objects one by one must not hold
+/// up the tasks of the runtime that called it.
+pub async fn purge_off_the_runtime(
+    cache: &'static EdgeCache,
+    purge: Purge,
+) -> Result<(Purge, crate::cache::store::PurgeCount), String> {
+    tokio::task::spawn_blocking(move || {
+        let count = cache.store.apply_purge(&purge);
+        (purge, count)
+    })
+    .await
+    .map_err(|e| format!("the purge failed: {e}"))
 }

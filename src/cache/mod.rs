@@ -8,7 +8,8 @@
 //! - `vary`: variants, with their request fields normalised;
 //! - `conditional`: clients' conditional requests answered from stored responses;
 //! - `status`: `X-Cache` values from pingora's cache phase;
-//! - `purge`: purge requests by domain and path.
+//! - `purge`: purge requests by domain, path and tag, hard or soft;
+//! - `tags`: the cache tags a response carries (`Cache-Tag`, `Surrogate-Key`).
 
 pub mod conditional;
 pub mod key;
@@ -18,6 +19,7 @@ pub mod policy;
 pub mod purge;
 pub mod status;
 pub mod store;
+pub mod tags;
 pub mod vary;
 
 #[cfg(test)]
@@ -53,7 +55,11 @@ impl EdgeCache {
     pub fn leak(settings: &NodeSettings) -> &'static EdgeCache {
         let memory = usize::try_from(settings.cache_memory_bytes).unwrap_or(usize::MAX);
         let max_object = usize::try_from(settings.cache_max_object_bytes).unwrap_or(usize::MAX);
-        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(memory, max_object)));
+        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::with_tag_headers(
+            memory,
+            max_object,
+            settings.cache_tag_headers.clone(),
+        )));
         let lock: &'static CacheKeyLockImpl = Box::leak(Box::new(lock::FillAwareLock::new(
             CacheLock::new(settings.cache_lock_timeout),
             store,
@@ -79,9 +85,10 @@ impl EdgeCache {
         // A safety net: a request sent back to look again more often than this goes to the
         // origin uncached rather than waiting on.
         overrides.max_lock_retries = Some(MAX_LOCK_RETRIES);
+        // No eviction manager: the store evicts by itself, within its budget (`store`).
         cache.enable(
             self.store,
-            Some(store::eviction_manager(self.store)),
+            None,
             Some(self.predictor),
             Some(self.lock),
             Some(overrides),

@@ -6,13 +6,18 @@
 //! reader waiting on an object being filled wakes as each chunk lands. A fill that ends
 //! without reaching the end of the body marks itself aborted: its readers then get an error
 //! (the client sees a broken transfer) rather than a body that looks complete but is not.
+//!
+//! A fill that the store stops keeping (over `cache.memory_bytes`, see `store`) goes on
+//! feeding the readers it already has, but drops each chunk once every one of them has
+//! read it: it holds no more than what its slowest reader has yet to read.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use pingora_cache::key::{CompactCacheKey, HashBinary};
 use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
@@ -76,6 +81,18 @@ impl StoredMeta {
             .is_none_or(|until| now < until)
     }
 
+    /// The same, stale from `now` on (a soft purge): `stale-*` windows count from `now`.
+    pub fn stale_from(&self, now: SystemTime) -> StoredMeta {
+        StoredMeta {
+            fresh_until: self.fresh_until.min(now),
+            updated: self.updated,
+            stale_while_revalidate_sec: self.stale_while_revalidate_sec,
+            stale_if_error_sec: self.stale_if_error_sec,
+            variance: self.variance,
+            header: self.header.clone(),
+        }
+    }
+
     /// Bytes the header costs in memory (an estimate: names, values and per-entry overhead).
     pub fn weight(&self) -> usize {
         let headers: usize = self
@@ -88,17 +105,44 @@ impl StoredMeta {
     }
 }
 
+/// What the store's indexes cost per entry (a tag or the host pointing at an object): the
+/// hash-map slot, its id and pointer, and the map's spare capacity. Counted in the object's
+/// weight, so `cache.memory_bytes` bounds the indexes too.
+pub const INDEX_ENTRY_BYTES: usize = 48;
+
+/// The body: chunks, of which the first `dropped` are gone (a fill no longer stored drops
+/// what all its readers have read). Always 0 for a stored object.
+#[derive(Default)]
+struct Chunks {
+    dropped: usize,
+    list: Vec<Bytes>,
+}
+
+impl Chunks {
+    /// Chunk `n`, counting from the start of the body.
+    fn get(&self, n: usize) -> Option<&Bytes> {
+        self.list.get(n.checked_sub(self.dropped)?)
+    }
+}
+
 /// A stored or filling object. Shared by the store and every reader through an `Arc`, so
 /// purging or evicting it never cuts a reader short.
 pub struct Object {
     /// Generation: tells a replaced object from its successor under the same key.
     pub id: u64,
     pub key: CompactCacheKey,
+    /// The store's slot for it (the key's combined hash: primary and variance).
+    pub hash: HashBinary,
     /// The cache key's text (`host/path?query`), for purges by domain and path.
     pub label: Box<str>,
+    /// Its cache tags (`cache::tags`), normalised.
+    pub tags: Box<[Box<str>]>,
     pub meta: ArcSwap<StoredMeta>,
-    chunks: RwLock<Vec<Bytes>>,
+    chunks: RwLock<Chunks>,
     state: watch::Sender<FillState>,
+    /// While it fills: where each of its readers is (the next chunk each will read), so a
+    /// fill the store no longer keeps can drop what they all have read.
+    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
     /// The bytes the store accounted for this object when it was committed (0 while it
     /// fills). Fixed then, so that what is added is exactly what is later taken away, even
     /// if a revalidation changes the header.
@@ -106,14 +150,24 @@ pub struct Object {
 }
 
 impl Object {
-    pub fn filling(id: u64, key: CompactCacheKey, label: Box<str>, meta: StoredMeta) -> Object {
+    pub fn filling(
+        id: u64,
+        key: CompactCacheKey,
+        hash: HashBinary,
+        label: Box<str>,
+        tags: Box<[Box<str>]>,
+        meta: StoredMeta,
+    ) -> Object {
         Object {
             id,
             key,
+            hash,
             label,
+            tags,
             meta: ArcSwap::from_pointee(meta),
-            chunks: RwLock::new(Vec::new()),
+            chunks: RwLock::new(Chunks::default()),
             state: watch::channel(FillState::Filling).0,
+            cursors: Mutex::new(Vec::new()),
             accounted: 0,
         }
     }
@@ -122,13 +176,23 @@ impl Object {
         *self.state.borrow()
     }
 
-    pub fn body_len(&self) -> usize {
-        self.chunks.read().iter().map(Bytes::len).sum()
+    /// The host part of the label (empty for a request without `Host`).
+    pub fn host(&self) -> &str {
+        self.label.split('/').next().unwrap_or_default()
     }
 
-    /// Memory the object takes now: body, header and key text.
-    fn measure(&self) -> usize {
-        self.body_len() + self.meta.load().weight() + self.label.len()
+    pub fn body_len(&self) -> usize {
+        self.chunks.read().list.iter().map(Bytes::len).sum()
+    }
+
+    /// What the object costs besides its body: key text, header, tags and its index entries
+    /// (one per tag, one for its host). Reserved when its fill starts.
+    pub fn overhead(&self) -> usize {
+        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
+        self.label.len()
+            + self.meta.load().weight()
+            + tags
+            + (self.tags.len() + 1) * INDEX_ENTRY_BYTES
     }
 
     /// The bytes the store accounts for this committed object.
@@ -138,8 +202,30 @@ impl Object {
 
     pub fn append(&self, data: Bytes) {
         if !data.is_empty() {
-            self.chunks.write().push(data);
+            self.chunks.write().list.push(data);
             self.state.send_modify(|_| {});
+        }
+    }
+
+    /// Drops the chunks every live reader has read (for a fill the store no longer keeps;
+    /// with no reader left, all of them).
+    pub fn drop_read_chunks(&self) {
+        let slowest = {
+            let mut cursors = self.cursors.lock();
+            cursors.retain(|c| c.strong_count() > 0);
+            cursors
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|c| c.load(Ordering::Acquire))
+                .min()
+        };
+        let mut chunks = self.chunks.write();
+        let end = chunks.dropped + chunks.list.len();
+        let upto = slowest.unwrap_or(end).min(end);
+        if upto > chunks.dropped {
+            let n = upto - chunks.dropped;
+            chunks.list.drain(..n);
+            chunks.dropped = upto;
         }
     }
 
@@ -153,9 +239,15 @@ impl Object {
         });
     }
 
-    /// The complete object as it should stay in the store: small bodies in one chunk.
-    pub fn committed(&self) -> Object {
+    /// The complete object as it should stay in the store (small bodies in one chunk),
+    /// accounted as `accounted` bytes.
+    pub fn committed(&self, accounted: usize) -> Object {
         let chunks = self.chunks.read();
+        debug_assert_eq!(
+            chunks.dropped, 0,
+            "a fill that dropped chunks is never committed"
+        );
+        let chunks = &chunks.list;
         let total: usize = chunks.iter().map(Bytes::len).sum();
         let body = if chunks.len() > 1 && total <= COALESCE_UP_TO {
             let mut one = BytesMut::with_capacity(total);
@@ -166,20 +258,31 @@ impl Object {
         } else {
             chunks.clone()
         };
-        let mut committed = Object {
+        Object {
             id: self.id,
             key: self.key.clone(),
+            hash: self.hash,
             label: self.label.clone(),
+            tags: self.tags.clone(),
             meta: ArcSwap::new(self.meta.load_full()),
-            chunks: RwLock::new(body),
+            chunks: RwLock::new(Chunks {
+                dropped: 0,
+                list: body,
+            }),
             state: watch::channel(FillState::Complete).0,
-            accounted: 0,
-        };
-        committed.accounted = committed.measure();
-        committed
+            cursors: Mutex::new(Vec::new()),
+            accounted,
+        }
     }
 
+    /// A reader from the start of the body. A reader of a fill tells the fill where it is
+    /// (one small allocation); a reader of a complete object costs nothing more.
     pub fn reader(self: &Arc<Self>) -> BodyReader {
+        let cursor = (self.state() == FillState::Filling).then(|| {
+            let cursor = Arc::new(AtomicUsize::new(0));
+            self.cursors.lock().push(Arc::downgrade(&cursor));
+            cursor
+        });
         BodyReader {
             object: self.clone(),
             next_chunk: 0,
@@ -187,6 +290,7 @@ impl Object {
             from: 0,
             to: None,
             progress: self.state.subscribe(),
+            cursor,
         }
     }
 }
@@ -202,6 +306,8 @@ pub struct BodyReader {
     from: usize,
     to: Option<usize>,
     progress: watch::Receiver<FillState>,
+    /// Shared with the object while it fills: `next_chunk`, as the fill sees it.
+    cursor: Option<Arc<AtomicUsize>>,
 }
 
 impl BodyReader {
@@ -220,6 +326,9 @@ impl BodyReader {
             if let Some(chunk) = chunk {
                 let start = self.chunk_start;
                 self.next_chunk += 1;
+                if let Some(cursor) = &self.cursor {
+                    cursor.store(self.next_chunk, Ordering::Release);
+                }
                 self.chunk_start += chunk.len();
                 let from = self.from.saturating_sub(start).min(chunk.len());
                 let to = self
@@ -287,7 +396,14 @@ mod tests {
             variance: None,
             header: ResponseHeader::build(200, None).unwrap(),
         };
-        let object = Object::filling(1, CompactCacheKey::default(), "h/p".into(), meta);
+        let object = Object::filling(
+            1,
+            CompactCacheKey::default(),
+            [0; 16],
+            "h/p".into(),
+            Box::default(),
+            meta,
+        );
         for chunk in chunks {
             object.append(Bytes::from_static(chunk.as_bytes()));
         }
@@ -326,7 +442,9 @@ mod tests {
         let filling = Arc::new(Object::filling(
             2,
             CompactCacheKey::default(),
+            [0; 16],
             "h/p".into(),
+            Box::default(),
             StoredMeta::from_meta(&meta_object.meta.load().to_meta()),
         ));
         let mut reader = filling.reader();
@@ -342,5 +460,33 @@ mod tests {
             "an aborted fill must not look complete"
         );
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_fill_keeps_only_what_its_readers_have_not_read() {
+        let filling = Arc::new(Object::filling(
+            3,
+            CompactCacheKey::default(),
+            [0; 16],
+            "h/p".into(),
+            Box::default(),
+            StoredMeta::from_meta(&object(&[]).meta.load().to_meta()),
+        ));
+        let mut fast = filling.reader();
+        let mut slow = filling.reader();
+        for chunk in ["a", "b", "c"] {
+            filling.append(Bytes::from_static(chunk.as_bytes()));
+        }
+        assert_eq!(fast.next().await.unwrap().unwrap(), "a");
+        assert_eq!(fast.next().await.unwrap().unwrap(), "b");
+        assert_eq!(slow.next().await.unwrap().unwrap(), "a");
+        filling.drop_read_chunks();
+        assert_eq!(filling.chunks.read().dropped, 1, "only what both have read");
+        drop(slow);
+        filling.drop_read_chunks();
+        assert_eq!(filling.chunks.read().dropped, 2);
+        filling.append(Bytes::from_static(b"d"));
+        filling.end(FillState::Complete);
+        assert_eq!(read_all(&mut fast).await, "cd");
     }
 }

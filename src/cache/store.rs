@@ -1,4 +1,4 @@
-//! Portico's cache store: pingora-cache's `Storage` in memory, bounded in bytes.
+//! Portico's cache store: pingora-cache's `Storage` in memory, with a hard byte bound.
 //!
 //! Objects live in a sharded hash map under their full key (primary + `Vary` variance); a
 //! key's shard is picked by its primary hash, so every variant of a URL shares one shard and
@@ -11,9 +11,39 @@
 //! Every object has a generation id: eviction names the generation it chose, so it never
 //! removes a newer object stored under the same key.
 //!
-//! The byte bound is enforced by pingora-cache's sharded LRU eviction manager, which the
-//! store owns (pingora admits each committed object to it and purges what it evicts). The
-//! store counts the bytes it actually holds, so the bound can be checked from outside.
+//! # The bound
+//!
+//! `cache.memory_bytes` bounds what the store holds, fills in progress included. `used`
+//! counts committed objects plus what fills have *reserved*: a fill reserves its key text,
+//! header, tags and index entries when it starts, then each body chunk before it keeps it.
+//! A reservation that does not fit first evicts committed objects, least recently used
+//! first (the store's own LRU, on pingora-lru). When nothing committed is left to evict
+//! (the rest of the budget is other fills' reservations), the fill is **abandoned for
+//! storage**: it gives its reservation back, leaves its slot (no new reader finds it) and is
+//! never committed, but it goes on feeding the readers it already has, so the client of the
+//! miss (and any request collapsed onto it) gets the whole response. Such a fill keeps only
+//! the chunks its readers have not read yet. A fill whose first reservation fails is not
+//! started: pingora then streams the response without the cache.
+//!
+//! The slack over the bound, all of it outside the store's accounting:
+//! - per fill in progress, less than one body chunk (a chunk is reserved before it is kept,
+//!   so the overshoot is a `Bytes` header and the allocator's rounding; pingora reads an
+//!   origin's body at most 64 KiB at a time);
+//! - per abandoned fill, the chunks its slowest reader has still to read (pingora's miss
+//!   loop reads the origin ahead of a slow client; for a client that keeps up, a chunk or
+//!   two);
+//! - per object, the allocator's rounding of its key, header and index entries, which are
+//!   counted by estimate (`Object::overhead`, `StoredMeta::weight`, `INDEX_ENTRY_BYTES`),
+//!   and the LRU's node (about 50 bytes).
+//!
+//! # Indexes
+//!
+//! Besides the shards, one index maps each cache tag and each host to its committed
+//! objects, and lists the fills in progress. It is written when an object is committed,
+//! replaced, evicted or purged, never on a lookup. A purge by tag or by host takes its
+//! candidates from the index (one short hold of the index's lock), then removes or marks
+//! each one under its shard's lock, one object at a time: a lookup waits at most for one
+//! object's removal, never for a scan.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -24,27 +54,27 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderName;
 use parking_lot::Mutex;
-use pingora_cache::eviction::{lru, EvictionManager};
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
     PurgeType,
 };
 use pingora_cache::trace::SpanHandle;
-use pingora_cache::{CacheEntryId, CacheEntryKeyRef, CacheKey, CacheMeta, Storage};
+use pingora_cache::{CacheEntryId, CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 
 use super::object::{BodyReader, FillState, Object, StoredMeta};
+use super::purge::Purge;
 
 const SHARDS: usize = 16;
-/// Shards of the LRU (pingora's `Manager<N>` takes them as a constant). One: an exact LRU.
-/// A sharded LRU evicts the oldest object of a shard picked at random, so an object alone
-/// in its shard goes first however hot it is; with large objects and few of them per shard
-/// that evicts hot objects. Hits rarely contend on the one shard: pingora_lru only takes its
-/// write lock to promote an object that is not already near the head.
-pub const EVICTION_SHARDS: usize = 1;
+/// Shards of the LRU. One: an exact LRU. A sharded LRU evicts the oldest object of some
+/// shard, so an object alone in its shard goes first however hot it is; with large objects
+/// and few of them per shard that evicts hot objects. Hits rarely contend on it: a
+/// promotion is a few pointer moves under its lock.
+const LRU_SHARDS: usize = 1;
 
 thread_local! {
     /// The key of this thread's last lookup, if it missed (see `MemoryStore::take_missed`).
@@ -116,41 +146,150 @@ impl Slot {
     }
 }
 
+/// Objects by id.
+type Objects = HashMap<u64, Arc<Object>>;
+
+/// Committed objects by tag and by host, and the fills in progress (see the module doc).
+#[derive(Default)]
+struct Index {
+    by_tag: HashMap<Box<str>, Objects>,
+    by_host: HashMap<Box<str>, Objects>,
+    fills: Objects,
+}
+
+impl Index {
+    fn add(&mut self, object: &Arc<Object>) {
+        for tag in object.tags.iter() {
+            self.by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(object.id, object.clone());
+        }
+        let host = object.host();
+        match self.by_host.get_mut(host) {
+            Some(objects) => {
+                objects.insert(object.id, object.clone());
+            }
+            None => {
+                self.by_host
+                    .insert(host.into(), HashMap::from([(object.id, object.clone())]));
+            }
+        }
+    }
+
+    fn remove(&mut self, object: &Object) {
+        fn take(map: &mut HashMap<Box<str>, Objects>, name: &str, id: u64) {
+            if let Some(objects) = map.get_mut(name) {
+                objects.remove(&id);
+                if objects.is_empty() {
+                    map.remove(name);
+                }
+            }
+        }
+        for tag in object.tags.iter() {
+            take(&mut self.by_tag, tag, object.id);
+        }
+        take(&mut self.by_host, object.host(), object.id);
+    }
+}
+
+/// What the LRU keeps of a committed object: where it is (its id is the LRU's key).
+struct Resident {
+    id: u64,
+    primary: HashBinary,
+    hash: HashBinary,
+}
+
+/// What a purge did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCount {
+    /// Objects removed (or marked stale, for a soft purge), fills in progress included.
+    pub purged: usize,
+    /// Objects the purge looked at: the index's candidates, not the whole store.
+    pub examined: usize,
+}
+
 /// The in-memory store. Lives for the whole process (pingora wants `&'static`).
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
-    eviction: lru::Manager<EVICTION_SHARDS>,
+    /// Committed objects, least recently used last; keyed by object id.
+    lru: pingora_lru::Lru<Resident, LRU_SHARDS>,
+    /// `cache.memory_bytes`.
+    budget: usize,
+    /// Committed bytes plus fills' reservations: never over `budget`.
+    used: AtomicUsize,
+    /// Committed bytes only.
     bytes: AtomicUsize,
     objects: AtomicUsize,
+    evicted: AtomicUsize,
+    /// Fills abandoned for storage to stay within the budget.
+    abandoned: AtomicUsize,
+    /// Objects purges looked at, in all (how well the index narrows purges).
+    purge_examined: AtomicUsize,
     next_id: AtomicU64,
     max_object_bytes: usize,
+    tag_headers: Vec<HeaderName>,
+    index: Mutex<Index>,
 }
 
 impl MemoryStore {
     pub fn new(memory_bytes: usize, max_object_bytes: usize) -> MemoryStore {
+        MemoryStore::with_tag_headers(memory_bytes, max_object_bytes, Vec::new())
+    }
+
+    /// A store whose objects are tagged by the headers `tag_headers` (`cache::tags`).
+    pub fn with_tag_headers(
+        memory_bytes: usize,
+        max_object_bytes: usize,
+        tag_headers: Vec<HeaderName>,
+    ) -> MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            // Capacity is a per-shard preallocation hint, not a limit.
-            eviction: lru::Manager::with_capacity(memory_bytes, 1024),
+            // The store evicts by its own count (`used`); the LRU only orders. Capacity is a
+            // preallocation hint.
+            lru: pingora_lru::Lru::with_capacity(usize::MAX, 1024),
+            budget: memory_bytes,
+            used: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             objects: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
+            purge_examined: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             max_object_bytes,
+            tag_headers,
+            index: Mutex::new(Index::default()),
         }
     }
 
-    pub fn eviction(&self) -> &lru::Manager<EVICTION_SHARDS> {
-        &self.eviction
-    }
-
-    /// Bytes held by committed objects (bodies and headers).
+    /// Bytes held by committed objects (bodies, headers, key text, tags and index entries).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Committed bytes plus what fills in progress have reserved (at most `memory_bytes`).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Committed objects.
     pub fn objects(&self) -> usize {
         self.objects.load(Ordering::Relaxed)
+    }
+
+    /// Objects evicted to make room, in all.
+    pub fn evicted(&self) -> usize {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Fills abandoned for storage (the response went on, uncached), in all.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Objects purges have looked at, in all.
+    pub fn purge_examined(&self) -> usize {
+        self.purge_examined.load(Ordering::Relaxed)
     }
 
     /// Whether a fill is under way for `key`.
@@ -200,6 +339,57 @@ impl MemoryStore {
         &self.shards[primary[0] as usize % SHARDS]
     }
 
+    /// Takes `need` bytes of the budget, evicting committed objects (least recently used
+    /// first) while it does not fit; `false` when it cannot fit (nothing left to evict).
+    fn reserve(&self, need: usize) -> bool {
+        loop {
+            let used = self.used.load(Ordering::Acquire);
+            if used.saturating_add(need) <= self.budget {
+                if self
+                    .used
+                    .compare_exchange_weak(used, used + need, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            if !self.evict_one() {
+                return false;
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Evicts the least recently used committed object; `false` when there is none.
+    fn evict_one(&self) -> bool {
+        let Some((victim, _)) = self.lru.evict_shard(0) else {
+            return false;
+        };
+        let removed = {
+            let mut shard = self.shard(&victim.primary).lock();
+            let removed =
+                shard
+                    .slots
+                    .get_mut(&victim.hash)
+                    .and_then(|slot| match &slot.committed {
+                        Some(object) if object.id == victim.id => slot.committed.take(),
+                        _ => None,
+                    });
+            shard.remove_if_empty(&victim.primary, &victim.hash);
+            removed
+        };
+        // Already gone (purged meanwhile): the LRU still shrank, so the caller may retry.
+        if let Some(object) = removed {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            self.forget(&object);
+        }
+        true
+    }
+
     /// Removes every committed object of the URL whose primary hash is `primary`, all its
     /// variants included (RFC 9111 §4.4: an unsafe request invalidates the target URI);
     /// returns how many. Fills under way are left to finish: they started from the origin.
@@ -223,72 +413,178 @@ impl MemoryStore {
         removed.len()
     }
 
-    /// Removes every object (committed or filling) whose key text `matches`; returns how many.
-    /// Fills removed here never commit, so a purge cannot be undone by a fill that started
-    /// before it.
-    pub fn purge_matching(&self, matches: impl Fn(&str) -> bool) -> usize {
-        let mut removed = Vec::new();
-        let mut fills = 0;
-        for shard in &self.shards {
-            let mut guard = shard.lock();
-            let Shard { slots, variants } = &mut *guard;
-            slots.retain(|_, slot| {
-                if slot.committed.as_ref().is_some_and(|o| matches(&o.label)) {
-                    removed.extend(slot.committed.take());
+    /// Purges what `purge` names: by tag and by host from the index, by path among the
+    /// host's objects (every host's without `domains`), fills in progress included. A hard
+    /// purge removes them (a removed fill never commits, so a purge cannot be undone by a
+    /// fill that started before it); a soft one marks them stale from now, so they are
+    /// served per `stale-while-revalidate` / `stale-if-error` and revalidated.
+    pub fn apply_purge(&self, purge: &Purge) -> PurgeCount {
+        // One short hold of the index: the candidates, and the fills under way. Objects
+        // committed after this were fetched after the purge began.
+        let (mut candidates, fills) = {
+            let index = self.index.lock();
+            let mut candidates: Vec<Arc<Object>> = Vec::new();
+            for tag in purge.tags() {
+                if let Some(objects) = index.by_tag.get(tag) {
+                    candidates.extend(objects.values().cloned());
                 }
-                let before = slot.fills.len();
-                slot.fills.retain(|o| !matches(&o.label));
-                fills += before - slot.fills.len();
-                !slot.is_empty()
-            });
-            // Variant slots that went drop out of the index.
-            variants.retain(|_, list| {
-                list.retain(|c| slots.contains_key(c));
-                !list.is_empty()
-            });
+            }
+            if purge.has_paths() {
+                if purge.domains().is_empty() {
+                    for objects in index.by_host.values() {
+                        candidates.extend(objects.values().cloned());
+                    }
+                } else {
+                    for domain in purge.domains() {
+                        if let Some(objects) = index.by_host.get(domain.as_str()) {
+                            candidates.extend(objects.values().cloned());
+                        }
+                    }
+                }
+            }
+            let fills: Vec<Arc<Object>> = index.fills.values().cloned().collect();
+            (candidates, fills)
+        };
+        // An object with two of the tags is one candidate.
+        candidates.sort_unstable_by_key(|o| o.id);
+        candidates.dedup_by_key(|o| o.id);
+        let now = SystemTime::now();
+        let mut count = PurgeCount {
+            purged: 0,
+            examined: candidates.len() + fills.len(),
+        };
+        for object in candidates {
+            if !purge.matches(&object.label, &object.tags) {
+                continue;
+            }
+            let done = if purge.soft {
+                self.mark_stale(&object, now)
+            } else {
+                self.remove_committed(&object)
+            };
+            count.purged += usize::from(done);
         }
-        for object in &removed {
-            self.forget(object);
+        for fill in fills {
+            if !purge.matches(&fill.label, &fill.tags) {
+                continue;
+            }
+            if purge.soft {
+                fill.meta.store(Arc::new(fill.meta.load().stale_from(now)));
+                count.purged += 1;
+            } else {
+                count.purged += usize::from(self.drop_fill(&fill));
+            }
         }
-        removed.len() + fills
+        self.purge_examined
+            .fetch_add(count.examined, Ordering::Relaxed);
+        count
+    }
+
+    /// Removes `object` if it is still the committed object of its slot.
+    fn remove_committed(&self, object: &Arc<Object>) -> bool {
+        let primary = object.key.primary;
+        let removed = {
+            let mut shard = self.shard(&primary).lock();
+            let removed = shard.slots.get_mut(&object.hash).and_then(|slot| {
+                slot.committed
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, object))
+                    .then(|| slot.committed.take())
+                    .flatten()
+            });
+            shard.remove_if_empty(&primary, &object.hash);
+            removed
+        };
+        match removed {
+            Some(object) => {
+                self.forget(&object);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks `object` stale from `now` (a soft purge); `false` if it left the store.
+    fn mark_stale(&self, object: &Arc<Object>, now: SystemTime) -> bool {
+        let shard = self.shard(&object.key.primary).lock();
+        let current = shard
+            .slots
+            .get(&object.hash)
+            .and_then(|slot| slot.committed.as_ref())
+            .is_some_and(|c| Arc::ptr_eq(c, object));
+        if current {
+            object
+                .meta
+                .store(Arc::new(object.meta.load().stale_from(now)));
+        }
+        current
     }
 
     /// Accounts for a committed object that left the store.
     fn forget(&self, object: &Object) {
         self.bytes.fetch_sub(object.weight(), Ordering::Relaxed);
         self.objects.fetch_sub(1, Ordering::Relaxed);
-        self.eviction.remove(CacheEntryKeyRef::from_entry_id(
-            &object.key,
-            Some(CacheEntryId::new(object.id)),
-        ));
+        self.release(object.weight());
+        self.lru.remove(object.id);
+        self.index.lock().remove(object);
     }
 
-    /// Moves a finished fill into the slot's committed place; `None` if it was purged meanwhile.
-    fn commit(&self, hash: &HashBinary, fill: &Arc<Object>) -> Option<usize> {
-        let committed = Arc::new(fill.committed());
-        let weight = committed.weight();
+    /// Moves a finished fill into the slot's committed place, accounted as `reserved`
+    /// bytes; `false` if it was purged meanwhile.
+    fn commit(&self, fill: &Arc<Object>, reserved: usize) -> bool {
+        let committed = Arc::new(fill.committed(reserved));
+        let primary = fill.key.primary;
         let replaced = {
-            let mut shard = self.shard(&fill.key.primary).lock();
-            let slot = shard.slots.get_mut(hash)?;
-            let position = slot.fills.iter().position(|o| Arc::ptr_eq(o, fill))?;
-            slot.fills.remove(position);
-            self.bytes.fetch_add(weight, Ordering::Relaxed);
-            self.objects.fetch_add(1, Ordering::Relaxed);
-            slot.committed.replace(committed)
+            // The index's lock first, then the shard's (the order everywhere): a purge sees
+            // the object either as a fill or committed and indexed, never neither.
+            let mut index = self.index.lock();
+            let replaced = {
+                let mut shard = self.shard(&primary).lock();
+                let Some(slot) = shard.slots.get_mut(&fill.hash) else {
+                    return false;
+                };
+                let Some(position) = slot.fills.iter().position(|o| Arc::ptr_eq(o, fill)) else {
+                    return false;
+                };
+                slot.fills.remove(position);
+                self.bytes.fetch_add(reserved, Ordering::Relaxed);
+                self.objects.fetch_add(1, Ordering::Relaxed);
+                slot.committed.replace(committed.clone())
+            };
+            index.fills.remove(&fill.id);
+            index.add(&committed);
+            replaced
         };
+        self.lru.admit(
+            committed.id,
+            Resident {
+                id: committed.id,
+                primary,
+                hash: committed.hash,
+            },
+            reserved,
+        );
         if let Some(old) = replaced {
             self.forget(&old);
         }
-        Some(weight)
+        true
     }
 
-    fn drop_fill(&self, hash: &HashBinary, fill: &Arc<Object>) {
+    /// Takes a fill out of its slot and out of the index (purged, aborted, abandoned or
+    /// finished unstored); `false` if it was no longer in its slot.
+    fn drop_fill(&self, fill: &Arc<Object>) -> bool {
         let primary = fill.key.primary;
+        let mut index = self.index.lock();
+        index.fills.remove(&fill.id);
         let mut shard = self.shard(&primary).lock();
-        if let Some(slot) = shard.slots.get_mut(hash) {
-            slot.fills.retain(|o| !Arc::ptr_eq(o, fill));
-            shard.remove_if_empty(&primary, hash);
-        }
+        let Some(slot) = shard.slots.get_mut(&fill.hash) else {
+            return false;
+        };
+        let before = slot.fills.len();
+        slot.fills.retain(|o| !Arc::ptr_eq(o, fill));
+        let dropped = slot.fills.len() < before;
+        shard.remove_if_empty(&primary, &fill.hash);
+        dropped
     }
 }
 
@@ -312,9 +608,22 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
-        let shard = self.shard(&key.primary_bin()).lock();
-        let found = shard.slots.get(&hash).and_then(Slot::to_serve).map(hit);
+        let (found, committed) = {
+            let shard = self.shard(&key.primary_bin()).lock();
+            let slot = shard.slots.get(&hash);
+            let object = slot.and_then(Slot::to_serve);
+            let committed = object
+                .filter(|o| {
+                    slot.and_then(|s| s.committed.as_ref())
+                        .is_some_and(|c| Arc::ptr_eq(c, o))
+                })
+                .map(|o| o.id);
+            (object.map(hit), committed)
+        };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
+        if let Some(id) = committed {
+            self.lru.promote(id); // a use: least recently used goes first
+        }
         Ok(found)
     }
 
@@ -348,19 +657,34 @@ impl Storage for MemoryStore {
         let hash = key.combined_bin();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let label = key.primary_key_str().unwrap_or_default().into();
+        let tags = super::tags::of_response(meta.response_header(), &self.tag_headers);
         let object = Arc::new(Object::filling(
             id,
             key.to_compact(),
+            hash,
             label,
+            tags,
             StoredMeta::from_meta(meta),
         ));
+        let overhead = object.overhead();
+        if !self.reserve(overhead) {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "cache.memory_bytes is taken by fills in progress; not stored",
+            );
+        }
         {
             let primary = key.primary_bin();
+            let mut index = self.index.lock();
             let mut shard = self.shard(&primary).lock();
             let known = shard.slots.contains_key(&hash);
             if !known && hash != primary {
                 let variants = shard.variants.entry(primary).or_default();
                 if variants.len() >= MAX_VARIANTS {
+                    drop(shard);
+                    drop(index);
+                    self.release(overhead);
                     return Error::e_explain(
                         ErrorType::InternalError,
                         format!("more than {MAX_VARIANTS} variants of one URL; not stored"),
@@ -374,13 +698,15 @@ impl Storage for MemoryStore {
                 .or_default()
                 .fills
                 .push(object.clone());
+            index.fills.insert(id, object.clone());
         }
         Ok(Box::new(Fill {
             store: self,
-            hash,
             tag: id.to_be_bytes(),
             object,
             written: 0,
+            reserved: overhead,
+            abandoned: false,
             finished: false,
         }))
     }
@@ -397,7 +723,8 @@ impl Storage for MemoryStore {
             PurgeTarget::Exact(entry) => entry.entry_id().map(CacheEntryId::get),
             PurgeTarget::Active(_) => None,
         };
-        let removed = {
+        let (removed, fills) = {
+            let mut index = self.index.lock();
             let mut shard = self.shard(&primary).lock();
             let Some(slot) = shard.slots.get_mut(&hash) else {
                 return Ok(PurgeOutcome::NotFound);
@@ -406,12 +733,18 @@ impl Storage for MemoryStore {
                 (Some(object), Some(id)) if object.id != id => None,
                 _ => slot.committed.take(),
             };
-            if matches!(purge_type, PurgeType::Invalidation) {
-                slot.fills.clear();
+            let fills = if matches!(purge_type, PurgeType::Invalidation) {
+                std::mem::take(&mut slot.fills)
+            } else {
+                SmallVec::new()
+            };
+            for fill in &fills {
+                index.fills.remove(&fill.id);
             }
             shard.remove_if_empty(&primary, &hash);
-            removed
+            (removed, fills)
         };
+        drop(fills);
         let Some(object) = removed else {
             return Ok(PurgeOutcome::NotFound);
         };
@@ -503,11 +836,30 @@ impl HandleHit for Hit {
 /// nothing is stored.
 struct Fill {
     store: &'static MemoryStore,
-    hash: HashBinary,
     tag: [u8; 8],
     object: Arc<Object>,
     written: usize,
+    /// Bytes of the budget this fill holds (overhead, then the body as it arrives).
+    reserved: usize,
+    /// Over the budget: no longer stored, still feeding its readers.
+    abandoned: bool,
     finished: bool,
+}
+
+impl Fill {
+    /// Gives up storing this fill: its reservation goes back, its slot forgets it, and from
+    /// now on it keeps only what its readers have yet to read.
+    fn abandon(&mut self) {
+        self.abandoned = true;
+        self.store.release(std::mem::take(&mut self.reserved));
+        self.store.drop_fill(&self.object);
+        self.store.abandoned.fetch_add(1, Ordering::Relaxed);
+        log::debug!(
+            "cache fill of {} abandoned at {} bytes: cache.memory_bytes is taken by fills in progress",
+            self.object.label,
+            self.written
+        );
+    }
 }
 
 #[async_trait]
@@ -523,7 +875,17 @@ impl HandleMiss for Fill {
                 ),
             );
         }
+        if !self.abandoned {
+            if self.store.reserve(data.len()) {
+                self.reserved += data.len();
+            } else {
+                self.abandon();
+            }
+        }
         self.object.append(data);
+        if self.abandoned {
+            self.object.drop_read_chunks();
+        }
         if eof {
             self.object.end(FillState::Complete);
         }
@@ -533,13 +895,17 @@ impl HandleMiss for Fill {
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         self.finished = true;
         self.object.end(FillState::Complete);
-        match self.store.commit(&self.hash, &self.object) {
-            Some(weight) => Ok(MissFinishType::Created(weight)),
-            None => Error::e_explain(
-                ErrorType::InternalError,
-                "the object was purged while it was being filled; not stored",
-            ),
+        // Not stored (abandoned, or purged while it filled): still a success for this
+        // response, whose readers must get the rest of the body. An error here would make
+        // pingora drop the cache (and the reader of the client it is still feeding).
+        let reserved = std::mem::take(&mut self.reserved);
+        let stored = !self.abandoned && self.store.commit(&self.object, reserved);
+        if !stored {
+            self.store.release(reserved);
+            self.store.drop_fill(&self.object);
+            log::debug!("cache fill of {} finished, not stored", self.object.label);
         }
+        Ok(MissFinishType::Created(if stored { reserved } else { 0 }))
     }
 
     fn streaming_write_tag(&self) -> Option<&[u8]> {
@@ -555,14 +921,10 @@ impl Drop for Fill {
     fn drop(&mut self) {
         if !self.finished {
             self.object.end(FillState::Aborted);
-            self.store.drop_fill(&self.hash, &self.object);
+            self.store.release(std::mem::take(&mut self.reserved));
+            self.store.drop_fill(&self.object);
         }
     }
-}
-
-/// The eviction manager as pingora wants it.
-pub fn eviction_manager(store: &'static MemoryStore) -> &'static (dyn EvictionManager + Sync) {
-    &store.eviction
 }
 
 #[cfg(test)]

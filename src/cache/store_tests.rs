@@ -10,6 +10,13 @@ use pingora_cache::{CacheEntryId, CacheEntryKey, CacheKey, CacheMeta, Storage};
 use pingora_http::ResponseHeader;
 
 use super::MemoryStore;
+use crate::cache::purge::Purge;
+
+fn purge(store: &MemoryStore, json: &str) -> usize {
+    store
+        .apply_purge(&Purge::parse(json.as_bytes()).unwrap())
+        .purged
+}
 
 fn store() -> &'static MemoryStore {
     Box::leak(Box::new(MemoryStore::new(1 << 20, 1 << 16)))
@@ -80,14 +87,12 @@ async fn a_purge_during_a_fill_wins_and_readers_still_get_the_whole_body() {
         .await
         .unwrap();
     let (_, mut reader) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
-    assert_eq!(store.purge_matching(|k| k.starts_with("h/img/")), 1);
+    assert_eq!(purge(store, r#"{"paths": ["/img/*"]}"#), 1);
     miss.write_body(Bytes::from_static(b"second"), true)
         .await
         .unwrap();
-    assert!(
-        miss.finish().await.is_err(),
-        "a purged fill must not commit"
-    );
+    // Not stored, yet no error: pingora would drop the reader of the client it feeds.
+    miss.finish().await.unwrap();
     let mut body = Vec::new();
     while let Some(chunk) = reader.read_body().await.unwrap() {
         body.extend_from_slice(&chunk);
@@ -127,7 +132,7 @@ async fn bytes_follow_commits_replacements_and_purges() {
     assert_eq!(store.bytes(), one, "a replacement is not counted twice");
     fill(store, &CacheKey::new("h/b", ""), "bbbb").await;
     assert_eq!(store.objects(), 2);
-    assert_eq!(store.purge_matching(|_| true), 2);
+    assert_eq!(purge(store, r#"{"paths": ["/*"]}"#), 2);
     assert_eq!((store.objects(), store.bytes()), (0, 0));
 }
 
@@ -159,7 +164,7 @@ async fn a_revalidation_that_grows_the_header_keeps_the_accounting_exact() {
         .update_meta(&key, &bigger, &span.handle())
         .await
         .unwrap());
-    assert_eq!(store.purge_matching(|_| true), 1);
+    assert_eq!(purge(store, r#"{"paths": ["/*"]}"#), 1);
     assert_eq!((store.objects(), store.bytes()), (0, 0));
 }
 
@@ -209,7 +214,10 @@ async fn variants_past_the_cap_are_not_stored() {
     fill(store, &variant("h/cap", 1), "v2").await;
     fill(store, &CacheKey::new("h/cap", ""), "primary").await;
     // Purging a variant frees its place.
-    assert_eq!(store.purge_matching(|_| true), super::MAX_VARIANTS + 1);
+    assert_eq!(
+        purge(store, r#"{"paths": ["/*"]}"#),
+        super::MAX_VARIANTS + 1
+    );
     fill(store, &extra, "now").await;
 }
 
@@ -261,4 +269,188 @@ async fn a_refresh_hides_the_committed_object_only_once_it_is_no_longer_usable()
             );
         }
     }
+}
+
+fn tagged_store(budget: usize) -> &'static MemoryStore {
+    Box::leak(Box::new(MemoryStore::with_tag_headers(
+        budget,
+        budget * 2,
+        vec![http::HeaderName::from_static("cache-tag")],
+    )))
+}
+
+fn meta_tagged(tags: &str) -> CacheMeta {
+    let mut meta = meta();
+    meta.response_header_mut()
+        .insert_header("cache-tag", tags)
+        .unwrap();
+    meta
+}
+
+async fn fill_tagged(store: &'static MemoryStore, key: &CacheKey, tags: &str, body: &[u8]) {
+    let span = Span::inactive();
+    let mut miss = store
+        .get_miss_handler(key, &meta_tagged(tags), &span.handle())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::copy_from_slice(body), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fill_over_the_budget_is_abandoned_but_its_readers_get_every_byte() {
+    let store = tagged_store(64 << 10);
+    let span = Span::inactive();
+    let key = CacheKey::new("h/huge", "");
+    let mut miss = store
+        .get_miss_handler(&key, &meta(), &span.handle())
+        .await
+        .unwrap();
+    let (_, mut reader) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+    let mut expected = Vec::new();
+    let mut received = Vec::new();
+    for i in 0..16u8 {
+        let chunk = Bytes::from(vec![i; 8 << 10]);
+        expected.extend_from_slice(&chunk);
+        miss.write_body(chunk, i == 15).await.unwrap();
+        // The reservation never passes the budget, abandoned or not.
+        assert!(store.used() <= 64 << 10, "chunk {i}: {}", store.used());
+        received.extend_from_slice(&reader.read_body().await.unwrap().unwrap());
+    }
+    assert_eq!(store.abandoned(), 1);
+    // Abandoned: no new reader finds it.
+    assert!(store.lookup(&key, &span.handle()).await.unwrap().is_none());
+    miss.finish().await.unwrap();
+    assert!(reader.read_body().await.unwrap().is_none());
+    assert_eq!(received, expected, "the reader got the whole body");
+    assert_eq!((store.objects(), store.bytes(), store.used()), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn committed_objects_are_evicted_least_recently_used_first_to_make_room() {
+    let store = tagged_store(40 << 10);
+    let span = Span::inactive();
+    let keys: Vec<CacheKey> = (0..3)
+        .map(|i| CacheKey::new(format!("h/{i}"), ""))
+        .collect();
+    for key in &keys {
+        fill_tagged(store, key, "t", &[7; 10 << 10]).await;
+    }
+    assert_eq!(store.objects(), 3);
+    // /0 is used again: /1 is now the least recently used.
+    assert!(store
+        .lookup(&keys[0], &span.handle())
+        .await
+        .unwrap()
+        .is_some());
+    let mut miss = store
+        .get_miss_handler(&CacheKey::new("h/new", ""), &meta(), &span.handle())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from(vec![1; 12 << 10]), false)
+        .await
+        .unwrap();
+    assert_eq!(store.evicted(), 1);
+    assert!(store
+        .lookup(&keys[1], &span.handle())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .lookup(&keys[0], &span.handle())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .lookup(&keys[2], &span.handle())
+        .await
+        .unwrap()
+        .is_some());
+    miss.write_body(Bytes::from(vec![1; 4 << 10]), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+    assert_eq!(store.abandoned(), 0);
+    assert!(store.used() <= 40 << 10);
+    assert_eq!(
+        store.used(),
+        store.bytes(),
+        "no reservation outlives its fill"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_by_tag_examines_only_the_tagged_objects() {
+    let store = tagged_store(1 << 20);
+    for i in 0..50 {
+        let tags = if i % 10 == 0 {
+            "Sale, all"
+        } else {
+            "all other"
+        };
+        fill_tagged(store, &CacheKey::new(format!("h/{i}"), ""), tags, b"x").await;
+    }
+    fill_tagged(store, &CacheKey::new("elsewhere/a", ""), "", b"y").await;
+    let count = store.apply_purge(&Purge::parse(br#"{"tags": ["SALE"]}"#).unwrap());
+    assert_eq!((count.purged, count.examined), (5, 5));
+    assert_eq!(store.objects(), 46);
+    // By host: only that host's objects are looked at.
+    let count = store
+        .apply_purge(&Purge::parse(br#"{"domains": ["elsewhere"], "paths": ["/*"]}"#).unwrap());
+    assert_eq!((count.purged, count.examined), (1, 1));
+    // The index forgot what left: the same purge finds nothing.
+    let count = store.apply_purge(&Purge::parse(br#"{"tags": ["sale"]}"#).unwrap());
+    assert_eq!((count.purged, count.examined), (0, 0));
+    assert_eq!(purge(store, r#"{"tags": ["all"]}"#), 45);
+    assert_eq!((store.objects(), store.bytes(), store.used()), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_soft_purge_marks_stale_and_keeps_the_object() {
+    let store = tagged_store(1 << 20);
+    let span = Span::inactive();
+    let key = CacheKey::new("h/soft", "");
+    fill_tagged(store, &key, "t", b"body").await;
+    let (meta, _) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+    assert!(meta.is_fresh(SystemTime::now()));
+    assert_eq!(purge(store, r#"{"tags": ["t"], "soft": true}"#), 1);
+    let (meta, _) = store.lookup(&key, &span.handle()).await.unwrap().unwrap();
+    assert!(
+        !meta.is_fresh(SystemTime::now()),
+        "stale after a soft purge"
+    );
+    assert_eq!(store.objects(), 1);
+    assert_eq!(body_of(store, &key).await.as_deref(), Some("body"));
+}
+
+#[tokio::test]
+async fn purges_reach_fills_in_progress() {
+    let store = tagged_store(1 << 20);
+    let span = Span::inactive();
+    for (soft, path) in [(false, "h/hard"), (true, "h/soft")] {
+        let key = CacheKey::new(path, "");
+        let mut miss = store
+            .get_miss_handler(&key, &meta_tagged("f"), &span.handle())
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from_static(b"half"), false)
+            .await
+            .unwrap();
+        let body = format!(r#"{{"tags": ["f"], "soft": {soft}}}"#);
+        assert_eq!(purge(store, &body), 1);
+        miss.write_body(Bytes::from_static(b"rest"), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+        let found = store.lookup(&key, &span.handle()).await.unwrap();
+        if soft {
+            let (meta, _) = found.expect("a soft purge keeps the fill");
+            assert!(!meta.is_fresh(SystemTime::now()), "committed stale");
+        } else {
+            assert!(found.is_none(), "a hard purge wins over the fill");
+        }
+    }
+    assert_eq!(store.used(), store.bytes());
 }

@@ -209,6 +209,14 @@ pub struct FileCacheStore {
     pub max_object_bytes: Option<String>,
     #[serde(default)]
     pub lock_timeout: Option<String>,
+    /// Response headers whose values tag a stored object for `POST /purge {"tags": [..]}`
+    /// (default `[Cache-Tag, Surrogate-Key]`; `[]` turns tags off).
+    #[serde(default)]
+    pub tag_headers: Option<Vec<String>>,
+    /// Remove the tag headers from responses to clients (default true; a shield keeps them
+    /// for its edges).
+    #[serde(default)]
+    pub strip_tag_headers: Option<bool>,
 }
 
 /// One file under `rules/`. Every section is optional; files are merged in name order.

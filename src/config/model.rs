@@ -93,6 +93,10 @@ pub struct NodeSettings {
     pub cache_memory_bytes: u64,
     pub cache_max_object_bytes: u64,
     pub cache_lock_timeout: Duration,
+    /// Response headers whose values tag stored objects (lower-case names, in order).
+    pub cache_tag_headers: Vec<http::HeaderName>,
+    /// The tag headers are removed from responses to clients (not to a trusted edge).
+    pub cache_strip_tag_headers: bool,
     /// Shields, trusted edges (`tier::`).
     pub tiers: TierSettings,
     /// Clients whose forwarding headers are kept (a load balancer in front of the node).

@@ -238,6 +238,8 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         Duration::from_millis(100),
     );
 
+    let cache_tag_headers = tag_headers(report, file, cache.and_then(|c| c.tag_headers.as_ref()));
+
     BuiltNode {
         settings: NodeSettings {
             name: raw.name.clone(),
@@ -261,6 +263,8 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             cache_memory_bytes,
             cache_max_object_bytes,
             cache_lock_timeout,
+            cache_tag_headers,
+            cache_strip_tag_headers: cache.and_then(|c| c.strip_tag_headers).unwrap_or(true),
             tiers: super::tiers::build_tiers(report, file, conf_dir, raw),
             trusted_proxies: raw
                 .trusted_proxies
@@ -287,6 +291,62 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         tunnel,
         cert_names,
     }
+}
+
+/// The tag headers of the store: `Cache-Tag` and `Surrogate-Key` unless configured.
+pub const DEFAULT_TAG_HEADERS: [&str; 2] = ["cache-tag", "surrogate-key"];
+
+/// Response fields that frame the message or that the edge sets itself: stripping them
+/// as tag headers would break responses.
+const NOT_TAGS: [&str; 12] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "content-type",
+    "date",
+    "age",
+    "via",
+    "x-cache",
+    "x-portico-ref",
+    "x-portico-error",
+];
+
+/// `cache.tag_headers`: valid, distinct header names that the proxy does not own.
+fn tag_headers(
+    report: &mut Report,
+    file: FileId,
+    raw: Option<&Vec<String>>,
+) -> Vec<http::HeaderName> {
+    let Some(raw) = raw else {
+        return DEFAULT_TAG_HEADERS
+            .iter()
+            .map(|name| http::HeaderName::from_static(name))
+            .collect();
+    };
+    let mut names: Vec<http::HeaderName> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let path = format!("cache.tag_headers[{i}]");
+        let Ok(name) = http::HeaderName::from_bytes(text.trim().as_bytes()) else {
+            report.error(file, &path, format!("\"{text}\" is not a header name"));
+            continue;
+        };
+        if names.contains(&name) {
+            report.error(file, &path, format!("header \"{text}\" is listed twice"));
+            continue;
+        }
+        if NOT_TAGS.contains(&name.as_str()) {
+            report.error(
+                file,
+                &path,
+                format!("\"{text}\" cannot tag objects: it frames responses or the edge sets it (tag headers are removed from responses)"),
+            );
+            continue;
+        }
+        names.push(name);
+    }
+    names
 }
 
 /// Letters, digits, `-`, `_` or `.`, at least one: names that travel in headers.

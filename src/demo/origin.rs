@@ -1,7 +1,8 @@
 //! The built-in sample origin that `portico demo` starts on 127.0.0.1:8081.
 //!
 //! Routes:
-//! - `/static/*`: cacheable text with an `ETag` (answers `If-None-Match` with 304);
+//! - `/static/*`: cacheable text with an `ETag` (answers `If-None-Match` with 304), tagged
+//!   `Cache-Tag: static, <extension>` for purges by tag;
 //! - `/api/*`: uncacheable JSON;
 //! - `/health`: `ok`;
 //! - `/chat` and `/legacy/*`: WebSocket echo (a plain request gets a cacheable 426);
@@ -183,6 +184,19 @@ fn static_object(path: &str, headers: &HeaderMap) -> Response<Full<Bytes>> {
     };
     set(&mut resp, header::CACHE_CONTROL, "public, max-age=60");
     set(&mut resp, header::LAST_MODIFIED, LAST_MODIFIED);
+    let extension = path
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .map_or("", |(_, extension)| extension);
+    let tags = if extension.is_empty() {
+        "static".to_string()
+    } else {
+        format!("static, {extension}")
+    };
+    if let Ok(value) = HeaderValue::from_str(&tags) {
+        resp.headers_mut().insert("cache-tag", value);
+    }
     if let Ok(value) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, value);
     }
@@ -330,6 +344,7 @@ mod tests {
             "{first}"
         );
         assert!(first.contains("static object /static/a.css\n"), "{first}");
+        assert!(first.contains("cache-tag: static, css"), "{first}");
         let second = get(addr, "/static/a.css?v=2", "").await;
         assert!(second.contains("x-demo-origin-count: 2\r\n"), "{second}");
         assert_eq!(origin.count("/static/a.css"), 2);

@@ -138,8 +138,9 @@ pub fn needs_restart(started: &NodeSettings, new: &NodeSettings) -> Vec<(&'stati
         "cache",
         started.cache_memory_bytes != new.cache_memory_bytes
             || started.cache_max_object_bytes != new.cache_max_object_bytes
-            || started.cache_lock_timeout != new.cache_lock_timeout,
-        "the cache store (memory_bytes, max_object_bytes, lock_timeout)",
+            || started.cache_lock_timeout != new.cache_lock_timeout
+            || started.cache_tag_headers != new.cache_tag_headers,
+        "the cache store (memory_bytes, max_object_bytes, lock_timeout, tag_headers)",
     );
     refused
 }

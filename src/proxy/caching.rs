@@ -314,3 +314,22 @@ pub fn x_cache(session: &Session, ctx: &RequestCtx) -> &'static str {
         ctx.cache_status
     }
 }
+
+/// `response_filter`: the cache-tag headers (`cache.tag_headers`) are the origin's message to
+/// this cache, not to clients, so they are removed, as Fastly does with `Surrogate-Key` and
+/// Cloudflare with `Cache-Tag` (unless `cache.strip_tag_headers: false`). A trusted edge
+/// asking a shield gets them: it tags its own copy with them. The stored copy keeps them.
+pub fn strip_tag_headers(response: &mut ResponseHeader, ctx: &RequestCtx) {
+    let Some(snapshot) = &ctx.snapshot else {
+        return;
+    };
+    let node = &snapshot.engine.config.node;
+    if !node.cache_strip_tag_headers || ctx.tier.from_edge {
+        return;
+    }
+    for name in &node.cache_tag_headers {
+        if response.headers.contains_key(name) {
+            response.remove_header(name);
+        }
+    }
+}

@@ -314,6 +314,7 @@ impl ProxyHttp for Portico {
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
         caching::restore_withheld(session, response, ctx);
+        caching::strip_tag_headers(response, ctx);
         ctx.cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {

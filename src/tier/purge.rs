@@ -6,6 +6,8 @@
 //! shield answers such a request itself, only from a trusted edge; from anyone else `PURGE`
 //! is an ordinary request that its routes refuse. Each shield's answer (objects purged, or
 //! why it failed) is in the edge's reply; a dead shield's failure does not stop the others.
+//! The document goes as it came (without `shields`), so `tags` and `soft` reach every
+//! shield: a soft purge stays soft on every tier.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,10 +50,19 @@ pub async fn serve(
     }
     match Purge::parse(&body) {
         Ok(purge) => {
-            let purged = cache.store.purge_matching(|key| purge.matches(key));
+            let (purge, count) = match crate::admin::purge_off_the_runtime(cache, purge).await {
+                Ok(done) => done,
+                Err(reason) => return answer(session, ctx, 500, reason).await,
+            };
+            let purged = count.purged;
             log::info!(
-                "purge from edge {:?} removed {purged} cached objects",
-                ctx.client_ip
+                "purge from edge {:?}: {purged} cached objects {}",
+                ctx.client_ip,
+                if purge.soft {
+                    "marked stale"
+                } else {
+                    "removed"
+                }
             );
             answer(session, ctx, 200, json!({ "purged": purged }).to_string()).await
         }

@@ -419,6 +419,12 @@ where
 
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+        // PORTICO PATCH (1xx on a cacheable miss): how many leading tasks of this batch were
+        // filtered while they were still meant for downstream. When a later task of the same
+        // batch (the final header of a cacheable miss) switches the response to being served
+        // from the cache fill, those tasks (a `103 Early Hints` read in the same batch as the
+        // `200`) must still be written, or the interim response is lost.
+        let mut for_downstream = 0;
         for mut t in tasks {
             if self.revalidate_or_stale(session, &mut t, ctx).await {
                 serve_from_cache.enable();
@@ -447,11 +453,21 @@ where
                 if let HttpTask::Failed(e) = task {
                     return Err(e);
                 }
+            } else {
+                // PORTICO PATCH (1xx on a cacheable miss): still meant for downstream.
+                for_downstream = filtered_tasks.len() + 1;
             }
             filtered_tasks.push(task);
         }
 
         if !serve_from_cache.should_send_to_downstream() {
+            // PORTICO PATCH (1xx on a cacheable miss): write what was filtered for downstream
+            // before the switch to the cache fill (only interim headers can precede a final
+            // header); the rest is served from the fill.
+            if for_downstream > 0 {
+                filtered_tasks.truncate(for_downstream);
+                session.write_response_tasks(filtered_tasks).await?;
+            }
             // TODO: need to derive response_done from filtered_tasks in case downstream failed already
             return Ok(None);
         }
