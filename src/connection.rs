@@ -151,14 +151,7 @@ impl AsyncRead for HeadGuard {
         if phase == DONE {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let armed = this.armed.load(Ordering::Acquire);
-        if armed != this.seen {
-            // A new request: its wait starts now.
-            this.seen = armed;
-            this.reading = IDLE;
-            this.head_bytes = 0;
-            this.deadline = Instant::now() + this.limits.keepalive_timeout;
-        }
+        this.start_new_wait();
         // Pingora asks for more only while the head is incomplete: past the limit, it never
         // will be within it.
         if this.head_bytes >= this.limits.max_request_head {
@@ -189,6 +182,41 @@ impl AsyncRead for HeadGuard {
 }
 
 impl HeadGuard {
+    /// A response was finished since the last read: the next request's wait starts now.
+    fn start_new_wait(&mut self) {
+        let armed = self.armed.load(Ordering::Acquire);
+        if armed != self.seen {
+            self.seen = armed;
+            self.reading = IDLE;
+            self.head_bytes = 0;
+            self.deadline = Instant::now() + self.limits.keepalive_timeout;
+        }
+    }
+
+    /// Between two requests: ready once the next request's first byte is here (or the
+    /// connection ended), an error at the keep-alive deadline. Reads nothing, so the
+    /// proxy builds a request's state only for a request that came. (TLS connections are
+    /// always ready: their bytes cannot be seen before the TLS layer reads them.)
+    pub fn poll_request_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.start_new_wait();
+        let Some(tcp) = self
+            .inner
+            .as_any()
+            .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        match tcp.poll_read_ready(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => {
+                if self.timer.deadline() != self.deadline {
+                    self.timer.as_mut().reset(self.deadline);
+                }
+                self.poll_deadline(cx)
+            }
+        }
+    }
+
     /// A read would wait: the error once the current wait's deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Idle: Pingora closes quietly when nothing of a request came. Head: the error says
@@ -444,12 +472,11 @@ impl ServerApp for EdgeApp {
             log::debug!("connection from {client:?} refused: over a connection cap");
             return None;
         };
-        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            stream
-        } else {
-            Box::new(HeadGuard::new(stream, self.limits))
-        };
-        ServerApp::process_new(&self.proxy, stream, shutdown).await
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));
+        crate::keepalive::serve_http1(&self.proxy, stream, shutdown).await
     }
 
     async fn cleanup(&self) {

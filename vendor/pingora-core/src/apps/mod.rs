@@ -148,6 +148,13 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    // PORTICO PATCH (idle keep-alive): pipelined bytes mean the next request is already
+    // here; a server that waits for the socket first must not wait then.
+    /// Whether bytes of the next request were read with the previous one.
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
