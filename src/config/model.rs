@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
+pub use super::chaos::{ChaosCloseTunnels, CloseHow};
 pub use super::file::{
     CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade, Operator,
     ProbeProtocol, RedirectProtocol, Tier,
@@ -95,6 +96,8 @@ pub struct NodeSettings {
     pub trusted_proxies: Vec<IpNetwork>,
     /// What clients may send, and how slowly (`limits:`).
     pub limits: ClientLimits,
+    /// Scheduled tunnel closes (`chaos.close_tunnels`).
+    pub chaos: Option<ChaosCloseTunnels>,
 }
 
 /// Client-facing limits (`limits:` in the node file); fixed for the process's life.
