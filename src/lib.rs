@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod emulate;
 pub mod explain;
 pub mod lifecycle;
 pub mod observability;

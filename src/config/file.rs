@@ -490,6 +490,21 @@ pub struct FileOriginGroup {
     /// Overrides `defaults.origin_timeouts` of the node.
     #[serde(default)]
     pub timeouts: Option<FileOriginTimeouts>,
+    /// When every origin fails its probes: `send_to_all` (Front Door, the default) or
+    /// `refuse` (a 503 that says why, as Application Gateway for Containers does).
+    #[serde(default)]
+    pub when_all_unhealthy: Option<WhenAllUnhealthy>,
+}
+
+/// What a group does when none of its origins passes its probes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthy {
+    /// Traffic goes to every enabled origin (Azure Front Door).
+    #[default]
+    SendToAll,
+    /// Requests get a 503 naming the probe's failure (Application Gateway for Containers).
+    Refuse,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use regex::Regex;
 pub use super::chaos::{ChaosCloseTunnels, CloseHow};
 pub use super::file::{
     CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade, Operator,
-    ProbeProtocol, RedirectProtocol, Tier,
+    ProbeProtocol, RedirectProtocol, Tier, WhenAllUnhealthy,
 };
 
 /// The whole configuration: the node's settings plus its routes, rule sets and origin groups.
@@ -393,6 +393,7 @@ pub struct OriginGroup {
     pub ca: Option<OriginCa>,
     /// The group's own, or the node's defaults.
     pub timeouts: OriginTimeouts,
+    pub when_all_unhealthy: WhenAllUnhealthy,
 }
 
 /// A group's `ca_file`, read and checked once, at load (not again for each probe or peer).
