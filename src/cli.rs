@@ -1,4 +1,4 @@
-//! The `portico` command line: `run`, `check`, `explain`, `demo`.
+//! The `portico` command line: `run`, `check`, `explain`, `demo`, `emulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +71,49 @@ pub enum Command {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "conf/examples", conflicts_with = "tls")]
         tiers: Option<PathBuf>,
     },
+    /// Put an edge with Azure Front Door's (or Application Gateway for Containers')
+    /// behaviour in front of an app, with no YAML: prints the URLs and routes, then runs.
+    Emulate(EmulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmulateArgs {
+    /// The app, e.g. http://127.0.0.1:3000 (a path becomes the routes' origin_path).
+    #[arg(long)]
+    pub origin: String,
+    /// A path pattern served with caching on (`/*`, `/legacy/*`, `/exact`); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub cached: Vec<String>,
+    /// A path pattern whose WebSocket upgrades are tunnelled; repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub websocket: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: std::net::SocketAddr,
+    /// A tunnel with no bytes either way for this long is closed (Front Door: 5 min).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub idle_timeout: String,
+    /// A tunnel open this long is closed (Front Door: 4 h).
+    #[arg(long, default_value = "4h", value_name = "DURATION")]
+    pub max_lifetime: String,
+    #[arg(long, value_enum, default_value = "front-door")]
+    pub profile: crate::emulate::Profile,
+    /// The health probe: `tcp` or `http:/path` (default: the profile's own).
+    #[arg(long, value_name = "tcp|http:/PATH")]
+    pub probe: Option<crate::emulate::Probe>,
+    /// Close open tunnels on a schedule (`chaos.close_tunnels`), e.g. 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub drop_tunnels_every: Option<String>,
+    /// The share of open tunnels each scheduled drop closes.
+    #[arg(long, default_value_t = 0.1, requires = "drop_tunnels_every")]
+    pub drop_fraction: f64,
+    /// How dropped tunnels close: fin, rst, close_<code> (e.g. close_1001).
+    #[arg(long, default_value = "close_1001", requires = "drop_tunnels_every")]
+    pub drop_how: String,
+    /// Write the equivalent conf/ and rules/ here and exit (`portico run` runs them).
+    #[arg(long, value_name = "DIR")]
+    pub config_out: Option<PathBuf>,
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -93,6 +136,57 @@ pub fn main(cli: Cli) -> ExitCode {
             listener,
         } => explain(&conf, &method, &url, &headers, listener.as_deref()),
         Command::Demo { conf, tls, tiers } => demo(&conf, tls, tiers.as_deref()),
+        Command::Emulate(args) => emulate(args),
+    }
+}
+
+fn emulate(args: EmulateArgs) -> ExitCode {
+    let emulation = crate::emulate::Emulation {
+        origin: args.origin,
+        cached: args.cached,
+        websocket: args.websocket,
+        listen: args.listen,
+        admin: args.admin,
+        idle_timeout: args.idle_timeout,
+        max_lifetime: args.max_lifetime,
+        profile: args.profile,
+        probe: args.probe,
+        drop_every: args.drop_tunnels_every,
+        drop_fraction: args.drop_fraction,
+        drop_how: args.drop_how,
+        access_log: None,
+    };
+    let dir = args.config_out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("portico-emulate-{}", std::process::id()))
+    });
+    let (conf, loaded) = match emulation.write(&dir) {
+        Ok(written) => written,
+        Err(e) => {
+            eprintln!("portico emulate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &loaded.warnings {
+        println!("{warning}");
+    }
+    if args.config_out.is_some() {
+        println!(
+            "wrote {} and {}; run them with: portico run -c {}",
+            conf.display(),
+            dir.join("rules/emulate.yaml").display(),
+            conf.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    print!("{}", crate::emulate::describe(&emulation, &loaded, &conf));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    match Node::load_for_run(&conf, RunOptions::default()) {
+        Ok(node) => node.run_server(RunOptions::default()),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

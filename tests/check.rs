@@ -861,3 +861,20 @@ routes:
     );
     assert_eq!(out.error_count(), 3, "{}", out.stdout);
 }
+
+#[test]
+fn chaos_schedule_errors_are_each_placed() {
+    let node = format!(
+        "{NODE}chaos:\n  close_tunnels:\n    every: 0s\n    fraction: 1.5\n    how: close_1006\n"
+    );
+    let routes = "origin_groups:\n  - name: web\n    origins:\n      - address: 127.0.0.1:9\nroutes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let out = check_files(&node, &[("routes.yaml", routes)]).refused();
+    out.error("portico.yaml:8:5", "chaos.close_tunnels.every", "too short");
+    out.error(
+        "portico.yaml:9:5",
+        "chaos.close_tunnels.fraction",
+        "at most 1",
+    );
+    out.error("portico.yaml:10:5", "chaos.close_tunnels.how", "RFC 6455");
+    assert_eq!(out.error_count(), 3, "{}", out.stdout);
+}

@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `GET /healthz` (503 while draining),
-//! `GET /status`, `GET /metrics` (`metrics.rs`), `POST /purge`, `POST /reload`.
+//! `GET /status`, `GET /metrics` (`metrics.rs`), `POST /purge`, `POST /reload`,
+//! `POST /tunnels/close` ([`tunnels`]).
 //!
 //! During a binary upgrade the old process stops serving its admin listener once it has
 //! handed its listening sockets over, and the new process binds the address as soon as it
@@ -16,6 +17,7 @@
 mod metrics;
 mod purge;
 pub use purge::purge_off_the_runtime;
+pub mod tunnels;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -207,6 +209,9 @@ async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Res
         (&hyper::Method::POST, "/purge") => {
             purge::answer(request, shared.cache, &snapshot, shared.body_timeout).await
         }
+        (&hyper::Method::POST, "/tunnels/close") => {
+            tunnels::answer(request, shared.lifecycle.drain, shared.body_timeout).await
+        }
         (&hyper::Method::POST, "/reload") => match shared.lifecycle.reload("admin").await {
             Ok(generation) => (200, json!({ "generation": generation }).to_string()),
             Err(error) => (
@@ -216,7 +221,7 @@ async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Res
             ),
         },
         (_, "/healthz" | "/status" | "/metrics") => (405, "use GET\n".to_string()),
-        (_, "/purge" | "/reload") => (405, "use POST\n".to_string()),
+        (_, "/purge" | "/reload" | "/tunnels/close") => (405, "use POST\n".to_string()),
         _ => (
             404,
             "unknown admin endpoint; try /status, /metrics or /healthz\n".to_string(),

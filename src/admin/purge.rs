@@ -7,8 +7,31 @@ use hyper::Request;
 use crate::cache::purge::Purge;
 use crate::cache::EdgeCache;
 
-/// A purge body is a short JSON document; anything longer is refused.
+/// An admin body is a short JSON document; anything longer is refused.
 const MAX_BODY: usize = 1 << 20;
+
+/// Reads an admin request's body (`what` names it in refusals), within `timeout`.
+pub(super) async fn read_body(
+    request: Request<hyper::body::Incoming>,
+    timeout: std::time::Duration,
+    what: &str,
+) -> Result<bytes::Bytes, (u16, String)> {
+    let read = Limited::new(request.into_body(), MAX_BODY).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Err(_) => Err((
+            408,
+            format!("{what} body did not arrive within {timeout:?}\n"),
+        )),
+        // Too long is 413; anything else (broken chunking, a cut connection) is the
+        // client's malformed request: 400.
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err((
+            413,
+            format!("{what} body refused (at most {MAX_BODY} bytes): {e}\n"),
+        )),
+        Ok(Err(e)) => Err((400, format!("{what} body unreadable: {e}\n"))),
+    }
+}
 
 pub async fn answer(
     request: Request<hyper::body::Incoming>,
@@ -16,24 +39,9 @@ pub async fn answer(
     snapshot: &crate::proxy::Snapshot,
     body_timeout: std::time::Duration,
 ) -> (u16, String) {
-    let read = Limited::new(request.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(body_timeout, read).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Err(_) => {
-            return (
-                408,
-                format!("purge body did not arrive within {body_timeout:?}\n"),
-            )
-        }
-        // Too long is 413; anything else (broken chunking, a cut connection) is the
-        // client's malformed request: 400.
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return (
-                413,
-                format!("purge body refused (at most {MAX_BODY} bytes): {e}\n"),
-            )
-        }
-        Ok(Err(e)) => return (400, format!("purge body unreadable: {e}\n")),
+    let body = match read_body(request, body_timeout, "purge").await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let purge = match Purge::parse(&body) {
         Ok(purge) => purge,

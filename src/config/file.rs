@@ -52,6 +52,30 @@ pub struct FileNode {
     /// A hosts(5) file read before the system resolver for `shields:` names.
     #[serde(default)]
     pub hosts_file: Option<String>,
+    /// Scheduled maintenance closes, for soak tests of clients' reconnect logic.
+    #[serde(default)]
+    pub chaos: Option<FileChaos>,
+}
+
+/// `chaos:` in the node file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChaos {
+    #[serde(default)]
+    pub close_tunnels: Option<FileChaosCloseTunnels>,
+}
+
+/// `chaos.close_tunnels`: every `every`, close about `fraction` of the open tunnels.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChaosCloseTunnels {
+    pub every: String,
+    /// Default 1 (every open tunnel).
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// `fin` (default), `rst`, `close` or `close_<code>`.
+    #[serde(default)]
+    pub how: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -477,6 +501,21 @@ pub struct FileOriginGroup {
     /// Overrides `defaults.origin_timeouts` of the node.
     #[serde(default)]
     pub timeouts: Option<FileOriginTimeouts>,
+    /// When every origin fails its probes: `send_to_all` (Front Door, the default) or
+    /// `refuse` (a 503 that says why, as Application Gateway for Containers does).
+    #[serde(default)]
+    pub when_all_unhealthy: Option<WhenAllUnhealthy>,
+}
+
+/// What a group does when none of its origins passes its probes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthy {
+    /// Traffic goes to every enabled origin (Azure Front Door).
+    #[default]
+    SendToAll,
+    /// Requests get a 503 naming the probe's failure (Application Gateway for Containers).
+    Refuse,
 }
 
 #[derive(Debug, Deserialize)]

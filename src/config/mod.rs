@@ -10,6 +10,7 @@
 
 mod actions;
 mod admin;
+pub mod chaos;
 mod conditions;
 pub mod diagnostics;
 pub mod duration;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
+pub use super::chaos::{ChaosCloseTunnels, CloseHow};
 pub use super::file::{
     CacheBehavior, ForwardingProtocol, HeaderAction, MatchVariable, OnCachedUpgrade, Operator,
-    ProbeProtocol, RedirectProtocol, Tier,
+    ProbeProtocol, RedirectProtocol, Tier, WhenAllUnhealthy,
 };
 
 /// The whole configuration: the node's settings plus its routes, rule sets and origin groups.
@@ -103,6 +104,8 @@ pub struct NodeSettings {
     pub trusted_proxies: Vec<IpNetwork>,
     /// What clients may send, and how slowly (`limits:`).
     pub limits: ClientLimits,
+    /// Scheduled tunnel closes (`chaos.close_tunnels`).
+    pub chaos: Option<ChaosCloseTunnels>,
 }
 
 /// Client-facing limits (`limits:` in the node file); fixed for the process's life.
@@ -398,6 +401,7 @@ pub struct OriginGroup {
     pub ca: Option<OriginCa>,
     /// The group's own, or the node's defaults.
     pub timeouts: OriginTimeouts,
+    pub when_all_unhealthy: WhenAllUnhealthy,
 }
 
 /// A group's `ca_file`, read and checked once, at load (not again for each probe or peer).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::bounded_duration_field;
 use super::diagnostics::{FileId, Report};
-use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol};
+use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol, WhenAllUnhealthy};
 use super::model::{HealthProbe, Origin, OriginGroup, OriginTimeouts};
 use super::timeouts::build_origin_timeouts;
 use super::tls::build_ca_file;
@@ -108,8 +108,17 @@ pub fn build_origin_groups(
             group.timeouts.as_ref(),
             default_timeouts,
         );
+        let when_all_unhealthy = group.when_all_unhealthy.unwrap_or_default();
+        if when_all_unhealthy == WhenAllUnhealthy::Refuse && health_probe.is_none() {
+            report.warning(
+                file,
+                &format!("{at}.when_all_unhealthy"),
+                "refuse has no effect without a health_probe (unprobed origins are always healthy)",
+            );
+        }
         by_name.insert(group.name.clone(), groups.len());
         groups.push(OriginGroup {
+            when_all_unhealthy,
             timeouts,
             name: group.name.clone(),
             origins,

@@ -6,12 +6,19 @@
 //! tunnel drain timeout; then it tells the remaining tunnels to close (their relays select
 //! on [`TunnelGuard::closing`], as every long-lived task selects on one drain signal in
 //! linkerd2-proxy) and waits, bounded, for their records.
+//!
+//! The tunnels are also entered in a [`TunnelRegistry`] (route, client, close order), from
+//! which `POST /tunnels/close` and the `chaos:` schedule pick tunnels to close one by one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+
+use super::tunnels::{CloseOrder, TunnelRegistry};
+use crate::config::model::CloseHow;
+use crate::tunnel::ClosedBy;
 
 /// How long tunnels told to close may take to write their records (the relay bounds its
 /// own close at 5 s).
@@ -25,6 +32,8 @@ pub struct Drain {
     close_tunnels: watch::Sender<bool>,
     /// Where relays learn that their tunnels go to a new process (binary upgrade).
     pub handover: crate::tunnel::handover::Handover,
+    /// Every open tunnel, to be closed on demand.
+    pub registry: TunnelRegistry,
 }
 
 /// What a drain found and did.
@@ -47,6 +56,7 @@ impl Drain {
             changed: Notify::new(),
             close_tunnels: watch::channel(false).0,
             handover: Default::default(),
+            registry: TunnelRegistry::default(),
         }))
     }
 
@@ -55,11 +65,15 @@ impl Drain {
         InFlight(self)
     }
 
-    pub fn tunnel(&'static self) -> TunnelGuard {
+    /// Counts and registers a tunnel of `route` for `client` until its guard is dropped.
+    pub fn tunnel(&'static self, route: &str, client: Option<std::net::IpAddr>) -> TunnelGuard {
         self.tunnels.fetch_add(1, Ordering::Relaxed);
+        let (id, order) = self.registry.register(route, client);
         TunnelGuard {
             drain: self,
             close: self.close_tunnels.subscribe(),
+            id,
+            order,
         }
     }
 
@@ -133,12 +147,28 @@ impl Drop for InFlight {
 pub struct TunnelGuard {
     drain: &'static Drain,
     close: watch::Receiver<bool>,
+    id: u64,
+    order: std::sync::Arc<CloseOrder>,
 }
 
 impl TunnelGuard {
-    /// Resolves when the node tells its tunnels to close.
+    /// Resolves when the node tells its tunnels to close, or this tunnel is ordered to
+    /// close ([`TunnelGuard::order`] says how).
     pub async fn closing(&mut self) {
-        let _ = self.close.wait_for(|close| *close).await;
+        tokio::select! {
+            _ = self.close.wait_for(|close| *close) => {}
+            _ = self.order.given() => {}
+        }
+    }
+
+    /// This tunnel's own close order (admin or chaos), once given.
+    pub fn order(&self) -> Option<(ClosedBy, CloseHow)> {
+        self.order.get()
+    }
+
+    /// The relay runs: from now on the tunnel can be chosen to close on demand.
+    pub fn relaying(&self) {
+        self.order.set_relaying();
     }
 
     /// The node's handover, which this tunnel may be offered to.
@@ -149,6 +179,7 @@ impl TunnelGuard {
 
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
+        self.drain.registry.remove(self.id);
         self.drain.release(&self.drain.tunnels);
     }
 }
@@ -184,7 +215,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tunnels_still_open_at_the_timeout_are_told_to_close() {
         let drain = Drain::leak();
-        let mut tunnel = drain.tunnel();
+        let mut tunnel = drain.tunnel("r", None);
         let relay = tokio::spawn(async move {
             tunnel.closing().await;
             drop(tunnel);
@@ -201,7 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_tunnel_that_ignores_the_close_is_given_up_on() {
         let drain = Drain::leak();
-        let stuck = drain.tunnel();
+        let stuck = drain.tunnel("r", None);
         let report = drain.run(Duration::from_secs(1)).await;
         assert_eq!(report.tunnels_left, 1);
         drop(stuck);

@@ -21,13 +21,15 @@
 //! ```
 //!
 //! Every long-lived task of the node selects on one signal: the probes of a generation on
-//! its stop watch, tunnels on [`drain::Drain`], the watcher and the reload loop on the
-//! node's shutdown watch.
+//! its stop watch, tunnels on [`drain::Drain`], the watcher, the `chaos:` schedule
+//! ([`chaos`]) and the reload loop on the node's shutdown watch.
 
+pub mod chaos;
 pub mod drain;
 pub mod notify;
 pub mod reload;
 pub mod signals;
+pub mod tunnels;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -247,8 +249,10 @@ impl Lifecycle {
                 None => std::future::pending().await,
             }
         });
+        let mut chaos = std::pin::pin!(chaos::run(&self.current, self.drain));
         while !*shutdown.borrow() {
             tokio::select! {
+                _ = &mut chaos => {}
                 Some(trigger) = async { requests.as_mut()?.recv().await } => {
                     let _ = self.reload(trigger).await;
                 }

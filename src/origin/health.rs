@@ -394,6 +394,7 @@ mod tests {
             https_address: "127.0.0.1:2".parse().unwrap(),
         };
         OriginGroup {
+            when_all_unhealthy: Default::default(),
             name: name.to_string(),
             origins: vec![origin("a"), origin("b")],
             health_probe: Some(HealthProbe {

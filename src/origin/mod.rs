@@ -4,7 +4,9 @@
 //! value; weighted round-robin inside that priority. When no healthy origin is left to try
 //! (every origin unhealthy, or every healthy one already tried by this request), traffic
 //! goes to all of them: weighted round-robin across every enabled origin, whatever its
-//! priority. Front Door does the same when every origin fails its probes.
+//! priority. Front Door does the same when every origin fails its probes. A group with
+//! `when_all_unhealthy: refuse` has no such fallback: its requests get a 503 that says why
+//! ([`refusal`]), as on Application Gateway for Containers.
 //!
 //! Each priority level is one pingora `LoadBalancer` with smooth weighted round-robin
 //! ([`smooth`]), plus one across every enabled origin for the fallback. They share one
@@ -15,6 +17,7 @@
 pub mod check;
 pub mod health;
 pub mod probe;
+pub mod refusal;
 pub mod service;
 pub mod smooth;
 
@@ -26,7 +29,7 @@ use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
-use crate::config::model::{HealthProbe, Origin, OriginGroup};
+use crate::config::model::{HealthProbe, Origin, OriginGroup, WhenAllUnhealthy};
 
 use self::health::GroupHealth;
 use self::smooth::SmoothRoundRobin;
@@ -51,6 +54,8 @@ struct GroupBalancer {
     registry: Arc<HealthRegistry>,
     /// The probe interval, when the group has a `health_probe`.
     probe_interval: Option<Duration>,
+    /// `when_all_unhealthy: refuse`: no fallback to unhealthy origins.
+    refuse_unhealthy: bool,
 }
 
 /// The origins of one priority value and their balancer.
@@ -110,6 +115,9 @@ impl OriginPool {
                     })
             });
         let backend = preferred.or_else(|| {
+            if group.refuse_unhealthy {
+                return None;
+            }
             group
                 .everyone
                 .select_with(b"", MAX_ITERATIONS, |backend, _| fresh(backend))
@@ -208,6 +216,7 @@ impl GroupBalancer {
             health,
             registry,
             probe_interval: group.health_probe.as_ref().map(|p| p.interval),
+            refuse_unhealthy: group.when_all_unhealthy == WhenAllUnhealthy::Refuse,
         }
     }
 

@@ -274,7 +274,9 @@ impl ProxyHttp for Portico {
             None => upstream::choose_peer(ctx, &snapshot)?,
         };
         if let Some(tunnel) = &ctx.tunnel {
-            tunnel.prepare(session, self.tunnel_log(ctx), self.drain.tunnel());
+            let log = self.tunnel_log(ctx);
+            let guard = self.drain.tunnel(&log.route, log.client);
+            tunnel.prepare(session, log, guard);
         }
         Ok(peer)
     }

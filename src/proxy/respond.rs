@@ -57,6 +57,13 @@ pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'sta
             "bad-request",
             format!("the edge could not read the request ({reason})"),
         )
+    } else if e.etype() == &ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN) {
+        // `refusal::explain` wrote it for the client (addresses left out).
+        let reason = e
+            .context
+            .as_ref()
+            .map_or(String::new(), |c| c.as_str().to_owned());
+        ("no-healthy-origin", reason)
     } else if e.etype() == &ErrorType::ConnectNoRoute {
         let last = ctx
             .last_connect_reason
@@ -157,6 +164,7 @@ fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
 pub fn status_for_failure(e: &Error) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
+        (ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN), _) => 503,
         (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
         // Every origin of the group was tried: still the origin side's failure.
         (ErrorType::ConnectNoRoute, _) => 502,

@@ -25,7 +25,17 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     let again = fresh.and_then(|index| snapshot.origins.origin(decision.origin_group, index));
     let Some(chosen) = again.or_else(|| snapshot.origins.select(decision.origin_group, &ctx.tried))
     else {
-        let group = &snapshot.engine.config.origin_groups[decision.origin_group].name;
+        let group = &snapshot.engine.config.origin_groups[decision.origin_group];
+        if group.when_all_unhealthy == crate::config::model::WhenAllUnhealthy::Refuse
+            && ctx.tried.is_empty()
+        {
+            let health = snapshot.origins.health(decision.origin_group);
+            return Error::e_explain(
+                ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN),
+                crate::origin::refusal::explain(group, health),
+            );
+        }
+        let group = &group.name;
         // The last attempt's error is the reason worth telling (an untrusted certificate...).
         let last = ctx
             .last_connect_error

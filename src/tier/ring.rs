@@ -108,6 +108,7 @@ impl ShieldRing {
             max_retries: shields.len(),
             ca: None,
             timeouts: Default::default(),
+            when_all_unhealthy: Default::default(),
         };
         let retired = Arc::new(AtomicBool::new(false));
         let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {

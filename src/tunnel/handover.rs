@@ -577,7 +577,8 @@ async fn receive(mut conn: UnixStream, node: &Adoption) -> (usize, usize) {
                             client: meta.client,
                             origin: meta.origin,
                         };
-                        super::spawn_relay(relay, limits, log, node.drain.tunnel());
+                        let guard = node.drain.tunnel(&log.route, log.client);
+                        super::spawn_relay(relay, limits, log, guard);
                     }
                     // Dropped without a shutdown: the old process still relays it.
                     _ => break,
@@ -703,6 +704,7 @@ pub(crate) async fn run_relay(
 ) {
     let eligible = eligible(&relay.downstream, &relay.upstream);
     let mut ticket = Ticket::new(guard.handover(), eligible);
+    guard.relaying();
     let ended_by = loop {
         let step = {
             let closing = pin!(guard.closing());
@@ -720,7 +722,13 @@ pub(crate) async fn run_relay(
             },
         }
     };
-    let outcome = relay.finish(ended_by).await;
+    // An order of its own (admin, chaos) says how; the drain's close is a FIN.
+    let outcome = match guard.order() {
+        Some((by, how)) if ended_by == super::ClosedBy::Shutdown => {
+            relay.close_as(by, how, limits.linger).await
+        }
+        _ => relay.finish(ended_by).await,
+    };
     log.write(&outcome);
     // The node may exit once the last tunnel's record is written.
     drop(guard);

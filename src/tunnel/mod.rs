@@ -38,6 +38,10 @@ pub enum ClosedBy {
     IdleTimeout,
     MaxLifetime,
     Shutdown,
+    /// `POST /tunnels/close` on the admin listener.
+    Admin,
+    /// The node's `chaos.close_tunnels` schedule.
+    Chaos,
     Error,
 }
 
@@ -49,6 +53,8 @@ impl ClosedBy {
             ClosedBy::IdleTimeout => "idle_timeout",
             ClosedBy::MaxLifetime => "max_lifetime",
             ClosedBy::Shutdown => "shutdown",
+            ClosedBy::Admin => "admin",
+            ClosedBy::Chaos => "chaos",
             ClosedBy::Error => "error",
         }
     }

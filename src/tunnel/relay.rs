@@ -25,6 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::ClosedBy;
 use crate::config::model::TunnelLimits;
+use frames::FrameTracker;
+
+mod close;
+pub mod frames;
 
 /// The most one read takes from a side (a buffer on the stack of the poll).
 const READ_CHUNK: usize = 16 * 1024;
@@ -102,6 +106,12 @@ impl Relay {
         } = tunnel;
         let mut to_origin = Direction::new(downstream_read);
         let mut to_client = Direction::new(upstream_read);
+        // The origin's frames are followed, so that a Close can go in between two of them.
+        let mut frames = FrameTracker::default();
+        for chunk in &to_client.preread {
+            frames.advance(chunk);
+        }
+        to_client.frames = Some(frames);
         to_origin.read_done = downstream_ended;
         to_client.read_done = upstream_ended;
         // The 101 may still sit in the client connection's write buffer.
@@ -264,6 +274,8 @@ pub(crate) struct Direction {
     pub(crate) end_passed_on: bool,
     /// Bytes written to the other side (not merely read).
     pub(crate) bytes: u64,
+    /// The WebSocket framing of what is read (origin to client only).
+    pub(crate) frames: Option<FrameTracker>,
 }
 
 /// A handed-over tunnel's clocks, in this process's terms.
@@ -289,6 +301,8 @@ impl Relay {
         to_origin.bytes = bytes_to_origin;
         let mut to_client = Direction::new(Vec::new());
         to_client.pending = held_to_client;
+        // Where the old process's frames stood is not handed over.
+        to_client.frames = Some(FrameTracker::unknown());
         to_client.bytes = bytes_to_client;
         to_origin.write_buffered = !unbuffer_writes(&mut upstream);
         to_client.write_buffered = !unbuffer_writes(&mut downstream);
@@ -375,12 +389,20 @@ impl Direction {
                     if self.pending.len() + read.len() > super::handover::MAX_HELD {
                         return Err("it holds too much");
                     }
+                    self.track(read);
                     self.pending.extend_from_slice(read);
                     left = left.map(|left| left - read.len());
                 }
             }
         }
         Ok(())
+    }
+
+    /// Follows the framing of bytes just read.
+    fn track(&mut self, data: &[u8]) {
+        if let Some(frames) = &mut self.frames {
+            frames.advance(data);
+        }
     }
 
     fn new(preread: Vec<Bytes>) -> Direction {
@@ -393,6 +415,7 @@ impl Direction {
             read_done: false,
             end_passed_on: false,
             bytes: 0,
+            frames: None,
         }
     }
 
@@ -471,6 +494,7 @@ impl Direction {
                             self.read_done = true;
                         } else {
                             *moved = true;
+                            self.track(data);
                             if self.pending.is_empty() && !write_blocked {
                                 self.write_through(cx, to, data)?;
                             } else {
