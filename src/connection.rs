@@ -193,30 +193,6 @@ impl HeadGuard {
         }
     }
 
-    /// Between two requests: ready once the next request's first byte is here (or the
-    /// connection ended), an error at the keep-alive deadline. Reads nothing, so the
-    /// proxy builds a request's state only for a request that came. (TLS connections are
-    /// always ready: their bytes cannot be seen before the TLS layer reads them.)
-    pub fn poll_request_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.start_new_wait();
-        let Some(tcp) = self
-            .inner
-            .as_any()
-            .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()
-        else {
-            return Poll::Ready(Ok(()));
-        };
-        match tcp.poll_read_ready(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => {
-                if self.timer.deadline() != self.deadline {
-                    self.timer.as_mut().reset(self.deadline);
-                }
-                self.poll_deadline(cx)
-            }
-        }
-    }
-
     /// A read would wait: the error once the current wait's deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Idle: Pingora closes quietly when nothing of a request came. Head: the error says

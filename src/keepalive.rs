@@ -1,27 +1,35 @@
 //! The HTTP/1 keep-alive loop, run by the edge instead of Pingora's own
 //! (`impl ServerApp for HttpServerApp`), with one difference: between two requests the
-//! connection waits for the next request's first byte in a small future of its own
-//! ([`HeadGuard::poll_request_ready`]), and the proxy's request future is built only once
-//! that byte is here. Pingora's loop awaits the next request inside that future, so an
-//! idle kept-alive connection held all of it: about 17 KiB of the 38 KiB an idle
-//! connection cost (measured with heaptrack; `bench/notes.md`).
+//! connection waits for the next request's first bytes in a small future of its own, and
+//! the proxy's request future (about 17 KiB, with its buffers) is built only once they are
+//! here. Pingora's loop awaits the next request inside that future, so every idle
+//! kept-alive connection held all of it. The first read lands in a buffer on the stack of
+//! the poll and goes to the session as the start of its head (Pingora's pipelined-prefix
+//! path), so waiting this way costs no extra system call.
 //!
 //! Everything else is Pingora's loop as published: keep-alive on (60 s, Pingora's value;
-//! the edge's own `keepalive_timeout` is the guard's) unless the service is stopping, the
-//! settings a request leaves for the next applied to it, pipelined bytes parsed at once.
+//! the edge's own `keepalive_timeout` is the head guard's) unless the service is stopping,
+//! the settings a request leaves for the next applied to it, pipelined bytes parsed at
+//! once.
 
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
+use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::connection::HeadGuard;
 use crate::proxy::Portico;
+
+/// The most the first read of a request takes (Pingora reads a head 4 KiB at a time too).
+const FIRST_READ: usize = 4096;
 
 /// Serves an HTTP/1 connection's requests until it closes or is not kept alive.
 pub async fn serve_http1(
@@ -36,32 +44,42 @@ pub async fn serve_http1(
         let pipelined = settings
             .as_ref()
             .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
-        if !pipelined && !next_request_arrives(&mut stream, shutdown).await {
-            return None;
-        }
+        let first = match pipelined {
+            true => None,
+            false => Some(next_request_start(&mut stream, shutdown).await?),
+        };
         let mut session = ServerSession::new_http1(stream);
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);
+        }
+        if let Some(first) = first {
+            session.set_pipelined_prefix(first);
         }
         reused = proxy.process_new_http(session, shutdown).await;
     }
     None
 }
 
-/// Waits for the next request's first byte (or the connection's end: the session then
-/// reads it and closes). False at the keep-alive deadline, or when the node stops: an
-/// idle connection is closed then, as Pingora closes one after a request.
-async fn next_request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+/// Reads the next request's first bytes through the head guard (which counts them and
+/// keeps the keep-alive deadline). `None` when the connection ends, at the keep-alive
+/// deadline, or when the node stops: an idle connection is closed then, as Pingora closes
+/// one after a request.
+async fn next_request_start(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
     if *shutdown.borrow() {
-        return false;
+        return None;
     }
     let mut shutdown = shutdown.clone();
-    let ready = poll_fn(|cx| match stream.as_any_mut().downcast_mut::<HeadGuard>() {
-        Some(guard) => guard.poll_request_ready(cx),
-        None => Poll::Ready(Ok(())),
+    let first_read = poll_fn(|cx| {
+        let mut storage = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut buf = ReadBuf::uninit(&mut storage);
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Some(BytesMut::from(buf.filled()))),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     });
     tokio::select! {
-        ready = ready => ready.is_ok(),
-        _ = shutdown.changed() => false,
+        first = first_read => first.filter(|bytes| !bytes.is_empty()),
+        _ = shutdown.changed() => None,
     }
 }

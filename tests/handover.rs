@@ -236,11 +236,7 @@ async fn a_thousand_tunnels_keep_their_sequences_and_the_old_process_exits_withi
         faults.len(),
         &faults[..faults.len().min(10)]
     );
-    let metrics = first_answer(&http, &node.admin("/metrics"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics(&http).await;
     assert!(
         metrics.contains("portico_tunnels_adopted_total 1000\n"),
         "{metrics}"

@@ -391,12 +391,7 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
         other => panic!("the big message was lost: {other:?}"),
     }
     echo_sequence(&mut tunnels, &mut next, 3).await;
-    // The new admin listener binds once the old process has let its address go.
-    let metrics = first_answer(&http, &node.admin("/metrics"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics(&http).await;
     assert!(
         metrics.contains("portico_tunnels_adopted_total 20\n"),
         "{metrics}"

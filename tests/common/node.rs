@@ -59,6 +59,16 @@ impl NodeFiles {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The node's `/metrics` text, once its admin listener answers (after an upgrade the
+    /// new process binds it as soon as the old one lets it go).
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        super::process::first_answer(http, &self.admin("/metrics"))
+            .await
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Polls the access log until it has `count` records of kind `kind` (for at most 10 s).
     pub async fn wait_for_records(&self, kind: &str, count: usize) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -149,7 +149,7 @@ impl HttpPersistentSettings {
     }
 
     // PORTICO PATCH (idle keep-alive): pipelined bytes mean the next request is already
-    // here; a server that waits for the socket first must not wait then.
+    // here; a server that reads the next request's first bytes itself must not read then.
     /// Whether bytes of the next request were read with the previous one.
     pub fn has_pipelined_prefix(&self) -> bool {
         self.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty())

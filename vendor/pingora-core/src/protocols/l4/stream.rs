@@ -649,24 +649,6 @@ impl Stream {
         }
     }
 
-    // PORTICO PATCH (idle keep-alive): a server can wait for a kept-alive connection's next
-    // request with this small poll instead of the request's whole future.
-    /// Ready once a read would not wait: bytes are buffered, or the socket has data, EOF
-    /// or an error (a TCP socket is peeked: its readiness alone may be stale). It reads
-    /// nothing. Other transports are always ready.
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.buffered_read_len() > 0 {
-            return Poll::Ready(Ok(()));
-        }
-        match &self.stream().get_ref().stream {
-            RawStream::Tcp(s) => {
-                let mut byte = [0u8; 1];
-                s.poll_peek(cx, &mut ReadBuf::new(&mut byte)).map_ok(|_| ())
-            }
-            _ => Poll::Ready(Ok(())),
-        }
-    }
-
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {

@@ -20,6 +20,13 @@ pub mod common;
 pub(crate) mod header;
 pub mod server;
 
+// PORTICO PATCH (header headroom): a parsed head's maps were sized to exactly its own
+// headers, so every header a proxy adds (forwarding headers towards the origin; the
+// request id, cache status, `Date`, `Connection` towards the client) could regrow and
+// rehash both the header map and the case map. Eight slots of room cover a proxy's usual
+// additions for a few hundred bytes per request.
+pub(crate) const HEADER_HEADROOM: usize = 8;
+
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -353,7 +353,9 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // PORTICO PATCH (header headroom): room for the headers a
+                            // proxy adds, so adding them does not regrow both maps.
+                            Some(req.headers.len() + super::HEADER_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
