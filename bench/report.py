@@ -22,9 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 BENCH, MODE = sys.argv[1], sys.argv[2]
 RESULTS = os.path.join(BENCH, "results")
 EDGES = ["portico", "nginx", "varnish", "haproxy"]
-SYSTEMS = EDGES + ["direct"]
+# The floor: bare Pingora 0.9.1 (bench/floor), in scenarios 1, 3, 4, 7 and 8.
+SYSTEMS = ["portico", "floor", "nginx", "varnish", "haproxy", "direct"]
+CACHES = ["portico", "floor", "nginx", "varnish", "haproxy"]
 LABEL = {
     "portico": "Portico",
+    "floor": "pingora-floor",
     "nginx": "nginx proxy_cache",
     "varnish": "Varnish",
     "haproxy": "HAProxy cache",
@@ -77,7 +80,26 @@ def ratio(a, b):
 
 
 def port_of(system):
-    return {"portico": 18100, "nginx": 18101, "varnish": 18102, "haproxy": 18103}.get(system)
+    return {"portico": 18100, "nginx": 18101, "varnish": 18102, "haproxy": 18103, "floor": 18104}.get(system)
+
+
+def versus(scenario, variant, metric="rps", label="req/s", lower_is_better=False):
+    """The line under a table: Portico ÷ the floor (Portico's own cost on top of Pingora)
+    next to Portico ÷ nginx (what users compare), for `metric` and, where measured, p99."""
+    p = med(scenario, variant, "portico", metric)
+    parts = []
+    for other in ("floor", "nginx"):
+        o = med(scenario, variant, other, metric)
+        if p is None or o is None:
+            continue
+        text = f"{ratio(p, o)} {label}"
+        p99, o99 = med(scenario, variant, "portico", "p99_ms"), med(scenario, variant, other, "p99_ms")
+        if p99 is not None and o99:
+            text += f", {ratio(p99, o99)} p99"
+        parts.append(f"Portico ÷ {LABEL[other]}: **{text}**")
+    if parts:
+        better = "below 1× favours Portico" if lower_is_better else "req/s above 1×, p99 below 1× favour Portico"
+        w(" · ".join(parts) + f" ({better})\n")
 
 
 out = []
@@ -160,10 +182,22 @@ w(
     "    -p thread_pools=1 -p thread_pool_max=12000 -p timeout_idle=300 -p pipe_timeout=3600   # bench/conf/varnish.vcl"
 )
 w("taskset -c 1 haproxy -db -f haproxy.cfg                            # bench/conf/haproxy.cfg on :18103")
+w("taskset -c 1 pingora-floor cache 127.0.0.1:18104 127.0.0.1:18080    # bench/floor: Pingora + MemCache")
+w("taskset -c 1 pingora-floor pass 127.0.0.1:18105 127.0.0.1:18080     # bench/floor: pass-through")
+w("taskset -c 1 pingora-floor pass 127.0.0.1:18106 127.0.0.1:18081     # the same to the echo origin")
 w("```\n")
 w(
     "`$PORT` in the commands below is 18100 (Portico), 18101 (nginx), 18102 (Varnish), "
-    "18103 (HAProxy); direct is 18090 (18091 for WebSocket).\n"
+    "18103 (HAProxy), 18104 (pingora-floor with its cache; 18105 for pass-through, 18106 for "
+    "WebSocket); direct is 18090 (18091 for WebSocket).\n"
+)
+w(
+    f"**pingora-floor** is the floor Portico is built on: Pingora {meta.get('V_FLOOR') or '0.9.1'} "
+    "as published on crates.io (not Portico's patched copies), with the least code that "
+    "proxies (`bench/floor`): a `ProxyHttp` whose only hook is `upstream_peer`, and for "
+    "cache hits the same plus pingora-cache's `MemCache`, storing what the origin marks "
+    "cacheable. One worker thread. **Portico ÷ floor** is what Portico's own code costs on "
+    "top of Pingora (1.00× means nothing); **Portico ÷ nginx** is what users compare.\n"
 )
 
 # ---- targets ----
@@ -198,6 +232,21 @@ for size in (64, 65536):
                 p / d >= 0.9,
             )
         )
+for scenario, variant, name in (("s1", "hit-1k", "cache hit"), ("s3", "pass-c64", "pass-through")):
+    p, f = med(scenario, variant, "portico", "rps"), med(scenario, variant, "floor", "rps")
+    if p and f:
+        targets.append((f"{name} req/s ≥ 0.95× pingora-floor", f"{p / f:.2f}× ({num(p)} vs {num(f)} req/s)", p / f >= 0.95))
+kib = med("s7", "idle-http", "portico", "kib_per_conn")
+if kib is not None:
+    targets.append(("≤ 4 KiB per idle keep-alive connection", f"{kib:.1f} KiB", kib <= 4))
+one, rnd = med("s8", "one-key", "portico", "rps"), med("s8", "random", "portico", "rps")
+if one and rnd:
+    targets.append(
+        ("random hits over the filled cache within 15% of one-key hits", f"{rnd / one:.2f}× the one-key req/s", rnd / one >= 0.85)
+    )
+bpo = med("s8", "fill", "portico", "bytes_per_object")
+if bpo is not None:
+    targets.append(("≤ 256 bytes of overhead per stored 1 KiB object", f"{bpo - 1024:,.0f} bytes", bpo - 1024 <= 256))
 kib = med("s5", "idle-10k", "portico", "kib_per_tunnel")
 if kib is not None:
     targets.append(("≤ 16 KiB RSS per idle tunnel", f"{kib:.1f} KiB", kib <= 16))
@@ -252,6 +301,7 @@ def http_table(scenario, variant, main="rps", main_label="req/s", per_mb=None):
 w("## Scenario 1: cache hit, 1 KiB object, keep-alive, 64 connections\n")
 command_block("s1", "hit-1k")
 http_table("s1", "hit-1k")
+versus("s1", "hit-1k")
 w(
     "“Server core busy” is core 1's utilisation during the run: below 100% the system under "
     "test was not the bottleneck (the load generator on core 0 was). A ratio above 1× means "
@@ -269,6 +319,8 @@ if ("s3", "pass-c64") in commands:
     w("Throughput, 64 connections:\n")
     command_block("s3", "pass-c64")
     http_table("s3", "pass-c64")
+    versus("s3", "pass-c64")
+if ("s3", "pass-c1") in commands:
     w("Latency with one connection (one request at a time), and what the edge adds to direct:\n")
     command_block("s3", "pass-c1")
     w("| system | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |\n|---|---:|---:|---:|---:|---:|")
@@ -283,6 +335,7 @@ if ("s3", "pass-c64") in commands:
             f"| {LABEL[s]} | {num(med('s3', 'pass-c1', s, 'rps'))} | {p50:.3f} | {p99:.3f} | {add50} | {add99} |"
         )
     w("")
+    versus("s3", "pass-c1")
 
 if any(k[0] == "s4" for k in commands):
     w("## Scenario 4: WebSocket echo through the edge versus direct\n")
@@ -315,6 +368,16 @@ if any(k[0] == "s4" for k in commands):
                 f"{ratio(m, dm)} | {'' if s == 'portico' else ratio(pm, m)} |"
             )
         w("")
+        versus("s4", v, "msgs_per_s", "messages/s")
+    if any(k[2] == "floor" and k[0] == "s4" for k in raw):
+        w(
+            "pingora-floor here is `pingora-floor pass` aimed at the echo origin: Pingora "
+            "0.9.1 tunnels the upgrade itself, through its whole request machinery (Portico "
+            "hands the tunnel to its own relay instead). As published it also has pingora "
+            "issue #946 (a tunnel torn down right after the `101`), which Portico patches in "
+            "`vendor/pingora-proxy`; a tunnel dropped that way would show as an error in its "
+            "row.\n"
+        )
 
 if ("s5", "idle-10k") in commands:
     tunnels = int(meta.get("IDLE_TUNNELS", "10000"))
@@ -389,6 +452,122 @@ if any(k[0] == "s6" for k in commands):
         )
     w("")
 
+if ("s7", "idle-http") in commands:
+    conns = int(meta.get("IDLE_CONNS", "10000"))
+    w(f"## Scenario 7: {conns:,} idle keep-alive HTTP connections\n")
+    command_block("s7", "idle-http")
+    if conns < 10000:
+        w(
+            f"**{conns:,} connections, not 10,000:** Portico and HAProxy size their connection "
+            f"limits at two descriptors per client connection, and this machine's open-file "
+            f"limit is {meta.get('NOFILE')} (the same cut as scenario 5's tunnels). The "
+            "per-connection figure does not depend on the count.\n"
+        )
+    w(
+        f"Each caching system is started fresh, warmed with 100 connections opened and closed, "
+        f"then holds {conns:,} client connections, each of which made one request (`GET "
+        "/obj/1k`, a cache hit) and then stays open without traffic, for a few seconds. "
+        "Memory is the system's PSS (resident pages, each page shared between its processes "
+        "counted once: nginx's master, worker and cache manager; Varnish's manager and "
+        "child), read from `/proc/PID/smaps_rollup`; KiB per connection is (PSS with the "
+        "connections open − PSS before) ÷ connections. “Closed by server” counts connections "
+        "the system closed while they idled (it should be 0: every system keeps idle "
+        "connections for 300 s here). pingora-floor is `pingora-floor cache`. One run. A "
+        "ratio below 1× means Portico uses less memory.\n"
+    )
+    w(
+        "| system | connections | closed by server | MiB before | MiB open | MiB after close | "
+        "KiB per connection | (by RSS) | Portico ÷ system |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    pk = med("s7", "idle-http", "portico", "kib_per_conn")
+    for s in CACHES:
+        k = med("s7", "idle-http", s, "kib_per_conn")
+        if k is None:
+            continue
+        mib = lambda metric: num(med("s7", "idle-http", s, metric) / 1024, 1)  # noqa: E731
+        w(
+            f"| {LABEL[s]} | {num(med('s7', 'idle-http', s, 'opened'))} | "
+            f"{num(med('s7', 'idle-http', s, 'closed_by_server'))} | {mib('pss_before_kib')} | "
+            f"{mib('pss_open_kib')} | {mib('pss_after_kib')} | {k:.1f} | "
+            f"{med('s7', 'idle-http', s, 'kib_per_conn_rss'):.1f} | {'' if s == 'portico' else ratio(pk, k)} |"
+        )
+    w("")
+    versus("s7", "idle-http", "kib_per_conn", "KiB per connection", lower_is_better=True)
+
+if ("s8", "random") in commands:
+    objects = int(meta.get("OBJECTS", "1000000"))
+    w(f"## Scenario 8: cost growth with the cache, {objects:,} distinct 1 KiB objects\n")
+    w(
+        f"Each caching system alone, started fresh with its cache sized for {objects:,} "
+        "objects (Portico `cache.memory_bytes`, nginx `keys_zone` and `max_size`, Varnish "
+        "`-s malloc`, HAProxy `total-max-size` at most 4095 MB, the most HAProxy 2.6 accepts; "
+        "`MemCache` has no bound), filled through the edge with `/obj/many/0` .. "
+        f"`/obj/many/{objects - 1}` (the origin serves its one 1 KiB file, cacheable, at any "
+        "N), then measured with 64 connections: hits on one key (`/obj/many/0`) and hits on "
+        "keys drawn at random, alternating; wrk does the same work for both "
+        "(`bench/conf/random-keys.lua`, requests formatted before the clock starts). "
+        "“Origin requests” are those the origin saw during the random runs: misses, which "
+        "should be none. Unlike scenarios 1–6, the systems do not take turns within a round "
+        "(one filled cache at a time), so drift on the machine between systems is not "
+        "evened out.\n"
+    )
+    for variant in ("fill", "one-key", "random"):
+        command_block("s8", variant)
+    w(
+        "| system | one-key req/s | one-key p99 ms | random req/s | random p99 ms | random ÷ one-key | "
+        "random ÷ scenario 1 | origin requests (random) | Portico ÷ system (random req/s) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    pr = med("s8", "random", "portico", "rps")
+    for s in CACHES:
+        one, rnd = med("s8", "one-key", s, "rps"), med("s8", "random", s, "rps")
+        if rnd is None:
+            continue
+        misses = med("s8", "random", s, "origin_reqs")
+        w(
+            f"| {LABEL[s]} | {num(one)} {spread('s8', 'one-key', s, 'rps')} | "
+            f"{num(med('s8', 'one-key', s, 'p99_ms'), 2)} | {num(rnd)} {spread('s8', 'random', s, 'rps')} | "
+            f"{num(med('s8', 'random', s, 'p99_ms'), 2)} | {ratio(rnd, one)} | "
+            f"{ratio(rnd, med('s1', 'hit-1k', s, 'rps'))} | {num(misses)} | {'' if s == 'portico' else ratio(pr, rnd)} |"
+        )
+    w("")
+    versus("s8", "random")
+    w(
+        "Memory per stored object: (PSS after the fill − PSS before + store) ÷ objects. "
+        "“Store” is memory the PSS growth misses: nginx's cache files (on tmpfs here, so "
+        "memory too, but outside its processes), and the 1 KiB blocks HAProxy's objects use "
+        "(blocks per object from `show cache`, times the objects), because HAProxy clears "
+        "its whole cache area at start (4095 MB at most), so the area is in its PSS before "
+        "the fill. Whether every object stayed is told by the origin requests above. Overhead is bytes per object less "
+        "the 1,024-byte body.\n"
+    )
+    w(
+        "| system | filled | fill errors | fill s | MiB before | MiB filled | store MiB | "
+        "bytes per object | overhead bytes | Portico ÷ system (overhead) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    po = med("s8", "fill", "portico", "bytes_per_object")
+
+    for s in CACHES:
+        b = med("s8", "fill", s, "bytes_per_object")
+        if b is None:
+            continue
+        mib = lambda metric: num(med("s8", "fill", s, metric) / 1024, 1)  # noqa: E731
+        w(
+            f"| {LABEL[s]} | {num(med('s8', 'fill', s, 'fill_requests'))} | {num(med('s8', 'fill', s, 'fill_errors'))} | "
+            f"{num(med('s8', 'fill', s, 'fill_secs'), 1)} | {mib('pss_before_kib')} | {mib('pss_filled_kib')} | "
+            f"{mib('store_kib')} | {num(b)} | {num(b - 1024)} | "
+            f"{'' if s == 'portico' or po is None else ratio(po - 1024, b - 1024)} |"
+        )
+    w("")
+    p, f, n = (med("s8", "fill", x, "bytes_per_object") for x in ("portico", "floor", "nginx"))
+    if p is not None and f is not None and n is not None:
+        w(
+            f"Portico ÷ pingora-floor: **{ratio(p - 1024, f - 1024)} overhead per object** · "
+            f"Portico ÷ nginx proxy_cache: **{ratio(p - 1024, n - 1024)}** (below 1× is better)\n"
+        )
+
 # ---- chart ----
 chart = os.path.join(BENCH, "results.png") if MODE == "full" else os.path.join(RESULTS, "quick.png")
 panels = []
@@ -416,12 +595,16 @@ s6.append((LABEL["direct"], med("s6", "routes-direct", "direct", "rps")))
 s6 = [(name, v) for name, v in s6 if v]
 if s6:
     panels.append(("6. rule scaling, cache hit 1 KiB", "req/s", s6))
+bars("7. memory per idle keep-alive connection (lower is better)", "s7", "idle-http", "kib_per_conn", "KiB", systems=CACHES)
+bars("8. random hits over the filled cache", "s8", "random", "rps", "req/s", systems=CACHES)
+bars("8. memory per stored 1 KiB object (lower is better)", "s8", "fill", "bytes_per_object", "bytes", systems=CACHES)
 
 colors = {
     "Portico": "#d95f02",
     "nginx proxy_cache": "#1b9e77",
     "Varnish": "#7570b3",
     "HAProxy cache": "#e7298a",
+    "pingora-floor": "#e6ab02",
     "direct to origin": "#999999",
 }
 cols = 2 if len(panels) > 2 else len(panels)
