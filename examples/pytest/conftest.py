@@ -10,6 +10,7 @@ deadline.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,12 +29,16 @@ DEADLINE = 30.0  # seconds, for anything to start
 class Process:
     """A child process whose output goes to a file (shown when something fails)."""
 
-    def __init__(self, args, log_path):
+    def __init__(self, args, log_path, env=None):
         self.args = args
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
 
     def output(self):
@@ -43,8 +48,9 @@ class Process:
         return self.proc.poll() is not None
 
     def stop(self):
+        """SIGINT (Portico's fast stop; SIGTERM would drain first), SIGKILL after 10 s."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -153,6 +159,8 @@ def start_emulate(origin, args, log_dir, attempts=5):
                 *args,
             ],
             log_dir / f"portico-{attempt}.log",
+            # emulate writes its configuration under $TMPDIR: keep it with the logs.
+            env={**os.environ, "TMPDIR": str(log_dir)},
         )
         edge = Edge(process, port, admin_port)
         try:
