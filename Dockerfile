@@ -21,4 +21,8 @@ RUN sed -i 's|^rules_dir: .*|rules_dir: rules|; s|address: 127.0.0.1:8080|addres
 USER portico
 EXPOSE 8080 8443
 ENTRYPOINT ["/usr/local/bin/portico"]
-CMD ["run", "-c", "/etc/portico/portico.yaml"]
+# `docker run -p 8080:8080 portico`: the demo, with its sample origin inside the container
+# (127.0.0.1:8081) and the edge on the node file's listener, 0.0.0.0:8080 (set above).
+# `docker run ... portico run -c /etc/portico/portico.yaml` runs the edge alone;
+# `docker run ... portico emulate --origin ... --listen 0.0.0.0:8080` puts it before an app.
+CMD ["demo", "-c", "/etc/portico/portico.yaml"]
