@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use pingora_cache::key::{CompactCacheKey, HashBinary};
 use pingora_cache::CacheMeta;
@@ -47,6 +48,37 @@ pub struct StoredMeta {
     pub header: ResponseHeader,
 }
 
+/// The header as the store keeps it: every name and value in an allocation of its own, in
+/// order and with its case. A parsed header's names and values are views into the buffer
+/// the head was read into (4 KiB), and a stored object would keep that buffer for its
+/// whole life: a stored 1 KiB object held about 8 KiB.
+pub fn compact_header(header: &ResponseHeader) -> ResponseHeader {
+    let copy = || -> Result<ResponseHeader> {
+        let count = Some(header.headers.len());
+        let mut fresh = match header.has_case() {
+            true => ResponseHeader::build(header.status, count)?,
+            false => ResponseHeader::build_no_case(header.status, count)?,
+        };
+        fresh.set_version(header.version);
+        fresh.set_reason_phrase(header.get_reason_phrase())?;
+        let own = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes());
+        if header.has_case() {
+            for (name, value) in header.case_header_iter() {
+                let name = Bytes::copy_from_slice(name.as_slice());
+                fresh.append_header(name, own(value).unwrap_or_else(|_| value.clone()))?;
+            }
+        } else {
+            for (name, value) in header.headers.iter() {
+                fresh.append_header(name.clone(), own(value).unwrap_or_else(|_| value.clone()))?;
+            }
+        }
+        Ok(fresh)
+    };
+    // Every part was valid in the header it comes from; should a copy still fail, the
+    // header is kept as it is.
+    copy().unwrap_or_else(|_| header.clone())
+}
+
 impl StoredMeta {
     pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
         StoredMeta {
@@ -55,7 +87,7 @@ impl StoredMeta {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            header: meta.response_header_copy(),
+            header: compact_header(meta.response_header()),
         }
     }
 
@@ -386,6 +418,38 @@ impl BodyReader {
 mod tests {
     use super::*;
     use pingora_http::ResponseHeader;
+
+    #[test]
+    fn a_compacted_header_keeps_case_order_and_values_but_not_the_read_buffer() {
+        // Values that are views into a larger buffer, as a parsed head's are.
+        let buffer = Bytes::from(vec![b'v'; 4096]);
+        let inside = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        let mut header = ResponseHeader::build(203, None).unwrap();
+        header.set_reason_phrase(Some("Fine")).unwrap();
+        for name in ["X-First", "cache-control", "X-First"] {
+            let value = pingora_http::header_value_from_raw(buffer.slice(10..20));
+            header.append_header(name.to_string(), value).unwrap();
+        }
+        assert!(inside(header.headers["x-first"].as_bytes().as_ptr()));
+
+        let stored = compact_header(&header);
+        assert_eq!(stored.status, 203);
+        assert_eq!(stored.get_reason_phrase(), Some("Fine"));
+        let names: Vec<_> = stored
+            .case_header_iter()
+            .map(|(name, value)| {
+                assert!(!inside(value.as_bytes().as_ptr()), "still a view");
+                assert_eq!(value.as_bytes(), &buffer[10..20]);
+                String::from_utf8(name.as_slice().to_vec()).unwrap()
+            })
+            .collect();
+        assert_eq!(names, ["X-First", "X-First", "cache-control"]);
+        let mut wire = Vec::new();
+        stored.header_to_h1_wire(&mut wire);
+        let mut before = Vec::new();
+        header.header_to_h1_wire(&mut before);
+        assert_eq!(wire, before);
+    }
 
     fn object(chunks: &[&'static str]) -> Arc<Object> {
         let meta = StoredMeta {

@@ -882,6 +882,13 @@ impl HandleMiss for Fill {
                 self.abandon();
             }
         }
+        // A stored chunk gets an allocation of its own: the chunk Pingora hands over is a
+        // view into its read buffer, and keeping the view would keep the whole buffer (a
+        // 1 KiB object held about 8 KiB). A fill the store gave up on streams as it came.
+        let data = match self.abandoned {
+            true => data,
+            false => Bytes::copy_from_slice(&data),
+        };
         self.object.append(data);
         if self.abandoned {
             self.object.drop_read_chunks();
