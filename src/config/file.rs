@@ -113,6 +113,9 @@ pub struct FileLimits {
     /// How long a connection may wait for its next request.
     #[serde(default)]
     pub keepalive_timeout: Option<String>,
+    /// How long a client on a TLS listener has to finish its handshake, from the accept.
+    #[serde(default)]
+    pub tls_handshake_timeout: Option<String>,
     /// Request line and header fields together (bytes, e.g. `64KiB`).
     #[serde(default)]
     pub max_request_head: Option<String>,

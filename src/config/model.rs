@@ -104,6 +104,8 @@ pub struct ClientLimits {
     pub request_head_timeout: std::time::Duration,
     /// Between the end of a response and the next request's first byte.
     pub keepalive_timeout: std::time::Duration,
+    /// From the accept to the end of the TLS handshake, on TLS listeners.
+    pub tls_handshake_timeout: std::time::Duration,
     /// Request line plus header fields, in bytes (over it: 431).
     pub max_request_head: usize,
     /// Header field lines (over it: 431).
