@@ -192,12 +192,18 @@ pub struct FileOriginTimeouts {
     /// Connect and TLS handshake together.
     #[serde(default)]
     pub tls_handshake: Option<String>,
-    /// Waiting for the response header, and then between two reads of the body.
+    /// Between two reads of the response body.
     #[serde(default)]
     pub read: Option<String>,
     /// Between two writes of the request.
     #[serde(default)]
     pub write: Option<String>,
+    /// From the request sent to the response head.
+    #[serde(default)]
+    pub first_byte: Option<String>,
+    /// From the request sent to the end of the response.
+    #[serde(default)]
+    pub total: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -222,11 +222,14 @@ pub struct OriginTimeouts {
     pub connect: Duration,
     /// Connect and TLS handshake together.
     pub tls_handshake: Duration,
-    /// For the response header to start, then between two reads of the body (Pingora
-    /// reads the header with the same per-read timer).
+    /// Between two reads of the response body.
     pub read: Duration,
     /// Between two writes of the request.
     pub write: Duration,
+    /// From the request sent (its body included) to the response head.
+    pub first_byte: Duration,
+    /// From the request sent to the response's last byte.
+    pub total: Duration,
 }
 
 impl Default for OriginTimeouts {
