@@ -1,6 +1,11 @@
 //! Client connections as the edge accepts them: caps on how many are open (globally and
-//! per client address, [`ConnectionCaps`]), deadlines on request heads that Pingora does
-//! not have, and the head's size counted as it arrives.
+//! per client address, [`ConnectionCaps`]), a deadline on the TLS handshake, deadlines on
+//! request heads that Pingora does not have, and the head's size counted as it arrives.
+//!
+//! On TLS listeners the edge runs the handshake itself, after the caps and within
+//! `limits.tls_handshake_timeout` (see [`EdgeApp::serve_connection`]): Pingora's listener
+//! would allow a fixed 60 s, and its connections count against no cap until their
+//! handshake is over.
 //!
 //! Pingora's downstream read timeout restarts on every read, so a client sending one byte
 //! every few seconds holds a connection for ever (slowloris), and a keep-alive connection
@@ -24,7 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -414,13 +421,16 @@ fn open_files_limit() -> Option<usize> {
         .ok()
 }
 
-/// The edge as a Pingora app: connections over a cap are closed; each HTTP/1 connection
-/// gets a [`HeadGuard`], then the proxy. HTTP/2 (by ALPN) goes to the proxy as it is: its
-/// frames are not request heads.
+/// The edge as a Pingora app: connections over a cap are closed; on a TLS listener the
+/// handshake has `tls_handshake_timeout`; each HTTP/1 connection gets a [`HeadGuard`],
+/// then the proxy. HTTP/2 (by ALPN) goes to the proxy as it is: its frames are not
+/// request heads.
 pub struct EdgeApp {
     pub proxy: Arc<HttpProxy<Portico>>,
     pub limits: ClientLimits,
     pub caps: ConnectionCaps,
+    /// The TLS listeners whose handshakes this app runs (`portico run`), by address.
+    tls: Vec<(SocketAddr, Arc<Acceptor>)>,
 }
 
 impl EdgeApp {
@@ -429,6 +439,92 @@ impl EdgeApp {
             proxy,
             limits,
             caps: ConnectionCaps::new(&limits),
+            tls: Vec::new(),
+        }
+    }
+
+    /// Runs the TLS handshake for connections accepted on these addresses (registered with
+    /// Pingora as plain TCP listeners).
+    pub fn with_tls(mut self, listeners: Vec<(SocketAddr, Arc<Acceptor>)>) -> EdgeApp {
+        self.tls = listeners;
+        self
+    }
+
+    /// The acceptor of the TLS listener that accepted `stream`, if it came from one: the
+    /// listener with its local address, else one on the same port bound to every address.
+    fn acceptor_for(&self, stream: &Stream) -> Option<Arc<Acceptor>> {
+        if self.tls.is_empty() {
+            return None;
+        }
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
+        let exact = self.tls.iter().find(|(a, _)| *a == local);
+        let any = || {
+            self.tls
+                .iter()
+                .find(|(a, _)| a.port() == local.port() && a.ip().is_unspecified())
+        };
+        exact.or_else(any).map(|(_, acceptor)| acceptor.clone())
+    }
+
+    /// One client connection, as accepted: the caps, then (with `tls`) the handshake within
+    /// its deadline, then the guard and the proxy.
+    pub async fn serve_connection(
+        self: &Arc<Self>,
+        stream: Stream,
+        tls: Option<&Acceptor>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
+        let Some(_admitted) = self.caps.admit(client) else {
+            log::debug!("connection from {client:?} refused: over a connection cap");
+            return None;
+        };
+        // Boxed: the handshake's state would otherwise stay in this connection's future
+        // (and memory) for the connection's whole life.
+        let stream = match tls {
+            None => stream,
+            Some(acceptor) => {
+                let limit = self.limits.tls_handshake_timeout;
+                Box::pin(tls_handshake(acceptor, stream, limit, client)).await?
+            }
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));
+        crate::keepalive::serve_http1(&self.proxy, stream, shutdown).await
+    }
+}
+
+/// The server side of a TLS handshake on `stream` (a TCP connection), if it finishes
+/// within `limit`. A client that stalls or dribbles its handshake is closed at the deadline.
+async fn tls_handshake(
+    acceptor: &Acceptor,
+    stream: Stream,
+    limit: Duration,
+    client: Option<IpAddr>,
+) -> Option<Stream> {
+    let l4 = match stream.into_any().downcast::<L4Stream>() {
+        Ok(l4) => *l4,
+        Err(_) => {
+            log::error!("a TLS listener's connection is not a TCP stream; closed");
+            return None;
+        }
+    };
+    match tokio::time::timeout(limit, acceptor.tls_handshake(l4)).await {
+        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake with {client:?} failed: {e}");
+            None
+        }
+        Err(_) => {
+            log::debug!("TLS handshake with {client:?} not finished within {limit:?}; closed");
+            None
         }
     }
 }
@@ -440,19 +536,9 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let client = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
-        let Some(_admitted) = self.caps.admit(client) else {
-            log::debug!("connection from {client:?} refused: over a connection cap");
-            return None;
-        };
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
-        }
-        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));
-        crate::keepalive::serve_http1(&self.proxy, stream, shutdown).await
+        let tls = self.acceptor_for(&stream);
+        self.serve_connection(stream, tls.as_deref(), shutdown)
+            .await
     }
 
     async fn cleanup(&self) {

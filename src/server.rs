@@ -214,24 +214,34 @@ impl Node {
         let lifecycle = self.lifecycle.clone();
         // Every client connection passes the edge's own guard (request-head deadlines and
         // size) before Pingora's HTTP session reads it.
-        let app = EdgeApp::new(
-            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
-            self.settings.limits,
-        );
-        let mut service = Service::new("portico edge".to_string(), app);
+        // TLS listeners are plain TCP to Pingora: the app runs each handshake, after the
+        // connection caps and within `limits.tls_handshake_timeout` (Pingora's listener
+        // allows a fixed 60 s).
+        let mut acceptors = Vec::new();
         for (address, tls) in &listeners {
             match tls.as_ref().map(|tls| tls.pingora_settings()) {
-                None => service.add_listener(
-                    ListenerConfig::tcp(address.to_string()).l4_buffer(downstream_l4_buffer()),
-                ),
-                Some(Ok(settings)) => {
-                    service.add_tls_with_settings(&address.to_string(), None, settings)
-                }
+                None => {}
+                Some(Ok(settings)) => acceptors.push((*address, Arc::new(settings.build()))),
                 Some(Err(e)) => {
                     log::error!("listener {address}: cannot set up TLS: {e}");
                     std::process::exit(1);
                 }
             }
+        }
+        let app = EdgeApp::new(
+            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
+            self.settings.limits,
+        )
+        .with_tls(acceptors);
+        let mut service = Service::new("portico edge".to_string(), app);
+        for (address, tls) in &listeners {
+            let listener = ListenerConfig::tcp(address.to_string());
+            // TLS records arrive in small reads: Pingora's read buffer pays off there.
+            service.add_listener(if tls.is_some() {
+                listener
+            } else {
+                listener.l4_buffer(downstream_l4_buffer())
+            });
         }
         let addresses: Vec<String> = listeners
             .iter()
@@ -400,15 +410,12 @@ pub async fn serve(
             // The client address comes from the socket digest, as on Pingora's own listeners.
             let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
             l4.set_socket_digest(digest);
-            let mut stream: pingora_core::protocols::Stream = match tls {
-                None => Box::new(l4),
-                Some(acceptor) => match acceptor.tls_handshake(l4).await {
-                    Ok(tls_stream) => Box::new(tls_stream),
-                    Err(e) => {
-                        log::debug!("TLS handshake failed: {e}");
-                        return;
-                    }
-                },
+            // The caps, the TLS handshake's deadline and the head guard: as under Pingora.
+            let Some(mut stream) = app
+                .serve_connection(Box::new(l4), tls.as_deref(), &shutdown)
+                .await
+            else {
+                return;
             };
             // Keep-alive: the app hands the connection back while it stays reusable.
             while let Some(reused) = app.process_new(stream, &shutdown).await {

@@ -380,3 +380,128 @@ async fn forged_forwarding_headers_are_replaced_unless_from_a_trusted_proxy() {
         assert_eq!(seen.headers.get("x-real-ip").is_some(), !trusted.is_empty());
     }
 }
+
+/// A raw origin that keeps every byte it receives and answers `200` only once a request's
+/// chunked body is complete (its `0` chunk and the blank line after any trailers).
+/// Returns its address, the bytes and the count of complete requests.
+async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let complete = Arc::new(AtomicUsize::new(0));
+    let (all, done) = (received.clone(), complete.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (all, done) = (all.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            mine.extend_from_slice(&chunk[..n]);
+                            all.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    if mine.windows(5).any(|w| w == b"0\r\n\r\n") {
+                        done.fetch_add(1, Ordering::SeqCst);
+                        mine.clear();
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received, complete)
+}
+
+/// Sends `parts` on a new connection, each in its own write (so a trailer line may straddle
+/// two reads), and reads until the edge closes or `limit` passes.
+async fn exchange_in_parts(addr: SocketAddr, parts: &[&[u8]]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for part in parts {
+        let _ = stream.write_all(part).await;
+        let _ = stream.flush().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+            // A kept-alive 200 stays open: its whole answer is enough.
+            if answer.ends_with(b"\r\n\r\nok") {
+                break;
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_in_chunked_trailers_is_a_400_and_no_origin_gets_the_request() {
+    let (origin, received, complete) = recording_origin().await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin)).await;
+    let head: &[u8] =
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    let junk: [(&[&[u8]], &str); 5] = [
+        (
+            &[head, b"0\r\nno colon at all\r\n\r\n"],
+            "trailer line without a colon",
+        ),
+        (
+            &[head, b"0\r\nX-Ok: 1\r\nBad Name: v\r\n\r\n"],
+            "invalid trailer field name",
+        ),
+        (
+            &[head, b"0\r\nX-Sum: a\x01b\r\n\r\n"],
+            "control character 0x01",
+        ),
+        // Obsolete line folding.
+        (
+            &[head, b"0\r\nX-Sum: a\r\n folded: b\r\n\r\n"],
+            "invalid trailer field name",
+        ),
+        // The junk line split over two reads.
+        (
+            &[head, b"0\r\nju", b"nk\r\n\r\n"],
+            "trailer line without a colon",
+        ),
+    ];
+    for (parts, reason) in junk {
+        let answer = exchange_in_parts(edge.addr, parts).await;
+        assert_refused(&answer, 400, "could not read the request (InvalidTrailer");
+        assert!(answer.contains(reason), "expected {reason:?}: {answer}");
+        assert!(answer.contains("x-portico-error: bad-request"), "{answer}");
+    }
+    assert_eq!(
+        complete.load(Ordering::SeqCst),
+        0,
+        "no origin got a complete request: {}",
+        String::from_utf8_lossy(&received.lock().unwrap())
+    );
+    let seen = received.lock().unwrap().clone();
+    for junk in [&b"no colon"[..], b"Bad Name", b"folded", b"junk", b"X-Sum"] {
+        assert!(
+            !seen.windows(junk.len()).any(|w| w == junk),
+            "the origin saw the junk: {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+
+    // Well-formed trailers (an empty value too, one line over two reads) are dropped and
+    // the request goes on.
+    for parts in [
+        &[head, b"0\r\nX-Checksum: abc\r\nX-Empty:\r\n\r\n"][..],
+        &[head, b"0\r\nX-Check", b"sum: abc\r\n\r\n"][..],
+        &[head, b"0\r\n\r\n"][..],
+    ] {
+        let answer = exchange_in_parts(edge.addr, parts).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+    assert_eq!(complete.load(Ordering::SeqCst), 3);
+}

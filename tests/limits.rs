@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::edge::{group_yaml, TestEdge};
 use common::origin::TestOrigin;
 use common::process::{first_answer, free_port, Running};
+use common::tls::{tls_node_yaml, TestPki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -593,4 +594,115 @@ async fn the_admin_listener_has_deadlines_a_cap_and_calls_broken_chunks_a_400() 
     )
     .await;
     assert_eq!((closed, held.len()), (6, 64));
+}
+
+/// `site`, forwarded over plain HTTP whatever the client's scheme (TLS ends at the edge).
+fn tls_site(origin: SocketAddr) -> String {
+    site(origin).replace(
+        "    origin_group: web\n",
+        "    origin_group: web\n    forwarding_protocol: http_only\n",
+    )
+}
+
+/// The start of a TLS ClientHello: a handshake record promising 512 bytes, and 4 of them.
+const PARTIAL_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+/// Opens a TCP connection to a TLS listener, sends the start of a ClientHello and then one
+/// byte every `every` (never `None`: nothing after the start) that cannot finish it within
+/// the test; returns how long the edge took to close the connection (`None`: still open
+/// after 20 s).
+async fn stalled_tls_handshake(addr: SocketAddr, every: Option<Duration>) -> Option<Duration> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(PARTIAL_CLIENT_HELLO).await.unwrap();
+    let mut chunk = [0u8; 1024];
+    let mut ticker = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
+    ticker.tick().await;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            read = stream.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => return Some(started.elapsed()),
+                // A TLS alert, if any, then the close.
+                Ok(_) => {}
+            },
+            _ = ticker.tick(), if every.is_some() => {
+                let _ = stream.write_all(&[0]).await;
+            }
+            _ = &mut deadline => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_stalls_or_dribbles_is_closed_at_its_deadline() {
+    let origin = TestOrigin::ok(&[]).await;
+    let pki = TestPki::new();
+    let cert = pki.issue("www", &["www.example.test"]);
+    let edge = TestEdge::start(
+        &tls_node_yaml(&[&cert], "limits:\n  tls_handshake_timeout: 1s\n"),
+        &tls_site(origin.addr()),
+    )
+    .await;
+    let tls_addr = edge.tls_addr.expect("a TLS listener");
+    for every in [None, Some(Duration::from_millis(200))] {
+        let took = stalled_tls_handshake(tls_addr, every)
+            .await
+            .unwrap_or_else(|| panic!("{every:?}: still open after 20 s"));
+        assert!(
+            took >= Duration::from_millis(900),
+            "{every:?}: closed after {took:?}, before the deadline"
+        );
+    }
+    // A client that completes its handshake is served as before.
+    let answer = pki
+        .https_client(&["www.example.test"], tls_addr)
+        .get("https://www.example.test/ok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+/// Under `portico run` the edge runs the handshakes of Pingora's listeners itself, so the
+/// deadline holds there too (Pingora's own is a fixed 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_portico_run_a_stalled_tls_handshake_is_closed_at_its_deadline() {
+    let origin = TestOrigin::ok(&[]).await;
+    let pki = TestPki::new();
+    let cert = pki.issue("www", &["www.example.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!(
+            "name: limits-edge\nlisteners:\n  - address: 127.0.0.1:{port}\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - cert_file: {}\n          key_file: {}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\nlimits:\n  tls_handshake_timeout: 1s\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules/rules.yaml"), tls_site(origin.addr())).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
+    let ready = first_answer(
+        &reqwest::Client::new(),
+        &format!("http://127.0.0.1:{port}/ready"),
+    )
+    .await;
+    assert_eq!(ready.status(), 200);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let answer = pki
+        .https_client(&["www.example.test"], tls_addr)
+        .get("https://www.example.test/ok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the TLS listener serves");
+    let took = stalled_tls_handshake(tls_addr, None)
+        .await
+        .expect("closed, not held for Pingora's 60 s");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 }

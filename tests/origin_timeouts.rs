@@ -1,5 +1,6 @@
-//! Origin-side timeouts on raw sockets: a hung origin gets the client a 504 in time, a body
-//! that stalls ends the response, and `stale-if-error` covers both.
+//! Origin-side timeouts on raw sockets: a hung origin gets the client a 504 in time
+//! (`first_byte`), a body that stalls (`read`) or never ends (`total`) ends the response,
+//! and `stale-if-error` covers them.
 
 mod common;
 
@@ -20,6 +21,11 @@ enum Answer {
     Hang,
     /// A storable header promising 100 bytes, 10 of them, then silence.
     StallBody,
+    /// A storable header promising 100 000 bytes, then one byte every 50 ms: never
+    /// silent for long, never done.
+    Dribble,
+    /// Waits this long, then sends the whole response.
+    After(Duration, &'static str),
 }
 
 /// A raw origin answering request `n` with `script[n]` (the last entry repeats).
@@ -49,6 +55,23 @@ async fn scripted_origin(script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) 
                                 .await;
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
+                        Answer::Dribble => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 100000\r\n\r\n")
+                                .await;
+                            for _ in 0..100_000 {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                if stream.write_all(b"x").await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Answer::After(wait, response) => {
+                            tokio::time::sleep(wait).await;
+                            if stream.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             });
@@ -58,13 +81,22 @@ async fn scripted_origin(script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) 
 }
 
 fn rules(origin: SocketAddr, cache: bool) -> String {
+    rules_with(
+        origin,
+        cache,
+        "read: 500ms, first_byte: 500ms, total: 1500ms",
+    )
+}
+
+/// One route to a one-origin group with `timeouts` (the inside of a YAML flow map).
+fn rules_with(origin: SocketAddr, cache: bool, timeouts: &str) -> String {
     format!(
-        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: {cache} }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    timeouts: {{ read: 500ms }}\n    origins:\n      - address: {origin}\n"
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: {cache} }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    timeouts: {{ {timeouts} }}\n    origins:\n      - address: {origin}\n"
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_origin_is_a_504_with_a_reason_within_the_read_timeout() {
+async fn a_hung_origin_is_a_504_with_a_reason_within_the_first_byte_timeout() {
     let (origin, _) = scripted_origin(vec![Answer::Hang]).await;
     let edge = TestEdge::start(&node_yaml(""), &rules(origin, false)).await;
     let started = Instant::now();
@@ -80,9 +112,63 @@ async fn a_hung_origin_is_a_504_with_a_reason_within_the_read_timeout() {
     );
     let body = answer.text().await.unwrap();
     assert!(
-        body.to_ascii_lowercase().contains("timed out") || body.contains("Timedout"),
+        body.contains("ReadTimedout")
+            && body.contains("no response head within 500ms of the request (timeouts.first_byte)"),
         "{body}"
     );
+}
+
+/// `first_byte` and `read` are separate: a long `read` does not hold a hung origin's client,
+/// and a short `read` does not cut an origin that takes a while to start its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_bounds_the_wait_for_the_head_and_read_only_the_body() {
+    let (hung, _) = scripted_origin(vec![Answer::Hang]).await;
+    let edge = TestEdge::start(
+        &node_yaml(""),
+        &rules_with(hung, false, "read: 60s, first_byte: 500ms"),
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), client().get(edge.url("/a")).send())
+        .await
+        .expect("answered within first_byte, not read")
+        .unwrap();
+    assert_eq!(answer.status(), 504);
+    assert!(answer.text().await.unwrap().contains("timeouts.first_byte"));
+
+    let (slow, _) = scripted_origin(vec![Answer::After(
+        Duration::from_secs(1),
+        "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate",
+    )])
+    .await;
+    let edge = TestEdge::start(
+        &node_yaml(""),
+        &rules_with(slow, false, "read: 200ms, first_byte: 30s"),
+    )
+    .await;
+    let answer = client().get(edge.url("/b")).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "the head may take up to first_byte");
+    assert_eq!(answer.text().await.unwrap(), "late");
+}
+
+/// An origin that never falls silent for `read` but never finishes is cut at `total`: the
+/// client gets a short body and a closed connection, the log an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_never_ends_is_cut_at_the_total_deadline() {
+    let (origin, _) = scripted_origin(vec![Answer::Dribble]).await;
+    let edge = TestEdge::start(
+        &node_yaml(""),
+        &rules_with(origin, false, "read: 5s, first_byte: 1s, total: 1s"),
+    )
+    .await;
+    let answer = client().get(edge.url("/endless")).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "the header was relayed");
+    let body = tokio::time::timeout(Duration::from_secs(20), answer.bytes())
+        .await
+        .expect("the body ends at total, not after 100 000 bytes at 20 a second");
+    assert!(body.is_err(), "a cut body is an error for the client");
+    let lines = edge.wait_for_log(|l| !l.is_empty()).await;
+    let error = lines[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timeouts.total"), "{}", lines[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,12 +193,17 @@ async fn a_body_that_stalls_ends_the_response_instead_of_holding_the_client() {
 }
 
 /// A stored object past `max-age` whose origin now fails. A hung origin never sent a header,
-/// so the stale copy answers. A body that stalls came after a header the client already
-/// has, so that response is cut short; but the failed refresh replaces nothing, and the
-/// next request (the origin hung) still gets the complete stale copy.
+/// so the stale copy answers (at `first_byte`). A body that stalls (`read`) or never ends
+/// (`total`) came after a header the client already has, so that response is cut short;
+/// but the failed refresh replaces nothing, and the next request (the origin hung) still
+/// gets the complete stale copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_covers_a_hung_origin_and_survives_a_stalled_refresh() {
-    for script in [vec![Answer::Hang], vec![Answer::StallBody, Answer::Hang]] {
+    for script in [
+        vec![Answer::Hang],
+        vec![Answer::StallBody, Answer::Hang],
+        vec![Answer::Dribble, Answer::Hang],
+    ] {
         let mut answers = vec![Answer::Whole(
             "HTTP/1.1 200 OK\r\ncache-control: max-age=1, stale-if-error=600\r\ncontent-length: 5\r\n\r\nfresh",
         )];
@@ -124,7 +215,7 @@ async fn stale_if_error_covers_a_hung_origin_and_survives_a_stalled_refresh() {
         assert_eq!(first.text().await.unwrap(), "fresh");
         // Wait out max-age (the object's own clock, seconds).
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        if matches!(script[0], Answer::StallBody) {
+        if matches!(script[0], Answer::StallBody | Answer::Dribble) {
             let cut = client().get(edge.url("/s")).send().await.unwrap();
             let body = tokio::time::timeout(Duration::from_secs(10), cut.bytes()).await;
             assert!(body.expect("ends in time").is_err(), "cut short");
@@ -170,6 +261,38 @@ async fn a_zero_timeout_is_refused_at_its_line() {
         error.contains("rules.yaml:9:") && error.contains("timeouts.read"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_and_total_are_checked_at_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        node_yaml("defaults:\n  origin_timeouts: { first_byte: 0s, total: 3d }\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/rules.yaml"),
+        rules_with(
+            "127.0.0.1:9".parse().unwrap(),
+            false,
+            "first_byte: 10s, total: 5s",
+        ),
+    )
+    .unwrap();
+    let error = portico::config::load(&dir.path().join("portico.yaml"))
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "defaults.origin_timeouts.first_byte",
+        "defaults.origin_timeouts.total",
+        "timeouts.total",
+        "cannot be shorter than first_byte",
+    ] {
+        assert!(error.contains(expected), "{expected}: {error}");
+    }
+    assert!(error.contains("rules.yaml:9:"), "{error}");
 }
 
 /// An origin that answers the first request of each connection (keep-alive, as far as the

@@ -553,4 +553,24 @@ mod tests {
         filling.end(FillState::Complete);
         assert_eq!(read_all(&mut fast).await, "cd");
     }
+
+    /// Found by the `range` fuzz target (a vendored pingora-proxy patch): a suffix range on
+    /// an empty stored body became the empty range 0..0, whose `Content-Range` end
+    /// (`end - 1`) underflowed; `bytes=-0` was an empty 206 too.
+    #[test]
+    fn ranges_on_an_empty_body_or_of_zero_bytes_are_never_an_empty_206() {
+        use pingora_proxy::{range_header_filter, RangeType};
+        let answer = |length: usize, range: &str| {
+            let mut request = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+            request.insert_header("range", range).unwrap();
+            let mut response = ResponseHeader::build(200, None).unwrap();
+            response.insert_header("content-length", length).unwrap();
+            let range = range_header_filter(&request, &mut response, None);
+            (range, response.status.as_u16())
+        };
+        assert_eq!(answer(0, "bytes=-5"), (RangeType::None, 200));
+        assert_eq!(answer(0, "bytes=0-"), (RangeType::None, 200));
+        assert_eq!(answer(10, "bytes=-0"), (RangeType::Invalid, 416));
+        assert_eq!(answer(10, "bytes=-3"), (RangeType::Single(7..10), 206));
+    }
 }

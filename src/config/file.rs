@@ -137,6 +137,9 @@ pub struct FileLimits {
     /// How long a connection may wait for its next request.
     #[serde(default)]
     pub keepalive_timeout: Option<String>,
+    /// How long a client on a TLS listener has to finish its handshake, from the accept.
+    #[serde(default)]
+    pub tls_handshake_timeout: Option<String>,
     /// Request line and header fields together (bytes, e.g. `64KiB`).
     #[serde(default)]
     pub max_request_head: Option<String>,
@@ -216,12 +219,18 @@ pub struct FileOriginTimeouts {
     /// Connect and TLS handshake together.
     #[serde(default)]
     pub tls_handshake: Option<String>,
-    /// Waiting for the response header, and then between two reads of the body.
+    /// Between two reads of the response body.
     #[serde(default)]
     pub read: Option<String>,
     /// Between two writes of the request.
     #[serde(default)]
     pub write: Option<String>,
+    /// From the request sent to the response head.
+    #[serde(default)]
+    pub first_byte: Option<String>,
+    /// From the request sent to the end of the response.
+    #[serde(default)]
+    pub total: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,8 @@
 //!   `timeout http-request`, commonly 10s in hardened setups);
 //! - `keepalive_timeout: 60s` (nginx `keepalive_timeout 75s`; HAProxy
 //!   `timeout http-keep-alive`, commonly 10s–60s);
+//! - `tls_handshake_timeout: 10s` (nginx: `client_header_timeout 60s` covers the
+//!   handshake; HAProxy `timeout client-hs`, falling back to `timeout client`);
 //! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
 //!   HAProxy `tune.bufsize 16k` holds the whole head);
 //! - `max_headers: 100` (HAProxy `tune.http.maxhdr 101`; Apache `LimitRequestFields 100`);
@@ -26,6 +28,7 @@ use super::model::ClientLimits;
 pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
     request_head_timeout: Duration::from_secs(10),
     keepalive_timeout: Duration::from_secs(60),
+    tls_handshake_timeout: Duration::from_secs(10),
     max_request_head: 64 << 10,
     max_headers: 100,
     max_uri: 8 << 10,
@@ -75,6 +78,11 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         "keepalive_timeout",
         raw.keepalive_timeout.as_deref(),
         d.keepalive_timeout,
+    );
+    let tls_handshake_timeout = timeout(
+        "tls_handshake_timeout",
+        raw.tls_handshake_timeout.as_deref(),
+        d.tls_handshake_timeout,
     );
     // Pingora's keep-alive timer counts whole seconds.
     let keepalive_timeout = if keepalive_timeout < Duration::from_secs(1) {
@@ -172,6 +180,7 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         fd_reserve: fd_reserve.max(16),
         request_head_timeout,
         keepalive_timeout,
+        tls_handshake_timeout,
         max_request_head,
         max_headers,
         max_uri,

@@ -115,6 +115,8 @@ pub struct ClientLimits {
     pub request_head_timeout: std::time::Duration,
     /// Between the end of a response and the next request's first byte.
     pub keepalive_timeout: std::time::Duration,
+    /// From the accept to the end of the TLS handshake, on TLS listeners.
+    pub tls_handshake_timeout: std::time::Duration,
     /// Request line plus header fields, in bytes (over it: 431).
     pub max_request_head: usize,
     /// Header field lines (over it: 431).
@@ -231,11 +233,14 @@ pub struct OriginTimeouts {
     pub connect: Duration,
     /// Connect and TLS handshake together.
     pub tls_handshake: Duration,
-    /// For the response header to start, then between two reads of the body (Pingora
-    /// reads the header with the same per-read timer).
+    /// Between two reads of the response body.
     pub read: Duration,
     /// Between two writes of the request.
     pub write: Duration,
+    /// From the request sent (its body included) to the response head.
+    pub first_byte: Duration,
+    /// From the request sent to the response's last byte.
+    pub total: Duration,
 }
 
 impl Default for OriginTimeouts {

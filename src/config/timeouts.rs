@@ -2,9 +2,11 @@
 //! origin group's overrides (`timeouts`).
 //!
 //! Defaults are what a hardened proxy picks: a connect bound well under nginx's 60 s
-//! (HAProxy configurations commonly use 5 s, as Envoy does), and 30 s for a response to
-//! start and between reads (nginx `proxy_read_timeout` is 60 s, HAProxy `timeout server`
-//! is typically 30 s).
+//! (HAProxy configurations commonly use 5 s, as Envoy does), 30 s for a response to
+//! start and between reads (nginx `proxy_read_timeout` is 60 s and bounds both, HAProxy
+//! `timeout server` is typically 30 s, CloudFront's origin response timeout 30 s), and
+//! 10 min for a whole response (nginx and HAProxy have no such bound; Envoy's route
+//! `timeout` is 15 s, which cuts large downloads, so a CDN needs far more).
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ pub const DEFAULT_ORIGIN_TIMEOUTS: OriginTimeouts = OriginTimeouts {
     tls_handshake: Duration::from_secs(10),
     read: Duration::from_secs(30),
     write: Duration::from_secs(30),
+    first_byte: Duration::from_secs(30),
+    total: Duration::from_secs(600),
 };
 
 /// The longest any of these may be: a larger value is a typo, not a policy.
@@ -72,7 +76,19 @@ pub fn build_origin_timeouts(
         ),
         read: field("read", raw.read.as_deref(), base.read),
         write: field("write", raw.write.as_deref(), base.write),
+        first_byte: field("first_byte", raw.first_byte.as_deref(), base.first_byte),
+        total: field("total", raw.total.as_deref(), base.total),
     };
+    if timeouts.total < timeouts.first_byte {
+        report.error(
+            file,
+            &format!("{at}.total"),
+            format!(
+                "total ({:?}) bounds the whole response, its head included: it cannot be shorter than first_byte ({:?})",
+                timeouts.total, timeouts.first_byte
+            ),
+        );
+    }
     if timeouts.tls_handshake < timeouts.connect {
         report.error(
             file,

@@ -271,7 +271,14 @@ impl ProxyHttp for Portico {
         let snapshot = snapshot(ctx)?;
         let peer = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
             Some(shield) => shield,
-            None => upstream::choose_peer(ctx, &snapshot)?,
+            None => {
+                let peer = upstream::choose_peer(ctx, &snapshot)?;
+                session.origin_deadlines = ctx
+                    .decision
+                    .as_ref()
+                    .map(|d| upstream::deadlines(&snapshot, d.origin_group));
+                peer
+            }
         };
         if let Some(tunnel) = &ctx.tunnel {
             let log = self.tunnel_log(ctx);

@@ -5,6 +5,7 @@ use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::OriginDeadlines;
 
 use crate::config::model::ForwardingProtocol;
 use crate::rules::{Scheme, UpgradeHandling};
@@ -75,6 +76,16 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);
     Ok(Box::new(peer))
+}
+
+/// The group's `first_byte` and `total` deadlines, which the vendored proxy enforces on
+/// the origin's response (Pingora has only a per-read timer).
+pub fn deadlines(snapshot: &Snapshot, origin_group: usize) -> OriginDeadlines {
+    let timeouts = snapshot.engine.config.origin_groups[origin_group].timeouts;
+    OriginDeadlines {
+        first_byte: timeouts.first_byte,
+        total: timeouts.total,
+    }
 }
 
 /// A connection-pool key used once.

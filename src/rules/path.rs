@@ -23,10 +23,10 @@ pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRefusal> {
     }
     let bytes = path.as_bytes();
     let needs_work = bytes.iter().any(|&b| b == b'%' || b == b'\\');
-    let normal: Cow<'_, str> = if needs_work {
-        Cow::Owned(decode_unreserved(bytes)?)
-    } else {
-        Cow::Borrowed(path)
+    let normal: Cow<'_, str> = match needs_work.then(|| decode_unreserved(bytes)).transpose()? {
+        // Percent-encodings that were normal already: nothing to rewrite.
+        Some(decoded) if decoded != path => Cow::Owned(decoded),
+        _ => Cow::Borrowed(path),
     };
     if has_dot_segment(&normal) {
         return Err("it has a dot segment");
@@ -42,8 +42,10 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathRefusal> {
         match bytes[i] {
             b'\\' => return Err("it has a backslash"),
             b'%' => {
+                // Two hex digits, nothing else (`from_str_radix` alone would take `+5`).
                 let value = bytes
                     .get(i + 1..i + 3)
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|hex| std::str::from_utf8(hex).ok())
                     .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                     .ok_or("it has a % that encodes nothing")?;
@@ -146,6 +148,21 @@ mod tests {
         }
     }
 
+    /// Found by the `path_key` fuzz target: a path whose percent-encodings were normal
+    /// already came back owned, so the proxy rewrote an unchanged request target.
+    #[test]
+    fn normal_percent_encodings_are_borrowed_too() {
+        for path in ["/a%2Fb", "/caf%C3%A9", "/admin/~user/a%2Fb"] {
+            assert!(
+                matches!(normalise_path(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path}"
+            );
+        }
+        let normal = normalise_path("/%61dmin/%7Euser/a%2fb").unwrap();
+        assert!(matches!(normal, Cow::Owned(_)));
+        assert!(matches!(normalise_path(&normal), Ok(Cow::Borrowed(_))));
+    }
+
     #[test]
     fn every_spelling_of_a_dot_segment_is_refused() {
         for path in [
@@ -179,6 +196,14 @@ mod tests {
             normalise_path("/a%4"),
             Err("it has a % that encodes nothing")
         );
+        // Found by the `path_key` fuzz target: `%+E` was read as `%0E`.
+        for signed in ["/a%+E", "/a%+5b", "/%-1"] {
+            assert_eq!(
+                normalise_path(signed),
+                Err("it has a % that encodes nothing"),
+                "{signed}"
+            );
+        }
         assert_eq!(normalise_path("a/b"), Err("it is not absolute"));
         assert_eq!(normalise_path("*"), Err("it is not absolute"));
     }

@@ -435,6 +435,9 @@ impl Direction {
             if self.pending.is_empty() && !self.preread.is_empty() {
                 let chunk = self.preread.remove(0);
                 self.pending.extend_from_slice(&chunk);
+                // Even an empty chunk is progress: the next one (or the first read) comes
+                // on the next turn, not after a wake that nothing would send.
+                progress = true;
             }
             let mut write_blocked = false;
             while self.written < self.pending.len() {
@@ -483,7 +486,12 @@ impl Direction {
                 }
                 return Poll::Ready(Ok(()));
             }
-            if !self.read_done && self.pending.len() - self.written < READ_AHEAD {
+            // Bytes Pingora read first go first: nothing new is read until they are all
+            // written (a fresh read would otherwise be written through ahead of them).
+            if !self.read_done
+                && self.preread.is_empty()
+                && self.pending.len() - self.written < READ_AHEAD
+            {
                 let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
                 let mut buf = ReadBuf::uninit(&mut storage);
                 match Pin::new(&mut *from).poll_read(cx, &mut buf) {
@@ -604,6 +612,36 @@ mod tests {
         assert_eq!(outcome.closed_by, ClosedBy::Client);
         assert_eq!(outcome.bytes_client_to_origin, 3 + payload.len() as u64);
         assert_eq!(outcome.bytes_origin_to_client, 0);
+    }
+
+    /// Found by the `relay` fuzz target: with two chunks read before the handoff, bytes the
+    /// client sent next were written through between them (`GET` `more` `ping`); and an
+    /// empty chunk among them then stalled the tunnel for good.
+    #[tokio::test]
+    async fn several_preread_chunks_go_first_and_in_order() {
+        let (downstream, mut client) = tokio::io::duplex(1024);
+        let (upstream, mut origin) = tokio::io::duplex(1024);
+        // Already waiting when the relay starts: a fresh read is ready at once.
+        client.write_all(b"more").await.unwrap();
+        client.shutdown().await.unwrap();
+        let tunnel = UpgradedTunnel {
+            downstream: Box::new(downstream),
+            downstream_read: vec![
+                Bytes::from_static(b"GET"),
+                Bytes::new(),
+                Bytes::from_static(b"ping"),
+                Bytes::from_static(b"pong"),
+            ],
+            downstream_ended: false,
+            upstream: Box::new(upstream),
+            upstream_read: Vec::new(),
+            upstream_ended: true,
+        };
+        let outcome = relay(tunnel, limits(), std::future::pending()).await;
+        let mut received = Vec::new();
+        origin.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, b"GETpingpongmore");
+        assert_eq!(outcome.bytes_client_to_origin, 15);
     }
 
     #[tokio::test]

@@ -650,6 +650,22 @@ pub struct Session {
     upgrade_handed_off: bool,
     /// PORTICO PATCH (tunnel handoff): the origin's session, kept for the handoff.
     upgraded_upstream: Option<HttpSessionV1>,
+    /// PORTICO PATCH (origin deadlines): when set before the upstream request, deadlines
+    /// on an HTTP/1 origin's response (see [`OriginDeadlines`]).
+    pub origin_deadlines: Option<OriginDeadlines>,
+}
+
+/// PORTICO PATCH (origin deadlines): bounds on an HTTP/1 origin's response, counted from
+/// when the whole request has been sent (or from the response's start, if that comes
+/// first). A deadline that passes fails the read with `ReadTimedout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginDeadlines {
+    /// For the response head to arrive. The peer's `read_timeout` does not apply to the
+    /// head's reads meanwhile; it bounds each read of the body.
+    pub first_byte: Duration,
+    /// For the whole response to have been read. No deadline applies once the connection
+    /// is upgraded.
+    pub total: Duration,
 }
 
 impl Session {
@@ -686,6 +702,7 @@ impl Session {
             tunnel_handoff: None,
             upgrade_handed_off: false,
             upgraded_upstream: None,
+            origin_deadlines: None,
         }
     }
 

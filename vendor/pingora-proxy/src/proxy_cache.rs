@@ -1111,6 +1111,13 @@ pub mod range_filter {
             return RangeType::Invalid;
         }
 
+        // PORTICO PATCH (empty ranges): an empty body has no byte to serve a range of;
+        // the whole (empty) 200 is the answer. Without this, `bytes=-5` on an empty body
+        // became the empty range 0..0, whose `Content-Range` end (`end - 1`) underflows.
+        if content_length == 0 {
+            return RangeType::None;
+        }
+
         // Get the actual range string (e.g."100-200,300-400")
         let mut range_count = 0;
         for _ in ranges_str.split(',') {
@@ -1159,6 +1166,11 @@ pub mod range_filter {
                 // start is empty, this changes the meaning of the value of `end`
                 // Now it means to read the last `end` bytes
                 if let Some(end) = end {
+                    // PORTICO PATCH (empty ranges): a suffix of zero bytes is not
+                    // satisfiable (RFC 9110 section 14.1.1); skip it, as an invalid range.
+                    if end == 0 {
+                        continue;
+                    }
                     if content_length >= end {
                         (content_length - end)..content_length
                     } else {

@@ -150,6 +150,8 @@ where
 
         // PORTICO PATCH (tunnel handoff): see `Session::tunnel_handoff`.
         let handoff = session.tunnel_handoff.is_some();
+        // PORTICO PATCH (origin deadlines): see `Session::origin_deadlines`.
+        let deadlines = session.origin_deadlines;
 
         // start bi-directional streaming
         let ret = tokio::try_join!(
@@ -167,7 +169,8 @@ where
                 tx_upstream,
                 rx_downstream,
                 pipe_state,
-                handoff
+                handoff,
+                deadlines
             ),
         );
 
@@ -261,6 +264,7 @@ where
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
         handoff: bool,
+        deadlines: Option<crate::OriginDeadlines>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -271,13 +275,40 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // PORTICO PATCH (origin deadlines): when the request was sent, whether the response
+        // has started, and the per-read timeout for the body (the head has `first_byte`).
+        let mut sent_at: Option<tokio::time::Instant> = None;
+        let mut head_seen = false;
+        let body_read_timeout = client_session.read_timeout;
+        if deadlines.is_some() {
+            client_session.read_timeout = None;
+        }
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
+            // PORTICO PATCH (origin deadlines): the deadline of this read, if any.
+            if request_done && sent_at.is_none() {
+                sent_at = Some(tokio::time::Instant::now());
+            }
+            let deadline = match (deadlines, sent_at) {
+                (Some(d), Some(at)) if !upgraded => Some(if head_seen {
+                    (at + d.total, d.total, "the origin's response did not finish", "total")
+                } else {
+                    (at + d.first_byte, d.first_byte, "the origin sent no response head", "first_byte")
+                }),
+                _ => None,
+            };
             tokio::select! {
-                res = client_session.read_response_task(), if !response_done => {
+                res = read_response_by(client_session, deadline), if !response_done => {
                     match res {
                         Ok(task) => {
+                            // PORTICO PATCH (origin deadlines): the response started; from
+                            // here `total` applies, and the peer's per-read timeout.
+                            if deadlines.is_some() && !head_seen {
+                                head_seen = true;
+                                sent_at.get_or_insert_with(tokio::time::Instant::now);
+                                client_session.read_timeout = body_read_timeout;
+                            }
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -1315,5 +1346,23 @@ mod tests {
 
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
+    }
+}
+
+/// PORTICO PATCH (origin deadlines): the next response task, failing with `ReadTimedout`
+/// once `deadline` (when, the limit, what did not happen, the setting's name) passes.
+async fn read_response_by(
+    client_session: &mut HttpSessionV1,
+    deadline: Option<(tokio::time::Instant, Duration, &'static str, &'static str)>,
+) -> Result<HttpTask> {
+    let Some((at, limit, what, name)) = deadline else {
+        return client_session.read_response_task().await;
+    };
+    match tokio::time::timeout_at(at, client_session.read_response_task()).await {
+        Ok(res) => res,
+        Err(_) => Error::e_explain(
+            ReadTimedout,
+            format!("{what} within {limit:?} of the request (timeouts.{name})"),
+        ),
     }
 }

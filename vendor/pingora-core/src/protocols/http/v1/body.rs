@@ -46,6 +46,8 @@ const TRAILERS_END: &[u8; 4] = &[CR, LF, CR, LF];
 
 pub const INVALID_CHUNK: ErrorType = ErrorType::new("InvalidChunk");
 pub const INVALID_TRAILER_END: ErrorType = ErrorType::new("InvalidTrailerEnd");
+// PORTICO PATCH (trailer syntax): a request trailer line that is not a field line.
+pub const INVALID_TRAILER: ErrorType = ErrorType::new("InvalidTrailer");
 pub const PREMATURE_BODY_END: ErrorType = ErrorType::new("PrematureBodyEnd");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +153,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // PORTICO PATCH (trailer syntax): the request trailer line read so far (bounded by
+    // TRAILER_SIZE_LIMIT), checked when its CRLF arrives.
+    trailer_line: Vec<u8>,
 }
 
 impl BodyReader {
@@ -162,6 +167,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            trailer_line: Vec::new(),
         }
     }
 
@@ -871,6 +877,8 @@ impl BodyReader {
                         String::from_utf8_lossy(buf).escape_default(),
                     );
 
+                    // PORTICO PATCH (trailer syntax): the bytes before the next CR or LF.
+                    let buf_for_line = buf;
                     if end_read == 0 {
                         // find the next CRLF sequence / potential end
                         let (trailers_read, no_crlf) =
@@ -892,6 +900,22 @@ impl BodyReader {
                         }
 
                         self.body_state = PS::ChunkedFinal(read, trailers_read, 0, 0);
+
+                        // PORTICO PATCH (trailer syntax): a request's trailer lines must be
+                        // field lines (RFC 9112 section 7.1.2), not junk that is dropped
+                        // quietly while the request goes on to the origin.
+                        if !self.upstream {
+                            let rest = if no_crlf { 0 } else { buf.len() };
+                            let line = &buf_for_line[..buf_for_line.len() - rest];
+                            self.trailer_line.extend_from_slice(line);
+                            if !no_crlf {
+                                let line = std::mem::take(&mut self.trailer_line);
+                                if let Err(reason) = check_trailer_line(&line) {
+                                    self.body_state = self.body_state.done(0);
+                                    return Error::e_explain(INVALID_TRAILER, reason);
+                                }
+                            }
+                        }
 
                         if no_crlf {
                             // break and allow polling read body again
@@ -4439,4 +4463,36 @@ mod test_poll_body_writer {
         assert_eq!(mock.written, data);
         assert!(mock.next.is_empty());
     }
+}
+
+// PORTICO PATCH (trailer syntax): whether `line` (without its CRLF) is a field line,
+// `field-name ":" OWS field-value OWS` (RFC 9110 section 5, RFC 9112 section 5). An empty
+// line (the section's end) is not passed here. Obsolete line folding is refused, as
+// RFC 9112 section 5.2 lets a server do.
+fn check_trailer_line(line: &[u8]) -> std::result::Result<(), String> {
+    if line.is_empty() {
+        return Ok(());
+    }
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return Err(format!(
+            "trailer line without a colon: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        ));
+    };
+    let name = &line[..colon];
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        return Err(format!(
+            "invalid trailer field name {:?}",
+            String::from_utf8_lossy(&name[..name.len().min(40)])
+        ));
+    }
+    // Field values: visible characters, obs-text, spaces and tabs; no other controls.
+    if let Some(bad) = line[colon + 1..]
+        .iter()
+        .find(|b| **b != b'\t' && (**b < 0x20 || **b == 0x7f))
+    {
+        return Err(format!("control character 0x{bad:02x} in a trailer field value"));
+    }
+    Ok(())
 }
