@@ -118,6 +118,23 @@ impl HeadGuard {
         stream?.as_any().downcast_ref::<HeadGuard>()
     }
 
+    /// The plain TCP stream of a client or origin connection, if it is one (a client's
+    /// sits under the guard): a tunnel handover needs its socket.
+    pub fn plain_tcp(stream: &Stream) -> Option<&L4Stream> {
+        let stream = HeadGuard::of(Some(stream)).map_or(stream, HeadGuard::inner);
+        stream.as_any().downcast_ref()
+    }
+
+    /// [`HeadGuard::plain_tcp`], to change its settings (the relay's write-through).
+    pub fn plain_tcp_mut(stream: &mut Stream) -> Option<&mut L4Stream> {
+        let stream = if stream.as_any().is::<HeadGuard>() {
+            stream.as_any_mut().downcast_mut::<HeadGuard>()?.inner_mut()
+        } else {
+            stream
+        };
+        stream.as_any_mut().downcast_mut()
+    }
+
     /// The connection under the guard (a tunnel handover needs its socket).
     pub fn inner(&self) -> &Stream {
         &self.inner

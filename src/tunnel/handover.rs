@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::relay::{Relay, Step};
 use super::TunnelLog;
 use crate::config::model::TunnelLimits;
+use crate::connection::HeadGuard;
 use crate::lifecycle::drain::{Drain, TunnelGuard};
 use crate::observability::{AccessLog, Metrics};
 
@@ -250,15 +251,8 @@ pub(crate) fn handover_fds(downstream: &Stream, upstream: &Stream) -> Option<(Ow
     Some((own_copy(downstream)?, own_copy(upstream)?))
 }
 
-/// The plain TCP stream of a connection: the client's sits under the edge's head guard
-/// (`crate::connection`), an origin's is Pingora's own.
-fn plain_tcp(stream: &Stream) -> Option<&L4Stream> {
-    let stream = crate::connection::HeadGuard::of(Some(stream)).map_or(stream, |g| g.inner());
-    stream.as_any().downcast_ref::<L4Stream>()
-}
-
 fn own_copy(stream: &Stream) -> Option<OwnedFd> {
-    let raw = plain_tcp(stream)?.as_raw_fd();
+    let raw = HeadGuard::plain_tcp(stream)?.as_raw_fd();
     if raw < 0 {
         return None; // a virtual stream
     }
@@ -274,7 +268,7 @@ fn own_copy(stream: &Stream) -> Option<OwnedFd> {
 
 /// Whether a tunnel's sockets could be handed over.
 pub(crate) fn eligible(downstream: &Stream, upstream: &Stream) -> bool {
-    let plain = |s: &Stream| plain_tcp(s).is_some_and(|s| s.as_raw_fd() >= 0);
+    let plain = |s: &Stream| HeadGuard::plain_tcp(s).is_some_and(|s| s.as_raw_fd() >= 0);
     plain(downstream) && plain(upstream)
 }
 

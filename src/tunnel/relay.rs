@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::ClosedBy;
 use crate::config::model::TunnelLimits;
+use crate::connection::HeadGuard;
 use frames::FrameTracker;
 
 mod close;
@@ -240,22 +241,7 @@ impl Relay {
 /// that stopped reading), and no flush follows each write. The client's connection sits
 /// under the edge's head guard.
 pub(crate) fn unbuffer_writes(stream: &mut Stream) -> bool {
-    plain_tcp_mut(stream).is_some_and(|tcp| tcp.set_write_buffering(false))
-}
-
-/// A connection's plain TCP stream, if it is one (the client's sits under the edge's
-/// head guard).
-fn plain_tcp_mut(stream: &mut Stream) -> Option<&mut pingora_core::protocols::l4::stream::Stream> {
-    let tcp = if stream.as_any().is::<crate::connection::HeadGuard>() {
-        stream
-            .as_any_mut()
-            .downcast_mut::<crate::connection::HeadGuard>()?
-            .inner_mut()
-            .as_any_mut()
-    } else {
-        stream.as_any_mut()
-    };
-    tcp.downcast_mut()
+    HeadGuard::plain_tcp_mut(stream).is_some_and(|tcp| tcp.set_write_buffering(false))
 }
 
 /// One way through the tunnel.
@@ -375,7 +361,7 @@ impl Direction {
         for chunk in std::mem::take(&mut self.preread) {
             self.pending.extend_from_slice(&chunk);
         }
-        let mut left = plain_tcp_mut(from).map(|tcp| tcp.buffered_read_len());
+        let mut left = HeadGuard::plain_tcp_mut(from).map(|tcp| tcp.buffered_read_len());
         while left != Some(0) {
             let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let want = left.map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
@@ -566,6 +552,18 @@ mod tests {
         (ours, peer.unwrap())
     }
 
+    /// A tunnel just opened: nothing read ahead, neither side ended.
+    fn opened(downstream: Stream, upstream: Stream) -> UpgradedTunnel {
+        UpgradedTunnel {
+            downstream,
+            downstream_read: Vec::new(),
+            downstream_ended: false,
+            upstream,
+            upstream_read: Vec::new(),
+            upstream_ended: false,
+        }
+    }
+
     fn limits() -> TunnelLimits {
         TunnelLimits {
             idle_timeout: Duration::from_secs(30),
@@ -667,14 +665,7 @@ mod tests {
     async fn an_origin_that_closed_its_side_still_gets_what_the_client_sends_then_both_end() {
         let (downstream, mut client) = pair().await;
         let (upstream, mut origin) = pair().await;
-        let tunnel = UpgradedTunnel {
-            downstream,
-            downstream_read: Vec::new(),
-            downstream_ended: false,
-            upstream,
-            upstream_read: Vec::new(),
-            upstream_ended: false,
-        };
+        let tunnel = opened(downstream, upstream);
         let relay = tokio::spawn(relay(tunnel, limits(), std::future::pending()));
         origin.write_all(b"bye").await.unwrap();
         origin.shutdown().await.unwrap();
@@ -698,14 +689,7 @@ mod tests {
     async fn bytes_are_counted_when_written_not_when_read() {
         let (downstream, mut client) = pair().await;
         let (upstream, mut origin) = pair().await;
-        let tunnel = UpgradedTunnel {
-            downstream,
-            downstream_read: Vec::new(),
-            downstream_ended: false,
-            upstream,
-            upstream_read: Vec::new(),
-            upstream_ended: false,
-        };
+        let tunnel = opened(downstream, upstream);
         let short = TunnelLimits {
             max_lifetime: Duration::from_millis(300),
             ..limits()
