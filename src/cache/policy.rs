@@ -293,16 +293,25 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader, framing: bool) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return; // the upgrade's own fields: the tunnel needs them
     }
-    for name in connection_listed(response) {
+    // Removing a name costs two hashed lookups (the value and case maps): remove only the
+    // names present, found in one pass over the header's names.
+    let mut present: smallvec::SmallVec<[HeaderName; 4]> = response
+        .headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) && (framing || *name != header::TRANSFER_ENCODING))
+        .cloned()
+        .collect();
+    if present.contains(&header::CONNECTION) {
         // A listed framing field is the connection's business: the body reader needs it.
-        if framing || !is_framing(&name) {
-            response.remove_header(&name);
-        }
+        let listed = connection_listed(response);
+        present.extend(
+            listed
+                .into_iter()
+                .filter(|name| framing || !is_framing(name)),
+        );
     }
-    for name in &HOP_BY_HOP {
-        if framing || *name != header::TRANSFER_ENCODING {
-            response.remove_header(name);
-        }
+    for name in &present {
+        response.remove_header(name);
     }
 }
 

@@ -55,12 +55,8 @@ pub fn add_forwarding_headers(
     }
     // From a trusted edge the client is already the list's last entry (`tier::hop`).
     if let Some(ip) = ctx.client_ip.filter(|_| !ctx.tier.from_edge) {
-        // At most 45 bytes (IPv6 with an IPv4 tail): formatted on the stack.
         let mut text = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let _ = write!(cursor, "{ip}");
-        let len = cursor.position() as usize;
-        let value = HeaderValue::from_bytes(&text[..len])
+        let value = HeaderValue::from_bytes(format_ip(ip, &mut text))
             .or_err(InvalidHTTPHeader, "client address in a header")?;
         append_list(upstream, "x-forwarded-for", &value)?;
     }
@@ -72,6 +68,35 @@ pub fn add_forwarding_headers(
     append_list(upstream, "cdn-loop", &node.cdn_loop)?;
     upstream.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
     Ok(())
+}
+
+/// `ip` as text in `buf` (at most 45 bytes: IPv6 with an IPv4 tail). IPv4, the common case,
+/// is written digit by digit: `fmt` costs about ten times as much, on every request.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    let std::net::IpAddr::V4(v4) = ip else {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        return &buf[..len];
+    };
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    &buf[..len]
 }
 
 /// `X-Forwarded-Host` (and a shield's `Host`): the normalised host without its port, exactly
@@ -183,6 +208,25 @@ fn apply(edit: &HeaderEdit, header: &mut impl EditableHeader) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_are_written_as_std_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "192.168.10.200",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            let mut buf = [0u8; 64];
+            assert_eq!(format_ip(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
+        }
+    }
 
     fn forwarded(existing: &[(&'static str, &'static str)], ip: &str) -> RequestHeader {
         forwarded_from(existing, ip, true)

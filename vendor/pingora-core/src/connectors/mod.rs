@@ -260,8 +260,10 @@ impl TransportConnector {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
+                        // PORTICO PATCH (no getpeername on reuse): was
+                        // `peer.matches_fd(stream.id())`, a system call on every reuse.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if peer_matches_stream(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +474,36 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+// PORTICO PATCH (no getpeername on reuse): whether a pooled `stream` is connected to
+// `peer`. The stream's socket digest keeps the peer address it looked up the first time,
+// so a connection reused many times asks the kernel once (`Peer::matches_fd` asked on
+// every reuse). A stream without the digest, or a peer behind a proxy, is checked as
+// before.
+#[cfg(unix)]
+fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr;
+    let known = || {
+        stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().cloned())
+    };
+    if peer.get_proxy().is_none() {
+        if let (SocketAddr::Inet(address), Some(SocketAddr::Inet(connected))) =
+            (peer.address(), known())
+        {
+            // As `check_fd_match`: 0.0.0.0 as a destination may be mapped to 127.0.0.1.
+            if address.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+                return true;
+            }
+            if *address != connected {
+                error!("Crit: FD mismatch: fd: {}, addr: {address}, peer: {connected}", stream.id());
+            }
+            return *address == connected;
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
