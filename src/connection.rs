@@ -17,6 +17,7 @@
 //! - *head*: the whole request head must arrive by the deadline: from the accept for the
 //!   first request, from the first byte of each later one;
 //! - *idle*: between a response and the next request's first byte, `keepalive_timeout`;
+//!   an idle connection frees its stream's write buffer after [`RELEASE_AFTER`];
 //! - *done*: the head was parsed; body and tunnel reads have no deadline from here
 //!   (Pingora's read timeout and the tunnel's own timers apply).
 //!
@@ -74,6 +75,12 @@ impl fmt::Display for HeadLimit {
 
 impl std::error::Error for HeadLimit {}
 
+/// How long a kept-alive connection idles before the guard frees its stream's write
+/// buffer (1,460 bytes; the response's first write allocates it again). Not at once: a
+/// busy connection's next request usually comes within this, and would pay an allocation
+/// and a free for nothing.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 const HEAD: u8 = 0;
 const IDLE: u8 = 1;
 const DONE: u8 = 2;
@@ -81,7 +88,7 @@ const DONE: u8 = 2;
 /// A client connection with the head deadline and size limit (see the module docs).
 pub struct HeadGuard {
     inner: Stream,
-    limits: ClientLimits,
+    limits: GuardLimits,
     /// The phase the proxy asked for ([`HEAD`], [`IDLE`], [`DONE`]), and how many times it
     /// asked: the reader starts a phase's clock once per request.
     phase: AtomicU8,
@@ -89,23 +96,39 @@ pub struct HeadGuard {
     /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
     /// bytes so far, when the current wait's deadline falls, and the one timer (no
     /// allocation per request). The timer is moved to `deadline` only when a read would
-    /// wait: a head that arrives whole never touches the timer wheel.
+    /// wait: a head that arrives whole never touches the timer wheel. An idle wait stops
+    /// on the way once, [`RELEASE_AFTER`] into it, to free the stream's write buffer
+    /// (`released`: done for this wait).
     seen: u32,
     reading: u8,
+    released: bool,
     head_bytes: usize,
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
+}
+
+/// The limits a guard applies (every connection has a guard: not all of `ClientLimits`).
+#[derive(Clone, Copy)]
+struct GuardLimits {
+    request_head_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_request_head: usize,
 }
 
 impl HeadGuard {
     pub fn new(inner: Stream, limits: ClientLimits) -> HeadGuard {
         HeadGuard {
             inner,
-            limits,
+            limits: GuardLimits {
+                request_head_timeout: limits.request_head_timeout,
+                keepalive_timeout: limits.keepalive_timeout,
+                max_request_head: limits.max_request_head,
+            },
             phase: AtomicU8::new(HEAD),
             armed: AtomicU32::new(0),
             seen: 0,
             reading: HEAD,
+            released: false,
             head_bytes: 0,
             // The first request's head counts from the accept, as nginx and HAProxy count.
             deadline: Instant::now() + limits.request_head_timeout,
@@ -196,8 +219,9 @@ impl AsyncRead for HeadGuard {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.timer.deadline() != this.deadline {
-                    this.timer.as_mut().reset(this.deadline);
+                let wake = this.next_wake();
+                if this.timer.deadline() != wake {
+                    this.timer.as_mut().reset(wake);
                 }
                 this.poll_deadline(cx)
             }
@@ -212,9 +236,20 @@ impl HeadGuard {
         if armed != self.seen {
             self.seen = armed;
             self.reading = IDLE;
+            self.released = false;
             self.head_bytes = 0;
             self.deadline = Instant::now() + self.limits.keepalive_timeout;
         }
+    }
+
+    /// When the timer should fire: the current wait's deadline, or before it, in an idle
+    /// wait, the point where the write buffer is freed.
+    fn next_wake(&self) -> Instant {
+        let keepalive = self.limits.keepalive_timeout;
+        if self.reading != IDLE || self.released || keepalive <= RELEASE_AFTER {
+            return self.deadline;
+        }
+        self.deadline - keepalive + RELEASE_AFTER
     }
 
     /// A read would wait: the error once the current wait's deadline has passed.
@@ -226,10 +261,20 @@ impl HeadGuard {
         } else {
             self.limits.request_head_timeout
         };
-        self.timer
-            .as_mut()
-            .poll(cx)
-            .map(|()| Err(Self::limit_error(HeadLimit::Timeout(limit))))
+        loop {
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            if self.timer.deadline() == self.deadline {
+                return Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(limit))));
+            }
+            // Idle for RELEASE_AFTER: nothing to write until a request comes. (A TLS
+            // connection keeps its buffers.)
+            self.released = true;
+            if let Some(l4) = self.inner.as_any_mut().downcast_mut::<L4Stream>() {
+                l4.release_write_buffer();
+            }
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! the settings a request leaves for the next applied to it, pipelined bytes parsed at
 //! once.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,15 +32,21 @@ use crate::proxy::Portico;
 const FIRST_READ: usize = 4096;
 
 /// Serves an HTTP/1 connection's requests until it closes or is not kept alive.
+///
+/// While the connection waits for its next request, this future holds the stream, the
+/// settings the last request left and the wait itself, nothing of a request: each session
+/// is made and handed to the proxy in [`request`], a plain function, so no session (about
+/// 1 KiB) has room here.
 pub async fn serve_http1(
     proxy: &Arc<HttpProxy<Portico>>,
     stream: Stream,
     shutdown: &ShutdownWatch,
 ) -> Option<Stream> {
-    let mut session = ServerSession::new_http1(stream);
-    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-    let mut reused = proxy.process_new_http(session, shutdown).await;
-    while let Some((mut stream, settings)) = reused.map(ReusedHttpStream::consume) {
+    let mut reused = request(proxy, stream, Start::First, shutdown)
+        .await?
+        .consume();
+    loop {
+        let (mut stream, settings) = reused;
         let pipelined = settings
             .as_ref()
             .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
@@ -48,16 +54,45 @@ pub async fn serve_http1(
             true => None,
             false => Some(next_request_start(&mut stream, shutdown).await?),
         };
-        let mut session = ServerSession::new_http1(stream);
-        if let Some(settings) = settings {
-            settings.apply_to_session(&mut session);
-        }
-        if let Some(first) = first {
-            session.set_pipelined_prefix(first);
-        }
-        reused = proxy.process_new_http(session, shutdown).await;
+        let next = Start::Next { settings, first };
+        reused = request(proxy, stream, next, shutdown).await?.consume();
     }
-    None
+}
+
+/// How a request's session starts.
+enum Start {
+    /// The connection's first request.
+    First,
+    /// A later one: the settings the previous request left, and the bytes already read
+    /// (none when the previous request left pipelined bytes in `settings`).
+    Next {
+        settings: Option<HttpPersistentSettings>,
+        first: Option<BytesMut>,
+    },
+}
+
+/// One request on `stream`: its session, handed to the proxy (whose future is boxed).
+fn request<'a>(
+    proxy: &'a Arc<HttpProxy<Portico>>,
+    stream: Stream,
+    start: Start,
+    shutdown: &'a ShutdownWatch,
+) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+    let mut session = ServerSession::new_http1(stream);
+    match start {
+        Start::First => {
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        }
+        Start::Next { settings, first } => {
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            if let Some(first) = first {
+                session.set_pipelined_prefix(first);
+            }
+        }
+    }
+    proxy.process_new_http(session, shutdown)
 }
 
 /// Reads the next request's first bytes through the head guard (which counts them and

@@ -348,6 +348,62 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(all.matches("HTTP/1.1 200 ").count(), 3, "{all}");
 }
 
+/// Under `portico run` (Pingora's listeners: each client stream has a write buffer), a
+/// kept-alive connection that idles frees its write buffer and allocates it again for the
+/// next response: responses after an idle wait come whole, whether smaller or larger than
+/// the buffer (1,460 bytes), and so do pipelined ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_portico_run_idle_keep_alive_connections_answer_whole() {
+    let origin = TestOrigin::start(std::sync::Arc::new(|req: &common::origin::Recorded| {
+        let size: usize = req.path().trim_start_matches("/size/").parse().unwrap_or(1);
+        hyper::Response::new(bytes::Bytes::from(vec![b'x'; size]))
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: idle-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules/rules.yaml"), site(origin.addr())).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
+    let client = reqwest::Client::new();
+    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
+    assert_eq!(ready.status(), 200);
+
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body_of = |response: &str, size: usize| {
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(body, "x".repeat(size), "{response}");
+    };
+    // Idle past the point where the edge frees the write buffer (one second), or not.
+    let idles = [1200, 1200, 50, 50];
+    for (size, idle) in [10, 5000, 1460, 3].into_iter().zip(idles) {
+        stream
+            .write_all(format!("GET /size/{size} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        body_of(&read_response(&mut stream).await, size);
+        tokio::time::sleep(Duration::from_millis(idle)).await;
+    }
+    stream
+        .write_all(
+            b"GET /size/2000 HTTP/1.1\r\nHost: a\r\n\r\nGET /size/7 HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    body_of(&read_response(&mut stream).await, 2000);
+    body_of(&read_response(&mut stream).await, 7);
+    let sized = origin.requests();
+    let sized = sized.iter().filter(|r| r.path().starts_with("/size/"));
+    assert_eq!(sized.count(), 6);
+}
+
 /// `portico run` hosts the proxy on Pingora's own listeners: the deadline holds there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_portico_run_a_slow_head_is_closed_at_its_deadline() {

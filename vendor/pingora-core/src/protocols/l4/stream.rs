@@ -528,6 +528,10 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    // PORTICO PATCH (idle keep-alive): the write buffer's capacity as set (`set_buffer`),
+    // and whether it is released meanwhile (`release_write_buffer`).
+    write_capacity: usize,
+    write_released: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -649,6 +653,43 @@ impl Stream {
         }
     }
 
+    // PORTICO PATCH (idle keep-alive): a server connection that waits for its next request
+    // need not hold a write buffer (1,460 bytes by default) meanwhile; the next write that
+    // would use it allocates it again, with the same capacity.
+    /// Frees the write buffer until the next buffered write. `false` (nothing changed)
+    /// when there is none, when it holds bytes, or when the stream has a read buffer (the
+    /// buffers are rebuilt together, so only a stream without one can do this).
+    pub fn release_write_buffer(&mut self) -> bool {
+        let empty = match self.stream() {
+            BufferedStream::UnbufferedRead(writer) => writer.buffer().is_empty(),
+            BufferedStream::BufferedRead(_) => false,
+        };
+        if !empty || self.write_released || self.write_capacity == 0 {
+            return false;
+        }
+        self.rebuild_writer(0);
+        self.write_released = true;
+        true
+    }
+
+    // PORTICO PATCH (idle keep-alive): see `release_write_buffer`.
+    fn restore_write_buffer(&mut self) {
+        if self.write_released {
+            self.write_released = false;
+            self.rebuild_writer(self.write_capacity);
+        }
+    }
+
+    // PORTICO PATCH (idle keep-alive): an empty write buffer of another capacity, on a
+    // stream without a read buffer.
+    fn rebuild_writer(&mut self, capacity: usize) {
+        let raw = match self.stream.take() {
+            Some(BufferedStream::UnbufferedRead(writer)) => writer.into_inner(),
+            _ => unreachable!("only a stream without a read buffer rebuilds its writer"),
+        };
+        self.stream = Some(BufferedStream::with_capacity(0, capacity, raw));
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -664,6 +705,8 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+        self.write_capacity = buffer.write_capacity(); // PORTICO PATCH (idle keep-alive)
+        self.write_released = false;
     }
 }
 
@@ -677,6 +720,8 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -700,6 +745,8 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -724,6 +771,8 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -898,6 +947,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = if self.buffer_write {
+            self.restore_write_buffer(); // PORTICO PATCH (idle keep-alive)
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
@@ -924,6 +974,7 @@ impl AsyncWrite for Stream {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
 
         let result = if self.buffer_write {
+            self.restore_write_buffer(); // PORTICO PATCH (idle keep-alive)
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
