@@ -30,6 +30,7 @@ use frames::FrameTracker;
 
 mod close;
 pub mod frames;
+mod splice;
 
 /// The most one read takes from a side (a buffer on the stack of the poll).
 const READ_CHUNK: usize = 16 * 1024;
@@ -40,6 +41,11 @@ const READ_AHEAD: usize = 16 * 1024;
 
 /// How long closing both connections may take once the tunnel has ended.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes every tunnel of this process has moved with `splice(2)` so far (see `splice`).
+pub fn spliced_bytes() -> u64 {
+    splice::SPLICED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +113,15 @@ impl Relay {
         } = tunnel;
         let mut to_origin = Direction::new(downstream_read);
         let mut to_client = Direction::new(upstream_read);
-        // The origin's frames are followed, so that a Close can go in between two of them.
-        let mut frames = FrameTracker::default();
-        for chunk in &to_client.preread {
-            frames.advance(chunk);
+        // The frames are followed both ways: so that a Close can go in between two of the
+        // origin's, and so that a large payload can be spliced (see `splice`).
+        for direction in [&mut to_origin, &mut to_client] {
+            let mut frames = FrameTracker::default();
+            for chunk in &direction.preread {
+                frames.advance(chunk);
+            }
+            direction.frames = Some(frames);
         }
-        to_client.frames = Some(frames);
         to_origin.read_done = downstream_ended;
         to_client.read_done = upstream_ended;
         // The 101 may still sit in the client connection's write buffer.
@@ -161,6 +170,10 @@ impl Relay {
         poll_fn(|cx| {
             // Between two polls nothing is half-done: a safe point to stop at.
             if pause.as_mut().poll(cx).is_ready() {
+                // What sits in a pipe is read back: the relay's state alone holds it.
+                if to_origin.unsplice().is_err() || to_client.unsplice().is_err() {
+                    return Poll::Ready(Step::Ended(ClosedBy::Error));
+                }
                 return Poll::Ready(Step::Paused);
             }
             let mut moved = false;
@@ -168,6 +181,20 @@ impl Relay {
             let origin_side = to_client.poll(cx, upstream, downstream, &mut moved);
             if moved {
                 *last_moved = Instant::now();
+            }
+            // A pipe is given back once quiet: the idle timer wakes the relay for it.
+            if to_origin.pipe.is_some() || to_client.pipe.is_some() {
+                let now = Instant::now();
+                let release = [
+                    to_origin.pipe_release_at(now),
+                    to_client.pipe_release_at(now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                if let Some(at) = release.filter(|at| idle.deadline().into_std() > *at) {
+                    idle.as_mut().reset(at.into());
+                }
             }
             if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) =
                 (&client_side, &origin_side)
@@ -203,11 +230,21 @@ impl Relay {
             }
             // The idle timer is re-armed lazily: only when it fires early does it move on.
             while idle.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                to_origin.release_quiet_pipe(now);
+                to_client.release_quiet_pipe(now);
                 let quiet_until = *last_moved + limits.idle_timeout;
-                if Instant::now() >= quiet_until {
+                if now >= quiet_until {
                     return Poll::Ready(Step::Ended(ClosedBy::IdleTimeout));
                 }
-                idle.as_mut().reset(quiet_until.into());
+                let next = [
+                    to_origin.pipe_release_at(now),
+                    to_client.pipe_release_at(now),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(quiet_until, Instant::min);
+                idle.as_mut().reset(next.into());
             }
             Poll::Pending
         })
@@ -260,8 +297,14 @@ pub(crate) struct Direction {
     pub(crate) end_passed_on: bool,
     /// Bytes written to the other side (not merely read).
     pub(crate) bytes: u64,
-    /// The WebSocket framing of what is read (origin to client only).
+    /// The WebSocket framing of what is read (`None`: not followed).
     pub(crate) frames: Option<FrameTracker>,
+    /// The pipe a large payload goes through (see `splice`), while this direction uses one.
+    pub(crate) pipe: Option<splice::Pipe>,
+    /// A payload is being spliced: it goes on until the frame's end.
+    splicing: bool,
+    /// `splice` was refused here: this direction copies, for good.
+    splice_off: bool,
 }
 
 /// A handed-over tunnel's clocks, in this process's terms.
@@ -285,9 +328,11 @@ impl Relay {
         let mut to_origin = Direction::new(Vec::new());
         to_origin.pending = held_to_origin;
         to_origin.bytes = bytes_to_origin;
+        // Where the old process's frames stood is not handed over (so neither Close frames
+        // nor splicing for this tunnel).
+        to_origin.frames = Some(FrameTracker::unknown());
         let mut to_client = Direction::new(Vec::new());
         to_client.pending = held_to_client;
-        // Where the old process's frames stood is not handed over.
         to_client.frames = Some(FrameTracker::unknown());
         to_client.bytes = bytes_to_client;
         to_origin.write_buffered = !unbuffer_writes(&mut upstream);
@@ -339,6 +384,7 @@ impl Relay {
 impl Direction {
     /// How many bytes [`Direction::held`] returns.
     pub(crate) fn held_len(&self) -> usize {
+        debug_assert!(self.pipe_held() == 0, "a paused relay holds nothing in a pipe");
         self.pending.len() - self.written + self.preread.iter().map(Bytes::len).sum::<usize>()
     }
 
@@ -355,6 +401,7 @@ impl Direction {
     /// what the kernel still queues goes over with the socket itself. (A stream whose
     /// buffer cannot be seen is read until it would wait.)
     fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
+        self.unsplice().map_err(|_| "a pipe could not be read back")?;
         // In order: what waits, what Pingora read first, then what is read now.
         self.pending.drain(..self.written);
         self.written = 0;
@@ -402,6 +449,123 @@ impl Direction {
             end_passed_on: false,
             bytes: 0,
             frames: None,
+            pipe: None,
+            splicing: false,
+            splice_off: false,
+        }
+    }
+
+    fn pipe_held(&self) -> usize {
+        self.pipe.as_ref().map_or(0, splice::Pipe::held)
+    }
+
+    /// When this direction's pipe may next be given back, if it has one.
+    fn pipe_release_at(&self, now: Instant) -> Option<Instant> {
+        self.pipe.as_ref().map(|pipe| pipe.release_at(now))
+    }
+
+    fn release_quiet_pipe(&mut self, now: Instant) {
+        if self.pipe.as_ref().is_some_and(|pipe| pipe.quiet(now)) {
+            self.pipe = None;
+        }
+    }
+
+    /// Takes what the pipe holds back into `pending` (after what waits there, which is
+    /// nothing: the pipe is filled only when `pending` is empty) and gives the pipe back.
+    fn unsplice(&mut self) -> io::Result<()> {
+        self.splicing = false;
+        match self.pipe.take() {
+            Some(mut pipe) => pipe.take_back(&mut self.pending),
+            None => Ok(()),
+        }
+    }
+
+    /// How many payload bytes to splice from here, if any.
+    fn splice_len(&self) -> u64 {
+        if self.splice_off || self.read_done {
+            return 0;
+        }
+        match self.frames.and_then(|frames| frames.payload_left()) {
+            Some(left) if left >= splice::SPLICE_MIN || self.splicing => left,
+            _ => 0,
+        }
+    }
+
+    /// One step of splicing, when this direction is at it: `Ready(Ok(false))` when it is
+    /// not (the copying path goes on), `Ready(Ok(true))` after a step, `Pending` while a
+    /// socket it waits on is not ready. Called only when nothing is pending or unflushed.
+    fn poll_splice(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &Stream,
+        to: &Stream,
+        moved: &mut bool,
+    ) -> Poll<io::Result<bool>> {
+        if self.pipe_held() > 0 {
+            let (Some(pipe), Some(to)) = (&mut self.pipe, splice::bare(to)) else {
+                // The writer took bytes of its own meanwhile: hand the pipe's to it.
+                self.unsplice()?;
+                return Poll::Ready(Ok(true));
+            };
+            return match pipe.poll_drain(cx, to) {
+                Poll::Ready(Ok(n)) => {
+                    self.bytes += n as u64;
+                    *moved = true;
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) if splice::unsupported(&e) => {
+                    log::debug!("tunnel: splice refused ({e}), copying instead");
+                    self.splice_off = true;
+                    self.unsplice()?;
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let left = self.splice_len();
+        if left == 0 {
+            self.splicing = false;
+            return Poll::Ready(Ok(false));
+        }
+        let (Some(from), Some(_)) = (splice::bare(from), splice::bare(to)) else {
+            self.splicing = false;
+            return Poll::Ready(Ok(false));
+        };
+        let pipe = match &mut self.pipe {
+            Some(pipe) => pipe,
+            None => match splice::Pipe::new() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                Err(e) => {
+                    log::debug!("tunnel: no pipe ({e}), copying instead");
+                    self.splice_off = true;
+                    return Poll::Ready(Ok(false));
+                }
+            },
+        };
+        match pipe.poll_fill(cx, from, left) {
+            Poll::Ready(Ok(0)) => {
+                self.read_done = true;
+                self.splicing = false;
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Ok(n)) => {
+                if let Some(frames) = &mut self.frames {
+                    frames.passed(n as u64);
+                }
+                self.splicing = true;
+                *moved = true;
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Err(e)) if splice::unsupported(&e) => {
+                log::debug!("tunnel: splice refused ({e}), copying instead");
+                self.splice_off = true;
+                self.splicing = false;
+                self.pipe = None;
+                Poll::Ready(Ok(false))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -458,9 +622,24 @@ impl Direction {
                     Poll::Pending => write_blocked = true,
                 }
             }
+            // Large payloads go socket to socket (see `splice`), once everything before
+            // them is written.
+            if !write_blocked
+                && !self.needs_flush
+                && self.pending.is_empty()
+                && self.preread.is_empty()
+            {
+                match self.poll_splice(cx, from, to, moved) {
+                    Poll::Ready(Ok(true)) => continue,
+                    Poll::Ready(Ok(false)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             if self.read_done
                 && self.pending.is_empty()
                 && self.preread.is_empty()
+                && self.pipe_held() == 0
                 && !self.needs_flush
             {
                 if !self.end_passed_on {
@@ -476,6 +655,7 @@ impl Direction {
             // written (a fresh read would otherwise be written through ahead of them).
             if !self.read_done
                 && self.preread.is_empty()
+                && self.pipe_held() == 0
                 && self.pending.len() - self.written < READ_AHEAD
             {
                 let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
