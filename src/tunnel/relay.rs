@@ -491,6 +491,11 @@ impl Direction {
         }
     }
 
+    /// Whether a payload is to be spliced once what waits is written.
+    fn may_splice(&self, from: &Stream, to: &Stream) -> bool {
+        self.splice_len() > 0 && splice::bare(from).is_some() && splice::bare(to).is_some()
+    }
+
     /// One step of splicing, when this direction is at it: `Ready(Ok(false))` when it is
     /// not (the copying path goes on), `Ready(Ok(true))` after a step, `Pending` while a
     /// socket it waits on is not ready. Called only when nothing is pending or unflushed.
@@ -653,10 +658,13 @@ impl Direction {
             }
             // Bytes Pingora read first go first: nothing new is read until they are all
             // written (a fresh read would otherwise be written through ahead of them).
+            // With a large payload to come, no read-ahead: once the writer has taken
+            // what waits, the payload goes by splice (the pipe is the read-ahead).
             if !self.read_done
                 && self.preread.is_empty()
                 && self.pipe_held() == 0
                 && self.pending.len() - self.written < READ_AHEAD
+                && (self.pending.is_empty() || !self.may_splice(from, to))
             {
                 let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
                 let mut buf = ReadBuf::uninit(&mut storage);
@@ -888,6 +896,119 @@ mod tests {
         assert!(!got.is_empty());
         assert_eq!(outcome.bytes_origin_to_client, got.len() as u64);
         flood.abort();
+    }
+
+    /// A connected pair whose peer end reads into a small socket buffer, and whose end
+    /// the relay owns sends from a small one: a peer that does not read stalls the relay's
+    /// writes after a few KiB.
+    async fn small_pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let peer = socket.connect(listener.local_addr().unwrap());
+        let (peer, accepted) = tokio::join!(peer, listener.accept());
+        let accepted = accepted.unwrap().0;
+        rustix::net::sockopt::set_socket_send_buffer_size(&accepted, 4096).unwrap();
+        let ours: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(accepted));
+        (ours, peer.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_pause_takes_back_what_the_pipe_holds_in_order_and_the_tunnel_goes_on() {
+        let (downstream, mut client) = small_pair().await;
+        let (upstream, mut origin) = pair().await;
+        let limits = limits();
+        let mut relay = Relay::new(opened(downstream, upstream), &limits);
+        // One frame with a 1 MiB payload, and a small one behind it.
+        let len = 1usize << 20;
+        let mut stream = vec![0x82, 127];
+        stream.extend_from_slice(&(len as u64).to_be_bytes());
+        stream.extend((0..len).map(|i| ((i / 3 + i * 7) % 251) as u8));
+        stream.extend_from_slice(&[0x81, 3, b'e', b'n', b'd']);
+        let sent = stream.clone();
+        let writer = tokio::spawn(async move {
+            origin.write_all(&sent).await.unwrap();
+            origin
+        });
+        // Relay origin to client, the client reading its first 64 KiB (the first read's
+        // bytes, copied, then spliced ones) and then nothing, until a splice waits on the
+        // client: then the pipe holds bytes.
+        const FIRST: usize = 64 << 10;
+        let mut got = Vec::new();
+        let mut moved = false;
+        let Relay {
+            upstream,
+            downstream,
+            to_client,
+            ..
+        } = &mut relay;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(result) = to_client.poll(cx, upstream, downstream, &mut moved) {
+                panic!("the relay ended: {result:?}");
+            }
+            if got.len() == FIRST {
+                return match to_client.pipe_held() {
+                    0 => Poll::Pending,
+                    _ => Poll::Ready(()),
+                };
+            }
+            match client.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ready) => ready.unwrap(),
+            }
+            let mut buf = vec![0u8; FIRST - got.len()];
+            match client.try_read(&mut buf) {
+                Ok(n) => {
+                    assert!(n > 0, "the client's side ended");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .await;
+        let in_pipe = relay.to_client.pipe_held();
+        let written = relay.to_client.bytes as usize;
+        assert!(relay.to_client.pending.is_empty());
+        let step = relay
+            .run(
+                &limits,
+                std::pin::pin!(std::future::pending()),
+                std::pin::pin!(std::future::ready(())),
+            )
+            .await;
+        assert_eq!(step, Step::Paused);
+        // The pipe is read back and given back: its bytes are the relay's, next in line.
+        assert!(relay.to_client.pipe.is_none());
+        relay.settle().await.unwrap();
+        let held = relay.to_client.held();
+        assert_eq!(held.len(), in_pipe);
+        assert!(held[..] == stream[written..written + in_pipe], "the held bytes differ");
+        // Running again, the client gets every byte once, in order, and each is counted.
+        let go_on = tokio::spawn(async move {
+            let step = relay
+                .run(
+                    &limits,
+                    std::pin::pin!(std::future::pending()),
+                    std::pin::pin!(std::future::pending()),
+                )
+                .await;
+            relay
+                .finish(match step {
+                    Step::Ended(by) => by,
+                    Step::Paused => unreachable!(),
+                })
+                .await
+        });
+        let mut rest = vec![0u8; stream.len() - got.len()];
+        client.read_exact(&mut rest).await.unwrap();
+        got.extend_from_slice(&rest);
+        assert!(got == stream, "the bytes differ");
+        let mut origin = writer.await.unwrap();
+        origin.shutdown().await.unwrap();
+        client.shutdown().await.unwrap();
+        let outcome = go_on.await.unwrap();
+        assert_eq!(outcome.bytes_origin_to_client, stream.len() as u64);
     }
 
     #[tokio::test]
