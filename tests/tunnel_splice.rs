@@ -131,7 +131,11 @@ async fn raw_tunnel(
         assert_eq!(n, 1, "closed early: {}", String::from_utf8_lossy(&head));
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     let origin = tokio::time::timeout(Duration::from_secs(10), origins.recv())
         .await
         .expect("the origin got no upgrade")
@@ -212,7 +216,11 @@ async fn large_and_small_messages_cross_byte_exact_both_ways_through_an_echo() {
     }
     let _sink = sender.await.unwrap();
     // Both ways, most of each large payload went by splice.
-    let large: usize = messages.iter().filter(|m| m.len() >= 64 << 10).map(Vec::len).sum();
+    let large: usize = messages
+        .iter()
+        .filter(|m| m.len() >= 64 << 10)
+        .map(Vec::len)
+        .sum();
     let spliced = spliced_bytes() - before;
     assert!(
         spliced as usize >= large,
@@ -298,7 +306,10 @@ fn parse_frames(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
             return None;
         }
         let (len, at) = match bytes[1] & 0x7f {
-            126 => (u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize, 4),
+            126 => (
+                u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
+                4,
+            ),
             127 => (
                 u64::from_be_bytes(bytes.get(2..10)?.try_into().unwrap()) as usize,
                 10,

@@ -384,7 +384,10 @@ impl Relay {
 impl Direction {
     /// How many bytes [`Direction::held`] returns.
     pub(crate) fn held_len(&self) -> usize {
-        debug_assert!(self.pipe_held() == 0, "a paused relay holds nothing in a pipe");
+        debug_assert!(
+            self.pipe_held() == 0,
+            "a paused relay holds nothing in a pipe"
+        );
         self.pending.len() - self.written + self.preread.iter().map(Bytes::len).sum::<usize>()
     }
 
@@ -401,7 +404,8 @@ impl Direction {
     /// what the kernel still queues goes over with the socket itself. (A stream whose
     /// buffer cannot be seen is read until it would wait.)
     fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
-        self.unsplice().map_err(|_| "a pipe could not be read back")?;
+        self.unsplice()
+            .map_err(|_| "a pipe could not be read back")?;
         // In order: what waits, what Pingora read first, then what is read now.
         self.pending.drain(..self.written);
         self.written = 0;
@@ -983,7 +987,10 @@ mod tests {
         relay.settle().await.unwrap();
         let held = relay.to_client.held();
         assert_eq!(held.len(), in_pipe);
-        assert!(held[..] == stream[written..written + in_pipe], "the held bytes differ");
+        assert!(
+            held[..] == stream[written..written + in_pipe],
+            "the held bytes differ"
+        );
         // Running again, the client gets every byte once, in order, and each is counted.
         let go_on = tokio::spawn(async move {
             let step = relay
