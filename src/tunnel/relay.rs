@@ -47,6 +47,12 @@ pub fn spliced_bytes() -> u64 {
     splice::SPLICED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Turns splicing on or off for tunnels from now on (`server.tunnel_splice`; on unless
+/// set). A tunnel in the middle of a splice finishes that payload.
+pub fn set_splice(on: bool) {
+    splice::ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayOutcome {
@@ -486,7 +492,7 @@ impl Direction {
 
     /// How many payload bytes to splice from here, if any.
     fn splice_len(&self) -> u64 {
-        if self.splice_off || self.read_done {
+        if self.splice_off || self.read_done || !splice::enabled() {
             return 0;
         }
         match self.frames.and_then(|frames| frames.payload_left()) {

@@ -22,7 +22,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,13 @@ pub(crate) const SPLICE_MIN: u64 = 16 * 1024;
 const SPLICE_MAX: usize = 1 << 20;
 /// How long a direction keeps its pipe after its last splice.
 pub(crate) const PIPE_KEEP: Duration = Duration::from_secs(2);
+
+/// Whether tunnels splice at all (`server.tunnel_splice`).
+pub(crate) static ENABLED: AtomicBool = AtomicBool::new(true);
+
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Bytes written by `splice` since the process started, every tunnel together.
 pub(crate) static SPLICED: AtomicU64 = AtomicU64::new(0);
