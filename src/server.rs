@@ -185,6 +185,7 @@ impl Node {
     /// Runs under a Pingora `Server` until a signal stops it.
     pub fn run_server(mut self, options: RunOptions) -> ! {
         let upgrade = options.upgrade;
+        crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
         // Pingora retries a busy address for about 30 s, then panics a thread and runs on
         // without it: find out first, and stop with the reason. (An upgrade receives its
         // sockets instead of binding them.)
@@ -325,6 +326,7 @@ impl Node {
 
     /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
     pub fn into_app(self) -> Arc<EdgeApp> {
+        crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
         let conf = Arc::new(self.server_conf());
         Arc::new(EdgeApp::new(
             Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),

@@ -187,6 +187,9 @@ pub struct FileServer {
     /// A graceful binary upgrade hands open plain-TCP tunnels to the new process.
     #[serde(default)]
     pub tunnel_handover: Option<bool>,
+    /// Plain-TCP tunnels move large WebSocket payloads with splice(2).
+    #[serde(default)]
+    pub tunnel_splice: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -87,6 +87,9 @@ pub struct NodeSettings {
     /// A graceful binary upgrade hands open plain-TCP tunnels to the new process (over
     /// `<upgrade_sock>.tunnels`); otherwise they drain in the old one.
     pub tunnel_handover: bool,
+    /// Plain-TCP tunnels move large WebSocket payloads socket to socket with `splice(2)`
+    /// (`src/tunnel/relay/splice.rs`); otherwise every byte is copied through the relay.
+    pub tunnel_splice: bool,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
     /// Origin groups without `timeouts` use these.

@@ -257,6 +257,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             upgrade_close_timeout,
             upgrade_sock,
             tunnel_handover: server.and_then(|s| s.tunnel_handover).unwrap_or(true),
+            tunnel_splice: server.and_then(|s| s.tunnel_splice).unwrap_or(false),
             access_log,
             cache_default_ttl,
             origin_timeouts,

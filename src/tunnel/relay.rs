@@ -30,6 +30,7 @@ use frames::FrameTracker;
 
 mod close;
 pub mod frames;
+mod splice;
 
 /// The most one read takes from a side (a buffer on the stack of the poll).
 const READ_CHUNK: usize = 16 * 1024;
@@ -40,6 +41,17 @@ const READ_AHEAD: usize = 16 * 1024;
 
 /// How long closing both connections may take once the tunnel has ended.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes every tunnel of this process has moved with `splice(2)` so far (see `splice`).
+pub fn spliced_bytes() -> u64 {
+    splice::SPLICED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns splicing on or off for tunnels from now on (`server.tunnel_splice`; off unless
+/// set). A tunnel in the middle of a splice finishes that payload.
+pub fn set_splice(on: bool) {
+    splice::ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +119,15 @@ impl Relay {
         } = tunnel;
         let mut to_origin = Direction::new(downstream_read);
         let mut to_client = Direction::new(upstream_read);
-        // The origin's frames are followed, so that a Close can go in between two of them.
-        let mut frames = FrameTracker::default();
-        for chunk in &to_client.preread {
-            frames.advance(chunk);
+        // The frames are followed both ways: so that a Close can go in between two of the
+        // origin's, and so that a large payload can be spliced (see `splice`).
+        for direction in [&mut to_origin, &mut to_client] {
+            let mut frames = FrameTracker::default();
+            for chunk in &direction.preread {
+                frames.advance(chunk);
+            }
+            direction.frames = Some(frames);
         }
-        to_client.frames = Some(frames);
         to_origin.read_done = downstream_ended;
         to_client.read_done = upstream_ended;
         // The 101 may still sit in the client connection's write buffer.
@@ -161,6 +176,10 @@ impl Relay {
         poll_fn(|cx| {
             // Between two polls nothing is half-done: a safe point to stop at.
             if pause.as_mut().poll(cx).is_ready() {
+                // What sits in a pipe is read back: the relay's state alone holds it.
+                if to_origin.unsplice().is_err() || to_client.unsplice().is_err() {
+                    return Poll::Ready(Step::Ended(ClosedBy::Error));
+                }
                 return Poll::Ready(Step::Paused);
             }
             let mut moved = false;
@@ -168,6 +187,20 @@ impl Relay {
             let origin_side = to_client.poll(cx, upstream, downstream, &mut moved);
             if moved {
                 *last_moved = Instant::now();
+            }
+            // A pipe is given back once quiet: the idle timer wakes the relay for it.
+            if to_origin.pipe.is_some() || to_client.pipe.is_some() {
+                let now = Instant::now();
+                let release = [
+                    to_origin.pipe_release_at(now),
+                    to_client.pipe_release_at(now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                if let Some(at) = release.filter(|at| idle.deadline().into_std() > *at) {
+                    idle.as_mut().reset(at.into());
+                }
             }
             if let (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) =
                 (&client_side, &origin_side)
@@ -203,11 +236,21 @@ impl Relay {
             }
             // The idle timer is re-armed lazily: only when it fires early does it move on.
             while idle.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                to_origin.release_quiet_pipe(now);
+                to_client.release_quiet_pipe(now);
                 let quiet_until = *last_moved + limits.idle_timeout;
-                if Instant::now() >= quiet_until {
+                if now >= quiet_until {
                     return Poll::Ready(Step::Ended(ClosedBy::IdleTimeout));
                 }
-                idle.as_mut().reset(quiet_until.into());
+                let next = [
+                    to_origin.pipe_release_at(now),
+                    to_client.pipe_release_at(now),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(quiet_until, Instant::min);
+                idle.as_mut().reset(next.into());
             }
             Poll::Pending
         })
@@ -260,8 +303,14 @@ pub(crate) struct Direction {
     pub(crate) end_passed_on: bool,
     /// Bytes written to the other side (not merely read).
     pub(crate) bytes: u64,
-    /// The WebSocket framing of what is read (origin to client only).
+    /// The WebSocket framing of what is read (`None`: not followed).
     pub(crate) frames: Option<FrameTracker>,
+    /// The pipe a large payload goes through (see `splice`), while this direction uses one.
+    pub(crate) pipe: Option<splice::Pipe>,
+    /// A payload is being spliced: it goes on until the frame's end.
+    splicing: bool,
+    /// `splice` was refused here: this direction copies, for good.
+    splice_off: bool,
 }
 
 /// A handed-over tunnel's clocks, in this process's terms.
@@ -285,9 +334,11 @@ impl Relay {
         let mut to_origin = Direction::new(Vec::new());
         to_origin.pending = held_to_origin;
         to_origin.bytes = bytes_to_origin;
+        // Where the old process's frames stood is not handed over (so neither Close frames
+        // nor splicing for this tunnel).
+        to_origin.frames = Some(FrameTracker::unknown());
         let mut to_client = Direction::new(Vec::new());
         to_client.pending = held_to_client;
-        // Where the old process's frames stood is not handed over.
         to_client.frames = Some(FrameTracker::unknown());
         to_client.bytes = bytes_to_client;
         to_origin.write_buffered = !unbuffer_writes(&mut upstream);
@@ -339,6 +390,10 @@ impl Relay {
 impl Direction {
     /// How many bytes [`Direction::held`] returns.
     pub(crate) fn held_len(&self) -> usize {
+        debug_assert!(
+            self.pipe_held() == 0,
+            "a paused relay holds nothing in a pipe"
+        );
         self.pending.len() - self.written + self.preread.iter().map(Bytes::len).sum::<usize>()
     }
 
@@ -355,6 +410,8 @@ impl Direction {
     /// what the kernel still queues goes over with the socket itself. (A stream whose
     /// buffer cannot be seen is read until it would wait.)
     fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
+        self.unsplice()
+            .map_err(|_| "a pipe could not be read back")?;
         // In order: what waits, what Pingora read first, then what is read now.
         self.pending.drain(..self.written);
         self.written = 0;
@@ -402,6 +459,128 @@ impl Direction {
             end_passed_on: false,
             bytes: 0,
             frames: None,
+            pipe: None,
+            splicing: false,
+            splice_off: false,
+        }
+    }
+
+    fn pipe_held(&self) -> usize {
+        self.pipe.as_ref().map_or(0, splice::Pipe::held)
+    }
+
+    /// When this direction's pipe may next be given back, if it has one.
+    fn pipe_release_at(&self, now: Instant) -> Option<Instant> {
+        self.pipe.as_ref().map(|pipe| pipe.release_at(now))
+    }
+
+    fn release_quiet_pipe(&mut self, now: Instant) {
+        if self.pipe.as_ref().is_some_and(|pipe| pipe.quiet(now)) {
+            self.pipe = None;
+        }
+    }
+
+    /// Takes what the pipe holds back into `pending` (after what waits there, which is
+    /// nothing: the pipe is filled only when `pending` is empty) and gives the pipe back.
+    fn unsplice(&mut self) -> io::Result<()> {
+        self.splicing = false;
+        match self.pipe.take() {
+            Some(mut pipe) => pipe.take_back(&mut self.pending),
+            None => Ok(()),
+        }
+    }
+
+    /// How many payload bytes to splice from here, if any.
+    fn splice_len(&self) -> u64 {
+        if self.splice_off || self.read_done || !splice::enabled() {
+            return 0;
+        }
+        match self.frames.and_then(|frames| frames.payload_left()) {
+            Some(left) if left >= splice::SPLICE_MIN || self.splicing => left,
+            _ => 0,
+        }
+    }
+
+    /// Whether a payload is to be spliced once what waits is written.
+    fn may_splice(&self, from: &Stream, to: &Stream) -> bool {
+        self.splice_len() > 0 && splice::bare(from).is_some() && splice::bare(to).is_some()
+    }
+
+    /// One step of splicing, when this direction is at it: `Ready(Ok(false))` when it is
+    /// not (the copying path goes on), `Ready(Ok(true))` after a step, `Pending` while a
+    /// socket it waits on is not ready. Called only when nothing is pending or unflushed.
+    fn poll_splice(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &Stream,
+        to: &Stream,
+        moved: &mut bool,
+    ) -> Poll<io::Result<bool>> {
+        if self.pipe_held() > 0 {
+            let (Some(pipe), Some(to)) = (&mut self.pipe, splice::bare(to)) else {
+                // The writer took bytes of its own meanwhile: hand the pipe's to it.
+                self.unsplice()?;
+                return Poll::Ready(Ok(true));
+            };
+            return match pipe.poll_drain(cx, to) {
+                Poll::Ready(Ok(n)) => {
+                    self.bytes += n as u64;
+                    *moved = true;
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) if splice::unsupported(&e) => {
+                    log::debug!("tunnel: splice refused ({e}), copying instead");
+                    self.splice_off = true;
+                    self.unsplice()?;
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let left = self.splice_len();
+        if left == 0 {
+            self.splicing = false;
+            return Poll::Ready(Ok(false));
+        }
+        let (Some(from), Some(_)) = (splice::bare(from), splice::bare(to)) else {
+            self.splicing = false;
+            return Poll::Ready(Ok(false));
+        };
+        let pipe = match &mut self.pipe {
+            Some(pipe) => pipe,
+            None => match splice::Pipe::new() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                Err(e) => {
+                    log::debug!("tunnel: no pipe ({e}), copying instead");
+                    self.splice_off = true;
+                    return Poll::Ready(Ok(false));
+                }
+            },
+        };
+        match pipe.poll_fill(cx, from, left) {
+            Poll::Ready(Ok(0)) => {
+                self.read_done = true;
+                self.splicing = false;
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Ok(n)) => {
+                if let Some(frames) = &mut self.frames {
+                    frames.passed(n as u64);
+                }
+                self.splicing = true;
+                *moved = true;
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Err(e)) if splice::unsupported(&e) => {
+                log::debug!("tunnel: splice refused ({e}), copying instead");
+                self.splice_off = true;
+                self.splicing = false;
+                self.pipe = None;
+                Poll::Ready(Ok(false))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -458,9 +637,24 @@ impl Direction {
                     Poll::Pending => write_blocked = true,
                 }
             }
+            // Large payloads go socket to socket (see `splice`), once everything before
+            // them is written.
+            if !write_blocked
+                && !self.needs_flush
+                && self.pending.is_empty()
+                && self.preread.is_empty()
+            {
+                match self.poll_splice(cx, from, to, moved) {
+                    Poll::Ready(Ok(true)) => continue,
+                    Poll::Ready(Ok(false)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             if self.read_done
                 && self.pending.is_empty()
                 && self.preread.is_empty()
+                && self.pipe_held() == 0
                 && !self.needs_flush
             {
                 if !self.end_passed_on {
@@ -474,9 +668,13 @@ impl Direction {
             }
             // Bytes Pingora read first go first: nothing new is read until they are all
             // written (a fresh read would otherwise be written through ahead of them).
+            // With a large payload to come, no read-ahead: once the writer has taken
+            // what waits, the payload goes by splice (the pipe is the read-ahead).
             if !self.read_done
                 && self.preread.is_empty()
+                && self.pipe_held() == 0
                 && self.pending.len() - self.written < READ_AHEAD
+                && (self.pending.is_empty() || !self.may_splice(from, to))
             {
                 let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
                 let mut buf = ReadBuf::uninit(&mut storage);
@@ -708,6 +906,125 @@ mod tests {
         assert!(!got.is_empty());
         assert_eq!(outcome.bytes_origin_to_client, got.len() as u64);
         flood.abort();
+    }
+
+    /// A connected pair whose peer end reads into a small socket buffer, and whose end
+    /// the relay owns sends from a small one: a peer that does not read stalls the relay's
+    /// writes after a few KiB.
+    async fn small_pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let peer = socket.connect(listener.local_addr().unwrap());
+        let (peer, accepted) = tokio::join!(peer, listener.accept());
+        let accepted = accepted.unwrap().0;
+        rustix::net::sockopt::set_socket_send_buffer_size(&accepted, 4096).unwrap();
+        let ours: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(accepted));
+        (ours, peer.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_pause_takes_back_what_the_pipe_holds_in_order_and_the_tunnel_goes_on() {
+        // Splicing is off by default (`server.tunnel_splice`); the other relay tests do
+        // not depend on it either way.
+        set_splice(true);
+        let (downstream, mut client) = small_pair().await;
+        let (upstream, mut origin) = pair().await;
+        let limits = limits();
+        let mut relay = Relay::new(opened(downstream, upstream), &limits);
+        // One frame with a 1 MiB payload, and a small one behind it.
+        let len = 1usize << 20;
+        let mut stream = vec![0x82, 127];
+        stream.extend_from_slice(&(len as u64).to_be_bytes());
+        stream.extend((0..len).map(|i| ((i / 3 + i * 7) % 251) as u8));
+        stream.extend_from_slice(&[0x81, 3, b'e', b'n', b'd']);
+        let sent = stream.clone();
+        let writer = tokio::spawn(async move {
+            origin.write_all(&sent).await.unwrap();
+            origin
+        });
+        // Relay origin to client, the client reading its first 64 KiB (the first read's
+        // bytes, copied, then spliced ones) and then nothing, until a splice waits on the
+        // client: then the pipe holds bytes.
+        const FIRST: usize = 64 << 10;
+        let mut got = Vec::new();
+        let mut moved = false;
+        let Relay {
+            upstream,
+            downstream,
+            to_client,
+            ..
+        } = &mut relay;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(result) = to_client.poll(cx, upstream, downstream, &mut moved) {
+                panic!("the relay ended: {result:?}");
+            }
+            if got.len() == FIRST {
+                return match to_client.pipe_held() {
+                    0 => Poll::Pending,
+                    _ => Poll::Ready(()),
+                };
+            }
+            match client.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ready) => ready.unwrap(),
+            }
+            let mut buf = vec![0u8; FIRST - got.len()];
+            match client.try_read(&mut buf) {
+                Ok(n) => {
+                    assert!(n > 0, "the client's side ended");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .await;
+        let in_pipe = relay.to_client.pipe_held();
+        let written = relay.to_client.bytes as usize;
+        assert!(relay.to_client.pending.is_empty());
+        let step = relay
+            .run(
+                &limits,
+                std::pin::pin!(std::future::pending()),
+                std::pin::pin!(std::future::ready(())),
+            )
+            .await;
+        assert_eq!(step, Step::Paused);
+        // The pipe is read back and given back: its bytes are the relay's, next in line.
+        assert!(relay.to_client.pipe.is_none());
+        relay.settle().await.unwrap();
+        let held = relay.to_client.held();
+        assert_eq!(held.len(), in_pipe);
+        assert!(
+            held[..] == stream[written..written + in_pipe],
+            "the held bytes differ"
+        );
+        // Running again, the client gets every byte once, in order, and each is counted.
+        let go_on = tokio::spawn(async move {
+            let step = relay
+                .run(
+                    &limits,
+                    std::pin::pin!(std::future::pending()),
+                    std::pin::pin!(std::future::pending()),
+                )
+                .await;
+            relay
+                .finish(match step {
+                    Step::Ended(by) => by,
+                    Step::Paused => unreachable!(),
+                })
+                .await
+        });
+        let mut rest = vec![0u8; stream.len() - got.len()];
+        client.read_exact(&mut rest).await.unwrap();
+        got.extend_from_slice(&rest);
+        assert!(got == stream, "the bytes differ");
+        let mut origin = writer.await.unwrap();
+        origin.shutdown().await.unwrap();
+        client.shutdown().await.unwrap();
+        let outcome = go_on.await.unwrap();
+        assert_eq!(outcome.bytes_origin_to_client, stream.len() as u64);
     }
 
     #[tokio::test]

@@ -117,6 +117,8 @@ impl Direction {
         from: &mut Stream,
         to: &mut Stream,
     ) -> Poll<io::Result<bool>> {
+        // What a pipe holds comes first, as ordinary held bytes.
+        self.unsplice()?;
         loop {
             for chunk in std::mem::take(&mut self.preread) {
                 self.pending.extend_from_slice(&chunk);

@@ -136,6 +136,22 @@ impl FrameTracker {
         self.lost = true;
     }
 
+    /// Payload bytes of the current frame still to come, when the stream read so far
+    /// stands inside a payload (its header read whole); `None` otherwise.
+    pub fn payload_left(&self) -> Option<u64> {
+        (!self.lost && self.head_len == 0 && self.remaining > 0).then_some(self.remaining)
+    }
+
+    /// `n` bytes of the current frame's payload went by unseen (moved by `splice(2)`); at
+    /// most [`FrameTracker::payload_left`]. More than that loses the framing.
+    pub fn passed(&mut self, n: u64) {
+        match self.payload_left() {
+            Some(left) if n <= left => self.remaining -= n,
+            _ if n == 0 => {}
+            _ => self.lose(),
+        }
+    }
+
     pub fn boundary(&self) -> Boundary {
         if self.lost {
             return Boundary::Unknown;
@@ -239,6 +255,47 @@ mod tests {
         for end in ends {
             assert!(landed.contains(&end), "never stopped at {end}: {landed:?}");
         }
+    }
+
+    #[test]
+    fn payload_that_passes_unseen_keeps_the_boundaries_exact() {
+        let (bytes, ends) = stream();
+        // Read a header and a little payload, let the rest of each long payload pass unseen
+        // (as splice moves it), and land on every frame end all the same.
+        let mut tracker = FrameTracker::default();
+        let mut at = 0;
+        let mut landed = Vec::new();
+        while at < bytes.len() {
+            if let Some(left) = tracker.payload_left() {
+                if left > 100 {
+                    let skip = (left - 7).min(40_000);
+                    tracker.passed(skip);
+                    at += skip as usize;
+                    continue;
+                }
+            }
+            let step = match tracker.boundary() {
+                Boundary::At => {
+                    landed.push(at);
+                    1
+                }
+                Boundary::Need(n) => n.min(3) as usize,
+                Boundary::Unknown => panic!("lost at {at}"),
+            };
+            tracker.advance(&bytes[at..at + step]);
+            at += step;
+        }
+        assert_eq!(tracker.boundary(), Boundary::At);
+        landed.push(at);
+        for end in ends {
+            assert!(landed.contains(&end), "never stopped at {end}: {landed:?}");
+        }
+        // Passing more than the payload holds cannot stay exact.
+        let mut tracker = FrameTracker::default();
+        tracker.advance(&[0x82, 126, 0x01, 0x00]);
+        assert_eq!(tracker.payload_left(), Some(256));
+        tracker.passed(257);
+        assert_eq!(tracker.boundary(), Boundary::Unknown);
     }
 
     #[test]

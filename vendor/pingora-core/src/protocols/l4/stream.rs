@@ -690,6 +690,21 @@ impl Stream {
         self.stream = Some(BufferedStream::with_capacity(0, capacity, raw));
     }
 
+    // PORTICO PATCH (splice): a relay that moves an upgraded tunnel's bytes with splice(2)
+    // needs the socket itself (its descriptor and its readiness from tokio). Given only
+    // while the stream holds no byte of its own either way, so nothing it buffered can be
+    // passed or reordered by bytes moved under it.
+    /// The TCP socket under the stream, while the stream holds no read or written bytes.
+    pub fn bare_tcp(&self) -> Option<&TcpStream> {
+        if self.buffered_read_len() != 0 || !self.stream().writer().buffer().is_empty() {
+            return None;
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
