@@ -143,13 +143,18 @@ busy = float(meta.get("CPU_BUSY_SECS", 0)) + float(meta.get("CPU_IRQ_SECS", 0))
 ours = float(meta.get("CPU_OURS_SECS", 0))
 wall = float(meta.get("WALL_SECS", 0))
 others = max(busy - ours, 0.0)
-w(
-    f"| CPU used outside the benchmark | about {others:.0f} s of CPU time by other processes "
-    f"during the {wall:.0f} s run ({100 * others / (2 * wall) if wall else 0:.1f}% of both "
-    f"cores): the machine's busy time in `/proc/stat` (user, system, interrupts: "
-    f"{busy:.0f} s) less the CPU time of the benchmark's own processes ({ours:.0f} s); "
-    f"hypervisor steal {meta.get('CPU_STEAL_SECS')} s |"
-)
+if meta.get("PARTIAL"):
+    # A run that stopped before its end has no closing CPU accounting: say what it lacks.
+    w(f"| incomplete run | **{meta.get('PARTIAL')}** |")
+else:
+    w(
+        f"| CPU used outside the benchmark | about {others:.0f} s of CPU time by other "
+        f"processes during the {wall:.0f} s run "
+        f"({100 * others / (2 * wall) if wall else 0:.1f}% of both cores): the machine's busy "
+        f"time in `/proc/stat` (user, system, interrupts: {busy:.0f} s) less the CPU time of "
+        f"the benchmark's own processes ({ours:.0f} s); hypervisor steal "
+        f"{meta.get('CPU_STEAL_SECS')} s |"
+    )
 w("")
 w(
     "Layout: the load generator (`wrk`, or `ws-bench` for WebSocket) and the origins run on "
