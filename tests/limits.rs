@@ -352,6 +352,31 @@ async fn pipelined_requests_are_answered_in_order() {
 /// kept-alive connection that idles frees its write buffer and allocates it again for the
 /// next response: responses after an idle wait come whole, whether smaller or larger than
 /// the buffer (1,460 bytes), and so do pipelined ones.
+/// `portico run` as a child process, node `name` with `extra` node settings and `rules`,
+/// once its listener answers: the temp dir and the process (both kept for the test's
+/// length) and the listener's address.
+async fn portico_run(
+    name: &str,
+    extra: &str,
+    rules: &str,
+) -> (tempfile::TempDir, Running, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!("name: {name}\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\n{extra}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules/rules.yaml"), rules).unwrap();
+    let conf = dir.path().join("portico.yaml").display().to_string();
+    let node = Running::start(&["run", "-c", &conf], dir.path(), "run");
+    let client = reqwest::Client::new();
+    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
+    assert_eq!(ready.status(), 200);
+    (dir, node, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_portico_run_idle_keep_alive_connections_answer_whole() {
     let origin = TestOrigin::start(std::sync::Arc::new(|req: &common::origin::Recorded| {
@@ -359,22 +384,7 @@ async fn under_portico_run_idle_keep_alive_connections_answer_whole() {
         hyper::Response::new(bytes::Bytes::from(vec![b'x'; size]))
     }))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("rules")).unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("portico.yaml"),
-        format!("name: idle-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("rules/rules.yaml"), site(origin.addr())).unwrap();
-    let conf = dir.path().join("portico.yaml").display().to_string();
-    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
-    let client = reqwest::Client::new();
-    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
-    assert_eq!(ready.status(), 200);
-
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_dir, _node, addr) = portico_run("idle-edge", "", &site(origin.addr())).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let body_of = |response: &str, size: usize| {
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -408,21 +418,8 @@ async fn under_portico_run_idle_keep_alive_connections_answer_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_portico_run_a_slow_head_is_closed_at_its_deadline() {
     let origin = TestOrigin::ok(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("rules")).unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("portico.yaml"),
-        format!("name: limits-edge\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin_port}\nserver:\n  threads: 1\n  upgrade_sock: upgrade.sock\nrules_dir: rules\naccess_log: access.log\nlimits:\n  request_head_timeout: 1s\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("rules/rules.yaml"), site(origin.addr())).unwrap();
-    let conf = dir.path().join("portico.yaml").display().to_string();
-    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
-    let client = reqwest::Client::new();
-    let ready = first_answer(&client, &format!("http://127.0.0.1:{port}/ready")).await;
-    assert_eq!(ready.status(), 200);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let extra = "limits:\n  request_head_timeout: 1s\n";
+    let (_dir, _node, addr) = portico_run("limits-edge", extra, &site(origin.addr())).await;
     let (answer, took) = slowloris(addr, Duration::from_millis(200)).await;
     assert_refused(
         &answer,

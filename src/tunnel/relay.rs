@@ -1001,21 +1001,7 @@ mod tests {
             "the held bytes differ"
         );
         // Running again, the client gets every byte once, in order, and each is counted.
-        let go_on = tokio::spawn(async move {
-            let step = relay
-                .run(
-                    &limits,
-                    std::pin::pin!(std::future::pending()),
-                    std::pin::pin!(std::future::pending()),
-                )
-                .await;
-            relay
-                .finish(match step {
-                    Step::Ended(by) => by,
-                    Step::Paused => unreachable!(),
-                })
-                .await
-        });
+        let go_on = tokio::spawn(run_to_end(relay, limits));
         let mut rest = vec![0u8; stream.len() - got.len()];
         client.read_exact(&mut rest).await.unwrap();
         got.extend_from_slice(&rest);
@@ -1025,6 +1011,18 @@ mod tests {
         client.shutdown().await.unwrap();
         let outcome = go_on.await.unwrap();
         assert_eq!(outcome.bytes_origin_to_client, stream.len() as u64);
+    }
+
+    /// Runs a (paused) relay again, with no pause or stop to come, and closes it.
+    async fn run_to_end(mut relay: Relay, limits: TunnelLimits) -> RelayOutcome {
+        let (pause, stop) = (std::future::pending(), std::future::pending());
+        match relay
+            .run(&limits, std::pin::pin!(pause), std::pin::pin!(stop))
+            .await
+        {
+            Step::Ended(by) => relay.finish(by).await,
+            Step::Paused => unreachable!("nothing asked the relay to pause"),
+        }
     }
 
     #[tokio::test]
@@ -1057,22 +1055,7 @@ mod tests {
         assert_eq!(relay.to_origin.held(), b"pre-");
         assert_eq!(relay.to_origin.held_len(), 4);
         // Nothing went to the origin while paused; once running again, all of it does.
-        let go_on = tokio::spawn(async move {
-            let limits = limits;
-            let step = relay
-                .run(
-                    &limits,
-                    std::pin::pin!(std::future::pending()),
-                    std::pin::pin!(std::future::pending()),
-                )
-                .await;
-            relay
-                .finish(match step {
-                    Step::Ended(by) => by,
-                    Step::Paused => unreachable!(),
-                })
-                .await
-        });
+        let go_on = tokio::spawn(run_to_end(relay, limits));
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
         origin.read_to_end(&mut got).await.unwrap();
