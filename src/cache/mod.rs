@@ -2,7 +2,7 @@
 //!
 //! - `key`: the cache key, from the routing decision (host, route, origin group, upstream
 //!   path and query view, scheme);
-//! - `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `meta`, `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
 //! - `vary`: variants, with their request fields normalised;
@@ -14,6 +14,7 @@
 pub mod conditional;
 pub mod key;
 pub mod lock;
+pub mod meta;
 pub mod object;
 pub mod policy;
 pub mod purge;

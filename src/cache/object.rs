@@ -13,17 +13,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use pingora_cache::key::{CompactCacheKey, HashBinary};
-use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use tokio::sync::watch;
+
+pub use super::meta::StoredMeta;
 
 /// Bodies up to this size are copied into one chunk when they are committed: one chunk per
 /// hit, and no small chunk pins a larger network buffer that the accounting cannot see.
@@ -35,106 +33,6 @@ pub enum FillState {
     Filling,
     Complete,
     Aborted,
-}
-
-/// The parts of a [`CacheMeta`] the store keeps, so a hit builds its meta without decoding.
-pub struct StoredMeta {
-    pub fresh_until: SystemTime,
-    /// When the object was stored or last revalidated (the reference point for `Age`).
-    pub updated: SystemTime,
-    pub stale_while_revalidate_sec: u32,
-    pub stale_if_error_sec: u32,
-    pub variance: Option<HashBinary>,
-    pub header: ResponseHeader,
-}
-
-/// The header as the store keeps it: every name and value in an allocation of its own, in
-/// order and with its case. A parsed header's names and values are views into the buffer
-/// the head was read into (4 KiB), and a stored object would keep that buffer for its
-/// whole life: a stored 1 KiB object held about 8 KiB.
-pub fn compact_header(header: &ResponseHeader) -> ResponseHeader {
-    let copy = || -> Result<ResponseHeader> {
-        let count = Some(header.headers.len());
-        let mut fresh = match header.has_case() {
-            true => ResponseHeader::build(header.status, count)?,
-            false => ResponseHeader::build_no_case(header.status, count)?,
-        };
-        fresh.set_version(header.version);
-        fresh.set_reason_phrase(header.get_reason_phrase())?;
-        let own = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes());
-        if header.has_case() {
-            for (name, value) in header.case_header_iter() {
-                let name = Bytes::copy_from_slice(name.as_slice());
-                fresh.append_header(name, own(value).unwrap_or_else(|_| value.clone()))?;
-            }
-        } else {
-            for (name, value) in header.headers.iter() {
-                fresh.append_header(name.clone(), own(value).unwrap_or_else(|_| value.clone()))?;
-            }
-        }
-        Ok(fresh)
-    };
-    // Every part was valid in the header it comes from; should a copy still fail, the
-    // header is kept as it is.
-    copy().unwrap_or_else(|_| header.clone())
-}
-
-impl StoredMeta {
-    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
-        StoredMeta {
-            fresh_until: meta.fresh_until(),
-            updated: meta.updated(),
-            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
-            stale_if_error_sec: meta.stale_if_error_sec(),
-            variance: meta.variance(),
-            header: compact_header(meta.response_header()),
-        }
-    }
-
-    pub fn to_meta(&self) -> CacheMeta {
-        let mut meta = CacheMeta::new(
-            self.fresh_until,
-            self.updated,
-            self.stale_while_revalidate_sec,
-            self.stale_if_error_sec,
-            self.header.clone(),
-        );
-        if let Some(variance) = self.variance {
-            meta.set_variance(variance);
-        }
-        meta
-    }
-
-    /// Fresh, or stale within its `stale-while-revalidate` window at `now`.
-    pub fn usable_without_origin(&self, now: SystemTime) -> bool {
-        let window = std::time::Duration::from_secs(u64::from(self.stale_while_revalidate_sec));
-        self.fresh_until
-            .checked_add(window)
-            .is_none_or(|until| now < until)
-    }
-
-    /// The same, stale from `now` on (a soft purge): `stale-*` windows count from `now`.
-    pub fn stale_from(&self, now: SystemTime) -> StoredMeta {
-        StoredMeta {
-            fresh_until: self.fresh_until.min(now),
-            updated: self.updated,
-            stale_while_revalidate_sec: self.stale_while_revalidate_sec,
-            stale_if_error_sec: self.stale_if_error_sec,
-            variance: self.variance,
-            header: self.header.clone(),
-        }
-    }
-
-    /// Bytes the header costs in memory (an estimate: names, values and per-entry overhead).
-    pub fn weight(&self) -> usize {
-        let headers: usize = self
-            .header
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
-            .sum();
-        headers + 128
-    }
 }
 
 /// What the store's indexes cost per entry (a tag or the host pointing at an object): the
@@ -157,6 +55,14 @@ impl Chunks {
     }
 }
 
+/// A fill's progress, as its readers wait on it.
+struct FillProgress {
+    state: watch::Sender<FillState>,
+    /// Where each reader is (the next chunk each will read), so a fill the store no longer
+    /// keeps can drop what they all have read.
+    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
+}
+
 /// A stored or filling object. Shared by the store and every reader through an `Arc`, so
 /// purging or evicting it never cuts a reader short.
 pub struct Object {
@@ -171,10 +77,9 @@ pub struct Object {
     pub tags: Box<[Box<str>]>,
     pub meta: ArcSwap<StoredMeta>,
     chunks: RwLock<Chunks>,
-    state: watch::Sender<FillState>,
-    /// While it fills: where each of its readers is (the next chunk each will read), so a
-    /// fill the store no longer keeps can drop what they all have read.
-    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
+    /// While it fills: its progress and its readers. `None` once committed: a committed
+    /// object is complete for good, and a stored object saves the ~400 bytes.
+    fill: Option<Box<FillProgress>>,
     /// The bytes the store accounted for this object when it was committed (0 while it
     /// fills). Fixed then, so that what is added is exactly what is later taken away, even
     /// if a revalidation changes the header.
@@ -198,14 +103,18 @@ impl Object {
             tags,
             meta: ArcSwap::from_pointee(meta),
             chunks: RwLock::new(Chunks::default()),
-            state: watch::channel(FillState::Filling).0,
-            cursors: Mutex::new(Vec::new()),
+            fill: Some(Box::new(FillProgress {
+                state: watch::channel(FillState::Filling).0,
+                cursors: Mutex::new(Vec::new()),
+            })),
             accounted: 0,
         }
     }
 
     pub fn state(&self) -> FillState {
-        *self.state.borrow()
+        self.fill
+            .as_ref()
+            .map_or(FillState::Complete, |fill| *fill.state.borrow())
     }
 
     /// The host part of the label (empty for a request without `Host`).
@@ -235,15 +144,20 @@ impl Object {
     pub fn append(&self, data: Bytes) {
         if !data.is_empty() {
             self.chunks.write().list.push(data);
-            self.state.send_modify(|_| {});
+            if let Some(fill) = &self.fill {
+                fill.state.send_modify(|_| {});
+            }
         }
     }
 
     /// Drops the chunks every live reader has read (for a fill the store no longer keeps;
     /// with no reader left, all of them).
     pub fn drop_read_chunks(&self) {
+        let Some(fill) = &self.fill else {
+            return;
+        };
         let slowest = {
-            let mut cursors = self.cursors.lock();
+            let mut cursors = fill.cursors.lock();
             cursors.retain(|c| c.strong_count() > 0);
             cursors
                 .iter()
@@ -262,7 +176,10 @@ impl Object {
     }
 
     pub fn end(&self, state: FillState) {
-        self.state.send_if_modified(|current| {
+        let Some(fill) = &self.fill else {
+            return;
+        };
+        fill.state.send_if_modified(|current| {
             let change = *current == FillState::Filling;
             if change {
                 *current = state;
@@ -301,8 +218,7 @@ impl Object {
                 dropped: 0,
                 list: body,
             }),
-            state: watch::channel(FillState::Complete).0,
-            cursors: Mutex::new(Vec::new()),
+            fill: None,
             accounted,
         }
     }
@@ -310,9 +226,13 @@ impl Object {
     /// A reader from the start of the body. A reader of a fill tells the fill where it is
     /// (one small allocation); a reader of a complete object costs nothing more.
     pub fn reader(self: &Arc<Self>) -> BodyReader {
-        let cursor = (self.state() == FillState::Filling).then(|| {
+        let filling = self
+            .fill
+            .as_ref()
+            .filter(|fill| *fill.state.borrow() == FillState::Filling);
+        let cursor = filling.map(|fill| {
             let cursor = Arc::new(AtomicUsize::new(0));
-            self.cursors.lock().push(Arc::downgrade(&cursor));
+            fill.cursors.lock().push(Arc::downgrade(&cursor));
             cursor
         });
         BodyReader {
@@ -321,7 +241,7 @@ impl Object {
             chunk_start: 0,
             from: 0,
             to: None,
-            progress: self.state.subscribe(),
+            progress: self.fill.as_ref().map(|fill| fill.state.subscribe()),
             cursor,
         }
     }
@@ -337,7 +257,8 @@ pub struct BodyReader {
     /// The range being read: bytes before `from` are skipped, reading stops at `to`.
     from: usize,
     to: Option<usize>,
-    progress: watch::Receiver<FillState>,
+    /// The fill's progress (`None` for a committed object: complete).
+    progress: Option<watch::Receiver<FillState>>,
     /// Shared with the object while it fills: `next_chunk`, as the fill sees it.
     cursor: Option<Arc<AtomicUsize>>,
 }
@@ -353,7 +274,10 @@ impl BodyReader {
             }
             // Mark the state seen *before* looking at the chunks: a chunk appended after this
             // point changes the state's version, so the wait below cannot miss it.
-            let state = *self.progress.borrow_and_update();
+            let state = self
+                .progress
+                .as_mut()
+                .map_or(FillState::Complete, |p| *p.borrow_and_update());
             let chunk = self.object.chunks.read().get(self.next_chunk).cloned();
             if let Some(chunk) = chunk {
                 let start = self.chunk_start;
@@ -380,7 +304,11 @@ impl BodyReader {
                     )
                 }
                 FillState::Filling => {
-                    if self.progress.changed().await.is_err() {
+                    let changed = match self.progress.as_mut() {
+                        Some(progress) => progress.changed().await.is_ok(),
+                        None => false,
+                    };
+                    if !changed {
                         // The object is gone with its sender: treat it as aborted.
                         return Error::e_explain(
                             ErrorType::InternalError,
@@ -417,39 +345,9 @@ impl BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::meta::StoredHeader;
     use pingora_http::ResponseHeader;
-
-    #[test]
-    fn a_compacted_header_keeps_case_order_and_values_but_not_the_read_buffer() {
-        // Values that are views into a larger buffer, as a parsed head's are.
-        let buffer = Bytes::from(vec![b'v'; 4096]);
-        let inside = |p: *const u8| buffer.as_ptr_range().contains(&p);
-        let mut header = ResponseHeader::build(203, None).unwrap();
-        header.set_reason_phrase(Some("Fine")).unwrap();
-        for name in ["X-First", "cache-control", "X-First"] {
-            let value = pingora_http::header_value_from_raw(buffer.slice(10..20));
-            header.append_header(name.to_string(), value).unwrap();
-        }
-        assert!(inside(header.headers["x-first"].as_bytes().as_ptr()));
-
-        let stored = compact_header(&header);
-        assert_eq!(stored.status, 203);
-        assert_eq!(stored.get_reason_phrase(), Some("Fine"));
-        let names: Vec<_> = stored
-            .case_header_iter()
-            .map(|(name, value)| {
-                assert!(!inside(value.as_bytes().as_ptr()), "still a view");
-                assert_eq!(value.as_bytes(), &buffer[10..20]);
-                String::from_utf8(name.as_slice().to_vec()).unwrap()
-            })
-            .collect();
-        assert_eq!(names, ["X-First", "X-First", "cache-control"]);
-        let mut wire = Vec::new();
-        stored.header_to_h1_wire(&mut wire);
-        let mut before = Vec::new();
-        header.header_to_h1_wire(&mut before);
-        assert_eq!(wire, before);
-    }
+    use std::time::SystemTime;
 
     fn object(chunks: &[&'static str]) -> Arc<Object> {
         let meta = StoredMeta {
@@ -458,7 +356,7 @@ mod tests {
             stale_while_revalidate_sec: 0,
             stale_if_error_sec: 0,
             variance: None,
-            header: ResponseHeader::build(200, None).unwrap(),
+            header: StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap()),
         };
         let object = Object::filling(
             1,
@@ -509,7 +407,7 @@ mod tests {
             [0; 16],
             "h/p".into(),
             Box::default(),
-            StoredMeta::from_meta(&meta_object.meta.load().to_meta()),
+            StoredMeta::clone(&meta_object.meta.load()),
         ));
         let mut reader = filling.reader();
         assert!(!reader.can_seek());
@@ -534,7 +432,7 @@ mod tests {
             [0; 16],
             "h/p".into(),
             Box::default(),
-            StoredMeta::from_meta(&object(&[]).meta.load().to_meta()),
+            StoredMeta::clone(&object(&[]).meta.load()),
         ));
         let mut fast = filling.reader();
         let mut slow = filling.reader();

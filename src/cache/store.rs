@@ -588,16 +588,16 @@ impl MemoryStore {
     }
 }
 
-fn hit(object: &Arc<Object>) -> (CacheMeta, HitHandler) {
-    let meta = object.meta.load().to_meta();
+fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
+    let meta = object.meta.load().to_meta()?;
     let counted = object.state() == FillState::Complete;
-    (
+    Ok((
         meta,
         Box::new(Hit {
             reader: object.reader(),
             counted,
         }),
-    )
+    ))
 }
 
 #[async_trait]
@@ -618,7 +618,7 @@ impl Storage for MemoryStore {
                         .is_some_and(|c| Arc::ptr_eq(c, o))
                 })
                 .map(|o| o.id);
-            (object.map(hit), committed)
+            (object.map(hit).transpose()?, committed)
         };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
         if let Some(id) = committed {
@@ -641,11 +641,12 @@ impl Storage for MemoryStore {
         };
         let hash = key.combined_bin();
         let shard = self.shard(&key.primary_bin()).lock();
-        Ok(shard
+        shard
             .slots
             .get(&hash)
             .and_then(|slot| slot.fills.iter().find(|o| o.id == id))
-            .map(hit))
+            .map(hit)
+            .transpose()
     }
 
     async fn get_miss_handler(

@@ -1,0 +1,237 @@
+//! What the store keeps of a response's metadata, in a compact form.
+//!
+//! A `ResponseHeader` is two header maps (the fields, and their names with case), each a
+//! table of about 100-byte buckets, plus an allocation per value and per cased name: about
+//! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
+//! describes. The store keeps instead the fields' text, names with their case and values,
+//! back to back in one allocation, and where each ends. A hit builds the `ResponseHeader`
+//! from it: each value is a view into the stored text (a reference count, no copy) and
+//! each name is looked up among the standard ones, where a clone of a kept
+//! `ResponseHeader`, which a hit would need anyway, copies the two tables. The compact
+//! form also keeps a lookup over a million objects to a few cache lines per object.
+
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, StatusCode, Version};
+use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+
+/// A response header as the store keeps it (see the module doc).
+#[derive(Clone)]
+pub struct StoredHeader {
+    /// Each field's name (with its case, if the header kept case) then its value.
+    text: Bytes,
+    /// For each field in order, where its name ends and where its value ends in `text`.
+    ends: Box<[(u32, u32)]>,
+    status: StatusCode,
+    version: Version,
+    reason: Option<Box<str>>,
+    has_case: bool,
+}
+
+impl StoredHeader {
+    pub fn from_header(header: &ResponseHeader) -> StoredHeader {
+        let mut text = BytesMut::new();
+        let mut ends = Vec::with_capacity(header.headers.len());
+        let mut push = |name: &[u8], value: &[u8]| {
+            text.extend_from_slice(name);
+            let name_end = text.len();
+            text.extend_from_slice(value);
+            // A head is at most a few hundred KiB (Pingora's limit), far below 4 GiB.
+            let end = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+            ends.push((end(name_end), end(text.len())));
+        };
+        if header.has_case() {
+            for (name, value) in header.case_header_iter() {
+                push(name.as_slice(), value.as_bytes());
+            }
+        } else {
+            for (name, value) in header.headers.iter() {
+                push(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        StoredHeader {
+            text: text.freeze(),
+            ends: ends.into_boxed_slice(),
+            status: header.status,
+            version: header.version,
+            // Only a reason other than the status's own (the usual one costs nothing).
+            reason: header
+                .get_reason_phrase()
+                .filter(|reason| Some(*reason) != header.status.canonical_reason())
+                .map(Box::from),
+            has_case: header.has_case(),
+        }
+    }
+
+    /// The header, built afresh (its values are views into the stored text).
+    pub fn to_header(&self) -> Result<ResponseHeader> {
+        let count = Some(self.ends.len());
+        let mut header = match self.has_case {
+            true => ResponseHeader::build(self.status, count)?,
+            false => ResponseHeader::build_no_case(self.status, count)?,
+        };
+        header.set_version(self.version);
+        if self.reason.is_some() {
+            header.set_reason_phrase(self.reason.as_deref())?;
+        }
+        let mut start = 0;
+        for &(name_end, value_end) in self.ends.iter() {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            // Every value was a valid `HeaderValue` when it was stored.
+            let value = pingora_http::header_value_from_raw(self.text.slice(name_end..value_end));
+            let name = self.text.slice(start..name_end);
+            if self.has_case {
+                header.append_header(name, value)?;
+            } else {
+                let name = HeaderName::from_bytes(&name).or_else(|e| {
+                    pingora_error::Error::e_explain(
+                        pingora_error::ErrorType::InvalidHTTPHeader,
+                        format!("stored header name: {e}"),
+                    )
+                })?;
+                header.append_header(name, value)?;
+            }
+            start = value_end;
+        }
+        Ok(header)
+    }
+
+    /// Bytes it takes in memory: its text and field table, and the struct.
+    pub fn weight(&self) -> usize {
+        self.text.len() + self.ends.len() * 8 + std::mem::size_of::<Self>()
+    }
+}
+
+/// The parts of a [`CacheMeta`] the store keeps, so a hit builds its meta without decoding.
+#[derive(Clone)]
+pub struct StoredMeta {
+    pub fresh_until: SystemTime,
+    /// When the object was stored or last revalidated (the reference point for `Age`).
+    pub updated: SystemTime,
+    pub stale_while_revalidate_sec: u32,
+    pub stale_if_error_sec: u32,
+    pub variance: Option<HashBinary>,
+    pub header: StoredHeader,
+}
+
+impl StoredMeta {
+    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: StoredHeader::from_header(meta.response_header()),
+        }
+    }
+
+    pub fn to_meta(&self) -> Result<CacheMeta> {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.updated,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.to_header()?,
+        );
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        Ok(meta)
+    }
+
+    /// Fresh, or stale within its `stale-while-revalidate` window at `now`.
+    pub fn usable_without_origin(&self, now: SystemTime) -> bool {
+        let window = std::time::Duration::from_secs(u64::from(self.stale_while_revalidate_sec));
+        self.fresh_until
+            .checked_add(window)
+            .is_none_or(|until| now < until)
+    }
+
+    /// The same, stale from `now` on (a soft purge): `stale-*` windows count from `now`.
+    pub fn stale_from(&self, now: SystemTime) -> StoredMeta {
+        StoredMeta {
+            fresh_until: self.fresh_until.min(now),
+            ..self.clone()
+        }
+    }
+
+    /// Bytes the metadata costs in memory.
+    pub fn weight(&self) -> usize {
+        self.header.weight() + std::mem::size_of::<Self>() - std::mem::size_of::<StoredHeader>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(header: &ResponseHeader) -> Vec<u8> {
+        let mut wire = Vec::new();
+        header.header_to_h1_wire(&mut wire);
+        wire
+    }
+
+    #[test]
+    fn a_stored_header_keeps_status_reason_case_order_and_values_but_not_the_read_buffer() {
+        // Values that are views into a larger buffer, as a parsed head's are.
+        let buffer = Bytes::from(vec![b'v'; 4096]);
+        let inside = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        let mut header = ResponseHeader::build(203, None).unwrap();
+        header.set_reason_phrase(Some("Fine")).unwrap();
+        header.set_version(Version::HTTP_10);
+        for name in ["X-First", "cache-control", "X-First", "Content-Length"] {
+            let value = pingora_http::header_value_from_raw(buffer.slice(10..20));
+            header.append_header(name.to_string(), value).unwrap();
+        }
+        assert!(inside(header.headers["x-first"].as_bytes().as_ptr()));
+
+        let stored = StoredHeader::from_header(&header).to_header().unwrap();
+        assert_eq!(stored.status, 203);
+        assert_eq!(stored.version, Version::HTTP_10);
+        assert_eq!(stored.get_reason_phrase(), Some("Fine"));
+        let names: Vec<_> = stored
+            .case_header_iter()
+            .map(|(name, value)| {
+                assert!(!inside(value.as_bytes().as_ptr()), "still a view");
+                assert_eq!(value.as_bytes(), &buffer[10..20]);
+                String::from_utf8(name.as_slice().to_vec()).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["X-First", "X-First", "cache-control", "Content-Length"]
+        );
+        assert_eq!(stored.headers.get_all("x-first").iter().count(), 2);
+        assert_eq!(wire(&stored), wire(&header));
+    }
+
+    #[test]
+    fn a_header_without_case_comes_back_without_case() {
+        let mut header = ResponseHeader::build_no_case(404, None).unwrap();
+        header.append_header("x-b", "2").unwrap();
+        header.append_header("etag", "\"a\"").unwrap();
+        header.append_header("x-b", "3").unwrap();
+        let stored = StoredHeader::from_header(&header);
+        assert!(stored.weight() < 200, "{}", stored.weight());
+        let back = stored.to_header().unwrap();
+        assert!(!back.has_case());
+        assert_eq!(back.status, 404);
+        assert_eq!(back.get_reason_phrase(), Some("Not Found"));
+        assert_eq!(wire(&back), wire(&header));
+        let values: Vec<_> = back.headers.get_all("x-b").iter().collect();
+        assert_eq!(values, ["2", "3"]);
+    }
+
+    #[test]
+    fn an_empty_header_round_trips() {
+        let header = ResponseHeader::build(200, None).unwrap();
+        let back = StoredHeader::from_header(&header).to_header().unwrap();
+        assert_eq!(back.headers.len(), 0);
+        assert_eq!(wire(&back), wire(&header));
+    }
+}
