@@ -5,11 +5,15 @@
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields' text, names with their case and values,
 //! back to back in one allocation, and where each ends. A hit builds the `ResponseHeader`
-//! from it: each value is a view into the stored text (a reference count, no copy) and
-//! each name is looked up among the standard ones, where a clone of a kept
-//! `ResponseHeader`, which a hit would need anyway, copies the two tables. The compact
-//! form also keeps a lookup over a million objects to a few cache lines per object.
+//! from it: each value is a view into the stored text (a reference count, no copy), each
+//! name is parsed and both maps are filled, about four times what a clone of a kept
+//! `ResponseHeader` costs. So each worker thread keeps the headers it built for the objects
+//! it serves again and again (`HOT_SLOTS`, see `StoredHeader::to_header`): a hot object's
+//! hit clones, a cold one's builds. The compact form also keeps a lookup over a million
+//! objects to a few cache lines per object.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -19,9 +23,33 @@ use pingora_cache::CacheMeta;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 
+/// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
+/// KiB a thread at most.
+const HOT_SLOTS: usize = 256;
+
+/// Generations of stored headers: each `StoredHeader::from_header` takes the next, so a
+/// generation names one header's content for good.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// One slot of a thread's built headers.
+#[derive(Default)]
+struct HotSlot {
+    /// The generation of `header` (0: none).
+    kept: u64,
+    header: Option<ResponseHeader>,
+    /// The generation last built here without being kept: built a second time, it is kept.
+    seen: u64,
+}
+
+thread_local! {
+    static HOT: RefCell<Vec<HotSlot>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A response header as the store keeps it (see the module doc).
 #[derive(Clone)]
 pub struct StoredHeader {
+    /// Tells this header's content from any other's (a soft purge's copy keeps it).
+    generation: u64,
     /// Each field's name (with its case, if the header kept case) then its value.
     text: Bytes,
     /// For each field in order, where its name ends and where its value ends in `text`.
@@ -54,6 +82,7 @@ impl StoredHeader {
             }
         }
         StoredHeader {
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             text: text.freeze(),
             ends: ends.into_boxed_slice(),
             status: header.status,
@@ -67,8 +96,33 @@ impl StoredHeader {
         }
     }
 
-    /// The header, built afresh (its values are views into the stored text).
+    /// The header. Cloned from this thread's built headers if it is there, built from the
+    /// text otherwise; kept there from its second build on, so one-off hits over a large
+    /// cache do not churn out the hot objects' headers.
     pub fn to_header(&self) -> Result<ResponseHeader> {
+        HOT.with_borrow_mut(|slots| {
+            if slots.is_empty() {
+                slots.resize_with(HOT_SLOTS, HotSlot::default);
+            }
+            let slot = &mut slots[(self.generation % HOT_SLOTS as u64) as usize];
+            if slot.kept == self.generation {
+                if let Some(header) = &slot.header {
+                    return Ok(header.clone());
+                }
+            }
+            let header = self.build()?;
+            if slot.seen == self.generation {
+                slot.kept = self.generation;
+                slot.header = Some(header.clone());
+            } else {
+                slot.seen = self.generation;
+            }
+            Ok(header)
+        })
+    }
+
+    /// The header, built from the text (its values are views into it).
+    fn build(&self) -> Result<ResponseHeader> {
         let count = Some(self.ends.len());
         let mut header = match self.has_case {
             true => ResponseHeader::build(self.status, count)?,
@@ -225,6 +279,29 @@ mod tests {
         assert_eq!(wire(&back), wire(&header));
         let values: Vec<_> = back.headers.get_all("x-b").iter().collect();
         assert_eq!(values, ["2", "3"]);
+    }
+
+    #[test]
+    fn hot_headers_are_kept_per_thread_and_never_confused() {
+        let header = |n: usize| {
+            let mut header = ResponseHeader::build(200, None).unwrap();
+            header.append_header("X-N", n.to_string()).unwrap();
+            header
+        };
+        // More headers than slots, each asked for three times (built, built and kept,
+        // cloned), then all of them again, after their slots were taken by others.
+        let stored: Vec<_> = (0..HOT_SLOTS * 2 + 3)
+            .map(|n| StoredHeader::from_header(&header(n)))
+            .collect();
+        for _ in 0..2 {
+            for (n, one) in stored.iter().enumerate() {
+                for _ in 0..3 {
+                    assert_eq!(wire(&one.to_header().unwrap()), wire(&header(n)));
+                }
+            }
+        }
+        let kept = HOT.with_borrow(|slots| slots.iter().filter(|s| s.header.is_some()).count());
+        assert!(kept > 0 && kept <= HOT_SLOTS, "{kept}");
     }
 
     #[test]
