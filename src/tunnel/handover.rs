@@ -707,7 +707,9 @@ pub(crate) async fn run_relay(
         };
         match step {
             Step::Ended(ended_by) => break ended_by,
-            Step::Paused => match ticket.offer(relay, &log, limits).await {
+            // Boxed, as the closes below: each tunnel's task is as large as its largest
+            // state, and these run once at most, where an idle tunnel waits in `run`.
+            Step::Paused => match Box::pin(ticket.offer(relay, &log, limits)).await {
                 Some(kept) => relay = kept,
                 None => {
                     log.metrics.tunnel_handed_over();
@@ -719,9 +721,9 @@ pub(crate) async fn run_relay(
     // An order of its own (admin, chaos) says how; the drain's close is a FIN.
     let outcome = match guard.order() {
         Some((by, how)) if ended_by == super::ClosedBy::Shutdown => {
-            relay.close_as(by, how, limits.linger).await
+            Box::pin(relay.close_as(by, how, limits.linger)).await
         }
-        _ => relay.finish(ended_by).await,
+        _ => Box::pin(relay.finish(ended_by)).await,
     };
     log.write(&outcome);
     // The node may exit once the last tunnel's record is written.
