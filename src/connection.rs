@@ -17,7 +17,7 @@
 //! - *head*: the whole request head must arrive by the deadline: from the accept for the
 //!   first request, from the first byte of each later one;
 //! - *idle*: between a response and the next request's first byte, `keepalive_timeout`;
-//!   an idle connection frees its stream's write buffer after [`RELEASE_AFTER`];
+//!   an idle connection frees its stream's buffers after [`RELEASE_AFTER`];
 //! - *done*: the head was parsed; body and tunnel reads have no deadline from here
 //!   (Pingora's read timeout and the tunnel's own timers apply).
 //!
@@ -42,7 +42,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::tls::{SslDigest, TlsRef, TlsStream};
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
@@ -97,7 +97,7 @@ pub struct HeadGuard {
     /// bytes so far, when the current wait's deadline falls, and the one timer (no
     /// allocation per request). The timer is moved to `deadline` only when a read would
     /// wait: a head that arrives whole never touches the timer wheel. An idle wait stops
-    /// on the way once, [`RELEASE_AFTER`] into it, to free the stream's write buffer
+    /// on the way once, [`RELEASE_AFTER`] into it, to free the stream's buffers
     /// (`released`: done for this wait).
     seen: u32,
     reading: u8,
@@ -243,7 +243,7 @@ impl HeadGuard {
     }
 
     /// When the timer should fire: the current wait's deadline, or before it, in an idle
-    /// wait, the point where the write buffer is freed.
+    /// wait, the point where the stream's buffers are freed.
     fn next_wake(&self) -> Instant {
         let keepalive = self.limits.keepalive_timeout;
         if self.reading != IDLE || self.released || keepalive <= RELEASE_AFTER {
@@ -266,11 +266,18 @@ impl HeadGuard {
             if self.timer.deadline() == self.deadline {
                 return Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(limit))));
             }
-            // Idle for RELEASE_AFTER: nothing to write until a request comes. (A TLS
-            // connection keeps its buffers.)
+            // Idle for RELEASE_AFTER: the stream's buffers go until a request comes (under
+            // TLS, the TCP stream's: rustls keeps its own).
             self.released = true;
-            if let Some(l4) = self.inner.as_any_mut().downcast_mut::<L4Stream>() {
-                l4.release_write_buffer();
+            let any = self.inner.as_any_mut();
+            let l4 = if any.is::<L4Stream>() {
+                any.downcast_mut::<L4Stream>()
+            } else {
+                any.downcast_mut::<TlsStream<L4Stream>>()
+                    .and_then(TlsStream::transport_mut)
+            };
+            if let Some(l4) = l4 {
+                l4.release_buffers();
             }
             let deadline = self.deadline;
             self.timer.as_mut().reset(deadline);

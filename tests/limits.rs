@@ -348,10 +348,6 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(all.matches("HTTP/1.1 200 ").count(), 3, "{all}");
 }
 
-/// Under `portico run` (Pingora's listeners: each client stream has a write buffer), a
-/// kept-alive connection that idles frees its write buffer and allocates it again for the
-/// next response: responses after an idle wait come whole, whether smaller or larger than
-/// the buffer (1,460 bytes), and so do pipelined ones.
 /// `portico run` as a child process, node `name` with `extra` node settings and `rules`,
 /// once its listener answers: the temp dir and the process (both kept for the test's
 /// length) and the listener's address.
@@ -377,6 +373,10 @@ async fn portico_run(
     (dir, node, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
+/// Under `portico run` (Pingora's listeners: each client stream has a write buffer), a
+/// kept-alive connection that idles frees its write buffer and allocates it again for the
+/// next response: responses after an idle wait come whole, whether smaller or larger than
+/// the buffer (1,460 bytes), and so do pipelined ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_portico_run_idle_keep_alive_connections_answer_whole() {
     let origin = TestOrigin::start(std::sync::Arc::new(|req: &common::origin::Recorded| {
@@ -724,6 +724,56 @@ async fn a_tls_handshake_that_stalls_or_dribbles_is_closed_at_its_deadline() {
 async fn under_portico_run_a_stalled_tls_handshake_is_closed_at_its_deadline() {
     let origin = TestOrigin::ok(&[]).await;
     let pki = TestPki::new();
+    let (_dir, _node, tls_addr) = portico_run_tls(&pki, &tls_site(origin.addr())).await;
+    let took = stalled_tls_handshake(tls_addr, None)
+        .await
+        .expect("closed, not held for Pingora's 60 s");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+}
+
+/// Under `portico run` over TLS, an idle keep-alive connection also frees the TCP stream's
+/// 64 KiB read buffer under the TLS session: requests after an idle wait, with bodies
+/// larger than the buffer, and their responses come whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_portico_run_idle_tls_keep_alive_connections_answer_whole() {
+    let origin = TestOrigin::start(std::sync::Arc::new(|req: &common::origin::Recorded| {
+        let size: usize = req.path().trim_start_matches("/size/").parse().unwrap_or(1);
+        let mut body = format!("{} ", req.body.len()).into_bytes();
+        body.resize(body.len() + size, b'x');
+        hyper::Response::new(bytes::Bytes::from(body))
+    }))
+    .await;
+    let pki = TestPki::new();
+    let (_dir, _node, tls_addr) = portico_run_tls(&pki, &tls_site(origin.addr())).await;
+    let client = pki.https_client(&["www.example.test"], tls_addr);
+    // Idle past the point where the edge frees the buffers (one second), or not.
+    let idles = [1200, 1200, 50, 1200];
+    let sizes = [(10, 0), (70_000, 100_000), (1460, 3), (3, 200_000)];
+    for ((size, sent), idle) in sizes.into_iter().zip(idles) {
+        let answer = client
+            .post(format!("https://www.example.test/size/{size}"))
+            .body(vec![b'y'; sent])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.text().await.unwrap();
+        assert_eq!(
+            body,
+            format!("{sent} {}", "x".repeat(size)),
+            "{size}, {sent}"
+        );
+        tokio::time::sleep(Duration::from_millis(idle)).await;
+    }
+    let sized = origin.requests();
+    let sized = sized.iter().filter(|r| r.path().starts_with("/size/"));
+    assert_eq!(sized.count(), 4);
+}
+
+/// `portico run` with a TLS listener for `www.example.test` (issued by `pki`) beside a
+/// plain one, `rules` and a 1 s handshake limit, once it answers: the temp dir and the
+/// process (both kept for the test's length) and the TLS listener's address.
+async fn portico_run_tls(pki: &TestPki, rules: &str) -> (tempfile::TempDir, Running, SocketAddr) {
     let cert = pki.issue("www", &["www.example.test"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
@@ -737,9 +787,9 @@ async fn under_portico_run_a_stalled_tls_handshake_is_closed_at_its_deadline() {
         ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("rules/rules.yaml"), tls_site(origin.addr())).unwrap();
+    std::fs::write(dir.path().join("rules/rules.yaml"), rules).unwrap();
     let conf = dir.path().join("portico.yaml").display().to_string();
-    let _node = Running::start(&["run", "-c", &conf], dir.path(), "run");
+    let node = Running::start(&["run", "-c", &conf], dir.path(), "run");
     let ready = first_answer(
         &reqwest::Client::new(),
         &format!("http://127.0.0.1:{port}/ready"),
@@ -754,8 +804,5 @@ async fn under_portico_run_a_stalled_tls_handshake_is_closed_at_its_deadline() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200, "the TLS listener serves");
-    let took = stalled_tls_handshake(tls_addr, None)
-        .await
-        .expect("closed, not held for Pingora's 60 s");
-    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    (dir, node, tls_addr)
 }

@@ -528,10 +528,11 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
-    // PORTICO PATCH (idle keep-alive): the write buffer's capacity as set (`set_buffer`),
-    // and whether it is released meanwhile (`release_write_buffer`).
+    // PORTICO PATCH (idle keep-alive): the buffers' capacities as set (`set_buffer`), and
+    // whether they are released meanwhile (`release_buffers`).
+    read_capacity: usize,
     write_capacity: usize,
-    write_released: bool,
+    released: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -654,40 +655,44 @@ impl Stream {
     }
 
     // PORTICO PATCH (idle keep-alive): a server connection that waits for its next request
-    // need not hold a write buffer (1,460 bytes by default) meanwhile; the next write that
-    // would use it allocates it again, with the same capacity.
-    /// Frees the write buffer until the next buffered write. `false` (nothing changed)
-    /// when there is none, when it holds bytes, or when the stream has a read buffer (the
-    /// buffers are rebuilt together, so only a stream without one can do this).
-    pub fn release_write_buffer(&mut self) -> bool {
+    // need not hold its buffers meanwhile (a 1,460-byte write buffer by default, and on a
+    // TLS listener a 64 KiB read buffer); the next read or write allocates them again, with
+    // the same capacities.
+    /// Frees both buffers until the next read or write. `false` (nothing changed) when
+    /// there are none, or when either holds bytes.
+    pub fn release_buffers(&mut self) -> bool {
         let empty = match self.stream() {
             BufferedStream::UnbufferedRead(writer) => writer.buffer().is_empty(),
-            BufferedStream::BufferedRead(_) => false,
+            BufferedStream::BufferedRead(reader) => {
+                reader.buffer().is_empty() && reader.get_ref().buffer().is_empty()
+            }
         };
-        if !empty || self.write_released || self.write_capacity == 0 {
+        if !empty || self.released || self.read_capacity + self.write_capacity == 0 {
             return false;
         }
-        self.rebuild_writer(0);
-        self.write_released = true;
+        self.rebuild_buffers(0, 0);
+        self.released = true;
         true
     }
 
-    // PORTICO PATCH (idle keep-alive): see `release_write_buffer`.
-    fn restore_write_buffer(&mut self) {
-        if self.write_released {
-            self.write_released = false;
-            self.rebuild_writer(self.write_capacity);
+    // PORTICO PATCH (idle keep-alive): see `release_buffers`.
+    fn restore_buffers(&mut self) {
+        if self.released {
+            self.released = false;
+            self.rebuild_buffers(self.read_capacity, self.write_capacity);
         }
     }
 
-    // PORTICO PATCH (idle keep-alive): an empty write buffer of another capacity, on a
-    // stream without a read buffer.
-    fn rebuild_writer(&mut self, capacity: usize) {
-        let raw = match self.stream.take() {
-            Some(BufferedStream::UnbufferedRead(writer)) => writer.into_inner(),
-            _ => unreachable!("only a stream without a read buffer rebuilds its writer"),
-        };
-        self.stream = Some(BufferedStream::with_capacity(0, capacity, raw));
+    // PORTICO PATCH (idle keep-alive): empty buffers of other capacities. Only called while
+    // the buffers hold nothing (released ones cannot: no read buffer, and a writer of
+    // capacity 0 writes straight through), so nothing is lost.
+    fn rebuild_buffers(&mut self, read: usize, write: usize) {
+        let raw = self
+            .stream
+            .take()
+            .expect("stream should always be set")
+            .into_inner();
+        self.stream = Some(BufferedStream::with_capacity(read, write, raw));
     }
 
     // PORTICO PATCH (splice): a relay that moves an upgraded tunnel's bytes with splice(2)
@@ -720,8 +725,10 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
-        self.write_capacity = buffer.write_capacity(); // PORTICO PATCH (idle keep-alive)
-        self.write_released = false;
+        // PORTICO PATCH (idle keep-alive)
+        self.read_capacity = buffer.read_capacity();
+        self.write_capacity = buffer.write_capacity();
+        self.released = false;
     }
 }
 
@@ -735,8 +742,9 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            read_capacity: 0,
             write_capacity: 0,
-            write_released: false,
+            released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -760,8 +768,9 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            read_capacity: 0,
             write_capacity: 0,
-            write_released: false,
+            released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -786,8 +795,9 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            read_capacity: 0,
             write_capacity: 0,
-            write_released: false,
+            released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -936,6 +946,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.restore_buffers(); // PORTICO PATCH (idle keep-alive)
         let result = if !self.rewind_read_buf.is_empty() {
             let data_to_read = self.rewind_read_buf.pop().unwrap(); // safe
             let mut data_to_read = data_to_read.as_slice();
@@ -962,7 +973,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = if self.buffer_write {
-            self.restore_write_buffer(); // PORTICO PATCH (idle keep-alive)
+            self.restore_buffers(); // PORTICO PATCH (idle keep-alive)
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
@@ -989,7 +1000,7 @@ impl AsyncWrite for Stream {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
 
         let result = if self.buffer_write {
-            self.restore_write_buffer(); // PORTICO PATCH (idle keep-alive)
+            self.restore_buffers(); // PORTICO PATCH (idle keep-alive)
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
