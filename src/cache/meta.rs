@@ -123,7 +123,9 @@ impl StoredHeader {
 
     /// The header, built from the text (its values are views into it).
     fn build(&self) -> Result<ResponseHeader> {
-        let count = Some(self.ends.len());
+        // Room for the fields a hit adds (`Age`, `X-Cache`, the request id) without
+        // growing both maps.
+        let count = Some(self.ends.len() + 4);
         let mut header = match self.has_case {
             true => ResponseHeader::build(self.status, count)?,
             false => ResponseHeader::build_no_case(self.status, count)?,
