@@ -81,10 +81,20 @@ impl FleetNode {
     }
 
     /// Stops the node: its listener and every connection it holds close.
+    /// Stops the node: once this returns, its listener refuses connections.
     pub fn stop(&mut self) {
         if let Some((stop, thread)) = self.running.take() {
             let _ = stop.send(());
             thread.join().expect("node thread panicked");
+            // The runtime's tasks (the accept loop among them) are dropped in the
+            // background: until then the kernel still completes handshakes into the
+            // listener's backlog, and resets them when it closes. A test that stops a
+            // node means a node that refuses, so wait for that.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(self.addr).is_ok() {
+                assert!(Instant::now() < deadline, "{} still listens", self.addr);
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
