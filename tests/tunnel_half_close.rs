@@ -12,7 +12,6 @@ use common::edge::{group_yaml, TestEdge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// A client's masked Close frame without a payload.
 const CLIENT_CLOSE: [u8; 6] = [0x88, 0x80, 1, 2, 3, 4];
@@ -38,19 +37,8 @@ async fn raw_origin(after: AfterEnd) -> (SocketAddr, oneshot::Receiver<Vec<u8>>)
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
         let head = common::read_request_head(&mut stream).await.unwrap();
-        let head = String::from_utf8_lossy(&head).to_string();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_string())
-            })
-            .expect("a Sec-WebSocket-Key");
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
+        let key = common::websocket_key(&head).expect("a Sec-WebSocket-Key");
+        let answer = common::switching_protocols(&key);
         stream.write_all(answer.as_bytes()).await.unwrap();
         let mut received = Vec::new();
         stream.read_to_end(&mut received).await.unwrap();

@@ -99,18 +99,8 @@ async fn raw_origin() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
             let Some(head) = common::read_request_head(&mut stream).await else {
                 continue;
             };
-            let head = String::from_utf8_lossy(&head).to_string();
-            let key = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| value.trim().to_owned())
-                })
-                .unwrap_or_default();
-            let accept =
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let answer = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+            let key = common::websocket_key(&head).unwrap_or_default();
+            let answer = common::switching_protocols(&key);
             if stream.write_all(answer.as_bytes()).await.is_ok() {
                 let _ = tx.send(stream).await;
             }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, StatusCode, Version};
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
-use pingora_error::Result;
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
@@ -143,12 +143,8 @@ impl StoredHeader {
             if self.has_case {
                 header.append_header(name, value)?;
             } else {
-                let name = HeaderName::from_bytes(&name).or_else(|e| {
-                    pingora_error::Error::e_explain(
-                        pingora_error::ErrorType::InvalidHTTPHeader,
-                        format!("stored header name: {e}"),
-                    )
-                })?;
+                let name = HeaderName::from_bytes(&name)
+                    .or_err(InvalidHTTPHeader, "stored header name")?;
                 header.append_header(name, value)?;
             }
             start = value_end;

@@ -983,14 +983,7 @@ mod tests {
         let in_pipe = relay.to_client.pipe_held();
         let written = relay.to_client.bytes as usize;
         assert!(relay.to_client.pending.is_empty());
-        let step = relay
-            .run(
-                &limits,
-                std::pin::pin!(std::future::pending()),
-                std::pin::pin!(std::future::ready(())),
-            )
-            .await;
-        assert_eq!(step, Step::Paused);
+        pause_now(&mut relay, &limits).await;
         // The pipe is read back and given back: its bytes are the relay's, next in line.
         assert!(relay.to_client.pipe.is_none());
         relay.settle().await.unwrap();
@@ -1011,6 +1004,15 @@ mod tests {
         client.shutdown().await.unwrap();
         let outcome = go_on.await.unwrap();
         assert_eq!(outcome.bytes_origin_to_client, stream.len() as u64);
+    }
+
+    /// Runs `relay` with a pause already asked for: it stops at once, paused.
+    async fn pause_now(relay: &mut Relay, limits: &TunnelLimits) {
+        let (pause, stop) = (std::future::ready(()), std::future::pending());
+        let step = relay
+            .run(limits, std::pin::pin!(stop), std::pin::pin!(pause))
+            .await;
+        assert_eq!(step, Step::Paused);
     }
 
     /// Runs a (paused) relay again, with no pause or stop to come, and closes it.
@@ -1041,14 +1043,7 @@ mod tests {
         let mut relay = Relay::new(tunnel, &limits);
         // Bytes waiting in the client's socket when the relay stops.
         client.write_all(b"in the socket").await.unwrap();
-        let step = relay
-            .run(
-                &limits,
-                std::pin::pin!(std::future::pending()),
-                std::pin::pin!(std::future::ready(())),
-            )
-            .await;
-        assert_eq!(step, Step::Paused);
+        pause_now(&mut relay, &limits).await;
         // The relay holds what Pingora read before the handoff; what the kernel queues
         // stays in the socket (a handover passes it with the socket).
         relay.settle().await.unwrap();

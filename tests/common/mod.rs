@@ -37,6 +37,21 @@ where
     .is_ok()
 }
 
+/// The `Sec-WebSocket-Key` of a raw upgrade request head, if it has one.
+pub fn websocket_key(head: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-key")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// An origin's `101` to a WebSocket upgrade that sent `key`.
+pub fn switching_protocols(key: &str) -> String {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    format!("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+}
+
 /// Reads a request head (through the blank line) from a raw connection; `None` if the peer
 /// closes or fails first.
 pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
