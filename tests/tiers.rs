@@ -265,6 +265,68 @@ async fn a_dead_shields_keys_move_and_come_back() {
     assert_eq!(origin.count(), before + 60);
 }
 
+/// A "shield" that completes the handshake, reads the request and resets the connection:
+/// what a shield that is stopping does to handshakes still in its listen backlog. Probes
+/// (TCP connects) find it healthy. Every request still answers 200, through the live shield.
+#[tokio::test]
+async fn a_shield_that_resets_before_answering_is_skipped() {
+    let origin = cached_origin().await;
+    let rules = rules(origin.addr());
+    let shield_yaml = node_yaml("shield-0", "tier: shield\ntrusted_edges: [\"127.0.0.1\"]\n");
+    let live = FleetNode::start("shield-0", &shield_yaml, &rules, reserve());
+    let resetter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let resetter_addr = resetter.local_addr().unwrap();
+    let requests_reset = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests_reset.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = resetter.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                        _ => return, // a probe's connect: nothing to reset
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                stream.set_zero_linger().unwrap();
+            });
+        }
+    });
+    let edge_extra = format!(
+        "shields: [\"{resetter_addr}\", \"{}\"]\n{SHIELD_PROBE}",
+        live.addr
+    );
+    let edge = FleetNode::start(
+        "edge-0",
+        &node_yaml("edge-0", &edge_extra),
+        &rules,
+        reserve(),
+    );
+
+    for i in 0..40 {
+        let path = format!("/objects/{i}");
+        let fetched = get(&edge, &path, &[]).await;
+        assert_eq!(
+            (fetched.status, fetched.x_cache.as_str()),
+            (200, "TCP_MISS"),
+            "{path}"
+        );
+    }
+    let reset = requests_reset.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reset > 0,
+        "no key hashed to the resetting shield: the test proved nothing"
+    );
+    // Every object went through the live shield, once.
+    assert_eq!(live.cached_objects().await, 40);
+    assert_eq!(origin.count(), 40);
+}
+
 /// A shield's `X-Cache` is believed only from a shield: an origin (or anything in front of
 /// the edge) that says `TCP_HIT` does not make a remote hit.
 #[tokio::test]

@@ -12,10 +12,20 @@
 //!   connection, once, whatever the budget (a one-origin group would otherwise answer
 //!   502 to a request its healthy origin never saw).
 //!
+//! - A shield (an edge's hop to its next tier) that drops the connection before any byte
+//!   of an answer (reset or closed while the edge waited for the head, reused connection
+//!   or fresh, or while the request was being written) is skipped for an idempotent,
+//!   replayable request, as one that refuses the connection is: the next shield on the
+//!   ring gets it. A shield is the fleet's own cache, so this is safe for the same requests
+//!   a reused connection's race is; it is what happens when a shield stops with handshakes
+//!   still in its listen backlog (the kernel completes them, then resets them). A shield
+//!   that times out is not skipped: it is waiting on the origin, which a second shield
+//!   would wait on as long.
+//!
 //! Each attempt's origin is recorded in `ctx.tried`, which the access log shows.
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::Error;
+use pingora_error::{Error, ErrorType, RetryType};
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
@@ -48,6 +58,14 @@ pub fn after_connect_failure(
     e
 }
 
+/// Whether a shield hop failed before the shield answered anything: the connection closed
+/// or reset while the head was awaited (Pingora marks exactly those `ReusedOnly`), or
+/// while the request was written, and nothing went to the client yet.
+fn shield_dropped_unanswered(session: &Session, e: &Error) -> bool {
+    let dropped = e.retry == RetryType::ReusedOnly || e.etype == ErrorType::WriteError;
+    dropped && session.as_ref().response_written().is_none()
+}
+
 /// `error_while_proxy`: the request may have reached the origin.
 pub fn after_proxy_error(
     session: &Session,
@@ -59,6 +77,14 @@ pub fn after_proxy_error(
     let mut e = e.more_context(format!("Peer: {peer}"));
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+    if replayable && ctx.tier.shield.is_some() && shield_dropped_unanswered(session, &e) {
+        log::info!(
+            "request {}: shield {peer} dropped the connection before answering ({e}); trying the next shield",
+            ctx.request_id
+        );
+        e.set_retry(true);
+        return e;
+    }
     if replayable && upstream_reused && !ctx.retried_fresh && ctx.tier.shield.is_none() {
         e.retry.decide_reuse(true);
         if e.retry() {
