@@ -130,7 +130,7 @@ async fn sighup_reloads_and_an_idle_node_stops_at_once_on_sigterm() {
     let node = NodeFiles::new("", &rules("a"));
     let mut edge = node.run(&[], "edge");
     let http = client();
-    let first = first_answer(&http, &node.url("/x")).await;
+    let first = edge.first_answer(&http, &node.url("/x")).await;
     assert_eq!(first.text().await.unwrap(), "echo-origin /x");
 
     node.write_rules(&rules("b"));
@@ -171,9 +171,9 @@ async fn watch_reloads_on_edit_and_refuses_a_half_written_file() {
     );
     let rules = |group_name: &str| web_to(group_name, &a, &b);
     let node = NodeFiles::new("", &rules("a"));
-    let _edge = node.run(&["--watch"], "edge");
+    let mut edge = node.run(&["--watch"], "edge");
     let http = client();
-    first_answer(&http, &node.url("/x")).await;
+    edge.first_answer(&http, &node.url("/x")).await;
     let served_by = |http: &reqwest::Client| {
         let request = http.get(node.url("/x")).send();
         async move {
@@ -233,7 +233,7 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
     );
     let mut old = node.run(&[], "old");
     let http = client();
-    first_answer(&http, &node.url("/ready")).await;
+    old.first_answer(&http, &node.url("/ready")).await;
     let (mut tunnel, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/old", node.port))
             .await
@@ -356,7 +356,7 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
     let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
     let mut old = node.run(&[], "old");
     let http = client();
-    first_answer(&http, &node.url("/ready")).await;
+    old.first_answer(&http, &node.url("/ready")).await;
     let mut tunnels = Vec::new();
     for i in 0..20 {
         let url = format!("ws://127.0.0.1:{}/chat/{i}", node.port);
@@ -437,7 +437,7 @@ async fn a_new_process_that_reads_another_handover_version_refuses_and_tunnels_d
     let node = NodeFiles::new("  tunnel_drain_timeout: 3s\n", &rules);
     let mut old = node.run(&[], "old");
     let http = client();
-    first_answer(&http, &node.url("/ready")).await;
+    old.first_answer(&http, &node.url("/ready")).await;
     let (mut tunnel, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/old", node.port))
             .await
@@ -493,7 +493,7 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
     let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
     let mut old = node.run(&[], "old");
     let http = client();
-    first_answer(&http, &node.url("/ready")).await;
+    old.first_answer(&http, &node.url("/ready")).await;
     let (mut tunnel, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/life", node.port))
             .await

@@ -80,8 +80,8 @@ impl FleetNode {
         self.running = Some((stop, thread));
     }
 
-    /// Stops the node: its listener and every connection it holds close.
-    /// Stops the node: once this returns, its listener refuses connections.
+    /// Stops the node: every connection it holds closes, and once this returns its listener
+    /// refuses connections.
     pub fn stop(&mut self) {
         if let Some((stop, thread)) = self.running.take() {
             let _ = stop.send(());

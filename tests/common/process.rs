@@ -70,6 +70,27 @@ impl Running {
         }
     }
 
+    /// The first answer from this process at `url` while it starts: like [`first_answer`],
+    /// but a process that exits (a port taken, a config refused) or never answers fails
+    /// at once with what it printed.
+    pub async fn first_answer(&mut self, client: &reqwest::Client, url: &str) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.get(url).send().await {
+                Ok(response) => return response,
+                Err(e) => {
+                    if let Some(status) = self.child.try_wait().unwrap() {
+                        panic!("{url}: the process exited ({status}):\n{}", self.printed());
+                    }
+                    if Instant::now() >= deadline {
+                        panic!("{url} never answered: {e}\n{}", self.printed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     /// What the process printed so far.
     pub fn printed(&self) -> String {
         std::fs::read_to_string(&self.output).unwrap_or_default()
