@@ -1,7 +1,7 @@
 //! The HTTP/1 keep-alive loop, run by the edge instead of Pingora's own
 //! (`impl ServerApp for HttpServerApp`), with one difference: between two requests the
 //! connection waits for the next request's first bytes in a small future of its own, and
-//! the proxy's request future (about 17 KiB, with its buffers) is built only once they are
+//! the proxy's request future (about 12 KiB) is built only once they are
 //! here. Pingora's loop awaits the next request inside that future, so every idle
 //! kept-alive connection held all of it. The first read lands in a buffer on the stack of
 //! the poll and goes to the session as the start of its head (Pingora's pipelined-prefix
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -71,13 +71,18 @@ enum Start {
     },
 }
 
-/// One request on `stream`: its session, handed to the proxy (whose future is boxed).
+/// One request on `stream`: its session, handed to the proxy, whose future (about 12 KiB)
+/// goes on the heap.
+///
+/// The heap block is taken first and the future is built straight into it: `Box::pin` of
+/// a value (what `async_trait` does for `HttpServerApp::process_new_http`) builds the
+/// whole future on the stack and copies it, 12 KiB a request.
 fn request<'a>(
     proxy: &'a Arc<HttpProxy<Portico>>,
     stream: Stream,
     start: Start,
     shutdown: &'a ShutdownWatch,
-) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
     let mut session = ServerSession::new_http1(stream);
     match start {
         Start::First => {
@@ -92,7 +97,20 @@ fn request<'a>(
             }
         }
     }
-    proxy.process_new_http(session, shutdown)
+    let slot = Box::new_uninit();
+    Box::into_pin(Box::write(slot, request_future(proxy, session, shutdown)))
+}
+
+/// The request's future, returned in the caller's slot: not inlined, and nothing in it can
+/// unwind, so that the compiler writes the future where the caller wants it rather than
+/// in a temporary it then copies.
+#[inline(never)]
+fn request_future<'a>(
+    proxy: &'a Arc<HttpProxy<Portico>>,
+    session: ServerSession,
+    shutdown: &'a ShutdownWatch,
+) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a {
+    proxy.serve_new_http(session, shutdown)
 }
 
 /// Reads the next request's first bytes through the head guard (which counts them and

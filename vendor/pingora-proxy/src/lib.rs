@@ -1633,14 +1633,19 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+// PORTICO PATCH (request future in place): `HttpServerApp::process_new_http`'s body as an
+// inherent `async fn`, so that a caller can see its future's type and place it on the heap
+// itself (the trait method, through `async_trait`, builds the whole ~12 KiB future on the
+// stack and copies it into its box on every request). The trait method awaits this.
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// Serves one request of a new or reused HTTP session (what
+    /// `HttpServerApp::process_new_http` does).
+    pub async fn serve_new_http(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1676,6 +1681,23 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // PORTICO PATCH (request future in place): the body is `serve_new_http`'s.
+        self.serve_new_http(session, shutdown).await
     }
 
     async fn http_cleanup(&self) {
