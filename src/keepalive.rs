@@ -1,11 +1,14 @@
 //! The HTTP/1 keep-alive loop, run by the edge instead of Pingora's own
-//! (`impl ServerApp for HttpServerApp`), with one difference: between two requests the
-//! connection waits for the next request's first bytes in a small future of its own, and
-//! the proxy's request future (about 12 KiB) is built only once they are
-//! here. Pingora's loop awaits the next request inside that future, so every idle
-//! kept-alive connection held all of it. The first read lands in a buffer on the stack of
-//! the poll and goes to the session as the start of its head (Pingora's pipelined-prefix
-//! path), so waiting this way costs no extra system call.
+//! (`impl ServerApp for HttpServerApp`), with two differences:
+//!
+//! - Before each request (the first one too) the connection waits for the request's first
+//!   bytes in a small future of its own, and the proxy's request future (about 12 KiB) is
+//!   built only once they are here. Pingora's loop awaits the next request inside that
+//!   future, so every idle connection held all of it. The first read lands in a buffer on
+//!   the stack of the poll and goes to the session as the start of its head (Pingora's
+//!   pipelined-prefix path), so waiting this way costs no extra system call.
+//! - A new connection's first request is served even when the node starts stopping while
+//!   it waits for it (see [`read_start`]); only kept-alive connections are closed idle.
 //!
 //! Everything else is Pingora's loop as published: keep-alive on (60 s, Pingora's value;
 //! the edge's own `keepalive_timeout` is the head guard's) unless the service is stopping,
@@ -42,7 +45,9 @@ pub async fn serve_http1(
     stream: Stream,
     shutdown: &ShutdownWatch,
 ) -> Option<Stream> {
-    let mut reused = request(proxy, stream, Start::First, shutdown)
+    let mut stream = stream;
+    let first = read_start(&mut stream).await?;
+    let mut reused = request(proxy, stream, Start::First { first }, shutdown)
         .await?
         .consume();
     loop {
@@ -61,8 +66,8 @@ pub async fn serve_http1(
 
 /// How a request's session starts.
 enum Start {
-    /// The connection's first request.
-    First,
+    /// The connection's first request, and its first bytes.
+    First { first: BytesMut },
     /// A later one: the settings the previous request left, and the bytes already read
     /// (none when the previous request left pipelined bytes in `settings`).
     Next {
@@ -85,8 +90,9 @@ fn request<'a>(
 ) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
     let mut session = ServerSession::new_http1(stream);
     match start {
-        Start::First => {
+        Start::First { first } => {
             session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+            session.set_pipelined_prefix(first);
         }
         Start::Next { settings, first } => {
             if let Some(settings) = settings {
@@ -122,7 +128,21 @@ async fn next_request_start(stream: &mut Stream, shutdown: &ShutdownWatch) -> Op
         return None;
     }
     let mut shutdown = shutdown.clone();
-    let first_read = poll_fn(|cx| {
+    tokio::select! {
+        first = read_start(stream) => first,
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// A request's first bytes (`None`: the connection ended or failed first).
+///
+/// A new connection's first request is awaited so too, but not given up when the node
+/// stops: the connection was accepted, so its client has sent or is sending a request,
+/// which is served (with `Connection: close`). Pingora's own first read gives up at the
+/// stop, and a connection accepted just before a drain or an upgrade then closed with no
+/// answer. The head guard's deadline bounds the wait.
+async fn read_start(stream: &mut Stream) -> Option<BytesMut> {
+    let first = poll_fn(|cx| {
         let mut storage = [MaybeUninit::<u8>::uninit(); FIRST_READ];
         let mut buf = ReadBuf::uninit(&mut storage);
         match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
@@ -130,9 +150,7 @@ async fn next_request_start(stream: &mut Stream, shutdown: &ShutdownWatch) -> Op
             Poll::Ready(Err(_)) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
-    });
-    tokio::select! {
-        first = first_read => first.filter(|bytes| !bytes.is_empty()),
-        _ = shutdown.changed() => None,
-    }
+    })
+    .await;
+    first.filter(|bytes| !bytes.is_empty())
 }

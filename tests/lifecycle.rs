@@ -525,3 +525,66 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
         .status()
         .unwrap();
 }
+
+/// A connection the node accepted before a drain, whose request comes only once the node
+/// has stopped listening, is answered (with `Connection: close`), not closed unanswered:
+/// its client could not know. (Pingora's own first read gives up at the stop.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_the_drain_has_its_first_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo_origin().await;
+    let rules = format!(
+        "routes:\n{}{}origin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        route("web", "/*", "echo", false),
+        group("echo", echo.addr()),
+    );
+    // A tunnel keeps the draining node up for its drain timeout.
+    let node = NodeFiles::new("  tunnel_drain_timeout: 20s\n", &rules);
+    let mut edge = node.run(&[], "edge");
+    let http = client();
+    edge.first_answer(&http, &node.url("/ready")).await;
+    let (_tunnel, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/keep", node.port))
+            .await
+            .expect("upgrade");
+
+    let mut early = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+        .await
+        .unwrap();
+    // The listener accepts in order: a later connection answered means `early` was accepted.
+    let later = http
+        .get(node.url("/later"))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 200);
+
+    edge.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !edge.printed().contains("service 'portico edge' exited") {
+        assert!(Instant::now() < deadline, "no stop:\n{}", edge.printed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+            .await
+            .is_err(),
+        "the node still listens"
+    );
+
+    early
+        .write_all(b"GET /early HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), early.read_to_end(&mut answer))
+        .await
+        .expect("the answer ends")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.ends_with("echo-origin /early"), "{answer}");
+}
