@@ -5,7 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use std::io::Write;
 
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{KnownHeaderName, RequestHeader, ResponseHeader};
 
 use crate::config::model::{Action, HeaderAction, HeaderEdit};
 
@@ -13,6 +13,16 @@ use super::ctx::RequestCtx;
 
 pub const REQUEST_ID: &str = "x-portico-ref";
 pub const X_CACHE: &str = "x-cache";
+
+// The names the edge adds on every request, checked once at compile time: an insert by a
+// `&str` name checks its bytes each time.
+static REQUEST_ID_NAME: KnownHeaderName = KnownHeaderName::lower(REQUEST_ID);
+static X_CACHE_NAME: KnownHeaderName = KnownHeaderName::lower(X_CACHE);
+static VIA: KnownHeaderName = KnownHeaderName::lower("via");
+static X_FORWARDED_FOR: KnownHeaderName = KnownHeaderName::lower("x-forwarded-for");
+static X_FORWARDED_PROTO: KnownHeaderName = KnownHeaderName::lower("x-forwarded-proto");
+static X_FORWARDED_HOST: KnownHeaderName = KnownHeaderName::lower("x-forwarded-host");
+static CDN_LOOP: KnownHeaderName = KnownHeaderName::lower("cdn-loop");
 
 /// This node's name as the forwarding headers carry it, built once: most requests arrive
 /// without `Via` or `CDN-Loop`, and then these values go in without a copy.
@@ -44,16 +54,15 @@ const CLIENT_CLAIMS: [HeaderName; 3] = [
 ];
 
 /// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.
-/// Inserted names are `&'static str`, which Pingora takes as they are (a `HeaderName` that
-/// is not one of `http`'s own would be copied for its case map); looked-up names are
-/// `HeaderName`s, which a lookup does not parse.
+/// Names are `KnownHeaderName`s (neither parsed nor copied on insert, nor parsed for a
+/// lookup).
 pub fn add_forwarding_headers(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
     node: &NodeHeaders,
     client_host: Option<HeaderValue>,
 ) -> Result<()> {
-    append_list(upstream, ("via", &http::header::VIA), &node.via)?;
+    append_list(upstream, &VIA, &node.via)?;
     if !ctx.forwarding_trusted && !ctx.tier.from_edge {
         // A client's own claims about where it comes from are not passed on: the origin
         // would take the first `X-Forwarded-For` entry for the client's address. (Most
@@ -69,16 +78,15 @@ pub fn add_forwarding_headers(
         let mut text = [0u8; 64];
         let value = HeaderValue::from_bytes(format_ip(ip, &mut text))
             .or_err(InvalidHTTPHeader, "client address in a header")?;
-        append_list(upstream, ("x-forwarded-for", &CLIENT_CLAIMS[0]), &value)?;
+        append_list(upstream, &X_FORWARDED_FOR, &value)?;
     }
     let proto = HeaderValue::from_static(ctx.scheme.as_str());
-    upstream.insert_header("x-forwarded-proto", proto)?;
+    upstream.insert_header(&X_FORWARDED_PROTO, proto)?;
     if let Some(host) = client_host {
-        upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header(&X_FORWARDED_HOST, host)?;
     }
-    let cdn_loop = HeaderName::from_static("cdn-loop");
-    append_list(upstream, ("cdn-loop", &cdn_loop), &node.cdn_loop)?;
-    upstream.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
+    append_list(upstream, &CDN_LOOP, &node.cdn_loop)?;
+    upstream.insert_header(&REQUEST_ID_NAME, ctx.request_id.header_value())?;
     Ok(())
 }
 
@@ -127,14 +135,13 @@ pub fn forwarded_host(ctx: &RequestCtx) -> Result<Option<HeaderValue>> {
         .map(Some)
 }
 
-/// Adds `value` to a comma-separated list header, creating it if absent. `name` twice: to
-/// insert and to look up (see `add_forwarding_headers`).
+/// Adds `value` to a comma-separated list header, creating it if absent.
 fn append_list(
     upstream: &mut RequestHeader,
-    (name, key): (&'static str, &HeaderName),
+    name: &KnownHeaderName,
     value: &HeaderValue,
 ) -> Result<()> {
-    let joined = match upstream.headers.get(key).map(HeaderValue::as_bytes) {
+    let joined = match upstream.headers.get(name.name()).map(HeaderValue::as_bytes) {
         Some(existing) if !existing.is_empty() => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + value.len());
             joined.extend_from_slice(existing);
@@ -149,9 +156,9 @@ fn append_list(
 
 /// The request id and `X-Cache` on every response to the client.
 pub fn add_response_headers(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    response.insert_header(REQUEST_ID, ctx.request_id.header_value())?;
+    response.insert_header(&REQUEST_ID_NAME, ctx.request_id.header_value())?;
     // `from_static`: the X-Cache values are constants, so no copy.
-    response.insert_header(X_CACHE, HeaderValue::from_static(ctx.cache_status))?;
+    response.insert_header(&X_CACHE_NAME, HeaderValue::from_static(ctx.cache_status))?;
     Ok(())
 }
 

@@ -112,6 +112,42 @@ impl IntoCaseHeaderName for &HeaderName {
     }
 }
 
+// PORTICO PATCH (header names without a parse or a copy): a name known ahead of time with
+// the case it is written in. A `&'static str` name is checked byte by byte on every insert
+// (`HeaderName::from_static` at run time); this one was checked once, when it was made
+// (at compile time in a `const`), and an insert only clones two static views.
+#[derive(Debug, Clone)]
+pub struct KnownHeaderName {
+    name: HeaderName,
+    case: &'static str,
+}
+
+impl KnownHeaderName {
+    /// A lower-case header name, written as given. Panics (at compile time in a `const`)
+    /// if `name` is not a valid lower-case header name.
+    pub const fn lower(name: &'static str) -> KnownHeaderName {
+        KnownHeaderName {
+            name: HeaderName::from_static(name),
+            case: name,
+        }
+    }
+
+    /// The name, for lookups.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+impl IntoCaseHeaderName for &KnownHeaderName {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(Bytes::from_static(self.case.as_bytes()))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName), InvalidHeaderName> {
+        Ok((self.name.clone(), self.into_case_header_name()))
+    }
+}
+
 impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self)
@@ -156,5 +192,21 @@ mod tests {
         assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
         assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
         assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+    }
+
+    // PORTICO PATCH (header names without a parse or a copy)
+    #[test]
+    fn test_known_header_name() {
+        static VIA: KnownHeaderName = KnownHeaderName::lower("via");
+        static EDGE: KnownHeaderName = KnownHeaderName::lower("x-edge-ref");
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.insert_header(&EDGE, "a").unwrap();
+        request.append_header(&VIA, "1.1 x").unwrap();
+        assert_eq!(request.headers[EDGE.name()], "a");
+        assert_eq!(request.headers["x-edge-ref"], "a");
+        assert_eq!(request.headers[header::VIA], "1.1 x");
+        let mut wire = Vec::new();
+        request.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"x-edge-ref: a\r\nvia: 1.1 x\r\n");
     }
 }

@@ -44,6 +44,7 @@ use authority::{raw_target_authority, RawTargetAuthority};
 mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
+pub use case_header_name::KnownHeaderName; // PORTICO PATCH (header names without a parse or a copy)
 
 pub mod prelude {
     pub use crate::RequestHeader;
