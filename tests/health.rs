@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::edge::{client, TestEdge};
 use common::health::*;
+use common::origin::TestOrigin;
 use serde_json::Value;
 
 /// Stopping one of three origins under a steady loop of GETs: no client errors beyond the
@@ -220,8 +221,13 @@ async fn every_origin_unhealthy_sends_traffic_to_all_of_them() {
     let probe = "{ path: /health, interval: 100ms, timeout: 80ms }";
     let edge = TestEdge::with_routes("", &rules(&group_yaml("web", &origins, probe))).await;
 
+    // `all_unhealthy` holds as soon as no origin is healthy, a pending one included: wait
+    // for both probes to have failed.
     let status = wait_for_status(&edge, "all unhealthy", |s| {
         group(s, "web")["all_unhealthy"] == true
+            && ["first", "second"]
+                .iter()
+                .all(|name| origin(s, "web", name)["health"] == "unhealthy")
     })
     .await;
     let first_status = origin(&status, "web", "first");
@@ -298,9 +304,9 @@ async fn a_connect_failure_is_retried_and_the_access_log_names_each_attempt() {
     assert_eq!(lines[0]["origin"], "alive");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_idempotent_request_is_never_retried_once_sent() {
-    // Reads the request, then hangs up without answering.
+/// An edge whose group prefers an origin that reads each request and hangs up without
+/// answering; the request lines it read; the group's second origin, `alive`.
+async fn hangs_up_then_alive() -> (TestEdge, RequestLines, TestOrigin) {
     let (hangs_up, seen) = raw_origin(Duration::ZERO, false).await;
     let (alive, _) = named_origin("alive").await;
     let origins = [
@@ -308,6 +314,29 @@ async fn a_non_idempotent_request_is_never_retried_once_sent() {
         origin_yaml("alive", alive.addr(), 2, 50),
     ];
     let edge = TestEdge::with_routes("", &rules(&group_yaml("web", &origins, ""))).await;
+    (edge, seen, alive)
+}
+
+/// An origin that takes the request and hangs up without a byte of an answer (as one that
+/// is dying or restarting does to what it had accepted): a GET goes on to the next origin,
+/// as nginx's `proxy_next_upstream error` sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_an_origin_dropped_unanswered_goes_to_the_next() {
+    let (edge, seen, alive) = hangs_up_then_alive().await;
+    assert_eq!(get(&edge, "/page").await, (200, "alive".to_string()));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["GET /page HTTP/1.1".to_string()],
+        "the request reached the first origin"
+    );
+    assert_eq!(alive.count(), 1);
+    let lines = edge.wait_for_log(|l| !l.is_empty()).await;
+    assert_eq!(lines[0]["tried"], serde_json::json!(["hangs-up", "alive"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_idempotent_request_is_never_retried_once_sent() {
+    let (edge, seen, alive) = hangs_up_then_alive().await;
     let response = client()
         .post(edge.url("/order"))
         .body("pay once")

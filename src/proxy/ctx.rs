@@ -64,7 +64,8 @@ pub struct RequestCtx {
     /// header took to come back.
     pub upstream_sent: Option<Instant>,
     pub origin_first_byte: Option<std::time::Duration>,
-    /// Why the last connection attempt failed, for the answer when no origin is left.
+    /// Why the last attempt failed (its connection, or the origin dropping it unanswered),
+    /// for the answer when no origin is left.
     pub last_connect_error: Option<String>,
     /// The same failure as the client may be told it (no origin addresses).
     pub last_connect_reason: Option<String>,

@@ -360,6 +360,9 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
         upstream_reused: bool,
     ) -> Box<Error> {
+        // Kept as a connect failure's is: a retry that then finds no origin left says why.
+        ctx.last_connect_error = Some(e.to_string());
+        ctx.last_connect_reason = Some(respond::reason_for_client(&e, ctx));
         retry::after_proxy_error(session, peer, ctx, e, upstream_reused)
     }
 

@@ -3,9 +3,14 @@
 //! - A connect failure sent nothing: an idempotent request is retried on the next origin
 //!   while the group's `max_retries` budget lasts.
 //! - A failure after the request was (even partly) sent is retried only for an idempotent
-//!   request whose body is still buffered, when Pingora deems the failure retryable
-//!   (typically a reused connection the origin closed while idle), within the same budget. A non-idempotent
-//!   request is never retried once any bytes were sent: the origin may have acted on it.
+//!   request whose body is still buffered, within the same budget, when the origin dropped
+//!   the connection before any byte of an answer (closed or reset while the edge waited
+//!   for the head, or while the request was written; a reused connection or a fresh
+//!   one, as nginx's default `proxy_next_upstream error` does): an origin that is dying
+//!   or being restarted resets what it had accepted, and a GET must not fail for it
+//!   while another origin is up (RFC 9110 §9.2.2 allows an idempotent request to be sent
+//!   again). An origin that times out is not retried elsewhere. A non-idempotent request
+//!   is never retried once any bytes were sent: the origin may have acted on it.
 //!
 //! - A reused connection that turns out closed before any byte came back is a keep-alive
 //!   race, not a failed origin: the request goes again to the *same* origin on a fresh
@@ -58,10 +63,10 @@ pub fn after_connect_failure(
     e
 }
 
-/// Whether a shield hop failed before the shield answered anything: the connection closed
-/// or reset while the head was awaited (Pingora marks exactly those `ReusedOnly`), or
-/// while the request was written, and nothing went to the client yet.
-fn shield_dropped_unanswered(session: &Session, e: &Error) -> bool {
+/// Whether an attempt failed before the origin or shield answered anything: the connection
+/// closed or reset while the head was awaited (Pingora marks exactly those `ReusedOnly`),
+/// or while the request was written, and nothing went to the client yet.
+fn dropped_unanswered(session: &Session, e: &Error) -> bool {
     let dropped = e.retry == RetryType::ReusedOnly || e.etype == ErrorType::WriteError;
     dropped && session.as_ref().response_written().is_none()
 }
@@ -77,7 +82,8 @@ pub fn after_proxy_error(
     let mut e = e.more_context(format!("Peer: {peer}"));
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
-    if replayable && ctx.tier.shield.is_some() && shield_dropped_unanswered(session, &e) {
+    let dropped = replayable && dropped_unanswered(session, &e);
+    if dropped && ctx.tier.shield.is_some() {
         log::info!(
             "request {}: shield {peer} dropped the connection before answering ({e}); trying the next shield",
             ctx.request_id
@@ -98,10 +104,13 @@ pub fn after_proxy_error(
         }
     }
     if replayable && budget_left(ctx) {
+        if dropped {
+            e.set_retry(true);
+        }
         e.retry.decide_reuse(upstream_reused);
         if e.retry() {
             log::info!(
-                "request {}: {peer} dropped a reused connection ({e}); trying the next origin",
+                "request {}: {peer} dropped the connection before answering ({e}); trying the next origin",
                 ctx.request_id
             );
         }
