@@ -41,6 +41,16 @@ fn web_to(web_group: &str, a: &TestOrigin, b: &TestOrigin) -> String {
     )
 }
 
+/// WebSocket routes under `/chat/*` and plain ones for the rest, both to `echo`.
+fn chat_and_web(echo: &TestOrigin) -> String {
+    format!(
+        "routes:\n{}{}origin_groups:\n{}",
+        route("chat", "/chat/*", "echo", true),
+        route("web", "/*", "echo", false),
+        group("echo", echo.addr()),
+    )
+}
+
 type Tunnel =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -220,12 +230,7 @@ async fn watch_reloads_on_edit_and_refuses_a_half_written_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain_ends() {
     let echo = echo_origin().await;
-    let rules = format!(
-        "routes:\n{}{}origin_groups:\n{}",
-        route("chat", "/chat/*", "echo", true),
-        route("web", "/*", "echo", false),
-        group("echo", echo.addr()),
-    );
+    let rules = chat_and_web(&echo);
     // With the handover off, tunnels drain in the old process.
     let node = NodeFiles::new(
         "  tunnel_drain_timeout: 3s\n  tunnel_handover: false\n",
@@ -533,12 +538,7 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
 async fn a_connection_accepted_before_the_drain_has_its_first_request_answered() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let echo = echo_origin().await;
-    let rules = format!(
-        "routes:\n{}{}origin_groups:\n{}",
-        route("chat", "/chat/*", "echo", true),
-        route("web", "/*", "echo", false),
-        group("echo", echo.addr()),
-    );
+    let rules = chat_and_web(&echo);
     // A tunnel keeps the draining node up for its drain timeout.
     let node = NodeFiles::new("  tunnel_drain_timeout: 20s\n", &rules);
     let mut edge = node.run(&[], "edge");
