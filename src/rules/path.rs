@@ -22,16 +22,33 @@ pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRefusal> {
         return Err("it is not absolute");
     }
     let bytes = path.as_bytes();
-    let needs_work = bytes.iter().any(|&b| b == b'%' || b == b'\\');
+    let (needs_work, slash_dot) = scan(bytes);
     let normal: Cow<'_, str> = match needs_work.then(|| decode_unreserved(bytes)).transpose()? {
         // Percent-encodings that were normal already: nothing to rewrite.
         Some(decoded) if decoded != path => Cow::Owned(decoded),
         _ => Cow::Borrowed(path),
     };
-    if has_dot_segment(&normal) {
+    // Without a `%` or a `\` nothing was decoded, and a dot segment needs a `/.`.
+    if (needs_work || slash_dot) && has_dot_segment(&normal) {
         return Err("it has a dot segment");
     }
     Ok(normal)
+}
+
+/// One pass over a path, which most requests settle with: whether it has a `%` or a `\`
+/// (to decode or refuse), and whether it has a `/.` (a dot segment may start there).
+fn scan(bytes: &[u8]) -> (bool, bool) {
+    let (mut needs_work, mut slash_dot) = (false, false);
+    let mut previous = 0u8;
+    for &b in bytes {
+        match b {
+            b'%' | b'\\' => needs_work = true,
+            b'.' if previous == b'/' => slash_dot = true,
+            _ => {}
+        }
+        previous = b;
+    }
+    (needs_work, slash_dot)
 }
 
 /// Decodes percent-encoded unreserved characters and upper-cases the others' hex digits.
