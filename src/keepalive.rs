@@ -42,10 +42,9 @@ const FIRST_READ: usize = 4096;
 /// 1 KiB) has room here.
 pub async fn serve_http1(
     proxy: &Arc<HttpProxy<Portico>>,
-    stream: Stream,
+    mut stream: Stream,
     shutdown: &ShutdownWatch,
 ) -> Option<Stream> {
-    let mut stream = stream;
     let first = read_start(&mut stream).await?;
     let mut reused = request(proxy, stream, Start::First { first }, shutdown)
         .await?

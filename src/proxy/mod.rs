@@ -135,6 +135,13 @@ pub struct Portico {
     pub limits: crate::config::model::ClientLimits,
 }
 
+/// Keeps why an attempt failed (a connect failure, or an origin that dropped the request
+/// unanswered), so that a retry which then finds no origin left says why.
+fn remember_failed_attempt(ctx: &mut RequestCtx, e: &Error) {
+    ctx.last_connect_error = Some(e.to_string());
+    ctx.last_connect_reason = Some(respond::reason_for_client(e, ctx));
+}
+
 #[async_trait]
 impl ProxyHttp for Portico {
     type CTX = RequestCtx;
@@ -347,8 +354,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        ctx.last_connect_error = Some(e.to_string());
-        ctx.last_connect_reason = Some(respond::reason_for_client(&e, ctx));
+        remember_failed_attempt(ctx, &e);
         retry::after_connect_failure(session, peer, ctx, e)
     }
 
@@ -360,9 +366,7 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
         upstream_reused: bool,
     ) -> Box<Error> {
-        // Kept as a connect failure's is: a retry that then finds no origin left says why.
-        ctx.last_connect_error = Some(e.to_string());
-        ctx.last_connect_reason = Some(respond::reason_for_client(&e, ctx));
+        remember_failed_attempt(ctx, &e);
         retry::after_proxy_error(session, peer, ctx, e, upstream_reused)
     }
 

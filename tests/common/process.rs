@@ -71,24 +71,15 @@ impl Running {
     }
 
     /// The first answer from this process at `url` while it starts: like [`first_answer`],
-    /// but a process that exits (a port taken, a config refused) or never answers fails
-    /// at once with what it printed.
+    /// but a process that exits (a port taken, a config refused) fails at once, and one
+    /// that never answers fails with what it printed.
     pub async fn first_answer(&mut self, client: &reqwest::Client, url: &str) -> reqwest::Response {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match client.get(url).send().await {
-                Ok(response) => return response,
-                Err(e) => {
-                    if let Some(status) = self.child.try_wait().unwrap() {
-                        panic!("{url}: the process exited ({status}):\n{}", self.printed());
-                    }
-                    if Instant::now() >= deadline {
-                        panic!("{url} never answered: {e}\n{}", self.printed());
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        let answer = answer_within(client, url, || {
+            let exited = self.child.try_wait().unwrap();
+            exited.map(|status| format!("the process exited ({status})"))
+        })
+        .await;
+        answer.unwrap_or_else(|why| panic!("{url}: {why}\n{}", self.printed()))
     }
 
     /// What the process printed so far.
@@ -116,14 +107,30 @@ pub fn free_port() -> u16 {
 
 /// The first answer from a server still starting: connection errors are retried for 30 s.
 pub async fn first_answer(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let answer = answer_within(client, url, || None).await;
+    answer.unwrap_or_else(|why| panic!("{url} {why}"))
+}
+
+/// Asks `url` until it answers, for at most 30 s; between tries `gone` may say why no
+/// answer will come.
+async fn answer_within(
+    client: &reqwest::Client,
+    url: &str,
+    mut gone: impl FnMut() -> Option<String>,
+) -> Result<reqwest::Response, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client.get(url).send().await {
-            Ok(response) => return response,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
+            Ok(response) => return Ok(response),
+            Err(e) => {
+                if let Some(why) = gone() {
+                    return Err(why);
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("never answered: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("{url} never answered: {e}"),
         }
     }
 }
