@@ -3,6 +3,7 @@
 //! - `key`: the cache key, from the routing decision (host, route, origin group, upstream
 //!   path and query view, scheme);
 //! - `meta`, `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `clock`: the store's eviction order (second chance, an approximate LRU);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
 //! - `vary`: variants, with their request fields normalised;
@@ -11,6 +12,7 @@
 //! - `purge`: purge requests by domain, path and tag, hard or soft;
 //! - `tags`: the cache tags a response carries (`Cache-Tag`, `Surrogate-Key`).
 
+pub mod clock;
 pub mod conditional;
 pub mod key;
 pub mod lock;

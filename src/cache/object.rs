@@ -11,7 +11,7 @@
 //! feeding the readers it already has, but drops each chunk once every one of them has
 //! read it: it holds no more than what its slowest reader has yet to read.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -84,6 +84,10 @@ pub struct Object {
     /// fills). Fixed then, so that what is added is exactly what is later taken away, even
     /// if a revalidation changes the header.
     accounted: usize,
+    /// Used since the eviction clock last passed it (`cache::clock`).
+    pub(super) referenced: AtomicBool,
+    /// In the store as a committed object (`cache::clock`).
+    pub(super) resident: AtomicBool,
 }
 
 impl Object {
@@ -108,6 +112,8 @@ impl Object {
                 cursors: Mutex::new(Vec::new()),
             })),
             accounted: 0,
+            referenced: AtomicBool::new(false),
+            resident: AtomicBool::new(false),
         }
     }
 
@@ -220,6 +226,8 @@ impl Object {
             }),
             fill: None,
             accounted,
+            referenced: AtomicBool::new(false),
+            resident: AtomicBool::new(false),
         }
     }
 
@@ -343,13 +351,14 @@ impl BodyReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cache::meta::StoredHeader;
     use pingora_http::ResponseHeader;
     use std::time::SystemTime;
 
-    fn object(chunks: &[&'static str]) -> Arc<Object> {
+    /// A complete object `id` with a body in `chunks`.
+    pub(crate) fn object(id: u64, chunks: &[&'static str]) -> Arc<Object> {
         let meta = StoredMeta {
             fresh_until: SystemTime::now(),
             updated: SystemTime::now(),
@@ -359,7 +368,7 @@ mod tests {
             header: StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap()),
         };
         let object = Object::filling(
-            1,
+            id,
             CompactCacheKey::default(),
             [0; 16],
             "h/p".into(),
@@ -383,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn ranges_span_chunks() {
-        let object = object(&["abc", "defg", "hij"]);
+        let object = object(1, &["abc", "defg", "hij"]);
         let mut reader = object.reader();
         assert_eq!(read_all(&mut reader).await, "abcdefghij");
         for (start, end, expected) in [
@@ -400,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_waits_for_chunks_and_an_aborted_fill_is_an_error() {
-        let meta_object = object(&[]);
+        let meta_object = object(1, &[]);
         let filling = Arc::new(Object::filling(
             2,
             CompactCacheKey::default(),
@@ -432,7 +441,7 @@ mod tests {
             [0; 16],
             "h/p".into(),
             Box::default(),
-            StoredMeta::clone(&object(&[]).meta.load()),
+            StoredMeta::clone(&object(1, &[]).meta.load()),
         ));
         let mut fast = filling.reader();
         let mut slow = filling.reader();

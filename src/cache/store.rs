@@ -16,8 +16,9 @@
 //! `cache.memory_bytes` bounds what the store holds, fills in progress included. `used`
 //! counts committed objects plus what fills have *reserved*: a fill reserves its key text,
 //! header, tags and index entries when it starts, then each body chunk before it keeps it.
-//! A reservation that does not fit first evicts committed objects, least recently used
-//! first (the store's own LRU, on pingora-lru). When nothing committed is left to evict
+//! A reservation that does not fit first evicts committed objects in the order of the
+//! store's eviction clock (`cache::clock`: second chance, an approximate LRU whose hits take
+//! no lock). When nothing committed is left to evict
 //! (the rest of the budget is other fills' reservations), the fill is **abandoned for
 //! storage**: it gives its reservation back, leaves its slot (no new reader finds it) and is
 //! never committed, but it goes on feeding the readers it already has, so the client of the
@@ -34,7 +35,8 @@
 //!   two);
 //! - per object, the allocator's rounding of its key, header and index entries, which are
 //!   counted by estimate (`Object::overhead`, `StoredMeta::weight`, `INDEX_ENTRY_BYTES`),
-//!   and the LRU's node (about 50 bytes).
+//!   and its entry in the eviction clock (a weak pointer: 8 bytes, 16 with the queue's
+//!   spare room).
 //!
 //! # Indexes
 //!
@@ -66,15 +68,11 @@ use pingora_cache::{CacheEntryId, CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 
+use super::clock::Clock;
 use super::object::{BodyReader, FillState, Object, StoredMeta};
 use super::purge::Purge;
 
 const SHARDS: usize = 16;
-/// Shards of the LRU. One: an exact LRU. A sharded LRU evicts the oldest object of some
-/// shard, so an object alone in its shard goes first however hot it is; with large objects
-/// and few of them per shard that evicts hot objects. Hits rarely contend on it: a
-/// promotion is a few pointer moves under its lock.
-const LRU_SHARDS: usize = 1;
 
 thread_local! {
     /// The key of this thread's last lookup, if it missed (see `MemoryStore::take_missed`).
@@ -193,13 +191,6 @@ impl Index {
     }
 }
 
-/// What the LRU keeps of a committed object: where it is (its id is the LRU's key).
-struct Resident {
-    id: u64,
-    primary: HashBinary,
-    hash: HashBinary,
-}
-
 /// What a purge did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeCount {
@@ -212,8 +203,8 @@ pub struct PurgeCount {
 /// The in-memory store. Lives for the whole process (pingora wants `&'static`).
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
-    /// Committed objects, least recently used last; keyed by object id.
-    lru: pingora_lru::Lru<Resident, LRU_SHARDS>,
+    /// The eviction order of committed objects.
+    clock: Clock,
     /// `cache.memory_bytes`.
     budget: usize,
     /// Committed bytes plus fills' reservations: never over `budget`.
@@ -245,9 +236,7 @@ impl MemoryStore {
     ) -> MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            // The store evicts by its own count (`used`); the LRU only orders. Capacity is a
-            // preallocation hint.
-            lru: pingora_lru::Lru::with_capacity(usize::MAX, 1024),
+            clock: Clock::default(),
             budget: memory_bytes,
             used: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -339,8 +328,8 @@ impl MemoryStore {
         &self.shards[primary[0] as usize % SHARDS]
     }
 
-    /// Takes `need` bytes of the budget, evicting committed objects (least recently used
-    /// first) while it does not fit; `false` when it cannot fit (nothing left to evict).
+    /// Takes `need` bytes of the budget, evicting committed objects (in the clock's order)
+    /// while it does not fit; `false` when it cannot fit (nothing left to evict).
     fn reserve(&self, need: usize) -> bool {
         loop {
             let used = self.used.load(Ordering::Acquire);
@@ -364,25 +353,26 @@ impl MemoryStore {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Evicts the least recently used committed object; `false` when there is none.
+    /// Evicts the committed object the clock names; `false` when there is none.
     fn evict_one(&self) -> bool {
-        let Some((victim, _)) = self.lru.evict_shard(0) else {
+        let Some(victim) = self.clock.victim() else {
             return false;
         };
+        let primary = victim.key.primary;
         let removed = {
-            let mut shard = self.shard(&victim.primary).lock();
+            let mut shard = self.shard(&primary).lock();
             let removed =
                 shard
                     .slots
                     .get_mut(&victim.hash)
                     .and_then(|slot| match &slot.committed {
-                        Some(object) if object.id == victim.id => slot.committed.take(),
+                        Some(object) if Arc::ptr_eq(object, &victim) => slot.committed.take(),
                         _ => None,
                     });
-            shard.remove_if_empty(&victim.primary, &victim.hash);
+            shard.remove_if_empty(&primary, &victim.hash);
             removed
         };
-        // Already gone (purged meanwhile): the LRU still shrank, so the caller may retry.
+        // Already gone (purged meanwhile): the clock still shrank, so the caller may retry.
         if let Some(object) = removed {
             self.evicted.fetch_add(1, Ordering::Relaxed);
             self.forget(&object);
@@ -525,7 +515,7 @@ impl MemoryStore {
         self.bytes.fetch_sub(object.weight(), Ordering::Relaxed);
         self.objects.fetch_sub(1, Ordering::Relaxed);
         self.release(object.weight());
-        self.lru.remove(object.id);
+        self.clock.depart(object);
         self.index.lock().remove(object);
     }
 
@@ -549,21 +539,15 @@ impl MemoryStore {
                 slot.fills.remove(position);
                 self.bytes.fetch_add(reserved, Ordering::Relaxed);
                 self.objects.fetch_add(1, Ordering::Relaxed);
+                // Queued while the shard is held: a purge that finds it committed finds it
+                // queued too.
+                self.clock.admit(&committed);
                 slot.committed.replace(committed.clone())
             };
             index.fills.remove(&fill.id);
             index.add(&committed);
             replaced
         };
-        self.lru.admit(
-            committed.id,
-            Resident {
-                id: committed.id,
-                primary,
-                hash: committed.hash,
-            },
-            reserved,
-        );
         if let Some(old) = replaced {
             self.forget(&old);
         }
@@ -608,22 +592,18 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
-        let (found, committed) = {
+        let found = {
             let shard = self.shard(&key.primary_bin()).lock();
             let slot = shard.slots.get(&hash);
             let object = slot.and_then(Slot::to_serve);
-            let committed = object
-                .filter(|o| {
-                    slot.and_then(|s| s.committed.as_ref())
-                        .is_some_and(|c| Arc::ptr_eq(c, o))
-                })
-                .map(|o| o.id);
-            (object.map(hit).transpose()?, committed)
+            if let Some(committed) = slot.and_then(|s| s.committed.as_ref()) {
+                if object.is_some_and(|o| Arc::ptr_eq(committed, o)) {
+                    Clock::touch(committed); // a use: it gets a second chance
+                }
+            }
+            object.map(hit).transpose()?
         };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
-        if let Some(id) = committed {
-            self.lru.promote(id); // a use: least recently used goes first
-        }
         Ok(found)
     }
 

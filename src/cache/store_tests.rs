@@ -329,7 +329,7 @@ async fn a_fill_over_the_budget_is_abandoned_but_its_readers_get_every_byte() {
 }
 
 #[tokio::test]
-async fn committed_objects_are_evicted_least_recently_used_first_to_make_room() {
+async fn committed_objects_unused_the_longest_are_evicted_first_to_make_room() {
     let store = tagged_store(40 << 10);
     let span = Span::inactive();
     let keys: Vec<CacheKey> = (0..3)
@@ -339,7 +339,7 @@ async fn committed_objects_are_evicted_least_recently_used_first_to_make_room() 
         fill_tagged(store, key, "t", &[7; 10 << 10]).await;
     }
     assert_eq!(store.objects(), 3);
-    // /0 is used again: /1 is now the least recently used.
+    // /0 is used again: /1 is now the oldest unused object (the clock passes over /0).
     assert!(store
         .lookup(&keys[0], &span.handle())
         .await
