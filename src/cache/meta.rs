@@ -4,7 +4,8 @@
 //! table of about 100-byte buckets, plus an allocation per value and per cased name: about
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields' text, names with their case and values,
-//! back to back in one allocation, and where each ends. A hit builds the `ResponseHeader`
+//! back to back in one allocation (a committed object's, shared with its body: see
+//! `Object::committed`), and where each ends. A hit builds the `ResponseHeader`
 //! from it: each value is a view into the stored text (a reference count, no copy), each
 //! name is parsed and both maps are filled, about four times what a clone of a kept
 //! `ResponseHeader` costs. So each worker thread keeps the headers it built for the objects
@@ -62,7 +63,19 @@ pub struct StoredHeader {
 
 impl StoredHeader {
     pub fn from_header(header: &ResponseHeader) -> StoredHeader {
-        let mut text = BytesMut::new();
+        // Sized exactly: a stored header lives as long as its object.
+        let size: usize = match header.has_case() {
+            true => header
+                .case_header_iter()
+                .map(|(name, value)| name.as_slice().len() + value.len())
+                .sum(),
+            false => header
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum(),
+        };
+        let mut text = BytesMut::with_capacity(size);
         let mut ends = Vec::with_capacity(header.headers.len());
         let mut push = |name: &[u8], value: &[u8]| {
             text.extend_from_slice(name);
@@ -93,6 +106,21 @@ impl StoredHeader {
                 .filter(|reason| Some(*reason) != header.status.canonical_reason())
                 .map(Box::from),
             has_case: header.has_case(),
+        }
+    }
+
+    /// The fields' text (see `with_text`).
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The same header with its text at `text`, which holds the same bytes (a committed
+    /// object keeps it in one allocation with its body).
+    pub fn with_text(&self, text: Bytes) -> StoredHeader {
+        debug_assert_eq!(text, self.text);
+        StoredHeader {
+            text,
+            ..self.clone()
         }
     }
 

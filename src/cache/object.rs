@@ -13,18 +13,20 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
-use parking_lot::{Mutex, RwLock};
-use pingora_cache::key::{CompactCacheKey, HashBinary};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use pingora_cache::key::HashBinary;
 use pingora_error::{Error, ErrorType, Result};
+use smallvec::SmallVec;
 use tokio::sync::watch;
 
 pub use super::meta::StoredMeta;
 
-/// Bodies up to this size are copied into one chunk when they are committed: one chunk per
-/// hit, and no small chunk pins a larger network buffer that the accounting cannot see.
+/// Bodies up to this size are copied into one chunk when they are committed, in one
+/// allocation with the header's text: one chunk per hit, one allocation per object, and no
+/// small chunk pins a larger network buffer that the accounting cannot see.
 const COALESCE_UP_TO: usize = 1 << 20;
 
 /// Where a fill stands.
@@ -45,7 +47,8 @@ pub const INDEX_ENTRY_BYTES: usize = 48;
 #[derive(Default)]
 struct Chunks {
     dropped: usize,
-    list: Vec<Bytes>,
+    /// One chunk inline: a committed body up to `COALESCE_UP_TO` is one.
+    list: SmallVec<[Bytes; 1]>,
 }
 
 impl Chunks {
@@ -68,14 +71,16 @@ struct FillProgress {
 pub struct Object {
     /// Generation: tells a replaced object from its successor under the same key.
     pub id: u64,
-    pub key: CompactCacheKey,
+    /// The cache key's primary hash (its URL): the store's shard and variant index.
+    pub primary: HashBinary,
     /// The store's slot for it (the key's combined hash: primary and variance).
     pub hash: HashBinary,
     /// The cache key's text (`host/path?query`), for purges by domain and path.
     pub label: Box<str>,
     /// Its cache tags (`cache::tags`), normalised.
     pub tags: Box<[Box<str>]>,
-    pub meta: ArcSwap<StoredMeta>,
+    /// Replaced whole by a revalidation or a soft purge; held only while it is copied.
+    meta: RwLock<StoredMeta>,
     chunks: RwLock<Chunks>,
     /// While it fills: its progress and its readers. `None` once committed: a committed
     /// object is complete for good, and a stored object saves the ~400 bytes.
@@ -93,7 +98,7 @@ pub struct Object {
 impl Object {
     pub fn filling(
         id: u64,
-        key: CompactCacheKey,
+        primary: HashBinary,
         hash: HashBinary,
         label: Box<str>,
         tags: Box<[Box<str>]>,
@@ -101,11 +106,11 @@ impl Object {
     ) -> Object {
         Object {
             id,
-            key,
+            primary,
             hash,
             label,
             tags,
-            meta: ArcSwap::from_pointee(meta),
+            meta: RwLock::new(meta),
             chunks: RwLock::new(Chunks::default()),
             fill: Some(Box::new(FillProgress {
                 state: watch::channel(FillState::Filling).0,
@@ -115,6 +120,20 @@ impl Object {
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
         }
+    }
+
+    pub fn meta(&self) -> RwLockReadGuard<'_, StoredMeta> {
+        self.meta.read()
+    }
+
+    pub fn set_meta(&self, meta: StoredMeta) {
+        *self.meta.write() = meta;
+    }
+
+    /// Makes it stale from `now` (a soft purge: `stale-*` windows count from `now`).
+    pub fn make_stale(&self, now: SystemTime) {
+        let mut meta = self.meta.write();
+        *meta = meta.stale_from(now);
     }
 
     pub fn state(&self) -> FillState {
@@ -137,7 +156,7 @@ impl Object {
     pub fn overhead(&self) -> usize {
         let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
         self.label.len()
-            + self.meta.load().weight()
+            + self.meta.read().weight()
             + tags
             + (self.tags.len() + 1) * INDEX_ENTRY_BYTES
     }
@@ -194,8 +213,8 @@ impl Object {
         });
     }
 
-    /// The complete object as it should stay in the store (small bodies in one chunk),
-    /// accounted as `accounted` bytes.
+    /// The complete object as it should stay in the store, accounted as `accounted` bytes:
+    /// a body up to `COALESCE_UP_TO` in one chunk, in one allocation with the header's text.
     pub fn committed(&self, accounted: usize) -> Object {
         let chunks = self.chunks.read();
         debug_assert_eq!(
@@ -203,23 +222,31 @@ impl Object {
             "a fill that dropped chunks is never committed"
         );
         let chunks = &chunks.list;
+        let mut meta = self.meta.read().clone();
         let total: usize = chunks.iter().map(Bytes::len).sum();
-        let body = if chunks.len() > 1 && total <= COALESCE_UP_TO {
-            let mut one = BytesMut::with_capacity(total);
+        let body = if total <= COALESCE_UP_TO {
+            let text = meta.header.text().len();
+            let mut one = Vec::with_capacity(text + total);
+            one.extend_from_slice(meta.header.text());
             for chunk in chunks.iter() {
                 one.extend_from_slice(chunk);
             }
-            vec![one.freeze()]
+            let one = Bytes::from(one);
+            meta.header = meta.header.with_text(one.slice(..text));
+            match total {
+                0 => SmallVec::new(),
+                _ => SmallVec::from_buf([one.slice(text..)]),
+            }
         } else {
             chunks.clone()
         };
         Object {
             id: self.id,
-            key: self.key.clone(),
+            primary: self.primary,
             hash: self.hash,
             label: self.label.clone(),
             tags: self.tags.clone(),
-            meta: ArcSwap::new(self.meta.load_full()),
+            meta: RwLock::new(meta),
             chunks: RwLock::new(Chunks {
                 dropped: 0,
                 list: body,
@@ -355,7 +382,6 @@ pub(super) mod tests {
     use super::*;
     use crate::cache::meta::StoredHeader;
     use pingora_http::ResponseHeader;
-    use std::time::SystemTime;
 
     /// A complete object `id` with a body in `chunks`.
     pub(crate) fn object(id: u64, chunks: &[&'static str]) -> Arc<Object> {
@@ -367,14 +393,7 @@ pub(super) mod tests {
             variance: None,
             header: StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap()),
         };
-        let object = Object::filling(
-            id,
-            CompactCacheKey::default(),
-            [0; 16],
-            "h/p".into(),
-            Box::default(),
-            meta,
-        );
+        let object = Object::filling(id, [0; 16], [0; 16], "h/p".into(), Box::default(), meta);
         for chunk in chunks {
             object.append(Bytes::from_static(chunk.as_bytes()));
         }
@@ -412,11 +431,11 @@ pub(super) mod tests {
         let meta_object = object(1, &[]);
         let filling = Arc::new(Object::filling(
             2,
-            CompactCacheKey::default(),
+            [0; 16],
             [0; 16],
             "h/p".into(),
             Box::default(),
-            StoredMeta::clone(&meta_object.meta.load()),
+            meta_object.meta().clone(),
         ));
         let mut reader = filling.reader();
         assert!(!reader.can_seek());
@@ -437,11 +456,11 @@ pub(super) mod tests {
     async fn an_abandoned_fill_keeps_only_what_its_readers_have_not_read() {
         let filling = Arc::new(Object::filling(
             3,
-            CompactCacheKey::default(),
+            [0; 16],
             [0; 16],
             "h/p".into(),
             Box::default(),
-            StoredMeta::clone(&object(1, &[]).meta.load()),
+            object(1, &[]).meta().clone(),
         ));
         let mut fast = filling.reader();
         let mut slow = filling.reader();

@@ -116,7 +116,46 @@ impl Shard {
 #[derive(Default)]
 struct Slot {
     committed: Option<Arc<Object>>,
-    fills: SmallVec<[Arc<Object>; 1]>,
+    fills: Fills,
+}
+
+/// A slot's fills in progress, oldest first. Boxed: most slots have none, and a slot is
+/// 16 bytes in its shard's table rather than 32 (a million of them are ~25 MB fewer).
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the box is the point: a thin pointer, 8 bytes
+struct Fills(Option<Box<Vec<Arc<Object>>>>);
+
+impl Fills {
+    fn as_slice(&self) -> &[Arc<Object>] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn push(&mut self, fill: Arc<Object>) {
+        self.0.get_or_insert_default().push(fill);
+    }
+
+    /// Takes `fill` out; `false` if it was not here.
+    fn remove(&mut self, fill: &Arc<Object>) -> bool {
+        let Some(list) = self.0.as_mut() else {
+            return false;
+        };
+        let Some(position) = list.iter().position(|o| Arc::ptr_eq(o, fill)) else {
+            return false;
+        };
+        list.remove(position);
+        if list.is_empty() {
+            self.0 = None;
+        }
+        true
+    }
+
+    fn take(&mut self) -> Vec<Arc<Object>> {
+        self.0.take().map(|list| *list).unwrap_or_default()
+    }
 }
 
 impl Slot {
@@ -127,13 +166,9 @@ impl Slot {
     /// What a lookup serves: the newest fill (after a refresh starts, its body is the one to
     /// serve), unless the committed object may still be used without the origin.
     fn to_serve(&self) -> Option<&Arc<Object>> {
-        match (&self.committed, self.fills.last()) {
+        match (&self.committed, self.fills.as_slice().last()) {
             (Some(committed), Some(fill)) => Some(
-                if committed
-                    .meta
-                    .load()
-                    .usable_without_origin(SystemTime::now())
-                {
+                if committed.meta().usable_without_origin(SystemTime::now()) {
                     committed
                 } else {
                     fill
@@ -295,7 +330,7 @@ impl MemoryStore {
                 && slot
                     .committed
                     .as_ref()
-                    .is_some_and(|c| c.meta.load().usable_without_origin(now))
+                    .is_some_and(|c| c.meta().usable_without_origin(now))
         })
     }
 
@@ -358,7 +393,7 @@ impl MemoryStore {
         let Some(victim) = self.clock.victim() else {
             return false;
         };
-        let primary = victim.key.primary;
+        let primary = victim.primary;
         let removed = {
             let mut shard = self.shard(&primary).lock();
             let removed =
@@ -459,7 +494,7 @@ impl MemoryStore {
                 continue;
             }
             if purge.soft {
-                fill.meta.store(Arc::new(fill.meta.load().stale_from(now)));
+                fill.make_stale(now);
                 count.purged += 1;
             } else {
                 count.purged += usize::from(self.drop_fill(&fill));
@@ -472,7 +507,7 @@ impl MemoryStore {
 
     /// Removes `object` if it is still the committed object of its slot.
     fn remove_committed(&self, object: &Arc<Object>) -> bool {
-        let primary = object.key.primary;
+        let primary = object.primary;
         let removed = {
             let mut shard = self.shard(&primary).lock();
             let removed = shard.slots.get_mut(&object.hash).and_then(|slot| {
@@ -496,16 +531,14 @@ impl MemoryStore {
 
     /// Marks `object` stale from `now` (a soft purge); `false` if it left the store.
     fn mark_stale(&self, object: &Arc<Object>, now: SystemTime) -> bool {
-        let shard = self.shard(&object.key.primary).lock();
+        let shard = self.shard(&object.primary).lock();
         let current = shard
             .slots
             .get(&object.hash)
             .and_then(|slot| slot.committed.as_ref())
             .is_some_and(|c| Arc::ptr_eq(c, object));
         if current {
-            object
-                .meta
-                .store(Arc::new(object.meta.load().stale_from(now)));
+            object.make_stale(now);
         }
         current
     }
@@ -523,7 +556,7 @@ impl MemoryStore {
     /// bytes; `false` if it was purged meanwhile.
     fn commit(&self, fill: &Arc<Object>, reserved: usize) -> bool {
         let committed = Arc::new(fill.committed(reserved));
-        let primary = fill.key.primary;
+        let primary = fill.primary;
         let replaced = {
             // The index's lock first, then the shard's (the order everywhere): a purge sees
             // the object either as a fill or committed and indexed, never neither.
@@ -533,10 +566,9 @@ impl MemoryStore {
                 let Some(slot) = shard.slots.get_mut(&fill.hash) else {
                     return false;
                 };
-                let Some(position) = slot.fills.iter().position(|o| Arc::ptr_eq(o, fill)) else {
+                if !slot.fills.remove(fill) {
                     return false;
-                };
-                slot.fills.remove(position);
+                }
                 self.bytes.fetch_add(reserved, Ordering::Relaxed);
                 self.objects.fetch_add(1, Ordering::Relaxed);
                 // Queued while the shard is held: a purge that finds it committed finds it
@@ -557,23 +589,21 @@ impl MemoryStore {
     /// Takes a fill out of its slot and out of the index (purged, aborted, abandoned or
     /// finished unstored); `false` if it was no longer in its slot.
     fn drop_fill(&self, fill: &Arc<Object>) -> bool {
-        let primary = fill.key.primary;
+        let primary = fill.primary;
         let mut index = self.index.lock();
         index.fills.remove(&fill.id);
         let mut shard = self.shard(&primary).lock();
         let Some(slot) = shard.slots.get_mut(&fill.hash) else {
             return false;
         };
-        let before = slot.fills.len();
-        slot.fills.retain(|o| !Arc::ptr_eq(o, fill));
-        let dropped = slot.fills.len() < before;
+        let dropped = slot.fills.remove(fill);
         shard.remove_if_empty(&primary, &fill.hash);
         dropped
     }
 }
 
 fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
-    let meta = object.meta.load().to_meta()?;
+    let meta = object.meta().to_meta()?;
     let counted = object.state() == FillState::Complete;
     Ok((
         meta,
@@ -624,7 +654,7 @@ impl Storage for MemoryStore {
         shard
             .slots
             .get(&hash)
-            .and_then(|slot| slot.fills.iter().find(|o| o.id == id))
+            .and_then(|slot| slot.fills.as_slice().iter().find(|o| o.id == id))
             .map(hit)
             .transpose()
     }
@@ -641,7 +671,7 @@ impl Storage for MemoryStore {
         let tags = super::tags::of_response(meta.response_header(), &self.tag_headers);
         let object = Arc::new(Object::filling(
             id,
-            key.to_compact(),
+            key.primary_bin(),
             hash,
             label,
             tags,
@@ -715,9 +745,9 @@ impl Storage for MemoryStore {
                 _ => slot.committed.take(),
             };
             let fills = if matches!(purge_type, PurgeType::Invalidation) {
-                std::mem::take(&mut slot.fills)
+                slot.fills.take()
             } else {
-                SmallVec::new()
+                Vec::new()
             };
             for fill in &fills {
                 index.fills.remove(&fill.id);
@@ -748,7 +778,7 @@ impl Storage for MemoryStore {
         else {
             return Ok(false);
         };
-        object.meta.store(Arc::new(StoredMeta::from_meta(meta)));
+        object.set_meta(StoredMeta::from_meta(meta));
         Ok(true)
     }
 
