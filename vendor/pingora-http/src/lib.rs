@@ -967,7 +967,9 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
 /// [RFC 9110 section 5.5]: https://datatracker.ietf.org/doc/html/rfc9110#section-5.5
 fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
     // Fast path: no CR/LF/NUL, nothing to do.
-    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+    // PORTICO PATCH (field values scanned with memchr): was a byte-at-a-time
+    // `raw.iter().any(..)`, about 1,000 instructions per parsed response head.
+    if memchr::memchr3(b'\r', b'\n', b'\0', &raw).is_none() {
         return raw;
     }
 
