@@ -109,19 +109,16 @@ impl StoredHeader {
         }
     }
 
-    /// The fields' text (see `with_text`).
+    /// The fields' text (see `move_text`).
     pub fn text(&self) -> &[u8] {
         &self.text
     }
 
-    /// The same header with its text at `text`, which holds the same bytes (a committed
-    /// object keeps it in one allocation with its body).
-    pub fn with_text(&self, text: Bytes) -> StoredHeader {
+    /// Moves its text to `text`, which holds the same bytes (a committed object keeps it
+    /// in one allocation with its body).
+    pub fn move_text(&mut self, text: Bytes) {
         debug_assert_eq!(text, self.text);
-        StoredHeader {
-            text,
-            ..self.clone()
-        }
+        self.text = text;
     }
 
     /// The header. Cloned from this thread's built headers if it is there, built from the

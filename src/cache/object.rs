@@ -232,7 +232,7 @@ impl Object {
                 one.extend_from_slice(chunk);
             }
             let one = Bytes::from(one);
-            meta.header = meta.header.with_text(one.slice(..text));
+            meta.header.move_text(one.slice(..text));
             match total {
                 0 => SmallVec::new(),
                 _ => SmallVec::from_buf([one.slice(text..)]),
@@ -450,6 +450,28 @@ pub(super) mod tests {
             "an aborted fill must not look complete"
         );
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_committed_object_keeps_its_header_text_and_body_in_one_buffer() {
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header.append_header("ETag", "\"v1\"").unwrap();
+        let mut meta = object(1, &[]).meta().clone();
+        meta.header = StoredHeader::from_header(&header);
+        let filling = Object::filling(1, [0; 16], [0; 16], "h/p".into(), Box::default(), meta);
+        for chunk in ["ab", "cd"] {
+            filling.append(Bytes::from_static(chunk.as_bytes()));
+        }
+        filling.end(FillState::Complete);
+        let committed = Arc::new(filling.committed(0));
+        let text = committed.meta().header.text().as_ptr_range();
+        assert_eq!(committed.chunks.read().list.len(), 1, "one chunk");
+        let mut reader = committed.reader();
+        let body = reader.next().await.unwrap().unwrap();
+        assert_eq!(&body[..], b"abcd");
+        assert_eq!(text.end, body.as_ptr(), "the body follows the text");
+        let back = committed.meta().header.to_header().unwrap();
+        assert_eq!(back.headers["etag"], "\"v1\"");
     }
 
     #[tokio::test]
