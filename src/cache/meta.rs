@@ -25,7 +25,8 @@ use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
-/// KiB a thread at most.
+/// KiB a thread, and up to about 1 MiB with the small bodies that share their text's
+/// buffer (`object::WITH_TEXT_UP_TO`).
 const HOT_SLOTS: usize = 256;
 
 /// Generations of stored headers: each `StoredHeader::from_header` takes the next, so a
