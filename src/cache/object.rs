@@ -233,23 +233,14 @@ impl Object {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         let body = if total <= WITH_TEXT_UP_TO {
             let text = meta.header.text().len();
-            let mut one = Vec::with_capacity(text + total);
-            one.extend_from_slice(meta.header.text());
-            for chunk in chunks.iter() {
-                one.extend_from_slice(chunk);
-            }
-            let one = Bytes::from(one);
+            let one = concat(meta.header.text(), chunks, total);
             meta.header.move_text(one.slice(..text));
             match total {
                 0 => SmallVec::new(),
                 _ => SmallVec::from_buf([one.slice(text..)]),
             }
         } else if chunks.len() > 1 && total <= COALESCE_UP_TO {
-            let mut one = Vec::with_capacity(total);
-            for chunk in chunks.iter() {
-                one.extend_from_slice(chunk);
-            }
-            SmallVec::from_buf([Bytes::from(one)])
+            SmallVec::from_buf([concat(&[], chunks, total)])
         } else {
             chunks.clone()
         };
@@ -293,6 +284,16 @@ impl Object {
             cursor,
         }
     }
+}
+
+/// `prefix`, then `chunks` (`total` bytes), in one allocation.
+fn concat(prefix: &[u8], chunks: &[Bytes], total: usize) -> Bytes {
+    let mut one = Vec::with_capacity(prefix.len() + total);
+    one.extend_from_slice(prefix);
+    for chunk in chunks {
+        one.extend_from_slice(chunk);
+    }
+    Bytes::from(one)
 }
 
 /// Reads an object's body chunk by chunk, waiting for chunks still to come. A complete
