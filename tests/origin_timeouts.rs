@@ -338,3 +338,88 @@ async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin()
         "connections were reused, then renewed"
     );
 }
+
+/// One origin connection, as the test sees it: `close` makes the origin close its side,
+/// `closed` says when the edge closed its side in turn.
+struct OriginConnection {
+    close: tokio::sync::oneshot::Sender<()>,
+    closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// An origin that answers every request on a connection with `ok` until told to close
+/// it; each connection it accepts is sent on the returned channel.
+async fn closing_origin() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<OriginConnection>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (accepted, connections) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (close, mut close_asked) = tokio::sync::oneshot::channel();
+            let (closed_by_edge, closed) = tokio::sync::oneshot::channel();
+            let _ = accepted.send(OriginConnection { close, closed });
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        head = common::read_request_head(&mut stream) => {
+                            if head.is_none() {
+                                return;
+                            }
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = &mut close_asked => break,
+                    }
+                }
+                let _ = stream.shutdown().await;
+                let mut rest = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+                let _ = closed_by_edge.send(());
+            });
+        }
+    });
+    (origin, connections)
+}
+
+/// The edge keeps an origin connection for the next request, and closes it soon after
+/// the origin closes its side (the edge's pool sweeps idle connections every second),
+/// not at its next request: a server that closes idle connections must not leave the
+/// edge holding sockets in CLOSE_WAIT. The next request goes out on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_origin_connection_is_reused_and_closed_when_the_origin_closes_it() {
+    let (origin, mut connections) = closing_origin().await;
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    origins:\n      - address: {origin}\n"
+    );
+    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    let http = client();
+    let get = |path: &'static str| {
+        let request = http.get(edge.url(path)).send();
+        async move {
+            let answer = request.await.unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            assert_eq!(answer.text().await.unwrap(), "ok", "{path}");
+        }
+    };
+    get("/first").await;
+    let first = connections.recv().await.unwrap();
+    get("/again").await;
+    // A new connection is announced before its first answer is written.
+    assert!(connections.try_recv().is_err(), "the second request reused the connection");
+
+    first.close.send(()).unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), first.closed).await;
+    assert!(
+        matches!(closed, Ok(Ok(()))),
+        "the edge kept the closed connection open for {:?}",
+        started.elapsed()
+    );
+
+    get("/second").await;
+    assert!(connections.try_recv().is_ok(), "a second connection");
+}

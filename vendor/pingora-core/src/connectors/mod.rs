@@ -15,6 +15,8 @@
 //! Connecting to servers
 
 pub mod http;
+// PORTICO PATCH (idle connections without a task each)
+mod idle_watch;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -179,6 +181,8 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    // PORTICO PATCH (idle connections without a task each)
+    idle_watch: Arc<idle_watch::IdleWatch>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -210,6 +214,8 @@ impl TransportConnector {
             preferred_http_version: PreferredHttpVersion::new(),
             unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
             keepalive_pool_callback,
+            // PORTICO PATCH (idle connections without a task each)
+            idle_watch: Arc::new(idle_watch::IdleWatch::new(pool_size)),
         }
     }
 
@@ -253,7 +259,12 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
+        // PORTICO PATCH (pool nodes kept): the sweeper of `idle_watch` removes empty nodes.
+        let reused = match self.keepalive_pool_callback {
+            None => self.connection_pool.get_keeping_node(&peer.reuse_hash()),
+            Some(_) => self.connection_pool.get(&peer.reuse_hash()),
+        };
+        match reused {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
                 {
@@ -328,6 +339,22 @@ impl TransportConnector {
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
         let stream = Arc::new(Mutex::new(stream));
+        // PORTICO PATCH (idle connections without a task each): the connector's sweeper
+        // watches it (`idle_watch`). A pool callback needs the eviction signal only the
+        // task per connection gets: with one, as published.
+        if self.keepalive_pool_callback.is_none() {
+            let watched = Arc::downgrade(&stream);
+            // Neither the eviction signal nor the reuse signal has a listener.
+            let _ = self.connection_pool.put(&meta, stream);
+            self.idle_watch.watch(
+                watched,
+                meta,
+                idle_timeout,
+                &self.connection_pool,
+                &self.unexpected_data_conn_count,
+            );
+            return;
+        }
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
         let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
         let idle_meta = IdleConnection::new(meta);
