@@ -409,7 +409,10 @@ async fn an_idle_origin_connection_is_reused_and_closed_when_the_origin_closes_i
     let first = connections.recv().await.unwrap();
     get("/again").await;
     // A new connection is announced before its first answer is written.
-    assert!(connections.try_recv().is_err(), "the second request reused the connection");
+    assert!(
+        connections.try_recv().is_err(),
+        "the second request reused the connection"
+    );
 
     first.close.send(()).unwrap();
     let started = Instant::now();

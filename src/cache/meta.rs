@@ -110,6 +110,14 @@ impl StoredHeader {
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn field_count(&self) -> usize {
+        self.ends.len()
+    }
+
     /// The fields' text (see `move_text`).
     pub fn text(&self) -> &[u8] {
         &self.text
@@ -178,10 +186,86 @@ impl StoredHeader {
         Ok(header)
     }
 
+    /// Writes the status line and the stored fields of a hit's head to `out`, in their
+    /// order and case, as Pingora would write them: `Date` with the value `date`, `Age`
+    /// with `age` and, on a `200`, `Accept-Ranges` with `bytes`, each with its name titled
+    /// (Pingora replaces them in place). `None` when
+    /// the head cannot be written this way and must take Pingora's way: a header kept
+    /// without case (Pingora titles its names), no `Content-Length`, or a field the hit
+    /// must not repeat (`refused`: `Connection`, `Transfer-Encoding`, and those the caller
+    /// adds or strips).
+    pub fn write_hit_head(
+        &self,
+        out: &mut BytesMut,
+        date: &[u8],
+        age: &[u8],
+        refused: impl Fn(&[u8]) -> bool,
+    ) -> Option<HitHeadFields> {
+        if !self.has_case {
+            return None;
+        }
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        let reason = self.reason.as_deref().or(self.status.canonical_reason());
+        out.extend_from_slice(reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut fields = HitHeadFields::default();
+        // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
+        let ok = self.status == StatusCode::OK;
+        let mut start = 0;
+        for &(name_end, value_end) in self.ends.iter() {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let name = &self.text[start..name_end];
+            let mut value = &self.text[name_end..value_end];
+            start = value_end;
+            let mut titled = None;
+            // Each replaced once (Pingora's insert would also drop a second one).
+            if name.eq_ignore_ascii_case(b"date") && !fields.date {
+                (titled, value, fields.date) = (Some(&b"Date"[..]), date, true);
+            } else if name.eq_ignore_ascii_case(b"age") && !fields.age {
+                (titled, value, fields.age) = (Some(&b"Age"[..]), age, true);
+            } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") && !fields.accept_ranges {
+                (titled, value, fields.accept_ranges) =
+                    (Some(&b"Accept-Ranges"[..]), b"bytes", true);
+            } else if name.eq_ignore_ascii_case(b"date")
+                || name.eq_ignore_ascii_case(b"age")
+                || (ok && name.eq_ignore_ascii_case(b"accept-ranges"))
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                // One length (a list of equal ones was folded into one when stored).
+                fields.content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
+            } else if name.eq_ignore_ascii_case(b"connection")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+                || refused(name)
+            {
+                return None;
+            }
+            out.extend_from_slice(titled.unwrap_or(name));
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        fields.content_length?;
+        Some(fields)
+    }
+
     /// Bytes it takes in memory: its text and field table, and the struct.
     pub fn weight(&self) -> usize {
         self.text.len() + self.ends.len() * 8 + std::mem::size_of::<Self>()
     }
+}
+
+/// What [`StoredHeader::write_hit_head`] found among the stored fields.
+#[derive(Default)]
+pub struct HitHeadFields {
+    /// The body's length (`Content-Length`).
+    pub content_length: Option<usize>,
+    /// Whether `Date`, `Age` and `Accept-Ranges` were written (else the caller adds them).
+    pub date: bool,
+    pub age: bool,
+    pub accept_ranges: bool,
 }
 
 /// The parts of a [`CacheMeta`] the store keeps, so a hit builds its meta without decoding.
@@ -286,6 +370,83 @@ mod tests {
         );
         assert_eq!(stored.headers.get_all("x-first").iter().count(), 2);
         assert_eq!(wire(&stored), wire(&header));
+    }
+
+    fn hit_head(header: &ResponseHeader) -> Option<(String, HitHeadFields)> {
+        let mut out = BytesMut::new();
+        let refused = |name: &[u8]| name.eq_ignore_ascii_case(b"x-cache");
+        let fields = StoredHeader::from_header(header).write_hit_head(
+            &mut out,
+            b"Wed, 02 Dec 2026 10:00:00 GMT",
+            b"7",
+            refused,
+        )?;
+        Some((String::from_utf8(out.to_vec()).unwrap(), fields))
+    }
+
+    #[test]
+    fn a_hit_head_replaces_date_age_and_accept_ranges_in_place_and_keeps_the_rest() {
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [
+            ("server", "o"),
+            ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ("X-A", "1"),
+            ("age", "99"),
+            ("accept-ranges", "none"),
+            ("Content-Length", "12"),
+        ] {
+            header.append_header(name.to_string(), value).unwrap();
+        }
+        let (head, fields) = hit_head(&header).unwrap();
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nserver: o\r\nDate: Wed, 02 Dec 2026 10:00:00 GMT\r\nX-A: 1\r\nAge: 7\r\nAccept-Ranges: bytes\r\nContent-Length: 12\r\n"
+        );
+        assert_eq!(fields.content_length, Some(12));
+        assert!(fields.date && fields.age && fields.accept_ranges);
+
+        // Not a 200: the range filter leaves `Accept-Ranges` alone; a reason of its own.
+        let mut header = ResponseHeader::build(404, None).unwrap();
+        header.set_reason_phrase(Some("Gone Away")).unwrap();
+        header
+            .append_header("Accept-Ranges".to_string(), "none")
+            .unwrap();
+        header
+            .append_header("content-length".to_string(), "0")
+            .unwrap();
+        let (head, fields) = hit_head(&header).unwrap();
+        assert_eq!(
+            head,
+            "HTTP/1.1 404 Gone Away\r\nAccept-Ranges: none\r\ncontent-length: 0\r\n"
+        );
+        assert!(!fields.date && !fields.age && !fields.accept_ranges);
+    }
+
+    #[test]
+    fn a_hit_head_it_cannot_reproduce_is_left_to_pingora() {
+        let with = |fields: &[(&str, &str)], case: bool| {
+            let mut header = match case {
+                true => ResponseHeader::build(200, None).unwrap(),
+                false => ResponseHeader::build_no_case(200, None).unwrap(),
+            };
+            for (name, value) in fields {
+                header.append_header(name.to_string(), *value).unwrap();
+            }
+            hit_head(&header)
+        };
+        let length = ("Content-Length", "2");
+        assert!(with(&[length], true).is_some());
+        assert!(with(&[length], false).is_none(), "names without case");
+        assert!(with(&[("x-other", "1")], true).is_none(), "no length");
+        assert!(
+            with(&[("Content-Length", "x")], true).is_none(),
+            "no number"
+        );
+        for refused in ["X-Cache", "connection", "Transfer-Encoding"] {
+            assert!(with(&[length, (refused, "1")], true).is_none(), "{refused}");
+        }
+        let date = ("Date", "Tue, 01 Dec 2026 10:00:00 GMT");
+        assert!(with(&[length, date, date], true).is_none(), "two dates");
     }
 
     #[test]

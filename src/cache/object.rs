@@ -313,6 +313,11 @@ pub struct BodyReader {
 }
 
 impl BodyReader {
+    /// Whether it reads a committed object (not one still filling).
+    pub fn is_complete(&self) -> bool {
+        self.progress.is_none()
+    }
+
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
             if self

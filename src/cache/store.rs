@@ -791,6 +791,13 @@ impl Storage for MemoryStore {
     }
 }
 
+/// The complete object a hit is served from (`None` for an object still filling, or a hit
+/// from another storage).
+pub fn hit_object(handler: &HitHandler) -> Option<Arc<Object>> {
+    let hit = handler.as_any().downcast_ref::<Hit>()?;
+    hit.reader.is_complete().then(|| hit.reader.object.clone())
+}
+
 /// A hit: streams the object's body, complete or still filling.
 struct Hit {
     reader: BodyReader,

@@ -4,6 +4,10 @@
 //!  client ──► request_filter ─────────── admission::admit: refuse / route / rules
 //!               │  answered at the edge? (404 no route, redirect, 426, 508, 400) ──► logging
 //!               ▼
+//!             cache lookup (caching::) ─ a fresh hit skips the origin: cache_hit_head
+//!               │                         (hit_head::) writes a plain hit's head from the
+//!               │                         stored text, else response_filter runs on it
+//!               ▼
 //!             upstream_peer ──────────── tier::route: a shield, by the cache key's hash; else
 //!               │                         upstream::choose_peer: healthy → priority → weight
 //!               ▼                         (fail_to_connect, error_while_proxy: retry::)
@@ -26,6 +30,7 @@ pub mod admission;
 pub mod caching;
 pub mod ctx;
 pub mod headers;
+pub mod hit_head;
 pub mod limits;
 pub mod respond;
 pub mod retry;
@@ -41,7 +46,7 @@ use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, HitHead, ProxyHttp, Session};
 
 use crate::cache::EdgeCache;
 use crate::connection::HeadGuard;
@@ -241,6 +246,10 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
         Ok(caching::admit_response(session, response, ctx, self.cache))
+    }
+
+    fn cache_hit_head(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead> {
+        hit_head::serialize(session, ctx)
     }
 
     fn cache_not_modified_filter(

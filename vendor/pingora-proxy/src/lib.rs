@@ -100,7 +100,7 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
-pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
+pub use proxy_trait::{FailToProxy, HitHead, ProxyHttp, ProxyWarnLogContext}; // PORTICO PATCH (serialised hit head): HitHead
 pub use tunnel_handoff::{TunnelHandoff, UpgradedTunnel};
 
 pub mod prelude {

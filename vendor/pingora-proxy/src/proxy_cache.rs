@@ -300,49 +300,99 @@ where
     {
         use range_filter::*;
 
-        let seekable = session.cache.hit_handler().can_seek();
-        let mut header = cache_hit_header(&session.cache);
-
-        let req = session.req_header();
-
-        let not_modified = match self.inner.cache_not_modified_filter(session, &header, ctx) {
-            Ok(not_modified) => not_modified,
-            Err(e) => {
-                // fail open if cache_not_modified_filter errors,
-                // just return the whole original response
-                warn!(
-                    "Failed to run cache not modified filter: {e}, {}",
-                    self.inner.request_summary(session, ctx)
-                );
-                false
+        // PORTICO PATCH (serialised hit head): the application may serialise the whole
+        // head itself (`ProxyHttp::cache_hit_head`), for an HTTP/1 client's plain hit: no
+        // response header is cloned, filtered and serialised then.
+        let serialized = match session.as_ref().as_http1() {
+            Some(_) => self.inner.cache_hit_head(session, ctx),
+            None => None,
+        };
+        let (header_only, range_type) = if let Some(hit) = serialized {
+            let written = match ResponseHeader::build_no_case(hit.status, Some(0)) {
+                Ok(header) => Box::new(header),
+                Err(e) => return (true, Some(e)),
+            };
+            let Some(h1) = session.as_mut().as_http1_mut() else {
+                return (true, None); // checked above
+            };
+            if let Err(e) = h1
+                .write_serialized_response_head(hit.head, written, hit.content_length)
+                .await
+                .map_err(|e| e.into_down())
+            {
+                return (false, Some(e));
             }
-        };
-        if not_modified {
-            to_304(&mut header);
-        }
-        let header_only = not_modified || req.method == http::method::Method::HEAD;
-
-        // process range header if the cache storage supports seek
-        let range_type = if seekable && !session.ignore_downstream_range {
-            self.inner.range_header_filter(session, &mut header, ctx)
+            (false, RangeType::None)
         } else {
-            RangeType::None
-        };
+            let seekable = session.cache.hit_handler().can_seek();
+            let mut header = cache_hit_header(&session.cache);
 
-        // return a 416 with an empty body for simplicity
-        let header_only = header_only || matches!(range_type, RangeType::Invalid);
-        debug!("header: {header:?}");
+            let req = session.req_header();
 
-        // TODO: use ProxyUseCache to replace the logic below
-        match self.inner.response_filter(session, &mut header, ctx).await {
-            Ok(_) => {
-                if let Err(e) = session
-                    .downstream_modules_ctx
-                    .response_header_filter(&mut header, header_only)
-                    .await
-                {
+            let not_modified = match self.inner.cache_not_modified_filter(session, &header, ctx) {
+                Ok(not_modified) => not_modified,
+                Err(e) => {
+                    // fail open if cache_not_modified_filter errors,
+                    // just return the whole original response
+                    warn!(
+                        "Failed to run cache not modified filter: {e}, {}",
+                        self.inner.request_summary(session, ctx)
+                    );
+                    false
+                }
+            };
+            if not_modified {
+                to_304(&mut header);
+            }
+            let header_only = not_modified || req.method == http::method::Method::HEAD;
+
+            // process range header if the cache storage supports seek
+            let range_type = if seekable && !session.ignore_downstream_range {
+                self.inner.range_header_filter(session, &mut header, ctx)
+            } else {
+                RangeType::None
+            };
+
+            // return a 416 with an empty body for simplicity
+            let header_only = header_only || matches!(range_type, RangeType::Invalid);
+            debug!("header: {header:?}");
+
+            // TODO: use ProxyUseCache to replace the logic below
+            match self.inner.response_filter(session, &mut header, ctx).await {
+                Ok(_) => {
+                    if let Err(e) = session
+                        .downstream_modules_ctx
+                        .response_header_filter(&mut header, header_only)
+                        .await
+                    {
+                        error!(
+                            "Failed to run downstream modules response header filter in hit: {e}, {}",
+                            self.inner.request_summary(session, ctx)
+                        );
+                        session
+                            .as_mut()
+                            .respond_error(500)
+                            .await
+                            .unwrap_or_else(|e| {
+                                error!("failed to send error response to downstream: {e}");
+                            });
+                        // we have not write anything dirty to downstream, it is still reusable
+                        return (true, Some(e));
+                    }
+
+                    if let Err(e) = session
+                        .as_mut()
+                        .write_response_header(header)
+                        .await
+                        .map_err(|e| e.into_down())
+                    {
+                        // downstream connection is bad already
+                        return (false, Some(e));
+                    }
+                }
+                Err(e) => {
                     error!(
-                        "Failed to run downstream modules response header filter in hit: {e}, {}",
+                        "Failed to run response filter in hit: {e}, {}",
                         self.inner.request_summary(session, ctx)
                     );
                     session
@@ -355,34 +405,10 @@ where
                     // we have not write anything dirty to downstream, it is still reusable
                     return (true, Some(e));
                 }
-
-                if let Err(e) = session
-                    .as_mut()
-                    .write_response_header(header)
-                    .await
-                    .map_err(|e| e.into_down())
-                {
-                    // downstream connection is bad already
-                    return (false, Some(e));
-                }
             }
-            Err(e) => {
-                error!(
-                    "Failed to run response filter in hit: {e}, {}",
-                    self.inner.request_summary(session, ctx)
-                );
-                session
-                    .as_mut()
-                    .respond_error(500)
-                    .await
-                    .unwrap_or_else(|e| {
-                        error!("failed to send error response to downstream: {e}");
-                    });
-                // we have not write anything dirty to downstream, it is still reusable
-                return (true, Some(e));
-            }
-        }
-        debug!("finished sending cached header to downstream");
+            debug!("finished sending cached header to downstream");
+            (header_only, range_type)
+        };
 
         // If the function returns an Err, there was an issue seeking from the hit handler.
         //

@@ -22,6 +22,18 @@ use proxy_cache::range_filter::{self};
 use std::any::Any;
 use std::time::Duration;
 
+/// PORTICO PATCH (serialised hit head): a cache hit's head, from
+/// [ProxyHttp::cache_hit_head()].
+pub struct HitHead {
+    /// The status line and every header field, each line ending in CRLF, `Date` among
+    /// them; not `Connection` (Pingora adds it as for any response), nor the blank line.
+    pub head: bytes::BytesMut,
+    /// The head's status.
+    pub status: http::StatusCode,
+    /// The body's length, as the head's `Content-Length` says.
+    pub content_length: usize,
+}
+
 /// Context for proxy warning logs that can be suppressed by
 /// [`ProxyHttp::suppress_proxy_warn_log`].
 ///
@@ -268,6 +280,18 @@ pub trait ProxyHttp {
         _req: &RequestHeader,
     ) -> Option<HashBinary> {
         // default to None for now to disable vary feature
+        None
+    }
+
+    /// PORTICO PATCH (serialised hit head): the whole head of a cache hit, serialised by
+    /// the application, for an HTTP/1 client (asked only then). `None`, the default, goes
+    /// the usual way: the cached header is cloned, `Age` added, then the not-modified and
+    /// range filters, [Self::response_filter()] and the downstream modules run on it
+    /// before it is serialised. An application that answers takes all of that on itself
+    /// for this hit: it answers only for a request the filters would leave alone (no
+    /// conditional or range request, not `HEAD`, not an upgrade) and writes into the head
+    /// what its `response_filter` would have added. The body follows as for any hit.
+    fn cache_hit_head(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Option<HitHead> {
         None
     }
 

@@ -718,6 +718,15 @@ impl Session {
         }
     }
 
+    /// PORTICO PATCH (serialised hit head): the HTTP/1 session, to write a serialised head
+    /// (`SessionV1::write_serialized_response_head`).
+    pub fn as_http1_mut(&mut self) -> Option<&mut SessionV1> {
+        match self {
+            Self::H1(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_http2(&self) -> Option<&SessionV2> {
         match self {
             Self::H1(_) => None,

@@ -679,6 +679,53 @@ impl HttpSession {
         }
     }
 
+    /// PORTICO PATCH (serialised hit head): writes a final response head its caller
+    /// serialised, without building it as a [ResponseHeader] first.
+    ///
+    /// `head` is the status line and the header fields, each line ending in CRLF, `Date`
+    /// among them, `Connection` not: this adds `Connection` as [Self::write_response_header()]
+    /// does, then the blank line. The body is `content_length` bytes. `header` is what
+    /// [Self::response_written()] returns afterwards; its status must be the head's. For a
+    /// final, non-`101` response to a request that is neither `HEAD` nor an upgrade; any
+    /// other goes through [Self::write_response_header()].
+    pub async fn write_serialized_response_head(
+        &mut self,
+        mut head: BytesMut,
+        header: Box<ResponseHeader>,
+        content_length: usize,
+    ) -> Result<()> {
+        if self.response_written.is_some() {
+            warn!("Respond header is already sent, cannot send again");
+            return Ok(());
+        }
+        if self.close_on_response_before_downstream_finish
+            && (self.request_header.is_none() || !self.is_body_done())
+        {
+            self.set_keepalive(None);
+        }
+        if self.update_resp_headers {
+            head.extend_from_slice(match self.will_keepalive() {
+                true => b"Connection: keep-alive\r\n",
+                false => b"Connection: close\r\n",
+            });
+        }
+        head.extend_from_slice(b"\r\n");
+        self.body_writer.init_content_length(content_length);
+        match self.underlying_stream.write_all(&head).await {
+            Ok(()) => {
+                if self.body_writer.finished() {
+                    self.underlying_stream
+                        .flush()
+                        .await
+                        .or_err(WriteError, "flushing response header")?;
+                }
+                self.response_written = Some(header);
+                Ok(())
+            }
+            Err(e) => Error::e_because(WriteError, "writing response header", e),
+        }
+    }
+
     /// Return the response header if it is already sent.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref()

@@ -1,0 +1,151 @@
+//! `cache_hit_head`: a plain cache hit's head written straight from the stored header's text
+//! (a marked pingora-proxy patch asks for it, `vendor/README.md`).
+//!
+//! Pingora answers a hit by cloning the stored header (two header maps), inserting `Age`,
+//! running the not-modified and range filters, the `response_filter` hook (which inserts
+//! `X-Portico-Ref` and `X-Cache`) and the downstream modules on it, inserting `Date` and
+//! `Connection`, and only then serialising it; each insert may grow both maps, and the
+//! clone is dropped afterwards. For a request none of those filters would change (a `GET`
+//! with no conditional, no range, no upgrade, on a route that edits no response header),
+//! the same bytes are written here in one pass over the stored text: the status line, the
+//! stored fields in their order and case with `Date`, `Age` and `Accept-Ranges` replaced
+//! in place, then `Age` and (on a `200`, from Pingora's range filter) `Accept-Ranges`
+//! when the origin sent none, `X-Portico-Ref`, `X-Cache` and `Date` (when the origin sent
+//! none), as `response_filter` and Pingora would have added them; Pingora adds
+//! `Connection`. `tests/cache.rs` holds both ways to the same bytes. Anything else (`HEAD`, a stale or revalidated hit, a header this cannot
+//! reproduce) goes Pingora's way.
+
+use bytes::BytesMut;
+use http::header;
+use pingora_cache::CachePhase;
+use pingora_proxy::{HitHead, Session};
+
+use crate::cache::store::hit_object;
+use crate::config::model::Action;
+
+use super::{caching, headers, RequestCtx};
+
+/// Request fields that make a hit something other than the stored response as it is.
+const FILTERED_BY: [header::HeaderName; 4] = [
+    header::RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::UPGRADE,
+];
+
+/// The head of this hit, when it can be written from the stored text (see the module doc).
+pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead> {
+    if !ctx.caching || session.cache.phase() != CachePhase::Hit {
+        return None;
+    }
+    let request = session.req_header();
+    if request.method != http::Method::GET
+        || FILTERED_BY
+            .iter()
+            .any(|name| request.headers.contains_key(name))
+    {
+        return None;
+    }
+    let (snapshot, decision) = (ctx.snapshot.as_ref()?, ctx.decision.as_ref()?);
+    let edits_response = snapshot
+        .engine
+        .fired_actions(decision)
+        .any(|action| matches!(action, Action::ModifyResponseHeader(_)));
+    if edits_response {
+        return None;
+    }
+    let node = &snapshot.engine.config.node;
+    let strips_tags = node.cache_strip_tag_headers && !ctx.tier.from_edge;
+    let refused = |name: &[u8]| {
+        name.eq_ignore_ascii_case(headers::REQUEST_ID.as_bytes())
+            || name.eq_ignore_ascii_case(headers::X_CACHE.as_bytes())
+            || (strips_tags
+                && node
+                    .cache_tag_headers
+                    .iter()
+                    .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes())))
+    };
+
+    let object = hit_object(session.cache.hit_handler())?;
+    let age = session.cache.cache_meta().age().as_secs();
+    let mut age_text = [0u8; 20];
+    let age = write_decimal(age, &mut age_text);
+    let date = pingora_core::protocols::http::date::get_cached_date();
+    let meta = object.meta();
+    let stored = &meta.header;
+    // Room for the fields added below and Pingora's `Connection` and blank line.
+    let mut head = BytesMut::with_capacity(stored.text().len() + stored_overhead(stored) + 160);
+    let fields = stored.write_hit_head(&mut head, date.as_bytes(), age, refused)?;
+
+    let cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
+    if !fields.age {
+        put_field(&mut head, b"Age", age);
+    }
+    if !fields.accept_ranges && stored.status() == http::StatusCode::OK {
+        put_field(&mut head, b"Accept-Ranges", b"bytes");
+    }
+    put_field(
+        &mut head,
+        headers::REQUEST_ID.as_bytes(),
+        ctx.request_id.as_str().as_bytes(),
+    );
+    put_field(
+        &mut head,
+        headers::X_CACHE.as_bytes(),
+        cache_status.as_bytes(),
+    );
+    if !fields.date {
+        put_field(&mut head, b"Date", date.as_bytes());
+    }
+    // What `response_filter` records on its way.
+    ctx.withheld.clear();
+    ctx.cache_status = cache_status;
+    ctx.response_status = Some(stored.status().as_u16());
+    Some(HitHead {
+        head,
+        status: stored.status(),
+        content_length: fields.content_length?,
+    })
+}
+
+/// The separators a serialised field adds to its stored name and value (`: `, CRLF).
+fn stored_overhead(stored: &crate::cache::meta::StoredHeader) -> usize {
+    stored.field_count() * 4 + 64
+}
+
+fn put_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, in `buf`.
+fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_without_fmt() {
+        let mut buf = [0u8; 20];
+        assert_eq!(write_decimal(0, &mut buf), b"0");
+        assert_eq!(write_decimal(7, &mut buf), b"7");
+        assert_eq!(write_decimal(3600, &mut buf), b"3600");
+        assert_eq!(
+            write_decimal(u64::MAX, &mut buf),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+}
