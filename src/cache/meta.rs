@@ -189,11 +189,11 @@ impl StoredHeader {
     /// Writes the status line and the stored fields of a hit's head to `out`, in their
     /// order and case, as Pingora would write them: `Date` with the value `date`, `Age`
     /// with `age` and, on a `200`, `Accept-Ranges` with `bytes`, each with its name titled
-    /// (Pingora replaces them in place). `None` when
-    /// the head cannot be written this way and must take Pingora's way: a header kept
-    /// without case (Pingora titles its names), no `Content-Length`, or a field the hit
-    /// must not repeat (`refused`: `Connection`, `Transfer-Encoding`, and those the caller
-    /// adds or strips).
+    /// (Pingora replaces them in place). `None` when the head cannot be written this way
+    /// and must take Pingora's way: a header kept without case (Pingora titles its
+    /// names), no `Content-Length`, two of a replaced field, or a field the hit must not
+    /// repeat (`Connection`, `Transfer-Encoding`, and what `refused` names: those the
+    /// caller adds or strips).
     pub fn write_hit_head(
         &self,
         out: &mut BytesMut,

@@ -12,8 +12,8 @@
 //! in place, then `Age` and (on a `200`, from Pingora's range filter) `Accept-Ranges`
 //! when the origin sent none, `X-Portico-Ref`, `X-Cache` and `Date` (when the origin sent
 //! none), as `response_filter` and Pingora would have added them; Pingora adds
-//! `Connection`. `tests/cache.rs` holds both ways to the same bytes. Anything else (`HEAD`, a stale or revalidated hit, a header this cannot
-//! reproduce) goes Pingora's way.
+//! `Connection`. Anything else (`HEAD`, a stale or revalidated hit, a header this cannot
+//! reproduce) goes Pingora's way. `tests/cache.rs` checks both ways give the same bytes.
 
 use bytes::BytesMut;
 use http::header;
