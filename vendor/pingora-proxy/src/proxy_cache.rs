@@ -307,19 +307,20 @@ where
             Some(_) => self.inner.cache_hit_head(session, ctx),
             None => None,
         };
-        let (header_only, range_type) = if let Some(hit) = serialized {
-            let written = match ResponseHeader::build_no_case(hit.status, Some(0)) {
-                Ok(header) => Box::new(header),
-                Err(e) => return (true, Some(e)),
-            };
-            let Some(h1) = session.as_mut().as_http1_mut() else {
-                return (true, None); // checked above
-            };
-            if let Err(e) = h1
-                .write_serialized_response_head(hit.head, written, hit.content_length)
-                .await
-                .map_err(|e| e.into_down())
-            {
+        let written = match (serialized, session.as_mut().as_http1_mut()) {
+            (Some(hit), Some(h1)) => {
+                // What `response_written()` tells of it: the status.
+                let header = match ResponseHeader::build_no_case(hit.status, Some(0)) {
+                    Ok(header) => Box::new(header),
+                    Err(e) => return (true, Some(e)), // nothing written yet
+                };
+                let head = h1.write_serialized_response_head(hit.head, header, hit.content_length);
+                Some(head.await.map_err(|e| e.into_down()))
+            }
+            _ => None,
+        };
+        let (header_only, range_type) = if let Some(written) = written {
+            if let Err(e) = written {
                 return (false, Some(e));
             }
             (false, RangeType::None)
