@@ -134,9 +134,4 @@ impl IdleWatch {
             true
         });
     }
-
-    #[cfg(test)]
-    pub(crate) fn watched(&self) -> usize {
-        self.idle.lock().len()
-    }
 }
