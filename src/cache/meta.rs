@@ -210,7 +210,8 @@ impl StoredHeader {
         let reason = self.reason.as_deref().or(self.status.canonical_reason());
         out.extend_from_slice(reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
-        let mut fields = HitHeadFields::default();
+        let (mut date_done, mut age_done, mut ranges_done) = (false, false, false);
+        let mut content_length = None;
         // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
         let ok = self.status == StatusCode::OK;
         let mut start = 0;
@@ -219,36 +220,39 @@ impl StoredHeader {
             let name = &self.text[start..name_end];
             let mut value = &self.text[name_end..value_end];
             start = value_end;
-            let mut titled = None;
-            // Each replaced once (Pingora's insert would also drop a second one).
-            if name.eq_ignore_ascii_case(b"date") && !fields.date {
-                (titled, value, fields.date) = (Some(&b"Date"[..]), date, true);
-            } else if name.eq_ignore_ascii_case(b"age") && !fields.age {
-                (titled, value, fields.age) = (Some(&b"Age"[..]), age, true);
-            } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") && !fields.accept_ranges {
-                (titled, value, fields.accept_ranges) =
-                    (Some(&b"Accept-Ranges"[..]), b"bytes", true);
-            } else if name.eq_ignore_ascii_case(b"date")
-                || name.eq_ignore_ascii_case(b"age")
-                || (ok && name.eq_ignore_ascii_case(b"accept-ranges"))
-            {
-                return None;
+            let replaced = if name.eq_ignore_ascii_case(b"date") {
+                Some((&mut date_done, &b"Date"[..], date))
+            } else if name.eq_ignore_ascii_case(b"age") {
+                Some((&mut age_done, &b"Age"[..], age))
+            } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
+                Some((&mut ranges_done, &b"Accept-Ranges"[..], &b"bytes"[..]))
+            } else {
+                None
+            };
+            let mut written_name = name;
+            if let Some((done, titled, new_value)) = replaced {
+                // A second one: Pingora's insert would drop it.
+                if std::mem::replace(done, true) {
+                    return None;
+                }
+                (written_name, value) = (titled, new_value);
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 // One length (a list of equal ones was folded into one when stored).
-                fields.content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
+                content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
             } else if name.eq_ignore_ascii_case(b"connection")
                 || name.eq_ignore_ascii_case(b"transfer-encoding")
                 || refused(name)
             {
                 return None;
             }
-            out.extend_from_slice(titled.unwrap_or(name));
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            write_field(out, written_name, value);
         }
-        fields.content_length?;
-        Some(fields)
+        Some(HitHeadFields {
+            content_length: content_length?,
+            date: date_done,
+            age: age_done,
+            accept_ranges: ranges_done,
+        })
     }
 
     /// Bytes it takes in memory: its text and field table, and the struct.
@@ -257,11 +261,18 @@ impl StoredHeader {
     }
 }
 
+/// One header line, `name: value` and CRLF, as HTTP/1 writes it.
+pub fn write_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// What [`StoredHeader::write_hit_head`] found among the stored fields.
-#[derive(Default)]
 pub struct HitHeadFields {
     /// The body's length (`Content-Length`).
-    pub content_length: Option<usize>,
+    pub content_length: usize,
     /// Whether `Date`, `Age` and `Accept-Ranges` were written (else the caller adds them).
     pub date: bool,
     pub age: bool,
@@ -402,7 +413,7 @@ mod tests {
             head,
             "HTTP/1.1 200 OK\r\nserver: o\r\nDate: Wed, 02 Dec 2026 10:00:00 GMT\r\nX-A: 1\r\nAge: 7\r\nAccept-Ranges: bytes\r\nContent-Length: 12\r\n"
         );
-        assert_eq!(fields.content_length, Some(12));
+        assert_eq!(fields.content_length, 12);
         assert!(fields.date && fields.age && fields.accept_ranges);
 
         // Not a 200: the range filter leaves `Accept-Ranges` alone; a reason of its own.

@@ -315,6 +315,13 @@ pub fn x_cache(session: &Session, ctx: &RequestCtx) -> &'static str {
     }
 }
 
+/// Records and returns this response's `X-Cache` as this edge reports it (`x_cache`, with a
+/// shield's hit on this edge's miss told as a remote hit).
+pub fn settle_cache_status(session: &Session, ctx: &mut RequestCtx) -> &'static str {
+    ctx.cache_status = crate::tier::hop::edge_status(x_cache(session, ctx), ctx);
+    ctx.cache_status
+}
+
 /// `response_filter`: the cache-tag headers (`cache.tag_headers`) are the origin's message to
 /// this cache, not to clients, so they are removed, as Fastly does with `Surrogate-Key` and
 /// Cloudflare with `Cache-Tag` (unless `cache.strip_tag_headers: false`). A trusted edge

@@ -20,6 +20,7 @@ use http::header;
 use pingora_cache::CachePhase;
 use pingora_proxy::{HitHead, Session};
 
+use crate::cache::meta::write_field;
 use crate::cache::store::hit_object;
 use crate::config::model::Action;
 
@@ -73,51 +74,40 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     let date = pingora_core::protocols::http::date::get_cached_date();
     let meta = object.meta();
     let stored = &meta.header;
-    // Room for the fields added below and Pingora's `Connection` and blank line.
-    let mut head = BytesMut::with_capacity(stored.text().len() + stored_overhead(stored) + 160);
+    // Room for the stored fields' separators (`: `, CRLF), the status line, the fields
+    // added below, and Pingora's `Connection` and blank line.
+    let room = stored.text().len() + stored.field_count() * 4 + 224;
+    let mut head = BytesMut::with_capacity(room);
     let fields = stored.write_hit_head(&mut head, date.as_bytes(), age, refused)?;
 
-    let cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
+    let cache_status = caching::settle_cache_status(session, ctx);
     if !fields.age {
-        put_field(&mut head, b"Age", age);
+        write_field(&mut head, b"Age", age);
     }
     if !fields.accept_ranges && stored.status() == http::StatusCode::OK {
-        put_field(&mut head, b"Accept-Ranges", b"bytes");
+        write_field(&mut head, b"Accept-Ranges", b"bytes");
     }
-    put_field(
+    write_field(
         &mut head,
         headers::REQUEST_ID.as_bytes(),
         ctx.request_id.as_str().as_bytes(),
     );
-    put_field(
+    write_field(
         &mut head,
         headers::X_CACHE.as_bytes(),
         cache_status.as_bytes(),
     );
     if !fields.date {
-        put_field(&mut head, b"Date", date.as_bytes());
+        write_field(&mut head, b"Date", date.as_bytes());
     }
     // What `response_filter` records on its way.
     ctx.withheld.clear();
-    ctx.cache_status = cache_status;
     ctx.response_status = Some(stored.status().as_u16());
     Some(HitHead {
         head,
         status: stored.status(),
-        content_length: fields.content_length?,
+        content_length: fields.content_length,
     })
-}
-
-/// The separators a serialised field adds to its stored name and value (`: `, CRLF).
-fn stored_overhead(stored: &crate::cache::meta::StoredHeader) -> usize {
-    stored.field_count() * 4 + 64
-}
-
-fn put_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
-    head.extend_from_slice(name);
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
 }
 
 /// `n` in decimal, in `buf`.

@@ -340,7 +340,7 @@ impl ProxyHttp for Portico {
         ctx.response_status = Some(response.status.as_u16());
         caching::restore_withheld(session, response, ctx);
         caching::strip_tag_headers(response, ctx);
-        ctx.cache_status = crate::tier::hop::edge_status(caching::x_cache(session, ctx), ctx);
+        caching::settle_cache_status(session, ctx);
         headers::add_response_headers(response, ctx)?;
         if let (Some(snapshot), Some(decision)) = (&ctx.snapshot, &ctx.decision) {
             headers::edit_response(response, snapshot.engine.fired_actions(decision))?;
