@@ -306,6 +306,30 @@ routes:
 }
 
 #[test]
+fn host_header_that_cannot_be_a_header() {
+    let out = check_routes(
+        "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+        host_header: \"app\\u0001.internal\"
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+",
+    )
+    .refused();
+    out.error(
+        "rules/routes.yaml:5:9",
+        "origin_groups[0].origins[0].host_header",
+        "\"app\\u{1}.internal\" cannot be a Host header (control characters)",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
 fn unknown_action_type() {
     let out = check_routes(
         "\

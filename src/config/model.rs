@@ -424,6 +424,8 @@ pub struct Origin {
     pub name: String,
     pub address: SocketAddr,
     pub host_header: String,
+    /// `host_header` as the `Host` value sent to the origin, made once per configuration.
+    pub host_value: http::HeaderValue,
     pub priority: u32,
     pub weight: u32,
     pub enabled: bool,

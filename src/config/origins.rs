@@ -70,16 +70,26 @@ pub fn build_origin_groups(
                         format!("weight {weight} is out of range 1..=1000"),
                     );
                 }
+                let host_header = origin
+                    .host_header
+                    .clone()
+                    .unwrap_or_else(|| origin.address.clone());
+                let Ok(host_value) = http::HeaderValue::from_str(&host_header) else {
+                    report.error(
+                        file,
+                        &format!("{at}.host_header"),
+                        format!("{host_header:?} cannot be a Host header (control characters)"),
+                    );
+                    return None;
+                };
                 Some(Origin {
                     name: origin
                         .name
                         .clone()
                         .unwrap_or_else(|| origin.address.clone()),
                     address,
-                    host_header: origin
-                        .host_header
-                        .clone()
-                        .unwrap_or_else(|| origin.address.clone()),
+                    host_header,
+                    host_value,
                     priority,
                     weight,
                     enabled: origin.enabled,

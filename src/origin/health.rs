@@ -388,6 +388,7 @@ mod tests {
             name: name.to_string(),
             address: "127.0.0.1:1".parse().unwrap(),
             host_header: "h".to_string(),
+            host_value: http::HeaderValue::from_static("h"),
             priority: 1,
             weight: 50,
             enabled: true,

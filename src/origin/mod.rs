@@ -102,6 +102,21 @@ impl OriginPool {
         let group = self.groups.get(group)?;
         let fresh = |backend: &Backend| origin_index(backend).is_some_and(|i| !tried.contains(&i));
         let eligible = |i: usize| group.health.usable(i) && !tried.contains(&i);
+        // A level of one origin has no rotation to walk: its first eligible level's single
+        // origin is the choice, without the balancer's readiness lookup and backend clone
+        // (Pingora's readiness mirrors the verdict `usable` reads, see `check`).
+        if let Some(level) = group
+            .levels
+            .iter()
+            .find(|l| l.origins.iter().any(|&i| eligible(i)))
+        {
+            if let [index] = level.origins[..] {
+                return Some(Chosen {
+                    index,
+                    origin: group.origins.get(index)?,
+                });
+            }
+        }
         let preferred = group
             .levels
             .iter()

@@ -153,7 +153,7 @@ pub fn prepare_request(
     } else {
         to_origin_form(upstream)?;
     }
-    upstream.insert_header(http::header::HOST, origin.host_header.as_str())?;
+    upstream.insert_header(http::header::HOST, origin.host_value.clone())?;
     // The host the key used, never the client's bytes (case, port, or a header of its own).
     let forwarded_host = headers::forwarded_host(ctx)?;
     if forwarded_host.is_none() {

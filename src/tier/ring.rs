@@ -95,6 +95,9 @@ impl ShieldRing {
                 name: shield.address.to_string(),
                 address: shield.address,
                 host_header: shield.entry.clone(),
+                // An entry resolved as `host:port`, so it is a valid field value.
+                host_value: http::HeaderValue::from_str(&shield.entry)
+                    .unwrap_or(http::HeaderValue::from_static("")),
                 priority: 1,
                 weight: 1,
                 enabled: true,
