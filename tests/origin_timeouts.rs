@@ -339,6 +339,47 @@ async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin()
     );
 }
 
+/// An origin that sends bytes past its response's `Content-Length`: the client gets the
+/// body and nothing more, and the connection those bytes polluted is not reused (they would
+/// be read as the next response's head). The edge reads an origin's body up to its length
+/// and no further, so the bytes stay on the connection, where the pool's check finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_an_origin_sends_past_its_body_reach_no_client_and_its_connection_is_not_reused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while common::read_request_head(&mut stream).await.is_some() {
+                    let reply =
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 204 Nope\r\n\r\n";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
+    );
+    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    let http = client();
+    for n in 0..3 {
+        let answer = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "request {n}");
+        assert_eq!(answer.text().await.unwrap(), "ok", "request {n}");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        3,
+        "each request had a connection of its own"
+    );
+}
+
 /// One origin connection, as the test sees it: `close` makes the origin close its side,
 /// `closed` says when the edge closed its side in turn.
 struct OriginConnection {

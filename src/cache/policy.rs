@@ -329,14 +329,20 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// The fields `Connection` names.
+/// The fields `Connection` names. The usual options, `keep-alive` and `close`, are skipped
+/// before a parse: `close` is no field, `Keep-Alive` is hop-by-hop anyway, and parsing an
+/// unknown name copies it (on every response from an origin that says `keep-alive`).
 fn connection_listed(response: &ResponseHeader) -> smallvec::SmallVec<[HeaderName; 2]> {
     response
         .headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case(b"keep-alive") && !name.eq_ignore_ascii_case(b"close")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect()
 }
 

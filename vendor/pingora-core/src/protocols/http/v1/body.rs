@@ -180,7 +180,12 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_of(self.body_buf_size, buf_to_rewind);
+    }
+
+    // PORTICO PATCH (body buffer sized to the body): `size` was always `body_buf_size`.
+    fn prepare_buf_of(&mut self, size: usize, buf_to_rewind: &[u8]) {
+        let mut body_buf = BytesMut::with_capacity(size.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -252,7 +257,10 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // PORTICO PATCH (body buffer sized to the body): was `prepare_buf`, a buffer
+                // of `body_buf_size` (64 KiB) for any length: a 1 KiB body got 64 KiB,
+                // allocated and freed (outside malloc's per-thread cache) per response.
+                self.prepare_buf_of(cl.min(self.body_buf_size), buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -409,8 +417,12 @@ impl BodyReader {
 
         // downstream should not discard remaining data if peer sent more, so cap the read at what
         // is left of this body and leave anything past it on the stream
+        // PORTICO PATCH (body buffer sized to the body): upstream too (was `if !self.upstream`;
+        // an upstream read took `body_buf_size`, growing the buffer back to 64 KiB). Bytes an
+        // origin sends past the body stay on the connection, which is then not reused: the
+        // pool's check finds them (as it finds any data on an idle connection).
         let read_size = match self.body_state {
-            PS::Partial(_, remaining) if !self.upstream => remaining.min(self.body_buf_size),
+            PS::Partial(_, remaining) => remaining.min(self.body_buf_size),
             _ => self.body_buf_size,
         };
         if n == 0 {
