@@ -176,16 +176,29 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    // PORTICO PATCH (hop-by-hop fields removed in one pass): was ten `remove_header` calls,
+    // each a hashed lookup in the value map, whether or not the request has the field.
+    remove_present(req, |name| {
+        *name == header::PROXY_AUTHENTICATE
+            || *name == header::PROXY_AUTHORIZATION
+            || *name == header::TE
+            || *name == header::TRAILER
+            || *name == header::TRANSFER_ENCODING
+            || *name == header::CONNECTION
+            || *name == header::UPGRADE
+            || name.as_str() == KEEP_ALIVE
+            || name.as_str() == PROXY_CONNECTION
+            || name.as_str() == HTTP2_SETTINGS
+    });
+}
+
+// PORTICO PATCH (hop-by-hop fields removed in one pass)
+/// Removes every field of `req` whose name `named` accepts: one pass over the request's
+/// names (a handful) instead of a lookup per candidate name, most of them absent.
+fn remove_present(req: &mut RequestHeader, named: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = req.headers.keys().find(|name| named(name)).cloned() {
+        req.remove_header(&name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -360,9 +373,12 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            // PORTICO PATCH (hop-by-hop fields removed in one pass): was three `remove_header`s.
+            remove_present(req, |name| {
+                *name == header::CONNECTION
+                    || *name == header::UPGRADE
+                    || name.as_str() == HTTP2_SETTINGS
+            });
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;

@@ -53,6 +53,8 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    // PORTICO PATCH (response header handed over, not cloned)
+    handed_over: Option<HandedOver>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -90,6 +92,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None, // PORTICO PATCH (response header handed over, not cloned)
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -338,6 +341,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.handed_over = None; // PORTICO PATCH (response header handed over, not cloned)
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -442,7 +446,28 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
+    // PORTICO PATCH (response header handed over, not cloned): was a clone of the kept
+    // header for every response (`read_resp_header_parts`), dropped with the session.
+    /// Moves the response header just read out of the session, keeping what the session
+    /// itself reads of it later: its status and what decides keep-alive.
+    fn hand_over_response_header(&mut self) -> Box<ResponseHeader> {
+        let header = self
+            .response_header
+            .take()
+            .expect("response header just read");
+        self.handed_over = Some(HandedOver {
+            status: header.status,
+            version: header.version,
+            transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
+            connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
+            keepalive_timeout: keepalive_values(header.headers.get("Keep-Alive")).0,
+        });
+        header
+    }
+
     /// Return a reference of the [`ResponseHeader`] if the response is read
+    ///
+    /// `None` once [`Self::read_response_task()`] has handed the header over (PORTICO PATCH).
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -450,7 +475,8 @@ impl HttpSession {
     /// Get the header value for the given header name from the response header
     /// If there are multiple headers under the same name, the first one will be returned
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
-    /// Always return `None` if the response is not read yet.
+    /// Always return `None` if the response is not read yet, or was handed over by
+    /// [`Self::read_response_task()`] (PORTICO PATCH).
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
         self.response_header
             .as_ref()
@@ -464,7 +490,11 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        // PORTICO PATCH (response header handed over, not cloned): `or` the handed-over one's.
+        self.response_header
+            .as_ref()
+            .map(|h| h.status)
+            .or(self.handed_over.map(|h| h.status))
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -574,12 +604,9 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        // PORTICO PATCH (response header handed over, not cloned): version and
+        // Transfer-Encoding read through `response_version` and `response_has_te`.
+        if self.response_version() == Some(Version::HTTP_10) && self.response_has_te() {
             self.set_keepalive(None);
             return;
         }
@@ -594,7 +621,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if self.response_version() == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -615,7 +642,27 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            // PORTICO PATCH (response header handed over, not cloned): or the handed-over one's
+            _ => match &self.response_header {
+                Some(h) => is_buf_keepalive(h.headers.get(header::CONNECTION)),
+                None => self.handed_over.and_then(|h| h.connection_keepalive),
+            },
+        }
+    }
+
+    // PORTICO PATCH (response header handed over, not cloned)
+    fn response_version(&self) -> Option<Version> {
+        match &self.response_header {
+            Some(h) => Some(h.version),
+            None => self.handed_over.map(|h| h.version),
+        }
+    }
+
+    // PORTICO PATCH (response header handed over, not cloned)
+    fn response_has_te(&self) -> bool {
+        match &self.response_header {
+            Some(h) => h.headers.contains_key(header::TRANSFER_ENCODING),
+            None => self.handed_over.is_some_and(|h| h.transfer_encoding),
         }
     }
 
@@ -624,27 +671,12 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
-            return (None, None);
-        };
-
-        let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
-            return (None, None);
-        };
-
-        let mut timeout = None;
-        let mut max = None;
-
-        for param in header_value.split(',') {
-            let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
-            match parts {
-                Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
-                Some(("max", max_value)) => max = max_value.trim().parse().ok(),
-                _ => {}
-            }
+        // PORTICO PATCH (response header handed over, not cloned): the parse moved to
+        // `keepalive_values`; a handed-over header left its timeout (`max` is not used).
+        match &self.response_header {
+            Some(h) => keepalive_values(h.headers.get("Keep-Alive")),
+            None => (self.handed_over.and_then(|h| h.keepalive_timeout), None),
         }
-
-        (timeout, max)
     }
 
     /// Close the connection abruptly. This allows to signal the server that the connection is closed
@@ -811,7 +843,10 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            // PORTICO PATCH (response header handed over, not cloned): was
+            // `read_resp_header_parts`, a clone of the header the session kept.
+            self.read_response().await?;
+            let resp_header = self.hand_over_response_header();
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
@@ -881,6 +916,44 @@ impl HttpSession {
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
     }
+}
+
+// PORTICO PATCH (response header handed over, not cloned)
+/// What the session reads of a response header after handing it over.
+#[derive(Debug, Clone, Copy)]
+struct HandedOver {
+    status: StatusCode,
+    version: Version,
+    transfer_encoding: bool,
+    connection_keepalive: Option<bool>,
+    keepalive_timeout: Option<u64>,
+}
+
+// PORTICO PATCH (response header handed over, not cloned): was the body of
+// `get_keepalive_values`.
+/// `Keep-Alive: timeout=5, max=1000` => 5, 1000
+fn keepalive_values(keep_alive_header: Option<&HeaderValue>) -> (Option<u64>, Option<usize>) {
+    let Some(keep_alive_header) = keep_alive_header else {
+        return (None, None);
+    };
+
+    let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
+        return (None, None);
+    };
+
+    let mut timeout = None;
+    let mut max = None;
+
+    for param in header_value.split(',') {
+        let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
+        match parts {
+            Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
+            Some(("max", max_value)) => max = max_value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+
+    (timeout, max)
 }
 
 #[inline]
