@@ -404,7 +404,9 @@ async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>, Arc<
                             all.lock().unwrap().extend_from_slice(&chunk[..n]);
                         }
                     }
-                    if mine.windows(5).any(|w| w == b"0\r\n\r\n") {
+                    // The last chunk on a line of its own: a head whose last field value
+                    // ends in `0` (a request id) ends in `0\r\n\r\n` too.
+                    if mine.windows(7).any(|w| w == b"\r\n0\r\n\r\n") {
                         done.fetch_add(1, Ordering::SeqCst);
                         mine.clear();
                         let _ = stream

@@ -53,10 +53,75 @@ const CLIENT_CLAIMS: [HeaderName; 3] = [
     HeaderName::from_static("x-real-ip"),
 ];
 
+/// Every name the forwarding headers write or replace, and a client's own claims.
+const FORWARDING_NAMES: [HeaderName; 8] = [
+    http::header::VIA,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("cdn-loop"),
+    HeaderName::from_static(REQUEST_ID),
+    http::header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+];
+
 /// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.
-/// Names are `KnownHeaderName`s (neither parsed nor copied on insert, nor parsed for a
-/// lookup).
+///
+/// A request that has none of these fields (nor a client's claims), and whose rule sets
+/// edit no request header after this, gets them as field lines written after its own
+/// ([`RequestHeader::wire_fields_mut`], HTTP/1, which is how Portico talks to origins): the
+/// same bytes, without six inserts into two header maps each. Any other request gets them
+/// inserted, joined with or replacing what it has (`edits_follow`: an edit must see them).
 pub fn add_forwarding_headers(
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+    node: &NodeHeaders,
+    client_host: Option<HeaderValue>,
+    edits_follow: bool,
+) -> Result<()> {
+    let has_any = || {
+        upstream
+            .headers
+            .keys()
+            .any(|name| FORWARDING_NAMES.contains(name))
+    };
+    if !edits_follow && !has_any() {
+        write_forwarding_fields(upstream.wire_fields_mut(), ctx, node, client_host.as_ref());
+        return Ok(());
+    }
+    insert_forwarding_headers(upstream, ctx, node, client_host)
+}
+
+/// The forwarding fields as field lines, in the order `insert_forwarding_headers` adds
+/// them, for a request that has none of them.
+fn write_forwarding_fields(
+    out: &mut Vec<u8>,
+    ctx: &RequestCtx,
+    node: &NodeHeaders,
+    client_host: Option<&HeaderValue>,
+) {
+    let mut field = |name: &str, value: &[u8]| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    field(VIA.case(), node.via.as_bytes());
+    if let Some(ip) = ctx.client_ip.filter(|_| !ctx.tier.from_edge) {
+        let mut text = [0u8; 64];
+        field(X_FORWARDED_FOR.case(), format_ip(ip, &mut text));
+    }
+    field(X_FORWARDED_PROTO.case(), ctx.scheme.as_str().as_bytes());
+    if let Some(host) = client_host {
+        field(X_FORWARDED_HOST.case(), host.as_bytes());
+    }
+    field(CDN_LOOP.case(), node.cdn_loop.as_bytes());
+    field(REQUEST_ID, ctx.request_id.as_str().as_bytes());
+}
+
+/// The forwarding headers inserted into `upstream`'s fields. Names are `KnownHeaderName`s
+/// (neither parsed nor copied on insert, nor parsed for a lookup).
+fn insert_forwarding_headers(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
     node: &NodeHeaders,
@@ -269,14 +334,68 @@ mod tests {
         ctx.client_ip = Some(ip.parse().unwrap());
         ctx.forwarding_trusted = trusted;
         let host = Some(HeaderValue::from_static("Shop.Example:8080"));
+        // As if an edit followed: the fields go into the header, where these tests look.
         add_forwarding_headers(
             &mut upstream,
             &ctx,
             &NodeHeaders::new("edge-1").unwrap(),
             host,
+            true,
         )
         .unwrap();
         upstream
+    }
+
+    /// A request as HTTP/1 writes it, with `existing` fields and the forwarding headers.
+    fn wire_of(
+        existing: &[(&'static str, &'static str)],
+        ctx: &RequestCtx,
+        host: Option<&'static str>,
+        edits_follow: bool,
+    ) -> (Vec<u8>, usize) {
+        let mut upstream = RequestHeader::build("GET", b"/", None).unwrap();
+        upstream.insert_header("host", "shop.example").unwrap();
+        for (name, value) in existing {
+            upstream.append_header(*name, *value).unwrap();
+        }
+        let host = host.map(HeaderValue::from_static);
+        let node = NodeHeaders::new("edge-1").unwrap();
+        add_forwarding_headers(&mut upstream, ctx, &node, host, edits_follow).unwrap();
+        let mut wire = bytes::BytesMut::new();
+        upstream.header_to_h1_wire(&mut wire);
+        (wire.to_vec(), upstream.wire_fields().len())
+    }
+
+    /// Field lines (a request with no forwarding field, no edit after) are the bytes the
+    /// inserted fields are written as; a request with one of them gets the inserts.
+    #[test]
+    fn field_lines_are_what_the_inserted_fields_would_be() {
+        for (ip, host, https, from_edge) in [
+            ("192.0.2.7", Some("shop.example"), false, false),
+            ("2001:db8::ff00:42:8329", None, true, false),
+            ("10.0.0.1", Some("shop.example"), true, true),
+        ] {
+            let mut ctx = RequestCtx::new();
+            ctx.client_ip = Some(ip.parse().unwrap());
+            ctx.tier.from_edge = from_edge;
+            if https {
+                ctx.scheme = crate::rules::Scheme::Https;
+            }
+            let (lines, written) = wire_of(&[], &ctx, host, false);
+            let (inserted, none) = wire_of(&[], &ctx, host, true);
+            assert!(written > 0 && none == 0, "{ip}");
+            assert_eq!(
+                String::from_utf8_lossy(&lines),
+                String::from_utf8_lossy(&inserted),
+                "{ip}"
+            );
+        }
+        let ctx = RequestCtx::new();
+        for existing in [("x-forwarded-for", "203.0.113.9"), ("Via", "1.1 cdn")] {
+            let (wire, written) = wire_of(&[existing], &ctx, None, false);
+            assert_eq!(written, 0, "{existing:?}");
+            assert_eq!(wire, wire_of(&[existing], &ctx, None, true).0);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::OriginDeadlines;
 
-use crate::config::model::ForwardingProtocol;
+use crate::config::model::{Action, ForwardingProtocol};
 use crate::rules::{Scheme, UpgradeHandling};
 
 use super::ctx::RequestCtx;
@@ -159,7 +159,10 @@ pub fn prepare_request(
     if forwarded_host.is_none() {
         upstream.remove_header("x-forwarded-host");
     }
-    headers::add_forwarding_headers(upstream, ctx, node, forwarded_host)?;
+    let edits_follow = engine
+        .fired_actions(decision)
+        .any(|action| matches!(action, Action::ModifyRequestHeader(_)));
+    headers::add_forwarding_headers(upstream, ctx, node, forwarded_host, edits_follow)?;
     headers::edit_request(upstream, engine.fired_actions(decision))?;
     if decision.upgrade == UpgradeHandling::Reproduce {
         upstream.remove_header(&http::header::UPGRADE);

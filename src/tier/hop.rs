@@ -97,7 +97,7 @@ pub fn prepare_shield_request(
     }
     // An upgrade goes on as the client sent it, whatever its handling here: the shield
     // decides the same (`tier::route`).
-    headers::add_forwarding_headers(upstream, ctx, node, None)
+    headers::add_forwarding_headers(upstream, ctx, node, None, false)
 }
 
 /// `upstream_response_filter` on an edge: keeps the shield's `X-Cache` (as one of the known

@@ -136,6 +136,11 @@ impl KnownHeaderName {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// The name as it is written.
+    pub fn case(&self) -> &'static str {
+        self.case
+    }
 }
 
 impl IntoCaseHeaderName for &KnownHeaderName {

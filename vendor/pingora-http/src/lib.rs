@@ -89,6 +89,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // PORTICO PATCH (field lines written after the map): see `wire_fields_mut`.
+    wire_fields: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -156,6 +158,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_fields: Vec::new(), // PORTICO PATCH (field lines written after the map)
         }
     }
 
@@ -244,7 +247,26 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        // PORTICO PATCH (field lines written after the map)
+        buf.put_slice(&self.wire_fields);
+    }
+
+    // PORTICO PATCH (field lines written after the map): a proxy adds the same few fields
+    // to every request it forwards; each insert into the header costs two hashed inserts
+    // (value and case maps) and, into a clone with no room, regrowing both.
+    /// Field lines written verbatim after the header's fields when it is written as
+    /// HTTP/1 (`header_to_h1_wire`), each `name: value\r\n`. They are not in `headers`:
+    /// lookups, edits and HTTP/2 do not see them. The caller writes only valid field lines
+    /// (a token name, a value without CR, LF or NUL) of fields the header does not have.
+    pub fn wire_fields_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.wire_fields
+    }
+
+    // PORTICO PATCH (field lines written after the map)
+    /// The field lines [`Self::wire_fields_mut`] added.
+    pub fn wire_fields(&self) -> &[u8] {
+        &self.wire_fields
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -410,6 +432,7 @@ impl Clone for RequestHeader {
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            wire_fields: self.wire_fields.clone(), // PORTICO PATCH (field lines written after the map)
         }
     }
 }
@@ -426,6 +449,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_fields: Vec::new(), // PORTICO PATCH (field lines written after the map)
         }
     }
 }
