@@ -295,34 +295,49 @@ async fn first_byte_and_total_are_checked_at_their_lines() {
     assert!(error.contains("rules.yaml:9:"), "{error}");
 }
 
-/// An origin that answers the first request of each connection (keep-alive, as far as the
-/// edge can tell) and hangs up on the second without a word: every reuse is a keep-alive
-/// race lost. A one-origin group must still answer every request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin() {
+/// A raw origin that runs `serve` on each connection it accepts, and counts them.
+async fn counting_origin<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let accepted = connections.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if common::read_request_head(&mut stream).await.is_none() {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // The next request arrives, and the connection closes under it.
-                let _ = common::read_request_head(&mut stream).await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
-    let rules = format!(
+    (origin, connections)
+}
+
+/// One route to a one-origin group that does not retry.
+fn one_origin_no_retry(origin: SocketAddr) -> String {
+    format!(
         "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
-    );
-    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    )
+}
+
+/// An origin that answers the first request of each connection (keep-alive, as far as the
+/// edge can tell) and hangs up on the second without a word: every reuse is a keep-alive
+/// race lost. A one-origin group must still answer every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin() {
+    let (origin, connections) = counting_origin(|mut stream| async move {
+        if common::read_request_head(&mut stream).await.is_none() {
+            return;
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        // The next request arrives, and the connection closes under it.
+        let _ = common::read_request_head(&mut stream).await;
+    })
+    .await;
+    let edge = TestEdge::start(&node_yaml(""), &one_origin_no_retry(origin)).await;
     let http = client();
     for n in 0..20 {
         let answer = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
@@ -345,28 +360,16 @@ async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin()
 /// and no further, so the bytes stay on the connection, where the pool's check finds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_an_origin_sends_past_its_body_reach_no_client_and_its_connection_is_not_reused() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let accepted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                while common::read_request_head(&mut stream).await.is_some() {
-                    let reply =
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 204 Nope\r\n\r\n";
-                    if stream.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let (origin, connections) = counting_origin(|mut stream| async move {
+        while common::read_request_head(&mut stream).await.is_some() {
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 204 Nope\r\n\r\n";
+            if stream.write_all(reply).await.is_err() {
+                return;
+            }
         }
-    });
-    let rules = format!(
-        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
-    );
-    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    })
+    .await;
+    let edge = TestEdge::start(&node_yaml(""), &one_origin_no_retry(origin)).await;
     let http = client();
     for n in 0..3 {
         let answer = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
