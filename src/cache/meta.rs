@@ -5,21 +5,26 @@
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields' text, names with their case and values,
 //! back to back in one allocation (a committed object's, shared with its body: see
-//! `Object::committed`), and where each ends. A hit builds the `ResponseHeader`
-//! from it: each value is a view into the stored text (a reference count, no copy), each
-//! name is parsed and both maps are filled, about four times what a clone of a kept
+//! `Object::committed`), and where each ends. A plain hit writes its head from the text
+//! (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands pingora
+//! builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache patch), as
+//! a conditional, range or `HEAD` request, a stale hit or a response-header edit does.
+//! Building one makes each value a view into the stored text (a reference count, no
+//! copy), parses each name and fills both maps, about four times what a clone of a kept
 //! `ResponseHeader` costs. So each worker thread keeps the headers it built for the objects
 //! it serves again and again (`HOT_SLOTS`, see `StoredHeader::to_header`): a hot object's
-//! hit clones, a cold one's builds. The compact form also keeps a lookup over a million
-//! objects to a few cache lines per object.
+//! header is cloned, a cold one's built. The compact form also keeps a lookup over a
+//! million objects to a few cache lines per object.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, StatusCode, Version};
 use pingora_cache::key::HashBinary;
+use pingora_cache::meta::ResponseHeaderSource;
 use pingora_cache::CacheMeta;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
@@ -116,6 +121,19 @@ impl StoredHeader {
 
     pub fn field_count(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Each field's name (with its case, if kept) and value, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.ends.iter().scan(0, |start, &(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let field = (
+                &self.text[*start..name_end],
+                &self.text[name_end..value_end],
+            );
+            *start = value_end;
+            Some(field)
+        })
     }
 
     /// The fields' text (see `move_text`).
@@ -303,18 +321,21 @@ impl StoredMeta {
         }
     }
 
-    pub fn to_meta(&self) -> Result<CacheMeta> {
-        let mut meta = CacheMeta::new(
+    /// pingora-cache's meta for a hit on the object `source`, whose header is built from
+    /// its stored text only if something asks for it (a marked pingora-cache patch): a plain
+    /// hit writes its head from the text (`proxy::hit_head`) and never does.
+    pub fn to_meta(&self, source: Arc<dyn ResponseHeaderSource>) -> CacheMeta {
+        let mut meta = CacheMeta::with_header_source(
             self.fresh_until,
             self.updated,
             self.stale_while_revalidate_sec,
             self.stale_if_error_sec,
-            self.header.to_header()?,
+            source,
         );
         if let Some(variance) = self.variance {
             meta.set_variance(variance);
         }
-        Ok(meta)
+        meta
     }
 
     /// Fresh, or stale within its `stale-while-revalidate` window at `now`.
@@ -498,6 +519,27 @@ mod tests {
         }
         let kept = HOT.with_borrow(|slots| slots.iter().filter(|s| s.header.is_some()).count());
         assert!(kept > 0 && kept <= HOT_SLOTS, "{kept}");
+    }
+
+    #[test]
+    fn fields_are_the_names_with_their_case_and_the_values_in_order() {
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [("Vary", "Accept"), ("x-n", "1"), ("VARY", "Origin")] {
+            header.append_header(name.to_string(), value).unwrap();
+        }
+        let stored = StoredHeader::from_header(&header);
+        // In the header map's order: a name's lines together, where it first appeared.
+        let fields: Vec<_> = stored.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Vary"[..], &b"Accept"[..]),
+                (b"VARY", b"Origin"),
+                (b"x-n", b"1"),
+            ]
+        );
+        let empty = StoredHeader::from_header(&ResponseHeader::build(204, None).unwrap());
+        assert_eq!(empty.fields().count(), 0);
     }
 
     #[test]

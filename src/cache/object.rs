@@ -16,9 +16,12 @@ use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::StatusCode;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use pingora_cache::key::HashBinary;
+use pingora_cache::meta::ResponseHeaderSource;
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
@@ -283,6 +286,37 @@ impl Object {
             progress: self.fill.as_ref().map(|fill| fill.state.subscribe()),
             cursor,
         }
+    }
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hit's meta builds its header from the object's stored text when first asked for
+/// (`StoredMeta::to_meta`). A revalidation or soft purge in between gives the header it
+/// stored, as a hit's head written from the text would.
+impl ResponseHeaderSource for Object {
+    fn build_response_header(&self) -> ResponseHeader {
+        self.meta().header.to_header().unwrap_or_else(|err| {
+            // Unreachable: every stored name and value was a valid field when stored.
+            log::error!(
+                "cache object {}: stored header unreadable: {err}",
+                self.label
+            );
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            ResponseHeader::from(parts)
+        })
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
     }
 }
 

@@ -603,7 +603,7 @@ impl MemoryStore {
 }
 
 fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
-    let meta = object.meta().to_meta()?;
+    let meta = object.meta().to_meta(object.clone());
     let counted = object.state() == FillState::Complete;
     Ok((
         meta,
@@ -789,6 +789,11 @@ impl Storage for MemoryStore {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The stored object a hit's meta came from (`None` for another storage's meta).
+pub fn meta_object(meta: &CacheMeta) -> Option<&Object> {
+    meta.header_source()?.as_any().downcast_ref::<Object>()
 }
 
 /// The complete object a hit is served from (`None` for an object still filling, or a hit

@@ -20,9 +20,18 @@ const TOKEN_LISTS: &[&str] = &[
 /// The variance of `request` under `stored`'s `Vary` (every `Vary` field line, names
 /// case-insensitive); `None` when it names no field.
 pub fn variance(stored: &ResponseHeader, request: &RequestHeader) -> Option<HashBinary> {
+    let lines = stored.headers.get_all(http::header::VARY);
+    variance_of(lines.iter().map(HeaderValue::as_bytes), request)
+}
+
+/// The same, from the stored response's `Vary` field lines.
+pub fn variance_of<'a>(
+    vary_lines: impl Iterator<Item = &'a [u8]>,
+    request: &RequestHeader,
+) -> Option<HashBinary> {
     let mut builder = VarianceBuilder::new();
-    for line in stored.headers.get_all(http::header::VARY) {
-        for name in line.as_bytes().split(|b| *b == b',') {
+    for line in vary_lines {
+        for name in line.split(|b| *b == b',') {
             // `HeaderName` lower-cases: `Accept-Language` and `accept-language` are one name.
             let Ok(name) = HeaderName::from_bytes(name.trim_ascii()) else {
                 continue;

@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use crate::cache::policy::{self, Freshness, Received};
-use crate::cache::{conditional, key, status, vary, EdgeCache};
+use crate::cache::{conditional, key, status, store, vary, EdgeCache};
 use crate::rules::request::{host_without_port, RequestFacts};
 use crate::rules::{CacheUse, Scheme};
 
@@ -294,8 +294,20 @@ fn freshness(ctx: &RequestCtx, cache: &EdgeCache) -> Option<Freshness> {
 
 /// `cache_vary_filter`: one variant per combination of the (normalised) request fields
 /// `Vary` names (`cache::vary`).
+/// pingora asks on every lookup; a hit from the store reads `Vary` from the stored text
+/// rather than build the header that only a hit's slow path needs (`StoredMeta::to_meta`).
 pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary> {
-    vary::variance(meta.response_header(), request)
+    match store::meta_object(meta) {
+        Some(object) => {
+            let stored = object.meta();
+            let vary_lines = stored
+                .header
+                .fields()
+                .filter_map(|(name, value)| name.eq_ignore_ascii_case(b"vary").then_some(value));
+            vary::variance_of(vary_lines, request)
+        }
+        None => vary::variance(meta.response_header(), request),
+    }
 }
 
 /// `should_serve_stale`: during revalidation (`error` is `None`) whenever the object's

@@ -1254,7 +1254,14 @@ impl HttpCache {
                  * - Content-Location, Date, ETag, and Vary
                  * - Cache-Control and Expires...
                  */
-                let mut old_header = self.inner_enabled().meta.as_ref().unwrap().0.header.clone();
+                // PORTICO PATCH (lazy response header): `response_header()`
+                let mut old_header = self
+                    .inner_enabled()
+                    .meta
+                    .as_ref()
+                    .unwrap()
+                    .response_header()
+                    .clone();
                 let mut clone_header = |header_name: &'static str| {
                     for (i, value) in resp.headers.get_all(header_name).iter().enumerate() {
                         if i == 0 {
@@ -1294,7 +1301,9 @@ impl HttpCache {
         match self.phase {
             CachePhase::Stale => {
                 // replace cache meta header
-                self.inner_enabled_mut().meta.as_mut().unwrap().0.header = header;
+                // PORTICO PATCH (lazy response header): `set`
+                let meta = self.inner_enabled_mut().meta.as_mut().unwrap();
+                meta.0.header.set(header);
                 // upstream request done, release write lock
                 self.release_write_lock(reason);
             }

@@ -603,11 +603,58 @@ mod internal_meta {
     }
 }
 
+// PORTICO PATCH (lazy response header): where a [CacheMeta]'s response header comes from.
+// A storage that keeps headers in a form of its own (text, say) can hand a hit's meta over
+// without building a `ResponseHeader` (two header maps) that a hit served from its own
+// stored form never reads; the header is built the first time anything asks for it.
+/// Builds the response header of a [CacheMeta] made with [CacheMeta::with_header_source],
+/// the first time the header is asked for.
+pub trait ResponseHeaderSource: Send + Sync + std::fmt::Debug {
+    /// The response header, as the storage keeps it.
+    fn build_response_header(&self) -> ResponseHeader;
+
+    /// Lets a storage find its own type behind the source.
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync);
+}
+
+/// A response header, or the source that builds it on first use.
+#[derive(Debug)]
+pub(crate) struct LazyHeader {
+    built: OnceCell<ResponseHeader>,
+    source: Option<std::sync::Arc<dyn ResponseHeaderSource>>,
+}
+
+impl LazyHeader {
+    fn built(header: ResponseHeader) -> Self {
+        LazyHeader {
+            built: OnceCell::with_value(header),
+            source: None,
+        }
+    }
+
+    pub(crate) fn get(&self) -> &ResponseHeader {
+        self.built.get_or_init(|| match &self.source {
+            Some(source) => source.build_response_header(),
+            // Unreachable: a header without a source is built from the start.
+            None => ResponseHeader::build(500, Some(0)).expect("a bare 500 header"),
+        })
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut ResponseHeader {
+        self.get();
+        self.built.get_mut().expect("built just above")
+    }
+
+    pub(crate) fn set(&mut self, header: ResponseHeader) {
+        *self = LazyHeader::built(header);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct CacheMetaInner {
     // http header and Internal meta have different ways of serialization, so keep them separated
     pub(crate) internal: InternalMeta,
-    pub(crate) header: ResponseHeader,
+    pub(crate) header: LazyHeader, // PORTICO PATCH (lazy response header): was `ResponseHeader`
     /// An opaque type map to hold extra information for communication between cache backends
     /// and users. This field is **not** guaranteed be persistently stored in the cache backend.
     pub extensions: Extensions,
@@ -626,6 +673,46 @@ impl CacheMeta {
         stale_if_error_sec: u32,
         header: ResponseHeader,
     ) -> CacheMeta {
+        // PORTICO PATCH (lazy response header): the body moved to `with_header`
+        Self::with_header(
+            fresh_until,
+            created,
+            stale_while_revalidate_sec,
+            stale_if_error_sec,
+            LazyHeader::built(header),
+        )
+    }
+
+    // PORTICO PATCH (lazy response header)
+    /// Like [CacheMeta::new], with the response header built by `source` the first time it
+    /// is asked for (see [ResponseHeaderSource]).
+    pub fn with_header_source(
+        fresh_until: SystemTime,
+        created: SystemTime,
+        stale_while_revalidate_sec: u32,
+        stale_if_error_sec: u32,
+        source: std::sync::Arc<dyn ResponseHeaderSource>,
+    ) -> CacheMeta {
+        let header = LazyHeader {
+            built: OnceCell::new(),
+            source: Some(source),
+        };
+        Self::with_header(
+            fresh_until,
+            created,
+            stale_while_revalidate_sec,
+            stale_if_error_sec,
+            header,
+        )
+    }
+
+    fn with_header(
+        fresh_until: SystemTime,
+        created: SystemTime,
+        stale_while_revalidate_sec: u32,
+        stale_if_error_sec: u32,
+        header: LazyHeader,
+    ) -> CacheMeta {
         CacheMeta(Box::new(CacheMetaInner {
             internal: InternalMeta {
                 version: InternalMeta::VERSION,
@@ -640,6 +727,12 @@ impl CacheMeta {
             header,
             extensions: Extensions::new(),
         }))
+    }
+
+    // PORTICO PATCH (lazy response header)
+    /// The source this meta's header is built from, if it was made with one.
+    pub fn header_source(&self) -> Option<&(dyn ResponseHeaderSource + 'static)> {
+        self.0.header.source.as_deref()
     }
 
     /// When the asset was created/admitted to cache
@@ -841,12 +934,12 @@ impl CacheMeta {
 
     /// Get the response header in this asset
     pub fn response_header(&self) -> &ResponseHeader {
-        &self.0.header
+        self.0.header.get() // PORTICO PATCH (lazy response header)
     }
 
     /// Modify the header in this asset
     pub fn response_header_mut(&mut self) -> &mut ResponseHeader {
-        &mut self.0.header
+        self.0.header.get_mut() // PORTICO PATCH (lazy response header)
     }
 
     /// Expose the extensions to read
@@ -861,12 +954,12 @@ impl CacheMeta {
 
     /// Get a copy of the response header
     pub fn response_header_copy(&self) -> ResponseHeader {
-        self.0.header.clone()
+        self.0.header.get().clone() // PORTICO PATCH (lazy response header)
     }
 
     /// get all the headers of this asset
     pub fn headers(&self) -> &HMap {
-        &self.0.header.headers
+        &self.0.header.get().headers // PORTICO PATCH (lazy response header)
     }
 
     fn can_serve_stale(&self, serve_stale_sec: u32, time: SystemTime) -> bool {
@@ -889,8 +982,9 @@ impl CacheMeta {
     /// Serialize this object
     pub fn serialize(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let internal = self.0.internal.serialize()?;
-        let header = header_serialize(&self.0.header)?;
-        log::debug!("header to serialize: {:?}", self.0.header);
+        // PORTICO PATCH (lazy response header): `get()`
+        let header = header_serialize(self.0.header.get())?;
+        log::debug!("header to serialize: {:?}", self.0.header.get());
         Ok((internal, header))
     }
 
@@ -900,7 +994,7 @@ impl CacheMeta {
         let header = header_deserialize(header)?;
         Ok(CacheMeta(Box::new(CacheMetaInner {
             internal,
-            header,
+            header: LazyHeader::built(header), // PORTICO PATCH (lazy response header)
             extensions: Extensions::new(),
         })))
     }
