@@ -3,9 +3,10 @@
 //! A `ResponseHeader` is two header maps (the fields, and their names with case), each a
 //! table of about 100-byte buckets, plus an allocation per value and per cased name: about
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
-//! describes. The store keeps instead the fields' text, names with their case and values,
-//! back to back in one allocation (a committed object's, shared with its body: see
-//! `Object::committed`), and where each ends. A plain hit writes its head from the text
+//! describes. The store keeps instead the fields as HTTP/1 writes them (`Name: value` and
+//! CRLF, names with their case) in one allocation (a committed object's, shared with its
+//! body: see `Object::committed`): the text is its own field table, and a hit's head is
+//! mostly runs of it copied as they are. A plain hit writes its head from the text
 //! (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands pingora
 //! builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache patch), as
 //! a conditional, range or `HEAD` request, a stale hit or a response-header edit does.
@@ -57,14 +58,16 @@ thread_local! {
 pub struct StoredHeader {
     /// Tells this header's content from any other's (a soft purge's copy keeps it).
     generation: u64,
-    /// Each field's name (with its case, if the header kept case) then its value.
+    /// Each field as HTTP/1 writes it, in order: its name (with its case, if the header
+    /// kept case), `: `, its value, CRLF. A name holds no `:` and a value no CR or LF (both
+    /// were valid fields), so the text is its own field table.
     text: Bytes,
-    /// For each field in order, where its name ends and where its value ends in `text`.
-    ends: Box<[(u32, u32)]>,
     status: StatusCode,
     version: Version,
     reason: Option<Box<str>>,
     has_case: bool,
+    /// Whether a field is `Vary` (every lookup asks; most objects have none).
+    has_vary: bool,
 }
 
 impl StoredHeader {
@@ -73,37 +76,27 @@ impl StoredHeader {
         let size: usize = match header.has_case() {
             true => header
                 .case_header_iter()
-                .map(|(name, value)| name.as_slice().len() + value.len())
+                .map(|(name, value)| name.as_slice().len() + value.len() + 4)
                 .sum(),
             false => header
                 .headers
                 .iter()
-                .map(|(name, value)| name.as_str().len() + value.len())
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
                 .sum(),
         };
         let mut text = BytesMut::with_capacity(size);
-        let mut ends = Vec::with_capacity(header.headers.len());
-        let mut push = |name: &[u8], value: &[u8]| {
-            text.extend_from_slice(name);
-            let name_end = text.len();
-            text.extend_from_slice(value);
-            // A head is at most a few hundred KiB (Pingora's limit), far below 4 GiB.
-            let end = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
-            ends.push((end(name_end), end(text.len())));
-        };
         if header.has_case() {
             for (name, value) in header.case_header_iter() {
-                push(name.as_slice(), value.as_bytes());
+                write_field(&mut text, name.as_slice(), value.as_bytes());
             }
         } else {
             for (name, value) in header.headers.iter() {
-                push(name.as_str().as_bytes(), value.as_bytes());
+                write_field(&mut text, name.as_str().as_bytes(), value.as_bytes());
             }
         }
         StoredHeader {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             text: text.freeze(),
-            ends: ends.into_boxed_slice(),
             status: header.status,
             version: header.version,
             // Only a reason other than the status's own (the usual one costs nothing).
@@ -112,6 +105,7 @@ impl StoredHeader {
                 .filter(|reason| Some(*reason) != header.status.canonical_reason())
                 .map(Box::from),
             has_case: header.has_case(),
+            has_vary: header.headers.contains_key(http::header::VARY),
         }
     }
 
@@ -119,21 +113,27 @@ impl StoredHeader {
         self.status
     }
 
-    pub fn field_count(&self) -> usize {
-        self.ends.len()
-    }
-
     /// Each field's name (with its case, if kept) and value, in order.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.ends.iter().scan(0, |start, &(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let field = (
-                &self.text[*start..name_end],
-                &self.text[name_end..value_end],
-            );
-            *start = value_end;
-            Some(field)
+        self.lines().map(|line| line.field)
+    }
+
+    /// The values of the `Vary` fields (none without reading the text when there are none).
+    pub fn vary(&self) -> impl Iterator<Item = &[u8]> {
+        let text = if self.has_vary { &self.text[..] } else { &[] };
+        Lines { rest: text, at: 0 }.filter_map(|line| {
+            line.field
+                .0
+                .eq_ignore_ascii_case(b"vary")
+                .then_some(line.field.1)
         })
+    }
+
+    fn lines(&self) -> Lines<'_> {
+        Lines {
+            rest: &self.text,
+            at: 0,
+        }
     }
 
     /// The fields' text (see `move_text`).
@@ -177,7 +177,7 @@ impl StoredHeader {
     fn build(&self) -> Result<ResponseHeader> {
         // Room for the fields a hit adds (`Age`, `X-Cache`, the request id) without
         // growing both maps.
-        let count = Some(self.ends.len() + 4);
+        let count = Some(self.lines().count() + 4);
         let mut header = match self.has_case {
             true => ResponseHeader::build(self.status, count)?,
             false => ResponseHeader::build_no_case(self.status, count)?,
@@ -186,12 +186,10 @@ impl StoredHeader {
         if self.reason.is_some() {
             header.set_reason_phrase(self.reason.as_deref())?;
         }
-        let mut start = 0;
-        for &(name_end, value_end) in self.ends.iter() {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
+        for (name, value) in self.fields() {
             // Every value was a valid `HeaderValue` when it was stored.
-            let value = pingora_http::header_value_from_raw(self.text.slice(name_end..value_end));
-            let name = self.text.slice(start..name_end);
+            let value = pingora_http::header_value_from_raw(self.text.slice_ref(value));
+            let name = self.text.slice_ref(name);
             if self.has_case {
                 header.append_header(name, value)?;
             } else {
@@ -199,7 +197,6 @@ impl StoredHeader {
                     .or_err(InvalidHTTPHeader, "stored header name")?;
                 header.append_header(name, value)?;
             }
-            start = value_end;
         }
         Ok(header)
     }
@@ -232,12 +229,14 @@ impl StoredHeader {
         let mut content_length = None;
         // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
         let ok = self.status == StatusCode::OK;
-        let mut start = 0;
-        for &(name_end, value_end) in self.ends.iter() {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let name = &self.text[start..name_end];
-            let mut value = &self.text[name_end..value_end];
-            start = value_end;
+        // Lines written as they are stored go out in runs, one copy each.
+        let mut run_start = 0;
+        for Line {
+            field: (name, value),
+            start,
+            end,
+        } in self.lines()
+        {
             let replaced = if name.eq_ignore_ascii_case(b"date") {
                 Some((&mut date_done, &b"Date"[..], date))
             } else if name.eq_ignore_ascii_case(b"age") {
@@ -247,13 +246,14 @@ impl StoredHeader {
             } else {
                 None
             };
-            let mut written_name = name;
             if let Some((done, titled, new_value)) = replaced {
                 // A second one: Pingora's insert would drop it.
                 if std::mem::replace(done, true) {
                     return None;
                 }
-                (written_name, value) = (titled, new_value);
+                out.extend_from_slice(&self.text[run_start..start]);
+                write_field(out, titled, new_value);
+                run_start = end;
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 // One length (a list of equal ones was folded into one when stored).
                 content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
@@ -263,8 +263,8 @@ impl StoredHeader {
             {
                 return None;
             }
-            write_field(out, written_name, value);
         }
+        out.extend_from_slice(&self.text[run_start..]);
         Some(HitHeadFields {
             content_length: content_length?,
             date: date_done,
@@ -273,9 +273,46 @@ impl StoredHeader {
         })
     }
 
-    /// Bytes it takes in memory: its text and field table, and the struct.
+    /// Bytes it takes in memory: its text and the struct.
     pub fn weight(&self) -> usize {
-        self.text.len() + self.ends.len() * 8 + std::mem::size_of::<Self>()
+        self.text.len() + std::mem::size_of::<Self>()
+    }
+}
+
+/// One stored field line: the field, and where its line starts and ends (after its CRLF)
+/// in the text.
+struct Line<'a> {
+    field: (&'a [u8], &'a [u8]),
+    start: usize,
+    end: usize,
+}
+
+/// The lines of a stored header's text (see `StoredHeader::text`).
+struct Lines<'a> {
+    rest: &'a [u8],
+    /// Where `rest` starts in the text.
+    at: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        let rest = self.rest;
+        let newline = memchr::memchr(b'\n', rest)?;
+        let (line, after) = (&rest[..newline], &rest[newline + 1..]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // The first `:` ends the name (a name holds none); `: ` precedes the value.
+        let colon = memchr::memchr(b':', line)?;
+        let value = line.get(colon + 2..).unwrap_or_default();
+        let start = self.at;
+        self.at += newline + 1;
+        self.rest = after;
+        Some(Line {
+            field: (&line[..colon], value),
+            start,
+            end: self.at,
+        })
     }
 }
 
@@ -524,10 +561,21 @@ mod tests {
     #[test]
     fn fields_are_the_names_with_their_case_and_the_values_in_order() {
         let mut header = ResponseHeader::build(200, None).unwrap();
-        for (name, value) in [("Vary", "Accept"), ("x-n", "1"), ("VARY", "Origin")] {
+        let fields = [
+            ("Vary", "Accept"),
+            ("x-n", "1"),
+            ("VARY", "Origin"),
+            ("X-Colon", "a: b:c"),
+            ("X-Empty", ""),
+        ];
+        for (name, value) in fields {
             header.append_header(name.to_string(), value).unwrap();
         }
         let stored = StoredHeader::from_header(&header);
+        assert_eq!(
+            stored.text(),
+            b"Vary: Accept\r\nVARY: Origin\r\nx-n: 1\r\nX-Colon: a: b:c\r\nX-Empty: \r\n"
+        );
         // In the header map's order: a name's lines together, where it first appeared.
         let fields: Vec<_> = stored.fields().collect();
         assert_eq!(
@@ -536,10 +584,17 @@ mod tests {
                 (&b"Vary"[..], &b"Accept"[..]),
                 (b"VARY", b"Origin"),
                 (b"x-n", b"1"),
+                (b"X-Colon", b"a: b:c"),
+                (b"X-Empty", b""),
             ]
+        );
+        assert_eq!(
+            stored.vary().collect::<Vec<_>>(),
+            [&b"Accept"[..], b"Origin"]
         );
         let empty = StoredHeader::from_header(&ResponseHeader::build(204, None).unwrap());
         assert_eq!(empty.fields().count(), 0);
+        assert_eq!(empty.vary().count(), 0);
     }
 
     #[test]

@@ -300,11 +300,7 @@ pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary>
     match store::meta_object(meta) {
         Some(object) => {
             let stored = object.meta();
-            let vary_lines = stored
-                .header
-                .fields()
-                .filter_map(|(name, value)| name.eq_ignore_ascii_case(b"vary").then_some(value));
-            vary::variance_of(vary_lines, request)
+            vary::variance_of(stored.header.vary(), request)
         }
         None => vary::variance(meta.response_header(), request),
     }

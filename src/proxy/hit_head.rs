@@ -74,9 +74,9 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     let date = pingora_core::protocols::http::date::get_cached_date();
     let meta = object.meta();
     let stored = &meta.header;
-    // Room for the stored fields' separators (`: `, CRLF), the status line, the fields
-    // added below, and Pingora's `Connection` and blank line.
-    let room = stored.text().len() + stored.field_count() * 4 + 224;
+    // Room for the stored lines, the status line, the fields added below, and Pingora's
+    // `Connection` and blank line.
+    let room = stored.text().len() + 224;
     let mut head = BytesMut::with_capacity(room);
     let fields = stored.write_hit_head(&mut head, date.as_bytes(), age, refused)?;
 
