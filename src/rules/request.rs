@@ -150,16 +150,8 @@ pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
     if trimmed.len() > MAX_HOST_NAME {
         return Err(BadHost::TooLong);
     }
-    let labels_ok = trimmed.split('.').all(|label| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !labels_ok {
-        return Err(BadHost::BadName);
-    }
-    if trimmed.len() == name.len() && !trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+    let has_upper = check_labels(trimmed.as_bytes()).ok_or(BadHost::BadName)?;
+    if trimmed.len() == name.len() && !has_upper {
         return Ok(Cow::Borrowed(text));
     }
     let mut out = String::with_capacity(text.len());
@@ -169,6 +161,21 @@ pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
         out.push_str(port);
     }
     Ok(Cow::Owned(out))
+}
+
+/// Whether every dot-separated label of `name` has 1 to 63 letters, digits, `-` or `_`
+/// (`None` if not), and then whether any letter is upper case; in one pass (every request).
+fn check_labels(name: &[u8]) -> Option<bool> {
+    let (mut label, mut has_upper) = (0usize, false);
+    for &b in name {
+        match b {
+            b'.' if (1..=63).contains(&label) => label = 0,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => (label, has_upper) = (label + 1, true),
+            _ => return None,
+        }
+    }
+    (1..=63).contains(&label).then_some(has_upper)
 }
 
 fn check_port(port: &str) -> Result<(), BadHost> {
@@ -281,6 +288,8 @@ mod tests {
             ("t.example:+80", BadHost::BadPort),
             ("t.example:80:80", BadHost::BadPort),
             ("t..example", BadHost::BadName),
+            ("t.example..", BadHost::BadName),
+            (".", BadHost::BadName),
             (".t.example", BadHost::BadName),
             ("t.example/x", BadHost::BadName),
             ("t%2eexample", BadHost::BadName),
@@ -291,6 +300,8 @@ mod tests {
             assert_eq!(ok(raw), Err(why), "{raw:?}");
         }
         assert_eq!(ok(&"a".repeat(64)), Err(BadHost::BadName));
+        assert_eq!(ok(&"A".repeat(63)), Ok("a".repeat(63)));
+        assert_eq!(ok("x.Y-z_1"), Ok("x.y-z_1".into()));
         let long = vec!["a".repeat(60); 5].join(".");
         assert_eq!(ok(&long), Err(BadHost::TooLong));
     }
