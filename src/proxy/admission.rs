@@ -177,7 +177,8 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
             location: None,
         });
     }
-    let looped = request.headers.get_all("cdn-loop").iter().any(|value| {
+    const CDN_LOOP: http::HeaderName = http::HeaderName::from_static("cdn-loop");
+    let looped = request.headers.get_all(CDN_LOOP).iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',')
                 .any(|entry| entry.trim().split(';').next() == Some(node))

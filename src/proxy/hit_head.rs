@@ -41,9 +41,8 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     }
     let request = session.req_header();
     if request.method != http::Method::GET
-        || FILTERED_BY
-            .iter()
-            .any(|name| request.headers.contains_key(name))
+        // A pass over the request's few names, cheaper than a hashed lookup for each.
+        || request.headers.keys().any(|name| FILTERED_BY.contains(name))
     {
         return None;
     }
