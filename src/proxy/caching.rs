@@ -294,6 +294,7 @@ fn freshness(ctx: &RequestCtx, cache: &EdgeCache) -> Option<Freshness> {
 
 /// `cache_vary_filter`: one variant per combination of the (normalised) request fields
 /// `Vary` names (`cache::vary`).
+///
 /// pingora asks on every lookup; a hit from the store reads `Vary` from the stored text
 /// rather than build the header that only a hit's slow path needs (`StoredMeta::to_meta`).
 pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary> {
