@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, StatusCode, Version};
 use pingora_cache::key::HashBinary;
 use pingora_cache::meta::ResponseHeaderSource;
@@ -316,12 +316,13 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-/// One header line, `name: value` and CRLF, as HTTP/1 writes it.
-pub fn write_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+/// One header line, `name: value` and CRLF, as HTTP/1 writes it (a stored header, a hit's
+/// head, the forwarding fields' lines).
+pub fn write_field(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 /// What [`StoredHeader::write_hit_head`] found among the stored fields.

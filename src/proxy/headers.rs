@@ -7,6 +7,7 @@ use std::io::Write;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{KnownHeaderName, RequestHeader, ResponseHeader};
 
+use crate::cache::meta::write_field;
 use crate::config::model::{Action, HeaderAction, HeaderEdit};
 
 use super::ctx::RequestCtx;
@@ -100,12 +101,7 @@ fn write_forwarding_fields(
     node: &NodeHeaders,
     client_host: Option<&HeaderValue>,
 ) {
-    let mut field = |name: &str, value: &[u8]| {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
+    let mut field = |name: &str, value: &[u8]| write_field(out, name.as_bytes(), value);
     field(VIA.case(), node.via.as_bytes());
     if let Some(ip) = ctx.client_ip.filter(|_| !ctx.tier.from_edge) {
         let mut text = [0u8; 64];
