@@ -470,3 +470,44 @@ async fn an_idle_origin_connection_is_reused_and_closed_when_the_origin_closes_i
     get("/second").await;
     assert!(connections.try_recv().is_ok(), "a second connection");
 }
+
+/// A client that hangs up while the origin has not answered ends the request there: the
+/// edge closes the origin's connection at once (a half-answered connection cannot be
+/// reused) instead of waiting out the origin, here for as long as its timeouts allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_before_the_answer_ends_the_origin_request() {
+    // What the origin tells the test: the request arrived, then the edge closed its side.
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let (origin, _) = counting_origin(move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            if common::read_request_head(&mut stream).await.is_none() {
+                return;
+            }
+            let _ = seen.send("request");
+            // No answer: wait for the edge to close its side.
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+            let _ = seen.send("closed");
+        }
+    })
+    .await;
+    let rules = rules_with(origin, false, "first_byte: 60s, total: 120s");
+    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    let mut client = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert_eq!(arrived, Ok(Some("request")), "the request reached the origin");
+    let started = Instant::now();
+    drop(client);
+    let closed = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert_eq!(
+        closed,
+        Ok(Some("closed")),
+        "the edge kept waiting on the origin for {:?} after the client left",
+        started.elapsed()
+    );
+}

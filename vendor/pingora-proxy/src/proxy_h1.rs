@@ -117,6 +117,9 @@ where
 
         session.upstream_compression.request_filter(&req);
 
+        // PORTICO PATCH (direct bodyless path): see `proxy_h1_direct`.
+        let direct = Self::is_direct_bodyless(session, &req);
+
         debug!("Sending header to upstream {:?}", req);
 
         match client_session.write_request_header(Box::new(req)).await {
@@ -124,6 +127,15 @@ where
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
+        }
+
+        // PORTICO PATCH (direct bodyless path): no body, no cache, no upgrade: one loop.
+        if direct {
+            session.as_mut().enable_retry_buffering();
+            return match self.proxy_bodyless_h1(session, client_session, ctx).await {
+                Ok((downstream_reuse, upstream_reuse)) => (downstream_reuse, upstream_reuse, None),
+                Err(e) => (false, false, Some(e)),
+            };
         }
 
         let mut downstream_custom_message_writer = session
@@ -275,40 +287,22 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
-        // PORTICO PATCH (origin deadlines): when the request was sent, whether the response
-        // has started, and the per-read timeout for the body (the head has `first_byte`).
-        let mut sent_at: Option<tokio::time::Instant> = None;
-        let mut head_seen = false;
-        let body_read_timeout = client_session.read_timeout;
-        if deadlines.is_some() {
-            client_session.read_timeout = None;
-        }
+        // PORTICO PATCH (origin deadlines): see `OriginClock`.
+        let mut clock = OriginClock::new(deadlines, client_session);
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             // PORTICO PATCH (origin deadlines): the deadline of this read, if any.
-            if request_done && sent_at.is_none() {
-                sent_at = Some(tokio::time::Instant::now());
+            if request_done {
+                clock.request_sent();
             }
-            let deadline = match (deadlines, sent_at) {
-                (Some(d), Some(at)) if !upgraded => Some(if head_seen {
-                    (at + d.total, d.total, "the origin's response did not finish", "total")
-                } else {
-                    (at + d.first_byte, d.first_byte, "the origin sent no response head", "first_byte")
-                }),
-                _ => None,
-            };
+            let deadline = clock.deadline(upgraded);
             tokio::select! {
                 res = read_response_by(client_session, deadline), if !response_done => {
                     match res {
                         Ok(task) => {
-                            // PORTICO PATCH (origin deadlines): the response started; from
-                            // here `total` applies, and the peer's per-read timeout.
-                            if deadlines.is_some() && !head_seen {
-                                head_seen = true;
-                                sent_at.get_or_insert_with(tokio::time::Instant::now);
-                                client_session.read_timeout = body_read_timeout;
-                            }
+                            // PORTICO PATCH (origin deadlines): the response started.
+                            clock.response_started(client_session);
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -930,7 +924,8 @@ where
         Ok(reuse_downstream)
     }
 
-    async fn h1_response_filter(
+    // PORTICO PATCH (direct bodyless path): pub(crate), for `proxy_h1_direct`.
+    pub(crate) async fn h1_response_filter(
         &self,
         session: &mut Session,
         mut task: HttpTask,
@@ -1349,11 +1344,78 @@ mod tests {
     }
 }
 
+/// PORTICO PATCH (origin deadlines): the deadline of a read of the origin's response:
+/// when it passes, how long that was, what did not happen, and the setting's name.
+pub(crate) type ReadDeadline = (tokio::time::Instant, Duration, &'static str, &'static str);
+
+/// PORTICO PATCH (origin deadlines): the deadlines of one response's reads. Until the
+/// response head arrives, `first_byte` counts from when the whole request was sent and the
+/// peer's per-read timeout is off; from the head on, `total` counts from the same instant
+/// (or from the head, if it came first) and the per-read timeout bounds each body read.
+pub(crate) struct OriginClock {
+    deadlines: Option<crate::OriginDeadlines>,
+    sent_at: Option<tokio::time::Instant>,
+    head_seen: bool,
+    body_read_timeout: Option<Duration>,
+}
+
+impl OriginClock {
+    pub(crate) fn new(
+        deadlines: Option<crate::OriginDeadlines>,
+        client_session: &mut HttpSessionV1,
+    ) -> Self {
+        let body_read_timeout = client_session.read_timeout;
+        if deadlines.is_some() {
+            client_session.read_timeout = None;
+        }
+        OriginClock {
+            deadlines,
+            sent_at: None,
+            head_seen: false,
+            body_read_timeout,
+        }
+    }
+
+    /// The whole request has been sent: the clock starts, unless the response did first.
+    pub(crate) fn request_sent(&mut self) {
+        if self.sent_at.is_none() {
+            self.sent_at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// A response task arrived: from the first, `total` applies, and the per-read timeout.
+    pub(crate) fn response_started(&mut self, client_session: &mut HttpSessionV1) {
+        if self.deadlines.is_some() && !self.head_seen {
+            self.head_seen = true;
+            self.sent_at.get_or_insert_with(tokio::time::Instant::now);
+            client_session.read_timeout = self.body_read_timeout;
+        }
+    }
+
+    /// The deadline of the next read, if one applies (none once upgraded).
+    pub(crate) fn deadline(&self, upgraded: bool) -> Option<ReadDeadline> {
+        let (d, at) = match (self.deadlines, self.sent_at) {
+            (Some(d), Some(at)) if !upgraded => (d, at),
+            _ => return None,
+        };
+        let (limit, what, name) = if self.head_seen {
+            (d.total, "the origin's response did not finish", "total")
+        } else {
+            (
+                d.first_byte,
+                "the origin sent no response head",
+                "first_byte",
+            )
+        };
+        Some((at + limit, limit, what, name))
+    }
+}
+
 /// PORTICO PATCH (origin deadlines): the next response task, failing with `ReadTimedout`
-/// once `deadline` (when, the limit, what did not happen, the setting's name) passes.
-async fn read_response_by(
+/// once `deadline` passes.
+pub(crate) async fn read_response_by(
     client_session: &mut HttpSessionV1,
-    deadline: Option<(tokio::time::Instant, Duration, &'static str, &'static str)>,
+    deadline: Option<ReadDeadline>,
 ) -> Result<HttpTask> {
     let Some((at, limit, what, name)) = deadline else {
         return client_session.read_response_task().await;
