@@ -500,7 +500,11 @@ async fn a_client_that_hangs_up_before_the_answer_ends_the_origin_request() {
         .await
         .unwrap();
     let arrived = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
-    assert_eq!(arrived, Ok(Some("request")), "the request reached the origin");
+    assert_eq!(
+        arrived,
+        Ok(Some("request")),
+        "the request reached the origin"
+    );
     let started = Instant::now();
     drop(client);
     let closed = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;

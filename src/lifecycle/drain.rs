@@ -71,7 +71,6 @@ impl Drain {
         let (id, order) = self.registry.register(route, client);
         TunnelGuard {
             drain: self,
-            close: self.close_tunnels.subscribe(),
             id,
             order,
         }
@@ -103,6 +102,7 @@ impl Drain {
             log::info!("closing {tunnels_closed} tunnel(s) still open after {timeout:?}");
         }
         self.close_tunnels.send_replace(true);
+        self.registry.wake_all();
         self.wait_until(Instant::now() + CLOSE_GRACE, |d| d.open_tunnels() == 0)
             .await;
         DrainReport {
@@ -146,7 +146,6 @@ impl Drop for InFlight {
 /// Held by a tunnel until its record is written.
 pub struct TunnelGuard {
     drain: &'static Drain,
-    close: watch::Receiver<bool>,
     id: u64,
     order: std::sync::Arc<CloseOrder>,
 }
@@ -155,10 +154,8 @@ impl TunnelGuard {
     /// Resolves when the node tells its tunnels to close, or this tunnel is ordered to
     /// close ([`TunnelGuard::order`] says how).
     pub async fn closing(&mut self) {
-        tokio::select! {
-            _ = self.close.wait_for(|close| *close) => {}
-            _ = self.order.given() => {}
-        }
+        let drain = self.drain;
+        self.order.given_or(|| *drain.close_tunnels.borrow()).await
     }
 
     /// This tunnel's own close order (admin or chaos), once given.
@@ -222,7 +219,11 @@ mod tests {
         });
         let started = Instant::now();
         let report = drain.run(Duration::from_secs(5)).await;
-        relay.await.unwrap();
+        // Bounded: a relay the close never reached would wait here for good.
+        tokio::time::timeout(Duration::from_secs(60), relay)
+            .await
+            .expect("the relay was told to close")
+            .unwrap();
         assert_eq!(report.tunnels_closed, 1);
         assert_eq!(report.tunnels_left, 0);
         assert!(started.elapsed() >= Duration::from_secs(5));
