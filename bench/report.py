@@ -254,7 +254,7 @@ if bpo is not None:
     targets.append(("≤ 256 bytes of overhead per stored 1 KiB object", f"{bpo - 1024:,.0f} bytes", bpo - 1024 <= 256))
 kib = med("s5", "idle-10k", "portico", "kib_per_tunnel")
 if kib is not None:
-    targets.append(("≤ 16 KiB RSS per idle tunnel", f"{kib:.1f} KiB", kib <= 16))
+    targets.append(("≤ 6 KiB RSS per idle tunnel", f"{kib:.1f} KiB", kib <= 6))
 r10, r10k = med("s6", "routes-10", "portico", "rps"), med("s6", "routes-10000", "portico", "rps")
 if r10 and r10k:
     targets.append(("10,000 routes within 10% of 10 routes", f"{r10k / r10:.3f}× the 10-route req/s", r10k / r10 >= 0.9))
