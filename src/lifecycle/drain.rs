@@ -153,9 +153,17 @@ pub struct TunnelGuard {
 impl TunnelGuard {
     /// Resolves when the node tells its tunnels to close, or this tunnel is ordered to
     /// close ([`TunnelGuard::order`] says how).
-    pub async fn closing(&mut self) {
+    pub async fn closing(&self) {
+        self.closing_or(|| false).await
+    }
+
+    /// The same, or once `also` holds: it is looked at whenever the node wakes its tunnels
+    /// ([`TunnelRegistry::wake_all`], as the handover does when it asks for them).
+    pub async fn closing_or(&self, also: impl Fn() -> bool) {
         let drain = self.drain;
-        self.order.given_or(|| *drain.close_tunnels.borrow()).await
+        self.order
+            .given_or(|| *drain.close_tunnels.borrow() || also())
+            .await
     }
 
     /// This tunnel's own close order (admin or chaos), once given.
@@ -212,7 +220,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tunnels_still_open_at_the_timeout_are_told_to_close() {
         let drain = Drain::leak();
-        let mut tunnel = drain.tunnel("r", None);
+        let tunnel = drain.tunnel("r", None);
         let relay = tokio::spawn(async move {
             tunnel.closing().await;
             drop(tunnel);

@@ -4,8 +4,8 @@
 //! Each tunnel is entered when its upgrade is sent upstream (by [`super::drain::Drain`],
 //! which hands out its guard) and leaves when its record is written. An entry knows the
 //! tunnel's route and client, and holds the tunnel's [`CloseOrder`]: the cell its relay
-//! watches, woken by an order of its own and by the node's drain. Only tunnels whose relay runs (past the `101`)
-//! can be chosen.
+//! watches, woken by an order of its own and by the node's drain. Only tunnels whose
+//! relay runs (past the `101`) can be chosen.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -298,7 +298,7 @@ impl ProxyHttp for Portico {
         };
         if let Some(tunnel) = &ctx.tunnel {
             let log = self.tunnel_log(ctx);
-            let guard = self.drain.tunnel(&log.route, log.client);
+            let guard = self.drain.tunnel(log.route(), log.client);
             tunnel.prepare(session, log, guard);
         }
         Ok(peer)
@@ -440,14 +440,14 @@ impl Portico {
             .as_ref()
             .zip(ctx.snapshot.as_ref())
             .map_or("", |(d, s)| s.engine.route(d.route).name.as_str());
-        TunnelLog {
-            access_log: self.access_log.clone(),
-            metrics: self.metrics.clone(),
-            request_id: ctx.request_id.as_str().to_owned(),
-            route: route.to_owned(),
-            client: ctx.client_ip,
-            origin: origin_name(ctx).map(str::to_owned),
-        }
+        TunnelLog::new(
+            self.access_log.clone(),
+            self.metrics.clone(),
+            ctx.request_id.as_str(),
+            route,
+            ctx.client_ip,
+            origin_name(ctx),
+        )
     }
 }
 

@@ -120,13 +120,59 @@ pub fn spawn_relay(relay: relay::Relay, limits: TunnelLimits, log: TunnelLog, gu
 pub struct TunnelLog {
     pub access_log: AccessLog,
     pub metrics: std::sync::Arc<crate::observability::Metrics>,
-    pub request_id: String,
-    pub route: String,
     pub client: Option<IpAddr>,
-    pub origin: Option<String>,
+    /// The request id, the route's name and the origin's, one after the other: one
+    /// allocation for the three (three `String`s took 48 bytes more of every idle
+    /// tunnel's task, and two allocations more).
+    names: Box<str>,
+    route_at: u32,
+    /// Where the origin's name starts (`u32::MAX`: no origin).
+    origin_at: u32,
 }
 
 impl TunnelLog {
+    pub fn new(
+        access_log: AccessLog,
+        metrics: std::sync::Arc<crate::observability::Metrics>,
+        request_id: &str,
+        route: &str,
+        client: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> TunnelLog {
+        let names = [request_id, route, origin.unwrap_or_default()].concat();
+        let at = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
+        TunnelLog {
+            access_log,
+            metrics,
+            client,
+            route_at: at(request_id.len()),
+            origin_at: match origin {
+                Some(_) => at(request_id.len() + route.len()),
+                None => u32::MAX,
+            },
+            names: names.into_boxed_str(),
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.names[..self.route_at as usize]
+    }
+
+    pub fn route(&self) -> &str {
+        let end = match self.origin_at {
+            u32::MAX => self.names.len(),
+            at => at as usize,
+        };
+        &self.names[self.route_at as usize..end]
+    }
+
+    pub fn origin(&self) -> Option<&str> {
+        match self.origin_at {
+            u32::MAX => None,
+            at => Some(&self.names[at as usize..]),
+        }
+    }
+
     pub fn write(&self, outcome: &RelayOutcome) {
         self.metrics.tunnel_closed(
             outcome.bytes_client_to_origin,
@@ -135,10 +181,10 @@ impl TunnelLog {
         self.access_log.write(&TunnelRecord {
             kind: "tunnel",
             time_ms: now_ms(),
-            request_id: &self.request_id,
-            route: &self.route,
+            request_id: self.request_id(),
+            route: self.route(),
             client: self.client,
-            origin: self.origin.as_deref(),
+            origin: self.origin(),
             duration_ms: outcome.duration.as_millis() as u64,
             bytes_client_to_origin: outcome.bytes_client_to_origin,
             bytes_origin_to_client: outcome.bytes_origin_to_client,
@@ -149,6 +195,29 @@ impl TunnelLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tunnel_log_gives_back_its_names() {
+        let access_log = AccessLog::start(&crate::config::model::AccessLogTarget::Off).unwrap();
+        let metrics = std::sync::Arc::new(crate::observability::Metrics::default());
+        let with = TunnelLog::new(
+            access_log.clone(),
+            metrics.clone(),
+            "id-1",
+            "ws",
+            None,
+            Some("10.0.0.1:80"),
+        );
+        assert_eq!(
+            (with.request_id(), with.route(), with.origin()),
+            ("id-1", "ws", Some("10.0.0.1:80"))
+        );
+        let without = TunnelLog::new(access_log, metrics, "", "r", None, None);
+        assert_eq!(
+            (without.request_id(), without.route(), without.origin()),
+            ("", "r", None)
+        );
+    }
 
     #[test]
     fn errors_name_who_closed() {

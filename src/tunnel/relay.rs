@@ -71,10 +71,7 @@ pub async fn relay(
 ) -> RelayOutcome {
     let mut relay = Relay::new(tunnel, &limits);
     let closing = std::pin::pin!(closing);
-    match relay
-        .run(&limits, closing, std::pin::pin!(std::future::pending()))
-        .await
-    {
+    match relay.run(&limits, closing, || false).await {
         Step::Ended(ended_by) => relay.finish(ended_by).await,
         Step::Paused => unreachable!("a relay that cannot be paused paused"),
     }
@@ -117,15 +114,13 @@ impl Relay {
             upstream_read,
             upstream_ended,
         } = tunnel;
-        let mut to_origin = Direction::new(downstream_read);
-        let mut to_client = Direction::new(upstream_read);
+        let mut to_origin = Direction::new(&downstream_read);
+        let mut to_client = Direction::new(&upstream_read);
         // The frames are followed both ways: so that a Close can go in between two of the
         // origin's, and so that a large payload can be spliced (see `splice`).
         for direction in [&mut to_origin, &mut to_client] {
             let mut frames = FrameTracker::default();
-            for chunk in &direction.preread {
-                frames.advance(chunk);
-            }
+            frames.advance(&direction.pending);
             direction.frames = Some(frames);
         }
         to_origin.read_done = downstream_ended;
@@ -149,53 +144,64 @@ impl Relay {
         }
     }
 
-    /// Relays until the tunnel ends, or until `pause` resolves (then at a safe point).
+    /// Relays until the tunnel ends, or until `pause` holds (then at a safe point).
+    /// `signal` resolves when the tunnel is to close (the node's drain, a close order) or
+    /// to pause: `pause` is looked at when it does, and before each step.
     pub async fn run(
         &mut self,
         limits: &TunnelLimits,
-        mut closing: Pin<&mut impl Future<Output = ()>>,
-        mut pause: Pin<&mut impl Future<Output = ()>>,
+        mut signal: Pin<&mut impl Future<Output = ()>>,
+        pause: impl Fn() -> bool,
     ) -> Step {
-        let Relay {
-            downstream,
-            upstream,
-            to_origin,
-            to_client,
-            deadline,
-            last_moved,
-            first_closed,
-            linger_until,
-            ..
-        } = self;
         // One timer for the lifetime, the idle time, the linger and the pipes' release: it
         // is armed for the earliest, and on firing each is checked against the clock. (Three
         // `Sleep`s took 336 bytes of every tunnel's task, and three timer entries.)
-        let wake_at =
-            |first_closed: Option<ClosedBy>, linger_until: Option<Instant>, from: Instant| {
-                let linger = linger_until.filter(|_| first_closed.is_some());
-                [Some(*deadline), linger]
-                    .into_iter()
-                    .flatten()
-                    .fold(from, Instant::min)
-            };
+        let wake_at = |deadline: Instant,
+                       first_closed: Option<ClosedBy>,
+                       linger_until: Option<Instant>,
+                       from: Instant| {
+            let linger = linger_until.filter(|_| first_closed.is_some());
+            [Some(deadline), linger]
+                .into_iter()
+                .flatten()
+                .fold(from, Instant::min)
+        };
         let timer = tokio::time::sleep_until(
             wake_at(
-                *first_closed,
-                *linger_until,
-                *last_moved + limits.idle_timeout,
+                self.deadline,
+                self.first_closed,
+                self.linger_until,
+                self.last_moved + limits.idle_timeout,
             )
             .into(),
         );
         tokio::pin!(timer);
+        // The polling closure takes the relay whole (`move`, one reference), not a
+        // reference to each of its fields: each took 8 bytes of every tunnel's task.
+        let this = self;
 
-        poll_fn(|cx| {
+        // What sits in a pipe is read back: the relay's state alone holds it.
+        let pause_here = |to_origin: &mut Direction, to_client: &mut Direction| {
+            if to_origin.unsplice().is_err() || to_client.unsplice().is_err() {
+                return Step::Ended(ClosedBy::Error);
+            }
+            Step::Paused
+        };
+        poll_fn(move |cx| {
+            let Relay {
+                downstream,
+                upstream,
+                to_origin,
+                to_client,
+                deadline,
+                last_moved,
+                first_closed,
+                linger_until,
+                ..
+            } = &mut *this;
             // Between two polls nothing is half-done: a safe point to stop at.
-            if pause.as_mut().poll(cx).is_ready() {
-                // What sits in a pipe is read back: the relay's state alone holds it.
-                if to_origin.unsplice().is_err() || to_client.unsplice().is_err() {
-                    return Poll::Ready(Step::Ended(ClosedBy::Error));
-                }
-                return Poll::Ready(Step::Paused);
+            if pause() {
+                return Poll::Ready(pause_here(to_origin, to_client));
             }
             let mut moved = false;
             let client_side = to_origin.poll(cx, downstream, upstream, &mut moved);
@@ -254,8 +260,11 @@ impl Relay {
                         return Poll::Ready(Step::Ended(ClosedBy::MaxLifetime));
                     }
                 }
-                if closing.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Step::Ended(ClosedBy::Shutdown));
+                if signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(match pause() {
+                        true => pause_here(to_origin, to_client),
+                        false => Step::Ended(ClosedBy::Shutdown),
+                    });
                 }
                 let Some(now) = now else {
                     return Poll::Pending;
@@ -273,7 +282,7 @@ impl Relay {
                 .into_iter()
                 .flatten()
                 .fold(
-                    wake_at(*first_closed, *linger_until, quiet_until),
+                    wake_at(*deadline, *first_closed, *linger_until, quiet_until),
                     Instant::min,
                 );
                 timer.as_mut().reset(next.into());
@@ -314,11 +323,10 @@ pub(crate) fn unbuffer_writes(stream: &mut Stream) -> bool {
 
 /// One way through the tunnel.
 pub(crate) struct Direction {
-    /// Bytes read but not yet written on; empty (and unallocated) while the writer keeps up.
+    /// Bytes read but not yet written on (first, those Pingora read before the handoff);
+    /// empty (and unallocated) while the writer keeps up.
     pub(crate) pending: Vec<u8>,
     pub(crate) written: usize,
-    /// Chunks Pingora read before the handoff, to go first.
-    pub(crate) preread: Vec<Bytes>,
     pub(crate) needs_flush: bool,
     /// The writer may still hold written bytes in Pingora's small write buffer (until
     /// [`unbuffer_writes`] turns it off).
@@ -356,13 +364,13 @@ impl Relay {
         clocks: Clocks,
         (bytes_to_origin, bytes_to_client): (u64, u64),
     ) -> Relay {
-        let mut to_origin = Direction::new(Vec::new());
+        let mut to_origin = Direction::new(&[]);
         to_origin.pending = held_to_origin;
         to_origin.bytes = bytes_to_origin;
         // Where the old process's frames stood is not handed over (so neither Close frames
         // nor splicing for this tunnel).
         to_origin.frames = Some(FrameTracker::unknown());
-        let mut to_client = Direction::new(Vec::new());
+        let mut to_client = Direction::new(&[]);
         to_client.pending = held_to_client;
         to_client.frames = Some(FrameTracker::unknown());
         to_client.bytes = bytes_to_client;
@@ -419,16 +427,12 @@ impl Direction {
             self.pipe_held() == 0,
             "a paused relay holds nothing in a pipe"
         );
-        self.pending.len() - self.written + self.preread.iter().map(Bytes::len).sum::<usize>()
+        self.pending.len() - self.written
     }
 
     /// What was read and not yet written, in order.
     pub(crate) fn held(&self) -> Vec<u8> {
-        let mut held = self.pending[self.written..].to_vec();
-        for chunk in &self.preread {
-            held.extend_from_slice(chunk);
-        }
-        held
+        self.pending[self.written..].to_vec()
     }
 
     /// Takes into `pending` what `from` has read from its socket and not yet returned:
@@ -437,12 +441,9 @@ impl Direction {
     fn take_in(&mut self, cx: &mut Context<'_>, from: &mut Stream) -> Result<(), &'static str> {
         self.unsplice()
             .map_err(|_| "a pipe could not be read back")?;
-        // In order: what waits, what Pingora read first, then what is read now.
+        // In order: what waits (Pingora's read first), then what is read now.
         self.pending.drain(..self.written);
         self.written = 0;
-        for chunk in std::mem::take(&mut self.preread) {
-            self.pending.extend_from_slice(&chunk);
-        }
         let mut left = HeadGuard::plain_tcp_mut(from).map(|tcp| tcp.buffered_read_len());
         while left != Some(0) {
             let mut storage = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -473,11 +474,13 @@ impl Direction {
         }
     }
 
-    fn new(preread: Vec<Bytes>) -> Direction {
+    /// What Pingora read before the handoff goes first: into `pending`, once (a handoff
+    /// with bytes read ahead is rare, and a list of chunks took 24 bytes of each
+    /// direction of every tunnel).
+    fn new(preread: &[Bytes]) -> Direction {
         Direction {
-            pending: Vec::new(),
+            pending: preread.concat(),
             written: 0,
-            preread,
             needs_flush: false,
             write_buffered: true,
             read_done: false,
@@ -622,13 +625,6 @@ impl Direction {
     ) -> Poll<io::Result<()>> {
         loop {
             let mut progress = false;
-            if self.pending.is_empty() && !self.preread.is_empty() {
-                let chunk = self.preread.remove(0);
-                self.pending.extend_from_slice(&chunk);
-                // Even an empty chunk is progress: the next one (or the first read) comes
-                // on the next turn, not after a wake that nothing would send.
-                progress = true;
-            }
             let mut write_blocked = false;
             while self.written < self.pending.len() {
                 match Pin::new(&mut *to).poll_write(cx, &self.pending[self.written..]) {
@@ -664,11 +660,7 @@ impl Direction {
             }
             // Large payloads go socket to socket (see `splice`), once everything before
             // them is written.
-            if !write_blocked
-                && !self.needs_flush
-                && self.pending.is_empty()
-                && self.preread.is_empty()
-            {
+            if !write_blocked && !self.needs_flush && self.pending.is_empty() {
                 match self.poll_splice(cx, from, to, moved) {
                     Poll::Ready(Ok(true)) => continue,
                     Poll::Ready(Ok(false)) => {}
@@ -678,7 +670,6 @@ impl Direction {
             }
             if self.read_done
                 && self.pending.is_empty()
-                && self.preread.is_empty()
                 && self.pipe_held() == 0
                 && !self.needs_flush
             {
@@ -691,12 +682,10 @@ impl Direction {
                 }
                 return Poll::Ready(Ok(()));
             }
-            // Bytes Pingora read first go first: nothing new is read until they are all
-            // written (a fresh read would otherwise be written through ahead of them).
-            // With a large payload to come, no read-ahead: once the writer has taken
-            // what waits, the payload goes by splice (the pipe is the read-ahead).
+            // A read goes behind what waits (Pingora's read first). With a large payload
+            // to come, no read-ahead: once the writer has taken what waits, the payload
+            // goes by splice (the pipe is the read-ahead).
             if !self.read_done
-                && self.preread.is_empty()
                 && self.pipe_held() == 0
                 && self.pending.len() - self.written < READ_AHEAD
                 && (self.pending.is_empty() || !self.may_splice(from, to))
@@ -1033,18 +1022,16 @@ mod tests {
 
     /// Runs `relay` with a pause already asked for: it stops at once, paused.
     async fn pause_now(relay: &mut Relay, limits: &TunnelLimits) {
-        let (pause, stop) = (std::future::ready(()), std::future::pending());
         let step = relay
-            .run(limits, std::pin::pin!(stop), std::pin::pin!(pause))
+            .run(limits, std::pin::pin!(std::future::pending()), || true)
             .await;
         assert_eq!(step, Step::Paused);
     }
 
     /// Runs a (paused) relay again, with no pause or stop to come, and closes it.
     async fn run_to_end(mut relay: Relay, limits: TunnelLimits) -> RelayOutcome {
-        let (pause, stop) = (std::future::pending(), std::future::pending());
         match relay
-            .run(&limits, std::pin::pin!(pause), std::pin::pin!(stop))
+            .run(&limits, std::pin::pin!(std::future::pending()), || false)
             .await
         {
             Step::Ended(by) => relay.finish(by).await,

@@ -120,9 +120,6 @@ impl Direction {
         // What a pipe holds comes first, as ordinary held bytes.
         self.unsplice()?;
         loop {
-            for chunk in std::mem::take(&mut self.preread) {
-                self.pending.extend_from_slice(&chunk);
-            }
             while self.written < self.pending.len() {
                 match Pin::new(&mut *to).poll_write(cx, &self.pending[self.written..]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
