@@ -4,7 +4,7 @@
 //! every tunnel a [`TunnelGuard`] from the moment its upgrade is sent upstream to the moment
 //! its record is written. [`Drain::run`] waits for both counts to reach zero, up to the
 //! tunnel drain timeout; then it tells the remaining tunnels to close (their relays select
-//! on [`TunnelGuard::closing`], as every long-lived task selects on one drain signal in
+//! on [`TunnelGuard::closing_or`], as every long-lived task selects on one drain signal in
 //! linkerd2-proxy) and waits, bounded, for their records.
 //!
 //! The tunnels are also entered in a [`TunnelRegistry`] (route, client, close order), from
@@ -151,14 +151,10 @@ pub struct TunnelGuard {
 }
 
 impl TunnelGuard {
-    /// Resolves when the node tells its tunnels to close, or this tunnel is ordered to
-    /// close ([`TunnelGuard::order`] says how).
-    pub async fn closing(&self) {
-        self.closing_or(|| false).await
-    }
-
-    /// The same, or once `also` holds: it is looked at whenever the node wakes its tunnels
-    /// ([`TunnelRegistry::wake_all`], as the handover does when it asks for them).
+    /// Resolves when the node tells its tunnels to close, when this tunnel is ordered to
+    /// close ([`TunnelGuard::order`] says how), or once `also` holds: it is looked at
+    /// whenever the node wakes its tunnels ([`TunnelRegistry::wake_all`], as the handover
+    /// does when it asks for them).
     pub async fn closing_or(&self, also: impl Fn() -> bool) {
         let drain = self.drain;
         self.order
@@ -222,7 +218,7 @@ mod tests {
         let drain = Drain::leak();
         let tunnel = drain.tunnel("r", None);
         let relay = tokio::spawn(async move {
-            tunnel.closing().await;
+            tunnel.closing_or(|| false).await;
             drop(tunnel);
         });
         let started = Instant::now();
