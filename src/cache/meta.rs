@@ -335,12 +335,32 @@ pub struct HitHeadFields {
     pub accept_ranges: bool,
 }
 
+/// A point in time in 8 bytes where a `SystemTime` takes 16 (a stored object keeps two):
+/// nanoseconds since the Unix epoch, saturating at 1970 and at 2554.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(u64);
+
+impl From<SystemTime> for Stamp {
+    fn from(time: SystemTime) -> Stamp {
+        let since = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Stamp(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<Stamp> for SystemTime {
+    fn from(stamp: Stamp) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(stamp.0)
+    }
+}
+
 /// The parts of a [`CacheMeta`] the store keeps, so a hit builds its meta without decoding.
 #[derive(Clone)]
 pub struct StoredMeta {
-    pub fresh_until: SystemTime,
+    pub fresh_until: Stamp,
     /// When the object was stored or last revalidated (the reference point for `Age`).
-    pub updated: SystemTime,
+    pub updated: Stamp,
     pub stale_while_revalidate_sec: u32,
     pub stale_if_error_sec: u32,
     pub variance: Option<HashBinary>,
@@ -350,8 +370,8 @@ pub struct StoredMeta {
 impl StoredMeta {
     pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
         StoredMeta {
-            fresh_until: meta.fresh_until(),
-            updated: meta.updated(),
+            fresh_until: meta.fresh_until().into(),
+            updated: meta.updated().into(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
@@ -364,8 +384,8 @@ impl StoredMeta {
     /// hit writes its head from the text (`proxy::hit_head`) and never does.
     pub fn to_meta(&self, source: Arc<dyn ResponseHeaderSource>) -> CacheMeta {
         let mut meta = CacheMeta::with_header_source(
-            self.fresh_until,
-            self.updated,
+            self.fresh_until.into(),
+            self.updated.into(),
             self.stale_while_revalidate_sec,
             self.stale_if_error_sec,
             source,
@@ -379,7 +399,7 @@ impl StoredMeta {
     /// Fresh, or stale within its `stale-while-revalidate` window at `now`.
     pub fn usable_without_origin(&self, now: SystemTime) -> bool {
         let window = std::time::Duration::from_secs(u64::from(self.stale_while_revalidate_sec));
-        self.fresh_until
+        SystemTime::from(self.fresh_until)
             .checked_add(window)
             .is_none_or(|until| now < until)
     }
@@ -387,7 +407,7 @@ impl StoredMeta {
     /// The same, stale from `now` on (a soft purge): `stale-*` windows count from `now`.
     pub fn stale_from(&self, now: SystemTime) -> StoredMeta {
         StoredMeta {
-            fresh_until: self.fresh_until.min(now),
+            fresh_until: self.fresh_until.min(now.into()),
             ..self.clone()
         }
     }
@@ -406,6 +426,19 @@ mod tests {
         let mut wire = Vec::new();
         header.header_to_h1_wire(&mut wire);
         wire
+    }
+
+    #[test]
+    fn a_stamp_keeps_a_time_to_the_nanosecond_and_saturates_outside_its_range() {
+        use std::time::Duration;
+        let now = SystemTime::now();
+        assert_eq!(SystemTime::from(Stamp::from(now)), now);
+        let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(SystemTime::from(Stamp::from(before_1970)), SystemTime::UNIX_EPOCH);
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(600 * 365 * 86_400);
+        let kept = SystemTime::from(Stamp::from(far));
+        assert!(kept < far && kept > now, "the latest time it holds");
+        assert!(Stamp::from(now) < Stamp::from(now + Duration::from_nanos(1)));
     }
 
     #[test]

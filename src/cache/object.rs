@@ -3,7 +3,9 @@
 //!
 //! The body is a list of `Bytes` chunks. A hit hands out clones of those chunks (a reference
 //! count, no copy). A fill appends chunks and announces progress on a `watch` channel, so a
-//! reader waiting on an object being filled wakes as each chunk lands. A fill that ends
+//! reader waiting on an object being filled wakes as each chunk lands. A committed object
+//! never changes (the store commits a new object built from the fill), so its body needs
+//! no lock, and most bodies are one chunk kept inline. A fill that ends
 //! without reaching the end of the body marks itself aborted: its readers then get an error
 //! (the client sees a broken transfer) rather than a body that looks complete but is not.
 //!
@@ -22,7 +24,6 @@ use pingora_cache::key::HashBinary;
 use pingora_cache::meta::ResponseHeaderSource;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
-use smallvec::SmallVec;
 use tokio::sync::watch;
 
 pub use super::meta::StoredMeta;
@@ -51,13 +52,35 @@ pub enum FillState {
 /// weight, so `cache.memory_bytes` bounds the indexes too.
 pub const INDEX_ENTRY_BYTES: usize = 48;
 
-/// The body: chunks, of which the first `dropped` are gone (a fill no longer stored drops
-/// what all its readers have read). Always 0 for a stored object.
+/// A body: inline when it is committed in one chunk, the most common case (32 bytes, no
+/// lock); anything else behind one thin pointer.
+enum Body {
+    /// A committed body in one chunk (empty: no body).
+    One(Bytes),
+    Other(Box<OtherBody>),
+}
+
+enum OtherBody {
+    /// A committed body over `COALESCE_UP_TO`, in the chunks it came in.
+    Many(Vec<Bytes>),
+    Filling(Fill),
+}
+
+/// A fill's body so far and its progress, as its readers wait on it.
+struct Fill {
+    chunks: RwLock<Chunks>,
+    state: watch::Sender<FillState>,
+    /// Where each reader is (the next chunk each will read), so a fill the store no longer
+    /// keeps can drop what they all have read.
+    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
+}
+
+/// A fill's chunks, of which the first `dropped` are gone (a fill no longer stored drops
+/// what all its readers have read; never one that is committed).
 #[derive(Default)]
 struct Chunks {
     dropped: usize,
-    /// One chunk inline: a committed body up to `COALESCE_UP_TO` is one.
-    list: SmallVec<[Bytes; 1]>,
+    list: Vec<Bytes>,
 }
 
 impl Chunks {
@@ -65,14 +88,6 @@ impl Chunks {
     fn get(&self, n: usize) -> Option<&Bytes> {
         self.list.get(n.checked_sub(self.dropped)?)
     }
-}
-
-/// A fill's progress, as its readers wait on it.
-struct FillProgress {
-    state: watch::Sender<FillState>,
-    /// Where each reader is (the next chunk each will read), so a fill the store no longer
-    /// keeps can drop what they all have read.
-    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
 }
 
 /// A stored or filling object. Shared by the store and every reader through an `Arc`, so
@@ -90,10 +105,7 @@ pub struct Object {
     pub tags: Box<[Box<str>]>,
     /// Replaced whole by a revalidation or a soft purge; held only while it is copied.
     meta: RwLock<StoredMeta>,
-    chunks: RwLock<Chunks>,
-    /// While it fills: its progress and its readers. `None` once committed: a committed
-    /// object is complete for good, and a stored object saves the ~400 bytes.
-    fill: Option<Box<FillProgress>>,
+    body: Body,
     /// The bytes the store accounted for this object when it was committed (0 while it
     /// fills). Fixed then, so that what is added is exactly what is later taken away, even
     /// if a revalidation changes the header.
@@ -120,11 +132,11 @@ impl Object {
             label,
             tags,
             meta: RwLock::new(meta),
-            chunks: RwLock::new(Chunks::default()),
-            fill: Some(Box::new(FillProgress {
+            body: Body::Other(Box::new(OtherBody::Filling(Fill {
+                chunks: RwLock::default(),
                 state: watch::channel(FillState::Filling).0,
                 cursors: Mutex::new(Vec::new()),
-            })),
+            }))),
             accounted: 0,
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
@@ -146,9 +158,39 @@ impl Object {
     }
 
     pub fn state(&self) -> FillState {
-        self.fill
-            .as_ref()
+        self.fill()
             .map_or(FillState::Complete, |fill| *fill.state.borrow())
+    }
+
+    /// Its fill, while it is one (not a committed object).
+    fn fill(&self) -> Option<&Fill> {
+        match &self.body {
+            Body::Other(other) => match &**other {
+                OtherBody::Filling(fill) => Some(fill),
+                OtherBody::Many(_) => None,
+            },
+            Body::One(_) => None,
+        }
+    }
+
+    /// Calls `f` with the body's chunks (of a fill: those not dropped).
+    fn with_chunks<R>(&self, f: impl FnOnce(&[Bytes]) -> R) -> R {
+        match &self.body {
+            Body::One(chunk) if chunk.is_empty() => f(&[]),
+            Body::One(chunk) => f(std::slice::from_ref(chunk)),
+            Body::Other(other) => match &**other {
+                OtherBody::Many(chunks) => f(chunks),
+                OtherBody::Filling(fill) => f(&fill.chunks.read().list),
+            },
+        }
+    }
+
+    /// Chunk `n`, counting from the start of the body.
+    fn chunk(&self, n: usize) -> Option<Bytes> {
+        match self.fill() {
+            Some(fill) => fill.chunks.read().get(n).cloned(),
+            None => self.with_chunks(|chunks| chunks.get(n).cloned()),
+        }
     }
 
     /// The host part of the label (empty for a request without `Host`).
@@ -157,7 +199,7 @@ impl Object {
     }
 
     pub fn body_len(&self) -> usize {
-        self.chunks.read().list.iter().map(Bytes::len).sum()
+        self.with_chunks(|chunks| chunks.iter().map(Bytes::len).sum())
     }
 
     /// What the object costs besides its body: key text, header, tags and its index entries
@@ -175,19 +217,18 @@ impl Object {
         self.accounted
     }
 
+    /// Adds `data` to a fill's body (a committed object never changes: nothing).
     pub fn append(&self, data: Bytes) {
-        if !data.is_empty() {
-            self.chunks.write().list.push(data);
-            if let Some(fill) = &self.fill {
-                fill.state.send_modify(|_| {});
-            }
+        if let Some(fill) = self.fill().filter(|_| !data.is_empty()) {
+            fill.chunks.write().list.push(data);
+            fill.state.send_modify(|_| {});
         }
     }
 
     /// Drops the chunks every live reader has read (for a fill the store no longer keeps;
     /// with no reader left, all of them).
     pub fn drop_read_chunks(&self) {
-        let Some(fill) = &self.fill else {
+        let Some(fill) = self.fill() else {
             return;
         };
         let slowest = {
@@ -199,7 +240,7 @@ impl Object {
                 .map(|c| c.load(Ordering::Acquire))
                 .min()
         };
-        let mut chunks = self.chunks.write();
+        let mut chunks = fill.chunks.write();
         let end = chunks.dropped + chunks.list.len();
         let upto = slowest.unwrap_or(end).min(end);
         if upto > chunks.dropped {
@@ -210,7 +251,7 @@ impl Object {
     }
 
     pub fn end(&self, state: FillState) {
-        let Some(fill) = &self.fill else {
+        let Some(fill) = self.fill() else {
             return;
         };
         fill.state.send_if_modified(|current| {
@@ -226,27 +267,27 @@ impl Object {
     /// a body up to `COALESCE_UP_TO` in one chunk, up to `WITH_TEXT_UP_TO` in one
     /// allocation with the header's text.
     pub fn committed(&self, accounted: usize) -> Object {
-        let chunks = self.chunks.read();
-        debug_assert_eq!(
-            chunks.dropped, 0,
+        debug_assert!(
+            self.fill()
+                .is_none_or(|fill| fill.chunks.read().dropped == 0),
             "a fill that dropped chunks is never committed"
         );
-        let chunks = &chunks.list;
         let mut meta = self.meta.read().clone();
-        let total: usize = chunks.iter().map(Bytes::len).sum();
-        let body = if total <= WITH_TEXT_UP_TO {
-            let text = meta.header.text().len();
-            let one = concat(meta.header.text(), chunks, total);
-            meta.header.move_text(one.slice(..text));
-            match total {
-                0 => SmallVec::new(),
-                _ => SmallVec::from_buf([one.slice(text..)]),
+        let body = self.with_chunks(|chunks| {
+            let total: usize = chunks.iter().map(Bytes::len).sum();
+            if total <= WITH_TEXT_UP_TO {
+                let text = meta.header.text().len();
+                let one = concat(meta.header.text(), chunks, total);
+                meta.header.move_text(one.slice(..text));
+                Body::One(one.slice(text..))
+            } else if chunks.len() > 1 && total <= COALESCE_UP_TO {
+                Body::One(concat(&[], chunks, total))
+            } else if let [one] = chunks {
+                Body::One(one.clone())
+            } else {
+                Body::Other(Box::new(OtherBody::Many(chunks.to_vec())))
             }
-        } else if chunks.len() > 1 && total <= COALESCE_UP_TO {
-            SmallVec::from_buf([concat(&[], chunks, total)])
-        } else {
-            chunks.clone()
-        };
+        });
         Object {
             id: self.id,
             primary: self.primary,
@@ -254,11 +295,7 @@ impl Object {
             label: self.label.clone(),
             tags: self.tags.clone(),
             meta: RwLock::new(meta),
-            chunks: RwLock::new(Chunks {
-                dropped: 0,
-                list: body,
-            }),
-            fill: None,
+            body,
             accounted,
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
@@ -269,8 +306,7 @@ impl Object {
     /// (one small allocation); a reader of a complete object costs nothing more.
     pub fn reader(self: &Arc<Self>) -> BodyReader {
         let filling = self
-            .fill
-            .as_ref()
+            .fill()
             .filter(|fill| *fill.state.borrow() == FillState::Filling);
         let cursor = filling.map(|fill| {
             let cursor = Arc::new(AtomicUsize::new(0));
@@ -283,7 +319,7 @@ impl Object {
             chunk_start: 0,
             from: 0,
             to: None,
-            progress: self.fill.as_ref().map(|fill| fill.state.subscribe()),
+            progress: self.fill().map(|fill| fill.state.subscribe()),
             cursor,
         }
     }
@@ -366,7 +402,7 @@ impl BodyReader {
                 .progress
                 .as_mut()
                 .map_or(FillState::Complete, |p| *p.borrow_and_update());
-            let chunk = self.object.chunks.read().get(self.next_chunk).cloned();
+            let chunk = self.object.chunk(self.next_chunk);
             if let Some(chunk) = chunk {
                 let start = self.chunk_start;
                 self.next_chunk += 1;
@@ -439,8 +475,8 @@ pub(super) mod tests {
     /// A complete object `id` with a body in `chunks`.
     pub(crate) fn object(id: u64, chunks: &[&'static str]) -> Arc<Object> {
         let meta = StoredMeta {
-            fresh_until: SystemTime::now(),
-            updated: SystemTime::now(),
+            fresh_until: SystemTime::now().into(),
+            updated: SystemTime::now().into(),
             stale_while_revalidate_sec: 0,
             stale_if_error_sec: 0,
             variance: None,
@@ -527,7 +563,7 @@ pub(super) mod tests {
             filling.end(FillState::Complete);
             let committed = Arc::new(filling.committed(0));
             let text = committed.meta().header.text().as_ptr_range();
-            assert_eq!(committed.chunks.read().list.len(), 1, "one chunk");
+            assert_eq!(committed.with_chunks(<[Bytes]>::len), 1, "one chunk");
             let mut reader = committed.reader();
             let body = reader.next().await.unwrap().unwrap();
             assert_eq!(body, chunks.concat());
@@ -539,6 +575,14 @@ pub(super) mod tests {
             let back = committed.meta().header.to_header().unwrap();
             assert_eq!(back.headers["etag"], "\"v1\"");
         }
+    }
+
+    /// A million stored objects each pay their `Object` in its `Arc` (two counts): kept
+    /// within jemalloc's 256-byte class (the next is 320).
+    #[test]
+    fn a_stored_object_fits_the_256_byte_class() {
+        let counts = 2 * std::mem::size_of::<usize>();
+        assert!(std::mem::size_of::<Object>() + counts <= 256);
     }
 
     #[tokio::test]
@@ -560,10 +604,11 @@ pub(super) mod tests {
         assert_eq!(fast.next().await.unwrap().unwrap(), "b");
         assert_eq!(slow.next().await.unwrap().unwrap(), "a");
         filling.drop_read_chunks();
-        assert_eq!(filling.chunks.read().dropped, 1, "only what both have read");
+        let dropped = || filling.fill().unwrap().chunks.read().dropped;
+        assert_eq!(dropped(), 1, "only what both have read");
         drop(slow);
         filling.drop_read_chunks();
-        assert_eq!(filling.chunks.read().dropped, 2);
+        assert_eq!(dropped(), 2);
         filling.append(Bytes::from_static(b"d"));
         filling.end(FillState::Complete);
         assert_eq!(read_all(&mut fast).await, "cd");
