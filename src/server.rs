@@ -153,6 +153,7 @@ impl Node {
         let drain_cap = self.settings.tunnel_drain_timeout + Duration::from_secs(15);
         ServerConf {
             threads: self.settings.threads,
+            work_stealing: self.settings.work_stealing,
             grace_period_seconds: Some(self.settings.grace_period.max(drain_cap).as_secs()),
             graceful_shutdown_timeout_seconds: Some(
                 self.settings.graceful_shutdown_timeout.as_secs(),

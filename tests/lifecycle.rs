@@ -75,7 +75,11 @@ async fn sigterm_drains_requests_then_closes_tunnels_at_the_drain_timeout() {
         group("echo", echo.addr()),
         group("slow", slow)
     );
-    let node = NodeFiles::new("  drain_delay: 1s\n  tunnel_drain_timeout: 2s\n", &rules);
+    // On single-threaded runtimes (a one-thread node's default; this node has two threads).
+    let node = NodeFiles::new(
+        "  drain_delay: 1s\n  tunnel_drain_timeout: 2s\n  work_stealing: false\n",
+        &rules,
+    );
     let mut edge = node.run(&[], "edge");
     let http = client();
     assert_eq!(
@@ -357,8 +361,12 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
         route("chat", "/chat/*", "echo", true),
         group("echo", echo.addr()),
     );
-    // A long drain: an old process that waited for its tunnels would show.
-    let node = NodeFiles::new("  tunnel_drain_timeout: 60s\n", &rules);
+    // A long drain: an old process that waited for its tunnels would show. On
+    // single-threaded runtimes, as a one-thread node's default.
+    let node = NodeFiles::new(
+        "  tunnel_drain_timeout: 60s\n  work_stealing: false\n",
+        &rules,
+    );
     let mut old = node.run(&[], "old");
     let http = client();
     old.first_answer(&http, &node.url("/ready")).await;

@@ -434,7 +434,10 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(SystemTime::from(Stamp::from(now)), now);
         let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
-        assert_eq!(SystemTime::from(Stamp::from(before_1970)), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            SystemTime::from(Stamp::from(before_1970)),
+            SystemTime::UNIX_EPOCH
+        );
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(600 * 365 * 86_400);
         let kept = SystemTime::from(Stamp::from(far));
         assert!(kept < far && kept > now, "the latest time it holds");

@@ -166,6 +166,9 @@ pub struct FileLimits {
 pub struct FileServer {
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Whether the worker threads take each other's tasks (see `NodeSettings`).
+    #[serde(default)]
+    pub work_stealing: Option<bool>,
     #[serde(default)]
     pub grace_period: Option<String>,
     #[serde(default)]

@@ -71,6 +71,13 @@ pub struct NodeSettings {
     pub listeners: Vec<Listener>,
     pub admin: Option<AdminSettings>,
     pub threads: usize,
+    /// Whether the worker threads take each other's tasks (Pingora's work-stealing tokio
+    /// runtime), or each thread runs the connections it was given to their end (one
+    /// single-threaded runtime per thread, as nginx's and HAProxy's workers do). Defaults
+    /// to stealing with more than one thread only: with one there is nothing to steal, and
+    /// the single-threaded runtime passes a request through about 6% faster
+    /// (`bench/notes.md`, session 15).
+    pub work_stealing: bool,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,

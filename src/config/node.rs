@@ -247,6 +247,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             listeners,
             admin,
             threads: threads.max(1),
+            work_stealing: server.and_then(|s| s.work_stealing).unwrap_or(threads > 1),
             grace_period,
             graceful_shutdown_timeout,
             upstream_keepalive_pool_size: server

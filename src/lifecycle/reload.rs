@@ -122,6 +122,11 @@ pub fn needs_restart(started: &NodeSettings, new: &NodeSettings) -> Vec<(&'stati
     );
     differs("server.threads", started.threads != new.threads, "threads");
     differs(
+        "server.work_stealing",
+        started.work_stealing != new.work_stealing,
+        "work_stealing",
+    );
+    differs(
         "limits",
         started.limits != new.limits,
         "the client limits (each connection keeps the ones it was accepted with)",
@@ -201,6 +206,23 @@ mod tests {
         let refused = needs_restart(&started, &bigger);
         assert_eq!(refused.len(), 1);
         assert!(refused[0].1.contains("restart or a binary upgrade"));
+    }
+
+    #[test]
+    fn threads_take_each_others_tasks_only_when_there_are_several_unless_told() {
+        let one = node(&format!("{BASE}server:\n  threads: 1\n"));
+        let two = node(&format!("{BASE}server:\n  threads: 2\n"));
+        let told = node(&format!(
+            "{BASE}server:\n  threads: 2\n  work_stealing: false\n"
+        ));
+        assert!(!one.work_stealing);
+        assert!(two.work_stealing);
+        assert!(!told.work_stealing);
+        let paths: Vec<_> = needs_restart(&two, &told)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(paths, ["server.work_stealing"]);
     }
 
     #[test]
