@@ -80,11 +80,11 @@ impl SocketAddr {
 
         // TODO: don't set abstract / unnamed for now,
         // for parity with how we treat these types in TryFrom<TokioUnixSockAddr>
-        Some(SocketAddr::Unix(Box::new(
+        Some(SocketAddr::from(
             sock.as_unix_addr()
                 .map(|addr| addr.path().map(StdUnixSockAddr::from_pathname))??
                 .ok()?,
-        )))
+        ))
     }
 
     #[cfg(unix)]
@@ -212,7 +212,7 @@ impl std::str::FromStr for SocketAddr {
             let path = s.trim_start_matches("unix:");
             let uds_socket = StdUnixSockAddr::from_pathname(path)
                 .or_err(crate::BindError, "invalid UDS path")?;
-            Ok(SocketAddr::Unix(Box::new(uds_socket)))
+            Ok(SocketAddr::from(uds_socket))
         } else {
             match StdSockAddr::from_str(s) {
                 Ok(addr) => Ok(SocketAddr::Inet(addr)),
@@ -221,7 +221,7 @@ impl std::str::FromStr for SocketAddr {
                     let uds_socket = StdUnixSockAddr::from_pathname(s)
                         .or_err(crate::BindError, "invalid UDS path")?;
                     warn!("Raw Unix domain socket path support will be deprecated, add 'unix:' prefix instead");
-                    Ok(SocketAddr::Unix(Box::new(uds_socket)))
+                    Ok(SocketAddr::from(uds_socket))
                 }
             }
         }
@@ -258,6 +258,7 @@ impl From<StdSockAddr> for SocketAddr {
 #[cfg(unix)]
 impl From<StdUnixSockAddr> for SocketAddr {
     fn from(sockaddr: StdUnixSockAddr) -> Self {
+        // PORTICO PATCH (small socket addresses): the one place a Unix address is boxed.
         SocketAddr::Unix(Box::new(sockaddr))
     }
 }
