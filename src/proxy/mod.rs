@@ -42,6 +42,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
@@ -150,6 +151,11 @@ fn remember_failed_attempt(ctx: &mut RequestCtx, e: &Error) {
 #[async_trait]
 impl ProxyHttp for Portico {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default adds its response compression module,
+    /// disabled: it still cost every request a context, two boxed hook futures and a
+    /// body-filter call. Portico does not compress (an origin's encoding passes as is).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         let mut ctx = RequestCtx::new();
