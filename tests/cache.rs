@@ -490,8 +490,9 @@ async fn raw_get(edge: &TestEdge, path: &str, extra: &str) -> (String, Vec<u8>) 
 /// A plain hit's head is written straight from the stored text (`proxy::hit_head`); a hit
 /// with a conditional that does not match goes Pingora's way (the stored header cloned,
 /// filtered, serialised). Both must be the same bytes: the status line with the origin's
-/// reason, the fields in the origin's order and case, `Date` and `Age` replaced in place
-/// (titled, as Pingora writes them) or added after the stored fields, then `X-Portico-Ref`,
+/// reason, the fields in the origin's order and case (its `Date` among them, as it is),
+/// `Age` replaced in place (titled, as Pingora writes it) or added after the stored fields
+/// as `Date` is when the origin sent none, then `X-Portico-Ref`,
 /// `X-Cache`, `Connection`; a tag header stripped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_hit_has_the_head_a_filtered_hit_has() {
@@ -535,7 +536,7 @@ async fn a_plain_hit_has_the_head_a_filtered_hit_has() {
     }
     let (dated, _) = raw_get(&edge, "/dated", "").await;
     assert!(
-        dated.starts_with("HTTP/1.1 200 OK\r\nserver: Raw\r\nDate: _\r\nCache-Control: max-age=60\r\nX-Custom: a\r\nx-custom: b\r\nETag: \"v1\"\r\nContent-Length: 2\r\nAge: _\r\nAccept-Ranges: bytes\r\nx-portico-ref: _\r\n"),
+        dated.starts_with("HTTP/1.1 200 OK\r\nserver: Raw\r\ndate: _\r\nCache-Control: max-age=60\r\nX-Custom: a\r\nx-custom: b\r\nETag: \"v1\"\r\nContent-Length: 2\r\nAge: _\r\nAccept-Ranges: bytes\r\nx-portico-ref: _\r\n"),
         "{dated}"
     );
     let (aged, _) = raw_get(&edge, "/aged", "").await;

@@ -394,11 +394,58 @@ async fn raw_origin(response: &'static [u8]) -> (std::net::SocketAddr, Arc<Atomi
     (addr, seen)
 }
 
+/// RFC 9110 §6.6.1: the origin's `Date` reaches the client as the origin wrote it: on a
+/// miss, on hits (the origin keeps its names' case, so a plain hit's head is written from
+/// the stored text; a range takes Pingora's way) and on a route that does not
+/// cache. Only a response without one gets the edge's (`age_counts_from_...` above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_date_is_kept_on_misses_hits_and_pass_through() {
+    let date = ago(30);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nCache-Control: max-age=600\r\nContent-Length: 2\r\n\r\nok"
+    );
+    let (addr, _) = raw_origin(Box::leak(response.into_bytes().into_boxed_slice())).await;
+    let routes = format!(
+        "routes:\n  - name: pass\n    patterns: [\"/pass/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}",
+        group_yaml("web", addr)
+    );
+    let edge = TestEdge::with_routes("", &routes).await;
+    let line = format!("Date: {date}\r\n");
+    for (path, x_cache) in [
+        ("/thing", "TCP_MISS"),
+        ("/thing", "TCP_HIT"),
+        ("/thing", "TCP_HIT"),
+        ("/pass/thing", "CONFIG_NOCACHE"),
+    ] {
+        let answer = raw_exchange(&edge, path).await;
+        assert!(
+            answer.contains(&format!("x-cache: {x_cache}\r\n")),
+            "{path}: {answer}"
+        );
+        assert_eq!(answer.matches("Date: ").count(), 1, "{path}: {answer}");
+        assert!(
+            answer.contains(&line),
+            "{path}: the origin's Date\n{answer}"
+        );
+    }
+    // A range: a hit written Pingora's way.
+    let answer = raw_exchange_with(&edge, "/thing", "Range: bytes=0-0\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 206 "), "{answer}");
+    assert!(answer.contains("x-cache: TCP_HIT\r\n"), "{answer}");
+    assert!(answer.contains(&line), "the origin's Date\n{answer}");
+}
+
 /// A request over a raw connection to the edge; everything it answers until it closes.
 async fn raw_exchange(edge: &TestEdge, path: &str) -> String {
+    raw_exchange_with(edge, path, "").await
+}
+
+/// [`raw_exchange`] with `extra` field lines in the request.
+async fn raw_exchange_with(edge: &TestEdge, path: &str, extra: &str) -> String {
     use tokio::io::AsyncReadExt;
     let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: t.example\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))

@@ -202,9 +202,10 @@ impl StoredHeader {
     }
 
     /// Writes the status line and the stored fields of a hit's head to `out`, in their
-    /// order and case, as Pingora would write them: `Date` with the value `date`, `Age`
-    /// with `age` and, on a `200`, `Accept-Ranges` with `bytes`, each with its name titled
-    /// (Pingora replaces them in place). `None` when the head cannot be written this way
+    /// order and case, as Pingora would write them: the stored `Date` as it is (the
+    /// origin's, RFC 9110 §6.6.1), `Age` with `age` and, on a `200`, `Accept-Ranges` with
+    /// `bytes`, each with its name titled (Pingora replaces those two in place). `None`
+    /// when the head cannot be written this way
     /// and must take Pingora's way: a header kept without case (Pingora titles its
     /// names), no `Content-Length`, two of a replaced field, or a field the hit must not
     /// repeat (`Connection`, `Transfer-Encoding`, and what `refused` names: those the
@@ -212,7 +213,6 @@ impl StoredHeader {
     pub fn write_hit_head(
         &self,
         out: &mut BytesMut,
-        date: &[u8],
         age: &[u8],
         refused: impl Fn(&[u8]) -> bool,
     ) -> Option<HitHeadFields> {
@@ -238,7 +238,8 @@ impl StoredHeader {
         } in self.lines()
         {
             let replaced = if name.eq_ignore_ascii_case(b"date") {
-                Some((&mut date_done, &b"Date"[..], date))
+                date_done = true;
+                None
             } else if name.eq_ignore_ascii_case(b"age") {
                 Some((&mut age_done, &b"Age"[..], age))
             } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
@@ -481,17 +482,12 @@ mod tests {
     fn hit_head(header: &ResponseHeader) -> Option<(String, HitHeadFields)> {
         let mut out = BytesMut::new();
         let refused = |name: &[u8]| name.eq_ignore_ascii_case(b"x-cache");
-        let fields = StoredHeader::from_header(header).write_hit_head(
-            &mut out,
-            b"Wed, 02 Dec 2026 10:00:00 GMT",
-            b"7",
-            refused,
-        )?;
+        let fields = StoredHeader::from_header(header).write_hit_head(&mut out, b"7", refused)?;
         Some((String::from_utf8(out.to_vec()).unwrap(), fields))
     }
 
     #[test]
-    fn a_hit_head_replaces_date_age_and_accept_ranges_in_place_and_keeps_the_rest() {
+    fn a_hit_head_replaces_age_and_accept_ranges_in_place_and_keeps_the_rest() {
         let mut header = ResponseHeader::build(200, None).unwrap();
         for (name, value) in [
             ("server", "o"),
@@ -506,7 +502,7 @@ mod tests {
         let (head, fields) = hit_head(&header).unwrap();
         assert_eq!(
             head,
-            "HTTP/1.1 200 OK\r\nserver: o\r\nDate: Wed, 02 Dec 2026 10:00:00 GMT\r\nX-A: 1\r\nAge: 7\r\nAccept-Ranges: bytes\r\nContent-Length: 12\r\n"
+            "HTTP/1.1 200 OK\r\nserver: o\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\nX-A: 1\r\nAge: 7\r\nAccept-Ranges: bytes\r\nContent-Length: 12\r\n"
         );
         assert_eq!(fields.content_length, 12);
         assert!(fields.date && fields.age && fields.accept_ranges);
@@ -551,8 +547,11 @@ mod tests {
         for refused in ["X-Cache", "connection", "Transfer-Encoding"] {
             assert!(with(&[length, (refused, "1")], true).is_none(), "{refused}");
         }
+        let age = ("Age", "3");
+        assert!(with(&[length, age, age], true).is_none(), "two ages");
+        // `Date` is not replaced, so two of them go out as stored (as Pingora's way does).
         let date = ("Date", "Tue, 01 Dec 2026 10:00:00 GMT");
-        assert!(with(&[length, date, date], true).is_none(), "two dates");
+        assert!(with(&[length, date, date], true).is_some(), "two dates");
     }
 
     #[test]

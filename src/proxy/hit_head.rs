@@ -3,17 +3,18 @@
 //!
 //! Pingora answers a hit by cloning the stored header (two header maps), inserting `Age`,
 //! running the not-modified and range filters, the `response_filter` hook (which inserts
-//! `X-Portico-Ref` and `X-Cache`) and the downstream modules on it, inserting `Date` and
-//! `Connection`, and only then serialising it; each insert may grow both maps, and the
-//! clone is dropped afterwards. For a request none of those filters would change (a `GET`
-//! with no conditional, no range, no upgrade, on a route that edits no response header),
-//! the same bytes are written here in one pass over the stored text: the status line, the
-//! stored fields in their order and case with `Date`, `Age` and `Accept-Ranges` replaced
-//! in place, then `Age` and (on a `200`, from Pingora's range filter) `Accept-Ranges`
-//! when the origin sent none, `X-Portico-Ref`, `X-Cache` and `Date` (when the origin sent
-//! none), as `response_filter` and Pingora would have added them; Pingora adds
-//! `Connection`. Anything else (`HEAD`, a stale or revalidated hit, a header this cannot
-//! reproduce) goes Pingora's way. `tests/cache.rs` checks both ways give the same bytes.
+//! `X-Portico-Ref` and `X-Cache`) and the downstream modules on it, inserting `Date` (when
+//! missing) and `Connection`, and only then serialising it; each insert may grow both maps,
+//! and the clone is dropped afterwards. For a request none of those filters would change (a
+//! `GET` with no conditional, no range, no upgrade, on a route that edits no response
+//! header), the same bytes are written here in one pass over the stored text: the status
+//! line, the stored fields in their order and case (the stored `Date`, the origin's, kept)
+//! with `Age` and `Accept-Ranges` replaced in place, then `Age` and (on a `200`, from
+//! Pingora's range filter) `Accept-Ranges` when the origin sent none, `X-Portico-Ref`,
+//! `X-Cache` and `Date` (when the stored header has none), as `response_filter` and Pingora
+//! would have added them; Pingora adds `Connection`. Anything else (`HEAD`, a stale or
+//! revalidated hit, a header this cannot reproduce) goes Pingora's way. `tests/cache.rs`
+//! checks both ways give the same bytes.
 
 use bytes::BytesMut;
 use http::header;
@@ -70,14 +71,13 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     let age = session.cache.cache_meta().age().as_secs();
     let mut age_text = [0u8; 20];
     let age = write_decimal(age, &mut age_text);
-    let date = pingora_core::protocols::http::date::get_cached_date();
     let meta = object.meta();
     let stored = &meta.header;
     // Room for the stored lines, the status line, the fields added below, and Pingora's
     // `Connection` and blank line.
     let room = stored.text().len() + 224;
     let mut head = BytesMut::with_capacity(room);
-    let fields = stored.write_hit_head(&mut head, date.as_bytes(), age, refused)?;
+    let fields = stored.write_hit_head(&mut head, age, refused)?;
 
     let cache_status = caching::settle_cache_status(session, ctx);
     if !fields.age {
@@ -97,6 +97,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
         cache_status.as_bytes(),
     );
     if !fields.date {
+        let date = pingora_core::protocols::http::date::get_cached_date();
         write_field(&mut head, b"Date", date.as_bytes());
     }
     // What `response_filter` records on its way.

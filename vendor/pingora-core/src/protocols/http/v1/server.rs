@@ -895,7 +895,12 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // PORTICO PATCH (a response's own Date kept): was an unconditional insert, which
+            // replaced the origin's `Date` on every response and a cached response's stored
+            // one on every hit. RFC 9110 §6.6.1 has a recipient add `Date` only when missing.
+            if !header.headers.contains_key(header::DATE) {
+                header.insert_header(header::DATE, date::get_cached_date())?;
+            }
 
             // TODO: make these lazy static
             let connection_value = if self.will_keepalive() {

@@ -639,7 +639,10 @@ impl HttpSession {
         }
 
         /* update headers */
-        header.insert_header(header::DATE, get_cached_date())?;
+        // PORTICO PATCH (a response's own Date kept): see the same patch in `v1/server.rs`.
+        if !header.headers.contains_key(header::DATE) {
+            header.insert_header(header::DATE, get_cached_date())?;
+        }
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
