@@ -209,8 +209,16 @@ async fn explicit_freshness_stores_any_status_and_the_default_ttl_only_heuristic
     .await;
     let edge =
         TestEdge::with_routes("defaults:\n  cache_default_ttl: 1h\n", &site(origin.addr())).await;
-    // Explicit freshness: stored whatever the (understood) status.
-    for path in ["/302/fresh", "/403/fresh", "/500/fresh", "/200/fresh"] {
+    // Explicit freshness: stored whatever the status, one this cache does not know too
+    // (RFC 9111 §3).
+    for path in [
+        "/302/fresh",
+        "/403/fresh",
+        "/500/fresh",
+        "/200/fresh",
+        "/299/fresh",
+        "/599/fresh",
+    ] {
         assert_eq!(
             x_caches(&edge, path, 2).await,
             ["TCP_MISS", "TCP_HIT"],
@@ -234,6 +242,45 @@ async fn explicit_freshness_stores_any_status_and_the_default_ttl_only_heuristic
         );
         assert_eq!(origin.count_path(path), 2, "{path}");
     }
+}
+
+/// RFC 9213: `CDN-Cache-Control` is the edge's policy when present; `Cache-Control` and
+/// `Expires` still reach the client as the origin sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_decides_what_the_edge_stores() {
+    let origin = origin_with(|path| {
+        let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        let (cdn, cc) = match path {
+            "/private" => ("private", "max-age=600"),
+            "/no-store" => ("no-store", "max-age=600"),
+            "/no-cache" => ("no-cache", "max-age=600"),
+            "/zero" => ("max-age=0", "max-age=600"),
+            "/over-no-store" => ("max-age=600", "no-store"),
+            _ => ("max-age=600", "max-age=0"),
+        };
+        vec![
+            ("cdn-cache-control", cdn.into()),
+            ("cache-control", cc.into()),
+            ("expires", in_an_hour),
+        ]
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    for (path, expected, asked) in [
+        ("/private", ["PRIVATE_NOSTORE", "PRIVATE_NOSTORE"], 2),
+        ("/no-store", ["PRIVATE_NOSTORE", "PRIVATE_NOSTORE"], 2),
+        ("/no-cache", ["TCP_MISS", "TCP_MISS"], 2),
+        // Stale at once and nothing to revalidate with: not worth storing.
+        ("/zero", ["UNCACHEABLE", "UNCACHEABLE"], 2),
+        ("/over-no-store", ["TCP_MISS", "TCP_HIT"], 1),
+        ("/over-max-age-0", ["TCP_MISS", "TCP_HIT"], 1),
+    ] {
+        assert_eq!(x_caches(&edge, path, 2).await, expected, "{path}");
+        assert_eq!(origin.count_path(path), asked, "{path}");
+    }
+    let hit = get(&edge, "/over-no-store").await;
+    assert_eq!(hit.headers["cache-control"], "no-store");
+    assert_eq!(hit.headers["cdn-cache-control"], "max-age=600");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

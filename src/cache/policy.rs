@@ -7,9 +7,13 @@
 //!   everyone): a response with one is not stored unless `private="set-cookie"` or
 //!   `no-cache="set-cookie"` keeps it out of the stored copy;
 //! - `Vary: *` is never stored;
+//! - RFC 9213's `CDN-Cache-Control`, when it holds a directive, is this cache's policy:
+//!   `Cache-Control` and `Expires` are then ignored here (they still reach the client);
 //! - `override_always` overrides `no-cache` and every freshness directive, as Front Door does;
-//! - any final status this cache understands (RFC 9110's, except 206 and 304) is stored
-//!   when the origin gives it explicit freshness (RFC 9111 §3); a configured lifetime (the
+//! - any final status is stored when the origin gives it explicit freshness (RFC 9111 §3),
+//!   except 206 and 304, and except a status this cache does not understand when
+//!   `must-understand` is present (which, for a status it understands, overrides
+//!   `no-store`, RFC 9111 §5.2.2.3); a configured lifetime (the
 //!   route's `duration`, `cache_default_ttl`) only applies to the statuses RFC 9110 §15.1
 //!   calls heuristically cacheable (206 is never stored: ranges come from whole objects);
 //! - the age a response arrives with is RFC 9111 §4.2.3's corrected initial age (the
@@ -77,9 +81,9 @@ pub const REASON_PARTIAL: &str = "partial content";
 /// be served within its stale windows), so the key keeps using the cache.
 pub const REASON_REFRESH: &str = "refresh not storable";
 
-/// Final statuses this cache understands (RFC 9110 §15), so may store with explicit
-/// freshness. Not 206 (ranges are served from whole objects) nor 304 (never a stored
-/// response of its own).
+/// Final statuses this cache understands (RFC 9110 §15): what `must-understand` asks for.
+/// Not 206 (ranges are served from whole objects) nor 304 (never a stored response of its
+/// own).
 pub fn status_is_understood(status: u16) -> bool {
     matches!(status,
         200..=205 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421 | 422 | 426 | 500..=505)
@@ -115,6 +119,19 @@ impl Received {
     }
 }
 
+/// The cache directives this cache obeys in `response`, and whether they came from a
+/// targeted field (RFC 9213): `CDN-Cache-Control` when it holds a directive, else
+/// `Cache-Control`. With the targeted field, `Cache-Control` and `Expires` are ignored.
+pub fn directives(response: &ResponseHeader) -> (Option<CacheControl>, bool) {
+    match CacheControl::from_resp_headers_named(CDN_CACHE_CONTROL, response) {
+        Some(targeted) if !targeted.directives.is_empty() => (Some(targeted), true),
+        _ => (CacheControl::from_resp_headers(response), false),
+    }
+}
+
+/// RFC 9213 §3: the targeted field for CDN caches, which an edge and a shield both are.
+const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
 /// Decides whether `response` is stored and builds its metadata (the stored header is a
 /// cleaned copy; the client gets `response` as it is).
 pub fn admit(
@@ -123,19 +140,27 @@ pub fn admit(
     received: Received,
 ) -> Result<CacheMeta, Refusal> {
     let now = received.at;
-    let control = CacheControl::from_resp_headers(response);
+    let (control, targeted) = directives(response);
+    let status = response.status.as_u16();
+    // RFC 9111 §5.2.2.3: `must-understand` stores only a status the cache understands, and
+    // then `no-store` is for caches that do not.
+    let must_understand = control
+        .as_ref()
+        .is_some_and(|cc| cc.has_key("must-understand"));
+    if must_understand && !status_is_understood(status) {
+        return Err(Refusal::Uncacheable("status not understood"));
+    }
     if control
         .as_ref()
-        .is_some_and(|cc| cc.no_store() || cc.private())
+        .is_some_and(|cc| (cc.no_store() && !must_understand) || cc.private())
     {
         return Err(Refusal::PrivateNoStore);
     }
-    let status = response.status.as_u16();
     if status == 206 {
         return Err(Refusal::Uncacheable(REASON_PARTIAL));
     }
-    if !status_is_understood(status) {
-        return Err(Refusal::Uncacheable("status not understood"));
+    if !(200..600).contains(&status) || status == 304 {
+        return Err(Refusal::Uncacheable("status not storable"));
     }
     if response.headers.get_all(header::VARY).iter().any(|v| {
         v.as_bytes()
@@ -165,7 +190,7 @@ pub fn admit(
 
     let age = corrected_initial_age(response, received);
     let heuristic = status_is_heuristic(status);
-    let origin_ttl = origin_lifetime(control.as_ref(), response, now)
+    let origin_ttl = origin_lifetime(control.as_ref(), targeted, response, now)
         .map(|lifetime| lifetime.saturating_sub(age));
     // A configured lifetime applies only to heuristically cacheable statuses; any other
     // status is stored on the origin's word alone.
@@ -217,15 +242,20 @@ pub fn admit(
 }
 
 /// The origin's freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, `max-age` (zero for
-/// `no-cache`), else `Expires` − `Date`. An `Expires` that is invalid, repeated, or in the
-/// past means a lifetime of zero (already stale), never "no information".
+/// `no-cache`), else `Expires` − `Date` (not under a `targeted` field). An `Expires` that is
+/// invalid, repeated, or in the past means a lifetime of zero (already stale), never "no
+/// information".
 fn origin_lifetime(
     control: Option<&CacheControl>,
+    targeted: bool,
     response: &ResponseHeader,
     now: SystemTime,
 ) -> Option<Duration> {
     if let Some(ttl) = control.and_then(|cc| cc.fresh_duration()) {
         return Some(ttl);
+    }
+    if targeted {
+        return None;
     }
     let mut expires = response.headers.get_all(header::EXPIRES).iter();
     let first = expires.next()?;
@@ -404,7 +434,9 @@ fn stale_windows(control: Option<&CacheControl>, freshness: &Freshness) -> (u32,
 
 /// Whether a request carrying `Authorization` may be answered with this stored response.
 pub fn serves_authorized_request(stored: &ResponseHeader) -> bool {
-    CacheControl::from_resp_headers(stored).is_some_and(|cc| cc.allow_caching_authorized_req())
+    directives(stored)
+        .0
+        .is_some_and(|cc| cc.allow_caching_authorized_req())
 }
 
 #[cfg(test)]
@@ -735,8 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn explicit_freshness_stores_any_understood_status_and_configured_lifetimes_only_heuristic_ones(
-    ) {
+    fn explicit_freshness_stores_any_final_status_and_configured_lifetimes_only_heuristic_ones() {
         let now = SystemTime::now();
         let day = Freshness {
             behavior: CacheBehavior::OverrideAlways,
@@ -744,7 +775,9 @@ mod tests {
             default_ttl: Duration::from_secs(86_400),
             ..HONOR
         };
-        for status in [200, 302, 307, 403, 500, 503] {
+        // Statuses this cache does not know too (RFC 9111 §3 asks for understanding only of
+        // 206, 304 and under `must-understand`).
+        for status in [200, 302, 307, 403, 500, 503, 299, 499, 599] {
             let r = response(status, &[("cache-control", "max-age=60")]);
             assert_eq!(
                 ttl(&admit_at(&r, &HONOR, now).unwrap(), now),
@@ -772,13 +805,9 @@ mod tests {
                 "{status}"
             );
         }
-        // Not understood, partial, or an error without freshness: reasons the predictor
-        // does not remember where they say nothing of the next response.
+        // Partial, or an error without freshness: reasons the predictor does not remember
+        // where they say nothing of the next response.
         let cc = ("cache-control", "max-age=60");
-        assert_eq!(
-            admit_at(&response(599, &[cc]), &HONOR, now).unwrap_err(),
-            Refusal::Uncacheable("status not understood")
-        );
         for (r, reason) in [
             (response(206, &[cc]), REASON_PARTIAL),
             (response(502, &[]), REASON_ERROR_STATUS),
@@ -789,6 +818,106 @@ mod tests {
             );
             assert!(TRANSIENT_REASONS.contains(&reason));
         }
+    }
+
+    #[test]
+    fn must_understand_stores_only_understood_statuses_and_then_overrides_no_store() {
+        let now = SystemTime::now();
+        let cc = ("cache-control", "no-store, must-understand, max-age=60");
+        assert_eq!(
+            ttl(&admit_at(&response(200, &[cc]), &HONOR, now).unwrap(), now),
+            60
+        );
+        assert_eq!(
+            admit_at(&response(299, &[cc]), &HONOR, now).unwrap_err(),
+            Refusal::Uncacheable("status not understood")
+        );
+        let plain = ("cache-control", "must-understand, max-age=60");
+        assert!(admit_at(&response(299, &[plain]), &HONOR, now).is_err());
+        // Without it, `no-store` wins.
+        let no_store = ("cache-control", "no-store, max-age=60");
+        assert_eq!(
+            admit_at(&response(200, &[no_store]), &HONOR, now).unwrap_err(),
+            Refusal::PrivateNoStore
+        );
+    }
+
+    #[test]
+    fn cdn_cache_control_is_this_caches_policy_over_cache_control_and_expires() {
+        let now = SystemTime::now();
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+        let lifetime = |headers: &[(&str, &str)]| {
+            admit_at(&response(200, headers), &HONOR, now).map(|meta| ttl(&meta, now))
+        };
+        // RFC 9213: the targeted field decides, either way.
+        assert_eq!(
+            lifetime(&[
+                ("cdn-cache-control", "max-age=30"),
+                ("cache-control", "max-age=600")
+            ]),
+            Ok(30)
+        );
+        assert_eq!(
+            lifetime(&[
+                ("cdn-cache-control", "max-age=600"),
+                ("cache-control", "no-store")
+            ]),
+            Ok(600)
+        );
+        assert_eq!(
+            lifetime(&[("CDN-Cache-Control", "MaX-aGe=60")]),
+            Ok(60),
+            "names and directives in any case"
+        );
+        for said in ["private", "no-store"] {
+            let headers = [
+                ("cdn-cache-control", said),
+                ("cache-control", "max-age=600"),
+                ("expires", later.as_str()),
+            ];
+            assert_eq!(lifetime(&headers), Err(Refusal::PrivateNoStore), "{said}");
+        }
+        // `no-cache` stores it stale: every use revalidates.
+        let no_cache = admit_at(
+            &response(
+                200,
+                &[
+                    ("cdn-cache-control", "no-cache"),
+                    ("cache-control", "max-age=600"),
+                ],
+            ),
+            &HONOR,
+            now,
+        );
+        assert!(no_cache.unwrap().fresh_until() <= now);
+        // `Expires` is ignored under it: `max-age=0` is stale, and a lone directive without
+        // a lifetime leaves none (no default TTL here).
+        assert!(lifetime(&[
+            ("cdn-cache-control", "max-age=0"),
+            ("expires", later.as_str())
+        ])
+        .is_err());
+        assert!(lifetime(&[("cdn-cache-control", "public"), ("expires", later.as_str())]).is_err());
+        // An empty or directive-less field is no policy: `Cache-Control` decides.
+        for empty in ["", " , "] {
+            assert_eq!(
+                lifetime(&[
+                    ("cdn-cache-control", empty),
+                    ("cache-control", "max-age=60")
+                ]),
+                Ok(60),
+                "{empty:?}"
+            );
+        }
+        // `Authorization` follows the targeted field too.
+        let stored = response(
+            200,
+            &[
+                ("cdn-cache-control", "public, max-age=60"),
+                ("cache-control", "max-age=60"),
+            ],
+        );
+        assert!(serves_authorized_request(&stored));
     }
 
     #[test]
