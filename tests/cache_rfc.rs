@@ -256,6 +256,8 @@ async fn cdn_cache_control_decides_what_the_edge_stores() {
             "/no-cache" => ("no-cache", "max-age=600"),
             "/zero" => ("max-age=0", "max-age=600"),
             "/over-no-store" => ("max-age=600", "no-store"),
+            // No Structured Field Dictionary: ignored, `Cache-Control` decides.
+            "/invalid" => ("max-age=600, &&&", "no-store"),
             _ => ("max-age=600", "max-age=0"),
         };
         vec![
@@ -273,6 +275,7 @@ async fn cdn_cache_control_decides_what_the_edge_stores() {
         // Stale at once and nothing to revalidate with: not worth storing.
         ("/zero", ["UNCACHEABLE", "UNCACHEABLE"], 2),
         ("/over-no-store", ["TCP_MISS", "TCP_HIT"], 1),
+        ("/invalid", ["PRIVATE_NOSTORE", "PRIVATE_NOSTORE"], 2),
         ("/over-max-age-0", ["TCP_MISS", "TCP_HIT"], 1),
     ] {
         assert_eq!(x_caches(&edge, path, 2).await, expected, "{path}");

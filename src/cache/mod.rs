@@ -23,6 +23,7 @@ pub mod purge;
 pub mod status;
 pub mod store;
 pub mod tags;
+pub mod targeted;
 pub mod vary;
 
 #[cfg(test)]

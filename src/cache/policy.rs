@@ -120,10 +120,21 @@ impl Received {
 }
 
 /// The cache directives this cache obeys in `response`, and whether they came from a
-/// targeted field (RFC 9213): `CDN-Cache-Control` when it holds a directive, else
-/// `Cache-Control`. With the targeted field, `Cache-Control` and `Expires` are ignored.
+/// targeted field (RFC 9213): `CDN-Cache-Control` when it is a valid Structured Field
+/// Dictionary (`cache::targeted`) holding a directive, else `Cache-Control`. With the
+/// targeted field, `Cache-Control` and `Expires` are ignored.
 pub fn directives(response: &ResponseHeader) -> (Option<CacheControl>, bool) {
-    match CacheControl::from_resp_headers_named(CDN_CACHE_CONTROL, response) {
+    let mut lines = response
+        .headers
+        .get_all(CDN_CACHE_CONTROL)
+        .iter()
+        .peekable();
+    let valid =
+        lines.peek().is_some() && lines.all(|line| super::targeted::is_valid_line(line.as_bytes()));
+    match valid
+        .then(|| CacheControl::from_resp_headers_named(CDN_CACHE_CONTROL, response))
+        .flatten()
+    {
         Some(targeted) if !targeted.directives.is_empty() => (Some(targeted), true),
         _ => (CacheControl::from_resp_headers(response), false),
     }
@@ -297,8 +308,13 @@ pub fn corrected_initial_age(response: &ResponseHeader, received: Received) -> D
 /// The `Age` an upstream cache gave the response (RFC 9111 §5.1: delta-seconds; anything
 /// else counts as none).
 fn upstream_age(response: &ResponseHeader) -> Option<u64> {
+    // The first line's first member: `Age: 7200, 0` is 7200 old, as two lines would be.
     let value = response.headers.get(header::AGE)?.as_bytes();
-    let digits = value.trim_ascii();
+    let digits = value
+        .split(|b| *b == b',')
+        .next()
+        .unwrap_or(value)
+        .trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -864,10 +880,23 @@ mod tests {
             ]),
             Ok(600)
         );
+        // A field that is no Structured Field Dictionary, or gives a lifetime the wrong
+        // type, is ignored whole (a directive in capitals is no key).
+        for invalid in ["max-age=600, &&&", "max-age=\"600\"", "MaX-aGe=600"] {
+            let headers = [
+                ("cdn-cache-control", invalid),
+                ("cache-control", "no-store"),
+            ];
+            assert_eq!(
+                lifetime(&headers),
+                Err(Refusal::PrivateNoStore),
+                "{invalid}"
+            );
+        }
         assert_eq!(
-            lifetime(&[("CDN-Cache-Control", "MaX-aGe=60")]),
+            lifetime(&[("CDN-Cache-Control", "max-age=60")]),
             Ok(60),
-            "names and directives in any case"
+            "the field's name in any case"
         );
         for said in ["private", "no-store"] {
             let headers = [
@@ -999,10 +1028,15 @@ mod tests {
         };
         assert_eq!(ttl(&admit_at(&aged, &always, now).unwrap(), now), 100);
         // An Age that is not delta-seconds is no age.
-        for junk in ["soon", "-5", "1.5", ""] {
+        for junk in ["soon", "-5", "1.5", "", "soon, 70"] {
             let r = response(200, &[("cache-control", "max-age=60"), ("age", junk)]);
             assert_eq!(ttl(&admit_at(&r, &HONOR, now).unwrap(), now), 60, "{junk}");
         }
+        // A list on one line counts by its first member, as two lines do.
+        let r = response(200, &[("cache-control", "max-age=60"), ("age", "20, 0")]);
+        assert_eq!(ttl(&admit_at(&r, &HONOR, now).unwrap(), now), 40);
+        let r = response(200, &[("cache-control", "max-age=60"), ("age", "70, 0")]);
+        assert!(admit_at(&r, &HONOR, now).is_err(), "stale on arrival");
     }
 
     #[test]
