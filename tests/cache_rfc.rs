@@ -168,7 +168,14 @@ async fn expires_in_every_http_date_format_and_a_bad_expires_is_stale() {
             "/imf" => httpdate::fmt_http_date(in_an_hour),
             "/rfc850" => rfc850(in_an_hour),
             "/asctime" => asctime(in_an_hour),
+            // Names in capitals and a weekday the date is not: still the date it says.
+            "/loose" => {
+                let imf = httpdate::fmt_http_date(in_an_hour).to_ascii_uppercase();
+                let other_day = if imf.starts_with("MON") { "TUE" } else { "MON" };
+                format!("{other_day}{}", &imf[3..])
+            }
             "/past" => ago(60),
+            "/utc" => httpdate::fmt_http_date(in_an_hour).replace("GMT", "UTC"),
             _ => "0".into(),
         };
         vec![("expires", expires)]
@@ -178,14 +185,14 @@ async fn expires_in_every_http_date_format_and_a_bad_expires_is_stale() {
     // past or invalid says "stale", so it must not apply.
     let edge =
         TestEdge::with_routes("defaults:\n  cache_default_ttl: 1h\n", &site(origin.addr())).await;
-    for path in ["/imf", "/rfc850", "/asctime"] {
+    for path in ["/imf", "/rfc850", "/asctime", "/loose"] {
         assert_eq!(
             x_caches(&edge, path, 2).await,
             ["TCP_MISS", "TCP_HIT"],
             "{path}"
         );
     }
-    for path in ["/past", "/invalid"] {
+    for path in ["/past", "/invalid", "/utc"] {
         assert_eq!(
             x_caches(&edge, path, 2).await,
             ["UNCACHEABLE", "UNCACHEABLE"],

@@ -286,7 +286,47 @@ fn origin_lifetime(
 /// IMF-fixdate, the obsolete RFC 850 form and asctime.
 pub fn http_date(value: &[u8]) -> Option<SystemTime> {
     let text = std::str::from_utf8(value).ok()?.trim();
-    httpdate::parse_http_date(text).ok()
+    httpdate::parse_http_date(text)
+        .ok()
+        .or_else(|| lenient_http_date(text))
+}
+
+/// A date in one of the three formats with its names in another case (`THU`, `aug`,
+/// `gMT`) or a weekday the date does not fall on: still the date it says (RFC 9110 §5.6.7
+/// asks recipients to be robust, and the weekday adds nothing to the date). Any other
+/// departure from the formats (another zone, a two-digit year in IMF-fixdate, missing
+/// punctuation) is still no date.
+fn lenient_http_date(text: &str) -> Option<SystemTime> {
+    const SHORT: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const LONG: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    if text.len() > 40 || !text.is_ascii() {
+        return None;
+    }
+    // Each word title-cased, the zone in capitals.
+    let mut canonical = String::with_capacity(text.len());
+    let mut at_word_start = true;
+    for c in text.chars() {
+        canonical.push(if at_word_start {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        at_word_start = !c.is_ascii_alphabetic();
+    }
+    let canonical = canonical.replace("Gmt", "GMT");
+    let weekday = canonical.find(|c: char| !c.is_ascii_alphabetic())?;
+    let names = if weekday > 3 { &LONG[..] } else { &SHORT[..] };
+    names.iter().find_map(|name| {
+        httpdate::parse_http_date(&format!("{name}{}", &canonical[weekday..])).ok()
+    })
 }
 
 fn date_value(response: &ResponseHeader) -> Option<SystemTime> {
@@ -526,8 +566,27 @@ mod tests {
             "Sun, 06 Nov 1994 08:49:37 GMT",
             "Sunday, 06-Nov-94 08:49:37 GMT",
             "Sun Nov  6 08:49:37 1994",
+            // Names in another case, or a weekday the date is not: the date it says.
+            "SUN, 06 nov 1994 08:49:37 gMT",
+            "Thu, 06 Nov 1994 08:49:37 GMT",
+            "friday, 06-NOV-94 08:49:37 GMT",
+            "Wed Nov  6 08:49:37 1994",
         ] {
             assert_eq!(http_date(text.as_bytes()), Some(date), "{text}");
+        }
+        // Anything else is still no date.
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sun 06 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994  08:49:37 GMT",
+            "Sun, 06-Nov-1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08.49.37 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "0",
+        ] {
+            assert_eq!(http_date(text.as_bytes()), None, "{text}");
         }
         // Expires − Date is the lifetime, whatever format each is in.
         let in_an_hour = now + Duration::from_secs(3600);
