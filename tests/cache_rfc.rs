@@ -649,6 +649,10 @@ async fn vary_over_several_lines_normalised_values_and_a_cap_on_variants() {
     assert_eq!(ask("gzip, br", "b").await.x_cache, "TCP_MISS");
     assert_eq!(ask("gzip,br", "b").await.x_cache, "TCP_HIT");
     assert_eq!(origin.count(), 2);
+    // Whitespace around a comma selects nothing new, in any field.
+    assert_eq!(ask("gzip", "c,d").await.x_cache, "TCP_MISS");
+    assert_eq!(ask("gzip", " c , d ").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count(), 3);
 
     // Junk values: past the cap, variants are answered but not stored.
     let tenants: Vec<&'static str> = (0..50)
@@ -664,9 +668,9 @@ async fn vary_over_several_lines_normalised_values_and_a_cap_on_variants() {
     for tenant in &tenants {
         hits += usize::from(ask("gzip", tenant).await.x_cache == "TCP_HIT");
     }
-    // 32 variants besides the primary one (tenant a): tenant b and 31 junk values.
-    assert_eq!(hits, 31, "stored variants are capped");
-    assert_eq!(origin.count() - before, 19);
+    // 32 variants besides the primary one (tenant a): tenants b, "c,d" and 30 junk values.
+    assert_eq!(hits, 30, "stored variants are capped");
+    assert_eq!(origin.count() - before, 20);
     assert_eq!(
         ask("gzip, br", "a").await.x_cache,
         "TCP_HIT",

@@ -45,17 +45,21 @@ pub fn variance_of<'a>(
 
 /// One value for all of a field's lines. Lists: members trimmed, empty members dropped,
 /// no whitespace around `;` and `=`, joined with `,` (and lower-cased for token lists).
-/// Other fields: each line trimmed, lines joined with `,`.
+/// Other fields: no whitespace at the ends of each line nor around its commas (RFC 9110
+/// §5.6.1's optional whitespace of a list; in any other value it means nothing either), the
+/// lines joined with `,`; case and everything else kept.
 pub fn normalise(name: &HeaderName, lines: GetAll<'_, HeaderValue>) -> Vec<u8> {
     let list = TOKEN_LISTS.contains(&name.as_str());
     let mut out = Vec::new();
     for line in lines {
         let bytes = line.as_bytes();
         if !list {
-            if !out.is_empty() {
-                out.push(b',');
+            for (i, part) in bytes.split(|b| *b == b',').enumerate() {
+                if i > 0 || !out.is_empty() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(part.trim_ascii());
             }
-            out.extend_from_slice(bytes.trim_ascii());
             continue;
         }
         for member in bytes.split(|b| *b == b',') {
@@ -132,11 +136,24 @@ mod tests {
             ),
             variance(&language, &request(&[("accept-language", "en-us;q=0.8")])),
         );
-        // Other fields keep their case: only the ends of each line are trimmed.
+        // Other fields keep their case: only whitespace at the ends of each line and
+        // around its commas goes.
         let custom = stored(&["x-tenant"]);
         assert_eq!(
             variance(&custom, &request(&[("x-tenant", " Acme ")])),
             variance(&custom, &request(&[("x-tenant", "Acme")])),
+        );
+        assert_eq!(
+            variance(&custom, &request(&[("x-tenant", " a , b c,d ")])),
+            variance(&custom, &request(&[("x-tenant", "a,b c,d")])),
+        );
+        assert_ne!(
+            variance(&custom, &request(&[("x-tenant", "a,bc")])),
+            variance(&custom, &request(&[("x-tenant", "a,b c")])),
+        );
+        assert_ne!(
+            variance(&custom, &request(&[("x-tenant", "b,a")])),
+            variance(&custom, &request(&[("x-tenant", "a,b")])),
         );
         assert_ne!(
             variance(&custom, &request(&[("x-tenant", "acme")])),
