@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::edge::{client, node_yaml, TestEdge};
-use common::health::{closed_port, health, named_origin, origin_yaml, status};
+use common::health::{closed_port, health, named_origin, origin_yaml, status, wait_for_status};
 use common::origin::TestOrigin;
 use common::process::RequestLoop;
 use futures_util::{SinkExt, StreamExt};
@@ -137,7 +137,11 @@ async fn origins_a_reload_leaves_alone_keep_their_health() {
         )
     };
     let edge = TestEdge::start(&node_yaml(""), &rules("")).await;
-    let before = status(&edge).await;
+    // `/status` answers before the first probe round ends (only the proxy waits for it).
+    let before = wait_for_status(&edge, "the first verdict", |s| {
+        health(s, "web", "dead") != "pending"
+    })
+    .await;
     assert_eq!(health(&before, "web", "dead"), "unhealthy");
 
     edge.write_rules(&rules(
