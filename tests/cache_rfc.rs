@@ -251,6 +251,47 @@ async fn explicit_freshness_stores_any_status_and_the_default_ttl_only_heuristic
     }
 }
 
+/// RFC 9111 §4.2.2: a response the origin gives no lifetime (and the node no default) is
+/// fresh for a tenth of the time since its `Last-Modified`, if its status is heuristically
+/// cacheable or it is marked `public`; `defaults.cache_heuristic_max: 0s` turns that off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_modified_makes_a_silent_response_fresh_for_a_while() {
+    let origin = origin_with(|path| {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let status = parts.next().unwrap().to_string();
+        let mut headers = vec![(":status", status), ("last-modified", ago(100_000))];
+        if parts.next() == Some("public") {
+            headers.push(("cache-control", "public".into()));
+        }
+        headers
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    for path in ["/200/a", "/404/a", "/410/a", "/599/public"] {
+        assert_eq!(
+            x_caches(&edge, path, 2).await,
+            ["TCP_MISS", "TCP_HIT"],
+            "{path}"
+        );
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
+    // Neither heuristically cacheable nor `public`: the origin's word only.
+    assert_eq!(
+        x_caches(&edge, "/302/a", 2).await,
+        ["UNCACHEABLE", "UNCACHEABLE"]
+    );
+
+    let off = TestEdge::with_routes(
+        "defaults:\n  cache_heuristic_max: 0s\n",
+        &site(origin.addr()),
+    )
+    .await;
+    // Stored stale (it has a validator), so every use goes to the origin.
+    let x_cache = x_caches(&off, "/200/b", 2).await;
+    assert_ne!(x_cache[1], "TCP_HIT", "{x_cache:?}");
+    assert_eq!(origin.count_path("/200/b"), 2);
+}
+
 /// RFC 9213: `CDN-Cache-Control` is the edge's policy when present; `Cache-Control` and
 /// `Expires` still reach the client as the origin sent them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,36 @@ routes:
 }
 
 #[test]
+fn bad_node_duration() {
+    let node = "\
+name: test-node
+listeners:
+  - address: 127.0.0.1:8080
+rules_dir: rules
+access_log: off
+defaults:
+  cache_heuristic_max: a week
+";
+    let routes = "\
+origin_groups:
+  - name: web
+    origins:
+      - address: 127.0.0.1:9
+routes:
+  - name: site
+    patterns: [\"/*\"]
+    origin_group: web
+";
+    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    out.error(
+        "portico.yaml:7:3",
+        "defaults.cache_heuristic_max",
+        "\"a week\" is not a duration",
+    );
+    assert_eq!(out.error_count(), 1, "{}", out.stdout);
+}
+
+#[test]
 fn duplicate_route_name() {
     let out = check_routes(
         "\

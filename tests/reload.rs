@@ -123,6 +123,36 @@ async fn listener_changes_are_refused_with_where_and_why() {
     assert_eq!(body(&edge, "/web/x").await, (200, "A /web/x".to_string()));
 }
 
+/// The node's defaults belong to a generation like the rules: a reload that sets
+/// `cache_default_ttl` has the next silent response stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_default_ttl() {
+    let (origin, _) = named_origin("silent").await;
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n  - name: web\n    origins:\n{}",
+        origin_yaml("silent", origin.addr(), 1, 1)
+    );
+    let edge = TestEdge::start(&node_yaml(""), &rules).await;
+    let x_cache = |path: &'static str| {
+        let url = edge.url(path);
+        async move {
+            let response = client().get(url).send().await.expect("request");
+            let x_cache = response.headers()["x-cache"].to_str().unwrap().to_string();
+            (response.status().as_u16(), x_cache)
+        }
+    };
+    assert_eq!(x_cache("/a").await, (200, "UNCACHEABLE".into()));
+    assert_eq!(x_cache("/a").await, (200, "UNCACHEABLE".into()));
+
+    let node = edge.dir.path().join("portico.yaml");
+    let text = std::fs::read_to_string(&node).unwrap();
+    std::fs::write(&node, format!("{text}defaults:\n  cache_default_ttl: 1h\n")).unwrap();
+    assert_eq!(edge.reload().await.0, 200);
+    assert_eq!(x_cache("/b").await, (200, "TCP_MISS".into()));
+    assert_eq!(x_cache("/b").await, (200, "TCP_HIT".into()));
+    assert_eq!(origin.count_path("/b"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_a_reload_leaves_alone_keep_their_health() {
     let (alive, _) = named_origin("alive").await;

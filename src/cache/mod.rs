@@ -50,8 +50,6 @@ pub struct EdgeCache {
     predictor: &'static Predictor<16>,
     lock_timeout: Duration,
     max_object_bytes: usize,
-    /// Freshness for a storable response whose origin gives none (`0s`: not stored).
-    pub default_ttl: Duration,
 }
 
 impl EdgeCache {
@@ -78,7 +76,6 @@ impl EdgeCache {
             predictor,
             lock_timeout: settings.cache_lock_timeout,
             max_object_bytes: max_object,
-            default_ttl: settings.cache_default_ttl,
         }))
     }
 

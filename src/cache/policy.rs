@@ -36,6 +36,8 @@ pub struct Freshness {
     pub behavior: CacheBehavior,
     pub duration: Option<Duration>,
     pub default_ttl: Duration,
+    /// The longest lifetime RFC 9111 §4.2.2's `Last-Modified` heuristic gives (`0s`: none).
+    pub heuristic_max: Duration,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
 }
@@ -203,18 +205,32 @@ pub fn admit(
     let heuristic = status_is_heuristic(status);
     let origin_ttl = origin_lifetime(control.as_ref(), targeted, response, now)
         .map(|lifetime| lifetime.saturating_sub(age));
+    // RFC 9111 §4.2.2: a heuristically cacheable status, or any marked `public`, may get a
+    // lifetime from its `Last-Modified` when the origin gives none.
+    let public = control.as_ref().is_some_and(|cc| cc.public());
+    let from_last_modified = || {
+        (heuristic || public)
+            .then(|| heuristic_lifetime(response, freshness.heuristic_max, now))
+            .flatten()
+            .map(|lifetime| lifetime.saturating_sub(age))
+    };
+    // A configured default is the operator's word: it wins over the heuristic.
+    let silent_origin = || match freshness.default_ttl {
+        Duration::ZERO => from_last_modified().unwrap_or(Duration::ZERO),
+        configured => configured,
+    };
     // A configured lifetime applies only to heuristically cacheable statuses; any other
     // status is stored on the origin's word alone.
     let ttl = if heuristic {
         Some(match freshness.behavior {
-            CacheBehavior::HonorOrigin => origin_ttl.unwrap_or(freshness.default_ttl),
+            CacheBehavior::HonorOrigin => origin_ttl.unwrap_or_else(silent_origin),
             CacheBehavior::OverrideAlways => freshness.duration.unwrap_or(freshness.default_ttl),
             CacheBehavior::OverrideIfOriginMissing => origin_ttl
                 .or(freshness.duration)
-                .unwrap_or(freshness.default_ttl),
+                .unwrap_or_else(silent_origin),
         })
     } else {
-        origin_ttl
+        origin_ttl.or_else(from_last_modified)
     };
     let overridden = heuristic && freshness.behavior == CacheBehavior::OverrideAlways;
     let Some(ttl) = ttl else {
@@ -280,6 +296,24 @@ fn origin_lifetime(
     };
     let date = date_value(response).unwrap_or(now);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// RFC 9111 §4.2.2's heuristic, as the RFC suggests it: a tenth of the time between the
+/// response's `Last-Modified` and its `Date` (a document unchanged for ten days is likely
+/// to stay so for one more), at most `max`. `None` without a valid `Last-Modified`, or
+/// with one after `Date`.
+fn heuristic_lifetime(
+    response: &ResponseHeader,
+    max: Duration,
+    now: SystemTime,
+) -> Option<Duration> {
+    if max.is_zero() {
+        return None;
+    }
+    let modified = http_date(response.headers.get(header::LAST_MODIFIED)?.as_bytes())?;
+    let date = date_value(response).unwrap_or(now);
+    let unchanged_for = date.duration_since(modified).ok()?;
+    Some((unchanged_for / 10).min(max))
 }
 
 /// An HTTP-date in any of the three formats a recipient must accept (RFC 9110 §5.6.7):
@@ -503,6 +537,7 @@ mod tests {
         behavior: CacheBehavior::HonorOrigin,
         duration: None,
         default_ttl: Duration::ZERO,
+        heuristic_max: Duration::from_secs(86_400),
         stale_while_revalidate: None,
         stale_if_error: None,
     };
@@ -810,6 +845,70 @@ mod tests {
         let mut switching = response(101, &[("connection", "upgrade"), ("upgrade", "websocket")]);
         strip_hop_by_hop(&mut switching, false);
         assert!(switching.headers.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn last_modified_gives_a_tenth_of_its_age_when_nothing_else_gives_a_lifetime() {
+        let now = second();
+        let date = httpdate::fmt_http_date(now);
+        let ago = |secs: u64| httpdate::fmt_http_date(now - Duration::from_secs(secs));
+        let unchanged_for = |status: u16, secs: u64, extra: &[(&str, &str)]| {
+            let mut r = response(status, extra);
+            r.append_header("date", &date).unwrap();
+            r.append_header("last-modified", ago(secs)).unwrap();
+            r
+        };
+        let lifetime = |r: &ResponseHeader, f: &Freshness| ttl(&admit_at(r, f, now).unwrap(), now);
+        // Every heuristically cacheable status, and any other marked `public`.
+        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert_eq!(
+                lifetime(&unchanged_for(status, 100_000, &[]), &HONOR),
+                10_000
+            );
+        }
+        let public = [("cache-control", "public")];
+        assert_eq!(
+            lifetime(&unchanged_for(599, 100_000, &public), &HONOR),
+            10_000
+        );
+        assert!(admit_at(&unchanged_for(302, 100_000, &[]), &HONOR, now).is_err());
+        // At most `heuristic_max`; less the age it arrives with.
+        assert_eq!(
+            lifetime(&unchanged_for(200, 9_000_000, &[]), &HONOR),
+            86_400
+        );
+        let aged = unchanged_for(200, 100_000, &[("age", "1000")]);
+        assert_eq!(lifetime(&aged, &HONOR), 9_000);
+        // The origin's word and a configured default win; `0s` turns the heuristic off, and
+        // so do `no-cache` and a `Last-Modified` after `Date` (stored stale: validators).
+        let said = unchanged_for(200, 100_000, &[("cache-control", "max-age=5")]);
+        assert_eq!(lifetime(&said, &HONOR), 5);
+        let hour = Freshness {
+            default_ttl: Duration::from_secs(3_600),
+            ..HONOR
+        };
+        assert_eq!(lifetime(&unchanged_for(200, 100_000, &[]), &hour), 3_600);
+        let off = Freshness {
+            heuristic_max: Duration::ZERO,
+            ..HONOR
+        };
+        assert_eq!(lifetime(&unchanged_for(200, 100_000, &[]), &off), 0);
+        let no_cache = unchanged_for(200, 100_000, &[("cache-control", "no-cache")]);
+        assert_eq!(lifetime(&no_cache, &HONOR), 0);
+        let mut future = response(200, &[("date", &date)]);
+        future
+            .append_header(
+                "last-modified",
+                httpdate::fmt_http_date(now + Duration::from_secs(60)),
+            )
+            .unwrap();
+        assert_eq!(lifetime(&future, &HONOR), 0);
+        // override_always ignores the origin, its `Last-Modified` too.
+        let always = Freshness {
+            behavior: CacheBehavior::OverrideAlways,
+            ..HONOR
+        };
+        assert_eq!(lifetime(&unchanged_for(200, 100_000, &[]), &always), 0);
     }
 
     #[test]

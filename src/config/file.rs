@@ -210,6 +210,9 @@ pub struct FileDefaults {
     /// TTL for cacheable responses whose origin gives no freshness information.
     #[serde(default)]
     pub cache_default_ttl: Option<String>,
+    /// The longest lifetime the `Last-Modified` heuristic gives (`0s`: no heuristic).
+    #[serde(default)]
+    pub cache_heuristic_max: Option<String>,
     /// Timeouts towards origins, for groups that do not set their own.
     #[serde(default)]
     pub origin_timeouts: Option<FileOriginTimeouts>,

@@ -99,6 +99,9 @@ pub struct NodeSettings {
     pub tunnel_splice: bool,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
+    /// RFC 9111 §4.2.2's heuristic (a tenth of the time since `Last-Modified`) gives at
+    /// most this lifetime (`0s`: none), where the origin and `cache_default_ttl` give none.
+    pub cache_heuristic_max: Duration,
     /// Origin groups without `timeouts` use these.
     pub origin_timeouts: OriginTimeouts,
     pub cache_memory_bytes: u64,

@@ -30,6 +30,9 @@ pub const DEFAULT_RULES_DIR: &str = "../rules";
 pub const DEFAULT_TUNNEL_LINGER: Duration = Duration::from_secs(5);
 /// Pingora's own default place for the upgrade socket, with Portico's name.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portico_upgrade.sock";
+/// A day: long enough to spare the origin, short enough that a wrong guess mends itself
+/// (RFC 9111 §4.2.2 sets no bound).
+const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
 const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 const DEFAULT_MAX_OBJECT_BYTES: u64 = 128 << 20;
 
@@ -198,6 +201,13 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
         defaults.and_then(|d| d.cache_default_ttl.as_deref()),
         Duration::ZERO,
     );
+    let cache_heuristic_max = duration_field(
+        report,
+        file,
+        "defaults.cache_heuristic_max",
+        defaults.and_then(|d| d.cache_heuristic_max.as_deref()),
+        DEFAULT_HEURISTIC_MAX,
+    );
 
     let origin_timeouts = super::timeouts::build_origin_timeouts(
         report,
@@ -261,6 +271,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             tunnel_splice: server.and_then(|s| s.tunnel_splice).unwrap_or(false),
             access_log,
             cache_default_ttl,
+            cache_heuristic_max,
             origin_timeouts,
             cache_memory_bytes,
             cache_max_object_bytes,

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn timeouts_log_target_and_drain_settings_may_change() {
         let changed = node(&format!(
-            "{}server:\n  drain_delay: 1s\n  tunnel_drain_timeout: 2s\ndefaults:\n  tunnel_idle_timeout: 1m\n  cache_default_ttl: 1h\n",
+            "{}server:\n  drain_delay: 1s\n  tunnel_drain_timeout: 2s\ndefaults:\n  tunnel_idle_timeout: 1m\n  cache_default_ttl: 1h\n  cache_heuristic_max: 2h\n",
             BASE.replace("access_log: off", "access_log: stdout")
         ));
         assert!(needs_restart(&node(BASE), &changed).is_empty());

@@ -89,9 +89,8 @@ pub fn admit_response(
     session: &Session,
     response: &ResponseHeader,
     ctx: &mut RequestCtx,
-    cache: &EdgeCache,
 ) -> RespCacheable {
-    let Some(freshness) = freshness(ctx, cache) else {
+    let Some(freshness) = freshness(ctx) else {
         return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
     };
     let received = Received {
@@ -280,13 +279,17 @@ pub fn not_modified(session: &Session, response: &ResponseHeader) -> bool {
     conditional::not_modified(session.req_header(), response)
 }
 
-fn freshness(ctx: &RequestCtx, cache: &EdgeCache) -> Option<Freshness> {
+/// What the route and the node say about freshness, from the request's configuration
+/// generation (so a reload changes the node's defaults too).
+fn freshness(ctx: &RequestCtx) -> Option<Freshness> {
     let (snapshot, decision) = (ctx.snapshot.as_ref()?, ctx.decision.as_ref()?);
     let route = snapshot.engine.route(decision.route);
+    let node = &snapshot.engine.config.node;
     Some(Freshness {
         behavior: decision.cache_behavior,
         duration: decision.cache_duration,
-        default_ttl: cache.default_ttl,
+        default_ttl: node.cache_default_ttl,
+        heuristic_max: node.cache_heuristic_max,
         stale_while_revalidate: route.cache.stale_while_revalidate,
         stale_if_error: route.cache.stale_if_error,
     })

@@ -251,7 +251,7 @@ impl ProxyHttp for Portico {
         response: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        Ok(caching::admit_response(session, response, ctx, self.cache))
+        Ok(caching::admit_response(session, response, ctx))
     }
 
     fn cache_hit_head(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead> {
