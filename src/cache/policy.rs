@@ -16,6 +16,9 @@
 //!   `no-store`, RFC 9111 §5.2.2.3); a configured lifetime (the
 //!   route's `duration`, `cache_default_ttl`) only applies to the statuses RFC 9110 §15.1
 //!   calls heuristically cacheable (206 is never stored: ranges come from whole objects);
+//! - a response the origin gives no lifetime gets `cache_default_ttl` when one is set, else
+//!   RFC 9111 §4.2.2's heuristic (a tenth of the time since `Last-Modified`, at most
+//!   `cache_heuristic_max`) if its status is heuristically cacheable or it is `public`;
 //! - the age a response arrives with is RFC 9111 §4.2.3's corrected initial age (the
 //!   origin's `Date` and any upstream `Age`), in whole seconds as both are; the origin's
 //!   lifetime (`max-age`, `s-maxage`, `Expires` − `Date`) is shortened by it; a route's
