@@ -327,6 +327,60 @@ async fn a_shield_that_resets_before_answering_is_skipped() {
     assert_eq!(origin.count(), 40);
 }
 
+/// A shield that takes the request and never answers does not hold the edge's client: the
+/// origin group's `first_byte`, plus the shield's head start (the edge's cache lock wait
+/// and the group's connect and handshake), gets the client a 504 with the reason.
+#[tokio::test]
+async fn a_shield_that_never_answers_is_a_504_in_time() {
+    let origin = cached_origin().await;
+    let rules = rules(origin.addr()).replace(
+        "        host_header: origin.internal\n",
+        "        host_header: origin.internal\n    timeouts: { connect: 100ms, tls_handshake: 200ms, first_byte: 300ms, total: 2s }\n",
+    );
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = silent.accept().await.unwrap();
+            // Reads whatever comes and never writes, until the edge hangs up.
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf).await, Ok(1..)) {}
+            });
+        }
+    });
+    let edge_extra =
+        format!("shields: [\"{silent_addr}\"]\n{SHIELD_PROBE}cache:\n  lock_timeout: 100ms\n");
+    let edge = FleetNode::start(
+        "edge-0",
+        &node_yaml("edge-0", &edge_extra),
+        &rules,
+        reserve(),
+    );
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().get(edge.url("/objects/1")).send(),
+    )
+    .await
+    .expect("answered, not held by the silent shield")
+    .expect("a response");
+    let waited = started.elapsed();
+    assert_eq!(answer.status(), 504);
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.contains("no response head within 600ms") && body.contains("timeouts.first_byte"),
+        "{body}"
+    );
+    assert!(waited >= Duration::from_millis(600), "{waited:?}");
+    assert_eq!(
+        origin.count(),
+        0,
+        "the shield, not the edge, fetches from the origin"
+    );
+}
+
 /// A shield's `X-Cache` is believed only from a shield: an origin (or anything in front of
 /// the edge) that says `TCP_HIT` does not make a remote hit.
 #[tokio::test]

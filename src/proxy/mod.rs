@@ -291,17 +291,17 @@ impl ProxyHttp for Portico {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let snapshot = snapshot(ctx)?;
-        let peer = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
-            Some(shield) => shield,
-            None => {
-                let peer = upstream::choose_peer(ctx, &snapshot)?;
-                session.origin_deadlines = ctx
-                    .decision
-                    .as_ref()
-                    .map(|d| upstream::deadlines(&snapshot, d.origin_group));
-                peer
-            }
+        let (peer, towards) = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
+            Some(shield) => (shield, upstream::Towards::Shield),
+            None => (
+                upstream::choose_peer(ctx, &snapshot)?,
+                upstream::Towards::Origin,
+            ),
         };
+        session.origin_deadlines = ctx
+            .decision
+            .as_ref()
+            .map(|d| upstream::deadlines(&snapshot, d.origin_group, towards));
         if let Some(tunnel) = &ctx.tunnel {
             let log = self.tunnel_log(ctx);
             let guard = self.drain.tunnel(log.route(), log.client);

@@ -1,6 +1,8 @@
 //! The origin side: which origin gets the request, how the peer is set up for it
 //! (timeouts, upgrade policy) and what the forwarded request looks like.
 
+use std::time::Duration;
+
 use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
@@ -78,14 +80,36 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     Ok(Box::new(peer))
 }
 
+/// Where a request goes: the origin group, or a shield that fetches from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Towards {
+    Origin,
+    Shield,
+}
+
 /// The group's `first_byte` and `total` deadlines, which the vendored proxy enforces on
-/// the origin's response (Pingora has only a per-read timer).
-pub fn deadlines(snapshot: &Snapshot, origin_group: usize) -> OriginDeadlines {
+/// the upstream's response (Pingora has only a per-read timer). Towards a shield they
+/// start earlier than the shield's own towards the origin by at most its cache lock's
+/// wait and its connect and handshake, so a shield gets that much more: a shield's own
+/// `504`, with its reason, reaches the client rather than the edge's guess.
+pub fn deadlines(snapshot: &Snapshot, origin_group: usize, towards: Towards) -> OriginDeadlines {
     let timeouts = snapshot.engine.config.origin_groups[origin_group].timeouts;
+    let head_start = match towards {
+        Towards::Origin => Duration::ZERO,
+        Towards::Shield => snapshot.engine.config.node.cache_lock_timeout + timeouts.tls_handshake,
+    };
     OriginDeadlines {
-        first_byte: timeouts.first_byte,
-        total: timeouts.total,
+        first_byte: timeouts.first_byte + head_start,
+        total: timeouts.total + head_start,
     }
+}
+
+/// A shield peer's per-read and per-write timeouts: the origin group's, as towards its
+/// origins (the shield relays the origin's pace).
+pub fn apply_shield_timeouts(peer: &mut HttpPeer, snapshot: &Snapshot, origin_group: usize) {
+    let timeouts = snapshot.engine.config.origin_groups[origin_group].timeouts;
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.write);
 }
 
 /// A connection-pool key used once.

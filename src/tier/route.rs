@@ -9,6 +9,9 @@
 //! - A shield that cannot be connected to is skipped for this request (the retry hooks mark
 //!   connect failures retryable); with no usable shield left the request goes to the origin
 //!   group, once, and later attempts are the origin group's.
+//! - A request to a shield has its route's origin group timeouts, with a head start on
+//!   `first_byte` and `total` (`proxy::upstream::deadlines`): a shield that never answers
+//!   holds no client for ever.
 
 use pingora_cache::key::HashBinary;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -52,6 +55,9 @@ pub fn shield_peer(
     ctx.tier.shield = Some(index);
     let mut peer = Box::new(ring.peer(index)?.clone());
     ctx.tier.ring = Some(ring);
+    if let Some(decision) = &ctx.decision {
+        crate::proxy::upstream::apply_shield_timeouts(&mut peer, snapshot, decision.origin_group);
+    }
     // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
     // shield's rules make the same decision (strip it for the origin, store nothing). Sent
     // as a plain GET instead, the shield would cache it like any page.
