@@ -132,15 +132,7 @@ routes:
 
 #[test]
 fn bad_node_duration() {
-    let node = "\
-name: test-node
-listeners:
-  - address: 127.0.0.1:8080
-rules_dir: rules
-access_log: off
-defaults:
-  cache_heuristic_max: a week
-";
+    let node = format!("{NODE}defaults:\n  cache_heuristic_max: a week\n");
     let routes = "\
 origin_groups:
   - name: web
@@ -151,7 +143,7 @@ routes:
     patterns: [\"/*\"]
     origin_group: web
 ";
-    let out = check_files(node, &[("routes.yaml", routes)]).refused();
+    let out = check_files(&node, &[("routes.yaml", routes)]).refused();
     out.error(
         "portico.yaml:7:3",
         "defaults.cache_heuristic_max",
