@@ -94,12 +94,107 @@ async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
             answer.contains("could not read the request"),
             "{case}: {answer}"
         );
+        assert!(
+            answer.contains("x-portico-error: bad-request"),
+            "{case}: {answer}"
+        );
+        assert_dated_now(&answer);
     }
     assert_eq!(origin.count(), 0, "a malformed request reached the origin");
 
     // The node is still serving.
     let fine = client().get(edge.url("/still")).send().await.unwrap();
     assert_eq!(fine.status(), 200);
+}
+
+/// Asserts that `answer` has one `Date`, within a minute of now (RFC 9110 §6.6.1).
+fn assert_dated_now(answer: &str) {
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    let dates: Vec<&str> = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("date"))
+        .map(|(_, value)| value.trim())
+        .collect();
+    assert_eq!(dates.len(), 1, "one Date: {answer}");
+    let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
+    let skew = std::time::SystemTime::now()
+        .duration_since(date)
+        .unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(60), "a stale Date: {answer}");
+}
+
+/// RFC 9112 §3.2: a request line whose target holds whitespace or a control character is
+/// refused, not corrected and forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_with_whitespace_or_controls_is_a_400_not_a_correction() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    for request in [
+        &b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a?q=\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET  /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let answer = exchange(edge.addr, request).await;
+        assert_refused(
+            &answer,
+            400,
+            "whitespace or a control character in its target",
+        );
+    }
+    assert_eq!(origin.count(), 0, "a corrected target reached the origin");
+    // Bytes outside ASCII and visible ASCII that URIs leave out still pass, as sent.
+    let answer = exchange(
+        edge.addr,
+        "GET /caf\u{e9}/\"q\" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
+
+/// CONNECT is refused with a reason and the connection closed (what follows it would be
+/// a tunnel's bytes, not a request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_a_405_that_says_so_and_closes() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    let answer = exchange(
+        edge.addr,
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n\x16\x03\x01",
+    )
+    .await;
+    assert_refused(&answer, 405, "CONNECT is not served by this edge");
+    assert!(
+        answer.contains("x-portico-error: connect-refused"),
+        "{answer}"
+    );
+    assert_dated_now(&answer);
+    assert_eq!(origin.count(), 0);
+}
+
+/// RFC 9110 §8.6: a `Content-Length` repeated (as a list or on two lines) with one value
+/// reaches the origin once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_content_length_reaches_the_origin_once() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    for head in [
+        "Content-Length: 2, 2\r\n",
+        "Content-Length: 2\r\nContent-Length: 2\r\n",
+        "Content-Length: 2,2, 2\r\n",
+    ] {
+        let request = format!("POST /up HTTP/1.1\r\nHost: a\r\n{head}Connection: close\r\n\r\nab");
+        let answer = exchange(edge.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{head:?}: {answer}");
+    }
+    for seen in origin.requests() {
+        let lengths: Vec<_> = seen.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["2"], "{:?}", seen.headers);
+        assert_eq!(seen.body, "ab");
+    }
+    assert_eq!(origin.count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

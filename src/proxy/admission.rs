@@ -164,8 +164,8 @@ fn normal_host(request: &pingora_http::RequestHeader) -> Result<Option<HeaderVal
 
 /// Requests refused before routing: an HTTP/1.1 request without `Host` (RFC 9112 §3.2: a
 /// proxy that guessed would route it somewhere the client never named; Pingora already
-/// refuses a second `Host` line), loops, CONNECT, and paths with dot segments (which an
-/// origin could resolve outside the pattern the route matched).
+/// refuses a second `Host` line, and `CONNECT`: `limits::head_error`), loops, and paths
+/// with dot segments (which an origin could resolve outside the pattern the route matched).
 fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
     let request = session.req_header();
     let no_host = request.version == http::Version::HTTP_11 && raw_host(request).is_none();
@@ -189,14 +189,6 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
             status: 508,
             error: "loop-detected",
             body: format!("loop detected: this request already passed through {node} (CDN-Loop)"),
-            location: None,
-        });
-    }
-    if request.method == http::Method::CONNECT {
-        return Some(EdgeAnswer {
-            status: 405,
-            error: "connect-refused",
-            body: "CONNECT is not served by this edge".into(),
             location: None,
         });
     }

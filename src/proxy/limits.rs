@@ -9,7 +9,7 @@
 //! echo the client's cookies and credentials back through the edge).
 
 use bytes::Bytes;
-use pingora_error::Error;
+use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::respond::EdgeAnswer;
@@ -19,7 +19,8 @@ use crate::connection::HeadLimit;
 /// No standard method is longer (`UPDATEREDIRECTREF` is 17 bytes).
 const MAX_METHOD_LEN: usize = 32;
 
-/// The methods the edge implements. `CONNECT` passes here and gets its 405 from admission.
+/// The methods the edge implements. `CONNECT` never gets here: Pingora refuses it first
+/// (405, worded by [`head_error`]).
 const IMPLEMENTED: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT",
 ];
@@ -57,6 +58,28 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
         ));
     }
     framing_refusal(request)
+}
+
+/// RFC 9110 §8.6: a `Content-Length` that came as a list of one repeated value (`2, 2`) or
+/// on several lines goes on as one value, so no origin that refuses the repetition, or
+/// reads only one of the lines, sees it. Pingora has already refused values that disagree,
+/// and [`refusal`] any that is not a number.
+pub fn merge_content_length(request: &mut RequestHeader) {
+    let mut values = request.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let one = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default();
+    if let Ok(one) = http::HeaderValue::from_bytes(one.trim_ascii()) {
+        let _ = request.insert_header(http::header::CONTENT_LENGTH, one);
+    }
 }
 
 /// The refusal for a method the edge does not implement. Asked after a shield has served
@@ -120,8 +143,10 @@ fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static>
     }
 }
 
-/// The edge's answer to a head it stopped reading ([`HeadLimit`]) or Pingora could not
-/// parse for too many lines; `None` leaves the rest to Pingora (400 with its reason).
+/// The edge's answer to a request head it did not take: one it stopped reading
+/// ([`HeadLimit`]), one Pingora could not parse (too many lines: 431; anything else: 400
+/// with Pingora's reason) or a `CONNECT` (405: Pingora refuses the method before any hook
+/// runs). `None` (a broken connection) leaves it to Pingora, which closes in silence.
 pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, Bytes)> {
     let cause = e.root_cause();
     let limit = cause
@@ -138,6 +163,19 @@ pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, B
             format!(
                 "the request has more header fields than this edge takes ({})",
                 limits.max_headers
+            ),
+        ),
+        None if e.etype() == &ErrorType::HTTPStatus(405) => (
+            405,
+            "connect-refused",
+            "CONNECT is not served by this edge".into(),
+        ),
+        None if e.etype() == &ErrorType::InvalidHTTPHeader => (
+            400,
+            "bad-request",
+            format!(
+                "the edge could not read the request (InvalidHTTPHeader): {}",
+                e.context.as_ref().map_or("malformed", |c| c.as_str())
             ),
         ),
         None => return None,
@@ -158,4 +196,38 @@ pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, B
         .insert_header(http::header::CONNECTION, "close")
         .ok()?;
     Some((header, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lengths: &[&str]) -> RequestHeader {
+        let mut request = RequestHeader::build("POST", b"/", None).unwrap();
+        for length in lengths {
+            request
+                .append_header(http::header::CONTENT_LENGTH, *length)
+                .unwrap();
+        }
+        request
+    }
+
+    fn lengths(request: &RequestHeader) -> Vec<&[u8]> {
+        let all = request.headers.get_all(http::header::CONTENT_LENGTH);
+        all.iter().map(|v| v.as_bytes()).collect()
+    }
+
+    #[test]
+    fn a_repeated_content_length_becomes_one() {
+        for sent in [&["2, 2"][..], &["2", "2"], &[" 2 ,2"], &["2", "2, 2"]] {
+            let mut merged = request(sent);
+            merge_content_length(&mut merged);
+            assert_eq!(lengths(&merged), [b"2"], "{sent:?}");
+        }
+        for sent in [&[][..], &["2"]] {
+            let mut kept = request(sent);
+            merge_content_length(&mut kept);
+            assert_eq!(lengths(&kept), lengths(&request(sent)));
+        }
+    }
 }

@@ -212,6 +212,7 @@ impl ProxyHttp for Portico {
             session.set_keepalive(None);
             return answer.send(session, ctx).await.map(|_| true);
         }
+        limits::merge_content_length(session.req_header_mut());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         if crate::tier::purge::serve(session, ctx, self.cache).await? {
             return Ok(true);

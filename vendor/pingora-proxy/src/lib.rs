@@ -408,12 +408,16 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
+            // PORTICO PATCH (request head errors): the application may word the 405; it
+            // was an empty one.
+            let refusal = Error::explain(HTTPStatus(405), "the CONNECT method is not served");
+            let answer = match self.inner.request_head_error(&refusal) {
+                Some((header, body)) => downstream_session.write_error_response(header, body).await,
+                None => downstream_session.respond_error(405).await,
+            };
+            answer.unwrap_or_else(|e| {
+                error!("failed to send error response to downstream: {e}");
+            });
             downstream_session.shutdown().await;
             return None;
         }

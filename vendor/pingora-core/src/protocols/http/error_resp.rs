@@ -27,8 +27,9 @@ pub fn gen_error_response(code: u16) -> ResponseHeader {
     let mut resp = ResponseHeader::build(code, Some(4)).unwrap();
     resp.insert_header(header::SERVER, &SERVER_NAME[..])
         .unwrap();
-    resp.insert_header(header::DATE, "Sun, 06 Nov 1994 08:49:37 GMT")
-        .unwrap(); // placeholder
+    // PORTICO PATCH (a response's own Date kept): was a placeholder `Date` of 1994, which
+    // the server replaced on every write. It now keeps a response's own `Date`, so the
+    // placeholder went out as is; without one, the current time goes in when it is written.
     resp.insert_header(header::CONTENT_LENGTH, "0").unwrap();
     resp.insert_header(header::CACHE_CONTROL, "private, no-store")
         .unwrap();
