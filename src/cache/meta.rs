@@ -366,10 +366,14 @@ pub struct StoredMeta {
     pub stale_if_error_sec: u32,
     pub variance: Option<HashBinary>,
     pub header: StoredHeader,
+    /// Its cache tags (`cache::tags`), normalised: here rather than fixed with the object,
+    /// because a revalidation's `304` may change them with the rest of the header.
+    pub tags: Box<[Box<str>]>,
 }
 
 impl StoredMeta {
-    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
+    /// The stored form of `meta`, tagged `tags` (taken from its header by the store).
+    pub fn from_meta(meta: &CacheMeta, tags: Box<[Box<str>]>) -> StoredMeta {
         StoredMeta {
             fresh_until: meta.fresh_until().into(),
             updated: meta.updated().into(),
@@ -377,6 +381,7 @@ impl StoredMeta {
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
             header: StoredHeader::from_header(meta.response_header()),
+            tags,
         }
     }
 

@@ -101,9 +101,8 @@ pub struct Object {
     pub hash: HashBinary,
     /// The cache key's text (`host/path?query`), for purges by domain and path.
     pub label: Box<str>,
-    /// Its cache tags (`cache::tags`), normalised.
-    pub tags: Box<[Box<str>]>,
-    /// Replaced whole by a revalidation or a soft purge; held only while it is copied.
+    /// Replaced whole by a revalidation or a soft purge; held only while it is copied. Its
+    /// lock is taken last, inside the store's index and shard locks.
     meta: RwLock<StoredMeta>,
     body: Body,
     /// The bytes the store accounted for this object when it was committed (0 while it
@@ -122,7 +121,6 @@ impl Object {
         primary: HashBinary,
         hash: HashBinary,
         label: Box<str>,
-        tags: Box<[Box<str>]>,
         meta: StoredMeta,
     ) -> Object {
         Object {
@@ -130,7 +128,6 @@ impl Object {
             primary,
             hash,
             label,
-            tags,
             meta: RwLock::new(meta),
             body: Body::Other(Box::new(OtherBody::Filling(Fill {
                 chunks: RwLock::default(),
@@ -205,11 +202,9 @@ impl Object {
     /// What the object costs besides its body: key text, header, tags and its index entries
     /// (one per tag, one for its host). Reserved when its fill starts.
     pub fn overhead(&self) -> usize {
-        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
-        self.label.len()
-            + self.meta.read().weight()
-            + tags
-            + (self.tags.len() + 1) * INDEX_ENTRY_BYTES
+        let meta = self.meta.read();
+        let tags: usize = meta.tags.iter().map(|t| t.len() + 16).sum();
+        self.label.len() + meta.weight() + tags + (meta.tags.len() + 1) * INDEX_ENTRY_BYTES
     }
 
     /// The bytes the store accounts for this committed object.
@@ -293,7 +288,6 @@ impl Object {
             primary: self.primary,
             hash: self.hash,
             label: self.label.clone(),
-            tags: self.tags.clone(),
             meta: RwLock::new(meta),
             body,
             accounted,
@@ -481,8 +475,9 @@ pub(super) mod tests {
             stale_if_error_sec: 0,
             variance: None,
             header: StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap()),
+            tags: Box::default(),
         };
-        let object = Object::filling(id, [0; 16], [0; 16], "h/p".into(), Box::default(), meta);
+        let object = Object::filling(id, [0; 16], [0; 16], "h/p".into(), meta);
         for chunk in chunks {
             object.append(Bytes::from_static(chunk.as_bytes()));
         }
@@ -523,7 +518,6 @@ pub(super) mod tests {
             [0; 16],
             [0; 16],
             "h/p".into(),
-            Box::default(),
             meta_object.meta().clone(),
         ));
         let mut reader = filling.reader();
@@ -549,14 +543,7 @@ pub(super) mod tests {
         meta.header = StoredHeader::from_header(&header);
         let big: &'static str = "x".repeat(WITH_TEXT_UP_TO).leak();
         for (chunks, shared) in [(["ab", "cd"], true), ([big, "y"], false)] {
-            let filling = Object::filling(
-                1,
-                [0; 16],
-                [0; 16],
-                "h/p".into(),
-                Box::default(),
-                meta.clone(),
-            );
+            let filling = Object::filling(1, [0; 16], [0; 16], "h/p".into(), meta.clone());
             for chunk in chunks {
                 filling.append(Bytes::from_static(chunk.as_bytes()));
             }
@@ -592,7 +579,6 @@ pub(super) mod tests {
             [0; 16],
             [0; 16],
             "h/p".into(),
-            Box::default(),
             object(1, &[]).meta().clone(),
         ));
         let mut fast = filling.reader();

@@ -192,7 +192,7 @@ struct Index {
 
 impl Index {
     fn add(&mut self, object: &Arc<Object>) {
-        for tag in object.tags.iter() {
+        for tag in object.meta().tags.iter() {
             self.by_tag
                 .entry(tag.clone())
                 .or_default()
@@ -219,7 +219,7 @@ impl Index {
                 }
             }
         }
-        for tag in object.tags.iter() {
+        for tag in object.meta().tags.iter() {
             take(&mut self.by_tag, tag, object.id);
         }
         take(&mut self.by_host, object.host(), object.id);
@@ -479,7 +479,7 @@ impl MemoryStore {
             examined: candidates.len() + fills.len(),
         };
         for object in candidates {
-            if !purge.matches(&object.label, &object.tags) {
+            if !purge.matches(&object.label, &object.meta().tags) {
                 continue;
             }
             let done = if purge.soft {
@@ -490,7 +490,7 @@ impl MemoryStore {
             count.purged += usize::from(done);
         }
         for fill in fills {
-            if !purge.matches(&fill.label, &fill.tags) {
+            if !purge.matches(&fill.label, &fill.meta().tags) {
                 continue;
             }
             if purge.soft {
@@ -674,8 +674,7 @@ impl Storage for MemoryStore {
             key.primary_bin(),
             hash,
             label,
-            tags,
-            StoredMeta::from_meta(meta),
+            StoredMeta::from_meta(meta, tags),
         ));
         let overhead = object.overhead();
         if !self.reserve(overhead) {
@@ -770,6 +769,10 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let hash = key.combined_bin();
+        let tags = super::tags::of_response(meta.response_header(), &self.tag_headers);
+        let stored = StoredMeta::from_meta(meta, tags);
+        // The index's lock first, as everywhere: the `304` may have changed the tags.
+        let mut index = self.index.lock();
         let shard = self.shard(&key.primary_bin()).lock();
         let Some(object) = shard
             .slots
@@ -778,7 +781,15 @@ impl Storage for MemoryStore {
         else {
             return Ok(false);
         };
-        object.set_meta(StoredMeta::from_meta(meta));
+        // Its weight stays what was accounted at commit, as for a changed header.
+        let retag = object.meta().tags != stored.tags;
+        if retag {
+            index.remove(object);
+        }
+        object.set_meta(stored);
+        if retag {
+            index.add(object);
+        }
         Ok(true)
     }
 

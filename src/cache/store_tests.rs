@@ -408,6 +408,29 @@ async fn a_purge_by_tag_examines_only_the_tagged_objects() {
 }
 
 #[tokio::test]
+async fn a_revalidation_that_changes_the_tags_retags_the_object() {
+    let store = tagged_store(1 << 20);
+    let key = CacheKey::new("h/retag", "");
+    fill_tagged(store, &key, "old shared", b"x").await;
+    let span = Span::inactive();
+    let updated = store
+        .update_meta(&key, &meta_tagged("new, shared"), &span.handle())
+        .await
+        .unwrap();
+    assert!(updated);
+    assert_eq!(purge(store, r#"{"tags": ["old"]}"#), 0);
+    let count = store.apply_purge(&Purge::parse(br#"{"tags": ["new"]}"#).unwrap());
+    assert_eq!((count.purged, count.examined), (1, 1));
+    assert_eq!((store.objects(), store.bytes(), store.used()), (0, 0, 0));
+    // The index forgot every tag it had: no entry is left behind under any of them.
+    for tag in ["old", "new", "shared"] {
+        let body = format!(r#"{{"tags": ["{tag}"]}}"#);
+        let count = store.apply_purge(&Purge::parse(body.as_bytes()).unwrap());
+        assert_eq!(count.examined, 0, "{tag}");
+    }
+}
+
+#[tokio::test]
 async fn a_soft_purge_marks_stale_and_keeps_the_object() {
     let store = tagged_store(1 << 20);
     let span = Span::inactive();
