@@ -195,6 +195,57 @@ async fn the_head_deadline_spares_slow_bodies_and_keep_alive_waits() {
     );
 }
 
+/// Bytes of a body too large for the sockets' buffers on loopback: the edge's writes wait.
+const UNREAD_BODY: usize = 32 << 20;
+
+/// Asks `path` on a new connection, reads nothing for `stall`, then reads until the edge
+/// closes (10 s at most); the bytes that came.
+async fn read_after_stalling(edge: &TestEdge, path: &str, stall: Duration) -> usize {
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The stall is the case under test: a client that stops reading.
+    tokio::time::sleep(stall).await;
+    let mut got = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            got += n;
+        }
+    });
+    assert!(read.await.is_ok(), "the edge kept the connection open");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
+    let origin = TestOrigin::start(std::sync::Arc::new(|_: &common::origin::Recorded| {
+        let mut response = http::Response::new(bytes::Bytes::from(vec![b'x'; UNREAD_BODY]));
+        response
+            .headers_mut()
+            .insert("cache-control", "max-age=600".parse().unwrap());
+        response
+    }))
+    .await;
+    let rules = format!(
+        "routes:\n  - name: hits\n    patterns: [\"/hit/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\nrule_sets: []\norigin_groups:\n{}",
+        group_yaml("web", origin.addr())
+    );
+    let node = "limits:\n  send_timeout: 500ms\ncache:\n  max_object_bytes: 64MiB\n";
+    let edge = TestEdge::with_routes(node, &rules).await;
+    // A client that reads keeps up, however long the whole body takes.
+    let whole = read_after_stalling(&edge, "/hit/a", Duration::ZERO).await;
+    assert!(whole > UNREAD_BODY, "a reading client got {whole} bytes");
+    // One that stops reading, on a hit (no origin timer runs) and on pass-through.
+    for path in ["/hit/a", "/pass"] {
+        let got = read_after_stalling(&edge, path, Duration::from_secs(3)).await;
+        assert!(
+            got < UNREAD_BODY,
+            "{path}: the edge waited, {got} bytes came"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_over_the_limits_get_431_414_400_or_501_and_reach_no_origin() {
     let origin = TestOrigin::ok(&[]).await;

@@ -137,6 +137,9 @@ pub struct FileLimits {
     /// How long a connection may wait for its next request.
     #[serde(default)]
     pub keepalive_timeout: Option<String>,
+    /// How long a write to a client may wait for it to read.
+    #[serde(default)]
+    pub send_timeout: Option<String>,
     /// How long a client on a TLS listener has to finish its handshake, from the accept.
     #[serde(default)]
     pub tls_handshake_timeout: Option<String>,

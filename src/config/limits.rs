@@ -5,6 +5,8 @@
 //!   `timeout http-request`, commonly 10s in hardened setups);
 //! - `keepalive_timeout: 60s` (nginx `keepalive_timeout 75s`; HAProxy
 //!   `timeout http-keep-alive`, commonly 10s–60s);
+//! - `send_timeout: 60s` (nginx `send_timeout 60s`; HAProxy `timeout client`, commonly
+//!   30s–60s);
 //! - `tls_handshake_timeout: 10s` (nginx: `client_header_timeout 60s` covers the
 //!   handshake; HAProxy `timeout client-hs`, falling back to `timeout client`);
 //! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
@@ -28,6 +30,7 @@ use super::model::ClientLimits;
 pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
     request_head_timeout: Duration::from_secs(10),
     keepalive_timeout: Duration::from_secs(60),
+    send_timeout: Duration::from_secs(60),
     tls_handshake_timeout: Duration::from_secs(10),
     max_request_head: 64 << 10,
     max_headers: 100,
@@ -79,6 +82,7 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         raw.keepalive_timeout.as_deref(),
         d.keepalive_timeout,
     );
+    let send_timeout = timeout("send_timeout", raw.send_timeout.as_deref(), d.send_timeout);
     let tls_handshake_timeout = timeout(
         "tls_handshake_timeout",
         raw.tls_handshake_timeout.as_deref(),
@@ -180,6 +184,7 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         fd_reserve: fd_reserve.max(16),
         request_head_timeout,
         keepalive_timeout,
+        send_timeout,
         tls_handshake_timeout,
         max_request_head,
         max_headers,

@@ -128,6 +128,9 @@ pub struct ClientLimits {
     pub request_head_timeout: std::time::Duration,
     /// Between the end of a response and the next request's first byte.
     pub keepalive_timeout: std::time::Duration,
+    /// How long one write to a client may wait for the client to read (none of it taken:
+    /// the connection closes).
+    pub send_timeout: std::time::Duration,
     /// From the accept to the end of the TLS handshake, on TLS listeners.
     pub tls_handshake_timeout: std::time::Duration,
     /// Request line plus header fields, in bytes (over it: 431).

@@ -171,6 +171,11 @@ impl ProxyHttp for Portico {
         // The head is in: its deadline no longer applies (the body has Pingora's timer).
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
             guard.head_done();
+        } else if session.downstream_session.is_http2() {
+            // The guard's `send_timeout` covers HTTP/1 writes; HTTP/2 has none of its own.
+            session
+                .downstream_session
+                .set_write_timeout(Some(self.limits.send_timeout));
         }
         // RFC 9112 §9.3.2: requests a client pipelined are answered in order; without this
         // Pingora closes the connection after the first and drops the rest.

@@ -128,6 +128,8 @@ impl Relay {
         // The 101 may still sit in the client connection's write buffer.
         to_client.needs_flush = true;
         let (mut downstream, mut upstream) = (downstream, upstream);
+        // A stalled side is the tunnel's idle timer's to end, not the client's send timeout.
+        HeadGuard::lift_send_timeout(&mut downstream);
         to_origin.write_buffered = !unbuffer_writes(&mut upstream);
         to_client.write_buffered = !unbuffer_writes(&mut downstream);
         let now = Instant::now();
