@@ -195,6 +195,63 @@ async fn origins_a_reload_leaves_alone_keep_their_health() {
     }
 }
 
+/// An origin named in DNS (here a hosts file the test rewrites) is resolved again: when
+/// the name moves, the node reloads and requests follow it; when it stops resolving, the
+/// last address stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_name_that_moves_is_followed() {
+    let first = TestOrigin::ok_on("127.0.0.1:0".parse().unwrap(), &[]).await;
+    let port = first.addr().port();
+    let second = TestOrigin::ok_on(([127, 0, 0, 2], port).into(), &[]).await;
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 app.test\n").unwrap();
+    let node = node_yaml(&format!(
+        "hosts_file: {}\nresolve_interval: 1s\n",
+        hosts.display()
+    ));
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n  - name: web\n    origins:\n      - address: \"app.test:{port}\"\n"
+    );
+    let edge = TestEdge::start(&node, &rules).await;
+    assert_eq!(body(&edge, "/one").await, (200, "origin /one".to_string()));
+    assert_eq!((first.count(), second.count()), (1, 0));
+    let generation = |s: &serde_json::Value| s["configuration"]["generation"].as_u64();
+    let before = generation(&status(&edge).await);
+
+    std::fs::write(&hosts, "127.0.0.2 app.test\n").unwrap();
+    let moved = wait_for_status(&edge, "a reload for the new address", |s| {
+        generation(s) > before
+    })
+    .await;
+    let configuration = &moved["configuration"];
+    assert_eq!(configuration["last_reload"]["trigger"], "dns", "{moved}");
+    assert_eq!(body(&edge, "/two").await, (200, "origin /two".to_string()));
+    assert_eq!((first.count(), second.count()), (1, 1));
+
+    // The name stops resolving: the last address stays, and no reload is tried.
+    std::fs::write(&hosts, "# nothing\n").unwrap();
+    let failed = wait_for_status(&edge, "a failed resolution", |s| {
+        s["configuration"]["origin_names"]["last_error"].is_string()
+    })
+    .await;
+    let rounds = failed["configuration"]["origin_names"]["resolutions"].as_u64();
+    let again = wait_for_status(&edge, "one more round", |s| {
+        s["configuration"]["origin_names"]["resolutions"].as_u64() > rounds
+    })
+    .await;
+    assert_eq!(
+        generation(&again),
+        generation(&moved),
+        "no reload was tried"
+    );
+    assert_eq!(
+        body(&edge, "/three").await,
+        (200, "origin /three".to_string())
+    );
+    assert_eq!(second.count(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_tunnels_and_a_request_loop_survive_twenty_reloads() {
     let (a, b, echo) = three_origins().await;

@@ -262,10 +262,12 @@ fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
         json!({"time_ms": reload.time_ms as u64, "trigger": reload.trigger, "result": result, "detail": detail})
     });
     let (reloads_ok, reloads_refused) = lifecycle.reload_counts();
+    let origin_names = lifecycle.origin_names.lock().clone();
     let configuration = json!({
         "generation": snapshot.generation,
         "reloads": {"ok": reloads_ok, "refused": reloads_refused},
         "last_reload": last_reload,
+        "origin_names": {"resolutions": origin_names.resolutions, "last_error": origin_names.last_error},
         "phase": format!("{:?}", lifecycle.phase()).to_ascii_lowercase(),
     });
     let tiers = crate::tier::report::status(&snapshot.tiers);

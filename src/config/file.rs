@@ -46,10 +46,10 @@ pub struct FileNode {
     /// On a shield: addresses or CIDR blocks of the edges whose hop headers it trusts.
     #[serde(default)]
     pub trusted_edges: Vec<String>,
-    /// How often shield names are resolved again (default 30s).
+    /// How often shield and origin names are resolved again (default 30s).
     #[serde(default)]
     pub resolve_interval: Option<String>,
-    /// A hosts(5) file read before the system resolver for `shields:` names.
+    /// A hosts(5) file read before the system resolver for shield and origin names.
     #[serde(default)]
     pub hosts_file: Option<String>,
     /// Scheduled maintenance closes, for soak tests of clients' reconnect logic.

@@ -151,8 +151,12 @@ fn build_rules(report: &mut Report, raw: &[(FileId, FileRules)], node: node::Bui
         .flat_map(|(f, r)| r.routes.iter().enumerate().map(move |(i, s)| (*f, i, s)))
         .collect();
 
-    let (origin_groups, group_names) =
-        origins::build_origin_groups(report, &groups, node.settings.origin_timeouts);
+    let (origin_groups, group_names) = origins::build_origin_groups(
+        report,
+        &groups,
+        node.settings.origin_timeouts,
+        node.settings.tiers.hosts_file.as_deref(),
+    );
     let (rule_sets, set_names) = rule_sets::build_rule_sets(report, &sets, &group_names);
     let defaults = routes::RouteDefaults {
         on_cached_upgrade: node.on_cached_upgrade,

@@ -436,6 +436,9 @@ pub struct OriginCa {
 pub struct Origin {
     pub name: String,
     pub address: SocketAddr,
+    /// The `host:port` `address` was resolved from, when it was a name (resolved again
+    /// every `resolve_interval`: `crate::lifecycle::resolve`).
+    pub resolved_from: Option<String>,
     pub host_header: String,
     /// `host_header` as the `Host` value sent to the origin, made once per configuration.
     pub host_value: http::HeaderValue,

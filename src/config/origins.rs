@@ -1,7 +1,8 @@
 //! Stage 2 for `origin_groups`: addresses, priorities, weights and health probes.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::bounded_duration_field;
@@ -10,6 +11,7 @@ use super::file::{FileHealthProbe, FileOriginGroup, ProbeProtocol, WhenAllUnheal
 use super::model::{HealthProbe, Origin, OriginGroup, OriginTimeouts};
 use super::timeouts::build_origin_timeouts;
 use super::tls::build_ca_file;
+use crate::tier::discovery::resolve_entry;
 
 /// Front Door's ranges.
 const PRIORITIES: std::ops::RangeInclusive<u32> = 1..=5;
@@ -22,6 +24,7 @@ pub fn build_origin_groups(
     report: &mut Report,
     raw: &[(FileId, usize, &FileOriginGroup)],
     default_timeouts: OriginTimeouts,
+    hosts_file: Option<&Path>,
 ) -> (Vec<OriginGroup>, HashMap<String, usize>) {
     let mut groups = Vec::with_capacity(raw.len());
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -53,7 +56,13 @@ pub fn build_origin_groups(
             .enumerate()
             .filter_map(|(i, origin)| {
                 let at = format!("{at}.origins[{i}]");
-                let address = resolve(report, file, &format!("{at}.address"), &origin.address)?;
+                let address = resolve(
+                    report,
+                    file,
+                    &format!("{at}.address"),
+                    &origin.address,
+                    hosts_file,
+                )?;
                 let priority = origin.priority.unwrap_or(1);
                 if !PRIORITIES.contains(&priority) {
                     report.error(
@@ -88,6 +97,11 @@ pub fn build_origin_groups(
                         .clone()
                         .unwrap_or_else(|| origin.address.clone()),
                     address,
+                    resolved_from: origin
+                        .address
+                        .parse::<SocketAddr>()
+                        .is_err()
+                        .then(|| origin.address.clone()),
                     host_header,
                     host_value,
                     priority,
@@ -143,11 +157,20 @@ pub fn build_origin_groups(
     (groups, by_name)
 }
 
-/// Resolves `host:port` once, at load: a name that does not resolve is a config error.
-fn resolve(report: &mut Report, file: FileId, path: &str, text: &str) -> Option<SocketAddr> {
-    match text.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(addr)) => Some(addr),
-        Ok(None) | Err(_) => {
+/// Resolves `host:port` at load (`hosts_file` first, as for shields): a name that does not
+/// resolve is a config error. Of several addresses, the lowest: the same one every time the
+/// name gives the same set, so that `crate::lifecycle::resolve` sees a change only when
+/// the set changed.
+fn resolve(
+    report: &mut Report,
+    file: FileId,
+    path: &str,
+    text: &str,
+    hosts_file: Option<&Path>,
+) -> Option<SocketAddr> {
+    match resolve_entry(text, hosts_file) {
+        Ok(addresses) => addresses.first().copied(),
+        Err(_) => {
             report.error(file, path, format!("\"{text}\" is not a reachable host:port (it must resolve when the config loads)"));
             None
         }

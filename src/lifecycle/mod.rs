@@ -4,7 +4,7 @@
 //! ```text
 //!  start ──► generation 1 ──► its probes' first round ──► listeners accept
 //!
-//!  SIGHUP │ POST /reload │ a file changes under --watch
+//!  SIGHUP │ POST /reload │ a file changes under --watch │ an origin name's address changes
 //!    └─► reload::next_generation: load + every check of `portico check`
 //!          ├─ refused (file:line:col errors, or a change that needs a restart):
 //!          │    nothing changes; /status and the log say why
@@ -22,12 +22,14 @@
 //!
 //! Every long-lived task of the node selects on one signal: the probes of a generation on
 //! its stop watch, tunnels on [`drain::Drain`], the watcher, the `chaos:` schedule
-//! ([`chaos`]) and the reload loop on the node's shutdown watch.
+//! ([`chaos`]), origin names ([`resolve`]) and the reload loop on the node's shutdown
+//! watch.
 
 pub mod chaos;
 pub mod drain;
 pub mod notify;
 pub mod reload;
+pub mod resolve;
 pub mod signals;
 pub mod tunnels;
 pub mod watch;
@@ -105,6 +107,8 @@ pub struct Lifecycle {
     pub watch_files: Option<Duration>,
     /// This process took its listeners over from another (`portico run --upgrade`).
     pub upgraded: bool,
+    /// Origin names resolved again ([`resolve`]): rounds so far and the last failure.
+    pub origin_names: parking_lot::Mutex<crate::tier::discovery::ResolverState>,
 }
 
 impl Lifecycle {
@@ -139,6 +143,7 @@ impl Lifecycle {
             requests_rx: parking_lot::Mutex::new(Some(requests_rx)),
             watch_files: None,
             upgraded: false,
+            origin_names: Default::default(),
         }
     }
 
@@ -250,9 +255,12 @@ impl Lifecycle {
             }
         });
         let mut chaos = std::pin::pin!(chaos::run(&self.current, self.drain));
+        let mut origin_names = resolve::OriginNames::default();
+        let mut origin_names = std::pin::pin!(origin_names.run(self));
         while !*shutdown.borrow() {
             tokio::select! {
                 _ = &mut chaos => {}
+                _ = &mut origin_names => {}
                 Some(trigger) = async { requests.as_mut()?.recv().await } => {
                     let _ = self.reload(trigger).await;
                 }

@@ -387,6 +387,7 @@ mod tests {
         let origin = |name: &str| crate::config::model::Origin {
             name: name.to_string(),
             address: "127.0.0.1:1".parse().unwrap(),
+            resolved_from: None,
             host_header: "h".to_string(),
             host_value: http::HeaderValue::from_static("h"),
             priority: 1,

@@ -94,6 +94,8 @@ impl ShieldRing {
             .map(|shield| Origin {
                 name: shield.address.to_string(),
                 address: shield.address,
+                // Shield names have their own resolver (`tier::discovery`).
+                resolved_from: None,
                 host_header: shield.entry.clone(),
                 // An entry resolved as `host:port`, so it is a valid field value.
                 host_value: http::HeaderValue::from_str(&shield.entry)

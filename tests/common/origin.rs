@@ -66,6 +66,11 @@ impl TestOrigin {
 
     /// Answers 200 with body `origin <path>` and the given extra headers for every path.
     pub async fn ok(headers: &[(&str, &str)]) -> TestOrigin {
+        Self::ok_on(SocketAddr::from(([127, 0, 0, 1], 0)), headers).await
+    }
+
+    /// [`TestOrigin::ok`], listening on `address` (another loopback address, a given port).
+    pub async fn ok_on(address: SocketAddr, headers: &[(&str, &str)]) -> TestOrigin {
         let headers: Vec<(HeaderName, HeaderValue)> = headers
             .iter()
             .map(|(name, value)| {
@@ -73,12 +78,12 @@ impl TestOrigin {
                 (name, HeaderValue::from_str(value).expect("header value"))
             })
             .collect();
-        Self::start(Arc::new(move |req: &Recorded| {
+        let handler: Handler = Arc::new(move |req: &Recorded| {
             let mut resp = Response::new(Bytes::from(format!("origin {}", req.path())));
             resp.headers_mut().extend(headers.iter().cloned());
             resp
-        }))
-        .await
+        });
+        Self::launch_on(address, handler, false).await
     }
 
     /// Like `start`, but every valid WebSocket upgrade (on any path) becomes
@@ -88,7 +93,11 @@ impl TestOrigin {
     }
 
     async fn launch(handler: Handler, websocket: bool) -> TestOrigin {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind test origin");
+        Self::launch_on(SocketAddr::from(([127, 0, 0, 1], 0)), handler, websocket).await
+    }
+
+    async fn launch_on(address: SocketAddr, handler: Handler, websocket: bool) -> TestOrigin {
+        let listener = bind(address).expect("bind test origin");
         let shared = Arc::new(Shared {
             handler,
             websocket,
