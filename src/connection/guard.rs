@@ -1,15 +1,8 @@
-//! Client connections as the edge accepts them: caps on how many are open (globally and
-//! per client address, [`ConnectionCaps`]), a deadline on the TLS handshake, deadlines on
-//! request heads that Pingora does not have, and the head's size counted as it arrives.
-//!
-//! On TLS listeners the edge runs the handshake itself, after the caps and within
-//! `limits.tls_handshake_timeout` (see [`EdgeApp::serve_connection`]): Pingora's listener
-//! would allow a fixed 60 s, and its connections count against no cap until their
-//! handshake is over.
+//! The guard under every HTTP/1 client connection ([`HeadGuard`]).
 //!
 //! Pingora's downstream read timeout restarts on every read, so a client sending one byte
 //! every few seconds holds a connection for ever (slowloris), and a keep-alive connection
-//! waits for its next request without limit. [`EdgeApp`] wraps every HTTP/1 connection in
+//! waits for its next request without limit. [`super::EdgeApp`] wraps every HTTP/1 connection in
 //! a [`HeadGuard`] before Pingora sees it, under `portico run` (Pingora's listeners) and
 //! in-process ([`crate::server::serve`]) alike. The guard reads through to the socket and
 //! keeps one timer per connection:
@@ -32,20 +25,16 @@
 //! or `max_request_head` ends the read with an [`io::Error`] carrying a [`HeadLimit`],
 //! which the proxy turns into a `408` or `431` (see `request_head_error`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef, TlsStream};
@@ -53,13 +42,10 @@ use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::model::ClientLimits;
-use crate::proxy::Portico;
 
 /// Why the edge stopped reading a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,231 +442,6 @@ impl fmt::Debug for HeadGuard {
         f.debug_struct("HeadGuard")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
-    }
-}
-
-/// Caps on client connections, global and per client address (see `limits:`).
-///
-/// A connection over a cap is closed at once, before anything reads it: at the
-/// descriptor limit new clients would otherwise hang and the health probes fail with
-/// `EMFILE`, marking healthy origins down. The global cap leaves `fd_reserve`
-/// descriptors, and one per admitted client for its origin connection, free.
-pub struct ConnectionCaps {
-    max: usize,
-    per_client: usize,
-    open: AtomicUsize,
-    clients: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One admitted connection; dropping it frees its places.
-pub struct Admitted<'a> {
-    caps: &'a ConnectionCaps,
-    client: Option<IpAddr>,
-}
-
-impl ConnectionCaps {
-    pub fn new(limits: &ClientLimits) -> ConnectionCaps {
-        let by_descriptors =
-            open_files_limit().map(|nofile| (nofile.saturating_sub(limits.fd_reserve) / 2).max(1));
-        let max = match (limits.max_connections, by_descriptors) {
-            (Some(configured), Some(possible)) if configured > possible => {
-                log::warn!("limits.max_connections {configured} is more than the descriptor limit allows; capping client connections at {possible}");
-                possible
-            }
-            (Some(configured), _) => configured,
-            (None, Some(possible)) => possible,
-            (None, None) => usize::MAX,
-        };
-        log::info!(
-            "client connections capped at {max}, {} per client address",
-            limits.max_connections_per_client
-        );
-        ConnectionCaps {
-            max,
-            per_client: limits.max_connections_per_client,
-            open: AtomicUsize::new(0),
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cap in force (after the descriptor limit).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// A place for a connection from `client`, if both caps have one.
-    pub fn admit(&self, client: Option<IpAddr>) -> Option<Admitted<'_>> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        let mut admitted = Admitted {
-            caps: self,
-            client: None,
-        };
-        let Some(ip) = client.map(|ip| ip.to_canonical()) else {
-            return Some(admitted);
-        };
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let count = clients.entry(ip).or_insert(0);
-        if *count >= self.per_client {
-            return None; // `admitted` gives the global place back
-        }
-        *count += 1;
-        admitted.client = Some(ip);
-        Some(admitted)
-    }
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.caps.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.client {
-            let mut clients = self.caps.clients.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = clients.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    clients.remove(&ip);
-                }
-            }
-        }
-    }
-}
-
-/// The soft `RLIMIT_NOFILE`, from `/proc/self/limits` (no `unsafe` needed); `None` when
-/// unlimited or unknown.
-fn open_files_limit() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The edge as a Pingora app: connections over a cap are closed; on a TLS listener the
-/// handshake has `tls_handshake_timeout`; each HTTP/1 connection gets a [`HeadGuard`],
-/// then the proxy. HTTP/2 (by ALPN) goes to the proxy as it is: its frames are not
-/// request heads.
-pub struct EdgeApp {
-    pub proxy: Arc<HttpProxy<Portico>>,
-    pub limits: ClientLimits,
-    pub caps: ConnectionCaps,
-    /// The TLS listeners whose handshakes this app runs (`portico run`), by address.
-    tls: Vec<(SocketAddr, Arc<Acceptor>)>,
-}
-
-impl EdgeApp {
-    pub fn new(proxy: Arc<HttpProxy<Portico>>, limits: ClientLimits) -> EdgeApp {
-        EdgeApp {
-            proxy,
-            limits,
-            caps: ConnectionCaps::new(&limits),
-            tls: Vec::new(),
-        }
-    }
-
-    /// Runs the TLS handshake for connections accepted on these addresses (registered with
-    /// Pingora as plain TCP listeners).
-    pub fn with_tls(mut self, listeners: Vec<(SocketAddr, Arc<Acceptor>)>) -> EdgeApp {
-        self.tls = listeners;
-        self
-    }
-
-    /// The acceptor of the TLS listener that accepted `stream`, if it came from one: the
-    /// listener with its local address, else one on the same port bound to every address.
-    fn acceptor_for(&self, stream: &Stream) -> Option<Arc<Acceptor>> {
-        if self.tls.is_empty() {
-            return None;
-        }
-        let local = stream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
-        let exact = self.tls.iter().find(|(a, _)| *a == local);
-        let any = || {
-            self.tls
-                .iter()
-                .find(|(a, _)| a.port() == local.port() && a.ip().is_unspecified())
-        };
-        exact.or_else(any).map(|(_, acceptor)| acceptor.clone())
-    }
-
-    /// One client connection, as accepted: the caps, then (with `tls`) the handshake within
-    /// its deadline, then the guard and the proxy.
-    pub async fn serve_connection(
-        self: &Arc<Self>,
-        stream: Stream,
-        tls: Option<&Acceptor>,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let client = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
-        let Some(_admitted) = self.caps.admit(client) else {
-            log::debug!("connection from {client:?} refused: over a connection cap");
-            return None;
-        };
-        // Boxed: the handshake's state would otherwise stay in this connection's future
-        // (and memory) for the connection's whole life.
-        let stream = match tls {
-            None => stream,
-            Some(acceptor) => {
-                let limit = self.limits.tls_handshake_timeout;
-                Box::pin(tls_handshake(acceptor, stream, limit, client)).await?
-            }
-        };
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
-        }
-        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));
-        crate::keepalive::serve_http1(&self.proxy, stream, shutdown).await
-    }
-}
-
-/// The server side of a TLS handshake on `stream` (a TCP connection), if it finishes
-/// within `limit`. A client that stalls or dribbles its handshake is closed at the deadline.
-async fn tls_handshake(
-    acceptor: &Acceptor,
-    stream: Stream,
-    limit: Duration,
-    client: Option<IpAddr>,
-) -> Option<Stream> {
-    let l4 = match stream.into_any().downcast::<L4Stream>() {
-        Ok(l4) => *l4,
-        Err(_) => {
-            log::error!("a TLS listener's connection is not a TCP stream; closed");
-            return None;
-        }
-    };
-    match tokio::time::timeout(limit, acceptor.tls_handshake(l4)).await {
-        Ok(Ok(tls)) => Some(Box::new(tls)),
-        Ok(Err(e)) => {
-            log::debug!("TLS handshake with {client:?} failed: {e}");
-            None
-        }
-        Err(_) => {
-            log::debug!("TLS handshake with {client:?} not finished within {limit:?}; closed");
-            None
-        }
-    }
-}
-
-#[async_trait]
-impl ServerApp for EdgeApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let tls = self.acceptor_for(&stream);
-        self.serve_connection(stream, tls.as_deref(), shutdown)
-            .await
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(self.proxy.as_ref()).await
     }
 }
 
