@@ -46,6 +46,9 @@ pub struct FileNode {
     /// On a shield: addresses or CIDR blocks of the edges whose hop headers it trusts.
     #[serde(default)]
     pub trusted_edges: Vec<String>,
+    /// TLS towards the shields (edges only; default: plain HTTP).
+    #[serde(default)]
+    pub shield_tls: Option<FileShieldTls>,
     /// How often shield and origin names are resolved again (default 30s).
     #[serde(default)]
     pub resolve_interval: Option<String>,
@@ -55,6 +58,19 @@ pub struct FileNode {
     /// Scheduled maintenance closes, for soak tests of clients' reconnect logic.
     #[serde(default)]
     pub chaos: Option<FileChaos>,
+}
+
+/// `shield_tls:` in the node file: how an edge speaks TLS to its shields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShieldTls {
+    /// The name the shields' certificates must carry, sent as SNI (default: the host of
+    /// each `shields:` entry).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM certificates the shields' certificates must chain to (default: system roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `chaos:` in the node file.

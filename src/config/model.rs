@@ -2,6 +2,7 @@
 //! `Duration`s, names are indexes, patterns and regexes are compiled.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -160,6 +161,16 @@ pub struct TierSettings {
     pub shield_probe: HealthProbe,
     pub trusted_edges: Vec<IpNetwork>,
     pub resolve_interval: Duration,
+    /// TLS towards the shields (`None`: plain HTTP).
+    pub shield_tls: Option<Arc<ShieldTls>>,
+}
+
+/// How an edge speaks TLS to its shields: certificates verified (against `ca`, else the
+/// system roots) for `server_name`, else for the host of each shield's entry.
+#[derive(Debug)]
+pub struct ShieldTls {
+    pub server_name: Option<String>,
+    pub ca: Option<OriginCa>,
 }
 
 /// One shield: the `shields:` entry it came from and one address it resolved to.

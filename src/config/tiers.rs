@@ -1,17 +1,21 @@
 //! Stage 2 for the node's tier settings: `shields`, `shield_all`, `shield_probe`,
-//! `trusted_edges` and `resolve_interval` (SPEC §5; how they are used: `crate::tier`).
+//! `shield_tls`, `trusted_edges` and `resolve_interval` (SPEC §5; how they are used:
+//! `crate::tier`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::conditions::parse_network;
 use super::diagnostics::{FileId, Report};
 use super::duration_field;
-use super::file::{FileHealthProbe, FileNode, ProbeProtocol, Tier};
-use super::model::{HealthProbe, ShieldAddress, TierSettings};
+use super::file::{FileHealthProbe, FileNode, FileShieldTls, ProbeProtocol, Tier};
+use super::model::{HealthProbe, ShieldAddress, ShieldTls, TierSettings};
 use super::origins::build_probe;
+use super::tls::build_ca_file;
+use crate::tier::discovery::shield_host;
 
 /// Shield names are resolved again this often unless `resolve_interval` says otherwise.
 const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -114,6 +118,10 @@ pub fn build_tiers(
         Some(probe) => build_probe(report, file, "shield_probe", probe),
         None => default_probe(report, file),
     };
+    let shield_tls = raw
+        .shield_tls
+        .as_ref()
+        .and_then(|tls| build_shield_tls(report, file, conf_dir, tls, &raw.shields));
     TierSettings {
         entries: raw.shields.clone(),
         shields,
@@ -122,7 +130,61 @@ pub fn build_tiers(
         shield_probe,
         trusted_edges,
         resolve_interval,
+        shield_tls,
     }
+}
+
+/// `shield_tls`: its CA file read and checked now; a `server_name` that is a valid TLS
+/// name; each `shields:` entry's host one otherwise.
+fn build_shield_tls(
+    report: &mut Report,
+    file: FileId,
+    conf_dir: &Path,
+    raw: &FileShieldTls,
+    entries: &[String],
+) -> Option<Arc<ShieldTls>> {
+    if entries.is_empty() {
+        report.error(
+            file,
+            "shield_tls",
+            "shield_tls needs `shields:` (there is no shield to speak TLS to)",
+        );
+        return None;
+    }
+    let valid = |name: &str| rustls::pki_types::ServerName::try_from(name.to_owned()).is_ok();
+    match &raw.server_name {
+        Some(name) if !valid(name) => report.error(
+            file,
+            "shield_tls.server_name",
+            format!("\"{name}\" is not a DNS name or an IP address"),
+        ),
+        Some(_) => {}
+        None => {
+            for (i, entry) in entries.iter().enumerate() {
+                if !valid(shield_host(entry)) {
+                    report.error(
+                        file,
+                        &format!("shields[{i}]"),
+                        format!("\"{entry}\" has no host a certificate can name: set shield_tls.server_name"),
+                    );
+                }
+            }
+        }
+    }
+    let ca = match &raw.ca_file {
+        Some(path) => Some(build_ca_file(
+            report,
+            file,
+            "shield_tls.ca_file",
+            conf_dir,
+            path,
+        )?),
+        None => None,
+    };
+    Some(Arc::new(ShieldTls {
+        server_name: raw.server_name.clone(),
+        ca,
+    }))
 }
 
 /// A shield is probed by a TCP connect every 5 s unless `shield_probe` says otherwise: a
@@ -278,5 +340,38 @@ mod tests {
                 .any(|e| e.contains("shield_all needs `shields:`")),
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn shield_tls_is_checked_at_load() {
+        let tiers = load("shields: [\"127.0.0.1:8090\"]\nshield_tls: {}\n")
+            .unwrap()
+            .config
+            .node
+            .tiers;
+        let tls = tiers.shield_tls.unwrap();
+        assert!(tls.server_name.is_none() && tls.ca.is_none());
+        let errors = load("shield_tls: { server_name: a.example }\n").unwrap_err();
+        assert!(
+            has_in(&errors, "shield_tls: shield_tls needs `shields:`"),
+            "{errors:#?}"
+        );
+        let errors = load(
+            "shields: [\"127.0.0.1:8090\"]\nshield_tls: { server_name: \"not a name\", ca_file: /nonexistent/ca.pem, sni: x }\n",
+        )
+        .unwrap_err();
+        assert!(has_in(&errors, "unknown field `sni`"), "{errors:#?}");
+        let errors = load(
+            "shields: [\"127.0.0.1:8090\"]\nshield_tls: { server_name: \"not a name\", ca_file: /nonexistent/ca.pem }\n",
+        )
+        .unwrap_err();
+        assert!(
+            has_in(
+                &errors,
+                "shield_tls.server_name: \"not a name\" is not a DNS name"
+            ),
+            "{errors:#?}"
+        );
+        assert!(has_in(&errors, "shield_tls.ca_file"), "{errors:#?}");
     }
 }

@@ -22,7 +22,7 @@ use pingora_core::services::ServiceReadyNotifier;
 use pingora_load_balancing::HealthCheckService;
 use tokio::sync::watch;
 
-use crate::config::model::{HealthProbe, ShieldAddress};
+use crate::config::model::{HealthProbe, ShieldAddress, ShieldTls};
 
 use super::ShieldRing;
 
@@ -59,6 +59,13 @@ pub fn resolve_entry(entry: &str, hosts_file: Option<&Path>) -> Result<Vec<Socke
     addresses.sort();
     addresses.dedup();
     Ok(addresses)
+}
+
+/// The host of a `shields:` entry (`host:port`, `[v6]:port`): the name its certificate is
+/// checked for when `shield_tls.server_name` is not set.
+pub fn shield_host(entry: &str) -> &str {
+    let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The addresses a hosts(5) text gives `host` (names compare without case).
@@ -100,6 +107,7 @@ pub struct Resolver {
     pub entries: Vec<String>,
     pub hosts_file: Option<PathBuf>,
     pub probe: HealthProbe,
+    pub tls: Option<Arc<ShieldTls>>,
     pub interval: Duration,
     /// What `/status` shows: resolutions so far and the last failure.
     pub state: Mutex<ResolverState>,
@@ -163,7 +171,8 @@ impl Resolver {
             if now == before {
                 continue;
             }
-            let Some(ring) = ShieldRing::build(&shields, &self.probe).map(Arc::new) else {
+            let tls = self.tls.as_deref();
+            let Some(ring) = ShieldRing::build(&shields, &self.probe, tls).map(Arc::new) else {
                 continue;
             };
             // The new ring's shields are probed once before it takes traffic.

@@ -65,6 +65,7 @@ impl Tiers {
                 entries: settings.entries.clone(),
                 hosts_file: settings.hosts_file.clone(),
                 probe: settings.shield_probe.clone(),
+                tls: settings.shield_tls.clone(),
                 interval: settings.resolve_interval,
                 state: Default::default(),
             })
@@ -206,6 +207,7 @@ mod tests {
                 })
                 .collect(),
             resolve_interval: Duration::from_secs(30),
+            shield_tls: None,
         };
         Tiers::new(tier, &settings)
     }

@@ -21,7 +21,10 @@ use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::selection::Consistent;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
-use crate::config::model::{HealthProbe, Origin, OriginGroup, ShieldAddress, TierSettings};
+use super::discovery::shield_host;
+use crate::config::model::{
+    HealthProbe, Origin, OriginGroup, ShieldAddress, ShieldTls, TierSettings,
+};
 use crate::origin::check::GroupCheck;
 use crate::origin::health::GroupHealth;
 use crate::origin::OriginIndex;
@@ -81,14 +84,29 @@ impl HealthCheck for ShieldCheck {
 impl ShieldRing {
     /// The ring of `settings.shields`, or `None` when the node has no shields.
     pub fn new(settings: &TierSettings) -> Option<ShieldRing> {
-        ShieldRing::build(&settings.shields, &settings.shield_probe)
+        ShieldRing::build(
+            &settings.shields,
+            &settings.shield_probe,
+            settings.shield_tls.as_deref(),
+        )
     }
 
-    /// The ring of `shields`, probed with `probe`; `None` for no shield.
-    pub fn build(shields: &[ShieldAddress], probe: &HealthProbe) -> Option<ShieldRing> {
+    /// The ring of `shields`, probed with `probe`, spoken to over `tls` if given; `None`
+    /// for no shield.
+    pub fn build(
+        shields: &[ShieldAddress],
+        probe: &HealthProbe,
+        tls: Option<&ShieldTls>,
+    ) -> Option<ShieldRing> {
         if shields.is_empty() {
             return None;
         }
+        // Over TLS, the name each shield's certificate is checked for (as SNI).
+        let server_name = |shield: &ShieldAddress| {
+            let tls = tls?;
+            let name = tls.server_name.as_deref();
+            Some(name.unwrap_or(shield_host(&shield.entry)).to_owned())
+        };
         let origins: Vec<Origin> = shields
             .iter()
             .map(|shield| Origin {
@@ -96,7 +114,8 @@ impl ShieldRing {
                 address: shield.address,
                 // Shield names have their own resolver (`tier::discovery`).
                 resolved_from: None,
-                host_header: shield.entry.clone(),
+                // A TLS probe checks the certificate for the origin's host header.
+                host_header: server_name(shield).unwrap_or_else(|| shield.entry.clone()),
                 // An entry resolved as `host:port`, so it is a valid field value.
                 host_value: http::HeaderValue::from_str(&shield.entry)
                     .unwrap_or(http::HeaderValue::from_static("")),
@@ -115,6 +134,9 @@ impl ShieldRing {
             timeouts: Default::default(),
             when_all_unhealthy: Default::default(),
         };
+        let ca_certs = tls
+            .and_then(|tls| tls.ca.as_ref())
+            .map(|ca| ca.certs.as_slice());
         let retired = Arc::new(AtomicBool::new(false));
         let registry = Arc::new(HealthRegistry::with_equivalence(|backend| {
             shield_index(backend).map_or(u64::MAX, |i| i as u64)
@@ -125,7 +147,9 @@ impl ShieldRing {
                 probe: probe.clone(),
                 origins: group.origins.clone(),
                 health: health.clone(),
-                tls: None,
+                tls: probe
+                    .use_tls
+                    .then(|| crate::tls::origin::probe_connector(ca_certs)),
             },
             retired: retired.clone(),
         }));
@@ -147,12 +171,15 @@ impl ShieldRing {
         let balancer = LoadBalancer::from_backends(view);
         // Static discovery completes at once; this builds the ring.
         let _ = balancer.update().now_or_never();
-        let peers = group
-            .origins
+        let ca = ca_certs.map(crate::tls::origin::pingora_ca);
+        let peers = shields
             .iter()
             .map(|shield| {
-                let mut peer = HttpPeer::new(shield.address, false, String::new());
+                let sni = server_name(shield);
+                let mut peer =
+                    HttpPeer::new(shield.address, sni.is_some(), sni.unwrap_or_default());
                 peer.options.connection_timeout = Some(SHIELD_CONNECT_TIMEOUT);
+                peer.options.ca = ca.clone();
                 peer
             })
             .collect();
@@ -266,6 +293,7 @@ mod tests {
             },
             trusted_edges: Vec::new(),
             resolve_interval: Duration::from_secs(30),
+            shield_tls: None,
         }
     }
 

@@ -202,9 +202,11 @@ async fn serve(
     let admin = node.admin(admin_listener.local_addr().expect("admin addr"));
     let admin_shutdown = watch.clone();
     tokio::spawn(async move { admin.serve(admin_listener, admin_shutdown).await });
+    // The listener serves as the node file's first one (with its TLS, if it has some).
+    let tls = node.listeners.first().and_then(|(_, tls)| tls.clone());
     tokio::spawn(portico::server::serve_node(
         node,
-        vec![(listener, None)],
+        vec![(listener, tls)],
         watch,
     ));
     let _ = stopped.await;
