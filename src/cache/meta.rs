@@ -209,12 +209,13 @@ impl StoredHeader {
     /// and must take Pingora's way: a header kept without case (Pingora titles its
     /// names), no `Content-Length`, two of a replaced field, or a field the hit must not
     /// repeat (`Connection`, `Transfer-Encoding`, and what `refused` names: those the
-    /// caller adds or strips).
+    /// caller adds). Fields `stripped` names are left out, the others keeping their order.
     pub fn write_hit_head(
         &self,
         out: &mut BytesMut,
         age: &[u8],
         refused: impl Fn(&[u8]) -> bool,
+        stripped: impl Fn(&[u8]) -> bool,
     ) -> Option<HitHeadFields> {
         if !self.has_case {
             return None;
@@ -263,6 +264,9 @@ impl StoredHeader {
                 || refused(name)
             {
                 return None;
+            } else if stripped(name) {
+                out.extend_from_slice(&self.text[run_start..start]);
+                run_start = end;
             }
         }
         out.extend_from_slice(&self.text[run_start..]);
@@ -487,19 +491,23 @@ mod tests {
     fn hit_head(header: &ResponseHeader) -> Option<(String, HitHeadFields)> {
         let mut out = BytesMut::new();
         let refused = |name: &[u8]| name.eq_ignore_ascii_case(b"x-cache");
-        let fields = StoredHeader::from_header(header).write_hit_head(&mut out, b"7", refused)?;
+        let stripped = |name: &[u8]| name.eq_ignore_ascii_case(b"cache-tag");
+        let stored = StoredHeader::from_header(header);
+        let fields = stored.write_hit_head(&mut out, b"7", refused, stripped)?;
         Some((String::from_utf8(out.to_vec()).unwrap(), fields))
     }
 
     #[test]
-    fn a_hit_head_replaces_age_and_accept_ranges_in_place_and_keeps_the_rest() {
+    fn a_hit_head_replaces_age_and_accept_ranges_in_place_strips_and_keeps_the_rest() {
         let mut header = ResponseHeader::build(200, None).unwrap();
         for (name, value) in [
             ("server", "o"),
+            ("Cache-Tag", "a"),
             ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
             ("X-A", "1"),
             ("age", "99"),
             ("accept-ranges", "none"),
+            ("cache-tag", "b"),
             ("Content-Length", "12"),
         ] {
             header.append_header(name.to_string(), value).unwrap();

@@ -346,9 +346,45 @@ pub fn strip_tag_headers(response: &mut ResponseHeader, ctx: &RequestCtx) {
     if !node.cache_strip_tag_headers || ctx.tier.from_edge {
         return;
     }
-    for name in &node.cache_tag_headers {
-        if response.headers.contains_key(name) {
-            response.remove_header(name);
+    let tagged = |name: &http::HeaderName| node.cache_tag_headers.contains(name);
+    if response.headers.keys().any(tagged) {
+        remove_fields_in_order(response, tagged);
+    }
+}
+
+/// Removes the fields `drop` names from `response`, the others keeping their order:
+/// `remove_header` moves the last field into the gap, and a hit written from the stored
+/// text (`proxy::hit_head`) must have the same head as one that comes this way.
+fn remove_fields_in_order(
+    response: &mut ResponseHeader,
+    dropped: impl Fn(&http::HeaderName) -> bool,
+) {
+    let count = Some(response.headers.len());
+    let built = match response.has_case() {
+        true => ResponseHeader::build(response.status, count),
+        false => ResponseHeader::build_no_case(response.status, count),
+    };
+    let Ok(mut kept) = built else {
+        return;
+    };
+    kept.set_version(response.version);
+    let _ = kept.set_reason_phrase(response.get_reason_phrase());
+    {
+        let mut cases = response.case_header_iter();
+        for (name, value) in response.headers.iter() {
+            let case = cases.next();
+            if dropped(name) {
+                continue;
+            }
+            let appended = match case {
+                Some((case, _)) => kept.append_header(case.clone(), value.clone()),
+                None => kept.append_header(name.clone(), value.clone()),
+            };
+            if appended.is_err() {
+                return;
+            }
         }
     }
+    *kept.extensions_mut() = std::mem::take(response.extensions_mut());
+    *response = kept;
 }

@@ -12,7 +12,8 @@
 //! with `Age` and `Accept-Ranges` replaced in place, then `Age` and (on a `200`, from
 //! Pingora's range filter) `Accept-Ranges` when the origin sent none, `X-Portico-Ref`,
 //! `X-Cache` and `Date` (when the stored header has none), as `response_filter` and Pingora
-//! would have added them; Pingora adds `Connection`. Anything else (`HEAD`, a stale or
+//! would have added them; Pingora adds `Connection`. Tag headers are left out when the
+//! node strips them. Anything else (`HEAD`, a stale or
 //! revalidated hit, a header this cannot reproduce) goes Pingora's way. `tests/cache.rs`
 //! checks both ways give the same bytes.
 
@@ -56,15 +57,18 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
         return None;
     }
     let node = &snapshot.engine.config.node;
-    let strips_tags = node.cache_strip_tag_headers && !ctx.tier.from_edge;
     let refused = |name: &[u8]| {
         name.eq_ignore_ascii_case(headers::REQUEST_ID.as_bytes())
             || name.eq_ignore_ascii_case(headers::X_CACHE.as_bytes())
-            || (strips_tags
-                && node
-                    .cache_tag_headers
-                    .iter()
-                    .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes())))
+    };
+    // As `caching::strip_tag_headers` strips them on Pingora's way (in order, too).
+    let strips_tags = node.cache_strip_tag_headers && !ctx.tier.from_edge;
+    let stripped = |name: &[u8]| {
+        strips_tags
+            && node
+                .cache_tag_headers
+                .iter()
+                .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes()))
     };
 
     let object = hit_object(session.cache.hit_handler())?;
@@ -77,7 +81,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     // `Connection` and blank line.
     let room = stored.text().len() + 224;
     let mut head = BytesMut::with_capacity(room);
-    let fields = stored.write_hit_head(&mut head, age, refused)?;
+    let fields = stored.write_hit_head(&mut head, age, refused, stripped)?;
 
     let cache_status = caching::settle_cache_status(session, ctx);
     if !fields.age {

@@ -101,7 +101,9 @@ pub fn prepare_shield_request(
 }
 
 /// `upstream_response_filter` on an edge: keeps the shield's `X-Cache` (as one of the known
-/// values) and removes it from the response.
+/// values) and removes it from the response, with the shield's `X-Portico-Ref` (this
+/// request's own id, which the edge adds again). Neither is stored: a hit on an object
+/// whose stored header has them could not be written from its text (`proxy::hit_head`).
 pub fn take_remote_status(response: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if ctx.tier.shield.is_none() {
         return;
@@ -111,6 +113,7 @@ pub fn take_remote_status(response: &mut ResponseHeader, ctx: &mut RequestCtx) {
         .get(X_CACHE)
         .and_then(|v| known_status(v.as_bytes()));
     response.remove_header(X_CACHE);
+    response.remove_header(headers::REQUEST_ID);
 }
 
 /// The `X-Cache` a shield sent, as this node's constant (anything else is unknown).
