@@ -141,12 +141,16 @@ pub fn now_ms() -> u64 {
     portico::observability::records::now_ms() as u64
 }
 
-/// A loopback address nothing listens on.
+/// A loopback address nothing listens on. Its port stays bound (never listening) until
+/// the test process ends: a port merely released could be taken by a test running
+/// beside this one, whose origin would then answer for the "closed" one.
 pub fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    HELD.lock().unwrap().push(socket);
+    addr
 }
 
 /// The request lines a [`raw_origin`] has read, in order.
