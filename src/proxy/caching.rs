@@ -347,25 +347,29 @@ pub fn strip_tag_headers(response: &mut ResponseHeader, ctx: &RequestCtx) {
         return;
     }
     let tagged = |name: &http::HeaderName| node.cache_tag_headers.contains(name);
-    if response.headers.keys().any(tagged) {
-        remove_fields_in_order(response, tagged);
+    if response.headers.keys().any(tagged) && !remove_fields_in_order(response, tagged) {
+        // Out of order rather than not at all.
+        for name in &node.cache_tag_headers {
+            response.remove_header(name);
+        }
     }
 }
 
-/// Removes the fields `drop` names from `response`, the others keeping their order:
-/// `remove_header` moves the last field into the gap, and a hit written from the stored
-/// text (`proxy::hit_head`) must have the same head as one that comes this way.
+/// Removes the fields `dropped` names from `response`, the others keeping their order
+/// (`remove_header` moves the last field into the gap, and a hit written from the stored
+/// text, `proxy::hit_head`, must have the same head as one that comes this way); `false`,
+/// with `response` as it was, when the header could not be rebuilt.
 fn remove_fields_in_order(
     response: &mut ResponseHeader,
     dropped: impl Fn(&http::HeaderName) -> bool,
-) {
+) -> bool {
     let count = Some(response.headers.len());
     let built = match response.has_case() {
         true => ResponseHeader::build(response.status, count),
         false => ResponseHeader::build_no_case(response.status, count),
     };
     let Ok(mut kept) = built else {
-        return;
+        return false;
     };
     kept.set_version(response.version);
     let _ = kept.set_reason_phrase(response.get_reason_phrase());
@@ -381,10 +385,11 @@ fn remove_fields_in_order(
                 None => kept.append_header(name.clone(), value.clone()),
             };
             if appended.is_err() {
-                return;
+                return false;
             }
         }
     }
     *kept.extensions_mut() = std::mem::take(response.extensions_mut());
     *response = kept;
+    true
 }
