@@ -91,6 +91,10 @@ pub struct EmulateArgs {
     pub listen: std::net::SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: std::net::SocketAddr,
+    /// A file holding the admin endpoints' bearer token: needed when `--admin` is not on
+    /// loopback (in a container, for example).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// A tunnel with no bytes either way for this long is closed (Front Door: 5 min).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub idle_timeout: String,
@@ -147,6 +151,10 @@ fn emulate(args: EmulateArgs) -> ExitCode {
         websocket: args.websocket,
         listen: args.listen,
         admin: args.admin,
+        // The node file is written elsewhere: a relative path would resolve from there.
+        admin_token_file: args
+            .admin_token_file
+            .map(|path| std::path::absolute(&path).unwrap_or(path)),
         idle_timeout: args.idle_timeout,
         max_lifetime: args.max_lifetime,
         profile: args.profile,

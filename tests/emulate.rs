@@ -294,3 +294,42 @@ fn bad_flags_are_refused_before_anything_runs() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("scheme must be http or https"), "{said}");
 }
+
+/// An admin listener beyond loopback needs a bearer token, as under `portico run`: the flag
+/// gives it one (a relative path is taken from where `emulate` runs).
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulate = |extra: &[&str], out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .current_dir(dir.path())
+            .args(["emulate", "--origin", "http://127.0.0.1:1"])
+            .args(["--admin", "0.0.0.0:9999", "--config-out", out])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = emulate(&[], "open");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("set admin.token_file"), "{said}");
+
+    std::fs::write(dir.path().join("token"), format!("{}\n", "t".repeat(48))).unwrap();
+    let written = emulate(&["--admin-token-file", "token"], "guarded");
+    let said = String::from_utf8_lossy(&written.stderr);
+    assert!(written.status.success(), "{said}");
+    let conf = dir.path().join("guarded/conf/portico.yaml");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let token = dir.path().join("token");
+    assert!(
+        text.contains(&format!("  token_file: \"{}\"\n", token.display())),
+        "{text}"
+    );
+}

@@ -78,6 +78,8 @@ pub struct Emulation {
     pub websocket: Vec<String>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The admin endpoints' bearer token file (absolute), when they listen beyond loopback.
+    pub admin_token_file: Option<std::path::PathBuf>,
     pub idle_timeout: String,
     pub max_lifetime: String,
     pub profile: Profile,
@@ -99,6 +101,7 @@ impl Emulation {
             websocket: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_token_file: None,
             idle_timeout: "5m".into(),
             max_lifetime: "4h".into(),
             profile,

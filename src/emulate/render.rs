@@ -34,10 +34,21 @@ fn node(e: &Emulation, origin: &OriginUrl) -> String {
     );
     let _ = write!(
         out,
-        "name: portico-emulate\nlisteners:\n  - address: {}\nadmin:\n  address: {}\naccess_log: {}\n",
+        "name: portico-emulate\nlisteners:\n  - address: {}\nadmin:\n  address: {}\n",
         q(&e.listen.to_string()),
         q(&e.admin.to_string()),
-        q(e.access_log.as_deref().unwrap_or("stdout")),
+    );
+    if let Some(token_file) = &e.admin_token_file {
+        let _ = writeln!(
+            out,
+            "  token_file: {}",
+            q(&token_file.display().to_string())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "access_log: {}",
+        q(e.access_log.as_deref().unwrap_or("stdout"))
     );
     let _ = write!(
         out,
