@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::edge::client;
 use common::health::raw_origin;
-use common::node::{upgrade, NodeFiles};
+use common::node::{stop_now, upgrade, NodeFiles};
 use common::origin::TestOrigin;
 use common::process::{first_answer, get_json, status_becomes, RequestLoop};
 use futures_util::{SinkExt, StreamExt};
@@ -310,10 +310,7 @@ async fn a_binary_upgrade_drops_no_request_and_keeps_old_tunnels_until_the_drain
         .filter(|r| r["closed_by"] == "shutdown")
         .collect();
     assert_eq!(shutdown.len(), 1, "the old tunnel's record");
-    std::process::Command::new("kill")
-        .args(["-INT", &new_pid])
-        .status()
-        .unwrap();
+    stop_now(&new_pid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,10 +430,7 @@ async fn a_binary_upgrade_hands_open_tunnels_to_the_new_process() {
             "{record}"
         );
     }
-    std::process::Command::new("kill")
-        .args(["-INT", &new_pid])
-        .status()
-        .unwrap();
+    stop_now(&new_pid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,10 +472,7 @@ async fn a_new_process_that_reads_another_handover_version_refuses_and_tunnels_d
     let records = node.records("tunnel");
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["closed_by"], "shutdown");
-    std::process::Command::new("kill")
-        .args(["-INT", &new_pid])
-        .status()
-        .unwrap();
+    stop_now(&new_pid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,10 +524,7 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
     assert_eq!(records[0]["closed_by"], closed_by, "{records:?}");
     let duration = records[0]["duration_ms"].as_u64().unwrap();
     assert!((8_500..11_000).contains(&duration), "{records:?}");
-    std::process::Command::new("kill")
-        .args(["-INT", &new_pid])
-        .status()
-        .unwrap();
+    stop_now(&new_pid).await;
 }
 
 /// A connection the node accepted before a drain, whose request comes only once the node

@@ -118,3 +118,32 @@ pub fn upgrade(node: &NodeFiles, old: &Running, env: &[(&str, &str)]) -> String 
         .trim()
         .to_string()
 }
+
+/// Stops the process `pid` (an upgraded one: not this test's child) with `SIGINT` and
+/// waits until it has exited (gone, or a zombie nobody reaped yet): a process that spins
+/// on after a fast stop fails the test instead of outliving it.
+pub async fn stop_now(pid: &str) {
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -INT {pid}");
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = std::fs::read_to_string(&stat).ok();
+        // The state is the field after the command's parenthesised name.
+        let exited = state
+            .as_deref()
+            .and_then(|s| s.rsplit_once(") "))
+            .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+        if exited {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} still runs 10 s after SIGINT"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

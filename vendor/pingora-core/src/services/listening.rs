@@ -272,6 +272,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
                     }
+                    // PORTICO PATCH (accept errors yield): an accept that fails at once
+                    // (once the runtime shuts down, every one does) made this loop spin
+                    // without yielding, so a runtime shutting down without the graceful
+                    // signal (SIGINT) never got its worker back: the process spun on this
+                    // error for ever instead of exiting. Yielding lets the runtime drop it.
+                    tokio::task::yield_now().await;
                 }
             }
         }
