@@ -266,10 +266,7 @@ async fn a_rule_can_send_a_request_to_another_origin_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_fails_over_for_idempotent_requests_and_the_log_shows_it() {
     let mut alive = TestOrigin::ok(&[]).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = common::health::closed_port();
     let routes = "  - name: all\n    patterns: [\"/*\"]\n    origin_group: pair\n";
     // The dead origin has the better priority, so it is always tried first.
     let groups = format!("  - name: pair\n    max_retries: 1\n    origins:\n      - address: {dead}\n        priority: 1\n      - address: {}\n        priority: 2\n", alive.addr());
