@@ -234,6 +234,18 @@ async fn agc_marks_a_websocket_only_backend_unhealthy_unless_the_probe_is_tcp() 
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
 }
 
+/// Runs `portico check` on `conf`, asserts it passes, and returns what it printed.
+fn check_accepts(conf: &std::path::Path) -> String {
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "-c"])
+        .arg(conf)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{said}");
+    said
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_out_writes_files_that_check_accepts_and_run_serves_the_same_way() {
     let (origin, _stop) = demo_origin().await;
@@ -262,13 +274,7 @@ async fn config_out_writes_files_that_check_accepts_and_run_serves_the_same_way(
     let conf = out.join("conf/portico.yaml");
     assert!(out.join("rules/emulate.yaml").exists());
 
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{said}");
+    let said = check_accepts(&conf);
     assert!(said.contains("configuration OK (3 routes"), "{said}");
 
     let _run = Running::start(&["run", "-c", conf.to_str().unwrap()], dir.path(), "run");
@@ -319,13 +325,7 @@ fn an_admin_listener_beyond_loopback_needs_a_token_file() {
     let said = String::from_utf8_lossy(&written.stderr);
     assert!(written.status.success(), "{said}");
     let conf = dir.path().join("guarded/conf/portico.yaml");
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{said}");
+    check_accepts(&conf);
     let text = std::fs::read_to_string(&conf).unwrap();
     let token = dir.path().join("token");
     assert!(
