@@ -339,19 +339,30 @@ pub fn settle_cache_status(session: &Session, ctx: &mut RequestCtx) -> &'static 
 /// Cloudflare with `Cache-Tag` (unless `cache.strip_tag_headers: false`). A trusted edge
 /// asking a shield gets them: it tags its own copy with them. The stored copy keeps them.
 pub fn strip_tag_headers(response: &mut ResponseHeader, ctx: &RequestCtx) {
-    let Some(snapshot) = &ctx.snapshot else {
-        return;
-    };
-    let node = &snapshot.engine.config.node;
-    if !node.cache_strip_tag_headers || ctx.tier.from_edge {
-        return;
-    }
-    let tagged = |name: &http::HeaderName| node.cache_tag_headers.contains(name);
+    let stripped = stripped_tag_headers(ctx);
+    let tagged = |name: &http::HeaderName| stripped.contains(name);
     if response.headers.keys().any(tagged) && !remove_fields_in_order(response, tagged) {
         // Out of order rather than not at all.
-        for name in &node.cache_tag_headers {
+        for name in stripped {
             response.remove_header(name);
         }
+    }
+}
+
+/// The tag headers this request's answer goes without (none for a trusted edge, or with
+/// `cache.strip_tag_headers: false`).
+pub fn stripped_tag_headers(ctx: &RequestCtx) -> &[http::HeaderName] {
+    match &ctx.snapshot {
+        Some(snapshot) => {
+            let node = &snapshot.engine.config.node;
+            let strips = node.cache_strip_tag_headers && !ctx.tier.from_edge;
+            if strips {
+                &node.cache_tag_headers
+            } else {
+                &[]
+            }
+        }
+        None => &[],
     }
 }
 

@@ -56,19 +56,15 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     if edits_response {
         return None;
     }
-    let node = &snapshot.engine.config.node;
     let refused = |name: &[u8]| {
         name.eq_ignore_ascii_case(headers::REQUEST_ID.as_bytes())
             || name.eq_ignore_ascii_case(headers::X_CACHE.as_bytes())
     };
     // As `caching::strip_tag_headers` strips them on Pingora's way (in order, too).
-    let strips_tags = node.cache_strip_tag_headers && !ctx.tier.from_edge;
+    let tags = caching::stripped_tag_headers(ctx);
     let stripped = |name: &[u8]| {
-        strips_tags
-            && node
-                .cache_tag_headers
-                .iter()
-                .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes()))
+        tags.iter()
+            .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes()))
     };
 
     let object = hit_object(session.cache.hit_handler())?;
