@@ -32,7 +32,18 @@ impl OriginNames {
     /// Runs until the future is dropped (the lifecycle loop stops polling it).
     pub async fn run(&mut self, lifecycle: &Lifecycle) {
         loop {
-            let (interval, hosts_file, named) = {
+            let interval = lifecycle
+                .current
+                .load()
+                .engine
+                .config
+                .node
+                .tiers
+                .resolve_interval;
+            tokio::time::sleep(interval).await;
+            // The generation live now (a reload may have come meanwhile), not the one the
+            // wait began in.
+            let (hosts_file, named) = {
                 let snapshot = lifecycle.current.load();
                 let config = &snapshot.engine.config;
                 let named: Vec<(String, SocketAddr)> = config
@@ -41,10 +52,8 @@ impl OriginNames {
                     .flat_map(|group| &group.origins)
                     .filter_map(|o| Some((o.resolved_from.clone()?, o.address)))
                     .collect();
-                let tiers = &config.node.tiers;
-                (tiers.resolve_interval, tiers.hosts_file.clone(), named)
+                (config.node.tiers.hosts_file.clone(), named)
             };
-            tokio::time::sleep(interval).await;
             if named.is_empty() {
                 continue;
             }
