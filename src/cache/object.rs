@@ -105,10 +105,10 @@ pub struct Object {
     /// lock is taken last, inside the store's index and shard locks.
     meta: RwLock<StoredMeta>,
     body: Body,
-    /// The bytes the store accounted for this object when it was committed (0 while it
-    /// fills). Fixed then, so that what is added is exactly what is later taken away, even
-    /// if a revalidation changes the header.
-    accounted: usize,
+    /// The bytes the store accounts for this object (0 while it fills): set at commit, and
+    /// changed only by `reaccount`, under the store's shard lock, by exactly what the store
+    /// adds or takes away, so that what is added is what is later taken away.
+    accounted: AtomicUsize,
     /// Used since the eviction clock last passed it (`cache::clock`).
     pub(super) referenced: AtomicBool,
     /// In the store as a committed object (`cache::clock`).
@@ -134,7 +134,7 @@ impl Object {
                 state: watch::channel(FillState::Filling).0,
                 cursors: Mutex::new(Vec::new()),
             }))),
-            accounted: 0,
+            accounted: AtomicUsize::new(0),
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
         }
@@ -142,10 +142,6 @@ impl Object {
 
     pub fn meta(&self) -> RwLockReadGuard<'_, StoredMeta> {
         self.meta.read()
-    }
-
-    pub fn set_meta(&self, meta: StoredMeta) {
-        *self.meta.write() = meta;
     }
 
     /// Makes it stale from `now` (a soft purge: `stale-*` windows count from `now`).
@@ -202,14 +198,52 @@ impl Object {
     /// What the object costs besides its body: key text, header, tags and its index entries
     /// (one per tag, one for its host). Reserved when its fill starts.
     pub fn overhead(&self) -> usize {
-        let meta = self.meta.read();
+        self.overhead_with(&self.meta.read())
+    }
+
+    fn overhead_with(&self, meta: &StoredMeta) -> usize {
         let tags: usize = meta.tags.iter().map(|t| t.len() + 16).sum();
         self.label.len() + meta.weight() + tags + (meta.tags.len() + 1) * INDEX_ENTRY_BYTES
     }
 
     /// The bytes the store accounts for this committed object.
     pub fn weight(&self) -> usize {
+        self.accounted.load(Ordering::Acquire)
+    }
+
+    /// Replaces a committed object's meta (a revalidation's `304`) and its weight with it;
+    /// returns the weight's change, for the store to add or take away. The store calls it
+    /// under the object's shard lock, so two revalidations never count from the same weight.
+    ///
+    /// A small body shares one allocation with the header's text it was committed with
+    /// (`committed`), so that text stays in memory as long as the body: once replaced, it
+    /// is still counted, beside the new header.
+    pub fn reaccount(&self, meta: StoredMeta) -> isize {
+        let mut current = self.meta.write();
+        let kept_text = if self.holds_text(current.header.text()) {
+            current.header.text().len()
+        } else {
+            0
+        };
+        let before = self.overhead_with(&current);
+        let after = self.overhead_with(&meta) + kept_text;
+        *current = meta;
+        let delta = after as isize - before as isize;
+        let weight = self.weight() as isize + delta;
         self.accounted
+            .store(weight.max(0) as usize, Ordering::Release);
+        delta
+    }
+
+    /// Whether `text` lies in the body's own allocation, just before the body (as
+    /// `committed` puts a small object's header text).
+    fn holds_text(&self, text: &[u8]) -> bool {
+        match &self.body {
+            Body::One(body) => {
+                !text.is_empty() && text.as_ptr() as usize + text.len() == body.as_ptr() as usize
+            }
+            Body::Other(_) => false,
+        }
     }
 
     /// Adds `data` to a fill's body (a committed object never changes: nothing).
@@ -290,7 +324,7 @@ impl Object {
             label: self.label.clone(),
             meta: RwLock::new(meta),
             body,
-            accounted,
+            accounted: AtomicUsize::new(accounted),
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
         }

@@ -772,23 +772,39 @@ impl Storage for MemoryStore {
         let tags = super::tags::of_response(meta.response_header(), &self.tag_headers);
         let stored = StoredMeta::from_meta(meta, tags);
         // The index's lock first, as everywhere: the `304` may have changed the tags.
-        let mut index = self.index.lock();
-        let shard = self.shard(&key.primary_bin()).lock();
-        let Some(object) = shard
-            .slots
-            .get(&hash)
-            .and_then(|slot| slot.committed.as_ref())
-        else {
-            return Ok(false);
+        let delta = {
+            let mut index = self.index.lock();
+            let shard = self.shard(&key.primary_bin()).lock();
+            let Some(object) = shard
+                .slots
+                .get(&hash)
+                .and_then(|slot| slot.committed.as_ref())
+            else {
+                return Ok(false);
+            };
+            let retag = object.meta().tags != stored.tags;
+            if retag {
+                index.remove(object);
+            }
+            let delta = object.reaccount(stored);
+            if retag {
+                index.add(object);
+            }
+            // Counted under the shard's lock: an eviction after it takes away the new weight.
+            if delta >= 0 {
+                self.bytes.fetch_add(delta as usize, Ordering::Relaxed);
+                self.used.fetch_add(delta as usize, Ordering::AcqRel);
+            } else {
+                self.bytes
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+                self.release(delta.unsigned_abs());
+            }
+            delta
         };
-        // Its weight stays what was accounted at commit, as for a changed header.
-        let retag = object.meta().tags != stored.tags;
-        if retag {
-            index.remove(object);
-        }
-        object.set_meta(stored);
-        if retag {
-            index.add(object);
+        // A header that grew may have taken the store past its bound: evict back under it
+        // (not under the locks above, which eviction takes itself).
+        if delta > 0 {
+            self.reserve(0);
         }
         Ok(true)
     }

@@ -168,6 +168,62 @@ async fn a_revalidation_that_grows_the_header_keeps_the_accounting_exact() {
     assert_eq!((store.objects(), store.bytes()), (0, 0));
 }
 
+#[tokio::test]
+async fn a_revalidation_that_grows_the_header_is_counted_against_the_bound() {
+    let store = store();
+    let key = CacheKey::new("h/grow", "");
+    fill(store, &key, "body").await;
+    let before = (store.bytes(), store.used());
+    let mut bigger = meta();
+    bigger
+        .response_header_mut()
+        .insert_header("x-long", "x".repeat(4096))
+        .unwrap();
+    let span = Span::inactive();
+    assert!(store
+        .update_meta(&key, &bigger, &span.handle())
+        .await
+        .unwrap());
+    // The new header is counted, and the first one still (it shares the body's allocation).
+    assert!(store.bytes() >= before.0 + 4096, "{:?}", store.bytes());
+    assert_eq!(store.used() - before.1, store.bytes() - before.0);
+    // A smaller header again gives the long one's bytes back.
+    assert!(store
+        .update_meta(&key, &meta(), &span.handle())
+        .await
+        .unwrap());
+    assert!(store.bytes() < before.0 + 4096, "{:?}", store.bytes());
+    assert!(store.bytes() >= before.0);
+}
+
+#[tokio::test]
+async fn a_revalidation_that_grows_past_the_bound_evicts_to_fit() {
+    let budget = 8 * 1024;
+    let store = tagged_store(budget);
+    let body = [b'a'; 1024];
+    for n in 0..6 {
+        fill_tagged(store, &CacheKey::new(format!("h/{n}"), ""), "t", &body).await;
+    }
+    assert_eq!(store.objects(), 6);
+    let mut bigger = meta_tagged("t");
+    bigger
+        .response_header_mut()
+        .insert_header("x-long", "x".repeat(3000))
+        .unwrap();
+    let span = Span::inactive();
+    let key = CacheKey::new("h/5", "");
+    assert!(store
+        .update_meta(&key, &bigger, &span.handle())
+        .await
+        .unwrap());
+    assert!(store.used() <= budget, "{} > {budget}", store.used());
+    assert!(store.objects() < 6, "something was evicted to make room");
+    assert!(store.holds(&key), "the one just revalidated was used last");
+    let left = store.objects();
+    assert_eq!(purge(store, r#"{"tags": ["t"]}"#), left);
+    assert_eq!((store.objects(), store.bytes(), store.used()), (0, 0, 0));
+}
+
 fn variant(path: &str, n: u8) -> CacheKey {
     let mut key = CacheKey::new(path, "");
     key.set_variance_key([n; 16]);
