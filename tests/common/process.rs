@@ -95,14 +95,26 @@ impl Drop for Running {
     }
 }
 
-/// A free loopback port. Pingora cannot report a port-0 bind, so the port is reserved by
-/// binding and released just before the edge binds it (a small, accepted race).
+/// A free loopback port for a process the test starts, which binds it later (Pingora
+/// cannot report a port-0 bind). Taken below the kernel's default ephemeral range
+/// (32768–60999), so no `127.0.0.1:0` listener of another test nor an outgoing
+/// connection's local port takes it between this check and the bind, and never the same
+/// port twice in one test process (each process its own block, by its pid).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const BLOCKS: u32 = 120;
+    const BLOCK: u16 = 100;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = FIRST + (std::process::id() % BLOCKS) as u16 * BLOCK;
+    for _ in 0..BLOCK {
+        let port = block + NEXT.fetch_add(1, Ordering::Relaxed) % BLOCK;
+        // Skipped if something on the machine holds it.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {block}..{}", block + BLOCK)
 }
 
 /// The first answer from a server still starting: connection errors are retried for 30 s.
