@@ -72,8 +72,7 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     let timeouts = snapshot.engine.config.origin_groups[decision.origin_group].timeouts;
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.total_connection_timeout = Some(timeouts.tls_handshake);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.write_timeout = Some(timeouts.write);
+    apply_io_timeouts(&mut peer, snapshot, decision.origin_group);
     apply_upgrade_policy(&mut peer, ctx);
     ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);
@@ -104,9 +103,9 @@ pub fn deadlines(snapshot: &Snapshot, origin_group: usize, towards: Towards) -> 
     }
 }
 
-/// A shield peer's per-read and per-write timeouts: the origin group's, as towards its
-/// origins (the shield relays the origin's pace).
-pub fn apply_shield_timeouts(peer: &mut HttpPeer, snapshot: &Snapshot, origin_group: usize) {
+/// A peer's per-read and per-write timeouts: the origin group's, towards its origins and
+/// towards a shield alike (a shield relays the origin's pace).
+pub fn apply_io_timeouts(peer: &mut HttpPeer, snapshot: &Snapshot, origin_group: usize) {
     let timeouts = snapshot.engine.config.origin_groups[origin_group].timeouts;
     peer.options.read_timeout = Some(timeouts.read);
     peer.options.write_timeout = Some(timeouts.write);

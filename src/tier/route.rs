@@ -56,7 +56,7 @@ pub fn shield_peer(
     let mut peer = Box::new(ring.peer(index)?.clone());
     ctx.tier.ring = Some(ring);
     if let Some(decision) = &ctx.decision {
-        crate::proxy::upstream::apply_shield_timeouts(&mut peer, snapshot, decision.origin_group);
+        crate::proxy::upstream::apply_io_timeouts(&mut peer, snapshot, decision.origin_group);
     }
     // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
     // shield's rules make the same decision (strip it for the origin, store nothing). Sent
