@@ -9,7 +9,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::OriginDeadlines;
 
-use crate::config::model::{Action, ForwardingProtocol};
+use crate::config::model::{Action, ForwardingProtocol, OriginTimeouts};
 use crate::rules::{Scheme, UpgradeHandling};
 
 use super::ctx::RequestCtx;
@@ -72,7 +72,7 @@ pub fn choose_peer(ctx: &mut RequestCtx, snapshot: &Snapshot) -> Result<Box<Http
     let timeouts = snapshot.engine.config.origin_groups[decision.origin_group].timeouts;
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.total_connection_timeout = Some(timeouts.tls_handshake);
-    apply_io_timeouts(&mut peer, snapshot, decision.origin_group);
+    apply_io_timeouts(&mut peer, &timeouts);
     apply_upgrade_policy(&mut peer, ctx);
     ctx.tried.push(chosen.index);
     ctx.origin_index = Some(chosen.index);
@@ -105,8 +105,7 @@ pub fn deadlines(snapshot: &Snapshot, origin_group: usize, towards: Towards) -> 
 
 /// A peer's per-read and per-write timeouts: the origin group's, towards its origins and
 /// towards a shield alike (a shield relays the origin's pace).
-pub fn apply_io_timeouts(peer: &mut HttpPeer, snapshot: &Snapshot, origin_group: usize) {
-    let timeouts = snapshot.engine.config.origin_groups[origin_group].timeouts;
+pub fn apply_io_timeouts(peer: &mut HttpPeer, timeouts: &OriginTimeouts) {
     peer.options.read_timeout = Some(timeouts.read);
     peer.options.write_timeout = Some(timeouts.write);
 }

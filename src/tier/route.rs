@@ -56,7 +56,8 @@ pub fn shield_peer(
     let mut peer = Box::new(ring.peer(index)?.clone());
     ctx.tier.ring = Some(ring);
     if let Some(decision) = &ctx.decision {
-        crate::proxy::upstream::apply_io_timeouts(&mut peer, snapshot, decision.origin_group);
+        let timeouts = &snapshot.engine.config.origin_groups[decision.origin_group].timeouts;
+        crate::proxy::upstream::apply_io_timeouts(&mut peer, timeouts);
     }
     // A cached-route upgrade (`reproduce`) reaches the shield as the client sent it: the
     // shield's rules make the same decision (strip it for the origin, store nothing). Sent
