@@ -11,7 +11,7 @@ use pingora_proxy::Session;
 
 use crate::config::model::RedirectProtocol;
 use crate::rules::path::{normalise_path, PathRefusal};
-use crate::rules::request::{normalise_host, strip_port, BadHost};
+use crate::rules::request::{host_is_normal, normalise_host, strip_port, BadHost};
 use crate::rules::{Miss, RedirectTarget, RequestFacts, Scheme, UpgradeHandling};
 use crate::tunnel::TunnelState;
 
@@ -149,6 +149,12 @@ fn raw_host(request: &pingora_http::RequestHeader) -> Option<&[u8]> {
 /// HTTP/1.1 without a host was refused already). The already-normal `Host` header value
 /// (the common case) is shared, not copied.
 fn normal_host(request: &pingora_http::RequestHeader) -> Result<Option<HeaderValue>, BadHost> {
+    // The common case in one look-up and one pass: an ordinary `Host` header.
+    if let Some(host) = request.headers.get(http::header::HOST) {
+        if host_is_normal(host.as_bytes()) {
+            return Ok(Some(host.clone()));
+        }
+    }
     let Some(raw) = raw_host(request) else {
         return Ok(None);
     };

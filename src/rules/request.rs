@@ -163,6 +163,37 @@ pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
     Ok(Cow::Owned(out))
 }
 
+/// Whether `raw` is a host `normalise_host` would return as it is: a lower-case reg-name
+/// with valid labels, no trailing dot, and an optional port of 1–65535. In one pass over
+/// the bytes, with no UTF-8 check (the bytes it takes are ASCII): the check every request
+/// with an ordinary `Host` takes. `false` says only "take `normalise_host`".
+pub fn host_is_normal(raw: &[u8]) -> bool {
+    let (mut label, mut at) = (0usize, 0usize);
+    while at < raw.len() {
+        match raw[at] {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'.' if (1..=63).contains(&label) => label = 0,
+            b':' => break,
+            _ => return false,
+        }
+        at += 1;
+    }
+    if !(1..=63).contains(&label) || at > MAX_HOST_NAME {
+        return false;
+    }
+    let Some(port) = raw.get(at + 1..) else {
+        return true; // no port
+    };
+    let mut value = 0u32;
+    for &b in port {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        value = value * 10 + u32::from(b - b'0');
+    }
+    (1..=5).contains(&port.len()) && (1..=65535).contains(&value)
+}
+
 /// Whether every dot-separated label of `name` has 1 to 63 letters, digits, `-` or `_`
 /// (`None` if not), and then whether any letter is upper case; in one pass (every request).
 fn check_labels(name: &[u8]) -> Option<bool> {
@@ -304,6 +335,56 @@ mod tests {
         assert_eq!(ok("x.Y-z_1"), Ok("x.y-z_1".into()));
         let long = vec!["a".repeat(60); 5].join(".");
         assert_eq!(ok(&long), Err(BadHost::TooLong));
+    }
+
+    #[test]
+    fn a_host_said_normal_is_returned_as_it_is() {
+        let long = vec!["a".repeat(60); 5].join(".");
+        let edge = vec!["a".repeat(63); 4].join(".")[..253].to_string();
+        let normal = [
+            "t.example",
+            "t.example:8080",
+            "127.0.0.1:1",
+            "_srv.example",
+            "x.y-z_1",
+            "a:65535",
+            edge.as_str(),
+        ];
+        for raw in normal {
+            assert!(host_is_normal(raw.as_bytes()), "{raw:?}");
+            assert_eq!(
+                normalise_host(raw.as_bytes()),
+                Ok(Cow::Borrowed(raw)),
+                "{raw:?}"
+            );
+        }
+        // Each of these takes the full check, which refuses or rewrites it.
+        let over = format!("{edge}a");
+        let other = [
+            "",
+            "a b",
+            "t.example\u{e9}",
+            "t.example:",
+            "t.example:0",
+            "t.example:65536",
+            "t.example:123456",
+            "t.example:+80",
+            "t.example:80:80",
+            "t..example",
+            ".",
+            ".t.example",
+            "t.example.",
+            "t.example/x",
+            "T.example",
+            "[::1]:8080",
+            ":80",
+            long.as_str(),
+            over.as_str(),
+        ];
+        for raw in other {
+            assert!(!host_is_normal(raw.as_bytes()), "{raw:?}");
+        }
+        assert!(!host_is_normal(&"a".repeat(64).into_bytes()));
     }
 
     #[test]
