@@ -357,3 +357,58 @@ async fn the_access_log_has_one_json_line_per_request() {
     assert_eq!(line["client"], "127.0.0.1");
     assert_eq!(line["bytes"], 4);
 }
+
+/// Field names keep the case they came in, both ways, whatever mix of customary, lower and
+/// other cases a head has (Pingora keeps a map of names' case only once some name is not
+/// in its customary case, see vendor/README.md): the origin sees the client's names as
+/// sent, and the client the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_names_keep_their_case_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                while let Some(head) = common::read_request_head(&mut stream).await {
+                    let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
+                    let response = "HTTP/1.1 200 OK\r\nServer: raw\r\nx-lower: 1\r\nETag: \"e\"\r\n\
+                                    X-Odd-Case: 2\r\ncontent-type: text/plain\r\nSet-Cookie: a=1\r\n\
+                                    set-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let routes = "  - name: app\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes("", &rules(routes, "  []", &group_yaml("web", origin))).await;
+    let address = edge.url("").trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /case HTTP/1.1\r\nHost: {address}\r\nuser-agent: t\r\nAccept: */*\r\n\
+         X-Mixed-Case: m\r\nx-lower: l\r\nACCEPT-LANGUAGE: en\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(
+        answer.contains(
+            "\r\nServer: raw\r\nx-lower: 1\r\nETag: \"e\"\r\nX-Odd-Case: 2\r\n\
+             content-type: text/plain\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n"
+        ),
+        "{answer}"
+    );
+    let seen = seen_rx.recv().await.unwrap();
+    assert!(
+        seen.contains(
+            "\r\nuser-agent: t\r\nAccept: */*\r\nX-Mixed-Case: m\r\nx-lower: l\r\n\
+             ACCEPT-LANGUAGE: en\r\n"
+        ),
+        "{seen}"
+    );
+}

@@ -392,7 +392,7 @@ fn remove_fields_in_order(
                 continue;
             }
             let appended = match case {
-                Some((case, _)) => kept.append_header(case.clone(), value.clone()),
+                Some((case, _)) => kept.append_header(case, value.clone()),
                 None => kept.append_header(name.clone(), value.clone()),
             };
             if appended.is_err() {

@@ -43,8 +43,11 @@ use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
 use case_header_name::CaseHeaderName;
+mod header_case; // PORTICO PATCH (case map only when needed)
 pub use case_header_name::IntoCaseHeaderName;
 pub use case_header_name::KnownHeaderName; // PORTICO PATCH (header names without a parse or a copy)
+pub use header_case::CaseName; // PORTICO PATCH (case map only when needed)
+use header_case::HeaderCase; // PORTICO PATCH (case map only when needed)
 
 pub mod prelude {
     pub use crate::RequestHeader;
@@ -85,7 +88,7 @@ pub enum HeaderNameVariant<'a> {
 #[derive(Debug)]
 pub struct RequestHeader {
     base: ReqParts,
-    header_name_map: Option<CaseMap>,
+    header_case: HeaderCase, // PORTICO PATCH (case map only when needed): was `header_name_map`
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -155,7 +158,7 @@ impl RequestHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
-            header_name_map: None,
+            header_case: HeaderCase::NotKept, // PORTICO PATCH (case map only when needed)
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
             wire_fields: Vec::new(), // PORTICO PATCH (field lines written after the map)
@@ -171,9 +174,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        req.header_case = HeaderCase::Customary; // PORTICO PATCH (case map only when needed)
         Ok(req)
     }
 
@@ -208,7 +209,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_case, // PORTICO PATCH (case map only when needed)
             &mut self.base.headers,
             name,
             header_value,
@@ -228,7 +229,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_case, // PORTICO PATCH (case map only when needed)
             &mut self.base.headers,
             name,
             header_value,
@@ -240,14 +241,14 @@ impl RequestHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.header_case, &mut self.base.headers, name) // PORTICO PATCH (case map only when needed)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        header_to_h1_wire(&self.header_case, &self.base.headers, buf);
         // PORTICO PATCH (field lines written after the map)
         buf.put_slice(&self.wire_fields);
     }
@@ -273,20 +274,23 @@ impl RequestHeader {
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    ///
+    /// PORTICO PATCH (case map only when needed): names come as [CaseName]s (were
+    /// `&CaseHeaderName`), as a header may keep its case without a case map.
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (CaseName<'_>, &HeaderValue)> + '_ {
+        case_header_iter(&self.header_case, &self.base.headers)
     }
 
     /// Returns true if the request has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.header_case.is_kept() // PORTICO PATCH (case map only when needed)
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
+        let key_map = self.header_case.map(); // PORTICO PATCH (case map only when needed)
         let value_map = &self.base.headers;
 
         if let Some(key_map) = key_map {
@@ -300,8 +304,13 @@ impl RequestHeader {
             }
         } else {
             for (header, value) in value_map {
-                let titled_header =
-                    case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
+                // PORTICO PATCH (case map only when needed): a kept case without a map.
+                let titled_header = match self.header_case {
+                    HeaderCase::Customary => header_case::written_form(header),
+                    _ => {
+                        case_header_name::titled_header_name_str(header).unwrap_or(header.as_str())
+                    }
+                };
                 f(HeaderNameVariant::Titled(titled_header), value)?;
             }
         }
@@ -429,7 +438,7 @@ impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            header_case: self.header_case.clone(), // PORTICO PATCH (case map only when needed)
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
             wire_fields: self.wire_fields.clone(), // PORTICO PATCH (field lines written after the map)
@@ -445,7 +454,7 @@ impl From<ReqParts> for RequestHeader {
     fn from(parts: ReqParts) -> RequestHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            header_case: HeaderCase::NotKept, // PORTICO PATCH (case map only when needed)
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
@@ -476,8 +485,9 @@ impl From<RequestHeader> for ReqParts {
 #[derive(Debug)]
 pub struct ResponseHeader {
     base: RespParts,
-    // an ordered header map to store the original case of each header name
-    header_name_map: Option<CaseMap>,
+    // PORTICO PATCH (case map only when needed): was `header_name_map`, an ordered header
+    // map to store the original case of each header name
+    header_case: HeaderCase,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -500,7 +510,7 @@ impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            header_case: self.header_case.clone(), // PORTICO PATCH (case map only when needed)
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -511,7 +521,7 @@ impl From<RespParts> for ResponseHeader {
     fn from(parts: RespParts) -> ResponseHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            header_case: HeaderCase::NotKept, // PORTICO PATCH (case map only when needed)
             reason_phrase: None,
         }
     }
@@ -532,9 +542,7 @@ impl From<Box<ResponseHeader>> for Box<RespParts> {
 impl ResponseHeader {
     fn new(size_hint: Option<usize>) -> Self {
         let mut resp_header = Self::new_no_case(size_hint);
-        resp_header.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        resp_header.header_case = HeaderCase::Customary; // PORTICO PATCH (case map only when needed)
         resp_header
     }
 
@@ -543,7 +551,7 @@ impl ResponseHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
-            header_name_map: None,
+            header_case: HeaderCase::NotKept, // PORTICO PATCH (case map only when needed)
             reason_phrase: None,
         }
     }
@@ -583,7 +591,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_case, // PORTICO PATCH (case map only when needed)
             &mut self.base.headers,
             name,
             header_value,
@@ -603,7 +611,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_case, // PORTICO PATCH (case map only when needed)
             &mut self.base.headers,
             name,
             header_value,
@@ -615,34 +623,37 @@ impl ResponseHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.header_case, &mut self.base.headers, name) // PORTICO PATCH (case map only when needed)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(&self.header_case, &self.base.headers, buf)
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    ///
+    /// PORTICO PATCH (case map only when needed): names come as [CaseName]s (were
+    /// `&CaseHeaderName`), as a header may keep its case without a case map.
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (CaseName<'_>, &HeaderValue)> + '_ {
+        case_header_iter(&self.header_case, &self.base.headers)
     }
 
     /// Returns true if the response has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.header_case.is_kept() // PORTICO PATCH (case map only when needed)
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
+        let key_map = self.header_case.map(); // PORTICO PATCH (case map only when needed)
         let value_map = &self.base.headers;
 
         if let Some(key_map) = key_map {
@@ -656,8 +667,13 @@ impl ResponseHeader {
             }
         } else {
             for (header, value) in value_map {
-                let titled_header =
-                    case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
+                // PORTICO PATCH (case map only when needed): a kept case without a map.
+                let titled_header = match self.header_case {
+                    HeaderCase::Customary => header_case::written_form(header),
+                    _ => {
+                        case_header_name::titled_header_name_str(header).unwrap_or(header.as_str())
+                    }
+                };
                 f(HeaderNameVariant::Titled(titled_header), value)?;
             }
         }
@@ -872,7 +888,7 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
 
 #[inline]
 fn append_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    header_case: &mut HeaderCase, // PORTICO PATCH (case map only when needed): was the map
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -883,14 +899,11 @@ fn append_header_value<T>(
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
     // store the original case in the map
-    if let Some(name_map) = name_map {
-        // Use the non-panicking `try_append`: the infallible `append` calls
-        // `.expect("size overflows MAX_SIZE")` internally, which would abort the
-        // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
-        name_map
-            .try_append(header_name.clone(), case_header_name)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
+    // PORTICO PATCH (case map only when needed): where a map is kept (`HeaderCase::note`,
+    // which appends with the non-panicking `try_append`: the infallible `append` calls
+    // `.expect("size overflows MAX_SIZE")` internally, which would abort the process if
+    // the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15)).
+    header_case.note(&header_name, case_header_name, value_map, false)?;
 
     // Non-panicking `try_append` for the same reason as the case map above.
     value_map.try_append(header_name, value).or_err(
@@ -901,7 +914,7 @@ fn append_header_value<T>(
 
 #[inline]
 fn insert_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    header_case: &mut HeaderCase, // PORTICO PATCH (case map only when needed): was the map
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -911,10 +924,9 @@ fn insert_header_value<T>(
     let (header_name, case_header_name) = name
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
-    if let Some(name_map) = name_map {
-        // store the original case in the map
-        name_map.insert(header_name.clone(), case_header_name);
-    }
+    // store the original case in the map
+    // PORTICO PATCH (case map only when needed): where a map is kept.
+    header_case.note(&header_name, case_header_name, value_map, true)?;
     value_map.insert(header_name, value);
     Ok(())
 }
@@ -922,7 +934,7 @@ fn insert_header_value<T>(
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
-    name_map: Option<&mut CaseMap>,
+    header_case: &mut HeaderCase, // PORTICO PATCH (case map only when needed): was the map
     value_map: &mut HMap<T>,
     name: &'a N,
 ) -> Option<T>
@@ -931,9 +943,7 @@ where
 {
     let removed = value_map.remove(name);
     if removed.is_some() {
-        if let Some(name_map) = name_map {
-            name_map.remove(name);
-        }
+        header_case.remove(name); // PORTICO PATCH (case map only when needed)
     }
     removed
 }
@@ -1038,12 +1048,14 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
-fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
+fn header_to_h1_wire(header_case: &HeaderCase, value_map: &HMap, buf: &mut impl BufMut) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
-    if let Some(key_map) = key_map {
-        case_header_iter(key_map.into(), value_map).for_each(|(case_header, val)| {
+    // PORTICO PATCH (case map only when needed): was `key_map: Option<&CaseMap>`, and
+    // `HeaderCase::Customary` writes each name in its customary case.
+    if header_case.is_kept() {
+        case_header_iter(header_case, value_map).for_each(|(case_header, val)| {
             buf.put_slice(case_header.as_slice());
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(val.as_ref());
@@ -1062,20 +1074,33 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
 }
 
 #[inline]
+// PORTICO PATCH (case map only when needed): was over `name_map: Option<&CaseMap>`; a
+// kept case without a map gives each name's written form.
 fn case_header_iter<'a>(
-    name_map: Option<&'a CaseMap>,
+    header_case: &'a HeaderCase,
     value_map: &'a HMap,
-) -> impl Iterator<Item = (&'a CaseHeaderName, &'a HeaderValue)> + 'a {
-    name_map.into_iter().flat_map(|name_map| {
+) -> impl Iterator<Item = (CaseName<'a>, &'a HeaderValue)> + 'a {
+    let (name_map, customary) = match header_case {
+        HeaderCase::Map(map) => (Some(map), None),
+        HeaderCase::Customary => (None, Some(value_map)),
+        HeaderCase::NotKept => (None, None),
+    };
+    let mapped = name_map.into_iter().flat_map(|name_map| {
         name_map
             .iter()
             .zip(value_map.iter())
             .map(|((h1, name), (h2, value))| {
                 // in case the header iteration order changes in future versions of HMap
                 assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
-                (name, value)
+                (CaseName::new(h1, Some(name)), value)
             })
-    })
+    });
+    let customary = customary.into_iter().flat_map(|value_map| {
+        value_map
+            .iter()
+            .map(|(name, value)| (CaseName::new(name, None), value))
+    });
+    mapped.chain(customary)
 }
 
 #[cfg(test)]
