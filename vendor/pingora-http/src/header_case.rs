@@ -77,6 +77,27 @@ impl HeaderCase {
     }
 }
 
+/// Appends a field of a received head (`name` a slice of `head`). A name in its customary
+/// case is known without a parse and needs no case recorded; any other goes the way of
+/// `append_header`, its case a view of `head`.
+pub(crate) fn append_received<T>(
+    case: &mut HeaderCase,
+    values: &mut HMap<T>,
+    head: &Bytes,
+    name: &[u8],
+    value: T,
+) -> Result<bool> {
+    if !matches!(case, HeaderCase::Map(_)) {
+        if let Some(header_name) = customary_name(name) {
+            return values.try_append(header_name, value).or_err(
+                InvalidHTTPHeader,
+                "header value map size overflows MAX_SIZE",
+            );
+        }
+    }
+    crate::append_header_value(case, values, head.slice_ref(name), value)
+}
+
 /// A name as the header will write it: its stored case, or its [`written_form`].
 #[derive(Debug, Clone, Copy)]
 pub struct CaseName<'a> {
@@ -137,101 +158,177 @@ pub(crate) fn written_form(name: &HeaderName) -> &str {
 }
 
 macro_rules! customary_cases {
-    ($($name:ident => $case:literal,)*) => {
+    ($($len:literal => [$($name:ident => $case:literal,)*],)*) => {
         /// The case a standard field name is customarily written in (RFC 9110 and the
         /// registries' spelling).
         fn customary_case(name: &HeaderName) -> Option<&'static str> {
             Some(match *name {
-                $(header::$name => $case,)*
+                $($(header::$name => $case,)*)*
                 _ => return None,
             })
         }
 
+        /// The standard name `raw` is when written in its customary case: a match on the
+        /// length, then a few fixed-length compares, where `HeaderName::from_bytes` lowers
+        /// and hashes every byte.
+        pub(crate) fn customary_name(raw: &[u8]) -> Option<HeaderName> {
+            match raw.len() {
+                $($len => {
+                    $(if raw == $case.as_bytes() {
+                        return Some(header::$name);
+                    })*
+                })*
+                _ => {}
+            }
+            None
+        }
+
         #[cfg(test)]
-        const CUSTOMARY_CASES: &[(HeaderName, &str)] = &[$((header::$name, $case),)*];
+        const CUSTOMARY_CASES: &[(usize, HeaderName, &str)] = &[$($(($len, header::$name, $case),)*)*];
     };
 }
 
+// Grouped by length, for `customary_name`.
 customary_cases! {
-    ACCEPT => "Accept",
-    ACCEPT_CHARSET => "Accept-Charset",
-    ACCEPT_ENCODING => "Accept-Encoding",
-    ACCEPT_LANGUAGE => "Accept-Language",
-    ACCEPT_RANGES => "Accept-Ranges",
-    ACCESS_CONTROL_ALLOW_CREDENTIALS => "Access-Control-Allow-Credentials",
-    ACCESS_CONTROL_ALLOW_HEADERS => "Access-Control-Allow-Headers",
-    ACCESS_CONTROL_ALLOW_METHODS => "Access-Control-Allow-Methods",
-    ACCESS_CONTROL_ALLOW_ORIGIN => "Access-Control-Allow-Origin",
-    ACCESS_CONTROL_EXPOSE_HEADERS => "Access-Control-Expose-Headers",
-    ACCESS_CONTROL_MAX_AGE => "Access-Control-Max-Age",
-    ACCESS_CONTROL_REQUEST_HEADERS => "Access-Control-Request-Headers",
-    ACCESS_CONTROL_REQUEST_METHOD => "Access-Control-Request-Method",
-    AGE => "Age",
-    ALLOW => "Allow",
-    ALT_SVC => "Alt-Svc",
-    AUTHORIZATION => "Authorization",
-    CACHE_CONTROL => "Cache-Control",
-    CACHE_STATUS => "Cache-Status",
-    CDN_CACHE_CONTROL => "CDN-Cache-Control",
-    CONNECTION => "Connection",
-    CONTENT_DISPOSITION => "Content-Disposition",
-    CONTENT_ENCODING => "Content-Encoding",
-    CONTENT_LANGUAGE => "Content-Language",
-    CONTENT_LENGTH => "Content-Length",
-    CONTENT_LOCATION => "Content-Location",
-    CONTENT_RANGE => "Content-Range",
-    CONTENT_SECURITY_POLICY => "Content-Security-Policy",
-    CONTENT_SECURITY_POLICY_REPORT_ONLY => "Content-Security-Policy-Report-Only",
-    CONTENT_TYPE => "Content-Type",
-    COOKIE => "Cookie",
-    DNT => "DNT",
-    DATE => "Date",
-    ETAG => "ETag",
-    EXPECT => "Expect",
-    EXPIRES => "Expires",
-    FORWARDED => "Forwarded",
-    FROM => "From",
-    HOST => "Host",
-    IF_MATCH => "If-Match",
-    IF_MODIFIED_SINCE => "If-Modified-Since",
-    IF_NONE_MATCH => "If-None-Match",
-    IF_RANGE => "If-Range",
-    IF_UNMODIFIED_SINCE => "If-Unmodified-Since",
-    LAST_MODIFIED => "Last-Modified",
-    LINK => "Link",
-    LOCATION => "Location",
-    MAX_FORWARDS => "Max-Forwards",
-    ORIGIN => "Origin",
-    PRAGMA => "Pragma",
-    PROXY_AUTHENTICATE => "Proxy-Authenticate",
-    PROXY_AUTHORIZATION => "Proxy-Authorization",
-    RANGE => "Range",
-    REFERER => "Referer",
-    REFERRER_POLICY => "Referrer-Policy",
-    REFRESH => "Refresh",
-    RETRY_AFTER => "Retry-After",
-    SEC_WEBSOCKET_ACCEPT => "Sec-WebSocket-Accept",
-    SEC_WEBSOCKET_EXTENSIONS => "Sec-WebSocket-Extensions",
-    SEC_WEBSOCKET_KEY => "Sec-WebSocket-Key",
-    SEC_WEBSOCKET_PROTOCOL => "Sec-WebSocket-Protocol",
-    SEC_WEBSOCKET_VERSION => "Sec-WebSocket-Version",
-    SERVER => "Server",
-    SET_COOKIE => "Set-Cookie",
-    STRICT_TRANSPORT_SECURITY => "Strict-Transport-Security",
-    TE => "TE",
-    TRAILER => "Trailer",
-    TRANSFER_ENCODING => "Transfer-Encoding",
-    USER_AGENT => "User-Agent",
-    UPGRADE => "Upgrade",
-    UPGRADE_INSECURE_REQUESTS => "Upgrade-Insecure-Requests",
-    VARY => "Vary",
-    VIA => "Via",
-    WARNING => "Warning",
-    WWW_AUTHENTICATE => "WWW-Authenticate",
-    X_CONTENT_TYPE_OPTIONS => "X-Content-Type-Options",
-    X_DNS_PREFETCH_CONTROL => "X-DNS-Prefetch-Control",
-    X_FRAME_OPTIONS => "X-Frame-Options",
-    X_XSS_PROTECTION => "X-XSS-Protection",
+    2 => [
+        TE => "TE",
+    ],
+    3 => [
+        AGE => "Age",
+        DNT => "DNT",
+        VIA => "Via",
+    ],
+    4 => [
+        DATE => "Date",
+        ETAG => "ETag",
+        FROM => "From",
+        HOST => "Host",
+        LINK => "Link",
+        VARY => "Vary",
+    ],
+    5 => [
+        ALLOW => "Allow",
+        RANGE => "Range",
+    ],
+    6 => [
+        ACCEPT => "Accept",
+        COOKIE => "Cookie",
+        EXPECT => "Expect",
+        ORIGIN => "Origin",
+        PRAGMA => "Pragma",
+        SERVER => "Server",
+    ],
+    7 => [
+        ALT_SVC => "Alt-Svc",
+        EXPIRES => "Expires",
+        REFERER => "Referer",
+        REFRESH => "Refresh",
+        TRAILER => "Trailer",
+        UPGRADE => "Upgrade",
+        WARNING => "Warning",
+    ],
+    8 => [
+        IF_MATCH => "If-Match",
+        IF_RANGE => "If-Range",
+        LOCATION => "Location",
+    ],
+    9 => [
+        FORWARDED => "Forwarded",
+    ],
+    10 => [
+        CONNECTION => "Connection",
+        SET_COOKIE => "Set-Cookie",
+        USER_AGENT => "User-Agent",
+    ],
+    11 => [
+        RETRY_AFTER => "Retry-After",
+    ],
+    12 => [
+        CACHE_STATUS => "Cache-Status",
+        CONTENT_TYPE => "Content-Type",
+        MAX_FORWARDS => "Max-Forwards",
+    ],
+    13 => [
+        ACCEPT_RANGES => "Accept-Ranges",
+        AUTHORIZATION => "Authorization",
+        CACHE_CONTROL => "Cache-Control",
+        CONTENT_RANGE => "Content-Range",
+        IF_NONE_MATCH => "If-None-Match",
+        LAST_MODIFIED => "Last-Modified",
+    ],
+    14 => [
+        ACCEPT_CHARSET => "Accept-Charset",
+        CONTENT_LENGTH => "Content-Length",
+    ],
+    15 => [
+        ACCEPT_ENCODING => "Accept-Encoding",
+        ACCEPT_LANGUAGE => "Accept-Language",
+        REFERRER_POLICY => "Referrer-Policy",
+        X_FRAME_OPTIONS => "X-Frame-Options",
+    ],
+    16 => [
+        CONTENT_ENCODING => "Content-Encoding",
+        CONTENT_LANGUAGE => "Content-Language",
+        CONTENT_LOCATION => "Content-Location",
+        WWW_AUTHENTICATE => "WWW-Authenticate",
+        X_XSS_PROTECTION => "X-XSS-Protection",
+    ],
+    17 => [
+        CDN_CACHE_CONTROL => "CDN-Cache-Control",
+        IF_MODIFIED_SINCE => "If-Modified-Since",
+        SEC_WEBSOCKET_KEY => "Sec-WebSocket-Key",
+        TRANSFER_ENCODING => "Transfer-Encoding",
+    ],
+    18 => [
+        PROXY_AUTHENTICATE => "Proxy-Authenticate",
+    ],
+    19 => [
+        CONTENT_DISPOSITION => "Content-Disposition",
+        IF_UNMODIFIED_SINCE => "If-Unmodified-Since",
+        PROXY_AUTHORIZATION => "Proxy-Authorization",
+    ],
+    20 => [
+        SEC_WEBSOCKET_ACCEPT => "Sec-WebSocket-Accept",
+    ],
+    21 => [
+        SEC_WEBSOCKET_VERSION => "Sec-WebSocket-Version",
+    ],
+    22 => [
+        ACCESS_CONTROL_MAX_AGE => "Access-Control-Max-Age",
+        SEC_WEBSOCKET_PROTOCOL => "Sec-WebSocket-Protocol",
+        X_CONTENT_TYPE_OPTIONS => "X-Content-Type-Options",
+        X_DNS_PREFETCH_CONTROL => "X-DNS-Prefetch-Control",
+    ],
+    23 => [
+        CONTENT_SECURITY_POLICY => "Content-Security-Policy",
+    ],
+    24 => [
+        SEC_WEBSOCKET_EXTENSIONS => "Sec-WebSocket-Extensions",
+    ],
+    25 => [
+        STRICT_TRANSPORT_SECURITY => "Strict-Transport-Security",
+        UPGRADE_INSECURE_REQUESTS => "Upgrade-Insecure-Requests",
+    ],
+    27 => [
+        ACCESS_CONTROL_ALLOW_ORIGIN => "Access-Control-Allow-Origin",
+    ],
+    28 => [
+        ACCESS_CONTROL_ALLOW_HEADERS => "Access-Control-Allow-Headers",
+        ACCESS_CONTROL_ALLOW_METHODS => "Access-Control-Allow-Methods",
+    ],
+    29 => [
+        ACCESS_CONTROL_EXPOSE_HEADERS => "Access-Control-Expose-Headers",
+        ACCESS_CONTROL_REQUEST_METHOD => "Access-Control-Request-Method",
+    ],
+    30 => [
+        ACCESS_CONTROL_REQUEST_HEADERS => "Access-Control-Request-Headers",
+    ],
+    32 => [
+        ACCESS_CONTROL_ALLOW_CREDENTIALS => "Access-Control-Allow-Credentials",
+    ],
+    35 => [
+        CONTENT_SECURITY_POLICY_REPORT_ONLY => "Content-Security-Policy-Report-Only",
+    ],
 }
 
 #[cfg(test)]
@@ -253,10 +350,15 @@ mod tests {
     }
 
     #[test]
-    fn every_customary_case_is_its_name_in_another_case() {
-        for (name, case) in CUSTOMARY_CASES {
+    fn every_customary_case_is_its_name_in_another_case_and_found_by_it() {
+        for (len, name, case) in CUSTOMARY_CASES {
             assert!(case.eq_ignore_ascii_case(name.as_str()), "{case}");
+            assert_eq!(*len, case.len(), "{case}");
+            assert_eq!(customary_name(case.as_bytes()).as_ref(), Some(name));
+            assert_eq!(customary_name(name.as_str().as_bytes()), None, "{case}");
         }
+        assert_eq!(customary_name(b"X-Custom"), None);
+        assert_eq!(customary_name(b""), None);
     }
 
     #[test]
@@ -323,6 +425,38 @@ mod tests {
             }
             assert_eq!(wire(&copy), expected);
         }
+    }
+
+    #[test]
+    fn received_fields_are_written_in_the_case_they_came_in() {
+        let head = Bytes::from_static(b"HostETagX-Oddetagx-low");
+        let fields = [
+            (0..4, "1"),
+            (4..8, "2"),
+            (8..13, "3"),
+            (13..17, "4"),
+            (17..22, "5"),
+        ];
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        for (at, value) in fields.clone() {
+            let value = http::HeaderValue::from_static(value);
+            response
+                .append_received_header(&head, &head[at], value)
+                .unwrap();
+        }
+        // Repeated names are written together, as `HeaderMap` keeps them.
+        let expected = "Host: 1\r\nETag: 2\r\netag: 4\r\nX-Odd: 3\r\nx-low: 5\r\n";
+        assert_eq!(wire(&response), expected);
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for (at, value) in fields {
+            let value = http::HeaderValue::from_static(value);
+            request
+                .append_received_header(&head, &head[at], value)
+                .unwrap();
+        }
+        let mut buf = Vec::new();
+        request.header_to_h1_wire(&mut buf);
+        assert_eq!(String::from_utf8(buf).unwrap(), expected);
     }
 
     #[test]

@@ -216,6 +216,25 @@ impl RequestHeader {
         )
     }
 
+    /// PORTICO PATCH (received names looked up in their customary case): appends a field
+    /// of a head read from the wire, `name` being a slice of `head`. The same as
+    /// [Self::append_header()] with `head.slice_ref(name)`, without parsing a name that is
+    /// a standard one in its customary case.
+    pub fn append_received_header(
+        &mut self,
+        head: &bytes::Bytes,
+        name: &[u8],
+        value: HeaderValue,
+    ) -> Result<bool> {
+        header_case::append_received(
+            &mut self.header_case,
+            &mut self.base.headers,
+            head,
+            name,
+            value,
+        )
+    }
+
     /// Insert the header name and value to `self`.
     ///
     /// Different from [Self::append_header()], this method will replace all other existing headers
@@ -595,6 +614,25 @@ impl ResponseHeader {
             &mut self.base.headers,
             name,
             header_value,
+        )
+    }
+
+    /// PORTICO PATCH (received names looked up in their customary case): appends a field
+    /// of a head read from the wire, `name` being a slice of `head`. The same as
+    /// [Self::append_header()] with `head.slice_ref(name)`, without parsing a name that is
+    /// a standard one in its customary case.
+    pub fn append_received_header(
+        &mut self,
+        head: &bytes::Bytes,
+        name: &[u8],
+        value: HeaderValue,
+    ) -> Result<bool> {
+        header_case::append_received(
+            &mut self.header_case,
+            &mut self.base.headers,
+            head,
+            name,
+            value,
         )
     }
 

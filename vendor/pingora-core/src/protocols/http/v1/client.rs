@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{HMap, RequestHeader, ResponseHeader}; // PORTICO PATCH (received names looked up in their customary case): `IntoCaseHeaderName` no longer used
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -312,12 +312,14 @@ impl HttpSession {
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
+                            // PORTICO PATCH (received names looked up in their customary
+                            // case): was `get_name_bytes`, `into_case_header_name` and
+                            // `append_header`.
+                            let header_name = header.get_name(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
-                                .append_header(header_name, header_value)
+                                .append_received_header(&buf, header_name, header_value)
                                 .or_err(InvalidHTTPHeader, "while parsing request header")
                             {
                                 return self.fail_response_header_read(e);

@@ -24,7 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{RequestHeader, ResponseHeader}; // PORTICO PATCH (received names looked up in their customary case): `IntoCaseHeaderName` no longer used
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
@@ -385,8 +385,10 @@ impl HttpSession {
                         let buf = buf.freeze();
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
+                            // PORTICO PATCH (received names looked up in their customary
+                            // case): was `get_name_bytes`, `into_case_header_name` and
+                            // `append_header`.
+                            let header_name = header.get_name(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
@@ -394,7 +396,7 @@ impl HttpSession {
                             };
 
                             request_header
-                                .append_header(header_name, header_value)
+                                .append_received_header(&buf, header_name, header_value)
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
