@@ -416,57 +416,63 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader, framing: bool) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return; // the upgrade's own fields: the tunnel needs them
     }
-    // Removing a name costs two hashed lookups (the value and case maps): remove only the
-    // names present, found in one pass over the header's names.
-    let mut present: smallvec::SmallVec<[HeaderName; 4]> = response
-        .headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name) && (framing || *name != header::TRANSFER_ENCODING))
-        .cloned()
-        .collect();
-    if present.contains(&header::CONNECTION) {
-        // A listed framing field is the connection's business: the body reader needs it.
-        let listed = connection_listed(response);
-        present.extend(
-            listed
-                .into_iter()
-                .filter(|name| framing || !is_framing(name)),
-        );
+    // Removing a name costs a hashed lookup: remove only the names present, found (with
+    // what `Connection` lists) in one pass over the header's fields.
+    let mut present: smallvec::SmallVec<[HeaderName; 4]> = smallvec::SmallVec::new();
+    for (name, value) in response.headers.iter() {
+        if !is_hop_by_hop(name) || (!framing && name == header::TRANSFER_ENCODING) {
+            continue;
+        }
+        if name == header::CONNECTION {
+            // A listed framing field is the connection's business: the body reader needs it.
+            let listed = listed_names(value).filter(|name| framing || !is_framing(name));
+            present.extend(listed);
+        }
+        if !present.contains(name) {
+            present.push(name.clone());
+        }
     }
     for name in &present {
         response.remove_header(name);
     }
 }
 
-/// Hop-by-hop whatever `Connection` says (`Transfer-Encoding` is framing: see callers).
-static HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::UPGRADE,
-    header::TRANSFER_ENCODING,
-];
-
+/// Hop-by-hop whatever `Connection` says (`Transfer-Encoding` is framing: see callers),
+/// told apart by length first: this runs over every response's names.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    match name.as_str().len() {
+        2 => name == header::TE,
+        7 => name == header::UPGRADE,
+        10 => name == header::CONNECTION || name.as_str() == "keep-alive",
+        16 => name.as_str() == "proxy-connection",
+        17 => name == header::TRANSFER_ENCODING,
+        _ => false,
+    }
 }
 
-/// The fields `Connection` names. The usual options, `keep-alive` and `close`, are skipped
-/// before a parse: `close` is no field, `Keep-Alive` is hop-by-hop anyway, and parsing an
-/// unknown name copies it (on every response from an origin that says `keep-alive`).
+/// The fields `Connection` names, in all its lines.
 fn connection_listed(response: &ResponseHeader) -> smallvec::SmallVec<[HeaderName; 2]> {
     response
         .headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .flat_map(listed_names)
+        .collect()
+}
+
+/// The field names one `Connection` line lists. The usual options, `keep-alive` and
+/// `close`, are skipped before a parse: `close` is no field, `Keep-Alive` is hop-by-hop
+/// anyway, and parsing an unknown name copies it (on every response from an origin that
+/// says `keep-alive`).
+fn listed_names(value: &http::HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|name| {
             !name.eq_ignore_ascii_case(b"keep-alive") && !name.eq_ignore_ascii_case(b"close")
         })
         .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect()
 }
 
 fn is_framing(name: &HeaderName) -> bool {

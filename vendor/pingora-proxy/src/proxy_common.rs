@@ -178,18 +178,24 @@ impl ConnectionNominations {
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     // PORTICO PATCH (hop-by-hop fields removed in one pass): was ten `remove_header` calls,
     // each a hashed lookup in the value map, whether or not the request has the field.
-    remove_present(req, |name| {
-        *name == header::PROXY_AUTHENTICATE
-            || *name == header::PROXY_AUTHORIZATION
-            || *name == header::TE
-            || *name == header::TRAILER
-            || *name == header::TRANSFER_ENCODING
-            || *name == header::CONNECTION
-            || *name == header::UPGRADE
-            || name.as_str() == KEEP_ALIVE
-            || name.as_str() == PROXY_CONNECTION
-            || name.as_str() == HTTP2_SETTINGS
-    });
+    remove_present(req, is_standard_hop_by_hop);
+}
+
+// PORTICO PATCH (hop-by-hop fields removed in one pass): the names
+// `strip_standard_hop_by_hop_headers` removes, which include every name the rest of
+// `sanitize_h1_upstream_request` reads or removes (`Connection`, `Upgrade`,
+// `HTTP2-Settings`).
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || name.as_str() == KEEP_ALIVE
+        || name.as_str() == PROXY_CONNECTION
+        || name.as_str() == HTTP2_SETTINGS
 }
 
 // PORTICO PATCH (hop-by-hop fields removed in one pass)
@@ -347,6 +353,12 @@ pub(crate) fn sanitize_h1_upstream_request(
     downstream_is_http11: bool,
 ) -> Result<()> {
     if policy == HttpUpstreamRequestPolicy::preserve() {
+        return Ok(());
+    }
+    // PORTICO PATCH (hop-by-hop fields found in one pass): a request without any of the
+    // fields below (most requests) has nothing to sanitize, whatever the policy: one pass
+    // over its names instead of the lookups that follow.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
         return Ok(());
     }
 
