@@ -59,7 +59,7 @@ async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
     let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
     let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
     // Heads over the size and line limits get 431: tests/limits.rs.
-    let cases: [(&str, &[u8], &str); 6] = [
+    let cases: [(&str, &[u8], &str); 8] = [
         ("not HTTP", b"NOT HTTP AT ALL\r\n\r\n", "InvalidHTTPHeader"),
         (
             "a header line without a colon",
@@ -74,6 +74,16 @@ async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
         (
             "a negative Content-Length",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\nabc",
+            "Content-Length",
+        ),
+        (
+            "a Content-Length with a sign",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+            "Content-Length",
+        ),
+        (
+            "a Content-Length past 2^64",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\nabc",
             "Content-Length",
         ),
         (

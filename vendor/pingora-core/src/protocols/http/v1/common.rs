@@ -357,6 +357,25 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
+    // PORTICO PATCH (Content-Length in one lookup): every message asks this several times
+    // (reading, validating, framing each side). An absent field was two lookups (the
+    // parse, then `contains_key`); the usual single line of digits went through a UTF-8
+    // check, a split on commas and a trim. One lookup now answers an absent field, and a
+    // lone plain number is read as it is; anything else goes the published way.
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_none() {
+        if let Some(cl) = from_digits(first.as_bytes()) {
+            return usize::try_from(cl).map(Some).or_else(|_| {
+                Error::e_explain(
+                    InvalidHTTPHeader,
+                    format!("Content-Length {cl} exceeds the platform maximum"),
+                )
+            });
+        }
+    }
     match content_length_parse_all(headers) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
