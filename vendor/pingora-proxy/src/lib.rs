@@ -564,7 +564,7 @@ where
 
     async fn finish(
         &self,
-        mut session: Session,
+        mut session: Box<Session>, // PORTICO PATCH (session boxed once): was `Session`
         ctx: &mut SV::CTX,
         reuse: bool,
         error: Option<Box<Error>>,
@@ -581,7 +581,7 @@ where
         if error.is_none() {
             if let Some(upstream) = session.upgraded_upstream.take() {
                 if let Some(handoff) = session.tunnel_handoff.take() {
-                    tunnel_handoff::hand_off(session, upstream, handoff);
+                    tunnel_handoff::hand_off(*session, upstream, handoff);
                     return None;
                 }
             }
@@ -1235,7 +1235,7 @@ where
 {
     async fn process_request(
         self: &Arc<Self>,
-        mut session: Session,
+        mut session: Box<Session>, // PORTICO PATCH (session boxed once): was `Session`
         mut ctx: <SV as ProxyHttp>::CTX,
     ) -> Option<ReusedHttpStream>
     where
@@ -1454,7 +1454,7 @@ where
 
     async fn handle_error(
         &self,
-        mut session: Session,
+        mut session: Box<Session>, // PORTICO PATCH (session boxed once): was `Session`
         ctx: &mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
         context: &str,
@@ -1527,14 +1527,16 @@ where
     ) {
         debug!("starting subrequest");
 
+        // PORTICO PATCH (session boxed once): was a `Session` on the stack, moved (936
+        // bytes) into each function it passes through by value.
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
+            Some(downstream_session) => Box::new(Session::new(
                 downstream_session,
                 &self.downstream_modules,
                 #[cfg(feature = "upstream_modules")]
                 &self.upstream_modules,
                 self.shutdown_flag.clone(),
-            ),
+            )),
             None => return, // bad request
         };
 
@@ -1661,14 +1663,16 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
+        // PORTICO PATCH (session boxed once): was a `Session` on the stack, moved (936
+        // bytes) into each function it passes through by value.
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
+            Some(downstream_session) => Box::new(Session::new(
                 downstream_session,
                 &self.downstream_modules,
                 #[cfg(feature = "upstream_modules")]
                 &self.upstream_modules,
                 self.shutdown_flag.clone(),
-            ),
+            )),
             None => return None, // bad request
         };
 
