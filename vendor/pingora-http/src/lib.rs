@@ -217,9 +217,10 @@ impl RequestHeader {
     }
 
     /// PORTICO PATCH (received names looked up in their customary case): appends a field
-    /// of a head read from the wire, `name` being a slice of `head`. The same as
-    /// [Self::append_header()] with `head.slice_ref(name)`, without parsing a name that is
-    /// a standard one in its customary case.
+    /// of a head read from the wire, `name` being a slice of `head` (as for
+    /// `Bytes::slice_ref`, anything else panics). The same as [Self::append_header()] with
+    /// `head.slice_ref(name)`, without parsing a name that is a standard one in its
+    /// customary case.
     pub fn append_received_header(
         &mut self,
         head: &bytes::Bytes,
@@ -618,9 +619,10 @@ impl ResponseHeader {
     }
 
     /// PORTICO PATCH (received names looked up in their customary case): appends a field
-    /// of a head read from the wire, `name` being a slice of `head`. The same as
-    /// [Self::append_header()] with `head.slice_ref(name)`, without parsing a name that is
-    /// a standard one in its customary case.
+    /// of a head read from the wire, `name` being a slice of `head` (as for
+    /// `Bytes::slice_ref`, anything else panics). The same as [Self::append_header()] with
+    /// `head.slice_ref(name)`, without parsing a name that is a standard one in its
+    /// customary case.
     pub fn append_received_header(
         &mut self,
         head: &bytes::Bytes,
