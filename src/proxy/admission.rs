@@ -11,7 +11,7 @@ use pingora_proxy::Session;
 
 use crate::config::model::RedirectProtocol;
 use crate::rules::path::{normalise_path, PathRefusal};
-use crate::rules::request::{host_is_normal, normalise_host, strip_port, BadHost};
+use crate::rules::request::{normalise_host, strip_port, BadHost};
 use crate::rules::{Miss, RedirectTarget, RequestFacts, Scheme, UpgradeHandling};
 use crate::tunnel::TunnelState;
 
@@ -149,17 +149,16 @@ fn raw_host(request: &pingora_http::RequestHeader) -> Option<&[u8]> {
 /// HTTP/1.1 without a host was refused already). The already-normal `Host` header value
 /// (the common case) is shared, not copied.
 fn normal_host(request: &pingora_http::RequestHeader) -> Result<Option<HeaderValue>, BadHost> {
-    // The common case in one look-up and one pass: an ordinary `Host` header.
-    if let Some(host) = request.headers.get(http::header::HOST) {
-        if host_is_normal(host.as_bytes()) {
-            return Ok(Some(host.clone()));
-        }
-    }
-    let Some(raw) = raw_host(request) else {
+    // `Host` looked up once: it is both the raw host (when present) and what is shared.
+    let header = request.headers.get(http::header::HOST);
+    let Some(raw) = header
+        .map(HeaderValue::as_bytes)
+        .or_else(|| raw_host(request))
+    else {
         return Ok(None);
     };
     let value = match normalise_host(raw)? {
-        Cow::Borrowed(_) => match request.headers.get(http::header::HOST) {
+        Cow::Borrowed(_) => match header {
             Some(host) => host.clone(),
             None => HeaderValue::from_bytes(raw).map_err(|_| BadHost::NotText)?,
         },

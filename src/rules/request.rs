@@ -106,6 +106,17 @@ pub const MAX_HOST_NAME: usize = 253;
 /// port, when present, must be 1–65535 without a sign. Borrows `raw` when it is already
 /// normal (the common case), so no allocation.
 pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
+    if host_is_normal(raw) {
+        // The common case, in one pass: ASCII, so UTF-8.
+        return std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| BadHost::NotText);
+    }
+    normalise_host_in_full(raw)
+}
+
+/// [`normalise_host`] without its one-pass shortcut for a host already normal.
+fn normalise_host_in_full(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
     if raw.is_empty() {
         return Err(BadHost::Empty);
     }
@@ -166,8 +177,8 @@ pub fn normalise_host(raw: &[u8]) -> Result<Cow<'_, str>, BadHost> {
 /// Whether `raw` is a host `normalise_host` would return as it is: a lower-case reg-name
 /// with valid labels, no trailing dot, and an optional port of 1–65535. In one pass over
 /// the bytes, with no UTF-8 check (the bytes it takes are ASCII): the check every request
-/// with an ordinary `Host` takes. `false` says only "take `normalise_host`".
-pub fn host_is_normal(raw: &[u8]) -> bool {
+/// with an ordinary `Host` takes. `false` says only "take the full check".
+fn host_is_normal(raw: &[u8]) -> bool {
     let (mut label, mut at) = (0usize, 0usize);
     while at < raw.len() {
         match raw[at] {
@@ -353,7 +364,7 @@ mod tests {
         for raw in normal {
             assert!(host_is_normal(raw.as_bytes()), "{raw:?}");
             assert_eq!(
-                normalise_host(raw.as_bytes()),
+                normalise_host_in_full(raw.as_bytes()),
                 Ok(Cow::Borrowed(raw)),
                 "{raw:?}"
             );

@@ -366,17 +366,11 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
     let Some(first) = values.next() else {
         return Ok(None);
     };
-    if values.next().is_none() {
-        if let Some(cl) = from_digits(first.as_bytes()) {
-            return usize::try_from(cl).map(Some).or_else(|_| {
-                Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Content-Length {cl} exceeds the platform maximum"),
-                )
-            });
-        }
-    }
-    match content_length_parse_all(headers) {
+    let lone_number = match values.next() {
+        None => from_digits(first.as_bytes()),
+        Some(_) => None,
+    };
+    match lone_number.or_else(|| content_length_parse_all(headers)) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -392,13 +386,14 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        // PORTICO PATCH (Content-Length in one lookup): was `None if contains_key(..)`,
+        // then `None => Ok(None)`; the field is known present here.
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
