@@ -412,3 +412,48 @@ async fn field_names_keep_their_case_both_ways() {
         "{seen}"
     );
 }
+
+/// An origin's obsolete line folding (RFC 9112 §5.2) reaches the client as one line, each
+/// fold one space, while the unfolded fields of the same head and the next response on the
+/// connection pass as they came (the edge looks for folds once per head).
+#[tokio::test]
+async fn an_origins_folded_field_reaches_the_client_on_one_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = common::read_request_head(&mut stream).await {
+                    let response = if head.starts_with(b"GET /folded ") {
+                        "HTTP/1.1 200 OK\r\nX-Before: b\r\nX-Folded: one\r\n  two\r\n\tthree\r\n\
+                         X-Tab: a\tb\r\nContent-Length: 2\r\n\r\nok"
+                    } else {
+                        "HTTP/1.1 200 OK\r\nX-Plain: p q\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let routes = "  - name: app\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes("", &rules(routes, "  []", &group_yaml("web", origin))).await;
+    let address = edge.url("").trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /folded HTTP/1.1\r\nHost: {address}\r\n\r\n\
+         GET /plain HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (first, second) = answer.split_at(answer.find("okHTTP/1.1").expect("two responses") + 2);
+    assert!(
+        first.contains("\r\nX-Before: b\r\nX-Folded: one two three\r\nX-Tab: a\tb\r\n"),
+        "{first}"
+    );
+    assert!(second.contains("\r\nX-Plain: p q\r\n"), "{second}");
+}

@@ -1017,6 +1017,23 @@ pub fn header_value_from_raw(raw: impl Into<bytes::Bytes>) -> HeaderValue {
     unsafe { HeaderValue::from_maybe_shared_unchecked(normalized) }
 }
 
+// PORTICO PATCH (folds found once per head): see `header_value_from_unfolded`.
+/// Build a [`HeaderValue`] from owned bytes known to hold no CR, LF or NUL: a field
+/// value from a head whose parser found no obs-fold in it (see
+/// `pingora_core`'s HTTP/1 client, which counts the head's line feeds once instead of
+/// scanning every value). Zero-copy, no scan.
+///
+/// # Precondition
+///
+/// As [`header_value_from_raw`], and `raw` contains none of CR, LF and NUL; debug
+/// builds check it.
+pub fn header_value_from_unfolded(raw: bytes::Bytes) -> HeaderValue {
+    debug_assert!(!raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')));
+    // SAFETY: as in `header_value_from_raw`, with the normalisation's guarantee given
+    // by the caller.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(raw) }
+}
+
 /// Build a [`HeaderValue`] from a borrowed slice, normalizing obs-fold per
 /// RFC 9112 section 5.2. The slice is copied into an owned buffer.
 ///
