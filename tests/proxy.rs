@@ -358,26 +358,24 @@ async fn the_access_log_has_one_json_line_per_request() {
     assert_eq!(line["bytes"], 4);
 }
 
-/// Field names keep the case they came in, both ways, whatever mix of customary, lower and
-/// other cases a head has (Pingora keeps a map of names' case only once some name is not
-/// in its customary case, see vendor/README.md): the origin sees the client's names as
-/// sent, and the client the origin's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn field_names_keep_their_case_both_ways() {
+/// Sends `request` (given the edge's address, for `Host`) on one connection to an edge
+/// in front of a raw origin that answers each request head with `answer(head)`, and
+/// returns what the client read to the end and the heads the origin saw.
+async fn exchange_with_raw_origin(
+    answer: fn(&[u8]) -> &'static str,
+    request: impl FnOnce(&str) -> String,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let seen_tx = seen_tx.clone();
             tokio::spawn(async move {
                 while let Some(head) = common::read_request_head(&mut stream).await {
                     let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
-                    let response = "HTTP/1.1 200 OK\r\nServer: raw\r\nx-lower: 1\r\nETag: \"e\"\r\n\
-                                    X-Odd-Case: 2\r\ncontent-type: text/plain\r\nSet-Cookie: a=1\r\n\
-                                    set-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
-                    if stream.write_all(response.as_bytes()).await.is_err() {
+                    if stream.write_all(answer(&head).as_bytes()).await.is_err() {
                         return;
                     }
                 }
@@ -388,14 +386,35 @@ async fn field_names_keep_their_case_both_ways() {
     let edge = TestEdge::with_routes("", &rules(routes, "  []", &group_yaml("web", origin))).await;
     let address = edge.url("").trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let request = format!(
-        "GET /case HTTP/1.1\r\nHost: {address}\r\nuser-agent: t\r\nAccept: */*\r\n\
-         X-Mixed-Case: m\r\nx-lower: l\r\nACCEPT-LANGUAGE: en\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+        .write_all(request(&address).as_bytes())
+        .await
+        .unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8(answer).unwrap();
+    (String::from_utf8(answer).unwrap(), seen_rx)
+}
+
+/// Field names keep the case they came in, both ways, whatever mix of customary, lower and
+/// other cases a head has (Pingora keeps a map of names' case only once some name is not
+/// in its customary case, see vendor/README.md): the origin sees the client's names as
+/// sent, and the client the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_names_keep_their_case_both_ways() {
+    let (answer, mut seen) = exchange_with_raw_origin(
+        |_| {
+            "HTTP/1.1 200 OK\r\nServer: raw\r\nx-lower: 1\r\nETag: \"e\"\r\n\
+             X-Odd-Case: 2\r\ncontent-type: text/plain\r\nSet-Cookie: a=1\r\n\
+             set-cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
+        },
+        |address| {
+            format!(
+                "GET /case HTTP/1.1\r\nHost: {address}\r\nuser-agent: t\r\nAccept: */*\r\n\
+                 X-Mixed-Case: m\r\nx-lower: l\r\nACCEPT-LANGUAGE: en\r\nConnection: close\r\n\r\n"
+            )
+        },
+    )
+    .await;
     assert!(
         answer.contains(
             "\r\nServer: raw\r\nx-lower: 1\r\nETag: \"e\"\r\nX-Odd-Case: 2\r\n\
@@ -403,7 +422,7 @@ async fn field_names_keep_their_case_both_ways() {
         ),
         "{answer}"
     );
-    let seen = seen_rx.recv().await.unwrap();
+    let seen = seen.recv().await.unwrap();
     assert!(
         seen.contains(
             "\r\nuser-agent: t\r\nAccept: */*\r\nX-Mixed-Case: m\r\nx-lower: l\r\n\
@@ -418,38 +437,23 @@ async fn field_names_keep_their_case_both_ways() {
 /// connection pass as they came (the edge looks for folds once per head).
 #[tokio::test]
 async fn an_origins_folded_field_reaches_the_client_on_one_line() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                while let Some(head) = common::read_request_head(&mut stream).await {
-                    let response = if head.starts_with(b"GET /folded ") {
-                        "HTTP/1.1 200 OK\r\nX-Before: b\r\nX-Folded: one\r\n  two\r\n\tthree\r\n\
-                         X-Tab: a\tb\r\nContent-Length: 2\r\n\r\nok"
-                    } else {
-                        "HTTP/1.1 200 OK\r\nX-Plain: p q\r\nContent-Length: 2\r\n\r\nok"
-                    };
-                    if stream.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let routes = "  - name: app\n    patterns: [\"/*\"]\n    origin_group: web\n";
-    let edge = TestEdge::with_routes("", &rules(routes, "  []", &group_yaml("web", origin))).await;
-    let address = edge.url("").trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let request = format!(
-        "GET /folded HTTP/1.1\r\nHost: {address}\r\n\r\n\
-         GET /plain HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8(answer).unwrap();
+    let (answer, _) = exchange_with_raw_origin(
+        |head| {
+            if head.starts_with(b"GET /folded ") {
+                "HTTP/1.1 200 OK\r\nX-Before: b\r\nX-Folded: one\r\n  two\r\n\tthree\r\n\
+                 X-Tab: a\tb\r\nContent-Length: 2\r\n\r\nok"
+            } else {
+                "HTTP/1.1 200 OK\r\nX-Plain: p q\r\nContent-Length: 2\r\n\r\nok"
+            }
+        },
+        |address| {
+            format!(
+                "GET /folded HTTP/1.1\r\nHost: {address}\r\n\r\n\
+                 GET /plain HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            )
+        },
+    )
+    .await;
     let (first, second) = answer.split_at(answer.find("okHTTP/1.1").expect("two responses") + 2);
     assert!(
         first.contains("\r\nX-Before: b\r\nX-Folded: one two three\r\nX-Tab: a\tb\r\n"),
