@@ -454,7 +454,8 @@ where
                                 .await;
                         } else if session.upgrade_handed_off {
                             // PORTICO PATCH (tunnel handoff): kept for `finish()`.
-                            session.upgraded_upstream = Some(h1);
+                            // PORTICO PATCH (HTTP/1 client session boxed): `*h1`.
+                            session.upgraded_upstream = Some(*h1);
                         }
                         (server_reused, error)
                     }

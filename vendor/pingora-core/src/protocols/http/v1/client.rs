@@ -699,7 +699,9 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    // PORTICO PATCH (HTTP/1 client session boxed): was `mut self`; the connector holds
+    // the session boxed, and the stream is moved out of the box, not the whole session.
+    pub async fn reuse(mut self: Box<Self>) -> Option<Stream> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
