@@ -32,15 +32,18 @@ const MAX_BODY: usize = 1 << 20;
 /// Per shield: connect, send, and read the answer.
 const SHIELD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// On a shield, `request_filter`: answers a trusted edge's `PURGE`. `true` when answered.
+/// On a shield, `request_filter`: whether this is a trusted edge's `PURGE` for [`serve`].
+pub fn is_purge(session: &Session, ctx: &RequestCtx) -> bool {
+    session.req_header().method.as_str() == METHOD && ctx.tier.from_edge
+}
+
+/// On a shield, `request_filter`: answers a trusted edge's `PURGE` (see [`is_purge`]).
+/// Boxed by the caller: a rare path, whose future would otherwise size every request's.
 pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     cache: &'static EdgeCache,
 ) -> Result<bool> {
-    if session.req_header().method.as_str() != METHOD || !ctx.tier.from_edge {
-        return Ok(false);
-    }
     let mut body = Vec::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > MAX_BODY {
