@@ -967,7 +967,6 @@ fn keepalive_values(keep_alive_header: Option<&HeaderValue>) -> (Option<u64>, Op
     (timeout, max)
 }
 
-#[inline]
 // PORTICO PATCH (folds found once per head)
 /// Whether no field value of a parsed response head can hold a CR, LF or NUL. httparse
 /// accepts CR only before LF, rejects NUL, and ends the status line, each field line and
@@ -992,6 +991,7 @@ fn head_is_unfolded(head: &[u8], fields: usize) -> bool {
     count + line_feeds(&last) == fields + 2
 }
 
+#[inline]
 fn parse_resp_buffer<'buf>(
     resp: &mut httparse::Response<'_, 'buf>,
     buf: &'buf [u8],
