@@ -150,15 +150,17 @@ fn remember_failed_attempt(ctx: &mut RequestCtx, e: &Error) {
 
 #[async_trait]
 impl ProxyHttp for Portico {
-    type CTX = RequestCtx;
+    /// Boxed: the context is about 800 bytes, and Pingora moves it by value from
+    /// `new_ctx` into the request's future (three copies per request unboxed).
+    type CTX = Box<RequestCtx>;
 
     /// No downstream modules. Pingora's default adds its response compression module,
     /// disabled: it still cost every request a context, two boxed hook futures and a
     /// body-filter call. Portico does not compress (an origin's encoding passes as is).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    fn new_ctx(&self) -> RequestCtx {
-        let mut ctx = RequestCtx::new();
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        let mut ctx = Box::new(RequestCtx::new());
         ctx.in_flight = Some(self.drain.request());
         ctx
     }
@@ -166,7 +168,7 @@ impl ProxyHttp for Portico {
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<()> {
         // The head is in: its deadline no longer applies (the body has Pingora's timer).
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
@@ -187,7 +189,7 @@ impl ProxyHttp for Portico {
         limits::head_error(error, &self.limits)
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let snapshot = self.current.load_full();
         ctx.scheme = if session
             .digest()
@@ -229,12 +231,12 @@ impl ProxyHttp for Portico {
         admission::admit(session, ctx, &snapshot, &self.node.name).await
     }
 
-    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         caching::enable(session, ctx, self.cache);
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
         let key = caching::cache_key(session, ctx)?;
         ctx.tier.key_hash = Some(key.primary_bin()); // the shield ring's key
         Ok(key)
@@ -246,7 +248,7 @@ impl ProxyHttp for Portico {
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         _is_fresh: bool,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
         Ok(caching::hit_filter(session, meta))
     }
@@ -255,12 +257,12 @@ impl ProxyHttp for Portico {
         &self,
         session: &Session,
         response: &ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<RespCacheable> {
         Ok(caching::admit_response(session, response, ctx))
     }
 
-    fn cache_hit_head(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead> {
+    fn cache_hit_head(&self, session: &mut Session, ctx: &mut Self::CTX) -> Option<HitHead> {
         hit_head::serialize(session, ctx)
     }
 
@@ -268,7 +270,7 @@ impl ProxyHttp for Portico {
         &self,
         session: &Session,
         response: &ResponseHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<bool> {
         Ok(caching::not_modified(session, response))
     }
@@ -276,7 +278,7 @@ impl ProxyHttp for Portico {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
         request: &RequestHeader,
     ) -> Option<HashBinary> {
         caching::variance(meta, request)
@@ -285,7 +287,7 @@ impl ProxyHttp for Portico {
     fn should_serve_stale(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
         error: Option<&Error>,
     ) -> bool {
         caching::serve_stale(error)
@@ -294,7 +296,7 @@ impl ProxyHttp for Portico {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let snapshot = snapshot(ctx)?;
         let (peer, towards) = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
@@ -320,7 +322,7 @@ impl ProxyHttp for Portico {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if ctx.tier.shield.is_some() {
             return crate::tier::hop::prepare_shield_request(upstream_request, ctx, &self.node);
@@ -334,7 +336,7 @@ impl ProxyHttp for Portico {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
@@ -347,7 +349,7 @@ impl ProxyHttp for Portico {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.response_status = Some(response.status.as_u16());
         caching::restore_withheld(session, response, ctx);
@@ -372,7 +374,7 @@ impl ProxyHttp for Portico {
         &self,
         session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         e: Box<Error>,
     ) -> Box<Error> {
         remember_failed_attempt(ctx, &e);
@@ -384,7 +386,7 @@ impl ProxyHttp for Portico {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         upstream_reused: bool,
     ) -> Box<Error> {
         remember_failed_attempt(ctx, &e);
@@ -395,7 +397,7 @@ impl ProxyHttp for Portico {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let code = respond::status_for_failure(e);
         // The connection is closed after this answer (`can_reuse_downstream: false`): say
@@ -416,7 +418,7 @@ impl ProxyHttp for Portico {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         // The connection may carry another request: its wait starts now. (An upgraded one
         // carries a tunnel, which has timers of its own.)
         if !session.downstream_session.was_upgraded() && !session.is_upgrade_handed_off() {
