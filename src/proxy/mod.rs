@@ -222,7 +222,8 @@ impl ProxyHttp for Portico {
         limits::merge_content_length(session.req_header_mut());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
         if crate::tier::purge::is_purge(session, ctx) {
-            return Box::pin(crate::tier::purge::serve(session, ctx, self.cache)).await;
+            let serve = crate::tier::purge::serve(session, ctx, self.cache);
+            return Box::pin(serve).await.map(|()| true);
         }
         if let Some(answer) = limits::unimplemented_method(session.req_header()) {
             session.set_keepalive(None);

@@ -43,7 +43,7 @@ pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     cache: &'static EdgeCache,
-) -> Result<bool> {
+) -> Result<()> {
     let mut body = Vec::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > MAX_BODY {
@@ -78,14 +78,14 @@ async fn answer(
     ctx: &mut RequestCtx,
     status: u16,
     body: String,
-) -> Result<bool> {
+) -> Result<()> {
     let answer = EdgeAnswer {
         status,
         error: if status == 200 { "" } else { "bad-purge" },
         body,
         location: None,
     };
-    answer.send(session, ctx).await.map(|_| true)
+    answer.send(session, ctx).await
 }
 
 /// On an edge: sends `body` (a purge document, `shields` left out) to every shield, all at
