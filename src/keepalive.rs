@@ -76,7 +76,8 @@ enum Start {
 }
 
 /// One request on `stream`: its session, handed to the proxy, whose future (about 12 KiB)
-/// goes on the heap.
+/// goes on the heap. The session (704 bytes) is in a box of its own from the start and
+/// stays there until its stream is handed back, so no future on the way moves it.
 ///
 /// The heap block is taken first and the future is built straight into it: `Box::pin` of
 /// a value (what `async_trait` does for `HttpServerApp::process_new_http`) builds the
@@ -87,7 +88,7 @@ fn request<'a>(
     start: Start,
     shutdown: &'a ShutdownWatch,
 ) -> Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
-    let mut session = ServerSession::new_http1(stream);
+    let mut session = Box::new(ServerSession::new_http1(stream));
     match start {
         Start::First { first } => {
             session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
@@ -112,10 +113,10 @@ fn request<'a>(
 #[inline(never)]
 fn request_future<'a>(
     proxy: &'a Arc<HttpProxy<Portico>>,
-    session: ServerSession,
+    session: Box<ServerSession>,
     shutdown: &'a ShutdownWatch,
 ) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a {
-    proxy.serve_new_http(session, shutdown)
+    proxy.serve_new_http_boxed(session, shutdown)
 }
 
 /// Reads the next request's first bytes through the head guard (which counts them and

@@ -598,9 +598,11 @@ where
             if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
                 persistent_settings.set_user_context(uc);
             }
+            // PORTICO PATCH (server session in place): was `finish()`, which moved the
+            // session out of its box.
             session
                 .downstream_session
-                .finish()
+                .finish_boxed()
                 .await
                 .ok()
                 .flatten()
@@ -1655,13 +1657,22 @@ where
     /// `HttpServerApp::process_new_http` does).
     pub async fn serve_new_http(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        session: HttpSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
-        let prev_user_ctx = session.take_connection_user_context();
+        self.serve_new_http_boxed(Box::new(session), shutdown).await
+    }
 
-        let session = Box::new(session);
+    /// PORTICO PATCH (server session in place): [`Self::serve_new_http`] for a session its
+    /// caller made in a box. The session (704 bytes for HTTP/1) was moved into this
+    /// function's future, then into its box, then into the next function's future.
+    pub async fn serve_new_http_boxed(
+        self: &Arc<Self>,
+        mut session: Box<HttpSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // Extract user context from the previous request
+        let prev_user_ctx = session.take_connection_user_context();
 
         // TODO: keepalive pool, use stack
         // PORTICO PATCH (session boxed once): was a `Session` on the stack, moved (936

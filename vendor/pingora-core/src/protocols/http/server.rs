@@ -287,6 +287,25 @@ impl Session {
         }
     }
 
+    /// PORTICO PATCH (server session in place): [`Self::finish`] for a session in a box,
+    /// which an HTTP/1 session leaves in place until its stream is handed over: `finish`
+    /// takes the session (704 bytes) by value, and it was moved into each future on the
+    /// way (`Session::finish`, then `reuse`).
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        let Self::H1(s) = &mut *self else {
+            return self.finish().await;
+        };
+        // need to flush body due to buffering
+        s.finish_body().await?;
+        if !s.prepare_reuse().await? {
+            return Ok(None);
+        }
+        Ok(match *self {
+            Self::H1(s) => Some(s.into_reusable()),
+            _ => None, // it was H1 above
+        })
+    }
+
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
     /// other than cleanup via finish().
     ///

@@ -1515,27 +1515,44 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        // PORTICO PATCH (server session in place): the checks and the drain are
+        // `prepare_reuse`, the hand-over `into_reusable`, so that a session kept in a box
+        // is finished without being moved.
+        Ok(match self.prepare_reuse().await? {
+            true => Some(self.into_reusable()),
+            false => None,
+        })
+    }
+
+    /// PORTICO PATCH (server session in place): the part of [`Self::reuse`] that needs no
+    /// ownership. `Ok(true)`: the stream can be reused (any remaining request body was
+    /// drained); take it with [`Self::into_reusable`]. `Ok(false)`: it cannot (it was shut
+    /// down if the session was not to be kept alive).
+    pub async fn prepare_reuse(&mut self) -> Result<bool> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
-            Ok(None)
+            Ok(false)
         } else {
             self.drain_request_body().await?;
             if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
                 debug!("bytes overread on request, disallowing reuse");
-                Ok(None)
+                Ok(false)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(true)
             }
         }
+    }
+
+    /// PORTICO PATCH (server session in place): the stream and any pipelined prefix, after
+    /// [`Self::prepare_reuse`] returned `Ok(true)`.
+    pub fn into_reusable(mut self) -> ReusableHttpStream {
+        let pipelined_prefix = self
+            .pipelining_enabled
+            .then(|| self.take_body_overread())
+            .flatten()
+            .filter(|prefix| !prefix.is_empty());
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
