@@ -30,6 +30,8 @@ use pingora_cache::CacheMeta;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 
+use super::hit_lines::{self, HitLines};
+
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
 /// KiB a thread, and up to about 1 MiB with the small bodies that share their text's
 /// buffer (`object::WITH_TEXT_UP_TO`).
@@ -64,10 +66,17 @@ pub struct StoredHeader {
     text: Bytes,
     status: StatusCode,
     version: Version,
-    reason: Option<Box<str>>,
+    /// Behind a thin pointer: a reason of its own is rare, and a stored object's struct is
+    /// kept in jemalloc's 256-byte class (`object::tests`).
+    #[allow(clippy::redundant_allocation)]
+    reason: Option<Box<Box<str>>>,
     has_case: bool,
     /// Whether a field is `Vary` (every lookup asks; most objects have none).
     has_vary: bool,
+    /// Whether a field is `Date`.
+    has_date: bool,
+    /// Where a hit's head needs more than a copy of the text.
+    hit_lines: HitLines,
 }
 
 impl StoredHeader {
@@ -94,18 +103,26 @@ impl StoredHeader {
                 write_field(&mut text, name.as_str().as_bytes(), value.as_bytes());
             }
         }
+        let text = text.freeze();
+        let lines = Lines { rest: &text, at: 0 };
+        let (hit_lines, has_date) = HitLines::place(
+            lines.map(|line| (line.start, line.start + line.field.0.len())),
+            &text,
+        );
         StoredHeader {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
-            text: text.freeze(),
             status: header.status,
             version: header.version,
             // Only a reason other than the status's own (the usual one costs nothing).
             reason: header
                 .get_reason_phrase()
                 .filter(|reason| Some(*reason) != header.status.canonical_reason())
-                .map(Box::from),
+                .map(|reason| Box::new(Box::from(reason))),
             has_case: header.has_case(),
             has_vary: header.headers.contains_key(http::header::VARY),
+            has_date,
+            hit_lines,
+            text,
         }
     }
 
@@ -184,7 +201,7 @@ impl StoredHeader {
         };
         header.set_version(self.version);
         if self.reason.is_some() {
-            header.set_reason_phrase(self.reason.as_deref())?;
+            header.set_reason_phrase(self.reason.as_deref().map(|reason| &**reason))?;
         }
         for (name, value) in self.fields() {
             // Every value was a valid `HeaderValue` when it was stored.
@@ -210,12 +227,15 @@ impl StoredHeader {
     /// names), no `Content-Length`, two of a replaced field, or a field the hit must not
     /// repeat (`Connection`, `Transfer-Encoding`, and what `refused` names: those the
     /// caller adds). Fields `stripped` names are left out, the others keeping their order.
+    ///
+    /// The lines found when the header was stored (`cache::hit_lines`) are used when they
+    /// were found; the text is read line by line otherwise.
     pub fn write_hit_head(
         &self,
         out: &mut BytesMut,
         age: &[u8],
-        refused: impl Fn(&[u8]) -> bool,
-        stripped: impl Fn(&[u8]) -> bool,
+        refused: &[&str],
+        stripped: &[HeaderName],
     ) -> Option<HitHeadFields> {
         if !self.has_case {
             return None;
@@ -223,9 +243,46 @@ impl StoredHeader {
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.as_str().as_bytes());
         out.extend_from_slice(b" ");
-        let reason = self.reason.as_deref().or(self.status.canonical_reason());
+        let reason = match &self.reason {
+            Some(reason) => Some(&***reason),
+            None => self.status.canonical_reason(),
+        };
         out.extend_from_slice(reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
+        let ok = self.status == StatusCode::OK;
+        let lines_from = out.len();
+        let written =
+            hit_lines::write(&self.hit_lines, &self.text, ok, out, age, refused, stripped);
+        if let Some(written) = written {
+            return Some(HitHeadFields {
+                content_length: written.content_length,
+                date: self.has_date,
+                age: written.age,
+                accept_ranges: written.accept_ranges,
+            });
+        }
+        out.truncate(lines_from);
+        self.scan_hit_head(out, age, refused, stripped)
+    }
+
+    /// Whether its hits' lines were placed when it was stored (`cache::hit_lines`).
+    #[cfg(test)]
+    pub(super) fn hit_lines_placed(&self) -> bool {
+        self.hit_lines.is_placed()
+    }
+
+    /// [`Self::write_hit_head`]'s lines, from reading the text line by line (the reference
+    /// `cache::hit_lines` is tested against).
+    pub(super) fn scan_hit_head(
+        &self,
+        out: &mut BytesMut,
+        age: &[u8],
+        refused: &[&str],
+        stripped: &[HeaderName],
+    ) -> Option<HitHeadFields> {
+        let refused = |name: &[u8]| hit_lines::is_named(name, refused.iter().copied());
+        let stripped =
+            |name: &[u8]| hit_lines::is_named(name, stripped.iter().map(HeaderName::as_str));
         let (mut date_done, mut age_done, mut ranges_done) = (false, false, false);
         let mut content_length = None;
         // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
@@ -490,10 +547,9 @@ mod tests {
 
     fn hit_head(header: &ResponseHeader) -> Option<(String, HitHeadFields)> {
         let mut out = BytesMut::new();
-        let refused = |name: &[u8]| name.eq_ignore_ascii_case(b"x-cache");
-        let stripped = |name: &[u8]| name.eq_ignore_ascii_case(b"cache-tag");
         let stored = StoredHeader::from_header(header);
-        let fields = stored.write_hit_head(&mut out, b"7", refused, stripped)?;
+        let stripped = [HeaderName::from_static("cache-tag")];
+        let fields = stored.write_hit_head(&mut out, b"7", &["x-cache"], &stripped)?;
         Some((String::from_utf8(out.to_vec()).unwrap(), fields))
     }
 

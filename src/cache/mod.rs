@@ -3,6 +3,7 @@
 //! - `key`: the cache key, from the routing decision (host, route, origin group, upstream
 //!   path and query view, scheme);
 //! - `meta`, `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `hit_lines`: where a hit's head needs more than a copy of a stored header's text;
 //! - `clock`: the store's eviction order (second chance, an approximate LRU);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
@@ -14,6 +15,7 @@
 
 pub mod clock;
 pub mod conditional;
+pub mod hit_lines;
 pub mod key;
 pub mod lock;
 pub mod meta;

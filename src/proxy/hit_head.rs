@@ -56,16 +56,10 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     if edits_response {
         return None;
     }
-    let refused = |name: &[u8]| {
-        name.eq_ignore_ascii_case(headers::REQUEST_ID.as_bytes())
-            || name.eq_ignore_ascii_case(headers::X_CACHE.as_bytes())
-    };
-    // As `caching::strip_tag_headers` strips them on Pingora's way (in order, too).
-    let tags = caching::stripped_tag_headers(ctx);
-    let stripped = |name: &[u8]| {
-        tags.iter()
-            .any(|tag| name.eq_ignore_ascii_case(tag.as_str().as_bytes()))
-    };
+    // The fields the edge adds itself, and the tag headers, as `caching::strip_tag_headers`
+    // strips them on Pingora's way (in order, too).
+    let refused = [headers::REQUEST_ID, headers::X_CACHE];
+    let stripped = caching::stripped_tag_headers(ctx);
 
     let object = hit_object(session.cache.hit_handler())?;
     let age = session.cache.cache_meta().age().as_secs();
@@ -77,7 +71,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     // `Connection` and blank line.
     let room = stored.text().len() + 224;
     let mut head = BytesMut::with_capacity(room);
-    let fields = stored.write_hit_head(&mut head, age, refused, stripped)?;
+    let fields = stored.write_hit_head(&mut head, age, &refused, stripped)?;
 
     let cache_status = caching::settle_cache_status(session, ctx);
     if !fields.age {

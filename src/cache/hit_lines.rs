@@ -1,0 +1,319 @@
+//! Where a hit's head needs more than a copy of a stored header's text, found once when
+//! the header is stored, so that a plain hit (`proxy::hit_head`) does not read the text
+//! line by line (two searches and a chain of name comparisons per line, about 2k
+//! instructions for a typical static response's nine fields).
+//!
+//! A hit's head is the stored lines in their order with `Age` and (on a `200`)
+//! `Accept-Ranges` replaced, the lines of the fields the node strips left out, and
+//! nothing written at all when a field the edge adds itself is stored
+//! (`StoredHeader::write_hit_head`). So the lines that matter are those of `Age`,
+//! `Accept-Ranges` and `Content-Length` (whose value frames the body), and any line whose
+//! name a node could refuse or strip: any name but the few in [`COPIED`] and those above.
+//! [`HitLines`] keeps where these start (10 bytes, inside the stored header's own 64). A
+//! header that does not fit this picture (more than two such other lines, two `Age` or
+//! `Accept-Ranges` or `Content-Length` lines, a `Connection` or `Transfer-Encoding` line,
+//! a text over 64 KiB) keeps none, and its hits read the text as before.
+
+use bytes::BytesMut;
+use http::HeaderName;
+
+use super::meta::write_field;
+
+/// "No such line."
+const NONE: u16 = u16::MAX;
+
+/// Lines a hit copies as they are and that no node refuses or strips (a node whose
+/// refused or stripped names include one of them reads the text instead): the fields a
+/// static origin's response commonly has, besides those [`HitLines`] places.
+const COPIED: [&str; 9] = [
+    "server",
+    "date",
+    "content-type",
+    "last-modified",
+    "etag",
+    "cache-control",
+    "expires",
+    "vary",
+    "content-encoding",
+];
+
+/// Where the lines a hit treats apart start in the stored text (see the module doc); all
+/// `NONE` when the header does not fit (its `Content-Length` line is never `NONE`
+/// otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HitLines {
+    age: u16,
+    accept_ranges: u16,
+    content_length: u16,
+    /// Lines whose names are neither [`COPIED`] nor placed above, in order.
+    other: [u16; 2],
+}
+
+impl HitLines {
+    const UNPLACED: HitLines = HitLines {
+        age: NONE,
+        accept_ranges: NONE,
+        content_length: NONE,
+        other: [NONE; 2],
+    };
+
+    /// Whether the header fitted (see the module doc).
+    #[cfg(test)]
+    pub fn is_placed(&self) -> bool {
+        self.content_length != NONE
+    }
+
+    /// The lines of a stored header's `text`, given each line's start and the end of its
+    /// name; and whether one is a `Date`.
+    pub fn place(lines: impl Iterator<Item = (usize, usize)>, text: &[u8]) -> (HitLines, bool) {
+        let mut placed = HitLines::UNPLACED;
+        let mut date = false;
+        let mut fits = text.len() < usize::from(NONE);
+        for (start, name_end) in lines {
+            let name = &text[start..name_end];
+            let slot = if name.eq_ignore_ascii_case(b"date") {
+                date = true;
+                continue;
+            } else if name.eq_ignore_ascii_case(b"age") {
+                &mut placed.age
+            } else if name.eq_ignore_ascii_case(b"accept-ranges") {
+                &mut placed.accept_ranges
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                &mut placed.content_length
+            } else if is_copied(name) {
+                continue;
+            } else if placed.other[0] == NONE {
+                &mut placed.other[0]
+            } else {
+                &mut placed.other[1]
+            };
+            // A second one of a kind (or a third other line) does not fit; nor do
+            // `Connection` and `Transfer-Encoding`, which no hit repeats.
+            fits &= *slot == NONE
+                && !name.eq_ignore_ascii_case(b"connection")
+                && !name.eq_ignore_ascii_case(b"transfer-encoding");
+            *slot = u16::try_from(start).unwrap_or(NONE);
+        }
+        fits &= placed.content_length != NONE;
+        (if fits { placed } else { HitLines::UNPLACED }, date)
+    }
+}
+
+/// Whether `name` is one of `names` (given in lower case), in any case.
+pub fn is_named<'a>(name: &[u8], mut names: impl Iterator<Item = &'a str>) -> bool {
+    names.any(|one| name.eq_ignore_ascii_case(one.as_bytes()))
+}
+
+fn is_copied(name: &[u8]) -> bool {
+    COPIED
+        .iter()
+        .any(|copied| name.eq_ignore_ascii_case(copied.as_bytes()))
+}
+
+/// The head's lines from `text` to `out`, as `StoredHeader::write_hit_head` writes them
+/// (`ok`: the status is `200`), and the body's length; `None` when the head cannot be
+/// written this way.
+pub fn write(
+    placed: &HitLines,
+    text: &[u8],
+    ok: bool,
+    out: &mut BytesMut,
+    age: &[u8],
+    refused: &[&str],
+    stripped: &[HeaderName],
+) -> Option<Written> {
+    if placed.content_length == NONE {
+        return None;
+    }
+    // Only the other lines are compared with the node's names, so none of those may be a
+    // name the lines above stand for.
+    let node_names = refused
+        .iter()
+        .copied()
+        .chain(stripped.iter().map(HeaderName::as_str));
+    for name in node_names {
+        let name = name.as_bytes();
+        let placed_name = ["age", "accept-ranges", "content-length"]
+            .iter()
+            .any(|placed| name.eq_ignore_ascii_case(placed.as_bytes()));
+        if placed_name || is_copied(name) {
+            return None;
+        }
+    }
+    // The lines that are not copied, by where they start.
+    let mut cuts: [Cut; 4] = [(NONE, None); 4];
+    let mut count = 0;
+    let mut candidates = [(placed.age, Some((&b"Age"[..], age))), (NONE, None)];
+    if ok {
+        candidates[1] = (
+            placed.accept_ranges,
+            Some((&b"Accept-Ranges"[..], &b"bytes"[..])),
+        );
+    }
+    for start in placed.other {
+        if start == NONE {
+            continue;
+        }
+        let name = line_name(text, start);
+        if is_named(name, refused.iter().copied()) {
+            return None;
+        }
+        if is_named(name, stripped.iter().map(HeaderName::as_str)) {
+            cuts[count] = (start, None);
+            count += 1;
+        }
+    }
+    for (start, with) in candidates {
+        if start != NONE {
+            cuts[count] = (start, with);
+            count += 1;
+        }
+    }
+    let cuts = &mut cuts[..count];
+    cuts.sort_unstable_by_key(|(start, _)| *start);
+    let mut run_start = 0;
+    for &(start, with) in cuts.iter() {
+        let start = usize::from(start);
+        out.extend_from_slice(&text[run_start..start]);
+        if let Some((name, value)) = with {
+            write_field(out, name, value);
+        }
+        run_start = line_end(text, start);
+    }
+    out.extend_from_slice(&text[run_start..]);
+    let length = line_value(text, placed.content_length);
+    Some(Written {
+        content_length: std::str::from_utf8(length).ok()?.parse().ok()?,
+        age: placed.age != NONE,
+        accept_ranges: ok && placed.accept_ranges != NONE,
+    })
+}
+
+/// A line that is not copied: where it starts, and the field written instead (none: the
+/// line is left out).
+type Cut<'a> = (u16, Option<(&'a [u8], &'a [u8])>);
+
+/// What [`write`] wrote besides the copied lines.
+pub struct Written {
+    pub content_length: usize,
+    pub age: bool,
+    pub accept_ranges: bool,
+}
+
+/// The name of the line at `start` (a stored name holds no `:`).
+fn line_name(text: &[u8], start: u16) -> &[u8] {
+    let line = &text[usize::from(start)..];
+    &line[..memchr::memchr(b':', line).unwrap_or(0)]
+}
+
+/// The value of the line at `start` (after `: `, before CRLF).
+fn line_value(text: &[u8], start: u16) -> &[u8] {
+    let line = &text[usize::from(start)..line_end(text, usize::from(start))];
+    let colon = memchr::memchr(b':', line).unwrap_or(0);
+    let value = line.get(colon + 2..).unwrap_or_default();
+    value.strip_suffix(b"\r\n").unwrap_or(value)
+}
+
+/// Where the line at `start` ends (after its LF).
+fn line_end(text: &[u8], start: usize) -> usize {
+    memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |lf| start + lf + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use http::HeaderName;
+    use pingora_http::ResponseHeader;
+
+    use crate::cache::meta::{HitHeadFields, StoredHeader};
+
+    /// Fields a stored header may have, in the cases origins send them.
+    const POOL: [(&str, &str); 14] = [
+        ("Server", "nginx"),
+        ("Date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ("Content-Length", "12"),
+        ("content-length", "x"),
+        ("Age", "99"),
+        ("accept-ranges", "none"),
+        ("ETag", "\"a\""),
+        ("X-Other", "1"),
+        ("Cache-Tag", "t"),
+        ("x-cache", "HIT"),
+        ("Connection", "close"),
+        ("Vary", "Accept"),
+        ("X-Third", "3"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+
+    /// `write_hit_head` with the lines placed when stored, and the text read line by line:
+    /// the same head, or `None` both ways.
+    fn both_ways(
+        stored: &StoredHeader,
+        stripped: &[HeaderName],
+    ) -> (Option<String>, Option<String>) {
+        let refused = ["x-portico-ref", "x-cache"];
+        let shown = |out: BytesMut, f: HitHeadFields| {
+            let (length, date, age, ranges) = (f.content_length, f.date, f.age, f.accept_ranges);
+            format!("{out:?} {length} {date} {age} {ranges}")
+        };
+        let mut placed = BytesMut::new();
+        let placed = stored
+            .write_hit_head(&mut placed, b"7", &refused, stripped)
+            .map(|f| shown(placed, f));
+        // The reference starts with the status line `write_hit_head` writes.
+        let mut scanned = BytesMut::new();
+        stored.write_hit_head(&mut scanned, b"7", &[], &[]);
+        let status_line = scanned
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(0, |n| n + 1);
+        scanned.truncate(status_line);
+        let scanned = stored
+            .scan_hit_head(&mut scanned, b"7", &refused, stripped)
+            .map(|f| shown(scanned, f));
+        (placed, scanned)
+    }
+
+    #[test]
+    fn placed_lines_write_the_head_the_text_reads_line_by_line() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let tag_sets = [
+            vec![],
+            vec![HeaderName::from_static("cache-tag")],
+            vec![
+                HeaderName::from_static("x-other"),
+                HeaderName::from_static("cache-tag"),
+            ],
+            vec![HeaderName::from_static("etag")],
+        ];
+        let (mut placed_cases, mut somes) = (0, 0);
+        for _ in 0..3000 {
+            let status = [200, 404, 203][next(3) as usize];
+            let mut header = ResponseHeader::build(status, None).unwrap();
+            // Most heads have a good length somewhere.
+            let (count, length_at) = (next(7), next(9));
+            for at in 0..=count {
+                if at == length_at {
+                    header.append_header("Content-Length", "5").unwrap();
+                }
+                let (name, value) = POOL[next(POOL.len() as u64) as usize];
+                header.append_header(name.to_string(), value).unwrap();
+            }
+            let stored = StoredHeader::from_header(&header);
+            let stripped = &tag_sets[next(tag_sets.len() as u64) as usize];
+            let (placed, scanned) = both_ways(&stored, stripped);
+            assert_eq!(placed, scanned, "{header:?} stripping {stripped:?}");
+            somes += usize::from(placed.is_some());
+            placed_cases += usize::from(stored.hit_lines_placed());
+        }
+        // The comparison covers both ways, and heads written either way.
+        assert!(placed_cases > 300 && placed_cases < 2700, "{placed_cases}");
+        assert!(somes > 300, "{somes}");
+    }
+}
