@@ -61,8 +61,11 @@ pub fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+    // Bytes, not a `char` pattern: the search for one ASCII byte is cheaper so.
+    match host.bytes().rposition(|b| b == b':') {
+        Some(colon) if host.as_bytes()[colon + 1..].iter().all(u8::is_ascii_digit) => {
+            &host[..colon]
+        }
         _ => host,
     }
 }
@@ -234,7 +237,10 @@ pub fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_inclusive(']').next().unwrap_or(host);
     }
-    host.split(':').next().unwrap_or(host)
+    match host.bytes().position(|b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
 }
 
 /// RFC 6455 §4.1: a GET whose `Connection` lists the token `upgrade` and whose `Upgrade`

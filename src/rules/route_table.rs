@@ -165,9 +165,10 @@ impl PathTable {
                     .is_some_and(|name| scope.iter().any(|s| s == name))
         };
         let exact = self.exact.get(path).into_iter().flatten();
-        let prefixes = path
-            .rmatch_indices('/')
-            .filter_map(|(slash, _)| self.prefixes.get(&path[..=slash]))
+        // Each `/` from the last, by bytes (cheaper than a `char` pattern's searcher).
+        let slashes = (0..path.len()).rev().filter(|&at| path.as_bytes()[at] == b'/');
+        let prefixes = slashes
+            .filter_map(|slash| self.prefixes.get(&path[..=slash]))
             .flatten();
         for &route in exact.chain(prefixes).filter(in_scope) {
             match accept(&routes[route], route, request.method, request.scheme) {
