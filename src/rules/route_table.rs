@@ -166,7 +166,9 @@ impl PathTable {
         };
         let exact = self.exact.get(path).into_iter().flatten();
         // Each `/` from the last, by bytes (cheaper than a `char` pattern's searcher).
-        let slashes = (0..path.len()).rev().filter(|&at| path.as_bytes()[at] == b'/');
+        let slashes = (0..path.len())
+            .rev()
+            .filter(|&at| path.as_bytes()[at] == b'/');
         let prefixes = slashes
             .filter_map(|slash| self.prefixes.get(&path[..=slash]))
             .flatten();
