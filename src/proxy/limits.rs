@@ -57,7 +57,19 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
             ),
         ));
     }
+    if !has_framing_fields(request) {
+        return None;
+    }
     framing_refusal(request)
+}
+
+/// Whether `request` has a `Content-Length` or `Transfer-Encoding` field. Most requests have
+/// neither: one pass over their few names costs less than a hashed lookup for each.
+fn has_framing_fields(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .keys()
+        .any(|name| name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
 }
 
 /// RFC 9110 §8.6: a `Content-Length` that came as a list of one repeated value (`2, 2`) or
@@ -65,6 +77,9 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
 /// reads only one of the lines, sees it. Pingora has already refused values that disagree,
 /// and [`refusal`] any that is not a number.
 pub fn merge_content_length(request: &mut RequestHeader) {
+    if !has_framing_fields(request) {
+        return;
+    }
     let mut values = request.headers.get_all(http::header::CONTENT_LENGTH).iter();
     let Some(first) = values.next() else {
         return;
