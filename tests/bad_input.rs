@@ -221,6 +221,18 @@ async fn host_must_be_there_once_on_http_1_1() {
     )
     .await;
     assert_refused(&two, 400, "multiple Host header fields");
+    let userinfo = exchange(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: user@a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_refused(&userinfo, 400, "userinfo in Host header");
+    let elsewhere = exchange(
+        edge.addr,
+        b"GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_refused(&elsewhere, 400, "differs from");
     assert_eq!(origin.count(), 0);
     // HTTP/1.0 has no Host requirement.
     let old = exchange(edge.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
