@@ -17,7 +17,7 @@
 use bytes::BytesMut;
 use http::HeaderName;
 
-use super::meta::write_field;
+use super::meta::{write_field, HitHeadFields};
 
 /// "No such line."
 const NONE: u16 = u16::MAX;
@@ -64,8 +64,13 @@ impl HitLines {
     }
 
     /// The lines of a stored header's `text`, given each line's start and the end of its
-    /// name; and whether one is a `Date`.
-    pub fn place(lines: impl Iterator<Item = (usize, usize)>, text: &[u8]) -> (HitLines, bool) {
+    /// name; and whether one is a `Date`. `Accept-Ranges` is replaced on a `200` only
+    /// (`ok`), as Pingora's range filter does; otherwise its line is copied.
+    pub fn place(
+        lines: impl Iterator<Item = (usize, usize)>,
+        text: &[u8],
+        ok: bool,
+    ) -> (HitLines, bool) {
         let mut placed = HitLines::UNPLACED;
         let mut date = false;
         let mut fits = text.len() < usize::from(NONE);
@@ -76,11 +81,11 @@ impl HitLines {
                 continue;
             } else if name.eq_ignore_ascii_case(b"age") {
                 &mut placed.age
-            } else if name.eq_ignore_ascii_case(b"accept-ranges") {
+            } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
                 &mut placed.accept_ranges
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 &mut placed.content_length
-            } else if is_copied(name) {
+            } else if is_copied(name) || name.eq_ignore_ascii_case(b"accept-ranges") {
                 continue;
             } else if placed.other[0] == NONE {
                 &mut placed.other[0]
@@ -111,17 +116,17 @@ fn is_copied(name: &[u8]) -> bool {
 }
 
 /// The head's lines from `text` to `out`, as `StoredHeader::write_hit_head` writes them
-/// (`ok`: the status is `200`), and the body's length; `None` when the head cannot be
+/// (`date`: a `Date` is stored), and what they hold; `None` when the head cannot be
 /// written this way.
 pub fn write(
     placed: &HitLines,
     text: &[u8],
-    ok: bool,
+    date: bool,
     out: &mut BytesMut,
     age: &[u8],
     refused: &[&str],
     stripped: &[HeaderName],
-) -> Option<Written> {
+) -> Option<HitHeadFields> {
     if placed.content_length == NONE {
         return None;
     }
@@ -143,13 +148,13 @@ pub fn write(
     // The lines that are not copied, by where they start.
     let mut cuts: [Cut; 4] = [(NONE, None); 4];
     let mut count = 0;
-    let mut candidates = [(placed.age, Some((&b"Age"[..], age))), (NONE, None)];
-    if ok {
-        candidates[1] = (
+    let candidates = [
+        (placed.age, Some((&b"Age"[..], age))),
+        (
             placed.accept_ranges,
             Some((&b"Accept-Ranges"[..], &b"bytes"[..])),
-        );
-    }
+        ),
+    ];
     for start in placed.other {
         if start == NONE {
             continue;
@@ -182,23 +187,17 @@ pub fn write(
     }
     out.extend_from_slice(&text[run_start..]);
     let length = line_value(text, placed.content_length);
-    Some(Written {
+    Some(HitHeadFields {
         content_length: std::str::from_utf8(length).ok()?.parse().ok()?,
+        date,
         age: placed.age != NONE,
-        accept_ranges: ok && placed.accept_ranges != NONE,
+        accept_ranges: placed.accept_ranges != NONE,
     })
 }
 
 /// A line that is not copied: where it starts, and the field written instead (none: the
 /// line is left out).
 type Cut<'a> = (u16, Option<(&'a [u8], &'a [u8])>);
-
-/// What [`write`] wrote besides the copied lines.
-pub struct Written {
-    pub content_length: usize,
-    pub age: bool,
-    pub accept_ranges: bool,
-}
 
 /// The name of the line at `start` (a stored name holds no `:`).
 fn line_name(text: &[u8], start: u16) -> &[u8] {

@@ -68,7 +68,6 @@ pub struct StoredHeader {
     version: Version,
     /// Behind a thin pointer: a reason of its own is rare, and a stored object's struct is
     /// kept in jemalloc's 256-byte class (`object::tests`).
-    #[allow(clippy::redundant_allocation)]
     reason: Option<Box<Box<str>>>,
     has_case: bool,
     /// Whether a field is `Vary` (every lookup asks; most objects have none).
@@ -108,6 +107,7 @@ impl StoredHeader {
         let (hit_lines, has_date) = HitLines::place(
             lines.map(|line| (line.start, line.start + line.field.0.len())),
             &text,
+            header.status == StatusCode::OK,
         );
         StoredHeader {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -249,17 +249,10 @@ impl StoredHeader {
         };
         out.extend_from_slice(reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
-        let ok = self.status == StatusCode::OK;
         let lines_from = out.len();
-        let written =
-            hit_lines::write(&self.hit_lines, &self.text, ok, out, age, refused, stripped);
-        if let Some(written) = written {
-            return Some(HitHeadFields {
-                content_length: written.content_length,
-                date: self.has_date,
-                age: written.age,
-                accept_ranges: written.accept_ranges,
-            });
+        let (lines, text, date) = (&self.hit_lines, &self.text, self.has_date);
+        if let Some(fields) = hit_lines::write(lines, text, date, out, age, refused, stripped) {
+            return Some(fields);
         }
         out.truncate(lines_from);
         self.scan_hit_head(out, age, refused, stripped)
