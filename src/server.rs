@@ -316,7 +316,6 @@ impl Node {
         crate::admin::Admin {
             addr,
             token: self.settings.admin.as_ref().and_then(|a| a.token.clone()),
-            current: self.current.clone(),
             cache: self.proxy.cache,
             metrics: self.proxy.metrics.clone(),
             lifecycle: self.lifecycle.clone(),

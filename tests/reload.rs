@@ -195,6 +195,47 @@ async fn origins_a_reload_leaves_alone_keep_their_health() {
     }
 }
 
+/// `/status` read while reloads go on never shows a generation without the reload that
+/// made it: the generation, the count of reloads and the last reload's record agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_generation_with_its_reload() {
+    let (origin, _) = named_origin("silent").await;
+    let rules = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\norigin_groups:\n  - name: web\n    origins:\n{}",
+        origin_yaml("silent", origin.addr(), 1, 1)
+    );
+    let edge = Arc::new(TestEdge::start(&node_yaml(""), &rules).await);
+    let reloads = {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                assert_eq!(edge.reload().await.0, 200);
+            }
+        })
+    };
+    let mut seen = 0;
+    while !reloads.is_finished() || seen == 0 {
+        let status = status(&edge).await;
+        let configuration = &status["configuration"];
+        let generation = configuration["generation"].as_u64().unwrap();
+        let ok = configuration["reloads"]["ok"].as_u64().unwrap();
+        assert_eq!(generation, 1 + ok, "{configuration}");
+        let last = &configuration["last_reload"];
+        if ok > 0 {
+            assert_eq!(last["detail"]["generation"], generation, "{configuration}");
+        } else {
+            assert!(last.is_null(), "{configuration}");
+        }
+        seen += 1;
+    }
+    reloads.await.unwrap();
+    assert_eq!(
+        status(&edge).await["configuration"]["generation"],
+        31,
+        "every reload went live"
+    );
+}
+
 /// An origin named in DNS (here a hosts file the test rewrites) is resolved again: when
 /// the name moves, the node reloads and requests follow it; when it stops resolving, the
 /// last address stays.

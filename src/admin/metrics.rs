@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use crate::cache::EdgeCache;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::drain::Drain;
+use crate::lifecycle::Reloads;
 use crate::observability::metrics::{family, label, Metrics};
 use crate::observability::AccessLog;
 use crate::origin::health::Verdict;
@@ -13,8 +14,9 @@ use crate::proxy::Snapshot;
 pub fn render(
     metrics: &Metrics,
     snapshot: &Snapshot,
+    reloads: &Reloads,
     cache: &EdgeCache,
-    lifecycle: &Lifecycle,
+    drain: &Drain,
     access_log: &AccessLog,
 ) -> String {
     let mut out = String::with_capacity(4096);
@@ -33,7 +35,7 @@ pub fn render(
         "counter",
         "Reloads by result: ok (a new generation went live) or refused (the old one kept serving).",
     );
-    let (ok, refused) = lifecycle.reload_counts();
+    let (ok, refused) = (reloads.ok, reloads.refused);
     let _ = writeln!(out, "portico_config_reloads_total{{result=\"ok\"}} {ok}");
     let _ = writeln!(
         out,
@@ -48,7 +50,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "portico_requests_in_flight {}",
-        lifecycle.drain.requests_in_flight()
+        drain.requests_in_flight()
     );
     family(
         &mut out,

@@ -23,7 +23,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -34,7 +33,7 @@ use serde_json::json;
 
 use crate::cache::EdgeCache;
 use crate::config::model::AdminToken;
-use crate::lifecycle::{Lifecycle, Phase};
+use crate::lifecycle::{Lifecycle, Phase, Reloads};
 use crate::observability::{AccessLog, Metrics};
 use crate::proxy::Snapshot;
 
@@ -44,7 +43,6 @@ pub mod status;
 pub struct Admin {
     pub addr: SocketAddr,
     pub token: Option<AdminToken>,
-    pub current: Arc<ArcSwap<Snapshot>>,
     pub cache: &'static EdgeCache,
     pub metrics: Arc<Metrics>,
     pub lifecycle: Arc<Lifecycle>,
@@ -60,7 +58,6 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// What every admin request may read.
 #[derive(Clone)]
 struct Shared {
-    current: Arc<ArcSwap<Snapshot>>,
     cache: &'static EdgeCache,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
@@ -74,7 +71,6 @@ impl Admin {
     pub async fn serve(&self, listener: tokio::net::TcpListener, mut shutdown: ShutdownWatch) {
         let mut phase = self.lifecycle.watch_phase();
         let shared = Shared {
-            current: self.current.clone(),
             cache: self.cache,
             metrics: self.metrics.clone(),
             lifecycle: self.lifecycle.clone(),
@@ -185,19 +181,22 @@ fn refuse_unauthorized<B>(
 }
 
 async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let snapshot = shared.current.load_full();
+    let (snapshot, reloads) = shared.lifecycle.reload_view();
     let (status, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/healthz") => match shared.lifecycle.phase() {
             Phase::Serving => (200, "ok\n".to_string()),
             _ => (503, "draining\n".to_string()),
         },
-        (&hyper::Method::GET, "/status") => (200, status_json(&snapshot, shared).to_string()),
+        (&hyper::Method::GET, "/status") => {
+            (200, status_json(&snapshot, &reloads, shared).to_string())
+        }
         (&hyper::Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(metrics::render(
                 &shared.metrics,
                 &snapshot,
+                &reloads,
                 shared.cache,
-                &shared.lifecycle,
+                shared.lifecycle.drain,
                 &shared.access_log,
             ))));
             response.headers_mut().insert(
@@ -233,7 +232,7 @@ async fn answer(request: Request<hyper::body::Incoming>, shared: &Shared) -> Res
     response
 }
 
-fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
+fn status_json(snapshot: &Snapshot, reloads: &Reloads, shared: &Shared) -> serde_json::Value {
     let (cache, counters) = (shared.cache, &shared.metrics);
     let config = &snapshot.engine.config;
     let groups = status::origin_groups(&config.origin_groups, &snapshot.origins);
@@ -254,18 +253,17 @@ fn status_json(snapshot: &Snapshot, shared: &Shared) -> serde_json::Value {
     });
     let tunnels = json!({"open": counters.open_tunnels()});
     let lifecycle = &shared.lifecycle;
-    let last_reload = lifecycle.last_reload().map(|reload| {
+    let last_reload = reloads.last.as_ref().map(|reload| {
         let (result, detail) = match &reload.result {
             Ok(generation) => ("ok", json!({ "generation": generation })),
             Err(errors) => ("refused", json!({ "errors": errors })),
         };
         json!({"time_ms": reload.time_ms as u64, "trigger": reload.trigger, "result": result, "detail": detail})
     });
-    let (reloads_ok, reloads_refused) = lifecycle.reload_counts();
     let origin_names = lifecycle.origin_names.lock().clone();
     let configuration = json!({
         "generation": snapshot.generation,
-        "reloads": {"ok": reloads_ok, "refused": reloads_refused},
+        "reloads": {"ok": reloads.ok, "refused": reloads.refused},
         "last_reload": last_reload,
         "origin_names": {"resolutions": origin_names.resolutions, "last_error": origin_names.last_error},
         "phase": format!("{:?}", lifecycle.phase()).to_ascii_lowercase(),

@@ -36,7 +36,6 @@ pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -81,6 +80,14 @@ pub struct ReloadRecord {
     pub result: Result<u64, Vec<String>>,
 }
 
+/// Reloads so far: how many took effect, how many were refused, and the last one.
+#[derive(Clone, Debug, Default)]
+pub struct Reloads {
+    pub ok: u64,
+    pub refused: u64,
+    pub last: Option<ReloadRecord>,
+}
+
 /// The node's lifecycle: owns the live configuration generation and its probes.
 pub struct Lifecycle {
     pub conf_path: PathBuf,
@@ -96,9 +103,10 @@ pub struct Lifecycle {
     phase: tokio_watch::Sender<Phase>,
     /// Held through a reload (one at a time); holds the live generation's probe stop.
     live_probes: tokio::sync::Mutex<Option<tokio_watch::Sender<bool>>>,
-    last_reload: parking_lot::Mutex<Option<ReloadRecord>>,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
+    /// The last reload's record and the counts, written under one lock with the swap of
+    /// `current`, so that a reader ([`Lifecycle::reload_view`]) never sees a generation
+    /// without the reload that made it.
+    reloads: parking_lot::Mutex<Reloads>,
     /// The runtime the probes run on: the lifecycle service's own.
     runtime: OnceLock<tokio::runtime::Handle>,
     requests: mpsc::UnboundedSender<&'static str>,
@@ -135,9 +143,7 @@ impl Lifecycle {
             when_drained,
             phase: tokio_watch::channel(Phase::Serving).0,
             live_probes: tokio::sync::Mutex::new(None),
-            last_reload: parking_lot::Mutex::new(None),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
+            reloads: parking_lot::Mutex::new(Reloads::default()),
             runtime: OnceLock::new(),
             requests,
             requests_rx: parking_lot::Mutex::new(Some(requests_rx)),
@@ -163,16 +169,11 @@ impl Lifecycle {
         self.current.load().generation
     }
 
-    pub fn last_reload(&self) -> Option<ReloadRecord> {
-        self.last_reload.lock().clone()
-    }
-
-    /// Reloads that took effect, and reloads refused.
-    pub fn reload_counts(&self) -> (u64, u64) {
-        (
-            self.reloads_ok.load(Ordering::Relaxed),
-            self.reloads_failed.load(Ordering::Relaxed),
-        )
+    /// The generation serving new requests with the reloads so far, read together: the
+    /// snapshot is never newer than the record of the reload that made it.
+    pub fn reload_view(&self) -> (Arc<Snapshot>, Reloads) {
+        let reloads = self.reloads.lock();
+        (self.current.load_full(), reloads.clone())
     }
 
     /// Asks the lifecycle loop for a reload (SIGHUP); its outcome goes to the log.
@@ -184,6 +185,7 @@ impl Lifecycle {
     pub async fn reload(&self, trigger: &'static str) -> Result<u64, ReloadError> {
         let mut live_probes = self.live_probes.lock().await;
         let outcome = reload::next_generation(self).await;
+        let mut reloads = self.reloads.lock();
         let result = match outcome {
             Ok((snapshot, probes)) => {
                 let generation = snapshot.generation;
@@ -191,12 +193,12 @@ impl Lifecycle {
                 if let Some(old) = live_probes.replace(probes) {
                     old.send_replace(true);
                 }
-                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                reloads.ok += 1;
                 log::info!("reload ({trigger}): generation {generation} is live");
                 Ok(generation)
             }
             Err(error) => {
-                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                reloads.refused += 1;
                 log::error!(
                     "reload ({trigger}) refused; generation {} keeps serving:\n{}",
                     self.generation(),
@@ -205,11 +207,12 @@ impl Lifecycle {
                 Err(error)
             }
         };
-        *self.last_reload.lock() = Some(ReloadRecord {
+        reloads.last = Some(ReloadRecord {
             time_ms: crate::observability::records::now_ms(),
             trigger,
             result: result.as_ref().map(|g| *g).map_err(|e| e.lines().to_vec()),
         });
+        drop(reloads);
         result
     }
 
