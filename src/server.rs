@@ -187,6 +187,9 @@ impl Node {
     pub fn run_server(mut self, options: RunOptions) -> ! {
         let upgrade = options.upgrade;
         crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
+        // Portico never reads a stream's pending times: not measured (two clock reads per
+        // waiting read, per request and side).
+        pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
         // Pingora retries a busy address for about 30 s, then panics a thread and runs on
         // without it: find out first, and stop with the reason. (An upgrade receives its
         // sockets instead of binding them.)
@@ -327,6 +330,7 @@ impl Node {
     /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
     pub fn into_app(self) -> Arc<EdgeApp> {
         crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
+        pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
         let conf = Arc::new(self.server_conf());
         Arc::new(EdgeApp::new(
             Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{oneshot, watch, Notify, OwnedMutexGuard};
 
+use super::key_hash::BuildKeyHasher;
 use super::lru::Lru;
 use futures::FutureExt;
 
@@ -51,21 +52,24 @@ impl ConnectionMeta {
 }
 
 struct PoolConnection<S> {
-    pub notify_use: oneshot::Sender<bool>,
+    // PORTICO PATCH (unwatched connections): `None` when no idle watcher waits for it.
+    pub notify_use: Option<oneshot::Sender<bool>>,
     pub connection: S,
 }
 
 impl<S> PoolConnection<S> {
     pub fn new(notify_use: oneshot::Sender<bool>, connection: S) -> Self {
         PoolConnection {
-            notify_use,
+            notify_use: Some(notify_use),
             connection,
         }
     }
 
     pub fn release(self) -> S {
         // notify the idle watcher to release the connection
-        let _ = self.notify_use.send(true);
+        if let Some(notify_use) = self.notify_use {
+            let _ = notify_use.send(true);
+        }
         // wait for the watcher to release
         self.connection
     }
@@ -186,7 +190,8 @@ type Pool<S> = PoolNode<PoolConnection<S>>;
 /// be picked up by another user/request.
 pub struct ConnectionPool<S> {
     // Concurrent per-key pool index; each value handles per-key connection storage.
-    pools: DashMap<GroupKey, Arc<Pool<S>>>,
+    // PORTICO PATCH (pool keys mixed, not SipHashed): `BuildKeyHasher`.
+    pools: DashMap<GroupKey, Arc<Pool<S>>, BuildKeyHasher>,
     lru: Lru<ID, ConnectionMeta>,
 }
 
@@ -197,7 +202,7 @@ impl<S> ConnectionPool<S> {
     /// or above `size`, the least recently used connection is dropped.
     pub fn new(size: usize) -> Self {
         ConnectionPool {
-            pools: DashMap::with_capacity(size),
+            pools: DashMap::with_capacity_and_hasher(size, BuildKeyHasher::default()),
             lru: Lru::new(size),
         }
     }
@@ -331,6 +336,22 @@ impl<S> ConnectionPool<S> {
         let connection = PoolConnection::new(notify_use, connection);
         self.insert_pool_connection(meta.key, meta.id, connection);
         (notify_close, watch_use)
+    }
+
+    /// PORTICO PATCH (unwatched connections): as [Self::put()], for a caller that watches
+    /// its idle connections itself (and takes them out with [Self::pop_closed()]): neither
+    /// the eviction notifier nor the reuse channel is made. Both were two allocations and
+    /// a send per connection taken and given back, on every proxied request.
+    pub fn put_unwatched(&self, meta: &ConnectionMeta, connection: S) {
+        let evicted = self.lru.add_unwatched(meta.id, meta.clone());
+        for meta in &evicted {
+            self.pop_evicted(meta);
+        }
+        let connection = PoolConnection {
+            notify_use: None,
+            connection,
+        };
+        self.insert_pool_connection(meta.key, meta.id, connection);
     }
 
     /// Actively monitor the health of a connection that is already released to this pool
@@ -539,6 +560,29 @@ mod tests {
 
         cp.pop_closed(&meta1);
         assert!(cp.get(&meta1.key).is_none())
+    }
+
+    // PORTICO PATCH (unwatched connections)
+    #[test]
+    fn test_unwatched_put_get_and_eviction() {
+        let cp: ConnectionPool<String> = ConnectionPool::new(2);
+        cp.put_unwatched(&ConnectionMeta::new(101, 1), "v1".to_string());
+        cp.put_unwatched(&ConnectionMeta::new(102, 2), "v2".to_string());
+        // Over the size: the least recently used (v1) is evicted, from the pool too.
+        cp.put_unwatched(&ConnectionMeta::new(101, 3), "v3".to_string());
+        assert_eq!(cp.get(&101).as_deref(), Some("v3"));
+        assert_eq!(cp.get(&101), None);
+        // A watched and an unwatched connection under one key both come back.
+        let (_notify_close, watch_use) = cp.put(&ConnectionMeta::new(102, 4), "v4".to_string());
+        let mut got = [cp.get(&102).unwrap(), cp.get(&102).unwrap()];
+        got.sort();
+        assert_eq!(got, ["v2".to_string(), "v4".to_string()]);
+        assert_eq!(watch_use.blocking_recv(), Ok(true));
+        // Closed while idle: gone from the pool and from its LRU.
+        let meta = ConnectionMeta::new(103, 5);
+        cp.put_unwatched(&meta, "v5".to_string());
+        cp.pop_closed(&meta);
+        assert_eq!(cp.get(&103), None);
     }
 
     #[tokio::test]

@@ -15,28 +15,31 @@
 use core::hash::{Hash, Hasher};
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::collections::hash_map::DefaultHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub struct Node<T> {
-    pub close_notifier: Arc<Notify>,
+    // PORTICO PATCH (unwatched connections): `None` for a node no one listens to.
+    pub close_notifier: Option<Arc<Notify>>,
     pub meta: T,
     order: u64,
 }
 
 impl<T> Node<T> {
-    pub fn new(meta: T) -> Self {
+    /// PORTICO PATCH (unwatched connections): a node whose eviction no one waits for.
+    pub fn unwatched(meta: T) -> Self {
         Node {
-            close_notifier: Arc::new(Notify::new()),
+            close_notifier: None,
             meta,
             order: 0,
         }
     }
 
     pub fn notify_close(&self) {
-        self.close_notifier.notify_one();
+        if let Some(notifier) = &self.close_notifier {
+            notifier.notify_one();
+        }
     }
 }
 
@@ -83,7 +86,10 @@ where
 
     #[inline]
     fn shard(&self, key: &K) -> &Mutex<LruCache<K, Node<T>>> {
-        let mut hasher = DefaultHasher::new();
+        // PORTICO PATCH (pool keys mixed, not SipHashed): the keys are connection IDs,
+        // chosen by the pool's users, not by its peers: a multiply spreads them over the
+        // shards at a fraction of SipHash's cost.
+        let mut hasher = crate::key_hash::KeyHasher::default();
         key.hash(&mut hasher);
         &self.lrus[(hasher.finish() as usize) % N_SHARDS]
     }
@@ -156,9 +162,19 @@ where
     }
 
     pub fn add(&self, key: K, meta: T) -> (Arc<Notify>, Vec<T>) {
-        let node = Node::new(meta);
-        let notifier = node.close_notifier.clone();
+        let notifier = Arc::new(Notify::new());
+        let node = Node {
+            close_notifier: Some(notifier.clone()),
+            meta,
+            order: 0,
+        };
         (notifier, self.put(key, node))
+    }
+
+    /// PORTICO PATCH (unwatched connections): as [Self::add()], for a node whose eviction
+    /// no one waits for: no notifier is made for it.
+    pub fn add_unwatched(&self, key: K, meta: T) -> Vec<T> {
+        self.put(key, Node::unwatched(meta))
     }
 
     pub fn pop(&self, key: &K) -> Option<Node<T>> {

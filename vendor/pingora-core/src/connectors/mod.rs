@@ -344,8 +344,8 @@ impl TransportConnector {
         // task per connection gets: with one, as published.
         if self.keepalive_pool_callback.is_none() {
             let watched = Arc::downgrade(&stream);
-            // Neither the eviction signal nor the reuse signal has a listener.
-            let _ = self.connection_pool.put(&meta, stream);
+            // Neither the eviction signal nor the reuse signal has a listener: none is made.
+            self.connection_pool.put_unwatched(&meta, stream);
             self.idle_watch.watch(
                 watched,
                 meta,

@@ -1019,6 +1019,25 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// PORTICO PATCH (pending time optional): whether streams measure how long their reads and
+/// writes wait ([`GetTimingDigest::get_read_pending_time`]). On by default, as published;
+/// a proxy that never reads these turns it off with [`set_pending_time_tracking`]: the
+/// measure read the clock twice, and subtracted two instants, each time a read or a write
+/// waited, which on a keep-alive connection is every request, on both sides.
+static PENDING_TIME_TRACKING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// PORTICO PATCH (pending time optional): turns the pending-time measure of every stream
+/// on or off from now on (off: the pending times stay as they are, zero for new streams).
+pub fn set_pending_time_tracking(on: bool) {
+    PENDING_TIME_TRACKING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[inline]
+fn pending_time_tracking() -> bool {
+    PENDING_TIME_TRACKING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 struct AccumulatedDuration {
     total: Duration,
@@ -1046,6 +1065,9 @@ impl AccumulatedDuration {
     }
 
     fn poll_write_time(&mut self, result: &Poll<io::Result<usize>>, buf_size: usize) {
+        if !pending_time_tracking() {
+            return;
+        }
         match result {
             Poll::Ready(Ok(n)) => {
                 if *n == buf_size {
@@ -1063,6 +1085,9 @@ impl AccumulatedDuration {
     }
 
     fn poll_time(&mut self, result: &Poll<io::Result<()>>) {
+        if !pending_time_tracking() {
+            return;
+        }
         match result {
             Poll::Ready(_) => {
                 self.stop();
