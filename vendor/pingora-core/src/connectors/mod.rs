@@ -259,10 +259,20 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        self.reused_stream_keyed(peer, peer.reuse_hash()).await
+    }
+
+    /// PORTICO PATCH (pool key computed once): [Self::reused_stream()] with the peer's
+    /// reuse hash already computed.
+    pub async fn reused_stream_keyed<P: Peer + Send + Sync>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Option<Stream> {
         // PORTICO PATCH (pool nodes kept): the sweeper of `idle_watch` removes empty nodes.
         let reused = match self.keepalive_pool_callback {
-            None => self.connection_pool.get_keeping_node(&peer.reuse_hash()),
-            Some(_) => self.connection_pool.get(&peer.reuse_hash()),
+            None => self.connection_pool.get_keeping_node(&key),
+            Some(_) => self.connection_pool.get(&key),
         };
         match reused {
             Some(s) => {
@@ -328,13 +338,16 @@ impl TransportConnector {
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
     pub fn release_stream(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
-            return;
-        }
+        // PORTICO PATCH (one reuse check): the stream was tested here as well as when it is
+        // taken again (`reused_stream`), which alone decides whether it is used: a stream the
+        // server closed, or that holds bytes it never asked for, is found and dropped there
+        // (and by the idle sweep within a second). The test was about 280 instructions per
+        // request; it rarely saw a close this early anyway, since the runtime learns of one
+        // only when it next polls the socket's readiness.
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
@@ -389,7 +402,17 @@ impl TransportConnector {
         &self,
         peer: &P,
     ) -> Result<(Stream, bool)> {
-        let reused_stream = self.reused_stream(peer).await;
+        self.get_stream_keyed(peer, peer.reuse_hash()).await
+    }
+
+    /// PORTICO PATCH (pool key computed once): [Self::get_stream()] with the peer's reuse
+    /// hash already computed.
+    pub async fn get_stream_keyed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        key: u64,
+    ) -> Result<(Stream, bool)> {
+        let reused_stream = self.reused_stream_keyed(peer, key).await;
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {

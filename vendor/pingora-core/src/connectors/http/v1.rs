@@ -36,9 +36,13 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Result<(Box<HttpSession>, bool)> {
+        // PORTICO PATCH (pool key computed once): the peer's reuse hash (about 150
+        // instructions) was computed here and again on release; the session keeps it.
+        let key = peer.reuse_hash();
+        let (stream, reused) = self.transport.get_stream_keyed(peer, key).await?;
         // PORTICO PATCH (HTTP/1 client session boxed): was `HttpSession` by value.
-        let (stream, reused) = self.transport.get_stream(peer).await?;
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
+        let mut http = Box::new(HttpSession::new_with_options(stream, peer));
+        http.pool_key = Some(key);
         Ok((http, reused))
     }
 
@@ -46,9 +50,12 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Option<Box<HttpSession>> {
+        // PORTICO PATCH (pool key computed once)
+        let key = peer.reuse_hash();
+        let stream = self.transport.reused_stream_keyed(peer, key).await?;
         // PORTICO PATCH (HTTP/1 client session boxed): was `HttpSession` by value.
-        let stream = self.transport.reused_stream(peer).await?;
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
+        let mut http = Box::new(HttpSession::new_with_options(stream, peer));
+        http.pool_key = Some(key);
         Some(http)
     }
 
@@ -59,9 +66,10 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
+        // PORTICO PATCH (pool key computed once): the key the session was made with.
+        let key = session.pool_key.unwrap_or_else(|| peer.reuse_hash());
         if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+            self.transport.release_stream(stream, key, idle_timeout);
         }
     }
 

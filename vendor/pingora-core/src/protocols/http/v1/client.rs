@@ -69,6 +69,9 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    /// PORTICO PATCH (pool key computed once): the reuse hash of the peer this session's
+    /// connection was taken or made for, by the connector that did so.
+    pub(crate) pool_key: Option<u64>,
 }
 
 /// HTTP 1.x client session
@@ -103,6 +106,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            pool_key: None, // PORTICO PATCH (pool key computed once)
         }
     }
 

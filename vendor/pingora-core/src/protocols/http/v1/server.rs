@@ -915,11 +915,12 @@ impl HttpSession {
                 header.insert_header(header::DATE, date::get_cached_date())?;
             }
 
-            // TODO: make these lazy static
+            // PORTICO PATCH (static Connection values): was a `&str`, copied into a new
+            // buffer for every response.
             let connection_value = if self.will_keepalive() {
-                "keep-alive"
+                HeaderValue::from_static("keep-alive")
             } else {
-                "close"
+                HeaderValue::from_static("close")
             };
             header.insert_header(header::CONNECTION, connection_value)?;
         }
