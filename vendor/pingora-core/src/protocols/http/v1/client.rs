@@ -72,6 +72,19 @@ pub struct HttpSession {
     /// PORTICO PATCH (pool key computed once): the reuse hash of the peer this session's
     /// connection was taken or made for, by the connector that did so.
     pub(crate) pool_key: Option<u64>,
+    /// PORTICO PATCH (response framing found once): how the response header held in
+    /// `response_header` frames its body, found when it was read and validated (it is
+    /// never changed in place after that).
+    response_framing: ResponseFraming,
+}
+
+/// PORTICO PATCH (response framing found once): the framing fields of a response header.
+#[derive(Clone, Copy, Default)]
+struct ResponseFraming {
+    /// It has a `Transfer-Encoding` field (and so no `Content-Length`: removed on read).
+    transfer_encoding: bool,
+    /// Its `Content-Length` once validated, when it has one and no `Transfer-Encoding`.
+    content_length: Option<usize>,
 }
 
 /// HTTP 1.x client session
@@ -107,6 +120,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             pool_key: None, // PORTICO PATCH (pool key computed once)
+            response_framing: ResponseFraming::default(), // PORTICO PATCH
         }
     }
 
@@ -210,11 +224,23 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    // PORTICO PATCH (response framing found once): told which framing fields the header has,
+    // and returns its valid `Content-Length` (none with `Transfer-Encoding`, or when an
+    // invalid one is tolerated).
+    fn validate_response(
+        &self,
+        transfer_encoding: bool,
+        content_length: bool,
+    ) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
             .expect("response header must be read");
+        if transfer_encoding || !content_length {
+            // `validate_content_length` has nothing to check: `Transfer-Encoding` frames the
+            // body, or there is no `Content-Length`.
+            return Ok(None);
+        }
 
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
@@ -222,20 +248,22 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        match content_length_for_framing(&resp_header.headers) {
+            Ok(length) => Ok(length),
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
-
-        Ok(())
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -355,9 +383,18 @@ impl HttpSession {
                         self.buf = buf;
                         self.response_header = Some(response_header);
                         self.handed_over = None; // PORTICO PATCH (response header handed over, not cloned)
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
-                        }
+                        // PORTICO PATCH (response framing found once): was `validate_response`
+                        // alone; the body reader below then looked both fields up again.
+                        let content_length = match self
+                            .validate_response(contains_transfer_encoding, contains_content_length)
+                        {
+                            Ok(content_length) => content_length,
+                            Err(e) => return self.fail_response_header_read(e),
+                        };
+                        self.response_framing = ResponseFraming {
+                            transfer_encoding: contains_transfer_encoding,
+                            content_length,
+                        };
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
@@ -755,10 +792,12 @@ impl HttpSession {
             if upgraded {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
-            } else if self.is_chunked_encoding() {
+            } else if self.response_framing.transfer_encoding && self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
+                // PORTICO PATCH (response framing found once): was `is_chunked_encoding()`
+                // alone, and `get_content_length()` below, each a lookup.
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = self.response_framing.content_length {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);
@@ -803,12 +842,8 @@ impl HttpSession {
         }
     }
 
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
-            None => Ok(None),
-        }
-    }
+    // PORTICO PATCH (response framing found once): `get_content_length` removed; the
+    // validated length is kept in `response_framing` when the header is read.
 
     fn is_chunked_encoding(&self) -> bool {
         self.resp_header()

@@ -1,0 +1,134 @@
+//! How an origin's response frames its body, through the edge: chunked, chunked with a
+//! `Content-Length` beside it (RFC 9112 §6.3: the length is ignored and removed), until the
+//! connection closes, and lengths that cannot frame anything (a 502, and the connection is
+//! not reused). Raw origins, so each response is exactly the bytes written here.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::edge::{client, node_yaml, TestEdge};
+use tokio::io::AsyncWriteExt;
+
+/// A raw origin that answers every request with `reply`, and closes the connection after
+/// each when `close` (a close-delimited body ends only there). Counts connections.
+async fn raw_origin(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while common::read_request_head(&mut stream).await.is_some() {
+                    if stream.write_all(reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (origin, connections)
+}
+
+/// One uncached route to `origin`, no retries.
+fn rules(origin: SocketAddr) -> String {
+    format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
+    )
+}
+
+/// `count` requests through a fresh edge to an origin answering `reply`: each status and
+/// body, and the origin's connection count.
+async fn through_edge(
+    reply: &'static [u8],
+    close: bool,
+    count: usize,
+) -> (Vec<(u16, String)>, usize) {
+    let (origin, connections) = raw_origin(reply, close).await;
+    // A body framed wrongly would wait for a close that never comes: bounded, so such a
+    // failure is quick.
+    let node = node_yaml("defaults:\n  origin_timeouts:\n    first_byte: 5s\n    total: 10s\n");
+    let edge = TestEdge::start(&node, &rules(origin)).await;
+    let http = client();
+    let mut answers = Vec::new();
+    for n in 0..count {
+        let response = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
+        let status = response.status().as_u16();
+        answers.push((status, response.text().await.unwrap_or_default()));
+    }
+    (answers, connections.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_arrives_whole_and_the_connection_is_reused() {
+    let reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let (answers, connections) = through_edge(reply, false, 3).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (200, "hello world".to_string())),
+        "{answers:?}"
+    );
+    assert_eq!(connections, 1, "one connection, reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_beside_chunked_is_ignored() {
+    // The length (3) would cut the body short, and leave the rest to be read as the next
+    // response: chunked framing wins (RFC 9112 §6.3).
+    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (answers, _) = through_edge(reply, false, 3).await;
+    assert!(
+        answers.iter().all(|a| *a == (200, "hello".to_string())),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_length_ends_where_the_origin_closes() {
+    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end";
+    let (answers, connections) = through_edge(reply, true, 2).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (200, "until the end".to_string())),
+        "{answers:?}"
+    );
+    assert_eq!(
+        connections, 2,
+        "a close-delimited connection is never reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_that_frames_nothing_is_a_502_and_its_connection_is_dropped() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+    ] {
+        let (answers, connections) = through_edge(reply, false, 2).await;
+        let text = String::from_utf8_lossy(reply);
+        assert!(
+            answers.iter().all(|(s, _)| *s == 502),
+            "{text:?}: {answers:?}"
+        );
+        assert_eq!(connections, 2, "{text:?}: the connection was not reused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_equal_length_frames_the_body() {
+    // RFC 9110 §8.6: a list of one repeated value is that value.
+    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello";
+    let (answers, connections) = through_edge(reply, false, 3).await;
+    assert!(
+        answers.iter().all(|a| *a == (200, "hello".to_string())),
+        "{answers:?}"
+    );
+    assert_eq!(connections, 1, "one connection, reused");
+}
