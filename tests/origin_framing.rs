@@ -15,23 +15,14 @@ use tokio::io::AsyncWriteExt;
 /// A raw origin that answers every request with `reply`, and closes the connection after
 /// each when `close` (a close-delimited body ends only there). Counts connections.
 async fn raw_origin(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let accepted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                while common::read_request_head(&mut stream).await.is_some() {
-                    if stream.write_all(reply).await.is_err() || close {
-                        return;
-                    }
-                }
-            });
+    common::counting_origin(move |mut stream| async move {
+        while common::read_request_head(&mut stream).await.is_some() {
+            if stream.write_all(reply).await.is_err() || close {
+                return;
+            }
         }
-    });
-    (origin, connections)
+    })
+    .await
 }
 
 /// One uncached route to `origin`, no retries.
@@ -63,6 +54,17 @@ async fn through_edge(
     (answers, connections.load(Ordering::SeqCst))
 }
 
+/// Three requests through the edge to an origin answering `reply` on a kept connection:
+/// each gets `body`, over one origin connection.
+async fn every_answer_is(reply: &'static [u8], body: &str) {
+    let (answers, connections) = through_edge(reply, false, 3).await;
+    assert!(
+        answers.iter().all(|a| *a == (200, body.to_string())),
+        "{answers:?}"
+    );
+    assert_eq!(connections, 1, "one connection, reused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_arrives_whole_and_the_connection_is_reused() {
     let reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
@@ -81,11 +83,7 @@ async fn a_content_length_beside_chunked_is_ignored() {
     // The length (3) would cut the body short, and leave the rest to be read as the next
     // response: chunked framing wins (RFC 9112 §6.3).
     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    let (answers, _) = through_edge(reply, false, 3).await;
-    assert!(
-        answers.iter().all(|a| *a == (200, "hello".to_string())),
-        "{answers:?}"
-    );
+    every_answer_is(reply, "hello").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,10 +123,5 @@ async fn a_length_that_frames_nothing_is_a_502_and_its_connection_is_dropped() {
 async fn a_repeated_equal_length_frames_the_body() {
     // RFC 9110 §8.6: a list of one repeated value is that value.
     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello";
-    let (answers, connections) = through_edge(reply, false, 3).await;
-    assert!(
-        answers.iter().all(|a| *a == (200, "hello".to_string())),
-        "{answers:?}"
-    );
-    assert_eq!(connections, 1, "one connection, reused");
+    every_answer_is(reply, "hello").await;
 }

@@ -295,25 +295,6 @@ async fn first_byte_and_total_are_checked_at_their_lines() {
     assert!(error.contains("rules.yaml:9:"), "{error}");
 }
 
-/// A raw origin that runs `serve` on each connection it accepts, and counts them.
-async fn counting_origin<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let accepted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(stream));
-        }
-    });
-    (origin, connections)
-}
-
 /// One route to a one-origin group that does not retry.
 fn one_origin_no_retry(origin: SocketAddr) -> String {
     format!(
@@ -326,7 +307,7 @@ fn one_origin_no_retry(origin: SocketAddr) -> String {
 /// race lost. A one-origin group must still answer every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin() {
-    let (origin, connections) = counting_origin(|mut stream| async move {
+    let (origin, connections) = common::counting_origin(|mut stream| async move {
         if common::read_request_head(&mut stream).await.is_none() {
             return;
         }
@@ -360,7 +341,7 @@ async fn a_keep_alive_race_is_retried_on_a_fresh_connection_to_the_same_origin()
 /// and no further, so the bytes stay on the connection, where the pool's check finds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_an_origin_sends_past_its_body_reach_no_client_and_its_connection_is_not_reused() {
-    let (origin, connections) = counting_origin(|mut stream| async move {
+    let (origin, connections) = common::counting_origin(|mut stream| async move {
         while common::read_request_head(&mut stream).await.is_some() {
             let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 204 Nope\r\n\r\n";
             if stream.write_all(reply).await.is_err() {
@@ -478,7 +459,7 @@ async fn an_idle_origin_connection_is_reused_and_closed_when_the_origin_closes_i
 async fn a_client_that_hangs_up_before_the_answer_ends_the_origin_request() {
     // What the origin tells the test: the request arrived, then the edge closed its side.
     let (seen, mut events) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    let (origin, _) = counting_origin(move |mut stream| {
+    let (origin, _) = common::counting_origin(move |mut stream| {
         let seen = seen.clone();
         async move {
             if common::read_request_head(&mut stream).await.is_none() {

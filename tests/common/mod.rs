@@ -66,3 +66,27 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
     }
     Some(head)
 }
+
+/// A raw origin that runs `serve` on each connection it accepts, and counts them.
+pub async fn counting_origin<F, Fut>(
+    serve: F,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(stream));
+        }
+    });
+    (origin, connections)
+}
