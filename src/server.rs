@@ -186,10 +186,7 @@ impl Node {
     /// Runs under a Pingora `Server` until a signal stops it.
     pub fn run_server(mut self, options: RunOptions) -> ! {
         let upgrade = options.upgrade;
-        crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
-        // Portico never reads a stream's pending times: not measured (two clock reads per
-        // waiting read, per request and side).
-        pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
+        self.set_process_switches();
         // Pingora retries a busy address for about 30 s, then panics a thread and runs on
         // without it: find out first, and stop with the reason. (An upgrade receives its
         // sockets instead of binding them.)
@@ -327,10 +324,17 @@ impl Node {
         }
     }
 
-    /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
-    pub fn into_app(self) -> Arc<EdgeApp> {
+    /// The settings that hold for the whole process: tunnels' `splice`, and Pingora's
+    /// measure of how long each stream's reads and writes wait, off because Portico never
+    /// reads it (two clock reads per waiting read, per request and side).
+    fn set_process_switches(&self) {
         crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
         pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
+    }
+
+    /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
+    pub fn into_app(self) -> Arc<EdgeApp> {
+        self.set_process_switches();
         let conf = Arc::new(self.server_conf());
         Arc::new(EdgeApp::new(
             Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),

@@ -194,16 +194,10 @@ impl Lifecycle {
                     old.send_replace(true);
                 }
                 reloads.ok += 1;
-                log::info!("reload ({trigger}): generation {generation} is live");
                 Ok(generation)
             }
             Err(error) => {
                 reloads.refused += 1;
-                log::error!(
-                    "reload ({trigger}) refused; generation {} keeps serving:\n{}",
-                    self.generation(),
-                    error.lines().join("\n")
-                );
                 Err(error)
             }
         };
@@ -213,6 +207,15 @@ impl Lifecycle {
             result: result.as_ref().map(|g| *g).map_err(|e| e.lines().to_vec()),
         });
         drop(reloads);
+        // Logged once the lock is let go: `/status` waits on it.
+        match &result {
+            Ok(generation) => log::info!("reload ({trigger}): generation {generation} is live"),
+            Err(error) => log::error!(
+                "reload ({trigger}) refused; generation {} keeps serving:\n{}",
+                self.generation(),
+                error.lines().join("\n")
+            ),
+        }
         result
     }
 

@@ -183,10 +183,7 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
         });
     }
     const CDN_LOOP: http::HeaderName = http::HeaderName::from_static("cdn-loop");
-    // Most requests have no `CDN-Loop`: one pass over their names costs less than a hashed
-    // lookup (of a name that is not a standard one) that finds nothing.
-    let has_cdn_loop = request.headers.keys().any(|name| name == CDN_LOOP);
-    let looped = has_cdn_loop
+    let looped = super::headers::has_any_field(&request.headers, &[CDN_LOOP])
         && request.headers.get_all(CDN_LOOP).iter().any(|value| {
             value.to_str().is_ok_and(|text| {
                 text.split(',')

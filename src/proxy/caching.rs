@@ -76,12 +76,10 @@ pub fn key_parts<'a>(session: &'a Session, ctx: &'a RequestCtx) -> Option<key::K
 /// `cache_hit_filter`: a request with `Authorization` is answered from the cache only when
 /// the stored response allows it (RFC 9111 §3.5); otherwise it goes to the origin.
 pub fn hit_filter(session: &Session, meta: &CacheMeta) -> Option<ForcedFreshness> {
-    // A pass over the request's few names costs less than a hashed lookup that finds none.
-    let authorized = session
-        .req_header()
-        .headers
-        .keys()
-        .any(|name| name == http::header::AUTHORIZATION);
+    let authorized = super::headers::has_any_field(
+        &session.req_header().headers,
+        &[http::header::AUTHORIZATION],
+    );
     (authorized && !policy::serves_authorized_request(meta.response_header()))
         .then_some(ForcedFreshness::ForceMiss)
 }

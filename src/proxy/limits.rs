@@ -63,13 +63,13 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
     framing_refusal(request)
 }
 
-/// Whether `request` has a `Content-Length` or `Transfer-Encoding` field. Most requests have
-/// neither: one pass over their few names costs less than a hashed lookup for each.
+/// Whether `request` has a `Content-Length` or `Transfer-Encoding` field.
 fn has_framing_fields(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .keys()
-        .any(|name| name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
+    const FRAMING: [http::HeaderName; 2] = [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+    ];
+    super::headers::has_any_field(&request.headers, &FRAMING)
 }
 
 /// RFC 9110 §8.6: a `Content-Length` that came as a list of one repeated value (`2, 2`) or
