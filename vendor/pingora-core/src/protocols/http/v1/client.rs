@@ -225,21 +225,25 @@ impl HttpSession {
     // Validate the response header read. This function must be called after the response header
     // read.
     // PORTICO PATCH (response framing found once): told which framing fields the header has,
-    // and returns its valid `Content-Length` (none with `Transfer-Encoding`, or when an
-    // invalid one is tolerated).
+    // and returns its framing, with the valid `Content-Length` (none with
+    // `Transfer-Encoding`, or when an invalid one is tolerated).
     fn validate_response(
         &self,
         transfer_encoding: bool,
         content_length: bool,
-    ) -> Result<Option<usize>> {
+    ) -> Result<ResponseFraming> {
         let resp_header = self
             .response_header
             .as_ref()
             .expect("response header must be read");
+        let framing = |content_length| ResponseFraming {
+            transfer_encoding,
+            content_length,
+        };
         if transfer_encoding || !content_length {
             // `validate_content_length` has nothing to check: `Transfer-Encoding` frames the
             // body, or there is no `Content-Length`.
-            return Ok(None);
+            return Ok(framing(None));
         }
 
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
@@ -249,7 +253,7 @@ impl HttpSession {
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
         match content_length_for_framing(&resp_header.headers) {
-            Ok(length) => Ok(length),
+            Ok(length) => Ok(framing(length)),
             Err(e) => {
                 if self.allow_h1_response_invalid_content_length
                     && super::common::content_length_is_single_token(&resp_header.headers)
@@ -258,7 +262,7 @@ impl HttpSession {
                         "tolerating invalid Content-Length ({e}); \
                          treating response as close-delimited"
                     );
-                    Ok(None)
+                    Ok(framing(None))
                 } else {
                     Err(e)
                 }
@@ -383,18 +387,15 @@ impl HttpSession {
                         self.buf = buf;
                         self.response_header = Some(response_header);
                         self.handed_over = None; // PORTICO PATCH (response header handed over, not cloned)
+
                         // PORTICO PATCH (response framing found once): was `validate_response`
                         // alone; the body reader below then looked both fields up again.
-                        let content_length = match self
+                        match self
                             .validate_response(contains_transfer_encoding, contains_content_length)
                         {
-                            Ok(content_length) => content_length,
+                            Ok(framing) => self.response_framing = framing,
                             Err(e) => return self.fail_response_header_read(e),
-                        };
-                        self.response_framing = ResponseFraming {
-                            transfer_encoding: contains_transfer_encoding,
-                            content_length,
-                        };
+                        }
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
