@@ -125,3 +125,26 @@ async fn a_repeated_equal_length_frames_the_body() {
     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello";
     every_answer_is(reply, "hello").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_next_request_finds_the_origin_connection_back_in_the_pool() {
+    // The origin's connection goes back to the pool before the response's end reaches the
+    // client: were it the other way round, the client's next request, on a connection of
+    // its own, could find the pool empty and open a second origin connection.
+    let (origin, connections) =
+        raw_origin(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false).await;
+    let edge = TestEdge::start(&node_yaml(""), &rules(origin)).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for n in 0..50 {
+        let response = http.get(edge.url(&format!("/r{n}"))).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "hello");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one origin connection, reused by all 50"
+    );
+}

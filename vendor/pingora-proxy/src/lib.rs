@@ -444,7 +444,7 @@ where
             Ok((client_session, client_reused)) => {
                 let (server_reused, error) = match client_session {
                     ClientSession::H1(mut h1) => {
-                        let (server_reused, client_reuse, error) = self
+                        let (mut server_reused, client_reuse, mut error) = self
                             .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
                             .await;
                         if client_reuse {
@@ -456,6 +456,17 @@ where
                             // PORTICO PATCH (tunnel handoff): kept for `finish()`.
                             // PORTICO PATCH (HTTP/1 client session boxed): `*h1`.
                             session.upgraded_upstream = Some(*h1);
+                        }
+                        // PORTICO PATCH (origin released first): the response's end goes
+                        // to the client only now that the origin's connection is back.
+                        if let Some(tail) = session.response_tail.take() {
+                            match session.write_response_tail(tail).await {
+                                Ok(reuse) => server_reused &= reuse,
+                                Err(e) => {
+                                    server_reused = false;
+                                    error = error.or(Some(e));
+                                }
+                            }
                         }
                         (server_reused, error)
                     }
@@ -675,6 +686,10 @@ pub struct Session {
     /// PORTICO PATCH (origin deadlines): when set before the upstream request, deadlines
     /// on an HTTP/1 origin's response (see [`OriginDeadlines`]).
     pub origin_deadlines: Option<OriginDeadlines>,
+    /// PORTICO PATCH (origin released first): the last batch of a bodyless request's
+    /// response, read whole from the origin and filtered, not yet written (see
+    /// `proxy_bodyless_h1`).
+    response_tail: Option<Vec<HttpTask>>,
 }
 
 /// PORTICO PATCH (origin deadlines): bounds on an HTTP/1 origin's response, counted from
@@ -725,6 +740,7 @@ impl Session {
             upgrade_handed_off: false,
             upgraded_upstream: None,
             origin_deadlines: None,
+            response_tail: None,
         }
     }
 
@@ -985,6 +1001,18 @@ impl Session {
         } else {
             Ok(false)
         }
+    }
+
+    /// PORTICO PATCH (origin released first): writes the response's last batch kept in
+    /// `response_tail` and finishes the body. Returns whether the client's connection can
+    /// be reused.
+    async fn write_response_tail(&mut self, tail: Vec<HttpTask>) -> Result<bool> {
+        self.write_response_tasks(tail).await?;
+        if let Err(e) = self.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     pub async fn write_response_tasks(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {

@@ -128,6 +128,15 @@ where
                     )
                     .await?;
             }
+            // PORTICO PATCH (origin released first): the whole response is read and the
+            // whole request sent: the last batch waits in `response_tail` while the
+            // caller returns the origin's connection to the pool. Written first, it could
+            // bring the client's next request before the connection is back, and that
+            // request would open another.
+            if ended && send_error.is_none() && !matches!(tasks.last(), Some(HttpTask::Failed(_))) {
+                session.response_tail = Some(tasks);
+                return Ok((true, true));
+            }
             let response_done = session.write_response_tasks(tasks).await?;
             if response_done || ended {
                 break ended;
