@@ -324,12 +324,8 @@ impl Node {
         }
     }
 
-    /// The settings that hold for the whole process: tunnels' `splice`, and Pingora's
-    /// measure of how long each stream's reads and writes wait, off because Portico never
-    /// reads it (two clock reads per waiting read, per request and side).
     fn set_process_switches(&self) {
-        crate::tunnel::relay::set_splice(self.settings.tunnel_splice);
-        pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
+        set_process_switches(&self.settings);
     }
 
     /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
@@ -433,4 +429,14 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The settings that hold for the whole process, set at start and by each reload: tunnels'
+/// `splice`, batched sends, and Pingora's measure of how long each stream's reads and
+/// writes wait, off because Portico never reads it (two clock reads per waiting read, per
+/// request and side).
+pub(crate) fn set_process_switches(settings: &NodeSettings) {
+    crate::tunnel::relay::set_splice(settings.tunnel_splice);
+    pingora_core::protocols::http::v1::common::set_send_batching(settings.batch_sends);
+    pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
 }

@@ -212,6 +212,9 @@ pub struct FileServer {
     /// Plain-TCP tunnels move large WebSocket payloads with splice(2).
     #[serde(default)]
     pub tunnel_splice: Option<bool>,
+    /// A message's head waits for the thread's ready tasks, so writes leave in bursts.
+    #[serde(default)]
+    pub batch_sends: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

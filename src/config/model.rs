@@ -98,6 +98,11 @@ pub struct NodeSettings {
     /// Plain-TCP tunnels move large WebSocket payloads socket to socket with `splice(2)`
     /// (`src/tunnel/relay/splice.rs`); otherwise every byte is copied through the relay.
     pub tunnel_splice: bool,
+    /// Each response's (and origin request's) head waits, before it is written, for the
+    /// tasks already ready on its thread, so that under load the writes leave together and
+    /// each wakes its peer once per burst, not once per message (Pingora's
+    /// `set_send_batching`). A lone request pays one more poll (about 1.5 µs here).
+    pub batch_sends: bool,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
     /// RFC 9111 §4.2.2's heuristic (a tenth of the time since `Last-Modified`) gives at

@@ -269,6 +269,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
             upgrade_sock,
             tunnel_handover: server.and_then(|s| s.tunnel_handover).unwrap_or(true),
             tunnel_splice: server.and_then(|s| s.tunnel_splice).unwrap_or(false),
+            batch_sends: server.and_then(|s| s.batch_sends).unwrap_or(true),
             access_log,
             cache_default_ttl,
             cache_heuristic_max,

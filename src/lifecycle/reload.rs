@@ -4,7 +4,8 @@
 //! cannot change: its listeners and admin address, its Pingora server settings, its cache
 //! store's size and lock. Those need a restart or a binary upgrade (`portico run
 //! --upgrade`). Certificates, routes, rule sets, origin groups and their probes, timeouts,
-//! cache freshness defaults and the access log target may change. Nothing is swapped until
+//! cache freshness defaults, the access log target, tunnel splicing and send batching may
+//! change. Nothing is swapped until
 //! everything has loaded, and the new generation's probes have finished a first round.
 
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub(super) async fn next_generation(
     for (tls, loaded) in certificates {
         tls.replace_certificates(loaded);
     }
+    crate::server::set_process_switches(&snapshot.engine.config.node);
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
@@ -186,6 +188,20 @@ mod tests {
             BASE.replace("access_log: off", "access_log: stdout")
         ));
         assert!(needs_restart(&node(BASE), &changed).is_empty());
+    }
+
+    #[test]
+    fn splicing_and_send_batching_may_change() {
+        let started = node(BASE);
+        assert!(
+            started.batch_sends && !started.tunnel_splice,
+            "the defaults"
+        );
+        let changed = node(&format!(
+            "{BASE}server:\n  batch_sends: false\n  tunnel_splice: true\n"
+        ));
+        assert!(!changed.batch_sends && changed.tunnel_splice);
+        assert!(needs_restart(&started, &changed).is_empty());
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl HttpSession {
             )
         })?;
         trace!("Writing request header: {to_wire:?}");
+        super::common::before_message_head().await; // PORTICO PATCH (sends batched)
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {

@@ -446,6 +446,31 @@ pub(crate) fn content_length_is_single_token(headers: &HMap) -> bool {
     }
 }
 
+/// PORTICO PATCH (sends batched): whether a message's head, before it is written, waits
+/// once for the tasks already ready to run on this thread. Off by default, as published.
+///
+/// Each connection is a task that reads a request, answers and writes at once, so a
+/// thread that found 64 requests ready sent 64 responses one by one between its other
+/// work, each `send` waking the peer anew. Waiting once (`yield_now`: the task runs again
+/// after the ready ones and a look at the sockets) lets the ready requests be read and
+/// answered first and the writes leave together, as an event loop that reads all then
+/// writes all (HAProxy) does: a peer woken by the first finds the rest already there. A
+/// request alone pays the wait: one more poll of its task and of the sockets.
+static SEND_BATCHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// PORTICO PATCH (sends batched): turns [`SEND_BATCHING`] on or off from now on.
+pub fn set_send_batching(on: bool) {
+    SEND_BATCHING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// PORTICO PATCH (sends batched): called before a response's or a request's head is
+/// written (not a `1xx`'s, nor a `101`'s): yields once when batching is on.
+pub(super) async fn before_message_head() {
+    if SEND_BATCHING.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -675,6 +675,10 @@ impl HttpSession {
             // Header already sent or should be ignored
             return Ok(());
         };
+        // PORTICO PATCH (sends batched): a final response's head (no `1xx`, no `101`).
+        if !header.status.is_informational() {
+            before_message_head().await;
+        }
 
         match self.underlying_stream.write_all(&write_buf).await {
             Ok(()) => {
@@ -724,6 +728,7 @@ impl HttpSession {
         }
         head.extend_from_slice(b"\r\n");
         self.body_writer.init_content_length(content_length);
+        before_message_head().await; // PORTICO PATCH (sends batched)
         match self.underlying_stream.write_all(&head).await {
             Ok(()) => {
                 if self.body_writer.finished() {
