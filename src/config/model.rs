@@ -101,7 +101,7 @@ pub struct NodeSettings {
     /// Each response's (and origin request's) head waits, before it is written, for the
     /// tasks already ready on its thread, so that under load the writes leave together and
     /// each wakes its peer once per burst, not once per message (Pingora's
-    /// `set_send_batching`). A lone request pays one more poll (about 1.5 µs here).
+    /// `set_send_batching`). A lone request pays one more poll of its task.
     pub batch_sends: bool,
     pub access_log: AccessLogTarget,
     pub cache_default_ttl: Duration,
