@@ -5,8 +5,8 @@
 //! store's size and lock. Those need a restart or a binary upgrade (`portico run
 //! --upgrade`). Certificates, routes, rule sets, origin groups and their probes, timeouts,
 //! cache freshness defaults, the access log target, tunnel splicing and send batching may
-//! change. Nothing is swapped until
-//! everything has loaded, and the new generation's probes have finished a first round.
+//! change. Nothing is swapped until everything has loaded, and the new generation's probes
+//! have finished a first round.
 
 use std::sync::Arc;
 
