@@ -186,7 +186,7 @@ impl Node {
     /// Runs under a Pingora `Server` until a signal stops it.
     pub fn run_server(mut self, options: RunOptions) -> ! {
         let upgrade = options.upgrade;
-        self.set_process_switches();
+        set_process_switches(&self.settings);
         // Pingora retries a busy address for about 30 s, then panics a thread and runs on
         // without it: find out first, and stop with the reason. (An upgrade receives its
         // sockets instead of binding them.)
@@ -324,13 +324,9 @@ impl Node {
         }
     }
 
-    fn set_process_switches(&self) {
-        set_process_switches(&self.settings);
-    }
-
     /// The proxy as a Pingora app behind the edge's connection guard, for [`serve`].
     pub fn into_app(self) -> Arc<EdgeApp> {
-        self.set_process_switches();
+        set_process_switches(&self.settings);
         let conf = Arc::new(self.server_conf());
         Arc::new(EdgeApp::new(
             Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),

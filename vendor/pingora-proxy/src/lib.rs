@@ -1008,11 +1008,17 @@ impl Session {
     /// be reused.
     async fn write_response_tail(&mut self, tail: Vec<HttpTask>) -> Result<bool> {
         self.write_response_tasks(tail).await?;
+        Ok(self.finish_downstream_body().await)
+    }
+
+    /// PORTICO PATCH (direct bodyless path): finishes the response's body; whether the
+    /// client's connection can be reused (not after a failed finish).
+    pub(crate) async fn finish_downstream_body(&mut self) -> bool {
         if let Err(e) = self.as_mut().finish_body().await {
             error!("Error finish sending body to downstream: {}", e);
-            return Ok(false);
+            return false;
         }
-        Ok(true)
+        true
     }
 
     pub async fn write_response_tasks(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {

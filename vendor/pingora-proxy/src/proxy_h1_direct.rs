@@ -143,11 +143,7 @@ where
             }
         };
 
-        let mut reuse_downstream = true;
-        if let Err(e) = session.as_mut().finish_body().await {
-            error!("Error finish sending body to downstream: {}", e);
-            reuse_downstream = false;
-        }
+        let reuse_downstream = session.finish_downstream_body().await;
         // The origin's connection is reusable once its whole response was read and the
         // whole request sent.
         Ok((reuse_downstream, upstream_ended && send_error.is_none()))
