@@ -472,6 +472,16 @@ impl BodyReader {
         }
     }
 
+    /// The whole body of a committed object in one chunk (the common case), when nothing
+    /// has been read or sought yet: for a hit written in one piece (`HandleHit::whole_body`).
+    pub fn whole_body(&self) -> Option<&[u8]> {
+        let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
+        match &self.object.body {
+            Body::One(chunk) if untouched && self.progress.is_none() => Some(chunk),
+            _ => None,
+        }
+    }
+
     /// Whether `seek` can be used: only on complete objects, whose length is known.
     pub fn can_seek(&self) -> bool {
         self.object.state() == FillState::Complete
@@ -596,6 +606,22 @@ pub(super) mod tests {
             let back = committed.meta().header.to_header().unwrap();
             assert_eq!(back.headers["etag"], "\"v1\"");
         }
+    }
+
+    #[tokio::test]
+    async fn a_committed_body_is_whole_until_read_or_sought() {
+        let committed = Arc::new(object(1, &["ab", "cd"]).committed(0));
+        assert_eq!(committed.reader().whole_body(), Some(&b"abcd"[..]));
+        let mut read = committed.reader();
+        assert_eq!(read.next().await.unwrap().as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(read.whole_body(), None, "read already");
+        let mut sought = committed.reader();
+        sought.seek(1, None).unwrap();
+        assert_eq!(sought.whole_body(), None, "a range");
+        let empty = Arc::new(object(2, &[]).committed(0));
+        assert_eq!(empty.reader().whole_body(), Some(&b""[..]));
+        // A fill, even a complete one, is read chunk by chunk.
+        assert_eq!(object(3, &["ab"]).reader().whole_body(), None);
     }
 
     /// A million stored objects each pay their `Object` in its `Arc` (two counts): kept

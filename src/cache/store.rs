@@ -853,6 +853,10 @@ impl HandleHit for Hit {
         Ok(())
     }
 
+    fn whole_body(&mut self) -> Option<&[u8]> {
+        self.reader.whole_body()
+    }
+
     fn can_seek(&self) -> bool {
         self.reader.can_seek()
     }

@@ -157,6 +157,8 @@ impl ProxyHttp for Portico {
     /// No downstream modules. Pingora's default adds its response compression module,
     /// disabled: it still cost every request a context, two boxed hook futures and a
     /// body-filter call. Portico does not compress (an origin's encoding passes as is).
+    /// With no module and no `response_body_filter`, a plain hit's body is written as
+    /// stored (`hit_head`'s `body_unfiltered`): adding either means clearing that flag.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Box<RequestCtx> {

@@ -299,6 +299,13 @@ pub trait HandleHit {
         self.seek(start, end)
     }
 
+    /// PORTICO PATCH (whole hit body): the whole body, when this handler holds it in one
+    /// piece and nothing has been read or sought yet; `None` (the default) to be read with
+    /// [`Self::read_body`]. A caller that writes it does not call `read_body` after.
+    fn whole_body(&mut self) -> Option<&[u8]> {
+        None
+    }
+
     // TODO: fn is_stream_hit()
 
     /// Should we count this hit handler instance as an access in the eviction manager.

@@ -307,8 +307,10 @@ where
             Some(_) => self.inner.cache_hit_head(session, ctx),
             None => None,
         };
+        let mut body_unfiltered = false; // PORTICO PATCH (whole hit body)
         let written = match (serialized, session.as_mut().as_http1_mut()) {
             (Some(hit), Some(h1)) => {
+                body_unfiltered = hit.body_unfiltered;
                 // What `response_written()` tells of it: the status.
                 let header = match ResponseHeader::build_no_case(hit.status, Some(0)) {
                     Ok(header) => Box::new(header),
@@ -323,7 +325,12 @@ where
             if let Err(e) = written {
                 return (false, Some(e));
             }
-            (false, RangeType::None)
+            // PORTICO PATCH (whole hit body): a body held in one piece is written at once;
+            // then, as for a header-only response, nothing is left to read or write.
+            match Self::write_whole_hit_body(session, body_unfiltered).await {
+                Ok(body_written) => (body_written, RangeType::None),
+                Err(e) => return (false, Some(e)),
+            }
         } else {
             let seekable = session.cache.hit_handler().can_seek();
             let mut header = cache_hit_header(&session.cache);
@@ -554,6 +561,28 @@ where
             }
             Err(e) => (false, Some(e)),
         }
+    }
+
+    // PORTICO PATCH (whole hit body): a plain hit whose body the hit handler holds in one
+    // piece, written with one call: no `read_body` future, no reference-counted chunk (whose
+    // count sits on a cache line of its own: a miss per hit over a large cache), no body
+    // filters (the application said they pass it as it is). Returns whether the body was
+    // written; `false` leaves the hit handler untouched, to be read as usual.
+    async fn write_whole_hit_body(session: &mut Session, body_unfiltered: bool) -> Result<bool> {
+        if !body_unfiltered {
+            return Ok(false);
+        }
+        // Two fields of the session, borrowed apart: the body stays in the cache's handler.
+        let Some(body) = session.cache.hit_handler().whole_body() else {
+            return Ok(false);
+        };
+        let Some(h1) = session.downstream_session.as_http1_mut() else {
+            return Ok(false);
+        };
+        if !body.is_empty() {
+            h1.write_body(body).await.map_err(|e| e.into_down())?;
+        }
+        Ok(true)
     }
 
     /* Downstream revalidation, only needed when cache is on because otherwise origin

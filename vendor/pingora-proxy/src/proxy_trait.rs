@@ -32,6 +32,11 @@ pub struct HitHead {
     pub status: http::StatusCode,
     /// The body's length, as the head's `Content-Length` says.
     pub content_length: usize,
+    /// PORTICO PATCH (whole hit body): the application's body filters would pass this hit's
+    /// body as it is, so Pingora may write a body the hit handler holds in one piece
+    /// ([pingora_cache::storage::HandleHit::whole_body]) in one call, without calling
+    /// `response_body_filter` or the downstream modules' body filters.
+    pub body_unfiltered: bool,
 }
 
 /// Context for proxy warning logs that can be suppressed by
