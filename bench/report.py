@@ -334,8 +334,8 @@ if ("s3", "pass-c1") in commands:
         p50, p99 = med("s3", "pass-c1", s, "p50_ms"), med("s3", "pass-c1", s, "p99_ms")
         if p50 is None:
             continue
-        add50 = "" if s == "direct" else f"+{p50 - d50:.3f}"
-        add99 = "" if s == "direct" else f"+{p99 - d99:.3f}"
+        add50 = "" if s == "direct" else f"{p50 - d50:+.3f}"
+        add99 = "" if s == "direct" else f"{p99 - d99:+.3f}"
         w(
             f"| {LABEL[s]} | {num(med('s3', 'pass-c1', s, 'rps'))} | {p50:.3f} | {p99:.3f} | {add50} | {add99} |"
         )
@@ -369,7 +369,7 @@ if any(k[0] == "s4" for k in commands):
             w(
                 f"| {LABEL[s]} | {num(m)} {spread('s4', v, s, 'msgs_per_s')}{err} | "
                 f"{num(med('s4', v, s, 'mb_per_s'), 1)} | {p50:.3f} | {p99:.3f} | "
-                f"{'' if s == 'direct' else f'+{p50 - d50:.3f}'} | {'' if s == 'direct' else f'+{p99 - d99:.3f}'} | "
+                f"{'' if s == 'direct' else f'{p50 - d50:+.3f}'} | {'' if s == 'direct' else f'{p99 - d99:+.3f}'} | "
                 f"{ratio(m, dm)} | {'' if s == 'portico' else ratio(pm, m)} |"
             )
         w("")
