@@ -474,10 +474,11 @@ impl BodyReader {
 
     /// The whole body of a committed object in one chunk (the common case), when nothing
     /// has been read or sought yet: for a hit written in one piece (`HandleHit::whole_body`).
+    /// (A body in one chunk is always a committed one: a fill's is `Body::Other`.)
     pub fn whole_body(&self) -> Option<&[u8]> {
         let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
         match &self.object.body {
-            Body::One(chunk) if untouched && self.progress.is_none() => Some(chunk),
+            Body::One(chunk) if untouched => Some(chunk),
             _ => None,
         }
     }
