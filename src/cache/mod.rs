@@ -22,6 +22,7 @@ pub mod meta;
 pub mod object;
 pub mod policy;
 pub mod purge;
+pub mod shard;
 pub mod status;
 pub mod store;
 pub mod tags;

@@ -47,9 +47,9 @@ pub enum FillState {
     Aborted,
 }
 
-/// What the store's indexes cost per entry (a tag or the host pointing at an object): the
-/// hash-map slot, its id and pointer, and the map's spare capacity. Counted in the object's
-/// weight, so `cache.memory_bytes` bounds the indexes too.
+/// What the store's tables cost per entry (a tag or the host pointing at an object, the
+/// object in its shard): a pointer, a control byte and the table's spare capacity, with room
+/// to spare. Counted in the object's weight, so `cache.memory_bytes` bounds the indexes too.
 pub const INDEX_ENTRY_BYTES: usize = 48;
 
 /// A body: inline when it is committed in one chunk, the most common case (32 bytes, no

@@ -56,6 +56,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use http::HeaderName;
 use parking_lot::Mutex;
 use pingora_cache::key::{CacheHashKey, HashBinary};
@@ -71,6 +73,8 @@ use smallvec::SmallVec;
 use super::clock::Clock;
 use super::object::{BodyReader, FillState, Object, StoredMeta};
 use super::purge::Purge;
+use super::shard::Shard;
+pub use super::shard::MAX_VARIANTS;
 
 const SHARDS: usize = 16;
 
@@ -79,108 +83,40 @@ thread_local! {
     static LAST_MISS: Cell<Option<HashBinary>> = const { Cell::new(None) };
 }
 
-/// Secondary variants kept per URL (primary key) beyond its primary slot: junk `Vary`
-/// values cannot split one URL into unbounded objects. A variant past the cap is served
-/// from the origin, not stored.
-pub const MAX_VARIANTS: usize = 32;
-
+/// Objects by id: one pointer and a control byte each (the id is the object's own).
 #[derive(Default)]
-struct Shard {
-    slots: HashMap<HashBinary, Slot>,
-    /// Primary hash → the combined hashes of its secondary variant slots.
-    variants: HashMap<HashBinary, SmallVec<[HashBinary; 4]>>,
-}
+struct Objects(HashTable<Arc<Object>>);
 
-impl Shard {
-    /// Forgets slot `combined` (of URL `primary`) in the variant index.
-    fn unindex(&mut self, primary: &HashBinary, combined: &HashBinary) {
-        if primary == combined {
-            return;
-        }
-        if let Some(list) = self.variants.get_mut(primary) {
-            list.retain(|c| c != combined);
-            if list.is_empty() {
-                self.variants.remove(primary);
+impl Objects {
+    /// Ids are handed out in sequence: a multiply spreads them over the table's buckets
+    /// (its low bits) and its control bytes (its top bits).
+    fn hash(id: u64) -> u64 {
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn insert(&mut self, object: &Arc<Object>) {
+        let id = object.id;
+        match self
+            .0
+            .entry(Objects::hash(id), |o| o.id == id, |o| Objects::hash(o.id))
+        {
+            Entry::Occupied(mut occupied) => *occupied.get_mut() = object.clone(),
+            Entry::Vacant(vacant) => {
+                vacant.insert(object.clone());
             }
         }
     }
 
-    fn remove_if_empty(&mut self, primary: &HashBinary, combined: &HashBinary) {
-        if self.slots.get(combined).is_some_and(Slot::is_empty) {
-            self.slots.remove(combined);
-            self.unindex(primary, combined);
+    fn remove(&mut self, id: u64) {
+        if let Ok(entry) = self.0.find_entry(Objects::hash(id), |o| o.id == id) {
+            entry.remove();
         }
     }
-}
 
-#[derive(Default)]
-struct Slot {
-    committed: Option<Arc<Object>>,
-    fills: Fills,
-}
-
-/// A slot's fills in progress, oldest first. Boxed: most slots have none, and a slot is
-/// 16 bytes in its shard's table rather than 32 (a million of them are ~25 MB fewer).
-#[derive(Default)]
-#[allow(clippy::box_collection)] // the box is the point: a thin pointer, 8 bytes
-struct Fills(Option<Box<Vec<Arc<Object>>>>);
-
-impl Fills {
-    fn as_slice(&self) -> &[Arc<Object>] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn push(&mut self, fill: Arc<Object>) {
-        self.0.get_or_insert_default().push(fill);
-    }
-
-    /// Takes `fill` out; `false` if it was not here.
-    fn remove(&mut self, fill: &Arc<Object>) -> bool {
-        let Some(list) = self.0.as_mut() else {
-            return false;
-        };
-        let Some(position) = list.iter().position(|o| Arc::ptr_eq(o, fill)) else {
-            return false;
-        };
-        list.remove(position);
-        if list.is_empty() {
-            self.0 = None;
-        }
-        true
-    }
-
-    fn take(&mut self) -> Vec<Arc<Object>> {
-        self.0.take().map(|list| *list).unwrap_or_default()
+    fn iter(&self) -> impl Iterator<Item = &Arc<Object>> {
+        self.0.iter()
     }
 }
-
-impl Slot {
-    fn is_empty(&self) -> bool {
-        self.committed.is_none() && self.fills.is_empty()
-    }
-
-    /// What a lookup serves: the newest fill (after a refresh starts, its body is the one to
-    /// serve), unless the committed object may still be used without the origin.
-    fn to_serve(&self) -> Option<&Arc<Object>> {
-        match (&self.committed, self.fills.as_slice().last()) {
-            (Some(committed), Some(fill)) => Some(
-                if committed.meta().usable_without_origin(SystemTime::now()) {
-                    committed
-                } else {
-                    fill
-                },
-            ),
-            (committed, fill) => fill.or(committed.as_ref()),
-        }
-    }
-}
-
-/// Objects by id.
-type Objects = HashMap<u64, Arc<Object>>;
 
 /// Committed objects by tag and by host, and the fills in progress (see the module doc).
 #[derive(Default)]
@@ -193,28 +129,20 @@ struct Index {
 impl Index {
     fn add(&mut self, object: &Arc<Object>) {
         for tag in object.meta().tags.iter() {
-            self.by_tag
-                .entry(tag.clone())
-                .or_default()
-                .insert(object.id, object.clone());
+            self.by_tag.entry(tag.clone()).or_default().insert(object);
         }
         let host = object.host();
         match self.by_host.get_mut(host) {
-            Some(objects) => {
-                objects.insert(object.id, object.clone());
-            }
-            None => {
-                self.by_host
-                    .insert(host.into(), HashMap::from([(object.id, object.clone())]));
-            }
+            Some(objects) => objects.insert(object),
+            None => self.by_host.entry(host.into()).or_default().insert(object),
         }
     }
 
     fn remove(&mut self, object: &Object) {
         fn take(map: &mut HashMap<Box<str>, Objects>, name: &str, id: u64) {
             if let Some(objects) = map.get_mut(name) {
-                objects.remove(&id);
-                if objects.is_empty() {
+                objects.remove(id);
+                if objects.0.is_empty() {
                     map.remove(name);
                 }
             }
@@ -318,34 +246,28 @@ impl MemoryStore {
 
     /// Whether a fill is under way for `key`.
     pub fn is_filling(&self, key: &CacheKey) -> bool {
-        self.slot_matches(key, |slot| !slot.fills.is_empty())
+        self.in_shard(key, |shard, key| !shard.fills(key).is_empty())
     }
 
     /// Whether a fill is under way for `key` while its committed object may still be served
     /// without the origin (what a lookup then returns).
     pub fn is_refreshing(&self, key: &CacheKey) -> bool {
         let now = SystemTime::now();
-        self.slot_matches(key, |slot| {
-            !slot.fills.is_empty()
-                && slot
-                    .committed
-                    .as_ref()
+        self.in_shard(key, |shard, key| {
+            !shard.fills(key).is_empty()
+                && shard
+                    .committed(key)
                     .is_some_and(|c| c.meta().usable_without_origin(now))
         })
     }
 
     /// Whether `key` holds an object, committed or filling.
     pub fn holds(&self, key: &CacheKey) -> bool {
-        self.slot_matches(key, |slot| !slot.is_empty())
+        self.in_shard(key, Shard::holds)
     }
 
-    fn slot_matches(&self, key: &CacheKey, test: impl Fn(&Slot) -> bool) -> bool {
-        let hash = key.combined_bin();
-        self.shard(&key.primary_bin())
-            .lock()
-            .slots
-            .get(&hash)
-            .is_some_and(test)
+    fn in_shard(&self, key: &CacheKey, test: impl Fn(&Shard, &HashBinary) -> bool) -> bool {
+        test(&self.shard(&key.primary_bin()).lock(), &key.combined_bin())
     }
 
     /// Whether the last lookup on this thread was a miss for `key` (and forgets it).
@@ -396,15 +318,8 @@ impl MemoryStore {
         let primary = victim.primary;
         let removed = {
             let mut shard = self.shard(&primary).lock();
-            let removed =
-                shard
-                    .slots
-                    .get_mut(&victim.hash)
-                    .and_then(|slot| match &slot.committed {
-                        Some(object) if Arc::ptr_eq(object, &victim) => slot.committed.take(),
-                        _ => None,
-                    });
-            shard.remove_if_empty(&primary, &victim.hash);
+            let removed = shard.take_committed(&victim.hash, |o| Arc::ptr_eq(o, &victim));
+            shard.forget_if_empty(&primary, &victim.hash);
             removed
         };
         // Already gone (purged meanwhile): the clock still shrank, so the caller may retry.
@@ -421,14 +336,10 @@ impl MemoryStore {
     pub fn invalidate(&self, primary: &HashBinary) -> usize {
         let removed: SmallVec<[Arc<Object>; 4]> = {
             let mut shard = self.shard(primary).lock();
-            let mut combined: SmallVec<[HashBinary; 4]> = smallvec::smallvec![*primary];
-            combined.extend(shard.variants.get(primary).into_iter().flatten().copied());
             let mut removed = SmallVec::new();
-            for hash in &combined {
-                if let Some(slot) = shard.slots.get_mut(hash) {
-                    removed.extend(slot.committed.take());
-                }
-                shard.remove_if_empty(primary, hash);
+            for key in &shard.keys_of(primary) {
+                removed.extend(shard.take_committed(key, |_| true));
+                shard.forget_if_empty(primary, key);
             }
             removed
         };
@@ -451,23 +362,23 @@ impl MemoryStore {
             let mut candidates: Vec<Arc<Object>> = Vec::new();
             for tag in purge.tags() {
                 if let Some(objects) = index.by_tag.get(tag) {
-                    candidates.extend(objects.values().cloned());
+                    candidates.extend(objects.iter().cloned());
                 }
             }
             if purge.has_paths() {
                 if purge.domains().is_empty() {
                     for objects in index.by_host.values() {
-                        candidates.extend(objects.values().cloned());
+                        candidates.extend(objects.iter().cloned());
                     }
                 } else {
                     for domain in purge.domains() {
                         if let Some(objects) = index.by_host.get(domain.as_str()) {
-                            candidates.extend(objects.values().cloned());
+                            candidates.extend(objects.iter().cloned());
                         }
                     }
                 }
             }
-            let fills: Vec<Arc<Object>> = index.fills.values().cloned().collect();
+            let fills: Vec<Arc<Object>> = index.fills.iter().cloned().collect();
             (candidates, fills)
         };
         // An object with two of the tags is one candidate.
@@ -510,14 +421,8 @@ impl MemoryStore {
         let primary = object.primary;
         let removed = {
             let mut shard = self.shard(&primary).lock();
-            let removed = shard.slots.get_mut(&object.hash).and_then(|slot| {
-                slot.committed
-                    .as_ref()
-                    .is_some_and(|c| Arc::ptr_eq(c, object))
-                    .then(|| slot.committed.take())
-                    .flatten()
-            });
-            shard.remove_if_empty(&primary, &object.hash);
+            let removed = shard.take_committed(&object.hash, |c| Arc::ptr_eq(c, object));
+            shard.forget_if_empty(&primary, &object.hash);
             removed
         };
         match removed {
@@ -533,9 +438,7 @@ impl MemoryStore {
     fn mark_stale(&self, object: &Arc<Object>, now: SystemTime) -> bool {
         let shard = self.shard(&object.primary).lock();
         let current = shard
-            .slots
-            .get(&object.hash)
-            .and_then(|slot| slot.committed.as_ref())
+            .committed(&object.hash)
             .is_some_and(|c| Arc::ptr_eq(c, object));
         if current {
             object.make_stale(now);
@@ -563,10 +466,7 @@ impl MemoryStore {
             let mut index = self.index.lock();
             let replaced = {
                 let mut shard = self.shard(&primary).lock();
-                let Some(slot) = shard.slots.get_mut(&fill.hash) else {
-                    return false;
-                };
-                if !slot.fills.remove(fill) {
+                if !shard.remove_fill(fill) {
                     return false;
                 }
                 self.bytes.fetch_add(reserved, Ordering::Relaxed);
@@ -574,9 +474,9 @@ impl MemoryStore {
                 // Queued while the shard is held: a purge that finds it committed finds it
                 // queued too.
                 self.clock.admit(&committed);
-                slot.committed.replace(committed.clone())
+                shard.put_committed(committed.clone())
             };
-            index.fills.remove(&fill.id);
+            index.fills.remove(fill.id);
             index.add(&committed);
             replaced
         };
@@ -591,13 +491,10 @@ impl MemoryStore {
     fn drop_fill(&self, fill: &Arc<Object>) -> bool {
         let primary = fill.primary;
         let mut index = self.index.lock();
-        index.fills.remove(&fill.id);
+        index.fills.remove(fill.id);
         let mut shard = self.shard(&primary).lock();
-        let Some(slot) = shard.slots.get_mut(&fill.hash) else {
-            return false;
-        };
-        let dropped = slot.fills.remove(fill);
-        shard.remove_if_empty(&primary, &fill.hash);
+        let dropped = shard.remove_fill(fill);
+        shard.forget_if_empty(&primary, &fill.hash);
         dropped
     }
 }
@@ -624,9 +521,8 @@ impl Storage for MemoryStore {
         let hash = key.combined_bin();
         let found = {
             let shard = self.shard(&key.primary_bin()).lock();
-            let slot = shard.slots.get(&hash);
-            let object = slot.and_then(Slot::to_serve);
-            if let Some(committed) = slot.and_then(|s| s.committed.as_ref()) {
+            let object = shard.to_serve(&hash);
+            if let Some(committed) = shard.committed(&hash) {
                 if object.is_some_and(|o| Arc::ptr_eq(committed, o)) {
                     Clock::touch(committed); // a use: it gets a second chance
                 }
@@ -652,9 +548,9 @@ impl Storage for MemoryStore {
         let hash = key.combined_bin();
         let shard = self.shard(&key.primary_bin()).lock();
         shard
-            .slots
-            .get(&hash)
-            .and_then(|slot| slot.fills.as_slice().iter().find(|o| o.id == id))
+            .fills(&hash)
+            .iter()
+            .find(|o| o.id == id)
             .map(hit)
             .transpose()
     }
@@ -688,27 +584,16 @@ impl Storage for MemoryStore {
             let primary = key.primary_bin();
             let mut index = self.index.lock();
             let mut shard = self.shard(&primary).lock();
-            let known = shard.slots.contains_key(&hash);
-            if !known && hash != primary {
-                let variants = shard.variants.entry(primary).or_default();
-                if variants.len() >= MAX_VARIANTS {
-                    drop(shard);
-                    drop(index);
-                    self.release(overhead);
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        format!("more than {MAX_VARIANTS} variants of one URL; not stored"),
-                    );
-                }
-                variants.push(hash);
+            if !shard.add_fill(&primary, object.clone()) {
+                drop(shard);
+                drop(index);
+                self.release(overhead);
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    format!("more than {MAX_VARIANTS} variants of one URL; not stored"),
+                );
             }
-            shard
-                .slots
-                .entry(hash)
-                .or_default()
-                .fills
-                .push(object.clone());
-            index.fills.insert(id, object.clone());
+            index.fills.insert(&object);
         }
         Ok(Box::new(Fill {
             store: self,
@@ -736,22 +621,19 @@ impl Storage for MemoryStore {
         let (removed, fills) = {
             let mut index = self.index.lock();
             let mut shard = self.shard(&primary).lock();
-            let Some(slot) = shard.slots.get_mut(&hash) else {
+            if !shard.holds(&hash) {
                 return Ok(PurgeOutcome::NotFound);
-            };
-            let removed = match (&slot.committed, wanted) {
-                (Some(object), Some(id)) if object.id != id => None,
-                _ => slot.committed.take(),
-            };
+            }
+            let removed = shard.take_committed(&hash, |o| wanted.is_none_or(|id| o.id == id));
             let fills = if matches!(purge_type, PurgeType::Invalidation) {
-                slot.fills.take()
+                shard.take_fills(&hash)
             } else {
                 Vec::new()
             };
             for fill in &fills {
-                index.fills.remove(&fill.id);
+                index.fills.remove(fill.id);
             }
-            shard.remove_if_empty(&primary, &hash);
+            shard.forget_if_empty(&primary, &hash);
             (removed, fills)
         };
         drop(fills);
@@ -775,11 +657,7 @@ impl Storage for MemoryStore {
         let delta = {
             let mut index = self.index.lock();
             let shard = self.shard(&key.primary_bin()).lock();
-            let Some(object) = shard
-                .slots
-                .get(&hash)
-                .and_then(|slot| slot.committed.as_ref())
-            else {
+            let Some(object) = shard.committed(&hash) else {
                 return Ok(false);
             };
             let retag = object.meta().tags != stored.tags;
