@@ -31,6 +31,7 @@ use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 
 use super::hit_lines::{self, HitLines};
+use super::tags::Tags;
 
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
 /// KiB a thread, and up to about 1 MiB with the small bodies that share their text's
@@ -67,7 +68,7 @@ pub struct StoredHeader {
     status: StatusCode,
     version: Version,
     /// Behind a thin pointer: a reason of its own is rare, and a stored object's struct is
-    /// kept in jemalloc's 256-byte class (`object::tests`).
+    /// kept in jemalloc's 224-byte class (`object::tests`).
     reason: Option<Box<Box<str>>>,
     has_case: bool,
     /// Whether a field is `Vary` (every lookup asks; most objects have none).
@@ -418,22 +419,23 @@ pub struct StoredMeta {
     pub updated: Stamp,
     pub stale_while_revalidate_sec: u32,
     pub stale_if_error_sec: u32,
-    pub variance: Option<HashBinary>,
+    /// Boxed: most objects have none.
+    pub variance: Option<Box<HashBinary>>,
     pub header: StoredHeader,
     /// Its cache tags (`cache::tags`), normalised: here rather than fixed with the object,
     /// because a revalidation's `304` may change them with the rest of the header.
-    pub tags: Box<[Box<str>]>,
+    pub tags: Tags,
 }
 
 impl StoredMeta {
     /// The stored form of `meta`, tagged `tags` (taken from its header by the store).
-    pub fn from_meta(meta: &CacheMeta, tags: Box<[Box<str>]>) -> StoredMeta {
+    pub fn from_meta(meta: &CacheMeta, tags: Tags) -> StoredMeta {
         StoredMeta {
             fresh_until: meta.fresh_until().into(),
             updated: meta.updated().into(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
-            variance: meta.variance(),
+            variance: meta.variance().map(Box::new),
             header: StoredHeader::from_header(meta.response_header()),
             tags,
         }
@@ -450,8 +452,8 @@ impl StoredMeta {
             self.stale_if_error_sec,
             source,
         );
-        if let Some(variance) = self.variance {
-            meta.set_variance(variance);
+        if let Some(variance) = self.variance.as_deref() {
+            meta.set_variance(*variance);
         }
         meta
     }

@@ -196,12 +196,13 @@ mod tests {
 
     use super::*;
     use crate::cache::object::StoredMeta;
+    use crate::cache::tags::Tags;
 
     fn object(id: u64, primary: HashBinary, hash: HashBinary) -> Arc<Object> {
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
         let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
-        let meta = StoredMeta::from_meta(&meta, Box::default());
+        let meta = StoredMeta::from_meta(&meta, Tags::default());
         Arc::new(Object::filling(id, primary, hash, "h/p".into(), meta))
     }
 

@@ -315,7 +315,7 @@ impl MemoryStore {
         let Some(victim) = self.clock.victim() else {
             return false;
         };
-        let primary = victim.primary;
+        let primary = victim.primary();
         let removed = {
             let mut shard = self.shard(&primary).lock();
             let removed = shard.take_committed(&victim.hash, |o| Arc::ptr_eq(o, &victim));
@@ -418,7 +418,7 @@ impl MemoryStore {
 
     /// Removes `object` if it is still the committed object of its slot.
     fn remove_committed(&self, object: &Arc<Object>) -> bool {
-        let primary = object.primary;
+        let primary = object.primary();
         let removed = {
             let mut shard = self.shard(&primary).lock();
             let removed = shard.take_committed(&object.hash, |c| Arc::ptr_eq(c, object));
@@ -436,7 +436,7 @@ impl MemoryStore {
 
     /// Marks `object` stale from `now` (a soft purge); `false` if it left the store.
     fn mark_stale(&self, object: &Arc<Object>, now: SystemTime) -> bool {
-        let shard = self.shard(&object.primary).lock();
+        let shard = self.shard(&object.primary()).lock();
         let current = shard
             .committed(&object.hash)
             .is_some_and(|c| Arc::ptr_eq(c, object));
@@ -459,7 +459,7 @@ impl MemoryStore {
     /// bytes; `false` if it was purged meanwhile.
     fn commit(&self, fill: &Arc<Object>, reserved: usize) -> bool {
         let committed = Arc::new(fill.committed(reserved));
-        let primary = fill.primary;
+        let primary = fill.primary();
         let replaced = {
             // The index's lock first, then the shard's (the order everywhere): a purge sees
             // the object either as a fill or committed and indexed, never neither.
@@ -489,7 +489,7 @@ impl MemoryStore {
     /// Takes a fill out of its slot and out of the index (purged, aborted, abandoned or
     /// finished unstored); `false` if it was no longer in its slot.
     fn drop_fill(&self, fill: &Arc<Object>) -> bool {
-        let primary = fill.primary;
+        let primary = fill.primary();
         let mut index = self.index.lock();
         index.fills.remove(fill.id);
         let mut shard = self.shard(&primary).lock();
