@@ -1,9 +1,9 @@
 //! Portico's cache store: pingora-cache's `Storage` in memory, with a hard byte bound.
 //!
-//! Objects live in a sharded hash map under their full key (primary + `Vary` variance); a
-//! key's shard is picked by its primary hash, so every variant of a URL shares one shard and
-//! a per-shard index lists a URL's secondary variants (invalidation finds them all, and
-//! their number is capped). Each slot holds at most one committed object and the fills in
+//! Objects live in sharded tables (`cache::shard`) under their full key (primary + `Vary`
+//! variance); a key's shard is picked by its primary hash, so every variant of a URL shares
+//! one shard and a per-shard index lists a URL's secondary variants (invalidation finds them
+//! all, and their number is capped). Each slot holds at most one committed object and the fills in
 //! progress for that key. A lookup prefers the newest fill, so readers that waited on the
 //! cache lock stream the body as it arrives instead of waiting for the end, except while the
 //! committed object may still be served without the origin (fresh, or stale within its
