@@ -329,9 +329,10 @@ impl StoredHeader {
         })
     }
 
-    /// Bytes it takes in memory: its text and the struct.
+    /// Bytes it takes in memory beyond its struct (which is part of its object's): its text
+    /// and a reason phrase of its own.
     pub fn weight(&self) -> usize {
-        self.text.len() + std::mem::size_of::<Self>()
+        self.text.len() + self.reason.as_ref().map_or(0, |reason| reason.len() + 16)
     }
 }
 
@@ -474,9 +475,10 @@ impl StoredMeta {
         }
     }
 
-    /// Bytes the metadata costs in memory.
+    /// Bytes the metadata costs beyond its struct (which is part of its object's): the
+    /// header's and a variance's own allocations.
     pub fn weight(&self) -> usize {
-        self.header.weight() + std::mem::size_of::<Self>() - std::mem::size_of::<StoredHeader>()
+        self.header.weight() + self.variance.as_ref().map_or(0, |_| 16)
     }
 }
 

@@ -34,9 +34,9 @@
 //!   loop reads the origin ahead of a slow client; for a client that keeps up, a chunk or
 //!   two);
 //! - per object, the allocator's rounding of its key, header and index entries, which are
-//!   counted by estimate (`Object::overhead`, `StoredMeta::weight`, `INDEX_ENTRY_BYTES`),
-//!   and its entry in the eviction clock (a weak pointer: 8 bytes, 16 with the queue's
-//!   spare room).
+//!   counted by estimate (`Object::overhead`: its struct, `OBJECT_BYTES`; its header,
+//!   `StoredMeta::weight`; `INDEX_ENTRY_BYTES`), and its entry in the eviction clock (a
+//!   weak pointer: 8 bytes, 16 with the queue's spare room).
 //!
 //! # Indexes
 //!

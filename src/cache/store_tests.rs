@@ -190,7 +190,9 @@ async fn a_revalidation_that_grows_the_header_is_counted_against_the_bound() {
 
 #[tokio::test]
 async fn a_revalidation_that_grows_past_the_bound_evicts_to_fit() {
-    let budget = 8 * 1024;
+    // Six objects of 1 KiB and their overhead (about 400 bytes each) fit; a 3,000-byte
+    // header does not, beside them.
+    let budget = 9 * 1024;
     let store = tagged_store(budget);
     let body = [b'a'; 1024];
     for n in 0..6 {
@@ -520,4 +522,16 @@ async fn purges_reach_fills_in_progress() {
         }
     }
     assert_eq!(store.used(), store.bytes());
+}
+
+#[tokio::test]
+async fn an_object_is_counted_with_its_own_struct() {
+    let store = store();
+    fill(store, &CacheKey::new("h/own", ""), "body").await;
+    let own = std::mem::size_of::<crate::cache::object::Object>() + 16;
+    assert!(
+        store.bytes() >= own + "body".len() + "h/own".len(),
+        "{}",
+        store.bytes()
+    );
 }
