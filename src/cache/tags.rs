@@ -39,7 +39,6 @@ pub fn normalise(token: &[u8]) -> Option<Box<str>> {
 /// An object's tags behind one thin pointer, nothing allocated for none (most objects):
 /// a stored object's struct stays in jemalloc's 224-byte class (`object::tests`).
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
-#[allow(clippy::box_collection)] // the box is the point: a thin pointer, 8 bytes
 pub struct Tags(Option<Box<Box<[Box<str>]>>>);
 
 impl std::ops::Deref for Tags {
