@@ -3,9 +3,12 @@
 //!
 //! The tables hold the objects' `Arc`s and find one by the key the object carries
 //! (`Object::hash`): a committed object costs its table one pointer and a control byte, not
-//! a second copy of its 16-byte key, and the table's hash is read out of the key, a BLAKE2b
-//! digest and so already uniform, rather than computed again. Over a million objects that
-//! is about 50 bytes an object less than a `HashMap` from key to slot.
+//! a second copy of its 16-byte key. Over a million objects that is about 50 bytes an
+//! object less than a `HashMap` from key to slot. The key is a BLAKE2b digest, uniform but
+//! unkeyed (shields must derive the same one), so anyone can grind URLs whose keys share
+//! the bits a table probes with; the table's hash is the key hashed again with this
+//! process's random seeds (`ahash`, a few instructions for 16 bytes, where `HashMap`'s
+//! SipHash took about a hundred), so such URLs cannot be made to collide here.
 //!
 //! A key's *slot* is its committed object, if any, and its fills, oldest first; a key with
 //! neither has no slot. Fills are few at a time (one per key being fetched), so they have a
@@ -15,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use ahash::RandomState;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use pingora_cache::key::HashBinary;
@@ -27,15 +31,15 @@ use super::object::Object;
 /// from the origin, not stored.
 pub const MAX_VARIANTS: usize = 32;
 
-/// A key's hash in the tables: bytes the shard's choice did not use (it takes the first).
-fn table_hash(key: &HashBinary) -> u64 {
-    let mut half = [0; 8];
-    half.copy_from_slice(&key[8..]);
-    u64::from_le_bytes(half)
+/// A key's hash in the tables, under `seeds` (see the module doc).
+fn table_hash(seeds: &RandomState, key: &HashBinary) -> u64 {
+    seeds.hash_one(u128::from_le_bytes(*key))
 }
 
 #[derive(Default)]
 pub struct Shard {
+    /// Random for each shard of each process.
+    seeds: RandomState,
     committed: HashTable<Arc<Object>>,
     /// Each key's fills in progress, oldest first; never an empty list.
     fills: HashTable<Vec<Arc<Object>>>,
@@ -48,7 +52,8 @@ impl Shard {
         if self.committed.is_empty() {
             return None;
         }
-        self.committed.find(table_hash(key), |o| o.hash == *key)
+        self.committed
+            .find(table_hash(&self.seeds, key), |o| o.hash == *key)
     }
 
     /// `key`'s fills in progress, oldest first.
@@ -57,7 +62,7 @@ impl Shard {
             return &[];
         }
         self.fills
-            .find(table_hash(key), |list| first_is(list, key))
+            .find(table_hash(&self.seeds, key), |list| first_is(list, key))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -84,10 +89,12 @@ impl Shard {
 
     /// Makes `object` the committed object of its key; returns the one it replaces.
     pub fn put_committed(&mut self, object: Arc<Object>) -> Option<Arc<Object>> {
-        let key = object.hash;
-        let entry =
-            self.committed
-                .entry(table_hash(&key), |o| o.hash == key, |o| table_hash(&o.hash));
+        let (key, seeds) = (object.hash, &self.seeds);
+        let entry = self.committed.entry(
+            table_hash(seeds, &key),
+            |o| o.hash == key,
+            |o| table_hash(seeds, &o.hash),
+        );
         match entry {
             Entry::Occupied(mut occupied) => Some(std::mem::replace(occupied.get_mut(), object)),
             Entry::Vacant(vacant) => {
@@ -105,7 +112,7 @@ impl Shard {
     ) -> Option<Arc<Object>> {
         let entry = self
             .committed
-            .find_entry(table_hash(key), |o| o.hash == *key)
+            .find_entry(table_hash(&self.seeds, key), |o| o.hash == *key)
             .ok()?;
         which(entry.get()).then(|| entry.remove().0)
     }
@@ -121,10 +128,11 @@ impl Shard {
             }
             variants.push(key);
         }
+        let seeds = &self.seeds;
         let entry = self.fills.entry(
-            table_hash(&key),
+            table_hash(seeds, &key),
             |list| first_is(list, &key),
-            |list| list.first().map_or(0, |o| table_hash(&o.hash)),
+            |list| list.first().map_or(0, |o| table_hash(seeds, &o.hash)),
         );
         match entry {
             Entry::Occupied(mut occupied) => occupied.get_mut().push(fill),
@@ -140,7 +148,7 @@ impl Shard {
         let key = fill.hash;
         let Ok(mut entry) = self
             .fills
-            .find_entry(table_hash(&key), |list| first_is(list, &key))
+            .find_entry(table_hash(&self.seeds, &key), |list| first_is(list, &key))
         else {
             return false;
         };
@@ -158,7 +166,7 @@ impl Shard {
     /// Takes all of `key`'s fills.
     pub fn take_fills(&mut self, key: &HashBinary) -> Vec<Arc<Object>> {
         self.fills
-            .find_entry(table_hash(key), |list| first_is(list, key))
+            .find_entry(table_hash(&self.seeds, key), |list| first_is(list, key))
             .map_or_else(|_| Vec::new(), |entry| entry.remove().0)
     }
 
@@ -235,6 +243,18 @@ mod tests {
         assert_eq!(shard.take_fills(&key(1, 0)).len(), 1);
         assert!(!shard.holds(&key(1, 0)));
         assert!(shard.to_serve(&key(2, 0)).is_none());
+    }
+
+    /// Keys are an unkeyed digest: what a table probes with must not be a part of it that
+    /// URLs can be ground to share, nor the same from one shard or process to the next.
+    #[test]
+    fn the_table_hash_is_the_whole_key_under_random_seeds() {
+        let (a, b) = (Shard::default(), Shard::default());
+        let (mut one, mut other) = ([7; 16], [7; 16]);
+        one[0] = 1;
+        other[0] = 2;
+        assert_ne!(table_hash(&a.seeds, &one), table_hash(&a.seeds, &other));
+        assert_ne!(table_hash(&a.seeds, &one), table_hash(&b.seeds, &one));
     }
 
     #[test]
