@@ -72,18 +72,17 @@ impl Shard {
     }
 
     /// What a lookup of `key` serves: the newest fill (after a refresh starts, its body is
-    /// the one to serve), unless the committed object may still be used without the origin.
-    pub fn to_serve(&self, key: &HashBinary) -> Option<&Arc<Object>> {
-        let committed = self.committed(key);
-        match (committed, self.fills(key).last()) {
-            (Some(committed), Some(fill)) => Some(
-                if committed.meta().usable_without_origin(SystemTime::now()) {
-                    committed
-                } else {
-                    fill
-                },
-            ),
-            (committed, fill) => fill.or(committed),
+    /// the one to serve), unless the committed object may still be used without the origin;
+    /// and whether it is the committed object (a use, for the eviction clock).
+    pub fn to_serve(&self, key: &HashBinary) -> Option<(&Arc<Object>, bool)> {
+        match (self.committed(key), self.fills(key).last()) {
+            (Some(committed), Some(_))
+                if committed.meta().usable_without_origin(SystemTime::now()) =>
+            {
+                Some((committed, true))
+            }
+            (_, Some(fill)) => Some((fill, false)),
+            (committed, None) => committed.map(|committed| (committed, true)),
         }
     }
 
@@ -229,7 +228,7 @@ mod tests {
         );
         assert!(shard.add_fill(&key(1, 0), first.clone()));
         assert!(shard.add_fill(&key(1, 0), second.clone()));
-        assert!(Arc::ptr_eq(shard.to_serve(&key(1, 0)).unwrap(), &second));
+        assert!(Arc::ptr_eq(shard.to_serve(&key(1, 0)).unwrap().0, &second));
         assert!(shard.remove_fill(&first));
         assert!(!shard.remove_fill(&first), "taken already");
         assert!(shard.put_committed(first.clone()).is_none());

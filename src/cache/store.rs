@@ -521,13 +521,11 @@ impl Storage for MemoryStore {
         let hash = key.combined_bin();
         let found = {
             let shard = self.shard(&key.primary_bin()).lock();
-            let object = shard.to_serve(&hash);
-            if let Some(committed) = shard.committed(&hash) {
-                if object.is_some_and(|o| Arc::ptr_eq(committed, o)) {
-                    Clock::touch(committed); // a use: it gets a second chance
-                }
+            let served = shard.to_serve(&hash);
+            if let Some((committed, true)) = served {
+                Clock::touch(committed); // a use: it gets a second chance
             }
-            object.map(hit).transpose()?
+            served.map(|(object, _)| hit(object)).transpose()?
         };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
         Ok(found)
