@@ -150,10 +150,13 @@ impl Default for RequestCtx {
 }
 
 /// A request's id: 24 hex digits, a per-process prefix (so restarts do not repeat ids) and
-/// a counter. Held as a header value, built once without formatting: every header that
-/// carries it shares its bytes.
-#[derive(Clone, Debug)]
-pub struct RequestId(HeaderValue);
+/// a counter, built without formatting. Held inline: a cache hit writes the digits into
+/// its head and its log record and allocates nothing for them; a header value is made
+/// only where a header map carries the id.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestId([u8; ID_DIGITS]);
+
+const ID_DIGITS: usize = 24;
 
 impl RequestId {
     fn next() -> RequestId {
@@ -166,26 +169,34 @@ impl RequestId {
             nanos ^ std::process::id().rotate_left(16)
         });
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut digits = [0u8; 24];
+        let mut digits = [0u8; ID_DIGITS];
         write_hex(&mut digits[..8], u64::from(prefix));
         write_hex(&mut digits[8..], count);
-        RequestId(HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value"))
+        RequestId(digits)
     }
 
     /// The id another Portico node gave the request (a shield adopts its trusted edge's, so
     /// one id names the request on every tier): 24 hex digits, or `None`.
     pub fn adopt(value: &HeaderValue) -> Option<RequestId> {
-        let bytes = value.as_bytes();
-        (bytes.len() == 24 && bytes.iter().all(u8::is_ascii_hexdigit))
-            .then(|| RequestId(value.clone()))
+        let digits = <[u8; ID_DIGITS]>::try_from(value.as_bytes()).ok()?;
+        digits
+            .iter()
+            .all(u8::is_ascii_hexdigit)
+            .then_some(RequestId(digits))
+    }
+
+    /// The digits, for a head written as text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
+        // Hex digits only (`next`, `adopt`): always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     pub fn header_value(&self) -> HeaderValue {
-        self.0.clone()
+        HeaderValue::from_bytes(&self.0).expect("hex digits are a valid header value")
     }
 }
 

@@ -118,7 +118,7 @@ fn write_forwarding_fields(
         field(X_FORWARDED_HOST.case(), host.as_bytes());
     }
     field(CDN_LOOP.case(), node.cdn_loop.as_bytes());
-    field(REQUEST_ID, ctx.request_id.as_str().as_bytes());
+    field(REQUEST_ID, ctx.request_id.as_bytes());
 }
 
 /// The forwarding headers inserted into `upstream`'s fields. Names are `KnownHeaderName`s

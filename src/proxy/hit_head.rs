@@ -86,7 +86,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     write_field(
         &mut head,
         headers::REQUEST_ID.as_bytes(),
-        ctx.request_id.as_str().as_bytes(),
+        ctx.request_id.as_bytes(),
     );
     write_field(
         &mut head,
