@@ -530,21 +530,29 @@ async fn keeps_its_deadline(limit: &str, closed_by: &str) {
 /// A connection the node accepted before a drain, whose request comes only once the node
 /// has stopped listening, is answered (with `Connection: close`), not closed unanswered:
 /// its client could not know. (Pingora's own first read gives up at the stop.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_accepted_before_the_drain_has_its_first_request_answered() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A running node (`settings` added to its node section) whose stop is held up for 20 s by
+/// an open tunnel, with the echo origin behind it.
+async fn node_held_up_by_a_tunnel(
+    settings: &str,
+) -> (TestOrigin, NodeFiles, common::process::Running, Tunnel) {
     let echo = echo_origin().await;
     let rules = chat_and_web(&echo);
-    // A tunnel keeps the draining node up for its drain timeout.
-    let node = NodeFiles::new("  tunnel_drain_timeout: 20s\n", &rules);
+    let node = NodeFiles::new(&format!("{settings}  tunnel_drain_timeout: 20s\n"), &rules);
     let mut edge = node.run(&[], "edge");
-    let http = client();
-    edge.first_answer(&http, &node.url("/ready")).await;
-    let (_tunnel, _) =
+    edge.first_answer(&client(), &node.url("/ready")).await;
+    let (tunnel, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/chat/keep", node.port))
             .await
             .expect("upgrade");
+    (echo, node, edge, tunnel)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_the_drain_has_its_first_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A tunnel keeps the draining node up for its drain timeout.
+    let (_echo, node, edge, _tunnel) = node_held_up_by_a_tunnel("").await;
+    let http = client();
     let mut early = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
         .await
         .unwrap();
@@ -583,4 +591,39 @@ async fn a_connection_accepted_before_the_drain_has_its_first_request_answered()
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
     assert!(answer.ends_with("echo-origin /early"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_when_the_node_stops() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A tunnel keeps the stopping node up for 20 s; an idle connection is closed long before.
+    let (_echo, node, edge, _tunnel) = node_held_up_by_a_tunnel("  drain_delay: 1s\n").await;
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /kept HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while !answer.ends_with(b"echo-origin /kept") {
+            let n = idle.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before its answer ended");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "no whole answer");
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(!text.contains("connection: close"), "kept alive: {text}");
+
+    let signalled = Instant::now();
+    edge.signal("TERM");
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut chunk))
+        .await
+        .expect("the idle connection is closed while the tunnel still drains");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
 }
