@@ -511,13 +511,9 @@ fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
     ))
 }
 
-#[async_trait]
-impl Storage for MemoryStore {
-    async fn lookup(
-        &'static self,
-        key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+impl MemoryStore {
+    /// A lookup: the committed object (or a fill in progress) a request may be served from.
+    fn find(&self, key: &CacheKey) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         let found = {
             let shard = self.shard(&key.primary_bin()).lock();
@@ -529,6 +525,25 @@ impl Storage for MemoryStore {
         };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    /// Every lookup is answered here, in place: the store never waits.
+    fn lookup_now(
+        &'static self,
+        key: &CacheKey,
+    ) -> Option<Result<Option<(CacheMeta, HitHandler)>>> {
+        Some(self.find(key))
+    }
+
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        self.find(key)
     }
 
     async fn lookup_streaming_write(
@@ -718,6 +733,11 @@ struct Hit {
 impl HandleHit for Hit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         self.reader.next().await
+    }
+
+    /// A hit holds nothing to give back: dropped, not finished.
+    fn finish_is_noop(&self) -> bool {
+        true
     }
 
     async fn finish(

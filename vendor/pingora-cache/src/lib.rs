@@ -978,6 +978,11 @@ impl HttpCache {
                     return Ok(());
                 }
                 let body_reader = inner_enabled.body_reader.take().unwrap();
+                // PORTICO PATCH (lookup without a future): nothing to wait for.
+                if body_reader.finish_is_noop() {
+                    inner_enabled.traces.finish_hit_span();
+                    return Ok(());
+                }
                 let key = inner.key.as_ref().unwrap();
                 let result = body_reader
                     .finish(
@@ -1513,10 +1518,19 @@ impl HttpCache {
                     #[cfg_attr(not(feature = "trace"), allow(unused_mut))]
                     let mut span = inner_enabled.traces.child("lookup");
                     let key = inner.key.as_ref().unwrap(); // safe, this phase should have cache key
-                    let now = Instant::now();
-                    let result = inner_enabled.storage.lookup(key, &span.handle()).await?;
-                    // one request may have multiple lookups
-                    self.digest.add_lookup_duration(now.elapsed());
+                    // PORTICO PATCH (lookup without a future): a storage that answers in
+                    // place is asked so first; its lookup is not timed (the two clock reads
+                    // would cost more than the lookup).
+                    let result = match inner_enabled.storage.lookup_now(key) {
+                        Some(result) => result?,
+                        None => {
+                            let now = Instant::now();
+                            let result = inner_enabled.storage.lookup(key, &span.handle()).await?;
+                            // one request may have multiple lookups
+                            self.digest.add_lookup_duration(now.elapsed());
+                            result
+                        }
+                    };
                     let storage_miss = result.is_none();
                     let result = result.and_then(|(meta, header)| {
                         if let Some(ts) = inner_enabled.valid_after {

@@ -151,6 +151,14 @@ pub trait Storage {
         trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>>;
 
+    /// PORTICO PATCH (lookup without a future): the lookup of a storage that never waits
+    /// (one in memory), answered in place. `None` (the default) means the storage needs
+    /// [`Storage::lookup`]; otherwise the answer is what `lookup` would return. Called
+    /// first for every lookup: it spares each hit a boxed future and its polling.
+    fn lookup_now(&'static self, _key: &CacheKey) -> Option<Result<Option<(CacheMeta, HitHandler)>>> {
+        None
+    }
+
     /// Lookup the storage for the given [CacheKey] using a streaming write tag.
     ///
     /// When streaming partial writes is supported, the request that initiates the write will also
@@ -257,6 +265,13 @@ pub trait HandleHit {
     ///
     /// Return `None` when no more body to read.
     async fn read_body(&mut self) -> Result<Option<bytes::Bytes>>;
+
+    /// PORTICO PATCH (lookup without a future): `true` when [`HandleHit::finish`] would do
+    /// nothing, so a finished hit may drop the handler instead of boxing and polling the
+    /// call. Default `false`: `finish` is called.
+    fn finish_is_noop(&self) -> bool {
+        false
+    }
 
     /// Finish the current cache hit
     async fn finish(
