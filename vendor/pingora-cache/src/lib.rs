@@ -353,7 +353,9 @@ struct HttpCacheInner {
     // Prefer adding fields to InnerEnabled if possible, these fields are released
     // when cache is disabled.
     // If fields are needed after cache disablement, add directly to Inner.
-    pub enabled_ctx: Option<Box<HttpCacheInnerEnabled>>,
+    // PORTICO PATCH (enabled context inline): was `Option<Box<HttpCacheInnerEnabled>>`, a
+    // second allocation for every request that enables the cache; `inner` is boxed already.
+    pub enabled_ctx: Option<HttpCacheInnerEnabled>,
     pub key: Option<CacheKey>,
     // when set, an asset will be rejected from the cache if it exceeds configured size in bytes
     pub max_file_size_tracker: Option<MaxFileSizeTracker>,
@@ -594,7 +596,7 @@ impl HttpCache {
                 });
 
                 self.inner = Some(Box::new(HttpCacheInner {
-                    enabled_ctx: Some(Box::new(HttpCacheInnerEnabled {
+                    enabled_ctx: Some(HttpCacheInnerEnabled {
                         meta: None,
                         valid_after: None,
                         stale_meta_variance: None,
@@ -605,7 +607,7 @@ impl HttpCache {
                         admission: None,
                         lock_ctx,
                         traces: CacheTraceCTX::new(),
-                    })),
+                    }), // PORTICO PATCH (enabled context inline): not boxed
                     key: None,
                     max_file_size_tracker: None,
                     predictor,
