@@ -137,6 +137,24 @@ w(
     f"| load average (1, 5, 15 min) | {meta.get('LOAD_START')} at the start, {meta.get('LOAD_END')} "
     f"at the end (the end includes the benchmark's own load).{load_note} |"
 )
+if meta.get("STEADY_SKIPPED"):
+    steady = "skipped (BENCH_STEADY_WAIT=0)"
+elif meta.get("STEADY_SPREAD"):
+    steady = (
+        f"five 2 s runs against the direct origin before the first scenario spread "
+        f"{float(meta['STEADY_SPREAD']) * 100:.0f}% (max − min over the median; "
+        f"{meta.get('STEADY_WAITED')} s waited for at most "
+        f"{float(meta.get('STEADY_MAX', '0.15')) * 100:.0f}%)"
+    )
+    if meta.get("STEADY_TIMED_OUT"):
+        steady += (
+            " **The machine never ran steadily enough: the run started anyway, and its "
+            "rates are less trustworthy.**"
+        )
+else:
+    steady = None
+if steady:
+    w(f"| steadiness | {steady} |")
 # Process CPU times (what the benchmark's processes used) include some of the softirq time
 # that /proc/stat books apart, so the machine's busy time is user+system+irq+softirq.
 busy = float(meta.get("CPU_BUSY_SECS", 0)) + float(meta.get("CPU_IRQ_SECS", 0))
