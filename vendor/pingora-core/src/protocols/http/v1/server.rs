@@ -162,6 +162,13 @@ pub struct HttpSession {
     pipelined_idle_bytes_stashed: bool,
 }
 
+thread_local! {
+    /// PORTICO PATCH (header offsets reused): where a request's header lines are noted
+    /// between the parse and the header map, kept by the thread from one request to the
+    /// next (empty between them; at most `MAX_HEADERS` entries).
+    static HEADER_REFS: std::cell::Cell<Vec<KVRef>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
@@ -346,7 +353,11 @@ impl HttpSession {
                         // `KVRef`s to record the offset of each piece of data, drop `req`, convert
                         // buf, the do the 0 copy update
                         let base = buf.as_ptr() as usize;
-                        let mut header_refs = Vec::<KVRef>::with_capacity(req.headers.len());
+                        // PORTICO PATCH (header offsets reused): the thread's vector, not one
+                        // allocated for every request.
+                        let mut header_refs = HEADER_REFS.take();
+                        header_refs.clear();
+                        header_refs.reserve(req.headers.len());
                         // Note: req.headers has the correct number of headers
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
@@ -386,7 +397,7 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
-                        for header in header_refs {
+                        for header in header_refs.drain(..) {
                             // PORTICO PATCH (received names looked up in their customary
                             // case): was `get_name_bytes`, `into_case_header_name` and
                             // `append_header`.
@@ -401,6 +412,7 @@ impl HttpSession {
                                 .append_received_header(&buf, header_name, header_value)
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
+                        HEADER_REFS.set(header_refs); // PORTICO PATCH (header offsets reused)
 
                         let contains_transfer_encoding =
                             request_header.headers.contains_key(TRANSFER_ENCODING);
