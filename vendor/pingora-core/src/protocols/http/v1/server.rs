@@ -354,9 +354,9 @@ impl HttpSession {
                         // buf, the do the 0 copy update
                         let base = buf.as_ptr() as usize;
                         // PORTICO PATCH (header offsets reused): the thread's vector, not one
-                        // allocated for every request.
+                        // allocated for every request (always empty here: it is drained before
+                        // it goes back, and a request that fails halfway drops it).
                         let mut header_refs = HEADER_REFS.take();
-                        header_refs.clear();
                         header_refs.reserve(req.headers.len());
                         // Note: req.headers has the correct number of headers
                         // while header_refs doesn't as it is still empty
