@@ -15,7 +15,7 @@
 //! a text over 64 KiB) keeps none, and its hits read the text as before.
 
 use bytes::BytesMut;
-use http::HeaderName;
+use http::{HeaderName, StatusCode};
 
 use super::meta::{write_field, HitHeadFields};
 
@@ -102,6 +102,26 @@ impl HitLines {
         fits &= placed.content_length != NONE;
         (if fits { placed } else { HitLines::UNPLACED }, date)
     }
+}
+
+/// A hit's status line, whole, for the statuses a cache commonly serves with their
+/// canonical reason: one copy where the line's four pieces would be four. `None` for
+/// any other status.
+pub fn usual_status_line(status: StatusCode) -> Option<&'static [u8]> {
+    let line: &'static [u8] = match status.as_u16() {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        203 => b"HTTP/1.1 203 Non Authoritative Information\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        206 => b"HTTP/1.1 206 Partial Content\r\n",
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n",
+        302 => b"HTTP/1.1 302 Found\r\n",
+        307 => b"HTTP/1.1 307 Temporary Redirect\r\n",
+        308 => b"HTTP/1.1 308 Permanent Redirect\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        410 => b"HTTP/1.1 410 Gone\r\n",
+        _ => return None,
+    };
+    Some(line)
 }
 
 /// Whether `name` is one of `names` (given in lower case), in any case.
@@ -271,6 +291,20 @@ mod tests {
             .scan_hit_head(&mut scanned, b"7", &refused, stripped)
             .map(|f| shown(scanned, f));
         (placed, scanned)
+    }
+
+    #[test]
+    fn usual_status_lines_are_the_status_with_its_canonical_reason() {
+        let mut usual = 0;
+        for code in 100..600 {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            if let Some(line) = super::usual_status_line(status) {
+                let reason = status.canonical_reason().unwrap();
+                assert_eq!(line, format!("HTTP/1.1 {code} {reason}\r\n").as_bytes());
+                usual += 1;
+            }
+        }
+        assert_eq!(usual, 10);
     }
 
     #[test]

@@ -241,15 +241,20 @@ impl StoredHeader {
         if !self.has_case {
             return None;
         }
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.as_str().as_bytes());
-        out.extend_from_slice(b" ");
-        let reason = match &self.reason {
-            Some(reason) => Some(&***reason),
-            None => self.status.canonical_reason(),
-        };
-        out.extend_from_slice(reason.unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
+        match (&self.reason, hit_lines::usual_status_line(self.status)) {
+            (None, Some(line)) => out.extend_from_slice(line),
+            (reason, _) => {
+                out.extend_from_slice(b"HTTP/1.1 ");
+                out.extend_from_slice(self.status.as_str().as_bytes());
+                out.extend_from_slice(b" ");
+                let reason = match reason {
+                    Some(reason) => Some(&***reason),
+                    None => self.status.canonical_reason(),
+                };
+                out.extend_from_slice(reason.unwrap_or("").as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         let lines_from = out.len();
         let (lines, text, date) = (&self.hit_lines, &self.text, self.has_date);
         if let Some(fields) = hit_lines::write(lines, text, date, out, age, refused, stripped) {
