@@ -311,12 +311,10 @@ where
         let written = match (serialized, session.as_mut().as_http1_mut()) {
             (Some(hit), Some(h1)) => {
                 body_unfiltered = hit.body_unfiltered;
-                // What `response_written()` tells of it: the status.
-                let header = match ResponseHeader::build_no_case(hit.status, Some(0)) {
-                    Ok(header) => Box::new(header),
-                    Err(e) => return (true, Some(e)), // nothing written yet
-                };
-                let head = h1.write_serialized_response_head(hit.head, header, hit.content_length);
+                // PORTICO PATCH (status-only header shared): `response_written()` tells the
+                // status; pingora-core makes that header.
+                let head =
+                    h1.write_serialized_response_head(hit.head, hit.status, hit.content_length);
                 Some(head.await.map_err(|e| e.into_down()))
             }
             _ => None,

@@ -106,7 +106,7 @@ pub struct HttpSession {
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
-    response_written: Option<Box<ResponseHeader>>,
+    response_written: Option<WrittenHeader>, // PORTICO PATCH (status-only header shared)
     /// The parsed request header
     request_header: Option<Box<RequestHeader>>,
     /// An internal buffer that holds a copy of the request body up to a certain size
@@ -167,6 +167,47 @@ thread_local! {
     /// between the parse and the header map, kept by the thread from one request to the
     /// next (empty between them; at most `MAX_HEADERS` entries).
     static HEADER_REFS: std::cell::Cell<Vec<KVRef>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// PORTICO PATCH (status-only header shared): what [HttpSession::response_written()]
+/// returns. A head its caller serialised (`write_serialized_response_head`, a cache hit's)
+/// is recorded as a header with its status only: for a `200`, one header shared by every
+/// such response, where each used to build and box its own.
+enum WrittenHeader {
+    Owned(Box<ResponseHeader>),
+    Shared(&'static ResponseHeader),
+}
+
+impl WrittenHeader {
+    fn status_only(status: http::StatusCode) -> Result<WrittenHeader> {
+        // `Response::new` is a `200` with no fields, as `build_no_case(200, Some(0))` is.
+        static OK: Lazy<ResponseHeader> =
+            Lazy::new(|| ResponseHeader::from(http::Response::new(()).into_parts().0));
+        if status == http::StatusCode::OK {
+            return Ok(WrittenHeader::Shared(&OK));
+        }
+        Ok(WrittenHeader::Owned(Box::new(ResponseHeader::build_no_case(
+            status,
+            Some(0),
+        )?)))
+    }
+}
+
+impl std::ops::Deref for WrittenHeader {
+    type Target = ResponseHeader;
+
+    fn deref(&self) -> &ResponseHeader {
+        match self {
+            WrittenHeader::Owned(header) => header,
+            WrittenHeader::Shared(header) => header,
+        }
+    }
+}
+
+impl From<Box<ResponseHeader>> for WrittenHeader {
+    fn from(header: Box<ResponseHeader>) -> WrittenHeader {
+        WrittenHeader::Owned(header)
+    }
 }
 
 impl HttpSession {
@@ -703,7 +744,7 @@ impl HttpSession {
                         .await
                         .or_err(WriteError, "flushing response header")?;
                 }
-                self.response_written = Some(header);
+                self.response_written = Some(header.into()); // PORTICO PATCH (status-only header shared)
                 Ok(())
             }
             Err(e) => Error::e_because(WriteError, "writing response header", e),
@@ -715,20 +756,22 @@ impl HttpSession {
     ///
     /// `head` is the status line and the header fields, each line ending in CRLF, `Date`
     /// among them, `Connection` not: this adds `Connection` as [Self::write_response_header()]
-    /// does, then the blank line. The body is `content_length` bytes. `header` is what
-    /// [Self::response_written()] returns afterwards; its status must be the head's. For a
+    /// does, then the blank line. The body is `content_length` bytes. `status` is the
+    /// head's: [Self::response_written()] returns a header with that status only afterwards
+    /// (PORTICO PATCH (status-only header shared): was a header the caller built). For a
     /// final, non-`101` response to a request that is neither `HEAD` nor an upgrade; any
     /// other goes through [Self::write_response_header()].
     pub async fn write_serialized_response_head(
         &mut self,
         mut head: BytesMut,
-        header: Box<ResponseHeader>,
+        status: http::StatusCode,
         content_length: usize,
     ) -> Result<()> {
         if self.response_written.is_some() {
             warn!("Respond header is already sent, cannot send again");
             return Ok(());
         }
+        let header = WrittenHeader::status_only(status)?; // PORTICO PATCH (status-only header shared)
         if self.close_on_response_before_downstream_finish
             && (self.request_header.is_none() || !self.is_body_done())
         {
@@ -760,7 +803,7 @@ impl HttpSession {
 
     /// Return the response header if it is already sent.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
-        self.response_written.as_deref()
+        self.response_written.as_deref() // PORTICO PATCH (status-only header shared): derefs
     }
 
     /// `Some(true)` if the this is a successful upgrade
@@ -1761,7 +1804,7 @@ impl HttpSession {
                     .expect("writer state present")
                 {
                     ProxyTaskWriter::WritingHeader(header, end) => {
-                        self.response_written = Some(header);
+                        self.response_written = Some(header.into()); // PORTICO PATCH (status-only header shared)
                         end_stream = end;
                     }
                     ProxyTaskWriter::WritingBody(end) => {
@@ -4068,7 +4111,7 @@ mod test_abort_on_close {
 
         // Simulate that a response header has already been sent.
         let resp = ResponseHeader::build(200, None).unwrap();
-        s.response_written = Some(Box::new(resp));
+        s.response_written = Some(Box::new(resp).into()); // PORTICO PATCH (status-only header shared)
         let err = s.read_body_or_idle(true).await.unwrap_err();
         let msg = format!("{err}");
         assert!(
