@@ -178,4 +178,37 @@ mod tests {
     fn a_request_session_fits_the_768_byte_class() {
         assert!(std::mem::size_of::<ServerSession>() <= 768);
     }
+
+    /// A kept-alive connection's next request reuses the thread's last request header
+    /// (pingora-core's *Request headers reused*): emptied and rebuilt, it is what a new one
+    /// is, with nothing of the request before (fields, their case, target, version).
+    #[test]
+    fn a_reused_request_header_is_a_new_one() {
+        use pingora_http::RequestHeader;
+        let wire = |header: &RequestHeader| {
+            let mut wire = Vec::new();
+            header.header_to_h1_wire(&mut wire);
+            (
+                header.method.clone(),
+                header.uri.clone(),
+                header.version,
+                wire,
+            )
+        };
+        let mut used = RequestHeader::build("POST", b"http://a.test/x?y", Some(2)).unwrap();
+        used.append_header("x-odd-CASE", "1").unwrap();
+        used.append_header("X-Second", "2").unwrap();
+        used.set_version(http::Version::HTTP_10);
+        used.clear_for_reuse();
+        assert!(used.headers.is_empty());
+        for (method, target) in [("GET", &b"/next?q=1"[..]), ("PUT", b"*")] {
+            used.rebuild(method, target, Some(2)).unwrap();
+            used.append_header("accept", "*/*").unwrap();
+            let mut fresh = RequestHeader::build(method, target, Some(2)).unwrap();
+            fresh.append_header("accept", "*/*").unwrap();
+            assert_eq!(wire(&used), wire(&fresh));
+            assert_eq!(used.raw_path(), fresh.raw_path());
+            used.clear_for_reuse();
+        }
+    }
 }

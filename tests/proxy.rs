@@ -432,6 +432,45 @@ async fn field_names_keep_their_case_both_ways() {
     );
 }
 
+/// Each request on a kept-alive connection starts from nothing of the one before it
+/// (Pingora's request header is emptied and reused by each worker thread, see
+/// vendor/README.md): the origin sees each head's own fields, case and target only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_on_a_connection_starts_from_a_clean_header() {
+    let (answer, mut seen) = exchange_with_raw_origin(
+        |_| "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        |address| {
+            format!(
+                "GET /first?q=1 HTTP/1.1\r\nHost: {address}\r\nx-odd-CASE: 1\r\n\
+                 X-Only-First: a\r\nACCEPT: text/html\r\n\r\n\
+                 GET /second HTTP/1.1\r\nHost: {address}\r\nAccept: */*\r\n\r\n\
+                 GET /third HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            )
+        },
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{answer}");
+    let first = seen.recv().await.unwrap();
+    assert!(first.starts_with("GET /first?q=1 HTTP/1.1\r\n"), "{first}");
+    assert!(first.contains("\r\nx-odd-CASE: 1\r\nX-Only-First: a\r\nACCEPT: text/html\r\n"));
+    let second = seen.recv().await.unwrap();
+    assert!(second.starts_with("GET /second HTTP/1.1\r\n"), "{second}");
+    assert!(second.contains("\r\nAccept: */*\r\n"), "{second}");
+    let third = seen.recv().await.unwrap();
+    assert!(third.starts_with("GET /third HTTP/1.1\r\n"), "{third}");
+    for later in [&second, &third] {
+        let lower = later.to_ascii_lowercase();
+        assert!(
+            !lower.contains("x-odd-case") && !lower.contains("x-only-first"),
+            "{later}"
+        );
+        assert!(
+            !later.contains("ACCEPT:") && !lower.contains("text/html"),
+            "{later}"
+        );
+    }
+}
+
 /// An origin's obsolete line folding (RFC 9112 §5.2) reaches the client as one line, each
 /// fold one space, while the unfolded fields of the same head and the next response on the
 /// connection pass as they came (the edge looks for folds once per head).

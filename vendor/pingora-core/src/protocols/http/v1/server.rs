@@ -167,7 +167,16 @@ thread_local! {
     /// between the parse and the header map, kept by the thread from one request to the
     /// next (empty between them; at most `MAX_HEADERS` entries).
     static HEADER_REFS: std::cell::Cell<Vec<KVRef>> = const { std::cell::Cell::new(Vec::new()) };
+    /// PORTICO PATCH (request headers reused): the header of the thread's last request
+    /// whose session was kept alive, emptied (`RequestHeader::clear_for_reuse`), for the
+    /// next request the thread reads: its box and field map are not made anew each time.
+    static SPARE_REQUEST_HEADER: std::cell::Cell<Option<Box<RequestHeader>>> =
+        const { std::cell::Cell::new(None) };
 }
+
+/// PORTICO PATCH (request headers reused): a header whose field map has room for more
+/// fields than this is dropped rather than kept for the next request.
+const SPARE_HEADER_MAX_FIELDS: usize = 64;
 
 /// PORTICO PATCH (status-only header shared): what [HttpSession::response_written()]
 /// returns. A head its caller serialised (`write_serialized_response_head`, a cache hit's)
@@ -403,14 +412,21 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            // PORTICO PATCH (header headroom): room for the headers a
-                            // proxy adds, so adding them does not regrow both maps.
-                            Some(req.headers.len() + super::HEADER_HEADROOM),
-                        )?);
+                        // PORTICO PATCH (header headroom): room for the headers a proxy
+                        // adds, so adding them does not regrow both maps.
+                        let size_hint = Some(req.headers.len() + super::HEADER_HEADROOM);
+                        // we path httparse to allow unsafe bytes in the str
+                        let (method, path) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+                        // PORTICO PATCH (request headers reused): the thread's spare header.
+                        let mut request_header = match SPARE_REQUEST_HEADER.take() {
+                            Some(mut spare) => {
+                                spare.rebuild(method, path.as_bytes(), size_hint)?;
+                                spare
+                            }
+                            None => {
+                                Box::new(RequestHeader::build(method, path.as_bytes(), size_hint)?)
+                            }
+                        };
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1615,6 +1631,14 @@ impl HttpSession {
             .then(|| self.take_body_overread())
             .flatten()
             .filter(|prefix| !prefix.is_empty());
+        // PORTICO PATCH (request headers reused): this request's header, emptied, for the
+        // thread's next one.
+        if let Some(mut header) = self.request_header.take() {
+            if header.headers.capacity() <= SPARE_HEADER_MAX_FIELDS {
+                header.clear_for_reuse();
+                SPARE_REQUEST_HEADER.set(Some(header));
+            }
+        }
         ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
