@@ -105,8 +105,8 @@ impl HitLines {
 }
 
 /// A hit's status line, whole, for the statuses a cache commonly serves with their
-/// canonical reason: one copy where the line's four pieces would be four. `None` for
-/// any other status.
+/// canonical reason: one append where the line's pieces took five. `None` for any other
+/// status.
 pub fn usual_status_line(status: StatusCode) -> Option<&'static [u8]> {
     let line: &'static [u8] = match status.as_u16() {
         200 => b"HTTP/1.1 200 OK\r\n",
