@@ -6,7 +6,7 @@
 //! A hit's head is the stored lines in their order with `Age` and (on a `200`)
 //! `Accept-Ranges` replaced, the lines of the fields the node strips left out, and
 //! nothing written at all when a field the edge adds itself is stored
-//! (`StoredHeader::write_hit_head`). So the lines that matter are those of `Age`,
+//! (`HeaderView::write_hit_head`). So the lines that matter are those of `Age`,
 //! `Accept-Ranges` and `Content-Length` (whose value frames the body), and any line whose
 //! name a node could refuse or strip: any name but the few in [`COPIED`] and those above.
 //! [`HitLines`] keeps where these start (10 bytes, inside the stored header's own 64). A
@@ -135,7 +135,7 @@ fn is_copied(name: &[u8]) -> bool {
         .any(|copied| name.eq_ignore_ascii_case(copied.as_bytes()))
 }
 
-/// The head's lines from `text` to `out`, as `StoredHeader::write_hit_head` writes them
+/// The head's lines from `text` to `out`, as `HeaderView::write_hit_head` writes them
 /// (`date`: a `Date` is stored), and what they hold; `None` when the head cannot be
 /// written this way.
 pub fn write(
@@ -277,17 +277,19 @@ mod tests {
         };
         let mut placed = BytesMut::new();
         let placed = stored
+            .view()
             .write_hit_head(&mut placed, b"7", &refused, stripped)
             .map(|f| shown(placed, f));
         // The reference starts with the status line `write_hit_head` writes.
         let mut scanned = BytesMut::new();
-        stored.write_hit_head(&mut scanned, b"7", &[], &[]);
+        stored.view().write_hit_head(&mut scanned, b"7", &[], &[]);
         let status_line = scanned
             .iter()
             .position(|b| *b == b'\n')
             .map_or(0, |n| n + 1);
         scanned.truncate(status_line);
         let scanned = stored
+            .view()
             .scan_hit_head(&mut scanned, b"7", &refused, stripped)
             .map(|f| shown(scanned, f));
         (placed, scanned)
@@ -343,7 +345,7 @@ mod tests {
             let (placed, scanned) = both_ways(&stored, stripped);
             assert_eq!(placed, scanned, "{header:?} stripping {stripped:?}");
             somes += usize::from(placed.is_some());
-            placed_cases += usize::from(stored.hit_lines_placed());
+            placed_cases += usize::from(stored.view().hit_lines_placed());
         }
         // The comparison covers both ways, and heads written either way.
         assert!(placed_cases > 300 && placed_cases < 2700, "{placed_cases}");

@@ -4,16 +4,15 @@
 //! table of about 100-byte buckets, plus an allocation per value and per cased name: about
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields as HTTP/1 writes them (`Name: value` and
-//! CRLF, names with their case) in one allocation (a committed object's, shared with its
-//! body: see `Object::committed`): the text is its own field table, and a hit's head is
+//! CRLF, names with their case) in one allocation (a small committed object's is packed
+//! before its body: see `Object::committed`): the text is its own field table, and a hit's head is
 //! mostly runs of it copied as they are. A plain hit writes its head from the text
 //! (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands pingora
 //! builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache patch), as
 //! a conditional, range or `HEAD` request, a stale hit or a response-header edit does.
-//! Building one makes each value a view into the stored text (a reference count, no
-//! copy), parses each name and fills both maps, about four times what a clone of a kept
+//! Building one copies the text once and makes each value a view into the copy, parses each name and fills both maps, about four times what a clone of a kept
 //! `ResponseHeader` costs. So each worker thread keeps the headers it built for the objects
-//! it serves again and again (`HOT_SLOTS`, see `StoredHeader::to_header`): a hot object's
+//! it serves again and again (`HOT_SLOTS`, see `HeaderView::to_header`): a hot object's
 //! header is cloned, a cold one's built. The compact form also keeps a lookup over a
 //! million objects to a few cache lines per object.
 
@@ -34,8 +33,7 @@ use super::hit_lines::{self, HitLines};
 use super::tags::Tags;
 
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
-/// KiB a thread, and up to about 1 MiB with the small bodies that share their text's
-/// buffer (`object::WITH_TEXT_UP_TO`).
+/// KiB a thread (a built header holds a copy of its text).
 const HOT_SLOTS: usize = 256;
 
 /// Generations of stored headers: each `StoredHeader::from_header` takes the next, so a
@@ -63,12 +61,15 @@ pub struct StoredHeader {
     generation: u64,
     /// Each field as HTTP/1 writes it, in order: its name (with its case, if the header
     /// kept case), `: `, its value, CRLF. A name holds no `:` and a value no CR or LF (both
-    /// were valid fields), so the text is its own field table.
-    text: Bytes,
+    /// were valid fields), so the text is its own field table. `None` once packed: its
+    /// object then keeps the text before its body (`Object::committed`), and the header is
+    /// read through it (`Object::header`).
+    /// Exact-size and without a reference count: built headers take a copy (`build`).
+    text: Option<Box<[u8]>>,
     status: StatusCode,
     version: Version,
     /// Behind a thin pointer: a reason of its own is rare, and a stored object's struct is
-    /// kept in jemalloc's 224-byte class (`object::tests`).
+    /// kept in jemalloc's 192-byte class (`object::tests`).
     reason: Option<Box<Box<str>>>,
     has_case: bool,
     /// Whether a field is `Vary` (every lookup asks; most objects have none).
@@ -93,7 +94,7 @@ impl StoredHeader {
                 .map(|(name, value)| name.as_str().len() + value.len() + 4)
                 .sum(),
         };
-        let mut text = BytesMut::with_capacity(size);
+        let mut text = Vec::with_capacity(size);
         if header.has_case() {
             for (name, value) in header.case_header_iter() {
                 write_field(&mut text, name.as_slice(), value.as_bytes());
@@ -103,7 +104,7 @@ impl StoredHeader {
                 write_field(&mut text, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        let text = text.freeze();
+        let text = text.into_boxed_slice();
         let lines = Lines { rest: &text, at: 0 };
         let (hit_lines, has_date) = HitLines::place(
             lines.map(|line| (line.start, line.start + line.field.0.len())),
@@ -123,7 +124,7 @@ impl StoredHeader {
             has_vary: header.headers.contains_key(http::header::VARY),
             has_date,
             hit_lines,
-            text,
+            text: Some(text),
         }
     }
 
@@ -131,14 +132,58 @@ impl StoredHeader {
         self.status
     }
 
+    /// Gives its text to its object to keep (see `text`), which reads it through
+    /// `Object::header` from then on. `None` if it was packed already.
+    pub fn pack(&mut self) -> Option<Box<[u8]>> {
+        self.text.take()
+    }
+
+    /// Whether its object keeps its text (see `pack`).
+    pub fn is_packed(&self) -> bool {
+        self.text.is_none()
+    }
+
+    /// The header with its text: its own, or, once packed, `packed`, its object's copy.
+    pub fn with_text<'a>(&'a self, packed: &'a [u8]) -> HeaderView<'a> {
+        let text = self.text.as_deref().unwrap_or(packed);
+        HeaderView { stored: self, text }
+    }
+
+    /// The header with its own text (a packed header's is its object's: `Object::header`).
+    #[cfg(test)]
+    pub fn view(&self) -> HeaderView<'_> {
+        debug_assert!(!self.is_packed(), "read a packed header through its object");
+        self.with_text(&[])
+    }
+
+    /// Bytes it takes in memory beyond its struct (which is part of its object's): its own
+    /// text and a reason phrase of its own (a packed text is counted by its object).
+    pub fn weight(&self) -> usize {
+        self.text.as_ref().map_or(0, |text| text.len())
+            + self.reason.as_ref().map_or(0, |reason| reason.len() + 16)
+    }
+}
+
+/// A stored header and its text, wherever the text is kept (see `StoredHeader::text`).
+#[derive(Clone, Copy)]
+pub struct HeaderView<'a> {
+    stored: &'a StoredHeader,
+    text: &'a [u8],
+}
+
+impl<'a> HeaderView<'a> {
+    pub fn status(&self) -> StatusCode {
+        self.stored.status
+    }
+
     /// Each field's name (with its case, if kept) and value, in order.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
         self.lines().map(|line| line.field)
     }
 
     /// The values of the `Vary` fields (none without reading the text when there are none).
-    pub fn vary(&self) -> impl Iterator<Item = &[u8]> {
-        let text = if self.has_vary { &self.text[..] } else { &[] };
+    pub fn vary(&self) -> impl Iterator<Item = &'a [u8]> {
+        let text = if self.stored.has_vary { self.text } else { &[] };
         Lines { rest: text, at: 0 }.filter_map(|line| {
             line.field
                 .0
@@ -147,23 +192,16 @@ impl StoredHeader {
         })
     }
 
-    fn lines(&self) -> Lines<'_> {
+    fn lines(&self) -> Lines<'a> {
         Lines {
-            rest: &self.text,
+            rest: self.text,
             at: 0,
         }
     }
 
-    /// The fields' text (see `move_text`).
-    pub fn text(&self) -> &[u8] {
-        &self.text
-    }
-
-    /// Moves its text to `text`, which holds the same bytes (a committed object keeps it
-    /// in one allocation with its body).
-    pub fn move_text(&mut self, text: Bytes) {
-        debug_assert_eq!(text, self.text);
-        self.text = text;
+    /// The fields' text.
+    pub fn text(&self) -> &'a [u8] {
+        self.text
     }
 
     /// The header. Cloned from this thread's built headers if it is there, built from the
@@ -174,41 +212,50 @@ impl StoredHeader {
             if slots.is_empty() {
                 slots.resize_with(HOT_SLOTS, HotSlot::default);
             }
-            let slot = &mut slots[(self.generation % HOT_SLOTS as u64) as usize];
-            if slot.kept == self.generation {
+            let generation = self.stored.generation;
+            let slot = &mut slots[(generation % HOT_SLOTS as u64) as usize];
+            if slot.kept == generation {
                 if let Some(header) = &slot.header {
                     return Ok(header.clone());
                 }
             }
             let header = self.build()?;
-            if slot.seen == self.generation {
-                slot.kept = self.generation;
+            if slot.seen == generation {
+                slot.kept = generation;
                 slot.header = Some(header.clone());
             } else {
-                slot.seen = self.generation;
+                slot.seen = generation;
             }
             Ok(header)
         })
     }
 
-    /// The header, built from the text (its values are views into it).
+    /// The header, built from the text: its values are views into one copy of it (the
+    /// stored text has no reference count to share).
     fn build(&self) -> Result<ResponseHeader> {
+        let stored = self.stored;
         // Room for the fields a hit adds (`Age`, `X-Cache`, the request id) without
         // growing both maps.
         let count = Some(self.lines().count() + 4);
-        let mut header = match self.has_case {
-            true => ResponseHeader::build(self.status, count)?,
-            false => ResponseHeader::build_no_case(self.status, count)?,
+        let mut header = match stored.has_case {
+            true => ResponseHeader::build(stored.status, count)?,
+            false => ResponseHeader::build_no_case(stored.status, count)?,
         };
-        header.set_version(self.version);
-        if self.reason.is_some() {
-            header.set_reason_phrase(self.reason.as_deref().map(|reason| &**reason))?;
+        header.set_version(stored.version);
+        if stored.reason.is_some() {
+            header.set_reason_phrase(stored.reason.as_deref().map(|reason| &**reason))?;
         }
+        let text = Bytes::copy_from_slice(self.text);
+        // A part of `self.text`, as the same part of `text`.
+        let view = |part: &[u8]| {
+            let start = part.as_ptr() as usize - self.text.as_ptr() as usize;
+            text.slice(start..start + part.len())
+        };
         for (name, value) in self.fields() {
             // Every value was a valid `HeaderValue` when it was stored.
-            let value = pingora_http::header_value_from_raw(self.text.slice_ref(value));
-            let name = self.text.slice_ref(name);
-            if self.has_case {
+            let value = pingora_http::header_value_from_raw(view(value));
+            let name = view(name);
+            if stored.has_case {
                 header.append_header(name, value)?;
             } else {
                 let name = HeaderName::from_bytes(&name)
@@ -238,25 +285,26 @@ impl StoredHeader {
         refused: &[&str],
         stripped: &[HeaderName],
     ) -> Option<HitHeadFields> {
-        if !self.has_case {
+        let stored = self.stored;
+        if !stored.has_case {
             return None;
         }
-        match (&self.reason, hit_lines::usual_status_line(self.status)) {
+        match (&stored.reason, hit_lines::usual_status_line(stored.status)) {
             (None, Some(line)) => out.extend_from_slice(line),
             (reason, _) => {
                 out.extend_from_slice(b"HTTP/1.1 ");
-                out.extend_from_slice(self.status.as_str().as_bytes());
+                out.extend_from_slice(stored.status.as_str().as_bytes());
                 out.extend_from_slice(b" ");
                 let reason = match reason {
                     Some(reason) => Some(&***reason),
-                    None => self.status.canonical_reason(),
+                    None => stored.status.canonical_reason(),
                 };
                 out.extend_from_slice(reason.unwrap_or("").as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
         }
         let lines_from = out.len();
-        let (lines, text, date) = (&self.hit_lines, &self.text, self.has_date);
+        let (lines, text, date) = (&stored.hit_lines, self.text, stored.has_date);
         if let Some(fields) = hit_lines::write(lines, text, date, out, age, refused, stripped) {
             return Some(fields);
         }
@@ -267,7 +315,7 @@ impl StoredHeader {
     /// Whether its hits' lines were placed when it was stored (`cache::hit_lines`).
     #[cfg(test)]
     pub(super) fn hit_lines_placed(&self) -> bool {
-        self.hit_lines.is_placed()
+        self.stored.hit_lines.is_placed()
     }
 
     /// [`Self::write_hit_head`]'s lines, from reading the text line by line (the reference
@@ -285,7 +333,7 @@ impl StoredHeader {
         let (mut date_done, mut age_done, mut ranges_done) = (false, false, false);
         let mut content_length = None;
         // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
-        let ok = self.status == StatusCode::OK;
+        let ok = self.stored.status == StatusCode::OK;
         // Lines written as they are stored go out in runs, one copy each.
         let mut run_start = 0;
         for Line {
@@ -332,12 +380,6 @@ impl StoredHeader {
             age: age_done,
             accept_ranges: ranges_done,
         })
-    }
-
-    /// Bytes it takes in memory beyond its struct (which is part of its object's): its text
-    /// and a reason phrase of its own.
-    pub fn weight(&self) -> usize {
-        self.text.len() + self.reason.as_ref().map_or(0, |reason| reason.len() + 16)
     }
 }
 
@@ -387,7 +429,7 @@ pub fn write_field(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// What [`StoredHeader::write_hit_head`] found among the stored fields.
+/// What [`HeaderView::write_hit_head`] found among the stored fields.
 pub struct HitHeadFields {
     /// The body's length (`Content-Length`).
     pub content_length: usize,
@@ -527,7 +569,10 @@ mod tests {
         }
         assert!(inside(header.headers["x-first"].as_bytes().as_ptr()));
 
-        let stored = StoredHeader::from_header(&header).to_header().unwrap();
+        let stored = StoredHeader::from_header(&header)
+            .view()
+            .to_header()
+            .unwrap();
         assert_eq!(stored.status, 203);
         assert_eq!(stored.version, Version::HTTP_10);
         assert_eq!(stored.get_reason_phrase(), Some("Fine"));
@@ -551,7 +596,9 @@ mod tests {
         let mut out = BytesMut::new();
         let stored = StoredHeader::from_header(header);
         let stripped = [HeaderName::from_static("cache-tag")];
-        let fields = stored.write_hit_head(&mut out, b"7", &["x-cache"], &stripped)?;
+        let fields = stored
+            .view()
+            .write_hit_head(&mut out, b"7", &["x-cache"], &stripped)?;
         Some((String::from_utf8(out.to_vec()).unwrap(), fields))
     }
 
@@ -633,7 +680,7 @@ mod tests {
         header.append_header("x-b", "3").unwrap();
         let stored = StoredHeader::from_header(&header);
         assert!(stored.weight() < 200, "{}", stored.weight());
-        let back = stored.to_header().unwrap();
+        let back = stored.view().to_header().unwrap();
         assert!(!back.has_case());
         assert_eq!(back.status, 404);
         assert_eq!(back.get_reason_phrase(), Some("Not Found"));
@@ -657,7 +704,7 @@ mod tests {
         for _ in 0..2 {
             for (n, one) in stored.iter().enumerate() {
                 for _ in 0..3 {
-                    assert_eq!(wire(&one.to_header().unwrap()), wire(&header(n)));
+                    assert_eq!(wire(&one.view().to_header().unwrap()), wire(&header(n)));
                 }
             }
         }
@@ -680,11 +727,11 @@ mod tests {
         }
         let stored = StoredHeader::from_header(&header);
         assert_eq!(
-            stored.text(),
+            stored.view().text(),
             b"Vary: Accept\r\nVARY: Origin\r\nx-n: 1\r\nX-Colon: a: b:c\r\nX-Empty: \r\n"
         );
         // In the header map's order: a name's lines together, where it first appeared.
-        let fields: Vec<_> = stored.fields().collect();
+        let fields: Vec<_> = stored.view().fields().collect();
         assert_eq!(
             fields,
             [
@@ -696,18 +743,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            stored.vary().collect::<Vec<_>>(),
+            stored.view().vary().collect::<Vec<_>>(),
             [&b"Accept"[..], b"Origin"]
         );
         let empty = StoredHeader::from_header(&ResponseHeader::build(204, None).unwrap());
-        assert_eq!(empty.fields().count(), 0);
-        assert_eq!(empty.vary().count(), 0);
+        assert_eq!(empty.view().fields().count(), 0);
+        assert_eq!(empty.view().vary().count(), 0);
     }
 
     #[test]
     fn an_empty_header_round_trips() {
         let header = ResponseHeader::build(200, None).unwrap();
-        let back = StoredHeader::from_header(&header).to_header().unwrap();
+        let back = StoredHeader::from_header(&header)
+            .view()
+            .to_header()
+            .unwrap();
         assert_eq!(back.headers.len(), 0);
         assert_eq!(wire(&back), wire(&header));
     }

@@ -37,7 +37,7 @@ pub fn normalise(token: &[u8]) -> Option<Box<str>> {
 }
 
 /// An object's tags behind one thin pointer, nothing allocated for none (most objects):
-/// a stored object's struct stays in jemalloc's 224-byte class (`object::tests`).
+/// a stored object's struct stays in jemalloc's 192-byte class (`object::tests`).
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
 pub struct Tags(Option<Box<Box<[Box<str>]>>>);
 

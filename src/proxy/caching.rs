@@ -304,7 +304,7 @@ pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary>
     match store::meta_object(meta) {
         Some(object) => {
             let stored = object.meta();
-            vary::variance_of(stored.header.vary(), request)
+            vary::variance_of(object.header(&stored).vary(), request)
         }
         None => vary::variance(meta.response_header(), request),
     }

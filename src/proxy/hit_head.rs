@@ -69,7 +69,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     let mut age_text = [0u8; 20];
     let age = write_decimal(age, &mut age_text);
     let meta = object.meta();
-    let stored = &meta.header;
+    let stored = object.header(&meta);
     // Room for the stored lines, the status line, the fields added below, and Pingora's
     // `Connection` and blank line.
     let room = stored.text().len() + 224;
