@@ -144,6 +144,7 @@ impl StoredHeader {
     }
 
     /// The header with its text: its own, or, once packed, `packed`, its object's copy.
+    #[inline]
     pub fn with_text<'a>(&'a self, packed: &'a [u8]) -> HeaderView<'a> {
         let text = self.text.as_deref().unwrap_or(packed);
         HeaderView { stored: self, text }

@@ -206,6 +206,7 @@ impl Object {
     }
 
     /// A packed body and the header text before it (empty when the body is not packed).
+    #[inline]
     fn packed(&self) -> (&[u8], &[u8]) {
         match &self.body {
             Body::Packed(data) => data.split_at(self.packed_text as usize),
@@ -226,6 +227,7 @@ impl Object {
     }
 
     /// Its header with its text, wherever the text is kept: `meta` is its own (`meta()`).
+    #[inline]
     pub fn header<'a>(&'a self, meta: &'a StoredMeta) -> HeaderView<'a> {
         meta.header.with_text(self.packed().0)
     }
