@@ -4,13 +4,14 @@
 //! table of about 100-byte buckets, plus an allocation per value and per cased name: about
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields as HTTP/1 writes them (`Name: value` and
-//! CRLF, names with their case) in one allocation (a small committed object's is packed
-//! before its body: see `Object::committed`): the text is its own field table, and a hit's head is
-//! mostly runs of it copied as they are. A plain hit writes its head from the text
-//! (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands pingora
-//! builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache patch), as
-//! a conditional, range or `HEAD` request, a stale hit or a response-header edit does.
-//! Building one copies the text once and makes each value a view into the copy, parses each name and fills both maps, about four times what a clone of a kept
+//! CRLF, names with their case) in one allocation (a small committed object's text is
+//! packed before its body: see `Object::committed`): the text is its own field table, and
+//! a hit's head is mostly runs of it copied as they are. A plain hit writes its head from
+//! the text (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands
+//! pingora builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache
+//! patch), as a conditional, range or `HEAD` request, a stale hit or a response-header
+//! edit does. Building one copies the text once, makes each value a view into the copy,
+//! parses each name and fills both maps, about four times what a clone of a kept
 //! `ResponseHeader` costs. So each worker thread keeps the headers it built for the objects
 //! it serves again and again (`HOT_SLOTS`, see `HeaderView::to_header`): a hot object's
 //! header is cloned, a cold one's built. The compact form also keeps a lookup over a
@@ -61,10 +62,10 @@ pub struct StoredHeader {
     generation: u64,
     /// Each field as HTTP/1 writes it, in order: its name (with its case, if the header
     /// kept case), `: `, its value, CRLF. A name holds no `:` and a value no CR or LF (both
-    /// were valid fields), so the text is its own field table. `None` once packed: its
-    /// object then keeps the text before its body (`Object::committed`), and the header is
-    /// read through it (`Object::header`).
-    /// Exact-size and without a reference count: built headers take a copy (`build`).
+    /// were valid fields), so the text is its own field table. Exact-size and without a
+    /// reference count (a built header takes a copy). `None` once packed: its object then
+    /// keeps the text before its body (`Object::committed`), and the header is read
+    /// through it (`Object::header`).
     text: Option<Box<[u8]>>,
     status: StatusCode,
     version: Version,
