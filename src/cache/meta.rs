@@ -60,18 +60,12 @@ thread_local! {
 pub struct StoredHeader {
     /// Tells this header's content from any other's (a soft purge's copy keeps it).
     generation: u64,
-    /// Each field as HTTP/1 writes it, in order: its name (with its case, if the header
-    /// kept case), `: `, its value, CRLF. A name holds no `:` and a value no CR or LF (both
-    /// were valid fields), so the text is its own field table. Exact-size and without a
-    /// reference count (a built header takes a copy). `None` once packed: its object then
-    /// keeps the text before its body (`Object::committed`), and the header is read
-    /// through it (`Object::header`).
-    text: Option<Box<[u8]>>,
+    /// Its text while it keeps it, and a reason phrase of its own: behind one thin pointer,
+    /// `None` for most stored objects' headers (packed, with the status's own reason), so
+    /// that a stored object's struct stays in jemalloc's 160-byte class (`object::tests`).
+    own: Option<Box<OwnParts>>,
     status: StatusCode,
     version: Version,
-    /// Behind a thin pointer: a reason of its own is rare, and a stored object's struct is
-    /// kept in jemalloc's 192-byte class (`object::tests`).
-    reason: Option<Box<Box<str>>>,
     has_case: bool,
     /// Whether a field is `Vary` (every lookup asks; most objects have none).
     has_vary: bool,
@@ -79,6 +73,24 @@ pub struct StoredHeader {
     has_date: bool,
     /// Where a hit's head needs more than a copy of the text.
     hit_lines: HitLines,
+}
+
+/// What holds a stored header's own parts (see `StoredHeader::own`).
+#[cfg(test)]
+pub const OWN_PARTS_BYTES: usize = std::mem::size_of::<OwnParts>();
+
+/// What only some stored headers have (see `StoredHeader::own`).
+#[derive(Clone)]
+struct OwnParts {
+    /// Each field as HTTP/1 writes it, in order: its name (with its case, if the header
+    /// kept case), `: `, its value, CRLF. A name holds no `:` and a value no CR or LF (both
+    /// were valid fields), so the text is its own field table. Exact-size and without a
+    /// reference count (a built header takes a copy). `None` once packed: its object then
+    /// keeps the text before its body (`Object::committed`), and the header is read
+    /// through it (`Object::header`).
+    text: Option<Box<[u8]>>,
+    /// A reason phrase other than the status's own.
+    reason: Option<Box<str>>,
 }
 
 impl StoredHeader {
@@ -116,16 +128,18 @@ impl StoredHeader {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             status: header.status,
             version: header.version,
-            // Only a reason other than the status's own (the usual one costs nothing).
-            reason: header
-                .get_reason_phrase()
-                .filter(|reason| Some(*reason) != header.status.canonical_reason())
-                .map(|reason| Box::new(Box::from(reason))),
+            own: Some(Box::new(OwnParts {
+                text: Some(text),
+                // Only a reason other than the status's own (the usual one costs nothing).
+                reason: header
+                    .get_reason_phrase()
+                    .filter(|reason| Some(*reason) != header.status.canonical_reason())
+                    .map(Box::from),
+            })),
             has_case: header.has_case(),
             has_vary: header.headers.contains_key(http::header::VARY),
             has_date,
             hit_lines,
-            text: Some(text),
         }
     }
 
@@ -136,19 +150,33 @@ impl StoredHeader {
     /// Gives its text to its object to keep (see `text`), which reads it through
     /// `Object::header` from then on. `None` if it was packed already.
     pub fn pack(&mut self) -> Option<Box<[u8]>> {
-        self.text.take()
+        let own = self.own.as_mut()?;
+        let text = own.text.take();
+        if own.reason.is_none() {
+            self.own = None;
+        }
+        text
     }
 
     /// Whether its object keeps its text (see `pack`).
     pub fn is_packed(&self) -> bool {
-        self.text.is_none()
+        self.own.as_ref().is_none_or(|own| own.text.is_none())
     }
 
     /// The header with its text: its own, or, once packed, `packed`, its object's copy.
     #[inline]
     pub fn with_text<'a>(&'a self, packed: &'a [u8]) -> HeaderView<'a> {
-        let text = self.text.as_deref().unwrap_or(packed);
-        HeaderView { stored: self, text }
+        let own = self.own.as_ref().and_then(|own| own.text.as_deref());
+        HeaderView {
+            stored: self,
+            text: own.unwrap_or(packed),
+        }
+    }
+
+    /// A reason phrase other than the status's own.
+    #[inline]
+    fn reason(&self) -> Option<&str> {
+        self.own.as_ref()?.reason.as_deref()
     }
 
     /// The header with its own text (a packed header's is its object's: `Object::header`).
@@ -159,10 +187,14 @@ impl StoredHeader {
     }
 
     /// Bytes it takes in memory beyond its struct (which is part of its object's): its own
-    /// text and a reason phrase of its own (a packed text is counted by its object).
+    /// text and a reason phrase of its own, and what holds them (a packed text is counted
+    /// by its object).
     pub fn weight(&self) -> usize {
-        self.text.as_ref().map_or(0, |text| text.len())
-            + self.reason.as_ref().map_or(0, |reason| reason.len() + 16)
+        self.own.as_ref().map_or(0, |own| {
+            std::mem::size_of::<OwnParts>()
+                + own.text.as_ref().map_or(0, |text| text.len())
+                + own.reason.as_ref().map_or(0, |reason| reason.len())
+        })
     }
 }
 
@@ -244,8 +276,8 @@ impl<'a> HeaderView<'a> {
             false => ResponseHeader::build_no_case(stored.status, count)?,
         };
         header.set_version(stored.version);
-        if stored.reason.is_some() {
-            header.set_reason_phrase(stored.reason.as_deref().map(|reason| &**reason))?;
+        if let Some(reason) = stored.reason() {
+            header.set_reason_phrase(Some(reason))?;
         }
         let text = Bytes::copy_from_slice(self.text);
         // A part of `self.text`, as the same part of `text`.
@@ -291,16 +323,13 @@ impl<'a> HeaderView<'a> {
         if !stored.has_case {
             return None;
         }
-        match (&stored.reason, hit_lines::usual_status_line(stored.status)) {
+        match (stored.reason(), hit_lines::usual_status_line(stored.status)) {
             (None, Some(line)) => out.extend_from_slice(line),
             (reason, _) => {
                 out.extend_from_slice(b"HTTP/1.1 ");
                 out.extend_from_slice(stored.status.as_str().as_bytes());
                 out.extend_from_slice(b" ");
-                let reason = match reason {
-                    Some(reason) => Some(&***reason),
-                    None => stored.status.canonical_reason(),
-                };
+                let reason = reason.or(stored.status.canonical_reason());
                 out.extend_from_slice(reason.unwrap_or("").as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
@@ -469,26 +498,91 @@ pub struct StoredMeta {
     pub updated: Stamp,
     pub stale_while_revalidate_sec: u32,
     pub stale_if_error_sec: u32,
-    /// Boxed: most objects have none.
-    pub variance: Option<Box<HashBinary>>,
+    /// Its variance, its URL's key and its tags, behind one thin pointer: most objects
+    /// have none of them.
+    extra: Option<Box<MetaExtra>>,
     pub header: StoredHeader,
+}
+
+/// What only some stored objects have (see `StoredMeta::extra`).
+#[derive(Clone, Default)]
+struct MetaExtra {
+    /// A variant's: its variance and its URL's key (the primary hash).
+    variant: Option<Box<Variant>>,
     /// Its cache tags (`cache::tags`), normalised: here rather than fixed with the object,
     /// because a revalidation's `304` may change them with the rest of the header.
-    pub tags: Tags,
+    tags: Tags,
+}
+
+#[derive(Clone, Default)]
+struct Variant {
+    variance: Option<HashBinary>,
+    primary: Option<HashBinary>,
 }
 
 impl StoredMeta {
     /// The stored form of `meta`, tagged `tags` (taken from its header by the store).
     pub fn from_meta(meta: &CacheMeta, tags: Tags) -> StoredMeta {
-        StoredMeta {
+        let mut stored = StoredMeta {
             fresh_until: meta.fresh_until().into(),
             updated: meta.updated().into(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
-            variance: meta.variance().map(Box::new),
+            extra: None,
             header: StoredHeader::from_header(meta.response_header()),
-            tags,
+        };
+        if let Some(variance) = meta.variance() {
+            stored.variant_mut().variance = Some(variance);
         }
+        if !tags.is_empty() {
+            stored.extra_mut().tags = tags;
+        }
+        stored
+    }
+
+    /// Stored and stale at `now`, with no variance or tags.
+    #[cfg(test)]
+    pub fn plain(header: StoredHeader, now: SystemTime) -> StoredMeta {
+        StoredMeta {
+            fresh_until: now.into(),
+            updated: now.into(),
+            stale_while_revalidate_sec: 0,
+            stale_if_error_sec: 0,
+            extra: None,
+            header,
+        }
+    }
+
+    fn extra_mut(&mut self) -> &mut MetaExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn variant_mut(&mut self) -> &mut Variant {
+        self.extra_mut().variant.get_or_insert_with(Box::default)
+    }
+
+    fn variant(&self) -> Option<&Variant> {
+        self.extra.as_ref()?.variant.as_deref()
+    }
+
+    /// Its cache tags (`cache::tags`).
+    pub fn tags(&self) -> &[Box<str>] {
+        self.extra.as_ref().map_or(&[], |extra| &extra.tags)
+    }
+
+    pub fn variance(&self) -> Option<HashBinary> {
+        self.variant()?.variance
+    }
+
+    /// The key of a variant's URL (its cache key's primary hash): `None` unless the object
+    /// is a variant, whose own key combines it with the variance.
+    pub fn primary(&self) -> Option<HashBinary> {
+        self.variant()?.primary
+    }
+
+    /// Records that its object is a variant of the URL keyed `primary` (see `primary`).
+    pub fn set_primary(&mut self, primary: HashBinary) {
+        self.variant_mut().primary = Some(primary);
     }
 
     /// pingora-cache's meta for a hit on the object `source`, whose header is built from
@@ -502,8 +596,8 @@ impl StoredMeta {
             self.stale_if_error_sec,
             source,
         );
-        if let Some(variance) = self.variance.as_deref() {
-            meta.set_variance(*variance);
+        if let Some(variance) = self.variance() {
+            meta.set_variance(variance);
         }
         meta
     }
@@ -525,9 +619,17 @@ impl StoredMeta {
     }
 
     /// Bytes the metadata costs beyond its struct (which is part of its object's): the
-    /// header's and a variance's own allocations.
+    /// header's allocations, and those of what few objects have (its tags are counted by
+    /// its object: `Object::overhead`).
     pub fn weight(&self) -> usize {
-        self.header.weight() + self.variance.as_ref().map_or(0, |_| 16)
+        self.header.weight()
+            + self.extra.as_ref().map_or(0, |extra| {
+                std::mem::size_of::<MetaExtra>()
+                    + extra
+                        .variant
+                        .as_ref()
+                        .map_or(0, |_| std::mem::size_of::<Variant>())
+            })
     }
 }
 

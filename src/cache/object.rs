@@ -111,11 +111,9 @@ impl Chunks {
 pub struct Object {
     /// Generation: tells a replaced object from its successor under the same key.
     pub id: u64,
-    /// The store's slot for it (the key's combined hash: primary and variance).
+    /// The store's slot for it (the key's combined hash: primary and variance; a variant
+    /// keeps its primary in its meta, see `primary`).
     pub hash: HashBinary,
-    /// The cache key's primary hash (its URL) when it is not `hash`, that is for a variant
-    /// (boxed: most objects are none). See `primary`.
-    variant_of: Option<Box<HashBinary>>,
     /// The cache key's text (`host/path?query`), for purges by domain and path.
     pub label: Box<str>,
     /// Replaced whole by a revalidation or a soft purge; held only while it is copied. Its
@@ -141,12 +139,14 @@ impl Object {
         primary: HashBinary,
         hash: HashBinary,
         label: Box<str>,
-        meta: StoredMeta,
+        mut meta: StoredMeta,
     ) -> Object {
+        if primary != hash {
+            meta.set_primary(primary);
+        }
         Object {
             id,
             hash,
-            variant_of: (primary != hash).then(|| Box::new(primary)),
             label,
             meta: RwLock::new(meta),
             body: Body::Other(Box::new(OtherBody::Filling(Fill {
@@ -163,7 +163,7 @@ impl Object {
 
     /// The cache key's primary hash (its URL): the store's shard and variant index.
     pub fn primary(&self) -> HashBinary {
-        self.variant_of.as_deref().copied().unwrap_or(self.hash)
+        self.meta.read().primary().unwrap_or(self.hash)
     }
 
     pub fn meta(&self) -> RwLockReadGuard<'_, StoredMeta> {
@@ -249,14 +249,13 @@ impl Object {
     }
 
     fn overhead_with(&self, meta: &StoredMeta) -> usize {
-        let tags: usize = meta.tags.iter().map(|t| t.len() + 16).sum();
+        let tags: usize = meta.tags().iter().map(|t| t.len() + 16).sum();
         OBJECT_BYTES
-            + self.variant_of.as_ref().map_or(0, |_| 16)
             + self.label.len()
             + meta.weight()
             + self.packed_text_of(meta)
             + tags
-            + (meta.tags.len() + 1) * INDEX_ENTRY_BYTES
+            + (meta.tags().len() + 1) * INDEX_ENTRY_BYTES
     }
 
     /// The length of `meta`'s text when this object keeps it (see `Body::Packed`).
@@ -279,8 +278,12 @@ impl Object {
     /// A packed body keeps the header's text it was committed with (`committed`), so
     /// that text stays in memory as long as the body: once replaced, it is still counted,
     /// beside the new header.
-    pub fn reaccount(&self, meta: StoredMeta) -> isize {
+    pub fn reaccount(&self, mut meta: StoredMeta) -> isize {
         let mut current = self.meta.write();
+        // The same key: a variant stays one of the same URL.
+        if let Some(primary) = current.primary() {
+            meta.set_primary(primary);
+        }
         let kept_text = self.packed_text_of(&current);
         let before = self.overhead_with(&current);
         let after = self.overhead_with(&meta) + kept_text;
@@ -338,10 +341,11 @@ impl Object {
         });
     }
 
-    /// The complete object as it should stay in the store, accounted as `accounted` bytes:
-    /// a body up to `COALESCE_UP_TO` in one chunk, up to `WITH_TEXT_UP_TO` packed after
-    /// the header's text.
-    pub fn committed(&self, accounted: usize) -> Object {
+    /// The complete object as it should stay in the store: a body up to `COALESCE_UP_TO`
+    /// in one chunk, up to `WITH_TEXT_UP_TO` packed after the header's text. Accounted as
+    /// `reserved` bytes (what the fill reserved: its overhead and body) less what packing
+    /// frees (what held the header's own text).
+    pub fn committed(&self, reserved: usize) -> Object {
         debug_assert!(
             self.fill()
                 .is_none_or(|fill| fill.chunks.read().dropped == 0),
@@ -372,18 +376,22 @@ impl Object {
         });
         // Only a fill is committed, and a fill's body is in chunks.
         let (body, packed_text) = body.unwrap_or_else(|| (Body::Packed(Box::default()), 0));
-        Object {
+        let committed = Object {
             id: self.id,
-            variant_of: self.variant_of.clone(),
             hash: self.hash,
             label: self.label.clone(),
             meta: RwLock::new(meta),
             body,
-            accounted: AtomicUsize::new(accounted),
+            accounted: AtomicUsize::new(0),
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
             packed_text,
-        }
+        };
+        let freed = self.overhead().saturating_sub(committed.overhead());
+        committed
+            .accounted
+            .store(reserved.saturating_sub(freed), Ordering::Release);
+        committed
     }
 
     /// A reader from the start of the body. A reader of a fill tells the fill where it is
@@ -579,21 +587,13 @@ impl BodyReader {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::cache::meta::StoredHeader;
-    use crate::cache::tags::Tags;
+    use crate::cache::meta::{StoredHeader, OWN_PARTS_BYTES};
     use pingora_http::ResponseHeader;
 
     /// A complete object `id` with a body in `chunks`.
     pub(crate) fn object(id: u64, chunks: &[&'static str]) -> Arc<Object> {
-        let meta = StoredMeta {
-            fresh_until: SystemTime::now().into(),
-            updated: SystemTime::now().into(),
-            stale_while_revalidate_sec: 0,
-            stale_if_error_sec: 0,
-            variance: None,
-            header: StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap()),
-            tags: Tags::default(),
-        };
+        let header = StoredHeader::from_header(&ResponseHeader::build(200, None).unwrap());
+        let meta = StoredMeta::plain(header, SystemTime::now());
         let object = Object::filling(id, [0; 16], [0; 16], "h/p".into(), meta);
         for chunk in chunks {
             object.append(Bytes::from_static(chunk.as_bytes()));
@@ -667,7 +667,8 @@ pub(super) mod tests {
             }
             filling.end(FillState::Complete);
             let overhead = filling.overhead();
-            let committed = Arc::new(filling.committed(0));
+            let reserved = overhead + chunks.concat().len();
+            let committed = Arc::new(filling.committed(reserved));
             {
                 let stored = committed.meta();
                 assert_eq!(stored.header.is_packed(), packed);
@@ -687,14 +688,18 @@ pub(super) mod tests {
             assert_eq!(body, chunks.concat());
             assert_eq!(reader.next().await.unwrap(), None);
             assert_eq!(committed.body_len(), chunks.concat().len());
-            // Accounted as it was while it filled: its text counted once, wherever it is.
-            assert_eq!(committed.overhead(), overhead);
+            // Accounted as it was while it filled, less what held the text it packed:
+            // its text counted once, wherever it is.
+            let holder = if packed { OWN_PARTS_BYTES } else { 0 };
+            assert_eq!(committed.overhead(), overhead - holder);
+            assert_eq!(committed.weight(), reserved - holder);
             // A revalidation's header has its own text; the packed one is still counted.
             let before = committed.overhead();
             let delta = committed.reaccount(meta.clone());
             let kept = if packed { text_len } else { 0 };
-            assert_eq!(delta, kept as isize);
-            assert_eq!(committed.overhead(), before);
+            assert_eq!(delta, (kept + holder) as isize);
+            assert_eq!(committed.overhead(), before + holder);
+            assert_eq!(committed.weight(), reserved + kept);
             let stored = committed.meta();
             assert!(!stored.header.is_packed());
             let back = committed.header(&stored).to_header().unwrap();
@@ -733,11 +738,35 @@ pub(super) mod tests {
     }
 
     /// A million stored objects each pay their `Object` in its `Arc` (two counts): kept
-    /// within jemalloc's 192-byte class (the next is 224).
+    /// within jemalloc's 160-byte class (the next is 192).
     #[test]
-    fn a_stored_object_fits_the_192_byte_class() {
+    fn a_stored_object_fits_the_160_byte_class() {
         let counts = 2 * std::mem::size_of::<usize>();
-        assert!(std::mem::size_of::<Object>() + counts <= 192);
+        assert!(std::mem::size_of::<Object>() + counts <= 160);
+    }
+
+    /// A variant keeps its URL's key (its primary) in its meta: through its commit and
+    /// a revalidation's new meta, which comes without it.
+    #[test]
+    fn a_variant_keeps_its_primary_through_commit_and_revalidation() {
+        let meta = object(1, &[]).meta().clone();
+        let variant = Object::filling(2, [1; 16], [2; 16], "h/p".into(), meta.clone());
+        variant.end(FillState::Complete);
+        let committed = variant.committed(0);
+        assert_eq!(committed.primary(), [1; 16]);
+        committed.reaccount(meta.clone());
+        assert_eq!(committed.primary(), [1; 16]);
+        assert_eq!(
+            committed.meta().variance(),
+            None,
+            "the variance is the meta's own"
+        );
+        let plain = Object::filling(3, [4; 16], [4; 16], "h/p".into(), meta);
+        assert_eq!(plain.primary(), [4; 16]);
+        assert!(
+            plain.meta().primary().is_none(),
+            "nothing kept for most objects"
+        );
     }
 
     #[tokio::test]

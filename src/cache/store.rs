@@ -128,7 +128,7 @@ struct Index {
 
 impl Index {
     fn add(&mut self, object: &Arc<Object>) {
-        for tag in object.meta().tags.iter() {
+        for tag in object.meta().tags().iter() {
             self.by_tag.entry(tag.clone()).or_default().insert(object);
         }
         let host = object.host();
@@ -147,7 +147,7 @@ impl Index {
                 }
             }
         }
-        for tag in object.meta().tags.iter() {
+        for tag in object.meta().tags().iter() {
             take(&mut self.by_tag, tag, object.id);
         }
         take(&mut self.by_host, object.host(), object.id);
@@ -390,7 +390,7 @@ impl MemoryStore {
             examined: candidates.len() + fills.len(),
         };
         for object in candidates {
-            if !purge.matches(&object.label, &object.meta().tags) {
+            if !purge.matches(&object.label, object.meta().tags()) {
                 continue;
             }
             let done = if purge.soft {
@@ -401,7 +401,7 @@ impl MemoryStore {
             count.purged += usize::from(done);
         }
         for fill in fills {
-            if !purge.matches(&fill.label, &fill.meta().tags) {
+            if !purge.matches(&fill.label, fill.meta().tags()) {
                 continue;
             }
             if purge.soft {
@@ -455,10 +455,12 @@ impl MemoryStore {
         self.index.lock().remove(object);
     }
 
-    /// Moves a finished fill into the slot's committed place, accounted as `reserved`
-    /// bytes; `false` if it was purged meanwhile.
-    fn commit(&self, fill: &Arc<Object>, reserved: usize) -> bool {
+    /// Moves a finished fill into the slot's committed place, from the `reserved` bytes
+    /// (what packing frees goes back: `Object::committed`); its weight, or `None` if it was
+    /// purged meanwhile (nothing given back: the caller releases `reserved`).
+    fn commit(&self, fill: &Arc<Object>, reserved: usize) -> Option<usize> {
         let committed = Arc::new(fill.committed(reserved));
+        let weight = committed.weight();
         let primary = fill.primary();
         let replaced = {
             // The index's lock first, then the shard's (the order everywhere): a purge sees
@@ -467,9 +469,9 @@ impl MemoryStore {
             let replaced = {
                 let mut shard = self.shard(&primary).lock();
                 if !shard.remove_fill(fill) {
-                    return false;
+                    return None;
                 }
-                self.bytes.fetch_add(reserved, Ordering::Relaxed);
+                self.bytes.fetch_add(weight, Ordering::Relaxed);
                 self.objects.fetch_add(1, Ordering::Relaxed);
                 // Queued while the shard is held: a purge that finds it committed finds it
                 // queued too.
@@ -480,10 +482,11 @@ impl MemoryStore {
             index.add(&committed);
             replaced
         };
+        self.release(reserved - weight);
         if let Some(old) = replaced {
             self.forget(&old);
         }
-        true
+        Some(weight)
     }
 
     /// Takes a fill out of its slot and out of the index (purged, aborted, abandoned or
@@ -673,7 +676,7 @@ impl Storage for MemoryStore {
             let Some(object) = shard.committed(&hash) else {
                 return Ok(false);
             };
-            let retag = object.meta().tags != stored.tags;
+            let retag = object.meta().tags() != stored.tags();
             if retag {
                 index.remove(object);
             }
@@ -856,13 +859,16 @@ impl HandleMiss for Fill {
         // response, whose readers must get the rest of the body. An error here would make
         // pingora drop the cache (and the reader of the client it is still feeding).
         let reserved = std::mem::take(&mut self.reserved);
-        let stored = !self.abandoned && self.store.commit(&self.object, reserved);
-        if !stored {
+        let stored = match self.abandoned {
+            true => None,
+            false => self.store.commit(&self.object, reserved),
+        };
+        if stored.is_none() {
             self.store.release(reserved);
             self.store.drop_fill(&self.object);
             log::debug!("cache fill of {} finished, not stored", self.object.label);
         }
-        Ok(MissFinishType::Created(if stored { reserved } else { 0 }))
+        Ok(MissFinishType::Created(stored.unwrap_or(0)))
     }
 
     fn streaming_write_tag(&self) -> Option<&[u8]> {

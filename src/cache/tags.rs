@@ -36,16 +36,16 @@ pub fn normalise(token: &[u8]) -> Option<Box<str>> {
     Some(text.to_ascii_lowercase().into_boxed_str())
 }
 
-/// An object's tags behind one thin pointer, nothing allocated for none (most objects):
-/// a stored object's struct stays in jemalloc's 192-byte class (`object::tests`).
+/// An object's tags, nothing allocated for none (most objects; a stored object keeps them
+/// with the other things few objects have: `meta::StoredMeta`).
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
-pub struct Tags(Option<Box<Box<[Box<str>]>>>);
+pub struct Tags(Box<[Box<str>]>);
 
 impl std::ops::Deref for Tags {
     type Target = [Box<str>];
 
     fn deref(&self) -> &[Box<str>] {
-        self.0.as_deref().map_or(&[], |tags| tags)
+        &self.0
     }
 }
 
@@ -72,7 +72,7 @@ pub fn of_response(header: &ResponseHeader, names: &[HeaderName]) -> Tags {
             }
         }
     }
-    Tags((!tags.is_empty()).then(|| Box::new(tags.into_boxed_slice())))
+    Tags(tags.into_boxed_slice())
 }
 
 #[cfg(test)]
