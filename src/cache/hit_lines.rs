@@ -135,6 +135,30 @@ fn is_copied(name: &[u8]) -> bool {
         .any(|copied| name.eq_ignore_ascii_case(copied.as_bytes()))
 }
 
+/// Whether `name` is one a hit copies ([`COPIED`]) or places (`Age`, `Accept-Ranges`,
+/// `Content-Length`). Every hit asks it of each name the node refuses or strips, so the
+/// one candidate is picked by length and first letter: a name compares with one at most.
+#[inline(never)] // kept out of `write`, whose own copies are worth inlining
+fn is_copied_or_placed(name: &[u8]) -> bool {
+    let first = name.first().map(u8::to_ascii_lowercase);
+    let candidate: &[u8] = match (name.len(), first) {
+        (3, Some(b'a')) => b"age",
+        (4, Some(b'd')) => b"date",
+        (4, Some(b'e')) => b"etag",
+        (4, Some(b'v')) => b"vary",
+        (6, Some(b's')) => b"server",
+        (7, Some(b'e')) => b"expires",
+        (12, Some(b'c')) => b"content-type",
+        (13, Some(b'a')) => b"accept-ranges",
+        (13, Some(b'c')) => b"cache-control",
+        (13, Some(b'l')) => b"last-modified",
+        (14, Some(b'c')) => b"content-length",
+        (16, Some(b'c')) => b"content-encoding",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(candidate)
+}
+
 /// The head's lines from `text` to `out`, as `HeaderView::write_hit_head` writes them
 /// (`date`: a `Date` is stored), and what they hold; `None` when the head cannot be
 /// written this way.
@@ -152,18 +176,12 @@ pub fn write(
     }
     // Only the other lines are compared with the node's names, so none of those may be a
     // name the lines above stand for.
-    let node_names = refused
+    let mut node_names = refused
         .iter()
         .copied()
         .chain(stripped.iter().map(HeaderName::as_str));
-    for name in node_names {
-        let name = name.as_bytes();
-        let placed_name = ["age", "accept-ranges", "content-length"]
-            .iter()
-            .any(|placed| name.eq_ignore_ascii_case(placed.as_bytes()));
-        if placed_name || is_copied(name) {
-            return None;
-        }
+    if node_names.any(|name| is_copied_or_placed(name.as_bytes())) {
+        return None;
     }
     // The lines that are not copied, by where they start.
     let mut cuts: [Cut; 4] = [(NONE, None); 4];
@@ -293,6 +311,60 @@ mod tests {
             .scan_hit_head(&mut scanned, b"7", &refused, stripped)
             .map(|f| shown(scanned, f));
         (placed, scanned)
+    }
+
+    /// The length-first test is the plain one: every copied and placed name, in any case,
+    /// and no other (names of every length up to the longest, and near misses).
+    #[test]
+    fn copied_or_placed_names_are_told_by_length_first() {
+        use super::{is_copied, is_copied_or_placed};
+        let placed = ["age", "accept-ranges", "content-length"];
+        let plain = |name: &[u8]| {
+            is_copied(name)
+                || placed
+                    .iter()
+                    .any(|p| name.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        let mut names: Vec<String> = super::COPIED
+            .iter()
+            .chain(&placed)
+            .map(|n| n.to_string())
+            .collect();
+        names.extend(names.clone().iter().map(|n| n.to_ascii_uppercase()));
+        names.extend(
+            [
+                "Content-Type",
+                "ETag",
+                "x-cache",
+                "x-portico-ref",
+                "cache-tag",
+            ]
+            .map(String::from),
+        );
+        names.extend(
+            [
+                "surrogate-key",
+                "ages",
+                "dat",
+                "content-lengthy",
+                "set-cookie",
+                "content-typo",
+                "accept-rangez",
+                "sErVeR",
+                "vars",
+            ]
+            .map(String::from),
+        );
+        names.extend((0..20).map(|n| "x".repeat(n)));
+        for name in &names {
+            assert_eq!(
+                is_copied_or_placed(name.as_bytes()),
+                plain(name.as_bytes()),
+                "{name}"
+            );
+        }
+        assert!(is_copied_or_placed(b"Cache-Control"));
+        assert!(!is_copied_or_placed(b"Surrogate-Key"));
     }
 
     #[test]
