@@ -226,10 +226,24 @@ pub fn write(
     out.extend_from_slice(&text[run_start..]);
     let length = line_value(text, placed.content_length);
     Some(HitHeadFields {
-        content_length: std::str::from_utf8(length).ok()?.parse().ok()?,
+        content_length: parse_length(length)?,
         date,
         age: placed.age != NONE,
         accept_ranges: placed.accept_ranges != NONE,
+    })
+}
+
+/// A stored `Content-Length`'s value as a number, read without a UTF-8 check: digits only,
+/// `None` for anything else (none was stored: the value passed Pingora's check and was
+/// folded to one when stored) or a number past `usize`.
+fn parse_length(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &digit| {
+        let digit = digit.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(usize::from(digit))
     })
 }
 
@@ -311,6 +325,35 @@ mod tests {
             .scan_hit_head(&mut scanned, b"7", &refused, stripped)
             .map(|f| shown(scanned, f));
         (placed, scanned)
+    }
+
+    #[test]
+    fn stored_lengths_are_read_as_digits_only() {
+        use super::parse_length;
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"1024"), Some(1024));
+        assert_eq!(parse_length(b"007"), Some(7));
+        let max = usize::MAX.to_string();
+        assert_eq!(parse_length(max.as_bytes()), Some(usize::MAX));
+        assert_eq!(parse_length(format!("{max}0").as_bytes()), None);
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b" 5",
+            b"5 ",
+            b"1,2",
+            b"x",
+            b"1e3",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     /// The length-first test is the plain one: every copied and placed name, in any case,
