@@ -522,6 +522,7 @@ impl MemoryStore {
             let shard = self.shard(&key.primary_bin()).lock();
             let served = shard.to_serve(&hash);
             if let Some((committed, true)) = served {
+                committed.prefetch_head();
                 Clock::touch(committed); // a use: it gets a second chance
             }
             served.map(|(object, _)| hit(object)).transpose()?
