@@ -21,7 +21,7 @@ const OBJECTS: usize = 40;
 const OBJECT_BYTES: usize = 4 << 20;
 const BOUND: u64 = 32 * MIB;
 
-/// The store's stated slack (README, `cache/store.rs`) for 40 fills: under one body chunk
+/// The store's stated slack (README, `cache/store/`) for 40 fills: under one body chunk
 /// per fill in progress (a chunk is reserved before it is kept; pingora reads at most
 /// 64 KiB at a time), and per abandoned fill the chunks its reader has yet to read. The
 /// clients here read as fast as the machine lets them, on a busy 2-core machine a few

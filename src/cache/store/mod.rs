@@ -49,118 +49,38 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
 use http::HeaderName;
 use parking_lot::Mutex;
 use pingora_cache::key::{CacheHashKey, HashBinary};
-use pingora_cache::storage::{
-    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
-    PurgeType,
-};
+use pingora_cache::storage::{HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheEntryId, CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
-use smallvec::SmallVec;
 
 use super::clock::Clock;
-use super::object::{BodyReader, FillState, Object, StoredMeta};
-use super::purge::Purge;
+use super::object::{Object, StoredMeta};
 use super::shard::Shard;
 pub use super::shard::MAX_VARIANTS;
+
+mod handlers;
+mod index;
+mod purging;
+
+use handlers::{hit, Fill};
+pub use handlers::{hit_object, meta_object};
+use index::Index;
+pub use purging::PurgeCount;
 
 const SHARDS: usize = 16;
 
 thread_local! {
     /// The key of this thread's last lookup, if it missed (see `MemoryStore::take_missed`).
     static LAST_MISS: Cell<Option<HashBinary>> = const { Cell::new(None) };
-}
-
-/// Objects by id: one pointer and a control byte each (the id is the object's own).
-#[derive(Default)]
-struct Objects(HashTable<Arc<Object>>);
-
-impl Objects {
-    /// Ids are handed out in sequence: a multiply spreads them over the table's buckets
-    /// (its low bits) and its control bytes (its top bits).
-    fn hash(id: u64) -> u64 {
-        id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn insert(&mut self, object: &Arc<Object>) {
-        let id = object.id;
-        match self
-            .0
-            .entry(Objects::hash(id), |o| o.id == id, |o| Objects::hash(o.id))
-        {
-            Entry::Occupied(mut occupied) => *occupied.get_mut() = object.clone(),
-            Entry::Vacant(vacant) => {
-                vacant.insert(object.clone());
-            }
-        }
-    }
-
-    fn remove(&mut self, id: u64) {
-        if let Ok(entry) = self.0.find_entry(Objects::hash(id), |o| o.id == id) {
-            entry.remove();
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Arc<Object>> {
-        self.0.iter()
-    }
-}
-
-/// Committed objects by tag and by host, and the fills in progress (see the module doc).
-#[derive(Default)]
-struct Index {
-    by_tag: HashMap<Box<str>, Objects>,
-    by_host: HashMap<Box<str>, Objects>,
-    fills: Objects,
-}
-
-impl Index {
-    fn add(&mut self, object: &Arc<Object>) {
-        for tag in object.meta().tags().iter() {
-            self.by_tag.entry(tag.clone()).or_default().insert(object);
-        }
-        let host = object.host();
-        match self.by_host.get_mut(host) {
-            Some(objects) => objects.insert(object),
-            None => self.by_host.entry(host.into()).or_default().insert(object),
-        }
-    }
-
-    fn remove(&mut self, object: &Object) {
-        fn take(map: &mut HashMap<Box<str>, Objects>, name: &str, id: u64) {
-            if let Some(objects) = map.get_mut(name) {
-                objects.remove(id);
-                if objects.0.is_empty() {
-                    map.remove(name);
-                }
-            }
-        }
-        for tag in object.meta().tags().iter() {
-            take(&mut self.by_tag, tag, object.id);
-        }
-        take(&mut self.by_host, object.host(), object.id);
-    }
-}
-
-/// What a purge did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeCount {
-    /// Objects removed (or marked stale, for a soft purge), fills in progress included.
-    pub purged: usize,
-    /// Objects the purge looked at: the index's candidates, not the whole store.
-    pub examined: usize,
 }
 
 /// The in-memory store. Lives for the whole process (pingora wants `&'static`).
@@ -330,122 +250,6 @@ impl MemoryStore {
         true
     }
 
-    /// Removes every committed object of the URL whose primary hash is `primary`, all its
-    /// variants included (RFC 9111 §4.4: an unsafe request invalidates the target URI);
-    /// returns how many. Fills under way are left to finish: they started from the origin.
-    pub fn invalidate(&self, primary: &HashBinary) -> usize {
-        let removed: SmallVec<[Arc<Object>; 4]> = {
-            let mut shard = self.shard(primary).lock();
-            let mut removed = SmallVec::new();
-            for key in &shard.keys_of(primary) {
-                removed.extend(shard.take_committed(key, |_| true));
-                shard.forget_if_empty(primary, key);
-            }
-            removed
-        };
-        for object in &removed {
-            self.forget(object);
-        }
-        removed.len()
-    }
-
-    /// Purges what `purge` names: by tag and by host from the index, by path among the
-    /// host's objects (every host's without `domains`), fills in progress included. A hard
-    /// purge removes them (a removed fill never commits, so a purge cannot be undone by a
-    /// fill that started before it); a soft one marks them stale from now, so they are
-    /// served per `stale-while-revalidate` / `stale-if-error` and revalidated.
-    pub fn apply_purge(&self, purge: &Purge) -> PurgeCount {
-        // One short hold of the index: the candidates, and the fills under way. Objects
-        // committed after this were fetched after the purge began.
-        let (mut candidates, fills) = {
-            let index = self.index.lock();
-            let mut candidates: Vec<Arc<Object>> = Vec::new();
-            for tag in purge.tags() {
-                if let Some(objects) = index.by_tag.get(tag) {
-                    candidates.extend(objects.iter().cloned());
-                }
-            }
-            if purge.has_paths() {
-                if purge.domains().is_empty() {
-                    for objects in index.by_host.values() {
-                        candidates.extend(objects.iter().cloned());
-                    }
-                } else {
-                    for domain in purge.domains() {
-                        if let Some(objects) = index.by_host.get(domain.as_str()) {
-                            candidates.extend(objects.iter().cloned());
-                        }
-                    }
-                }
-            }
-            let fills: Vec<Arc<Object>> = index.fills.iter().cloned().collect();
-            (candidates, fills)
-        };
-        // An object with two of the tags is one candidate.
-        candidates.sort_unstable_by_key(|o| o.id);
-        candidates.dedup_by_key(|o| o.id);
-        let now = SystemTime::now();
-        let mut count = PurgeCount {
-            purged: 0,
-            examined: candidates.len() + fills.len(),
-        };
-        for object in candidates {
-            if !purge.matches(&object.label, object.meta().tags()) {
-                continue;
-            }
-            let done = if purge.soft {
-                self.mark_stale(&object, now)
-            } else {
-                self.remove_committed(&object)
-            };
-            count.purged += usize::from(done);
-        }
-        for fill in fills {
-            if !purge.matches(&fill.label, fill.meta().tags()) {
-                continue;
-            }
-            if purge.soft {
-                fill.make_stale(now);
-                count.purged += 1;
-            } else {
-                count.purged += usize::from(self.drop_fill(&fill));
-            }
-        }
-        self.purge_examined
-            .fetch_add(count.examined, Ordering::Relaxed);
-        count
-    }
-
-    /// Removes `object` if it is still the committed object of its slot.
-    fn remove_committed(&self, object: &Arc<Object>) -> bool {
-        let primary = object.primary();
-        let removed = {
-            let mut shard = self.shard(&primary).lock();
-            let removed = shard.take_committed(&object.hash, |c| Arc::ptr_eq(c, object));
-            shard.forget_if_empty(&primary, &object.hash);
-            removed
-        };
-        match removed {
-            Some(object) => {
-                self.forget(&object);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Marks `object` stale from `now` (a soft purge); `false` if it left the store.
-    fn mark_stale(&self, object: &Arc<Object>, now: SystemTime) -> bool {
-        let shard = self.shard(&object.primary()).lock();
-        let current = shard
-            .committed(&object.hash)
-            .is_some_and(|c| Arc::ptr_eq(c, object));
-        if current {
-            object.make_stale(now);
-        }
-        current
-    }
-
     /// Accounts for a committed object that left the store.
     fn forget(&self, object: &Object) {
         self.bytes.fetch_sub(object.weight(), Ordering::Relaxed);
@@ -500,18 +304,6 @@ impl MemoryStore {
         shard.forget_if_empty(&primary, &fill.hash);
         dropped
     }
-}
-
-fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
-    let meta = object.meta().to_meta(object.clone());
-    let counted = object.state() == FillState::Complete;
-    Ok((
-        meta,
-        Box::new(Hit {
-            reader: object.reader(),
-            counted,
-        }),
-    ))
 }
 
 impl MemoryStore {
@@ -713,184 +505,5 @@ impl Storage for MemoryStore {
     }
 }
 
-/// The stored object a hit's meta came from (`None` for another storage's meta).
-pub fn meta_object(meta: &CacheMeta) -> Option<&Object> {
-    meta.header_source()?.as_any().downcast_ref::<Object>()
-}
-
-/// The complete object a hit is served from (`None` for an object still filling, or a hit
-/// from another storage).
-pub fn hit_object(handler: &HitHandler) -> Option<Arc<Object>> {
-    let hit = handler.as_any().downcast_ref::<Hit>()?;
-    hit.reader.is_complete().then(|| hit.reader.object.clone())
-}
-
-/// A hit: streams the object's body, complete or still filling.
-struct Hit {
-    reader: BodyReader,
-    /// Only complete objects count as accesses: a fill is admitted when it commits, and an
-    /// aborted one must not linger in the eviction manager's books.
-    counted: bool,
-}
-
-#[async_trait]
-impl HandleHit for Hit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        self.reader.next().await
-    }
-
-    /// A hit holds nothing to give back: dropped, not finished.
-    fn finish_is_noop(&self) -> bool {
-        true
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _storage: &'static (dyn Storage + Sync),
-        _key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn whole_body(&mut self) -> Option<&[u8]> {
-        self.reader.whole_body()
-    }
-
-    fn can_seek(&self) -> bool {
-        self.reader.can_seek()
-    }
-
-    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        self.reader.seek(start, end)
-    }
-
-    fn should_count_access(&self) -> bool {
-        self.counted
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.reader.object.weight()
-    }
-
-    fn entry_id(&self) -> Option<CacheEntryId> {
-        Some(CacheEntryId::new(self.reader.object.id))
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
-    }
-}
-
-/// A fill in progress. Dropped without `finish`, it aborts: readers get an error, and
-/// nothing is stored.
-struct Fill {
-    store: &'static MemoryStore,
-    tag: [u8; 8],
-    object: Arc<Object>,
-    written: usize,
-    /// Bytes of the budget this fill holds (overhead, then the body as it arrives).
-    reserved: usize,
-    /// Over the budget: no longer stored, still feeding its readers.
-    abandoned: bool,
-    finished: bool,
-}
-
-impl Fill {
-    /// Gives up storing this fill: its reservation goes back, its slot forgets it, and from
-    /// now on it keeps only what its readers have yet to read.
-    fn abandon(&mut self) {
-        self.abandoned = true;
-        self.store.release(std::mem::take(&mut self.reserved));
-        self.store.drop_fill(&self.object);
-        self.store.abandoned.fetch_add(1, Ordering::Relaxed);
-        log::debug!(
-            "cache fill of {} abandoned at {} bytes: cache.memory_bytes is taken by fills in progress",
-            self.object.label,
-            self.written
-        );
-    }
-}
-
-#[async_trait]
-impl HandleMiss for Fill {
-    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
-        self.written += data.len();
-        if self.written > self.store.max_object_bytes {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!(
-                    "object exceeds cache.max_object_bytes ({} bytes)",
-                    self.store.max_object_bytes
-                ),
-            );
-        }
-        if !self.abandoned {
-            if self.store.reserve(data.len()) {
-                self.reserved += data.len();
-            } else {
-                self.abandon();
-            }
-        }
-        // A stored chunk gets an allocation of its own: the chunk Pingora hands over is a
-        // view into its read buffer, and keeping the view would keep the whole buffer (a
-        // 1 KiB object held about 8 KiB). A fill the store gave up on streams as it came.
-        let data = match self.abandoned {
-            true => data,
-            false => Bytes::copy_from_slice(&data),
-        };
-        self.object.append(data);
-        if self.abandoned {
-            self.object.drop_read_chunks();
-        }
-        if eof {
-            self.object.end(FillState::Complete);
-        }
-        Ok(())
-    }
-
-    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        self.finished = true;
-        self.object.end(FillState::Complete);
-        // Not stored (abandoned, or purged while it filled): still a success for this
-        // response, whose readers must get the rest of the body. An error here would make
-        // pingora drop the cache (and the reader of the client it is still feeding).
-        let reserved = std::mem::take(&mut self.reserved);
-        let stored = match self.abandoned {
-            true => None,
-            false => self.store.commit(&self.object, reserved),
-        };
-        if stored.is_none() {
-            self.store.release(reserved);
-            self.store.drop_fill(&self.object);
-            log::debug!("cache fill of {} finished, not stored", self.object.label);
-        }
-        Ok(MissFinishType::Created(stored.unwrap_or(0)))
-    }
-
-    fn streaming_write_tag(&self) -> Option<&[u8]> {
-        Some(&self.tag)
-    }
-
-    fn entry_id(&self) -> Option<CacheEntryId> {
-        Some(CacheEntryId::new(self.object.id))
-    }
-}
-
-impl Drop for Fill {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.object.end(FillState::Aborted);
-            self.store.release(std::mem::take(&mut self.reserved));
-            self.store.drop_fill(&self.object);
-        }
-    }
-}
-
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;
