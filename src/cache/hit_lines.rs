@@ -17,7 +17,7 @@
 use bytes::BytesMut;
 use http::{HeaderName, StatusCode};
 
-use super::meta::{write_field, HitHeadFields};
+use super::header::{write_field, HitHeadFields};
 
 /// "No such line."
 const NONE: u16 = u16::MAX;
@@ -276,7 +276,7 @@ mod tests {
     use http::HeaderName;
     use pingora_http::ResponseHeader;
 
-    use crate::cache::meta::{HitHeadFields, StoredHeader};
+    use crate::cache::header::{HitHeadFields, StoredHeader};
 
     /// Fields a stored header may have, in the cases origins send them.
     const POOL: [(&str, &str); 14] = [

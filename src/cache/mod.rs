@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod conditional;
+pub mod header;
 pub mod hit_lines;
 pub mod key;
 pub mod lock;

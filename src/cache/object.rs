@@ -29,7 +29,8 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
-pub use super::meta::{HeaderView, StoredMeta};
+pub use super::header::HeaderView;
+pub use super::meta::StoredMeta;
 
 /// Bodies up to this size are copied into one chunk when they are committed: one chunk per
 /// hit, and no small chunk pins a larger network buffer that the accounting cannot see.
@@ -607,7 +608,7 @@ impl BodyReader {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::cache::meta::{StoredHeader, OWN_PARTS_BYTES};
+    use crate::cache::header::{StoredHeader, OWN_PARTS_BYTES};
     use pingora_http::ResponseHeader;
 
     /// A complete object `id` with a body in `chunks`.

@@ -7,7 +7,7 @@ use std::io::Write;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{KnownHeaderName, RequestHeader, ResponseHeader};
 
-use crate::cache::meta::write_field;
+use crate::cache::header::write_field;
 use crate::config::model::{Action, HeaderAction, HeaderEdit};
 
 use super::ctx::RequestCtx;

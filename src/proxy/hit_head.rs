@@ -27,7 +27,7 @@ use http::header;
 use pingora_cache::CachePhase;
 use pingora_proxy::{HitHead, Session};
 
-use crate::cache::meta::write_field;
+use crate::cache::header::write_field;
 use crate::cache::store::hit_object;
 use crate::config::model::Action;
 
