@@ -377,25 +377,40 @@ async fn the_demo_fleet_answers_as_the_readme_says() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("examples")).unwrap();
     common::process::shipped_rules_into(dir.path(), origin_addr);
-    // Every fixed port of the examples, moved to a free one.
-    let ports: BTreeMap<u16, u16> = [8080, 8082, 8090, 8091, 9090, 9092, 9190, 9191]
-        .into_iter()
-        .map(|port| (port, reserve().local_addr().unwrap().port()))
-        .collect();
-    for name in portico::demo::tiers::NODES {
-        let mut text =
-            std::fs::read_to_string(root.join(format!("conf/examples/{name}.yaml"))).unwrap();
-        for (fixed, free) in &ports {
-            text = text.replace(&format!("127.0.0.1:{fixed}"), &format!("127.0.0.1:{free}"));
+    // Every fixed port of the examples, moved to a free one. A port is reserved here and
+    // bound again by the fleet a moment later; another test may be handed it in between
+    // (the kernel gives ephemeral ports out again), so a fleet that cannot listen is
+    // stopped and started again on other ports.
+    let (ports, map, stop_fleet) = 'start: {
+        for _ in 0..5 {
+            let ports: BTreeMap<u16, u16> = [8080, 8082, 8090, 8091, 9090, 9092, 9190, 9191]
+                .into_iter()
+                .map(|port| (port, reserve().local_addr().unwrap().port()))
+                .collect();
+            for name in portico::demo::tiers::NODES {
+                let mut text =
+                    std::fs::read_to_string(root.join(format!("conf/examples/{name}.yaml")))
+                        .unwrap();
+                for (fixed, free) in &ports {
+                    text =
+                        text.replace(&format!("127.0.0.1:{fixed}"), &format!("127.0.0.1:{free}"));
+                }
+                let text = text
+                    .replace("rules_dir: ../../rules", "rules_dir: ../rules")
+                    .replace("access_log: stdout", "access_log: off");
+                std::fs::write(dir.path().join(format!("examples/{name}.yaml")), text).unwrap();
+            }
+            let (stop_fleet, stop) = tokio::sync::watch::channel(false);
+            match portico::demo::tiers::start_fleet(&dir.path().join("examples"), stop).await {
+                Ok(map) => break 'start (ports, map, stop_fleet),
+                Err(e) if e.contains("Address already in use") => {
+                    let _ = stop_fleet.send(true);
+                }
+                Err(e) => panic!("the fleet starts: {e}"),
+            }
         }
-        let text = text
-            .replace("rules_dir: ../../rules", "rules_dir: ../rules")
-            .replace("access_log: stdout", "access_log: off");
-        std::fs::write(dir.path().join(format!("examples/{name}.yaml")), text).unwrap();
-    }
-    let map = portico::demo::tiers::start_fleet(&dir.path().join("examples"), stop)
-        .await
-        .expect("the fleet starts");
+        panic!("the fleet starts: no free ports in five tries");
+    };
     assert_eq!(map.len(), 4, "{map:#?}");
     assert!(map[2].starts_with("edge-1"), "{map:#?}");
     assert!(
@@ -413,6 +428,7 @@ async fn the_demo_fleet_answers_as_the_readme_says() {
     let third = client().get(edge(8082)).send().await.unwrap();
     assert_eq!(x_cache(third), "TCP_HIT");
     assert_eq!(demo.count("/static/a.css"), 1);
+    let _ = stop_fleet.send(true);
     let _ = stop_all.send(true);
 }
 
