@@ -387,7 +387,7 @@ async fn a_shield_that_never_answers_is_a_504_in_time() {
 async fn a_forged_x_cache_is_no_remote_hit() {
     let origin = TestOrigin::ok(&[("cache-control", "max-age=600"), ("x-cache", "TCP_HIT")]).await;
     // The only shield is an address nobody listens on: every request goes to the origin.
-    let dead = reserve().local_addr().unwrap();
+    let dead = common::health::closed_port();
     let extra = format!("shields: [\"{dead}\"]\n{SHIELD_PROBE}");
     let edge = FleetNode::start(
         "edge-x",
