@@ -381,11 +381,6 @@ mod tests {
                 "x-cache",
                 "x-portico-ref",
                 "cache-tag",
-            ]
-            .map(String::from),
-        );
-        names.extend(
-            [
                 "surrogate-key",
                 "ages",
                 "dat",
