@@ -3,6 +3,8 @@
 //! - `key`: the cache key, from the routing decision (host, route, origin group, upstream
 //!   path and query view, scheme);
 //! - `meta`, `object`, `store`: the bounded in-memory store (pingora-cache `Storage`);
+//! - `shard`, `group_table`: one shard of the store's objects by key, and the table that
+//!   finds a committed one in one cache line;
 //! - `hit_lines`: where a hit's head needs more than a copy of a stored header's text;
 //! - `clock`: the store's eviction order (second chance, an approximate LRU);
 //! - `lock`: the cache lock (request collapsing), with a race closed;
@@ -15,6 +17,7 @@
 
 pub mod clock;
 pub mod conditional;
+pub mod group_table;
 pub mod header;
 pub mod hit_lines;
 pub mod key;
