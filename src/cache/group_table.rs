@@ -134,6 +134,7 @@ impl<T> GroupTable<T> {
     }
 
     /// Every entry, in no order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.groups
             .iter()
@@ -193,6 +194,7 @@ impl<T> GroupTable<T> {
     }
 
     /// The bytes its groups take.
+    #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
         self.groups.capacity() * std::mem::size_of::<Group<T>>()
     }
