@@ -13,13 +13,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// `portico <args>`, its output in `<dir>/<name>.out`.
+    /// `portico <args>`, its output in `<dir>/<name>.out`. What it writes to its temporary
+    /// directory (`emulate`'s and `demo`'s generated files) goes under `dir` too, so that
+    /// the test's directory takes it away (a killed process cannot).
     pub fn start(args: &[&str], dir: &Path, name: &str) -> Running {
         let output = dir.join(format!("{name}.out"));
         let file = std::fs::File::create(&output).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .args(args)
             .env("RUST_LOG", "info")
+            .env("TMPDIR", dir)
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
