@@ -1,5 +1,5 @@
 //! RFC 9111 for a shared cache: `Cache-Control`, `Expires`/`Date`/`Age`, `Vary` and
-//! conditional requests, on random responses and requests (`src/cache/policy.rs`,
+//! conditional requests, on random responses and requests (`src/cache/policy/`,
 //! `vary.rs`, `conditional.rs`).
 //!
 //! Invariants: no panic; an HTTP-date that parses prints back to the same instant; `Vary`
