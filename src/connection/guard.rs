@@ -8,7 +8,8 @@
 //! keeps one timer per connection:
 //!
 //! - *head*: the whole request head must arrive by the deadline: from the accept for the
-//!   first request, from the first byte of each later one;
+//!   first request, from the first byte of each later one (in practice from the first read
+//!   after it that waits: a head that comes whole never reads the clock);
 //! - *idle*: between a response and the next request's first byte, `keepalive_timeout`;
 //!   an idle connection frees its stream's buffers after [`RELEASE_AFTER`];
 //! - *done*: the head was parsed; body and tunnel reads have no deadline from here
@@ -87,15 +88,19 @@ pub struct HeadGuard {
     armed: AtomicU32,
     /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
     /// bytes so far, when the current wait's deadline falls, and the one timer (no
-    /// allocation per request). The timer is moved to `deadline` only when a read would
-    /// wait: a head that arrives whole never touches the timer wheel. An idle wait stops
+    /// allocation per request). The deadline is set, and the timer moved to it, only when
+    /// a read would wait (`None` until then): a head that arrives whole never reads the
+    /// clock nor touches the timer wheel. The wait is counted from that first wait, not
+    /// from the first byte or the response's end, which it follows within one poll of
+    /// the connection's task (the read that returned them, and the one that waits). An
+    /// idle wait stops
     /// on the way once, [`RELEASE_AFTER`] into it, to free the stream's buffers
     /// (`released`: done for this wait).
     seen: u32,
     reading: u8,
     released: bool,
     head_bytes: usize,
-    deadline: Instant,
+    deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     /// A write is waiting for the client, and `send_timer` runs for it. The timer is made
     /// the first time a write waits: most connections never need one.
@@ -130,7 +135,7 @@ impl HeadGuard {
             released: false,
             head_bytes: 0,
             // The first request's head counts from the accept, as nginx and HAProxy count.
-            deadline: Instant::now() + limits.request_head_timeout,
+            deadline: Some(Instant::now() + limits.request_head_timeout),
             timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
             sending: false,
             send_timer: None,
@@ -224,25 +229,33 @@ impl AsyncRead for HeadGuard {
                 let n = buf.filled().len() - before;
                 if n > 0 && this.reading == IDLE {
                     this.reading = HEAD;
-                    this.deadline = Instant::now() + this.limits.request_head_timeout;
+                    this.deadline = None;
                 }
                 this.head_bytes += n;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let wake = this.next_wake();
+                let deadline = *this.deadline.get_or_insert_with(|| {
+                    Instant::now()
+                        + match this.reading {
+                            IDLE => this.limits.keepalive_timeout,
+                            _ => this.limits.request_head_timeout,
+                        }
+                });
+                let wake = this.next_wake(deadline);
                 if this.timer.deadline() != wake {
                     this.timer.as_mut().reset(wake);
                 }
-                this.poll_deadline(cx)
+                this.poll_deadline(cx, deadline)
             }
         }
     }
 }
 
 impl HeadGuard {
-    /// A response was finished since the last read: the next request's wait starts now.
+    /// A response was finished since the last read: the next request's wait starts now (its
+    /// deadline is set if a read waits: see `deadline`).
     fn start_new_wait(&mut self) {
         let armed = self.armed.load(Ordering::Acquire);
         if armed != self.seen {
@@ -250,22 +263,22 @@ impl HeadGuard {
             self.reading = IDLE;
             self.released = false;
             self.head_bytes = 0;
-            self.deadline = Instant::now() + self.limits.keepalive_timeout;
+            self.deadline = None;
         }
     }
 
     /// When the timer should fire: the current wait's deadline, or before it, in an idle
     /// wait, the point where the stream's buffers are freed.
-    fn next_wake(&self) -> Instant {
+    fn next_wake(&self, deadline: Instant) -> Instant {
         let keepalive = self.limits.keepalive_timeout;
         if self.reading != IDLE || self.released || keepalive <= RELEASE_AFTER {
-            return self.deadline;
+            return deadline;
         }
-        self.deadline - keepalive + RELEASE_AFTER
+        deadline - keepalive + RELEASE_AFTER
     }
 
-    /// A read would wait: the error once the current wait's deadline has passed.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// A read would wait: the error once the current wait's `deadline` has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<io::Result<()>> {
         // Idle: Pingora closes quietly when nothing of a request came. Head: the error says
         // which limit.
         let limit = if self.reading == IDLE {
@@ -275,7 +288,7 @@ impl HeadGuard {
         };
         loop {
             std::task::ready!(self.timer.as_mut().poll(cx));
-            if self.timer.deadline() == self.deadline {
+            if self.timer.deadline() == deadline {
                 return Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(limit))));
             }
             // Idle for RELEASE_AFTER: the stream's buffers go until a request comes (under
@@ -291,7 +304,6 @@ impl HeadGuard {
             if let Some(l4) = l4 {
                 l4.release_buffers();
             }
-            let deadline = self.deadline;
             self.timer.as_mut().reset(deadline);
         }
     }

@@ -16,8 +16,9 @@ use super::Snapshot;
 
 /// What one request learned on its way through the hooks.
 pub struct RequestCtx {
+    /// When the request's context was made (its head had arrived); the log's `time_ms` is
+    /// counted back from its end, so that a request reads the clock twice, not three times.
     pub started: Instant,
-    pub time_ms: u128,
     /// `X-Portico-Ref`: unique per request, sent to the origin and to the client.
     pub request_id: RequestId,
     /// The configuration this request runs on, even if a reload swaps it meanwhile.
@@ -82,7 +83,6 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            time_ms: crate::observability::records::now_ms(),
             request_id: RequestId::next(),
             snapshot: None,
             decision: None,

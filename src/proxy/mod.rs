@@ -53,7 +53,7 @@ use crate::cache::EdgeCache;
 use crate::connection::HeadGuard;
 use crate::lifecycle::drain::Drain;
 use crate::observability::latency::{RouteStats, RouteStatsRegistry, NO_ROUTE};
-use crate::observability::records::RequestRecord;
+use crate::observability::records::{now_ms, RequestRecord};
 use crate::observability::{AccessLog, Metrics};
 use crate::origin::OriginPool;
 use crate::rules::{Engine, Scheme};
@@ -556,7 +556,7 @@ impl Portico {
         }
         let record = RequestRecord {
             kind: "request",
-            time_ms: ctx.time_ms,
+            time_ms: now_ms().saturating_sub(duration.as_millis()),
             request_id: ctx.request_id.as_str(),
             client: ctx.client_ip,
             method: request.method.as_str(),
