@@ -720,6 +720,50 @@ async fn vary_over_several_lines_normalised_values_and_a_cap_on_variants() {
     );
 }
 
+/// A variant that arrives older than the URL's first stored response (an upstream cache's
+/// `Age`, as from a shield, or an origin's `Date` a second behind) is still served from the
+/// cache: pingora's check that hides variants older than the primary one (for storages that
+/// purge only the primary) must not apply to a store that purges every variant itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_that_arrives_older_than_the_first_one_is_served_from_the_cache() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let tenant = req.headers["x-tenant"].to_str().unwrap().to_string();
+        let mut response = Response::new(Bytes::from(format!("for {tenant}")));
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "max-age=600".parse().unwrap());
+        headers.insert("vary", "x-tenant".parse().unwrap());
+        if tenant == "old" {
+            headers.insert("age", "100".parse().unwrap());
+        }
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let ask = |tenant: &'static str| {
+        let edge = &edge;
+        async move { fetch(edge, "GET", "/v", &[("x-tenant", tenant)]).await }
+    };
+    assert_eq!(ask("first").await.x_cache, "TCP_MISS");
+    assert_eq!(ask("old").await.x_cache, "TCP_MISS");
+    for _ in 0..3 {
+        let again = ask("old").await;
+        assert_eq!(
+            (again.x_cache.as_str(), &again.body[..]),
+            ("TCP_HIT", &b"for old"[..])
+        );
+        assert!(
+            again.headers["age"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 100
+        );
+    }
+    assert_eq!(ask("first").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_stalled_mid_body_does_not_hide_the_complete_stale_object() {
     let origin = GatedOrigin::start(Arc::new(|n, _| match n {

@@ -326,6 +326,14 @@ impl MemoryStore {
 
 #[async_trait]
 impl Storage for MemoryStore {
+    /// A URL's purge takes all its variants (`purging`): pingora need not hide variants
+    /// stored before the URL's primary object, which it would judge by times corrected for
+    /// the age each response arrived with (a variant that came from a shield with an older
+    /// `Age` than the primary's would never be served).
+    fn purges_variants(&'static self) -> bool {
+        true
+    }
+
     /// Every lookup is answered here, in place: the store never waits.
     fn lookup_now(
         &'static self,

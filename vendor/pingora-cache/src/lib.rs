@@ -1594,11 +1594,12 @@ impl HttpCache {
                 // make sure that all variances found are fresher than this asset
                 // this is because when purging all the variance, only the primary slot is deleted
                 // the provenance timestamp of the primary is the tombstone of all the variances
-                inner
-                    .enabled_ctx
-                    .as_mut()
-                    .expect("cache enabled")
-                    .valid_after = Some(meta.provenance());
+                let enabled = inner.enabled_ctx.as_mut().expect("cache enabled");
+                // PORTICO PATCH (variants purged with their URL): not for a storage that
+                // purges every variant itself (`Storage::purges_variants`).
+                if !enabled.storage.purges_variants() {
+                    enabled.valid_after = Some(meta.provenance());
+                }
 
                 // update vary
                 let key = inner.key.as_mut().unwrap();

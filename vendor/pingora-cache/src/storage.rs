@@ -159,6 +159,17 @@ pub trait Storage {
         None
     }
 
+    /// PORTICO PATCH (variants purged with their URL): whether this storage removes every
+    /// variant of a URL when its primary slot is purged. By default (`false`), a variant
+    /// stored before the primary slot's object is taken for one a purge left behind, and
+    /// not served (`HttpCache::cache_vary_lookup`); that compares the variant's `created`
+    /// with the primary's `provenance`, times that may be corrected for the age a response
+    /// arrived with, so a variant stored later can look older and go unserved. A storage
+    /// that purges variants itself has no such leftovers and answers `true`.
+    fn purges_variants(&'static self) -> bool {
+        false
+    }
+
     /// Lookup the storage for the given [CacheKey] using a streaming write tag.
     ///
     /// When streaming partial writes is supported, the request that initiates the write will also
