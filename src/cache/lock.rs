@@ -6,7 +6,8 @@
 //! second writer: a second request upstream for a key that is already being fetched. This
 //! lock checks for that case and turns the late request into a reader of the fill. The
 //! writer may even have finished between the late request's lookup and its lock: a request
-//! whose lookup missed also looks again when the key now holds a committed object.
+//! whose lookup missed also looks again when the key now holds a committed object, and one
+//! whose lookup found a stale object when the key now holds a fresh one.
 
 use pingora_cache::lock::{CacheKeyLock, CacheLock, LockStatus, Locked, WritePermit};
 use pingora_cache::CacheKey;
@@ -35,11 +36,13 @@ impl CacheKeyLock for FillAwareLock {
         // A committed object counts only when this request's lookup found nothing: otherwise
         // it is one the request chose not to use (a forced miss), and looking again would loop.
         // A request about to refresh a stale object reads instead when a refresh is already
-        // filling and the stale object may be served meanwhile (its lookup preferred it).
+        // filling and the stale object may be served meanwhile (its lookup preferred it), or
+        // when a refresh has finished since its lookup (the key holds a fresh object: a
+        // thread preempted between its lookup and this lock would refetch it otherwise).
         let stored_since = if missed {
             self.store.holds(key)
         } else if stale_writer {
-            self.store.is_refreshing(key)
+            self.store.is_refreshing(key) || self.store.is_fresh(key)
         } else {
             self.store.is_filling(key)
         };
@@ -85,9 +88,14 @@ mod tests {
     }
 
     async fn store_object(store: &'static MemoryStore, key: &CacheKey) {
+        store_object_for(store, key, Duration::from_secs(60)).await;
+    }
+
+    /// Stores an object fresh for `fresh` (zero: stale at once).
+    async fn store_object_for(store: &'static MemoryStore, key: &CacheKey, fresh: Duration) {
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
-        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let meta = CacheMeta::new(now + fresh, now - Duration::from_secs(1), 0, 0, header);
         let span = Span::inactive();
         let mut miss = store
             .get_miss_handler(key, &meta, &span.handle())
@@ -123,6 +131,26 @@ mod tests {
         // Another request fetched and stored the object between this lookup and this lock.
         store_object(store, &key).await;
         assert!(!writes(&lock, &key));
+        assert!(found(store, &key).await);
+    }
+
+    /// A request found the object stale, and a refresh stored a fresh one before this
+    /// request took the lock (it was preempted in between): it reads, and finds the fresh
+    /// object, rather than refreshing it again.
+    #[tokio::test]
+    async fn a_stale_writer_reads_what_a_refresh_stored_since_its_lookup() {
+        let (store, lock) = parts();
+        let key = CacheKey::new("h/refreshed", "");
+        store_object_for(store, &key, Duration::ZERO).await;
+        let Locked::Write(permit) = lock.lock(&key, true) else {
+            panic!("a stale object with no refresh under way: this request refreshes it");
+        };
+        lock.release(&key, permit, LockStatus::TransientError);
+        store_object_for(store, &key, Duration::from_secs(60)).await;
+        if let Locked::Write(permit) = lock.lock(&key, true) {
+            lock.release(&key, permit, LockStatus::TransientError);
+            panic!("a stale writer refetched an object a refresh had just stored");
+        }
         assert!(found(store, &key).await);
     }
 

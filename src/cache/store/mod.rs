@@ -181,6 +181,16 @@ impl MemoryStore {
         })
     }
 
+    /// Whether `key`'s committed object is fresh (what a lookup would serve as a hit).
+    pub fn is_fresh(&self, key: &CacheKey) -> bool {
+        let now = SystemTime::now();
+        self.in_shard(key, |shard, key| {
+            shard
+                .committed(key)
+                .is_some_and(|c| SystemTime::from(c.meta().fresh_until) >= now)
+        })
+    }
+
     /// Whether `key` holds an object, committed or filling.
     pub fn holds(&self, key: &CacheKey) -> bool {
         self.in_shard(key, Shard::holds)
