@@ -93,9 +93,8 @@ pub struct HeadGuard {
     /// clock nor touches the timer wheel. The wait is counted from that first wait, not
     /// from the first byte or the response's end, which it follows within one poll of
     /// the connection's task (the read that returned them, and the one that waits). An
-    /// idle wait stops
-    /// on the way once, [`RELEASE_AFTER`] into it, to free the stream's buffers
-    /// (`released`: done for this wait).
+    /// idle wait stops on the way once, [`RELEASE_AFTER`] into it, to free the stream's
+    /// buffers (`released`: done for this wait).
     seen: u32,
     reading: u8,
     released: bool,
