@@ -95,7 +95,7 @@ mod tests {
     async fn store_object_for(store: &'static MemoryStore, key: &CacheKey, fresh: Duration) {
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
-        let meta = CacheMeta::new(now + fresh, now - Duration::from_secs(1), 0, 0, header);
+        let meta = CacheMeta::new(now + fresh, now, 0, 0, header);
         let span = Span::inactive();
         let mut miss = store
             .get_miss_handler(key, &meta, &span.handle())

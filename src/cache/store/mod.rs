@@ -336,10 +336,11 @@ impl MemoryStore {
 
 #[async_trait]
 impl Storage for MemoryStore {
-    /// A URL's purge takes all its variants (`purging`): pingora need not hide variants
-    /// stored before the URL's primary object, which it would judge by times corrected for
-    /// the age each response arrived with (a variant that came from a shield with an older
-    /// `Age` than the primary's would never be served).
+    /// Portico's purges take a URL with all its variants (`purging`; pingora's own purge
+    /// paths, a `PURGE` method and an eviction manager, are not used): pingora need not
+    /// hide variants stored before the URL's primary object, which it would judge by times
+    /// corrected for the age each response arrived with (a variant that came from a shield
+    /// with an older `Age` than the primary's would never be served).
     fn purges_variants(&'static self) -> bool {
         true
     }
