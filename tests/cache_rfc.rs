@@ -2,8 +2,8 @@
 //! `127.0.0.1:0` and a real client: `Age` and `Date`, the three HTTP-date formats, which
 //! statuses are stored, 304s updating stored headers, invalidation by unsafe methods,
 //! qualified `no-cache`/`private`, hop-by-hop fields, `Vary`, stale objects during a
-//! refresh, collapsing after an error, clients' conditional requests, and 1xx interim
-//! responses on misses.
+//! refresh, collapsing after an error, clients' conditional requests, `only-if-cached`,
+//! and 1xx interim responses on misses.
 
 mod common;
 
@@ -974,6 +974,56 @@ async fn conditional_requests_are_answered_304_from_the_cache() {
     .await;
     assert_eq!(both.status, 200);
     assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_is_answered_from_the_store_or_with_a_504() {
+    let origin = origin_with(|path| match path {
+        "/stale" => vec![
+            ("cache-control", "max-age=0".into()),
+            ("etag", "\"v1\"".into()),
+        ],
+        "/swr" => vec![(
+            "cache-control",
+            "max-age=0, stale-while-revalidate=60".into(),
+        )],
+        _ => vec![("cache-control", "max-age=600".into())],
+    })
+    .await;
+    let edge = TestEdge::with_routes("", &site(origin.addr())).await;
+    let only_if_cached = |path: &'static str, directives: &'static str| {
+        let edge = &edge;
+        async move { fetch(edge, "GET", path, &[("cache-control", directives)]).await }
+    };
+    // Nothing stored: a 504 that says why, and the origin is not asked.
+    let absent = only_if_cached("/fresh", "only-if-cached").await;
+    assert_eq!((absent.status, absent.x_cache.as_str()), (504, "TCP_MISS"));
+    assert_eq!(absent.headers["x-portico-error"], "only-if-cached");
+    assert!(std::str::from_utf8(&absent.body)
+        .unwrap()
+        .contains("only-if-cached"));
+    assert_eq!(origin.count(), 0);
+    // Stored and fresh: served, whatever else the field says.
+    assert_eq!(get(&edge, "/fresh").await.x_cache, "TCP_MISS");
+    let fresh = only_if_cached("/fresh", "max-age=0, only-if-cached").await;
+    assert_eq!(
+        (fresh.status, fresh.x_cache.as_str(), &fresh.body[..]),
+        (200, "TCP_HIT", &b"body of /fresh"[..])
+    );
+    // Stored but stale, with no leave to serve it so: a 504, not a revalidation.
+    assert_eq!(get(&edge, "/stale").await.x_cache, "TCP_MISS");
+    let stale = only_if_cached("/stale", "only-if-cached").await;
+    assert_eq!(stale.status, 504);
+    assert_eq!(origin.count(), 2);
+    // Stale within `stale-while-revalidate`: served, and the refresh still goes upstream.
+    assert_eq!(get(&edge, "/swr").await.x_cache, "TCP_MISS");
+    let swr = only_if_cached("/swr", "only-if-cached").await;
+    assert_eq!((swr.status, swr.x_cache.as_str()), (200, "TCP_EXPIRED_HIT"));
+    wait_until("the refresh reaches the origin", || origin.count() == 4).await;
+    // Other request directives stay ignored: no-cache is served from the store.
+    let no_cache = only_if_cached("/fresh", "no-cache").await;
+    assert_eq!(no_cache.x_cache, "TCP_HIT");
+    assert_eq!(origin.count(), 4);
 }
 
 async fn wait_until(what: &str, done: impl Fn() -> bool) {

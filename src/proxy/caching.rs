@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+use pingora_cache::cache_control::CacheControl;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -18,6 +19,7 @@ use crate::cache::{conditional, key, status, store, vary, EdgeCache};
 use crate::rules::request::{host_without_port, RequestFacts};
 use crate::rules::{CacheUse, Scheme};
 
+use super::respond::EdgeAnswer;
 use super::RequestCtx;
 
 /// `request_cache_filter`: turns the cache on for GET and HEAD on routes that cache.
@@ -82,6 +84,33 @@ pub fn hit_filter(session: &Session, meta: &CacheMeta) -> Option<ForcedFreshness
     );
     (authorized && !policy::serves_authorized_request(meta.response_header()))
         .then_some(ForcedFreshness::ForceMiss)
+}
+
+/// `proxy_upstream_filter`: whether the request must be answered `504` ([`not_stored`])
+/// instead of going upstream. It asked for a stored response only (`Cache-Control:
+/// only-if-cached`, RFC 9111 §5.2.1.7) on a route that caches, and it is on its way
+/// upstream, so the cache had nothing it may serve: no object, or a stale one outside
+/// `stale-while-revalidate`. The other request directives stay ignored (README): honouring
+/// `no-cache` would let any client send every request to the origin, while this one only
+/// spares it. A `stale-while-revalidate` refresh runs as a subrequest with the client's
+/// header, and goes upstream.
+pub fn only_if_cached(session: &Session, ctx: &RequestCtx) -> bool {
+    ctx.caching
+        && session.subrequest_ctx.is_none()
+        && CacheControl::from_req_headers(session.req_header())
+            .is_some_and(|control| control.has_key("only-if-cached"))
+}
+
+/// The answer to an `only-if-cached` request the cache could not serve.
+pub fn not_stored() -> EdgeAnswer<'static> {
+    EdgeAnswer {
+        status: 504,
+        error: "only-if-cached",
+        body: "the request accepts a stored response only (Cache-Control: only-if-cached) \
+               and the edge holds none it may serve"
+            .to_string(),
+        location: None,
+    }
 }
 
 /// `response_cache_filter`: stores the response or says why not.

@@ -8,6 +8,8 @@
 //!               │                         (hit_head::) writes a plain hit's head from the
 //!               │                         stored text, else response_filter runs on it
 //!               ▼
+//!             proxy_upstream_filter ──── caching::only_if_cached: 504, the origin spared
+//!               ▼
 //!             upstream_peer ──────────── tier::route: a shield, by the cache key's hash; else
 //!               │                         upstream::choose_peer: healthy → priority → weight
 //!               ▼                         (fail_to_connect, error_while_proxy: retry::)
@@ -255,6 +257,21 @@ impl ProxyHttp for Portico {
         _ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
         Ok(caching::hit_filter(session, meta))
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        if caching::only_if_cached(session, ctx) {
+            caching::settle_cache_status(session, ctx); // a miss, as the cache saw it
+            return caching::not_stored()
+                .send(session, ctx)
+                .await
+                .map(|()| false);
+        }
+        Ok(true)
     }
 
     fn response_cache_filter(
