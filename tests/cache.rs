@@ -124,6 +124,16 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
     assert_eq!((range.status, range.x_cache.as_str()), (206, "TCP_HIT"));
     assert_eq!(range.body, "of");
     assert_eq!(range.headers["content-range"], "bytes 5-6/20");
+    // A range on a miss: the whole object is fetched and stored, the client gets its range.
+    let cut = fetch(&edge, "GET", "/fresh/c", &[("range", "bytes=0-3")]).await;
+    assert_eq!((cut.status, cut.x_cache.as_str()), (206, "TCP_MISS"));
+    assert_eq!(cut.body, "body");
+    let whole = get(&edge, "/fresh/c").await;
+    assert_eq!(
+        (whole.x_cache.as_str(), &whole.body[..]),
+        ("TCP_HIT", &b"body of /fresh/c"[..])
+    );
+    assert_eq!(origin.count_path("/fresh/c"), 1);
 
     // A HEAD miss fills the cache for the GET that follows.
     assert_eq!(
