@@ -3,7 +3,7 @@
 //! statuses are stored, 304s updating stored headers, invalidation by unsafe methods,
 //! qualified `no-cache`/`private`, hop-by-hop fields, `Vary`, stale objects during a
 //! refresh, collapsing after an error, clients' conditional requests, `only-if-cached`,
-//! and 1xx interim responses on misses.
+//! `Surrogate-Control`, and 1xx interim responses on misses.
 
 mod common;
 
@@ -1024,6 +1024,61 @@ async fn only_if_cached_is_answered_from_the_store_or_with_a_504() {
     let no_cache = only_if_cached("/fresh", "no-cache").await;
     assert_eq!(no_cache.x_cache, "TCP_HIT");
     assert_eq!(origin.count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surrogate_control_aimed_at_the_edge_decides_what_it_stores() {
+    let origin = origin_with(|path| match path {
+        "/mine" => vec![
+            ("cache-control", "no-store".into()),
+            ("surrogate-control", "max-age=600;portico".into()),
+        ],
+        "/elsewhere" => vec![
+            ("cache-control", "max-age=600".into()),
+            (
+                "surrogate-control",
+                "no-store, max-age=600;other-cdn".into(),
+            ),
+        ],
+        _ => vec![("cache-control", "max-age=600".into())],
+    })
+    .await;
+    let pass = "  - name: pass\n    patterns: [\"/pass/*\"]\n    origin_group: web\n    cache: { enabled: false }\n";
+    let rules = site(origin.addr()).replacen("routes:\n", &format!("routes:\n{pass}"), 1);
+    let edge = TestEdge::with_routes("", &rules).await;
+    // Aimed at this cache by the name it announced: stored, whatever `Cache-Control` says,
+    // and passed on to the client as it came.
+    let first = get(&edge, "/mine").await;
+    assert_eq!(first.x_cache, "TCP_MISS");
+    assert_eq!(first.headers["surrogate-control"], "max-age=600;portico");
+    assert_eq!(get(&edge, "/mine").await.x_cache, "TCP_HIT");
+    // `no-store` for every surrogate: not stored, though `Cache-Control` allows it.
+    assert_eq!(get(&edge, "/elsewhere").await.x_cache, "PRIVATE_NOSTORE");
+    assert_ne!(get(&edge, "/elsewhere").await.x_cache, "TCP_HIT");
+    assert_eq!(origin.count(), 3);
+    // The edge names itself to the origin on requests it may store, and only on those.
+    assert_eq!(get(&edge, "/pass/x").await.x_cache, "CONFIG_NOCACHE");
+    let capabilities: Vec<(String, Option<String>)> = origin
+        .requests()
+        .iter()
+        .map(|r| {
+            let capability = r.headers.get("surrogate-capability");
+            (
+                r.path().to_string(),
+                capability.map(|v| v.to_str().unwrap().to_string()),
+            )
+        })
+        .collect();
+    let announced = Some("portico=\"Surrogate/1.0\"".to_string());
+    assert_eq!(
+        capabilities,
+        [
+            ("/mine".to_string(), announced.clone()),
+            ("/elsewhere".to_string(), announced.clone()),
+            ("/elsewhere".to_string(), announced),
+            ("/pass/x".to_string(), None),
+        ]
+    );
 }
 
 async fn wait_until(what: &str, done: impl Fn() -> bool) {

@@ -29,6 +29,7 @@ pub mod purge;
 pub mod shard;
 pub mod status;
 pub mod store;
+pub mod surrogate;
 pub mod tags;
 pub mod targeted;
 pub mod vary;

@@ -186,6 +186,10 @@ pub fn prepare_request(
         .any(|action| matches!(action, Action::ModifyRequestHeader(_)));
     headers::add_forwarding_headers(upstream, ctx, node, forwarded_host, edits_follow)?;
     headers::edit_request(upstream, engine.fired_actions(decision))?;
+    if ctx.caching {
+        // The origin may aim `Surrogate-Control` at this cache by its name.
+        crate::cache::surrogate::announce(upstream)?;
+    }
     if decision.upgrade == UpgradeHandling::Reproduce {
         upstream.remove_header(&http::header::UPGRADE);
         upstream.remove_header(&http::header::CONNECTION);

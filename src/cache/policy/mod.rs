@@ -132,9 +132,10 @@ impl Received {
 }
 
 /// The cache directives this cache obeys in `response`, and whether they came from a
-/// targeted field (RFC 9213): `CDN-Cache-Control` when it is a valid Structured Field
-/// Dictionary (`cache::targeted`) holding a directive, else `Cache-Control`. With the
-/// targeted field, `Cache-Control` and `Expires` are ignored.
+/// field targeted at CDNs: `CDN-Cache-Control` (RFC 9213) when it is a valid Structured
+/// Field Dictionary (`cache::targeted`) holding a directive, else `Surrogate-Control` when
+/// a directive of it applies to this cache (`cache::surrogate`), else `Cache-Control`.
+/// With a targeted field, `Cache-Control` and `Expires` are ignored.
 pub fn directives(response: &ResponseHeader) -> (Option<CacheControl>, bool) {
     let mut lines = response
         .headers
@@ -148,7 +149,10 @@ pub fn directives(response: &ResponseHeader) -> (Option<CacheControl>, bool) {
         .flatten()
     {
         Some(targeted) if !targeted.directives.is_empty() => (Some(targeted), true),
-        _ => (CacheControl::from_resp_headers(response), false),
+        _ => match super::surrogate::applicable(response) {
+            Some(surrogate) => (Some(surrogate), true),
+            None => (CacheControl::from_resp_headers(response), false),
+        },
     }
 }
 

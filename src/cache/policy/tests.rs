@@ -488,6 +488,65 @@ fn must_understand_stores_only_understood_statuses_and_then_overrides_no_store()
 }
 
 #[test]
+fn surrogate_control_aimed_at_this_cache_decides_over_cache_control_and_expires() {
+    let now = SystemTime::now();
+    let later = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+    let earlier = httpdate::fmt_http_date(now - Duration::from_secs(3600));
+    let lifetime = |headers: &[(&str, &str)]| {
+        admit_at(&response(200, headers), &HONOR, now).map(|meta| ttl(&meta, now))
+    };
+    let sc = "surrogate-control";
+    assert_eq!(lifetime(&[(sc, "max-age=3600")]), Ok(3600));
+    // Shorter or longer than `Cache-Control`'s, and whatever `Expires` says.
+    assert_eq!(
+        lifetime(&[(sc, "max-age=1"), ("cache-control", "max-age=3600")]),
+        Ok(1)
+    );
+    assert_eq!(
+        lifetime(&[(sc, "max-age=3600"), ("cache-control", "max-age=1")]),
+        Ok(3600)
+    );
+    assert_eq!(
+        lifetime(&[(sc, "max-age=60"), ("expires", &earlier)]),
+        Ok(60)
+    );
+    assert!(lifetime(&[(sc, "max-age=0"), ("expires", &later)]).is_err());
+    // `no-store` from either side of the pair, the targeted field's word wins.
+    assert_eq!(
+        lifetime(&[
+            (sc, "no-store"),
+            ("cache-control", "max-age=600"),
+            ("expires", &later)
+        ]),
+        Err(Refusal::PrivateNoStore)
+    );
+    assert_eq!(
+        lifetime(&[(sc, "max-age=600;portico"), ("cache-control", "no-store")]),
+        Ok(600)
+    );
+    // Aimed elsewhere, malformed or unknown: `Cache-Control` decides.
+    for ignored in [
+        "max-age=600;other-cdn",
+        "max-age =600",
+        "content=\"ESI/1.0\"",
+    ] {
+        assert_eq!(
+            lifetime(&[(sc, ignored), ("cache-control", "max-age=5")]),
+            Ok(5),
+            "{ignored}"
+        );
+    }
+    // `CDN-Cache-Control` is the standard one: it wins over both.
+    assert_eq!(
+        lifetime(&[("cdn-cache-control", "max-age=7"), (sc, "max-age=600")]),
+        Ok(7)
+    );
+    // The grace period after `+` serves the object stale when the origin fails.
+    let graced = admit_at(&response(200, &[(sc, "max-age=60+600")]), &HONOR, now).unwrap();
+    assert!(graced.serve_stale_if_error(now + Duration::from_secs(600)));
+}
+
+#[test]
 fn cdn_cache_control_is_this_caches_policy_over_cache_control_and_expires() {
     let now = SystemTime::now();
     let later = httpdate::fmt_http_date(now + Duration::from_secs(3600));
