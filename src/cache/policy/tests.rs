@@ -488,6 +488,25 @@ fn must_understand_stores_only_understood_statuses_and_then_overrides_no_store()
 }
 
 #[test]
+fn a_repeated_directive_counts_once_as_first_given() {
+    let now = SystemTime::now();
+    let lifetime = |headers: &[(&str, &str)]| {
+        admit_at(&response(200, headers), &HONOR, now).map(|meta| ttl(&meta, now))
+    };
+    let cc = "cache-control";
+    assert_eq!(lifetime(&[(cc, "max-age=1800, max-age=1")]), Ok(1800));
+    assert_eq!(
+        lifetime(&[(cc, "max-age=1800"), (cc, "max-age=1")]),
+        Ok(1800)
+    );
+    assert_eq!(lifetime(&[(cc, "max-age=1, max-age=1800")]), Ok(1));
+    assert_eq!(
+        lifetime(&[(cc, "s-maxage=60"), (cc, "s-maxage=5, max-age=9")]),
+        Ok(60)
+    );
+}
+
+#[test]
 fn surrogate_control_aimed_at_this_cache_decides_over_cache_control_and_expires() {
     let now = SystemTime::now();
     let later = httpdate::fmt_http_date(now + Duration::from_secs(3600));

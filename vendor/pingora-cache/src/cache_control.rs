@@ -392,7 +392,11 @@ impl CacheControl {
                 let value = captures
                     .get(2)
                     .map(|cap| DirectiveValue(cap.as_bytes().to_vec()));
-                directives.insert(key.unwrap(), value);
+                // PORTICO PATCH (first occurrence wins): was `directives.insert(..)`, which
+                // kept the last. RFC 9111 §4.2.1: with a directive given more than once,
+                // "the first occurrence should be used or the response should be
+                // considered stale".
+                directives.entry(key.unwrap()).or_insert(value);
             }
         }
         Some(CacheControl {
