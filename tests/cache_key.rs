@@ -1,7 +1,8 @@
 //! The cache key cannot be poisoned (issue 15, section 1): each way one client could put its
 //! variant under everyone's key, end to end with a real client, the edge in-process and
 //! origins that build their answers from what they receive (as origins that build links
-//! from `X-Forwarded-Host` do). Each case failed on the key of host + path + query.
+//! from `X-Forwarded-Host` do). Each case failed on the key of host + path + query. Input
+//! the key does not cover (overrides, content, a client's claims) never reaches the store.
 
 mod common;
 
@@ -333,4 +334,95 @@ async fn listeners_serve_different_sites_each_with_its_own_key() {
         }
     }
     assert_eq!((a.count(), b.count()), (1, 1));
+}
+
+/// An origin that answers by what frameworks read besides the key: a method or target
+/// override, the request's content, the scheme and port a client claims. Cacheable.
+async fn obliging_origin() -> TestOrigin {
+    TestOrigin::start(Arc::new(|req: &Recorded| {
+        let field = |name: &str| {
+            req.headers
+                .get(name)
+                .map_or("-".to_string(), |v| v.to_str().unwrap().to_string())
+        };
+        let overrides: Vec<String> = [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+        ]
+        .iter()
+        .filter(|name| req.headers.contains_key(**name))
+        .map(|name| field(name))
+        .collect();
+        let mut response = Response::new(Bytes::from(format!(
+            "{} as [{}] over {}:{} with {} bytes",
+            req.uri,
+            overrides.join(","),
+            field("x-forwarded-scheme"),
+            field("x-forwarded-port"),
+            req.body.len()
+        )));
+        response
+            .headers_mut()
+            .insert("cache-control", "max-age=600".parse().unwrap());
+        response
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_the_key_does_not_cover_never_reaches_the_store() {
+    let origin = obliging_origin().await;
+    let edge = TestEdge::with_routes("", &cached_site(origin.addr(), "", "")).await;
+    let plain = "/p as [] over -:- with 0 bytes";
+    // Overrides and content: the attacker's request goes to the origin as it came, and its
+    // answer is not stored; the victim's is.
+    for (path, override_field) in [
+        ("/p", ("x-http-method-override", "DELETE")),
+        ("/p", ("X-HTTP-Method", "PUT")),
+        ("/p", ("x-method-override", "DELETE")),
+        ("/p", ("x-original-url", "/admin")),
+        ("/p", ("x-rewrite-url", "/admin")),
+    ] {
+        let attack = get(&edge, path, &[override_field]).await;
+        assert_eq!(attack.x_cache, "UNCACHEABLE", "{override_field:?}");
+        assert_ne!(attack.body, plain, "{override_field:?} reached the origin");
+    }
+    let fat = client()
+        .get(edge.url("/p"))
+        .body("q=attacker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fat.headers()["x-cache"], "UNCACHEABLE");
+    assert!(fat.text().await.unwrap().ends_with("with 10 bytes"));
+    let victim = get(&edge, "/p", &[]).await;
+    assert_eq!(
+        (victim.x_cache.as_str(), victim.body.as_str()),
+        ("TCP_MISS", plain)
+    );
+    assert_eq!(get(&edge, "/p", &[]).await.x_cache, "TCP_HIT");
+    // Claims about the connection are not passed on from an untrusted client: its request
+    // is answered as anyone's, and may be stored.
+    let claims = [("x-forwarded-scheme", "http"), ("x-forwarded-port", "8080")];
+    let claimed = get(&edge, "/q", &claims).await;
+    assert_eq!(
+        (claimed.x_cache.as_str(), claimed.body.as_str()),
+        ("TCP_MISS", "/q as [] over -:- with 0 bytes")
+    );
+    for seen in origin.requests() {
+        for name in [
+            "x-forwarded-scheme",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-host",
+        ] {
+            assert!(
+                !seen.headers.contains_key(name),
+                "{name} reached the origin: {seen:?}"
+            );
+        }
+    }
 }

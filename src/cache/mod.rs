@@ -32,6 +32,7 @@ pub mod store;
 pub mod surrogate;
 pub mod tags;
 pub mod targeted;
+pub mod unkeyed;
 pub mod vary;
 
 #[cfg(test)]

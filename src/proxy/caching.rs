@@ -15,14 +15,15 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use crate::cache::policy::{self, Freshness, Received};
-use crate::cache::{conditional, key, status, store, vary, EdgeCache};
+use crate::cache::{conditional, key, status, store, unkeyed, vary, EdgeCache};
 use crate::rules::request::{host_without_port, RequestFacts};
 use crate::rules::{CacheUse, Scheme};
 
 use super::respond::EdgeAnswer;
 use super::RequestCtx;
 
-/// `request_cache_filter`: turns the cache on for GET and HEAD on routes that cache.
+/// `request_cache_filter`: turns the cache on for GET and HEAD on routes that cache, unless
+/// the request carries input the key does not cover (`cache::unkeyed`).
 pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeCache) {
     let Some(decision) = &ctx.decision else {
         return;
@@ -32,6 +33,12 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
     }
     let method = &session.req_header().method;
     if method != http::Method::GET && method != http::Method::HEAD {
+        ctx.cache_status = status::UNCACHEABLE;
+        return;
+    }
+    let body_empty = session.downstream_session.is_body_empty();
+    if let Some(reason) = unkeyed::unkeyed_input(session.req_header(), body_empty) {
+        log::debug!("request {}: not from the cache: {reason}", ctx.request_id);
         ctx.cache_status = status::UNCACHEABLE;
         return;
     }

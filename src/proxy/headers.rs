@@ -47,11 +47,21 @@ impl NodeHeaders {
     }
 }
 
-/// A client's own claims about where it comes from.
-const CLIENT_CLAIMS: [HeaderName; 3] = [
+/// A client's own claims about where it comes from and how it reached the edge. An origin
+/// that believes them builds its answer on them (a redirect to the scheme or port claimed,
+/// links under the prefix claimed), and that answer would be stored for everyone under a
+/// key that does not hold them: so none is passed on from a client the node does not trust
+/// (`trusted_proxies`); the edge says what it knows in `X-Forwarded-For`/`-Proto`/`-Host`.
+const CLIENT_CLAIMS: [HeaderName; 9] = [
     HeaderName::from_static("x-forwarded-for"),
     http::header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-host"),
 ];
 
 /// Whether `headers` has a field named in `names`. Most requests have none of the fields
@@ -62,7 +72,7 @@ pub fn has_any_field(headers: &http::HeaderMap, names: &[HeaderName]) -> bool {
 }
 
 /// Every name the forwarding headers write or replace, and a client's own claims.
-const FORWARDING_NAMES: [HeaderName; 8] = [
+const FORWARDING_NAMES: [HeaderName; 14] = [
     http::header::VIA,
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
@@ -71,6 +81,12 @@ const FORWARDING_NAMES: [HeaderName; 8] = [
     HeaderName::from_static(REQUEST_ID),
     http::header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-host"),
 ];
 
 /// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.

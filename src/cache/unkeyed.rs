@@ -1,0 +1,96 @@
+//! Request input the cache key does not cover, which an origin may still answer by: a
+//! request that carries some neither reads nor fills the cache.
+//!
+//! The key is the routing decision (`cache::key`); `Vary` adds the fields an origin names.
+//! Anything else an origin reads from a request can make its answer differ from the one
+//! stored under the same key, and a client who sends it could have that answer stored for
+//! everyone (cache poisoning, or "cache-poisoned denial of service" when the answer is an
+//! error):
+//!
+//! - *content in a GET or HEAD* (RFC 9110 §9.3.1: it has no defined meaning, and an origin
+//!   that reads it answers by it);
+//! - *fields that override the method or the target*, which frameworks honour:
+//!   `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override` (a GET answered as a
+//!   DELETE: a 404 or 405 stored for the page), `X-Original-URL`, `X-Rewrite-URL` (another
+//!   page's answer stored for this one).
+//!
+//! Such a request goes to the origin as it came, and its answer is not stored
+//! (`X-Cache: UNCACHEABLE`). Clients' claims about the connection (`X-Forwarded-Scheme`,
+//! `X-Forwarded-Port` and the like) are not forwarded at all: see `proxy::headers`.
+
+use http::HeaderName;
+use pingora_http::RequestHeader;
+
+/// The fields that override a request's method or target, all `x-`.
+const OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Why `request` may not use the cache, if it may not. `body_empty`: the request has no
+/// content (known from its framing: pingora's `is_body_empty`).
+pub fn unkeyed_input(request: &RequestHeader, body_empty: bool) -> Option<&'static str> {
+    if !body_empty {
+        return Some("request content");
+    }
+    // One pass over the request's few names; a name not starting `x-` is done after two
+    // bytes (every request asks this, hits included).
+    request
+        .headers
+        .keys()
+        .any(is_override)
+        .then_some("method or target override")
+}
+
+fn is_override(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-") && OVERRIDES.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(fields: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", b"/page", None).unwrap();
+        for (name, value) in fields {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn overrides_in_any_case_keep_a_request_from_the_cache() {
+        for name in OVERRIDES
+            .iter()
+            .chain(&["X-HTTP-Method-Override", "X-Original-URL"])
+        {
+            let overriding = request(&[("accept", "*/*"), (name, "DELETE")]);
+            assert_eq!(
+                unkeyed_input(&overriding, true),
+                Some("method or target override"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_keeps_a_request_from_the_cache() {
+        assert_eq!(unkeyed_input(&request(&[]), false), Some("request content"));
+    }
+
+    #[test]
+    fn ordinary_requests_use_the_cache() {
+        let plain = request(&[
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-requested-with", "XMLHttpRequest"),
+            ("x-http-method-overrides", "no such field"),
+            ("content-length", "0"),
+        ]);
+        assert_eq!(unkeyed_input(&plain, true), None);
+    }
+}
