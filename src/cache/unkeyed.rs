@@ -18,7 +18,7 @@
 //! (`X-Cache: UNCACHEABLE`). Clients' claims about the connection (`X-Forwarded-Scheme`,
 //! `X-Forwarded-Port` and the like) are not forwarded at all: see `proxy::headers`.
 
-use http::HeaderName;
+use http::header;
 use pingora_http::RequestHeader;
 
 /// The fields that override a request's method or target, all `x-`.
@@ -30,24 +30,32 @@ const OVERRIDES: [&str; 5] = [
     "x-rewrite-url",
 ];
 
-/// Why `request` may not use the cache, if it may not. `body_empty`: the request has no
-/// content (known from its framing: pingora's `is_body_empty`).
-pub fn unkeyed_input(request: &RequestHeader, body_empty: bool) -> Option<&'static str> {
-    if !body_empty {
+/// Why `request` may not use the cache, if it may not. `body_empty`: whether it has no
+/// content, when its framing is not in its fields (HTTP/2: the stream's end); `None` for
+/// HTTP/1, where `Content-Length` and `Transfer-Encoding` say (RFC 9112 §6.3).
+pub fn unkeyed_input(request: &RequestHeader, body_empty: Option<bool>) -> Option<&'static str> {
+    if body_empty == Some(false) {
         return Some("request content");
     }
-    // One pass over the request's few names; a name not starting `x-` is done after two
-    // bytes (every request asks this, hits included).
-    request
-        .headers
-        .keys()
-        .any(is_override)
-        .then_some("method or target override")
-}
-
-fn is_override(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    name.starts_with("x-") && OVERRIDES.contains(&name)
+    // One pass over the request's few names (every request asks, hits included): a name
+    // that does not start `x-` is done after two bytes, or two comparisons of known names.
+    for name in request.headers.keys() {
+        let text = name.as_str();
+        if text.starts_with("x-") {
+            if OVERRIDES.contains(&text) {
+                return Some("method or target override");
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH
+                && request
+                    .headers
+                    .get(name)
+                    .is_some_and(|v| v.as_bytes() != b"0"))
+        {
+            return Some("request content");
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -70,7 +78,7 @@ mod tests {
         {
             let overriding = request(&[("accept", "*/*"), (name, "DELETE")]);
             assert_eq!(
-                unkeyed_input(&overriding, true),
+                unkeyed_input(&overriding, None),
                 Some("method or target override"),
                 "{name}"
             );
@@ -79,7 +87,12 @@ mod tests {
 
     #[test]
     fn content_keeps_a_request_from_the_cache() {
-        assert_eq!(unkeyed_input(&request(&[]), false), Some("request content"));
+        let content = Some("request content");
+        assert_eq!(unkeyed_input(&request(&[]), Some(false)), content);
+        let sized = request(&[("content-length", "10")]);
+        assert_eq!(unkeyed_input(&sized, None), content);
+        let chunked = request(&[("transfer-encoding", "chunked")]);
+        assert_eq!(unkeyed_input(&chunked, None), content);
     }
 
     #[test]
@@ -91,6 +104,7 @@ mod tests {
             ("x-http-method-overrides", "no such field"),
             ("content-length", "0"),
         ]);
-        assert_eq!(unkeyed_input(&plain, true), None);
+        assert_eq!(unkeyed_input(&plain, None), None);
+        assert_eq!(unkeyed_input(&plain, Some(true)), None);
     }
 }

@@ -36,7 +36,8 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
         ctx.cache_status = status::UNCACHEABLE;
         return;
     }
-    let body_empty = session.downstream_session.is_body_empty();
+    let downstream = &mut session.downstream_session;
+    let body_empty = downstream.is_http2().then(|| downstream.is_body_empty());
     if let Some(reason) = unkeyed::unkeyed_input(session.req_header(), body_empty) {
         log::debug!("request {}: not from the cache: {reason}", ctx.request_id);
         ctx.cache_status = status::UNCACHEABLE;

@@ -34,7 +34,7 @@ use crate::config::model::Action;
 use super::{caching, headers, RequestCtx};
 
 /// Request fields that make a hit something other than the stored response as it is.
-const FILTERED_BY: [header::HeaderName; 4] = [
+static FILTERED_BY: [header::HeaderName; 4] = [
     header::RANGE,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
