@@ -426,3 +426,34 @@ async fn input_the_key_does_not_cover_never_reaches_the_store() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_cannot_hide_from_the_key_in_another_spelling() {
+    let origin = linking_origin("web").await;
+    let with_mode = |mode: &str| {
+        cached_site(origin.addr(), "", "").replace(
+            "cache: { enabled: true }",
+            &format!("cache: {{ enabled: true, {mode} }}"),
+        )
+    };
+    for (mode, attack, victim) in [
+        // Rack reads `callback` in the excluded pair; PHP reads `utm` = "1;callback=x".
+        (
+            "query_string: exclude, query_params: [utm]",
+            "/p?utm=1;callback=x",
+            "/p?utm=2",
+        ),
+        // Every framework decodes `%61` to `a`; ASP.NET reads `A` as `a`.
+        ("query_string: include, query_params: [a]", "/p?%61=x", "/p"),
+        ("query_string: include, query_params: [a]", "/p?A=x", "/p"),
+    ] {
+        let edge = TestEdge::with_routes("", &with_mode(mode)).await;
+        assert_eq!(get(&edge, attack, &[]).await.x_cache, "TCP_MISS", "{mode}");
+        let answer = get(&edge, victim, &[]).await;
+        assert_eq!(
+            answer.x_cache, "TCP_MISS",
+            "{mode}: {attack} was stored for {victim}"
+        );
+        assert!(!answer.body.contains("=x"), "{mode}: {}", answer.body);
+    }
+}

@@ -223,11 +223,16 @@ fn for_query_view(query: Option<&str>, mode: &QueryStringMode, mut piece: impl F
             piece(query);
         }
         QueryStringMode::Include(names) | QueryStringMode::Exclude(names) => {
-            let include = matches!(mode, QueryStringMode::Include(_));
             let mut first = true;
             for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let name = pair.split('=').next().unwrap_or(pair);
-                if names.iter().any(|n| n == name) == include {
+                let keyed =
+                    match mode {
+                        QueryStringMode::Include(_) => pair_names(pair)
+                            .any(|name| names.iter().any(|n| name_is(name, n, true))),
+                        _ => !pair_names(pair)
+                            .all(|name| names.iter().any(|n| name_is(name, n, false))),
+                    };
+                if keyed {
                     piece(if first { "?" } else { "&" });
                     piece(pair);
                     first = false;
@@ -235,6 +240,50 @@ fn for_query_view(query: Option<&str>, mode: &QueryStringMode, mut piece: impl F
             }
         }
     }
+}
+
+/// The names in one `&`-separated pair, read as every origin might: the pair's own, and
+/// those of its `;`-separated parts (older form parsers, Rack's among them, split there
+/// too). `include` keys a pair when any of them is included, `exclude` leaves it out only
+/// when all are excluded: so no spelling gets a parameter that matters past the key
+/// (`?utm=1;callback=x` under `exclude: [utm]` is keyed whole).
+fn pair_names(pair: &str) -> impl Iterator<Item = &str> {
+    pair.split(';')
+        .map(|part| part.split('=').next().unwrap_or(part))
+}
+
+/// Whether the raw name `raw` is `wanted` once percent-decoded (`+` a space), as
+/// frameworks decode it; `any_case`: in any ASCII case too (some match names so). Decoded
+/// as it is compared: no allocation.
+fn name_is(raw: &str, wanted: &str, any_case: bool) -> bool {
+    let raw = raw.as_bytes();
+    let mut wanted = wanted.bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        let (byte, width) = match raw[i] {
+            b'%' => match raw
+                .get(i + 1..i + 3)
+                .and_then(|hex| hex_pair(hex[0], hex[1]))
+            {
+                Some(decoded) => (decoded, 3),
+                None => (b'%', 1),
+            },
+            b'+' => (b' ', 1),
+            other => (other, 1),
+        };
+        i += width;
+        match wanted.next() {
+            Some(w) if w == byte || (any_case && w.eq_ignore_ascii_case(&byte)) => {}
+            _ => return false,
+        }
+    }
+    wanted.next().is_none()
+}
+
+/// The byte two hex digits spell.
+fn hex_pair(high: u8, low: u8) -> Option<u8> {
+    let digit = |d: u8| (d as char).to_digit(16);
+    Some((digit(high)? * 16 + digit(low)?) as u8)
 }
 
 /// Writes an object's label (`host` + client path + query view) into `out`, cleared first.
@@ -327,6 +376,44 @@ mod tests {
             cache_key("Example.COM:8080", "/a", None, &mode),
             cache_key("example.com", "/a", None, &mode)
         );
+    }
+
+    #[test]
+    fn no_spelling_of_a_parameter_gets_past_the_key() {
+        let view = |q: &str, mode: &QueryStringMode| cache_key("h", "/p", Some(q), mode);
+        let include = QueryStringMode::Include(vec!["a".into()]);
+        // Included names decoded and in any case: `%61`, `A` and `a+` are keyed.
+        assert_eq!(view("%61=evil&b=1", &include), "h/p?%61=evil");
+        assert_eq!(view("A=evil&b=1", &include), "h/p?A=evil");
+        assert_eq!(view("b=1&%41=x", &include), "h/p?%41=x");
+        // A pair whose `;` part is included is keyed whole, as is one an origin that does
+        // not split on `;` reads as `a`.
+        assert_eq!(view("b=1;a=evil&c=2", &include), "h/p?b=1;a=evil");
+        assert_eq!(view("a=1;b=2", &include), "h/p?a=1;b=2");
+        assert_eq!(view("ab=1&a%2=2", &include), "h/p");
+        let exclude = QueryStringMode::Exclude(vec!["utm".into()]);
+        // Left out only when every name in the pair is excluded, decoded, in its case.
+        assert_eq!(view("utm=1&a=2", &exclude), "h/p?a=2");
+        assert_eq!(view("%75tm=1&a=2", &exclude), "h/p?a=2");
+        assert_eq!(
+            view("utm=1;callback=evil", &exclude),
+            "h/p?utm=1;callback=evil"
+        );
+        assert_eq!(view("UTM=1", &exclude), "h/p?UTM=1");
+        assert_eq!(view("utm;utm=2", &exclude), "h/p");
+    }
+
+    #[test]
+    fn names_are_compared_decoded() {
+        assert!(name_is("a%20b", "a b", false));
+        assert!(name_is("a+b", "a b", false));
+        assert!(name_is("%7E", "~", false));
+        assert!(name_is("%7", "%7", false), "a bad escape stays as it is");
+        assert!(name_is("%zz", "%zz", false));
+        assert!(!name_is("ab", "a", false));
+        assert!(!name_is("a", "ab", false));
+        assert!(name_is("Ab", "aB", true));
+        assert!(!name_is("Ab", "aB", false));
     }
 
     #[test]
