@@ -154,7 +154,12 @@ pub fn explain_on(
         uri.query(),
         scheme,
     );
+    let unkeyed = crate::cache::unkeyed::unkeyed_input(headers, None);
     let cache = match decision.cache {
+        CacheUse::Enabled if matches!(method, "GET" | "HEAD") && unkeyed.is_some() => format!(
+            "bypassed for this request ({}: input the key does not cover); it goes to the origin as it came and is not stored (X-Cache: UNCACHEABLE)",
+            unkeyed.unwrap_or_default()
+        ),
         CacheUse::Enabled => format!(
             "enabled ({:?}{}); key {key}",
             decision.cache_behavior,

@@ -59,6 +59,23 @@ fn static_asset_takes_the_static_route_and_its_cache_key() {
 }
 
 #[test]
+fn an_override_keeps_the_request_from_the_cache() {
+    let args = [
+        "GET",
+        "http://localhost:8080/static/a.css",
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+    ];
+    let out = explain(&args);
+    let cache = field(&out, "cache");
+    assert!(
+        cache.starts_with("bypassed for this request (method or target override"),
+        "{out}"
+    );
+    assert!(cache.ends_with("(X-Cache: UNCACHEABLE)"), "{out}");
+}
+
+#[test]
 fn query_string_is_left_out_of_the_static_key() {
     let out = explain(&["GET", "http://LOCALHOST:8080/static/a.css?v=2"]);
     assert!(

@@ -18,8 +18,7 @@
 //! (`X-Cache: UNCACHEABLE`). Clients' claims about the connection (`X-Forwarded-Scheme`,
 //! `X-Forwarded-Port` and the like) are not forwarded at all: see `proxy::headers`.
 
-use http::header;
-use pingora_http::RequestHeader;
+use http::{header, HeaderMap};
 
 /// The fields that override a request's method or target, all `x-`.
 const OVERRIDES: [&str; 5] = [
@@ -30,16 +29,16 @@ const OVERRIDES: [&str; 5] = [
     "x-rewrite-url",
 ];
 
-/// Why `request` may not use the cache, if it may not. `body_empty`: whether it has no
+/// Why a request with `fields` may not use the cache, if it may not. `body_empty`: whether it has no
 /// content, when its framing is not in its fields (HTTP/2: the stream's end); `None` for
 /// HTTP/1, where `Content-Length` and `Transfer-Encoding` say (RFC 9112 §6.3).
-pub fn unkeyed_input(request: &RequestHeader, body_empty: Option<bool>) -> Option<&'static str> {
+pub fn unkeyed_input(fields: &HeaderMap, body_empty: Option<bool>) -> Option<&'static str> {
     if body_empty == Some(false) {
         return Some("request content");
     }
     // One pass over the request's few names (every request asks, hits included): a name
     // that does not start `x-` is done after two bytes, or two comparisons of known names.
-    for name in request.headers.keys() {
+    for name in fields.keys() {
         let text = name.as_str();
         if text.starts_with("x-") {
             if OVERRIDES.contains(&text) {
@@ -47,10 +46,7 @@ pub fn unkeyed_input(request: &RequestHeader, body_empty: Option<bool>) -> Optio
             }
         } else if name == header::TRANSFER_ENCODING
             || (name == header::CONTENT_LENGTH
-                && request
-                    .headers
-                    .get(name)
-                    .is_some_and(|v| v.as_bytes() != b"0"))
+                && fields.get(name).is_some_and(|v| v.as_bytes() != b"0"))
         {
             return Some("request content");
         }
@@ -61,6 +57,7 @@ pub fn unkeyed_input(request: &RequestHeader, body_empty: Option<bool>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora_http::RequestHeader;
 
     fn request(fields: &[(&str, &str)]) -> RequestHeader {
         let mut request = RequestHeader::build("GET", b"/page", None).unwrap();
@@ -78,7 +75,7 @@ mod tests {
         {
             let overriding = request(&[("accept", "*/*"), (name, "DELETE")]);
             assert_eq!(
-                unkeyed_input(&overriding, None),
+                unkeyed_input(&overriding.headers, None),
                 Some("method or target override"),
                 "{name}"
             );
@@ -88,11 +85,11 @@ mod tests {
     #[test]
     fn content_keeps_a_request_from_the_cache() {
         let content = Some("request content");
-        assert_eq!(unkeyed_input(&request(&[]), Some(false)), content);
+        assert_eq!(unkeyed_input(&request(&[]).headers, Some(false)), content);
         let sized = request(&[("content-length", "10")]);
-        assert_eq!(unkeyed_input(&sized, None), content);
+        assert_eq!(unkeyed_input(&sized.headers, None), content);
         let chunked = request(&[("transfer-encoding", "chunked")]);
-        assert_eq!(unkeyed_input(&chunked, None), content);
+        assert_eq!(unkeyed_input(&chunked.headers, None), content);
     }
 
     #[test]
@@ -104,7 +101,7 @@ mod tests {
             ("x-http-method-overrides", "no such field"),
             ("content-length", "0"),
         ]);
-        assert_eq!(unkeyed_input(&plain, None), None);
-        assert_eq!(unkeyed_input(&plain, Some(true)), None);
+        assert_eq!(unkeyed_input(&plain.headers, None), None);
+        assert_eq!(unkeyed_input(&plain.headers, Some(true)), None);
     }
 }

@@ -38,7 +38,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
     }
     let downstream = &mut session.downstream_session;
     let body_empty = downstream.is_http2().then(|| downstream.is_body_empty());
-    if let Some(reason) = unkeyed::unkeyed_input(session.req_header(), body_empty) {
+    if let Some(reason) = unkeyed::unkeyed_input(&session.req_header().headers, body_empty) {
         log::debug!("request {}: not from the cache: {reason}", ctx.request_id);
         ctx.cache_status = status::UNCACHEABLE;
         return;
