@@ -406,7 +406,15 @@ async fn input_the_key_does_not_cover_never_reaches_the_store() {
     assert_eq!(get(&edge, "/p", &[]).await.x_cache, "TCP_HIT");
     // Claims about the connection are not passed on from an untrusted client: its request
     // is answered as anyone's, and may be stored.
-    let claims = [("x-forwarded-scheme", "http"), ("x-forwarded-port", "8080")];
+    let claims = [
+        ("x-forwarded-scheme", "http"),
+        ("x-forwarded-port", "8080"),
+        ("x-forwarded-protocol", "http"),
+        ("front-end-https", "on"),
+        // CGI-style origins read `_` as `-`.
+        ("x_forwarded_host", "evil.example"),
+        ("x_http_method_override", "DELETE"),
+    ];
     let claimed = get(&edge, "/q", &claims).await;
     assert_eq!(
         (claimed.x_cache.as_str(), claimed.body.as_str()),
@@ -416,8 +424,10 @@ async fn input_the_key_does_not_cover_never_reaches_the_store() {
         for name in [
             "x-forwarded-scheme",
             "x-forwarded-port",
-            "x-forwarded-prefix",
-            "x-host",
+            "x-forwarded-protocol",
+            "front-end-https",
+            "x_forwarded_host",
+            "x_http_method_override",
         ] {
             assert!(
                 !seen.headers.contains_key(name),

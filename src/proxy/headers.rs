@@ -52,17 +52,26 @@ impl NodeHeaders {
 /// links under the prefix claimed), and that answer would be stored for everyone under a
 /// key that does not hold them: so none is passed on from a client the node does not trust
 /// (`trusted_proxies`); the edge says what it knows in `X-Forwarded-For`/`-Proto`/`-Host`.
-static CLIENT_CLAIMS: [HeaderName; 9] = [
-    HeaderName::from_static("x-forwarded-for"),
-    http::header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-forwarded-ssl"),
-    HeaderName::from_static("x-host"),
+/// Every `X-Forwarded…` field is one (the edge owns that namespace), and so are these:
+const CLAIMS: [&str; 7] = [
+    "forwarded",
+    "forwarded-for",
+    "forwarded-host",
+    "front-end-https",
+    "x-host",
+    "x-real-ip",
+    "x-url-scheme",
 ];
+
+/// Whether a client the node does not trust may not pass a field named `name` on: a claim
+/// ([`CLAIMS`]), or any name with `_`, which CGI-style origins (WSGI, PHP, Rack) read as
+/// `-` (`X_Forwarded_Host` is their `X-Forwarded-Host`, out of the edge's sight; nginx and
+/// Apache drop such fields too).
+fn is_client_claim(name: &str) -> bool {
+    name.contains('_')
+        || (matches!(name.as_bytes().first(), Some(b'f' | b'x'))
+            && (name.starts_with("x-forwarded") || CLAIMS.contains(&name)))
+}
 
 /// Whether `headers` has a field named in `names`. Most requests have none of the fields
 /// this asks about: one pass over their few names costs less than a hashed lookup for each
@@ -83,13 +92,13 @@ static WRITTEN_NAMES: [HeaderName; 6] = [
 
 /// Whether the forwarding headers write or replace `name`, or it is a client's claim.
 /// Every request that goes upstream asks this of each of its fields, and most have none:
-/// their names are set aside by their first letter (each of these starts `c`, `f`, `v` or
-/// `x`), and only the rest compared.
+/// their names are set aside by their first letter (each written one starts `c`, `v` or
+/// `x`) and a search for `_`, and only the rest compared.
 fn is_forwarding_name(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str().as_bytes().first(),
-        Some(b'c' | b'f' | b'v' | b'x')
-    ) && (WRITTEN_NAMES.contains(name) || CLIENT_CLAIMS.contains(name))
+    let text = name.as_str();
+    is_client_claim(text)
+        || (matches!(text.as_bytes().first(), Some(b'c' | b'v' | b'x'))
+            && WRITTEN_NAMES.contains(name))
 }
 
 /// Forwarding headers for the origin: `Via`, `X-Forwarded-*`, `CDN-Loop` and the request id.
@@ -156,7 +165,7 @@ fn insert_forwarding_headers(
         while let Some(name) = upstream
             .headers
             .keys()
-            .find(|name| CLIENT_CLAIMS.contains(name))
+            .find(|name| is_client_claim(name.as_str()))
             .cloned()
         {
             upstream.remove_header(&name);
@@ -319,16 +328,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_forwarding_name_and_claim_is_recognised_by_its_first_letter() {
-        for name in WRITTEN_NAMES.iter().chain(&CLIENT_CLAIMS) {
+    fn every_forwarding_name_and_claim_is_recognised() {
+        for name in &WRITTEN_NAMES {
             assert!(is_forwarding_name(name), "{name}");
         }
-        for name in [
-            http::header::HOST,
-            http::header::ACCEPT,
-            HeaderName::from_static("x-other"),
-        ] {
-            assert!(!is_forwarding_name(&name), "{name}");
+        let claims = CLAIMS.iter().chain(&[
+            "x-forwarded-for",
+            "x-forwarded-scheme",
+            "x-forwarded-protocol",
+            "x-forwarded-uri",
+            "x_forwarded_host",
+            "x_http_method_override",
+            "accept_language",
+        ]);
+        for claim in claims {
+            assert!(is_client_claim(claim), "{claim}");
+            assert!(
+                is_forwarding_name(&HeaderName::from_static(claim)),
+                "{claim}"
+            );
+        }
+        for name in ["host", "accept", "x-other", "cookie", "forwarding-notes"] {
+            assert!(
+                !is_forwarding_name(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
     }
 
