@@ -36,7 +36,13 @@ pub fn variance_of<'a>(
             let Ok(name) = HeaderName::from_bytes(name.trim_ascii()) else {
                 continue;
             };
-            let value = normalise(&name, request.headers.get_all(&name));
+            let lines = request.headers.get_all(&name);
+            // RFC 9111 §4.1: an absent field matches only its absence, never an empty
+            // value. NUL can be no field's value (refused before routing).
+            let value = match lines.iter().next() {
+                Some(_) => normalise(&name, lines),
+                None => vec![0],
+            };
             builder.add_owned_name_value(name.as_str().to_owned(), value);
         }
     }
@@ -170,5 +176,15 @@ mod tests {
         assert_eq!(variance(&one_line, &a), variance(&two_lines, &a));
         assert_ne!(variance(&two_lines, &a), variance(&two_lines, &b));
         assert_eq!(variance(&stored(&[]), &a), None);
+    }
+
+    #[test]
+    fn an_absent_field_matches_only_its_absence() {
+        let vary = stored(&["X-Arb, Accept-Encoding"]);
+        let absent = variance(&vary, &request(&[]));
+        for empty in [vec![("x-arb", "")], vec![("accept-encoding", " , ")]] {
+            assert_ne!(variance(&vary, &request(&empty)), absent, "{empty:?}");
+        }
+        assert_eq!(variance(&vary, &request(&[])), absent);
     }
 }
