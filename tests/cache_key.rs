@@ -467,3 +467,39 @@ async fn a_parameter_cannot_hide_from_the_key_in_another_spelling() {
         assert!(!answer.body.contains("=x"), "{mode}: {}", answer.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origins_error_about_one_request_is_not_stored_for_everyone() {
+    // An origin with a smaller header limit than the edge's, whose errors say `max-age`
+    // (as many frameworks' defaults do).
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let oversized = req.headers.iter().any(|(_, v)| v.len() > 8192);
+        let mut response = Response::new(Bytes::from(if oversized { "too big" } else { "page" }));
+        if oversized {
+            *response.status_mut() = http::StatusCode::BAD_REQUEST;
+        }
+        response
+            .headers_mut()
+            .insert("cache-control", "public, max-age=600".parse().unwrap());
+        response
+    }))
+    .await;
+    let edge = TestEdge::with_routes("", &cached_site(origin.addr(), "", "")).await;
+    let junk = "x".repeat(10_000);
+    let attack = client()
+        .get(edge.url("/page"))
+        .header("x-junk", junk.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attack.status(), 400);
+    assert_eq!(attack.headers()["x-cache"], "UNCACHEABLE");
+    // The victim gets the page, and the page is stored (the key was not marked
+    // uncacheable by the error).
+    let victim = get(&edge, "/page", &[]).await;
+    assert_eq!(
+        (victim.x_cache.as_str(), victim.body.as_str()),
+        ("TCP_MISS", "page")
+    );
+    assert_eq!(get(&edge, "/page", &[]).await.x_cache, "TCP_HIT");
+}

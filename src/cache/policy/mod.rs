@@ -85,6 +85,7 @@ pub const TRANSIENT_REASONS: &[&str] = &[
     REASON_ERROR_STATUS,
     REASON_PARTIAL,
     REASON_REFRESH,
+    REASON_REQUEST_ERROR,
 ];
 pub const REASON_AUTHORIZATION: &str = "authorization";
 pub const REASON_ERROR_STATUS: &str = "error status without freshness";
@@ -92,6 +93,16 @@ pub const REASON_PARTIAL: &str = "partial content";
 /// A refresh of a stored object was not storable: the stored object stays (and may still
 /// be served within its stale windows), so the key keeps using the cache.
 pub const REASON_REFRESH: &str = "refresh not storable";
+/// A status that speaks of the request (its form, size, framing, timing), not of the
+/// resource: stored under the URL's key, one client's oversized or malformed request
+/// would answer everyone's ("cache-poisoned denial of service"). Never stored, whatever
+/// freshness it carries; not remembered either (the next request is another request).
+pub const REASON_REQUEST_ERROR: &str = "status about the request";
+
+/// The statuses [`REASON_REQUEST_ERROR`] refuses: 400, 408, 411, 413, 417, 421, 431.
+pub fn status_is_about_the_request(status: u16) -> bool {
+    matches!(status, 400 | 408 | 411 | 413 | 417 | 421 | 431)
+}
 
 /// Final statuses this cache understands (RFC 9110 §15): what `must-understand` asks for.
 /// Not 206 (ranges are served from whole objects) nor 304 (never a stored response of its
@@ -185,6 +196,9 @@ pub fn admit(
     }
     if status == 206 {
         return Err(Refusal::Uncacheable(REASON_PARTIAL));
+    }
+    if status_is_about_the_request(status) {
+        return Err(Refusal::Uncacheable(REASON_REQUEST_ERROR));
     }
     if !(200..600).contains(&status) || status == 304 {
         return Err(Refusal::Uncacheable("status not storable"));

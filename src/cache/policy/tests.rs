@@ -488,6 +488,25 @@ fn must_understand_stores_only_understood_statuses_and_then_overrides_no_store()
 }
 
 #[test]
+fn statuses_about_the_request_are_never_stored() {
+    let now = SystemTime::now();
+    for status in [400, 408, 411, 413, 417, 421, 431] {
+        let fresh = response(status, &[("cache-control", "public, max-age=600")]);
+        assert_eq!(
+            admit_at(&fresh, &HONOR, now).unwrap_err(),
+            Refusal::Uncacheable(REASON_REQUEST_ERROR),
+            "{status}"
+        );
+    }
+    assert!(TRANSIENT_REASONS.contains(&REASON_REQUEST_ERROR));
+    // Statuses about the resource still are, on the origin's word.
+    for status in [404, 405, 410, 414, 451] {
+        let fresh = response(status, &[("cache-control", "max-age=600")]);
+        assert!(admit_at(&fresh, &HONOR, now).is_ok(), "{status}");
+    }
+}
+
+#[test]
 fn a_repeated_directive_counts_once_as_first_given() {
     let now = SystemTime::now();
     let lifetime = |headers: &[(&str, &str)]| {
