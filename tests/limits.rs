@@ -246,6 +246,48 @@ async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
     }
 }
 
+/// A slow reader that keeps reading, past `send_timeout` many times over, is not cut: Linux
+/// wakes a writer only when half its send buffer is free (megabytes, seconds apart at this
+/// rate: the client was cut after 4 MB), so the edge asks to be woken every 128 KiB the
+/// client takes (`SEND_PROGRESS_BYTES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_is_not_cut() {
+    let origin = TestOrigin::start(std::sync::Arc::new(|_: &common::origin::Recorded| {
+        http::Response::new(bytes::Bytes::from(vec![b'x'; UNREAD_BODY]))
+    }))
+    .await;
+    let node = "limits:\n  send_timeout: 2s\n";
+    let edge = TestEdge::with_routes(node, &site(origin.addr())).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    let mut stream = socket.connect(edge.addr).await.unwrap();
+    let request = "GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // About 160 KiB a second (well over 128 KiB per `send_timeout`) for seven seconds.
+    let started = Instant::now();
+    let mut got = 0;
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while started.elapsed() < Duration::from_secs(7) {
+        tick.tick().await;
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!("cut after {got} bytes, {:?}", started.elapsed()),
+            Ok(n) => got += n,
+        }
+    }
+    // Then all of the rest: the edge never gave up on it.
+    let mut rest = vec![0u8; 1 << 16];
+    let drain = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(n @ 1..) = stream.read(&mut rest).await {
+            got += n;
+        }
+    });
+    assert!(drain.await.is_ok(), "the rest never came");
+    assert!(
+        got > UNREAD_BODY,
+        "the edge cut the client after {got} bytes"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_over_the_limits_get_431_414_400_or_501_and_reach_no_origin() {
     let origin = TestOrigin::ok(&[]).await;

@@ -17,6 +17,10 @@
 //!
 //! Writes have one deadline of their own, `send_timeout` (nginx's `send_timeout`): a write
 //! that waits that long for the client to take any of it fails, and the connection closes.
+//! "Any of it" is measured in [`SEND_PROGRESS_BYTES`]: Linux wakes a writer only once half
+//! its send buffer is free, megabytes that a slow reader takes minutes to free, so each
+//! client socket asks to be woken each time that much of its queue has gone
+//! (`TCP_NOTSENT_LOWAT`, [`watch_send_progress`]).
 //! Pingora's downstream writes have no deadline, so a client that stopped reading held its
 //! connection, and a cache hit's body, for ever. A tunnel lifts it
 //! ([`HeadGuard::lift_send_timeout`]): its own idle timer covers a stalled side.
@@ -306,6 +310,18 @@ impl HeadGuard {
             self.timer.as_mut().reset(deadline);
         }
     }
+}
+
+/// How much of a client's unsent queue must go for a waiting write to be woken: a client
+/// that reads at least this much per `send_timeout` is never cut (2.2 KB/s at the default
+/// 60 s). Unsent bytes only: what is in flight is not counted, so a fast client's
+/// throughput is the same.
+pub const SEND_PROGRESS_BYTES: u32 = 128 << 10;
+
+/// Sets [`SEND_PROGRESS_BYTES`] on an accepted client socket (best effort: a socket that
+/// refuses keeps the kernel's wake-ups).
+pub fn watch_send_progress(socket: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_tcp_notsent_lowat(SEND_PROGRESS_BYTES);
 }
 
 impl HeadGuard {
