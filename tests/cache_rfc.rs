@@ -533,6 +533,36 @@ async fn the_origins_date_is_kept_on_misses_hits_and_pass_through() {
     assert!(answer.contains(&line), "the origin's Date\n{answer}");
 }
 
+/// RFC 9110 §8.6: a `204` carries no `Content-Length`. An origin's that does (with the
+/// bytes it claims after it) reached the client as it was, framing the next response on
+/// the connection as its body; stored, every hit ended in an error and a close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204s_content_length_goes_no_further() {
+    use tokio::io::AsyncReadExt;
+    let (addr, _) =
+        raw_origin(b"HTTP/1.1 204 No Content\r\ncache-control: max-age=600\r\ncontent-length: 8\r\n\r\n12345678")
+            .await;
+    let edge = TestEdge::with_routes("", &site(addr)).await;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let ask = |close: &str| format!("GET /empty HTTP/1.1\r\nHost: t.example\r\n{close}\r\n");
+    let requests = [ask(""), ask(""), ask("Connection: close\r\n")].concat();
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("three answers and a close")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert_eq!(
+        answer.matches("http/1.1 204 no content\r\n").count(),
+        3,
+        "{answer}"
+    );
+    assert_eq!(answer.matches("x-cache: tcp_hit").count(), 2, "{answer}");
+    assert!(!answer.contains("content-length"), "{answer}");
+    assert!(!answer.contains("12345678"), "{answer}");
+}
+
 /// A request over a raw connection to the edge; everything it answers until it closes.
 async fn raw_exchange(edge: &TestEdge, path: &str) -> String {
     raw_exchange_with(edge, path, "").await

@@ -187,7 +187,8 @@ pub fn restore_withheld(session: &Session, response: &mut ResponseHeader, ctx: &
     }
 }
 
-/// `upstream_response_filter`: hop-by-hop fields go no further (RFC 9110 §7.6.1); a `304`
+/// `upstream_response_filter`: hop-by-hop fields go no further (RFC 9110 §7.6.1), nor a
+/// `204`'s framing; a `304`
 /// to this cache's revalidation is kept for `admit_response`; a non-error answer to an
 /// unsafe method invalidates what is stored for its URL (RFC 9111 §4.4).
 pub fn upstream_response(
@@ -197,6 +198,13 @@ pub fn upstream_response(
     cache: &EdgeCache,
 ) {
     policy::strip_hop_by_hop(response, false);
+    if response.status == http::StatusCode::NO_CONTENT {
+        // RFC 9110 §8.6: a 204 has no content, so no `Content-Length` either. One passed on
+        // would frame the next response on a kept-alive connection as this one's body;
+        // stored, it broke every hit.
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+    }
     if ctx.caching
         && response.status == http::StatusCode::NOT_MODIFIED
         && session.cache.maybe_cache_meta().is_some()
