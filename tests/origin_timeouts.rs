@@ -26,6 +26,12 @@ enum Answer {
     Dribble,
     /// Waits this long, then sends the whole response.
     After(Duration, &'static str),
+    /// `count` `103 Early Hints`, `gap` apart, then `then` (or silence).
+    Hints {
+        count: usize,
+        gap: Duration,
+        then: Option<&'static str>,
+    },
 }
 
 /// A raw origin answering request `n` with `script[n]` (the last entry repeats).
@@ -64,6 +70,23 @@ async fn scripted_origin(script: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) 
                                 if stream.write_all(b"x").await.is_err() {
                                     return;
                                 }
+                            }
+                        }
+                        Answer::Hints { count, gap, then } => {
+                            for _ in 0..count {
+                                let hint = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n";
+                                if stream.write_all(hint).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(gap).await;
+                            }
+                            match then {
+                                Some(response) => {
+                                    if stream.write_all(response.as_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                None => tokio::time::sleep(Duration::from_secs(3600)).await,
                             }
                         }
                         Answer::After(wait, response) => {
@@ -495,4 +518,65 @@ async fn a_client_that_hangs_up_before_the_answer_ends_the_origin_request() {
         "the edge kept waiting on the origin for {:?} after the client left",
         started.elapsed()
     );
+}
+
+/// A request over a raw connection in HTTP version `version`; all the edge answers.
+async fn raw_answer(edge: &TestEdge, version: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let request = format!("GET /h HTTP/{version}\r\nHost: t.example\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// RFC 9110 §15.2: interim responses are passed on, but not without end (an origin sent
+/// 100,000 `103`s, all copied to the client), and never to an HTTP/1.0 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_are_relayed_up_to_a_limit_and_never_to_http_1_0() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let hints = Answer::Hints {
+        count: 20,
+        gap: Duration::ZERO,
+        then: Some(ok),
+    };
+    let (origin, _) = scripted_origin(vec![hints]).await;
+    let edge = TestEdge::start(&node_yaml(""), &rules(origin, false)).await;
+    let answer = raw_answer(&edge, "1.1").await;
+    assert_eq!(answer.matches("HTTP/1.1 103 ").count(), 8, "{answer}");
+    assert!(
+        answer.contains("200 OK\r\n") && answer.ends_with("ok"),
+        "{answer}"
+    );
+    let old = raw_answer(&edge, "1.0").await;
+    assert!(!old.contains(" 103 "), "{old}");
+    assert!(old.contains(" 200 OK\r\n") && old.ends_with("ok"), "{old}");
+}
+
+/// `first_byte` waits for the final response head: interim responses do not stop it. (The
+/// client, which had its interim responses, then sees the connection close: Pingora writes
+/// no error response once a head, even an interim one, went out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_do_not_hold_a_request_past_first_byte() {
+    let hints = Answer::Hints {
+        count: 1000,
+        gap: Duration::from_millis(100),
+        then: None,
+    };
+    let (origin, _) = scripted_origin(vec![hints]).await;
+    let edge = TestEdge::start(&node_yaml(""), &rules(origin, false)).await;
+    let started = Instant::now();
+    let answer = raw_answer(&edge, "1.1").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!answer.contains(" 200 "), "{answer}");
+    let hints = answer.matches("HTTP/1.1 103 ").count();
+    assert!((1..=8).contains(&hints), "{hints} hints: {answer}");
 }

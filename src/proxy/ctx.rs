@@ -57,6 +57,8 @@ pub struct RequestCtx {
     pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
+    /// Interim (1xx) responses the origin sent (`upstream::limit_interim`).
+    pub interim_responses: u8,
     /// The origin to try again on a fresh connection (a reused one was closed under us),
     /// and whether that already happened once.
     pub retry_fresh: Option<usize>,
@@ -102,6 +104,7 @@ impl RequestCtx {
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,
+            interim_responses: 0,
             retry_fresh: None,
             retried_fresh: false,
             upstream_sent: None,

@@ -187,6 +187,10 @@ impl ProxyHttp for Portico {
         // RFC 9112 §9.3.2: requests a client pipelined are answered in order; without this
         // Pingora closes the connection after the first and drops the rest.
         session.downstream_session.set_pipelining_enabled(true);
+        // RFC 9110 §15.2: HTTP/1.0 defines no 1xx, so none is sent to its clients.
+        if session.req_header().version == http::Version::HTTP_10 {
+            session.downstream_session.set_ignore_info_resp(true);
+        }
         Ok(())
     }
 
@@ -360,6 +364,7 @@ impl ProxyHttp for Portico {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
+        upstream::limit_interim(session, response, ctx);
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
         crate::tier::hop::take_remote_status(response, ctx);
         caching::upstream_response(session, response, ctx, self.cache);

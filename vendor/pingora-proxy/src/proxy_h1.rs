@@ -302,7 +302,7 @@ where
                     match res {
                         Ok(task) => {
                             // PORTICO PATCH (origin deadlines): the response started.
-                            clock.response_started(client_session);
+                            clock.response_started(client_session, &task);
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -1383,9 +1383,13 @@ impl OriginClock {
         }
     }
 
-    /// A response task arrived: from the first, `total` applies, and the per-read timeout.
-    pub(crate) fn response_started(&mut self, client_session: &mut HttpSessionV1) {
-        if self.deadlines.is_some() && !self.head_seen {
+    /// A response task arrived: from the first that is not an interim (1xx but `101`)
+    /// head, `total` applies, and the per-read timeout; until then `first_byte` does, so an
+    /// origin that sends only `103`s cannot hold the request past it.
+    pub(crate) fn response_started(&mut self, client_session: &mut HttpSessionV1, task: &HttpTask) {
+        let interim = matches!(task, HttpTask::Header(header, _)
+            if header.status.is_informational() && header.status != 101);
+        if self.deadlines.is_some() && !self.head_seen && !interim {
             self.head_seen = true;
             self.sent_at.get_or_insert_with(tokio::time::Instant::now);
             client_session.read_timeout = self.body_read_timeout;

@@ -159,7 +159,7 @@ fn upstream_task(
 ) -> HttpTask {
     match read {
         Ok(task) => {
-            clock.response_started(client_session);
+            clock.response_started(client_session, &task);
             task
         }
         Err(e) => HttpTask::Failed(send_error.take().unwrap_or(e).into_up()),
