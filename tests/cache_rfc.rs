@@ -563,6 +563,28 @@ async fn a_204s_content_length_goes_no_further() {
     assert!(!answer.contains("12345678"), "{answer}");
 }
 
+/// RFC 9110 §2.5: a proxy sends its own HTTP version, on a miss, a hit and pass-through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_answers_in_its_own_http_version() {
+    let (addr, _) = raw_origin(
+        b"HTTP/1.0 200 OK\r\ncache-control: max-age=600\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+    )
+    .await;
+    let pass = "  - name: pass\n    patterns: [\"/pass/*\"]\n    origin_group: web\n    cache: { enabled: false }\n";
+    let rules = site(addr).replacen("routes:\n", &format!("routes:\n{pass}"), 1);
+    let edge = TestEdge::with_routes("", &rules).await;
+    for (path, x_cache) in [
+        ("/old", "TCP_MISS"),
+        ("/old", "TCP_HIT"),
+        ("/pass/old", "CONFIG_NOCACHE"),
+    ] {
+        let answer = raw_exchange(&edge, path).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains(&format!("x-cache: {x_cache}")), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
+}
+
 /// A request over a raw connection to the edge; everything it answers until it closes.
 async fn raw_exchange(edge: &TestEdge, path: &str) -> String {
     raw_exchange_with(edge, path, "").await

@@ -365,6 +365,7 @@ impl ProxyHttp for Portico {
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
         upstream::limit_interim(session, response, ctx);
+        upstream::own_version(response);
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
         crate::tier::hop::take_remote_status(response, ctx);
         caching::upstream_response(session, response, ctx, self.cache);

@@ -257,3 +257,11 @@ pub fn limit_interim(session: &mut Session, response: &ResponseHeader, ctx: &mut
         session.downstream_session.set_ignore_info_resp(true);
     }
 }
+
+/// `upstream_response_filter`: RFC 9110 §2.5, a proxy sends its own HTTP version: an
+/// origin's `HTTP/1.0` status line is not passed on as it came.
+pub fn own_version(response: &mut ResponseHeader) {
+    if response.version != http::Version::HTTP_11 {
+        response.set_version(http::Version::HTTP_11);
+    }
+}
