@@ -223,16 +223,10 @@ fn for_query_view(query: Option<&str>, mode: &QueryStringMode, mut piece: impl F
             piece(query);
         }
         QueryStringMode::Include(names) | QueryStringMode::Exclude(names) => {
+            let include = matches!(mode, QueryStringMode::Include(_));
             let mut first = true;
             for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let keyed =
-                    match mode {
-                        QueryStringMode::Include(_) => pair_names(pair)
-                            .any(|name| names.iter().any(|n| name_is(name, n, true))),
-                        _ => !pair_names(pair)
-                            .all(|name| names.iter().any(|n| name_is(name, n, false))),
-                    };
-                if keyed {
+                if pair_is_keyed(pair, names, include) {
                     piece(if first { "?" } else { "&" });
                     piece(pair);
                     first = false;
@@ -242,22 +236,35 @@ fn for_query_view(query: Option<&str>, mode: &QueryStringMode, mut piece: impl F
     }
 }
 
-/// The names in one `&`-separated pair, read as every origin might: the pair's own, and
-/// those of its `;`-separated parts (older form parsers, Rack's among them, split there
-/// too). `include` keys a pair when any of them is included, `exclude` leaves it out only
-/// when all are excluded: so no spelling gets a parameter that matters past the key
-/// (`?utm=1;callback=x` under `exclude: [utm]` is keyed whole).
-fn pair_names(pair: &str) -> impl Iterator<Item = &str> {
-    pair.split(';')
-        .map(|part| part.split('=').next().unwrap_or(part))
+/// Whether one `&`-separated pair goes into the key, its names read as any origin might
+/// read them: percent-decoded (`+` a space) before or after the split, split at `;` too
+/// (older form parsers, Rack's among them), and trimmed (PHP drops leading spaces).
+/// `include` keys the pair when any of those names is listed, in any ASCII case;
+/// `exclude` leaves it out only when every one is listed exactly. So no spelling gets a
+/// parameter that matters past the key: `?utm=1;callback=x` under `exclude: [utm]`,
+/// `?a%3Bid=x` and `?+id=x` under `include: [id]` are keyed whole.
+fn pair_is_keyed(pair: &str, names: &[String], include: bool) -> bool {
+    let decoded = if pair.contains(['%', '+']) {
+        std::borrow::Cow::Owned(percent_decoded(pair))
+    } else {
+        std::borrow::Cow::Borrowed(pair)
+    };
+    let mut candidates = decoded
+        .split(['&', ';'])
+        .filter(|part| !part.is_empty())
+        .map(|part| part.split('=').next().unwrap_or(part).trim_ascii());
+    if include {
+        candidates.any(|name| names.iter().any(|n| name.eq_ignore_ascii_case(n)))
+    } else {
+        !candidates.all(|name| names.iter().any(|n| name == n))
+    }
 }
 
-/// Whether the raw name `raw` is `wanted` once percent-decoded (`+` a space), as
-/// frameworks decode it; `any_case`: in any ASCII case too (some match names so). Decoded
-/// as it is compared: no allocation.
-fn name_is(raw: &str, wanted: &str, any_case: bool) -> bool {
-    let raw = raw.as_bytes();
-    let mut wanted = wanted.bytes();
+/// `text` percent-decoded, `+` as a space (a bad escape stays as it is; bytes that are no
+/// UTF-8 become U+FFFD, which no listed name holds).
+fn percent_decoded(text: &str) -> String {
+    let raw = text.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         let (byte, width) = match raw[i] {
@@ -271,13 +278,10 @@ fn name_is(raw: &str, wanted: &str, any_case: bool) -> bool {
             b'+' => (b' ', 1),
             other => (other, 1),
         };
+        out.push(byte);
         i += width;
-        match wanted.next() {
-            Some(w) if w == byte || (any_case && w.eq_ignore_ascii_case(&byte)) => {}
-            _ => return false,
-        }
     }
-    wanted.next().is_none()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The byte two hex digits spell.
@@ -404,16 +408,23 @@ mod tests {
     }
 
     #[test]
-    fn names_are_compared_decoded() {
-        assert!(name_is("a%20b", "a b", false));
-        assert!(name_is("a+b", "a b", false));
-        assert!(name_is("%7E", "~", false));
-        assert!(name_is("%7", "%7", false), "a bad escape stays as it is");
-        assert!(name_is("%zz", "%zz", false));
-        assert!(!name_is("ab", "a", false));
-        assert!(!name_is("a", "ab", false));
-        assert!(name_is("Ab", "aB", true));
-        assert!(!name_is("Ab", "aB", false));
+    fn names_are_read_decoded_resplit_and_trimmed() {
+        assert_eq!(percent_decoded("a%20b+c%7E%7%zz"), "a b c~%7%zz");
+        let id = ["id".to_string()];
+        for keyed in [
+            "id=1", "ID=1", "%69d=1", "+id=1", "%20id=1", "a%3Bid=1", "x%26id=1", "id%3d1",
+        ] {
+            assert!(pair_is_keyed(keyed, &id, true), "{keyed}");
+        }
+        for other in ["idx=1", "i_d=1", "a=id"] {
+            assert!(!pair_is_keyed(other, &id, true), "{other}");
+        }
+        let utm = ["utm".to_string()];
+        assert!(!pair_is_keyed("utm=1", &utm, false));
+        assert!(!pair_is_keyed("%75tm=1", &utm, false));
+        for keyed in ["utm=1;a=2", "utm=x%26id=1", "UTM=1", "utm2=1"] {
+            assert!(pair_is_keyed(keyed, &utm, false), "{keyed}");
+        }
     }
 
     #[test]
