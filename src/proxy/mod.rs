@@ -17,7 +17,8 @@
 //!               │                         X-Forwarded-*, CDN-Loop, X-Portico-Ref, rule edits,
 //!               │                         `reproduce`: Upgrade/Connection stripped
 //!               ▼
-//!             origin ──► upstream_response_filter (upstream status)
+//!             origin ──► upstream_response_filter: status; 1xx capped (upstream::), own
+//!               │         HTTP version, hop-by-hop and a 204's framing dropped (caching::)
 //!               ▼
 //!             response_filter ────────── X-Portico-Ref, X-Cache, rule edits; a 101 opens the tunnel
 //!               ▼
