@@ -256,7 +256,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
         http::Response::new(bytes::Bytes::from(vec![b'x'; UNREAD_BODY]))
     }))
     .await;
-    let node = "limits:\n  send_timeout: 2s\n";
+    let node = "limits:\n  send_timeout: 3s\n";
     let edge = TestEdge::with_routes(node, &site(origin.addr())).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     let mut stream = socket.connect(edge.addr).await.unwrap();
