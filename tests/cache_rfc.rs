@@ -538,21 +538,14 @@ async fn the_origins_date_is_kept_on_misses_hits_and_pass_through() {
 /// the connection as its body; stored, every hit ended in an error and a close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_204s_content_length_goes_no_further() {
-    use tokio::io::AsyncReadExt;
     let (addr, _) =
         raw_origin(b"HTTP/1.1 204 No Content\r\ncache-control: max-age=600\r\ncontent-length: 8\r\n\r\n12345678")
             .await;
     let edge = TestEdge::with_routes("", &site(addr)).await;
-    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let ask = |close: &str| format!("GET /empty HTTP/1.1\r\nHost: t.example\r\n{close}\r\n");
     let requests = [ask(""), ask(""), ask("Connection: close\r\n")].concat();
-    stream.write_all(requests.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("three answers and a close")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let answer = common::raw_exchange(edge.addr, requests.as_bytes()).await;
+    let answer = answer.to_ascii_lowercase();
     assert_eq!(
         answer.matches("http/1.1 204 no content\r\n").count(),
         3,
@@ -592,17 +585,9 @@ async fn raw_exchange(edge: &TestEdge, path: &str) -> String {
 
 /// [`raw_exchange`] with `extra` field lines in the request.
 async fn raw_exchange_with(edge: &TestEdge, path: &str, extra: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: t.example\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("the edge answers and closes in time")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
+    common::raw_exchange(edge.addr, request.as_bytes()).await
 }
 
 /// RFC 9110 §15.2: a proxy forwards 1xx interim responses. The origin writes its `103` and

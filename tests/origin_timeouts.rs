@@ -522,16 +522,8 @@ async fn a_client_that_hangs_up_before_the_answer_ends_the_origin_request() {
 
 /// A request over a raw connection in HTTP version `version`; all the edge answers.
 async fn raw_answer(edge: &TestEdge, version: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let request = format!("GET /h HTTP/{version}\r\nHost: t.example\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("answered and closed in time")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
+    common::raw_exchange(edge.addr, request.as_bytes()).await
 }
 
 /// RFC 9110 §15.2: interim responses are passed on, but not without end (an origin sent

@@ -67,6 +67,23 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
     Some(head)
 }
 
+/// Writes `request` (raw bytes, one or more requests ending in one that closes) to the
+/// edge at `addr` and reads all it answers until it closes, within 10 s.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the edge answers and closes in time")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A raw origin that runs `serve` on each connection it accepts, and counts them.
 pub async fn counting_origin<F, Fut>(
     serve: F,
