@@ -72,17 +72,10 @@ impl KeyInput {
         }
     }
 
-    /// A length prefix: a fixed-size copy, which compiles to one store.
+    /// A length prefix: [`KeyInput::put`] inlined with a fixed size, so one store.
     #[inline(always)]
     fn put_len(&mut self, len: usize) {
-        let end = self.len + 8;
-        match self.buffer.get_mut(self.len..end) {
-            Some(room) if self.stream.is_none() => {
-                room.copy_from_slice(&(len as u64).to_le_bytes());
-                self.len = end;
-            }
-            _ => self.put_streamed(&(len as u64).to_le_bytes()),
-        }
+        self.put(&(len as u64).to_le_bytes());
     }
 
     /// Past the buffer: everything so far and from now on goes through the hasher.

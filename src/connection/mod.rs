@@ -27,7 +27,7 @@ use pingora_proxy::HttpProxy;
 use crate::config::model::ClientLimits;
 use crate::proxy::Portico;
 
-pub use guard::{watch_send_progress, HeadGuard, HeadLimit, RELEASE_AFTER, SEND_PROGRESS_BYTES};
+pub use guard::{watch_send_progress, HeadGuard, HeadLimit, RELEASE_AFTER};
 
 /// Caps on client connections, global and per client address (see `limits:`).
 ///
