@@ -500,3 +500,67 @@ async fn an_origins_folded_field_reaches_the_client_on_one_line() {
     );
     assert!(second.contains("\r\nX-Plain: p q\r\n"), "{second}");
 }
+
+/// RFC 9112 §9.6: a client that half-closes after a complete request (`printf … | ncat`,
+/// `shutdown(SHUT_WR)`) still gets its answer, then the connection closes. Pingora took the
+/// FIN for an abort and dropped the request: the client read nothing. Both a pass-through
+/// route, a cacheable miss and two pipelined requests; the origin answers only once the
+/// client's FIN is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    // One permit per request the client has sent and half-closed after.
+    let client_done = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = client_done.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                while common::read_request_head(&mut stream).await.is_some() {
+                    gate.acquire().await.unwrap().forget();
+                    let answer = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\
+                                  Content-Length: 8\r\n\r\nanswered";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let routes = "  - name: cached\n    patterns: [\"/cached/*\"]\n    origin_group: web\n    cache: { enabled: true }\n  - name: app\n    patterns: [\"/*\"]\n    origin_group: web\n";
+    let edge = TestEdge::with_routes("", &rules(routes, "  []", &group_yaml("web", origin))).await;
+    for paths in [
+        &["/passed"][..],
+        &["/cached/object"],
+        &["/first", "/second"],
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        for path in paths {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+        }
+        stream.shutdown().await.unwrap();
+        client_done.add_permits(paths.len());
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the edge answers and closes in time")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{paths:?}: {answer:?}");
+        assert!(
+            answer.ends_with("\r\n\r\nanswered"),
+            "{paths:?}: {answer:?}"
+        );
+        assert_eq!(
+            answer.matches("answered").count(),
+            paths.len(),
+            "{answer:?}"
+        );
+    }
+}

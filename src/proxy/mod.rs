@@ -188,6 +188,10 @@ impl ProxyHttp for Portico {
         // RFC 9112 §9.3.2: requests a client pipelined are answered in order; without this
         // Pingora closes the connection after the first and drops the rest.
         session.downstream_session.set_pipelining_enabled(true);
+        // RFC 9112 §9.6: a FIN after a complete request is a half-close, not an abort; the
+        // answer still goes out (HAProxy's default; Pingora's drops the request). A client
+        // that is really gone fails the first write, and origin deadlines bound the rest.
+        session.downstream_session.set_abort_on_close(false);
         // RFC 9110 §15.2: HTTP/1.0 defines no 1xx, so none is sent to its clients.
         if session.req_header().version == http::Version::HTTP_10 {
             session.downstream_session.set_ignore_info_resp(true);

@@ -9,7 +9,8 @@
 //! poll the whole request future once more only to pass it on. Here the same steps run in
 //! order: the request's end goes through the body filters to the origin, then each batch
 //! of response tasks is read, filtered and written, while the client's connection is
-//! watched, as the downstream half watched it, for a close (which aborts the request) or
+//! watched, as the downstream half watched it, for a close (an abort unless the session
+//! was told otherwise, `set_abort_on_close`) or
 //! pipelined bytes (kept for the next request). Requests with a body, cached or cacheable
 //! ones, upgrades, handed-off tunnels and custom sessions go the published way.
 

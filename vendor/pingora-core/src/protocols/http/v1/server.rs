@@ -1393,7 +1393,12 @@ impl HttpSession {
                 .await?;
             if read == 0 {
                 self.half_closed = true;
-                self.set_keepalive(None);
+                // PORTICO PATCH (half-close answers pipelined requests): requests the
+                // client pipelined before its FIN are already read; the connection stays
+                // up to answer them, and closes when the next read after them sees the FIN.
+                if !(self.pipelining_enabled && self.body_reader.has_bytes_overread()) {
+                    self.set_keepalive(None);
+                }
                 if self.abort_on_close {
                     Error::e_explain(
                         ConnectionClosed,
