@@ -503,3 +503,46 @@ async fn an_origins_error_about_one_request_is_not_stored_for_everyone() {
     );
     assert_eq!(get(&edge, "/page", &[]).await.x_cache, "TCP_HIT");
 }
+
+/// Web cache deception: a victim lured to `/account/avatar.css` gets their account page
+/// (the origin ignores the suffix), and a rule that caches `.css` for an hour must not
+/// store it for the attacker to read. The page's `Content-Type` gives it away; a real
+/// stylesheet is still cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_page_under_a_static_files_name_is_not_stored() {
+    let origin = TestOrigin::start(Arc::new(|req: &Recorded| {
+        let (content_type, body) = if req.path().starts_with("/static/") {
+            ("text/css", "body{}".to_string())
+        } else {
+            let cookie = req
+                .headers
+                .get("cookie")
+                .map_or("-", |v| v.to_str().unwrap());
+            ("text/html; charset=utf-8", format!("account of {cookie}"))
+        };
+        let mut response = Response::new(Bytes::from(body));
+        response
+            .headers_mut()
+            .insert("content-type", content_type.parse().unwrap());
+        response
+    }))
+    .await;
+    let assets = "      - name: assets\n        conditions:\n          - {match: file_extension, values: [css, png]}\n        actions:\n          - type: cache_expiration\n            behavior: override_always\n            duration: 1h\n";
+    let edge = TestEdge::with_routes("", &cached_site(origin.addr(), assets, "")).await;
+    for path in ["/account/avatar.css", "/account;x.css", "/account%2Fx.png"] {
+        let victim = get(&edge, path, &[("cookie", "session=victim")]).await;
+        assert_eq!(victim.body, "account of session=victim", "{path}");
+        assert_eq!(victim.x_cache, "UNCACHEABLE", "{path}");
+        let attacker = get(&edge, path, &[]).await;
+        assert_eq!(attacker.body, "account of -", "{path}");
+    }
+    assert_eq!(
+        get(&edge, "/static/site.css", &[]).await.x_cache,
+        "TCP_MISS"
+    );
+    let again = get(&edge, "/static/site.css", &[]).await;
+    assert_eq!(
+        (again.x_cache.as_str(), again.body.as_str()),
+        ("TCP_HIT", "body{}")
+    );
+}

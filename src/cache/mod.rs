@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod conditional;
+pub mod deception;
 pub mod group_table;
 pub mod header;
 pub mod hit_lines;

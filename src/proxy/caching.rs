@@ -137,6 +137,9 @@ pub fn admit_response(
             .req_header()
             .headers
             .contains_key(http::header::AUTHORIZATION),
+        path_names_static_file: crate::cache::deception::names_static_file(
+            session.req_header().uri.path().as_bytes(),
+        ),
     };
     // Answering a revalidation, pingora hands over the stored header with a few of the
     // 304's fields; RFC 9111 §4.3.4 wants all of them (`policy::merge_not_modified`).

@@ -10,6 +10,9 @@
 //! - RFC 9213's `CDN-Cache-Control`, when it holds a directive, is this cache's policy:
 //!   `Cache-Control` and `Expires` are then ignored here (they still reach the client);
 //! - `override_always` overrides `no-cache` and every freshness directive, as Front Door does;
+//! - a page (HTML, JSON, XML) under a static file's name (`/account/x.css`) is not stored
+//!   on a lifetime this cache gave it, only on the origin's own (web cache deception,
+//!   `cache::deception`);
 //! - any final status is stored when the origin gives it explicit freshness (RFC 9111 §3),
 //!   except 206 and 304, and except a status this cache does not understand when
 //!   `must-understand` is present (which, for a status it understands, overrides
@@ -98,6 +101,9 @@ pub const REASON_REFRESH: &str = "refresh not storable";
 /// would answer everyone's ("cache-poisoned denial of service"). Never stored, whatever
 /// freshness it carries; not remembered either (the next request is another request).
 pub const REASON_REQUEST_ERROR: &str = "status about the request";
+/// A page or API answer (its `Content-Type`) to a path named like a static file, which
+/// only this cache, not the origin, would have given a lifetime (`cache::deception`).
+pub const REASON_PAGE_AS_STATIC_FILE: &str = "page under a static file's name";
 
 /// The statuses [`REASON_REQUEST_ERROR`] refuses: 400, 408, 411, 413, 417, 421, 431.
 pub fn status_is_about_the_request(status: u16) -> bool {
@@ -130,6 +136,8 @@ pub struct Received {
     /// `response_delay`).
     pub delay: Duration,
     pub request_has_authorization: bool,
+    /// The request's path names a static file (`cache::deception::names_static_file`).
+    pub path_names_static_file: bool,
 }
 
 impl Received {
@@ -138,6 +146,7 @@ impl Received {
             at: SystemTime::now(),
             delay: Duration::ZERO,
             request_has_authorization: false,
+            path_names_static_file: false,
         }
     }
 }
@@ -268,6 +277,15 @@ pub fn admit(
             "no explicit freshness for this status"
         }));
     };
+    if received.path_names_static_file
+        && (overridden || origin_ttl.is_none())
+        && response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| super::deception::is_page_type(value.as_bytes()))
+    {
+        return Err(Refusal::Uncacheable(REASON_PAGE_AS_STATIC_FILE));
+    }
     let (swr, sie) = stale_windows(control.as_ref(), freshness);
     // Stale at once is still worth storing when it can be revalidated (validators,
     // no-cache) or served stale; otherwise it would only cost memory.

@@ -26,6 +26,7 @@ fn at(now: SystemTime) -> Received {
         at: now,
         delay: Duration::ZERO,
         request_has_authorization: false,
+        path_names_static_file: false,
     }
 }
 
@@ -703,6 +704,44 @@ fn authorization_needs_public_s_maxage_or_must_revalidate() {
     let public = response(200, &[("cache-control", "public, max-age=60")]);
     assert!(admit(&public, &HONOR, authorized).is_ok());
     assert!(serves_authorized_request(&public));
+}
+
+#[test]
+fn a_page_under_a_static_files_name_is_stored_only_on_the_origins_word() {
+    let now = SystemTime::now();
+    let static_name = Received {
+        path_names_static_file: true,
+        ..at(now)
+    };
+    let always = Freshness {
+        behavior: CacheBehavior::OverrideAlways,
+        duration: Some(Duration::from_secs(3600)),
+        ..HONOR
+    };
+    let default_ttl = Freshness {
+        default_ttl: Duration::from_secs(600),
+        ..HONOR
+    };
+    let page = response(200, &[("content-type", "text/html; charset=utf-8")]);
+    let api = response(200, &[("content-type", "application/json")]);
+    let explicit = response(
+        200,
+        &[
+            ("content-type", "text/html"),
+            ("cache-control", "max-age=60"),
+        ],
+    );
+    let stylesheet = response(200, &[("content-type", "text/css")]);
+    let refused = Err(Refusal::Uncacheable(REASON_PAGE_AS_STATIC_FILE));
+    // This cache's lifetime for a page named like a file: refused.
+    assert_eq!(admit(&page, &always, static_name).map(|_| ()), refused);
+    assert_eq!(admit(&api, &default_ttl, static_name).map(|_| ()), refused);
+    // `override_always` over the origin's own lifetime is still this cache's.
+    assert_eq!(admit(&explicit, &always, static_name).map(|_| ()), refused);
+    // The origin's own lifetime, an asset's type, or a path not named like a file: stored.
+    assert!(admit(&explicit, &HONOR, static_name).is_ok());
+    assert!(admit(&stylesheet, &always, static_name).is_ok());
+    assert!(admit(&page, &always, at(now)).is_ok());
 }
 
 #[test]
