@@ -552,9 +552,9 @@ async fn interim_responses_are_relayed_up_to_a_limit_and_never_to_http_1_0() {
     assert!(old.contains(" 200 OK\r\n") && old.ends_with("ok"), "{old}");
 }
 
-/// `first_byte` waits for the final response head: interim responses do not stop it. (The
-/// client, which had its interim responses, then sees the connection close: Pingora writes
-/// no error response once a head, even an interim one, went out.)
+/// `first_byte` waits for the final response head: interim responses do not stop it, and
+/// the client, which had its interim responses, then gets the 504 with its reason (Pingora
+/// wrote no error response once any head, even an interim one, had gone out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interim_responses_do_not_hold_a_request_past_first_byte() {
     let hints = Answer::Hints {
@@ -574,4 +574,7 @@ async fn interim_responses_do_not_hold_a_request_past_first_byte() {
     assert!(!answer.contains(" 200 "), "{answer}");
     let hints = answer.matches("HTTP/1.1 103 ").count();
     assert!((1..=8).contains(&hints), "{hints} hints: {answer}");
+    let last_head = &answer[answer.rfind("HTTP/1.1 ").unwrap()..];
+    assert!(last_head.starts_with("HTTP/1.1 504 "), "{answer}");
+    assert!(last_head.contains("first_byte"), "{answer}");
 }

@@ -435,7 +435,12 @@ impl ProxyHttp for Portico {
         // The connection is closed after this answer (`can_reuse_downstream: false`): say
         // so in it, or a client may send its next request into the closing connection.
         session.set_keepalive(None);
-        if code > 0 && session.response_written().is_none() {
+        // After interim (1xx) heads a final one may still go out (RFC 9110 §15.2): a
+        // deadline that passes after a `103` is still a 504.
+        let final_head_sent = session
+            .response_written()
+            .is_some_and(|head| !head.status.is_informational() || head.status == 101);
+        if code > 0 && !final_head_sent {
             let answer = respond::failure_answer(code, e, ctx);
             if let Err(write_error) = answer.send(session, ctx).await {
                 log::debug!(
