@@ -827,6 +827,8 @@ limits:
   max_uri: 10
   max_connections_per_client: 0
   fd_reserve: 4
+  request_body_timeout: 3h
+  request_body_min_rate: fast
 ";
     let routes = "\
 origin_groups:
@@ -862,7 +864,17 @@ routes:
         "would refuse every connection",
     );
     out.error("portico.yaml:13:3", "limits.fd_reserve", "EMFILE");
-    assert_eq!(out.error_count(), 7, "{}", out.stdout);
+    out.error(
+        "portico.yaml:14:3",
+        "limits.request_body_timeout",
+        "no limit against slow clients",
+    );
+    out.error(
+        "portico.yaml:15:3",
+        "limits.request_body_min_rate",
+        "is not a size",
+    );
+    assert_eq!(out.error_count(), 9, "{}", out.stdout);
 }
 
 /// `cache.tag_headers` must name distinct headers that neither frame a response nor are the

@@ -195,6 +195,102 @@ async fn the_head_deadline_spares_slow_bodies_and_keep_alive_waits() {
     );
 }
 
+/// Sends a `Content-Length: {length}` POST whose body comes `chunk` bytes every `every`
+/// until the edge closes; returns what it answered and how long that took from the head.
+async fn dribble_body(
+    addr: SocketAddr,
+    length: usize,
+    chunk: usize,
+    every: Duration,
+) -> (String, Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                Ok(n @ 1..) => answer.extend_from_slice(&buffer[..n]),
+                _ => break,
+            },
+            _ = ticker.tick(), if sent < length => {
+                let n = chunk.min(length - sent);
+                let _ = stream.write_all(&vec![b'x'; n]).await;
+                sent += n;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still open after 30 s"
+        );
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A request body that dribbles (slow POST, "R-U-Dead-Yet") is cut with a 408 once its
+/// waits use up `request_body_timeout` and what its bytes earned at `request_body_min_rate`;
+/// Pingora's per-read timer alone never cut it. A body that keeps coming at the rate is
+/// taken however long it takes, and an origin slow to answer after the body is not the
+/// client's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_dribbles_gets_408_and_one_that_flows_is_taken() {
+    // Reads the whole body, then takes 1.5 s to answer how much it got: the client waits
+    // on the origin after its body, which is not a body's wait.
+    let (origin, _) = common::counting_origin(|mut stream| async move {
+        let Some(head) = common::read_request_head(&mut stream).await else {
+            return;
+        };
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let length: usize = String::from_utf8_lossy(&head[..end])
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = head[end..].to_vec();
+        let mut chunk = [0u8; 4096];
+        while body.len() < length {
+            match stream.read(&mut chunk).await {
+                Ok(n @ 1..) => body.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let answer = format!("{} bytes", body.len());
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+    })
+    .await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_body_timeout: 1s\n  request_body_min_rate: 100\n",
+        &site(origin),
+    )
+    .await;
+    // 5 bytes a second against 100: cut about 1.1 s in.
+    let (answer, took) = dribble_body(edge.addr, 1000, 1, Duration::from_millis(200)).await;
+    assert_refused(&answer, 408, "request-body-timeout", "request_body_timeout");
+    assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    // 1,500 bytes a second: the whole body takes 2 s, past the bare 1 s, and is taken.
+    let (answer, _) = dribble_body(edge.addr, 3000, 300, Duration::from_millis(200)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("3000 bytes"), "{answer}");
+}
+
 /// Bytes of a body too large for the sockets' buffers on loopback: the edge's writes wait.
 const UNREAD_BODY: usize = 32 << 20;
 

@@ -159,6 +159,14 @@ pub struct FileLimits {
     /// How long a client on a TLS listener has to finish its handshake, from the accept.
     #[serde(default)]
     pub tls_handshake_timeout: Option<String>,
+    /// How long, in all, the edge waits for a request body's bytes (plus a second per
+    /// `request_body_min_rate` bytes received).
+    #[serde(default)]
+    pub request_body_timeout: Option<String>,
+    /// Bytes of request body that earn one more second of `request_body_timeout` (a size,
+    /// e.g. `500` or `1KiB`; `0`: none, the body's waits get `request_body_timeout` alone).
+    #[serde(default)]
+    pub request_body_min_rate: Option<String>,
     /// Request line and header fields together (bytes, e.g. `64KiB`).
     #[serde(default)]
     pub max_request_head: Option<String>,

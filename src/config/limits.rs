@@ -9,6 +9,9 @@
 //!   30s–60s);
 //! - `tls_handshake_timeout: 10s` (nginx: `client_header_timeout 60s` covers the
 //!   handshake; HAProxy `timeout client-hs`, falling back to `timeout client`);
+//! - `request_body_timeout: 30s`, `request_body_min_rate: 500` (Apache's mod_reqtimeout
+//!   `body=20,MinRate=500`; nginx `client_body_timeout 60s` and HAProxy `timeout client`
+//!   count each read alone, so a body that dribbles a byte a minute is never cut);
 //! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
 //!   HAProxy `tune.bufsize 16k` holds the whole head);
 //! - `max_headers: 100` (HAProxy `tune.http.maxhdr 101`; Apache `LimitRequestFields 100`);
@@ -32,6 +35,8 @@ pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
     keepalive_timeout: Duration::from_secs(60),
     send_timeout: Duration::from_secs(60),
     tls_handshake_timeout: Duration::from_secs(10),
+    request_body_timeout: Duration::from_secs(30),
+    request_body_min_rate: 500,
     max_request_head: 64 << 10,
     max_headers: 100,
     max_uri: 8 << 10,
@@ -88,6 +93,26 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         raw.tls_handshake_timeout.as_deref(),
         d.tls_handshake_timeout,
     );
+    let request_body_timeout = timeout(
+        "request_body_timeout",
+        raw.request_body_timeout.as_deref(),
+        d.request_body_timeout,
+    );
+    let request_body_min_rate = match raw.request_body_min_rate.as_deref().map(parse_bytes) {
+        None => d.request_body_min_rate,
+        Some(Ok(rate)) => u32::try_from(rate).unwrap_or_else(|_| {
+            report.error(
+                file,
+                "limits.request_body_min_rate",
+                format!("{rate} bytes a second is more than a request body can be held to; give at most 4GiB"),
+            );
+            d.request_body_min_rate
+        }),
+        Some(Err(message)) => {
+            report.error(file, "limits.request_body_min_rate", message);
+            d.request_body_min_rate
+        }
+    };
     // Pingora's keep-alive timer counts whole seconds.
     let keepalive_timeout = if keepalive_timeout < Duration::from_secs(1) {
         report.error(
@@ -186,6 +211,8 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         keepalive_timeout,
         send_timeout,
         tls_handshake_timeout,
+        request_body_timeout,
+        request_body_min_rate,
         max_request_head,
         max_headers,
         max_uri,

@@ -139,6 +139,11 @@ pub struct ClientLimits {
     pub send_timeout: std::time::Duration,
     /// From the accept to the end of the TLS handshake, on TLS listeners.
     pub tls_handshake_timeout: std::time::Duration,
+    /// The time a request body may keep the edge waiting for its bytes, in all, before
+    /// `request_body_min_rate` extends it (over it: 408).
+    pub request_body_timeout: std::time::Duration,
+    /// Each this many bytes of request body received earn one more second (0: none).
+    pub request_body_min_rate: u32,
     /// Request line plus header fields, in bytes (over it: 431).
     pub max_request_head: usize,
     /// Header field lines (over it: 431).

@@ -12,8 +12,13 @@
 //!   after it that waits: a head that comes whole never reads the clock);
 //! - *idle*: between a response and the next request's first byte, `keepalive_timeout`;
 //!   an idle connection frees its stream's buffers after [`RELEASE_AFTER`];
-//! - *done*: the head was parsed; body and tunnel reads have no deadline from here
-//!   (Pingora's read timeout and the tunnel's own timers apply).
+//! - *body*: the head was parsed and announced a body: the waits for its bytes may total
+//!   `request_body_timeout`, plus a second per `request_body_min_rate` bytes received
+//!   (Apache's `mod_reqtimeout` rule). Only waits count: a body that keeps coming is never
+//!   cut, however long it takes, and time the edge spends not reading (an origin slow to
+//!   take the body) is not charged to the client;
+//! - *done*: the head, and any body, are in; reads have no deadline from here (Pingora's
+//!   read timeout and the tunnel's own timers apply).
 //!
 //! Writes have one deadline of their own, `send_timeout` (nginx's `send_timeout`): a write
 //! that waits that long for the client to take any of it fails, and the connection closes.
@@ -26,7 +31,7 @@
 //! ([`HeadGuard::lift_send_timeout`]): its own idle timer covers a stalled side.
 //!
 //! The proxy moves the guard between phases through [`HeadGuard::of`] (head parsed:
-//! `early_request_filter`; response finished: `logging`). A head that outruns its deadline
+//! `early_request_filter`; body in: `request_body_filter`; response finished: `logging`). A head that outruns its deadline
 //! or `max_request_head` ends the read with an [`io::Error`] carrying a [`HeadLimit`],
 //! which the proxy turns into a `408` or `431` (see `request_head_error`).
 
@@ -59,6 +64,9 @@ pub enum HeadLimit {
     Timeout(Duration),
     /// The head grew past `max_request_head` bytes.
     TooLarge(usize),
+    /// The body's waits used up `request_body_timeout` and what its bytes had earned: the
+    /// total waited, and the rate.
+    SlowBody(Duration, u32),
 }
 
 impl fmt::Display for HeadLimit {
@@ -66,6 +74,11 @@ impl fmt::Display for HeadLimit {
         match self {
             HeadLimit::Timeout(d) => write!(f, "the request head did not arrive within {d:?}"),
             HeadLimit::TooLarge(n) => write!(f, "the request head is larger than {n} bytes"),
+            HeadLimit::SlowBody(waited, rate) => write!(
+                f,
+                "the request body came too slowly: the edge waited {waited:?} for it in all \
+                 (limits.request_body_timeout, and 1 s more per {rate} bytes received)"
+            ),
         }
     }
 }
@@ -81,6 +94,7 @@ pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
 const HEAD: u8 = 0;
 const IDLE: u8 = 1;
 const DONE: u8 = 2;
+const BODY: u8 = 3;
 
 /// A client connection with the head deadline and size limit (see the module docs).
 pub struct HeadGuard {
@@ -91,7 +105,7 @@ pub struct HeadGuard {
     phase: AtomicU8,
     armed: AtomicU32,
     /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
-    /// bytes so far, when the current wait's deadline falls, and the one timer (no
+    /// (or body's) bytes so far, when the current wait's deadline falls, and the one timer (no
     /// allocation per request). The deadline is set, and the timer moved to it, only when
     /// a read would wait (`None` until then): a head that arrives whole never reads the
     /// clock nor touches the timer wheel. The wait is counted from that first wait, not
@@ -112,14 +126,36 @@ pub struct HeadGuard {
     /// `send_timeout` in milliseconds (at most an hour: `config::limits`); 0 once the
     /// connection is a tunnel. Small, so that the guard stays in jemalloc's 112-byte class.
     send_timeout_ms: u32,
+    /// Milliseconds the current body's waits have taken so far.
+    body_waited_ms: u32,
 }
 
 /// The limits a guard applies (every connection has a guard: not all of `ClientLimits`).
 #[derive(Clone, Copy)]
 struct GuardLimits {
-    request_head_timeout: Duration,
-    keepalive_timeout: Duration,
-    max_request_head: usize,
+    /// The timeouts in milliseconds (each at most an hour: `config::limits`): the guard
+    /// stays small.
+    request_head_timeout_ms: u32,
+    keepalive_timeout_ms: u32,
+    /// `max_request_head` (at most Pingora's 1 MiB: `config::limits`).
+    max_request_head: u32,
+    /// `request_body_timeout`.
+    body_timeout_ms: u32,
+    body_min_rate: u32,
+}
+
+impl GuardLimits {
+    fn request_head_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_head_timeout_ms.into())
+    }
+
+    fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms.into())
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl HeadGuard {
@@ -127,9 +163,11 @@ impl HeadGuard {
         HeadGuard {
             inner,
             limits: GuardLimits {
-                request_head_timeout: limits.request_head_timeout,
-                keepalive_timeout: limits.keepalive_timeout,
-                max_request_head: limits.max_request_head,
+                request_head_timeout_ms: millis(limits.request_head_timeout),
+                keepalive_timeout_ms: millis(limits.keepalive_timeout),
+                max_request_head: u32::try_from(limits.max_request_head).unwrap_or(u32::MAX),
+                body_timeout_ms: millis(limits.request_body_timeout),
+                body_min_rate: limits.request_body_min_rate,
             },
             phase: AtomicU8::new(HEAD),
             armed: AtomicU32::new(0),
@@ -142,9 +180,8 @@ impl HeadGuard {
             timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
             sending: false,
             send_timer: None,
-            send_timeout_ms: u32::try_from(limits.send_timeout.as_millis())
-                .unwrap_or(u32::MAX)
-                .max(1),
+            send_timeout_ms: millis(limits.send_timeout).max(1),
+            body_waited_ms: 0,
         }
     }
 
@@ -187,8 +224,16 @@ impl HeadGuard {
         &mut self.inner
     }
 
-    /// The head was parsed: no deadline for the rest of this request.
-    pub fn head_done(&self) {
+    /// The head was parsed: a body it announced (`body`) has its waits counted (see the
+    /// module docs) until [`HeadGuard::body_done`]; without one, no deadline for the rest
+    /// of this request.
+    pub fn head_done(&self, body: bool) {
+        self.phase
+            .store(if body { BODY } else { DONE }, Ordering::Release);
+    }
+
+    /// The request's body is all in: no deadline for the rest of this request.
+    pub fn body_done(&self) {
         self.phase.store(DONE, Ordering::Release);
     }
 
@@ -202,6 +247,7 @@ impl HeadGuard {
         let kind = match limit {
             HeadLimit::Timeout(_) => io::ErrorKind::TimedOut,
             HeadLimit::TooLarge(_) => io::ErrorKind::InvalidData,
+            HeadLimit::SlowBody(..) => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, limit)
     }
@@ -218,12 +264,16 @@ impl AsyncRead for HeadGuard {
         if phase == DONE {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
+        if phase == BODY {
+            return this.poll_read_body(cx, buf);
+        }
         this.start_new_wait();
         // Pingora asks for more only while the head is incomplete: past the limit, it never
         // will be within it.
-        if this.head_bytes >= this.limits.max_request_head {
+        let max_request_head = this.limits.max_request_head as usize;
+        if this.head_bytes >= max_request_head {
             return Poll::Ready(Err(Self::limit_error(HeadLimit::TooLarge(
-                this.limits.max_request_head,
+                max_request_head,
             ))));
         }
         let before = buf.filled().len();
@@ -242,8 +292,8 @@ impl AsyncRead for HeadGuard {
                 let deadline = *this.deadline.get_or_insert_with(|| {
                     Instant::now()
                         + match this.reading {
-                            IDLE => this.limits.keepalive_timeout,
-                            _ => this.limits.request_head_timeout,
+                            IDLE => this.limits.keepalive_timeout(),
+                            _ => this.limits.request_head_timeout(),
                         }
                 });
                 let wake = this.next_wake(deadline);
@@ -257,6 +307,68 @@ impl AsyncRead for HeadGuard {
 }
 
 impl HeadGuard {
+    /// A read of the request body: only its waits count, against what the body has earned
+    /// so far ([`HeadGuard::body_allowance_ms`]).
+    fn poll_read_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.reading != BODY {
+            // The body's first read: its count starts here (`head_bytes` counts its bytes).
+            self.reading = BODY;
+            self.head_bytes = 0;
+            self.body_waited_ms = 0;
+            self.deadline = None;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if let Some(deadline) = self.deadline.take() {
+                    // A wait ended: charge it (the allowance it had, less what was left).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                    let waited = self.body_allowance_ms().saturating_sub(left_ms);
+                    self.body_waited_ms = u32::try_from(waited).unwrap_or(u32::MAX);
+                }
+                self.head_bytes += buf.filled().len() - before;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let deadline = match self.deadline {
+                    Some(deadline) => deadline,
+                    None => {
+                        let left = self
+                            .body_allowance_ms()
+                            .saturating_sub(self.body_waited_ms.into());
+                        *self
+                            .deadline
+                            .insert(Instant::now() + Duration::from_millis(left))
+                    }
+                };
+                if self.timer.deadline() != deadline {
+                    self.timer.as_mut().reset(deadline);
+                }
+                std::task::ready!(self.timer.as_mut().poll(cx));
+                let waited = Duration::from_millis(self.body_allowance_ms());
+                Poll::Ready(Err(Self::limit_error(HeadLimit::SlowBody(
+                    waited,
+                    self.limits.body_min_rate,
+                ))))
+            }
+        }
+    }
+
+    /// Milliseconds of waiting the body has in all: `request_body_timeout`, and a second
+    /// per `request_body_min_rate` bytes received.
+    fn body_allowance_ms(&self) -> u64 {
+        let earned = match self.limits.body_min_rate {
+            0 => 0,
+            rate => self.head_bytes as u64 * 1000 / u64::from(rate),
+        };
+        u64::from(self.limits.body_timeout_ms).saturating_add(earned)
+    }
+
     /// A response was finished since the last read: the next request's wait starts now (its
     /// deadline is set if a read waits: see `deadline`).
     fn start_new_wait(&mut self) {
@@ -273,7 +385,7 @@ impl HeadGuard {
     /// When the timer should fire: the current wait's deadline, or before it, in an idle
     /// wait, the point where the stream's buffers are freed.
     fn next_wake(&self, deadline: Instant) -> Instant {
-        let keepalive = self.limits.keepalive_timeout;
+        let keepalive = self.limits.keepalive_timeout();
         if self.reading != IDLE || self.released || keepalive <= RELEASE_AFTER {
             return deadline;
         }
@@ -285,9 +397,9 @@ impl HeadGuard {
         // Idle: Pingora closes quietly when nothing of a request came. Head: the error says
         // which limit.
         let limit = if self.reading == IDLE {
-            self.limits.keepalive_timeout
+            self.limits.keepalive_timeout()
         } else {
-            self.limits.request_head_timeout
+            self.limits.request_head_timeout()
         };
         loop {
             std::task::ready!(self.timer.as_mut().poll(cx));

@@ -158,19 +158,36 @@ fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static>
     }
 }
 
+/// Whether a request head announces a body (`Transfer-Encoding`, or a `Content-Length`
+/// other than 0): the connection guard then counts the waits for it.
+pub fn announces_body(head: &RequestHeader) -> bool {
+    head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes().iter().any(|digit| *digit != b'0'))
+}
+
+/// The guard's limit that stopped a read of the client's connection, if one did.
+pub fn client_limit(e: &Error) -> Option<&HeadLimit> {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<HeadLimit>())
+}
+
 /// The edge's answer to a request head it did not take: one it stopped reading
 /// ([`HeadLimit`]), one Pingora could not parse (too many lines: 431; anything else: 400
 /// with Pingora's reason) or a `CONNECT` (405: Pingora refuses the method before any hook
 /// runs). `None` (a broken connection) leaves it to Pingora, which closes in silence.
 pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, Bytes)> {
     let cause = e.root_cause();
-    let limit = cause
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<HeadLimit>());
+    let limit = client_limit(e);
     let (status, error, body) = match limit {
         Some(HeadLimit::Timeout(_)) => (408, "request-head-timeout", limit?.to_string()),
         Some(HeadLimit::TooLarge(_)) => (431, "request-head-too-large", limit?.to_string()),
+        // A body's limit: answered by `fail_to_proxy` (`respond::failure_answer`).
+        Some(HeadLimit::SlowBody(..)) => return None,
         // httparse's "too many headers": past the edge's own count too.
         None if cause.to_string() == "too many headers" => (
             431,

@@ -176,9 +176,9 @@ impl ProxyHttp for Portico {
         session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // The head is in: its deadline no longer applies (the body has Pingora's timer).
+        // The head is in: its deadline no longer applies; a body's waits are counted.
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
-            guard.head_done();
+            guard.head_done(limits::announces_body(session.req_header()));
         } else if session.downstream_session.is_http2() {
             // The guard's `send_timeout` covers HTTP/1 writes; HTTP/2 has none of its own.
             session
@@ -266,6 +266,21 @@ impl ProxyHttp for Portico {
         _ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
         Ok(caching::hit_filter(session, meta))
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if end_of_stream {
+            if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
+                guard.body_done();
+            }
+        }
+        Ok(())
     }
 
     async fn proxy_upstream_filter(

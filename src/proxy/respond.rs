@@ -11,6 +11,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use crate::connection::HeadLimit;
 
 /// An answer from the edge itself (never forwarded anywhere).
 pub struct EdgeAnswer<'a> {
@@ -69,37 +70,40 @@ impl<'a> EdgeAnswer<'a> {
 /// The answer to a request that failed on its way to or from the origin (`code` from
 /// [`status_for_failure`]). It says what failed, never where: see [`reason_for_client`].
 pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'static> {
-    let (error, body) = if e.esource() == &ErrorSource::Downstream {
-        let reason = reason_for_client(e, ctx);
-        (
-            "bad-request",
-            format!("the edge could not read the request ({reason})"),
-        )
-    } else if e.etype() == &ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN) {
-        // `refusal::explain` wrote it for the client (addresses left out).
-        let reason = e
-            .context
-            .as_ref()
-            .map_or(String::new(), |c| c.as_str().to_owned());
-        ("no-healthy-origin", reason)
-    } else if e.etype() == &ErrorType::ConnectNoRoute {
-        let last = ctx
-            .last_connect_reason
-            .as_deref()
-            .map_or(String::new(), |r| format!("; the last one failed ({r})"));
-        (
-            "origin-failure",
-            format!(
+    let (error, body) =
+        if let Some(limit @ HeadLimit::SlowBody(..)) = super::limits::client_limit(e) {
+            ("request-body-timeout", limit.to_string())
+        } else if e.esource() == &ErrorSource::Downstream {
+            let reason = reason_for_client(e, ctx);
+            (
+                "bad-request",
+                format!("the edge could not read the request ({reason})"),
+            )
+        } else if e.etype() == &ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN) {
+            // `refusal::explain` wrote it for the client (addresses left out).
+            let reason = e
+                .context
+                .as_ref()
+                .map_or(String::new(), |c| c.as_str().to_owned());
+            ("no-healthy-origin", reason)
+        } else if e.etype() == &ErrorType::ConnectNoRoute {
+            let last = ctx
+                .last_connect_reason
+                .as_deref()
+                .map_or(String::new(), |r| format!("; the last one failed ({r})"));
+            (
+                "origin-failure",
+                format!(
                 "the edge could not get a response from the origin: no origin left to try{last}"
             ),
-        )
-    } else {
-        let reason = reason_for_client(e, ctx);
-        (
-            "origin-failure",
-            format!("the edge could not get a response from the origin ({reason})"),
-        )
-    };
+            )
+        } else {
+            let reason = reason_for_client(e, ctx);
+            (
+                "origin-failure",
+                format!("the edge could not get a response from the origin ({reason})"),
+            )
+        };
     EdgeAnswer {
         status: code,
         error,
@@ -180,6 +184,9 @@ fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
 /// The status for a request that failed on its way to or from the origin: 502 for origin
 /// trouble, 504 for an origin timeout, 0 when the client is already gone.
 pub fn status_for_failure(e: &Error) -> u16 {
+    if let Some(HeadLimit::SlowBody(..)) = super::limits::client_limit(e) {
+        return 408;
+    }
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN), _) => 503,
