@@ -158,16 +158,6 @@ fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static>
     }
 }
 
-/// Whether a request head announces a body (`Transfer-Encoding`, or a `Content-Length`
-/// other than 0): the connection guard then counts the waits for it.
-pub fn announces_body(head: &RequestHeader) -> bool {
-    head.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || head
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes().iter().any(|digit| *digit != b'0'))
-}
-
 /// The guard's limit that stopped a read of the client's connection, if one did.
 pub fn client_limit(e: &Error) -> Option<&HeadLimit> {
     e.root_cause()

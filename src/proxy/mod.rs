@@ -177,8 +177,10 @@ impl ProxyHttp for Portico {
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         // The head is in: its deadline no longer applies; a body's waits are counted.
+        // (Pingora reads the framing fields here rather than later: no more work.)
+        let body_to_come = !session.downstream_session.is_body_done();
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
-            guard.head_done(limits::announces_body(session.req_header()));
+            guard.head_done(body_to_come);
         } else if session.downstream_session.is_http2() {
             // The guard's `send_timeout` covers HTTP/1 writes; HTTP/2 has none of its own.
             session
