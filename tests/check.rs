@@ -829,6 +829,7 @@ limits:
   fd_reserve: 4
   request_body_timeout: 3h
   request_body_min_rate: fast
+  max_request_body: lots
 ";
     let routes = "\
 origin_groups:
@@ -874,7 +875,12 @@ routes:
         "limits.request_body_min_rate",
         "is not a size",
     );
-    assert_eq!(out.error_count(), 9, "{}", out.stdout);
+    out.error(
+        "portico.yaml:16:3",
+        "limits.max_request_body",
+        "is not a size",
+    );
+    assert_eq!(out.error_count(), 10, "{}", out.stdout);
 }
 
 /// `cache.tag_headers` must name distinct headers that neither frame a response nor are the

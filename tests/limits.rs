@@ -291,6 +291,48 @@ async fn a_body_that_dribbles_gets_408_and_one_that_flows_is_taken() {
     assert!(answer.ends_with("3000 bytes"), "{answer}");
 }
 
+/// A body over `max_request_body` gets 413 with its reason: at once when its
+/// `Content-Length` says so (nothing reaches the origin), and as soon as a chunked body
+/// streams past it (the origin never gets the body's end). A body of the limit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_max_request_body_gets_413() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge =
+        TestEdge::with_routes("limits:\n  max_request_body: 1KiB\n", &site(origin.addr())).await;
+    let announced = exchange(
+        edge.addr,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_refused(
+        &announced,
+        413,
+        "request-body-too-large",
+        "limits.max_request_body",
+    );
+    assert_eq!(origin.count(), 0, "{:?}", origin.requests());
+    let chunk = format!("200\r\n{}\r\n", "x".repeat(512));
+    let chunked = |chunks: usize| {
+        format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}0\r\n\r\n",
+            chunk.repeat(chunks)
+        )
+    };
+    let streamed = exchange(edge.addr, chunked(3).as_bytes()).await;
+    assert_refused(
+        &streamed,
+        413,
+        "request-body-too-large",
+        "limits.max_request_body",
+    );
+    // The origin's harness records a body it could not read whole as empty.
+    let cut = origin.requests();
+    assert!(cut.iter().all(|seen| seen.body.is_empty()), "{cut:?}");
+    let within = exchange(edge.addr, chunked(2).as_bytes()).await;
+    assert!(within.starts_with("HTTP/1.1 200 "), "{within}");
+    assert_eq!(origin.requests().last().unwrap().body.len(), 1024);
+}
+
 /// Bytes of a body too large for the sockets' buffers on loopback: the edge's writes wait.
 const UNREAD_BODY: usize = 32 << 20;
 

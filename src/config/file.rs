@@ -167,6 +167,9 @@ pub struct FileLimits {
     /// e.g. `500` or `1KiB`; `0`: none, the body's waits get `request_body_timeout` alone).
     #[serde(default)]
     pub request_body_min_rate: Option<String>,
+    /// The largest request body the edge takes (a size; `0`: any).
+    #[serde(default)]
+    pub max_request_body: Option<String>,
     /// Request line and header fields together (bytes, e.g. `64KiB`).
     #[serde(default)]
     pub max_request_head: Option<String>,

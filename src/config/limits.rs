@@ -12,6 +12,8 @@
 //! - `request_body_timeout: 30s`, `request_body_min_rate: 500` (Apache's mod_reqtimeout
 //!   `body=20,MinRate=500`; nginx `client_body_timeout 60s` and HAProxy `timeout client`
 //!   count each read alone, so a body that dribbles a byte a minute is never cut);
+//! - `max_request_body: 100MiB` (nginx `client_max_body_size 1m`; HAProxy none; Cloudflare
+//!   takes 100 MB on its free and pro plans);
 //! - `max_request_head: 64KiB` (nginx `large_client_header_buffers 4 8k` = 32 KiB;
 //!   HAProxy `tune.bufsize 16k` holds the whole head);
 //! - `max_headers: 100` (HAProxy `tune.http.maxhdr 101`; Apache `LimitRequestFields 100`);
@@ -37,6 +39,7 @@ pub const DEFAULT_LIMITS: ClientLimits = ClientLimits {
     tls_handshake_timeout: Duration::from_secs(10),
     request_body_timeout: Duration::from_secs(30),
     request_body_min_rate: 500,
+    max_request_body: 100 << 20,
     max_request_head: 64 << 10,
     max_headers: 100,
     max_uri: 8 << 10,
@@ -111,6 +114,14 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         Some(Err(message)) => {
             report.error(file, "limits.request_body_min_rate", message);
             d.request_body_min_rate
+        }
+    };
+    let max_request_body = match raw.max_request_body.as_deref().map(parse_bytes) {
+        None => d.max_request_body,
+        Some(Ok(size)) => size,
+        Some(Err(message)) => {
+            report.error(file, "limits.max_request_body", message);
+            d.max_request_body
         }
     };
     // Pingora's keep-alive timer counts whole seconds.
@@ -213,6 +224,7 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         tls_handshake_timeout,
         request_body_timeout,
         request_body_min_rate,
+        max_request_body,
         max_request_head,
         max_headers,
         max_uri,

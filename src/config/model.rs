@@ -144,6 +144,8 @@ pub struct ClientLimits {
     pub request_body_timeout: std::time::Duration,
     /// Each this many bytes of request body received earn one more second (0: none).
     pub request_body_min_rate: u32,
+    /// The largest request body, in bytes (over it: 413); 0: no limit.
+    pub max_request_body: u64,
     /// Request line plus header fields, in bytes (over it: 431).
     pub max_request_head: usize,
     /// Header field lines (over it: 431).

@@ -59,6 +59,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Interim (1xx) responses the origin sent (`upstream::limit_interim`).
     pub interim_responses: u8,
+    /// Request body bytes received so far (`limits::count_body`).
+    pub request_body_bytes: u64,
     /// The origin to try again on a fresh connection (a reused one was closed under us),
     /// and whether that already happened once.
     pub retry_fresh: Option<usize>,
@@ -105,6 +107,7 @@ impl RequestCtx {
             origin_index: None,
             upstream_status: None,
             interim_responses: 0,
+            request_body_bytes: 0,
             retry_fresh: None,
             retried_fresh: false,
             upstream_sent: None,

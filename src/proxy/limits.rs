@@ -60,7 +60,7 @@ pub fn refusal(request: &RequestHeader, limits: &ClientLimits) -> Option<EdgeAns
     if !has_framing_fields(request) {
         return None;
     }
-    framing_refusal(request)
+    framing_refusal(request, limits.max_request_body)
 }
 
 /// Whether `request` has a `Content-Length` or `Transfer-Encoding` field.
@@ -115,7 +115,7 @@ pub fn unimplemented_method(request: &RequestHeader) -> Option<EdgeAnswer<'stati
 /// RFC 9112 §6.1: a transfer coding the edge does not implement is 501; only `chunked`
 /// alone is (Pingora already refuses, with 400, codings where `chunked` is not last). A
 /// `Content-Length` no origin can represent (over 2^63−1) is 400.
-fn framing_refusal(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
+fn framing_refusal(request: &RequestHeader, max_body: u64) -> Option<EdgeAnswer<'static>> {
     let mut codings = request
         .headers
         .get_all(http::header::TRANSFER_ENCODING)
@@ -134,19 +134,52 @@ fn framing_refusal(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
         }
     }
     for value in request.headers.get_all(http::header::CONTENT_LENGTH) {
-        let too_big = value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|n| std::str::from_utf8(n).map_or(true, |n| n.trim().parse::<i64>().is_err()));
-        if too_big {
-            return Some(answer(
-                400,
-                "bad-content-length",
-                "Content-Length must be a number from 0 to 2^63-1".into(),
-            ));
+        for number in value.as_bytes().split(|&b| b == b',') {
+            let Some(length) = std::str::from_utf8(number)
+                .ok()
+                .and_then(|n| n.trim().parse::<i64>().ok())
+                .and_then(|n| u64::try_from(n).ok())
+            else {
+                return Some(answer(
+                    400,
+                    "bad-content-length",
+                    "Content-Length must be a number from 0 to 2^63-1".into(),
+                ));
+            };
+            if max_body > 0 && length > max_body {
+                return Some(body_too_large(max_body));
+            }
         }
     }
     None
+}
+
+/// The answer to a body over `limits.max_request_body` (`max_body` bytes), announced by
+/// its `Content-Length` or found while it streams in.
+pub fn body_too_large(max_body: u64) -> EdgeAnswer<'static> {
+    answer(413, BODY_TOO_LARGE, body_too_large_reason(max_body))
+}
+
+/// `X-Portico-Error` of a 413.
+pub const BODY_TOO_LARGE: &str = "request-body-too-large";
+
+fn body_too_large_reason(max_body: u64) -> String {
+    format!("the request body is larger than this edge takes ({max_body} bytes, limits.max_request_body)")
+}
+
+/// `request_body_filter`: counts a streamed body's bytes; past `max_body` (not 0) the
+/// request fails with a 413 (the body announced no length, or the edge would have refused
+/// it at once), and the origin never gets the body's end.
+pub fn count_body(
+    received: &mut u64,
+    chunk: Option<&Bytes>,
+    max_body: u64,
+) -> pingora_error::Result<()> {
+    *received += chunk.map_or(0, |chunk| chunk.len() as u64);
+    if max_body > 0 && *received > max_body {
+        return Error::e_explain(ErrorType::HTTPStatus(413), body_too_large_reason(max_body));
+    }
+    Ok(())
 }
 
 fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static> {

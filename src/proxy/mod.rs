@@ -273,10 +273,15 @@ impl ProxyHttp for Portico {
     async fn request_body_filter(
         &self,
         session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
+        body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // A tunnel's bytes are no request body (the relay usually has them by then).
+        if !session.was_upgraded() {
+            let max_body = self.limits.max_request_body;
+            limits::count_body(&mut ctx.request_body_bytes, body.as_ref(), max_body)?;
+        }
         if end_of_stream {
             if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
                 guard.body_done();

@@ -73,6 +73,19 @@ pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'sta
     let (error, body) =
         if let Some(limit @ HeadLimit::SlowBody(..)) = super::limits::client_limit(e) {
             ("request-body-timeout", limit.to_string())
+        } else if e.etype() == &ErrorType::HTTPStatus(413) {
+            // The reason `limits::count_body` gave, not the context Pingora wrapped it in
+            // (which names the origin's address).
+            let mut innermost = e;
+            while let Some(inner) = innermost
+                .cause
+                .as_deref()
+                .and_then(|c| c.downcast_ref::<Box<Error>>())
+            {
+                innermost = inner;
+            }
+            let reason = innermost.context.as_ref().map_or("", |c| c.as_str());
+            (super::limits::BODY_TOO_LARGE, reason.to_owned())
         } else if e.esource() == &ErrorSource::Downstream {
             let reason = reason_for_client(e, ctx);
             (
