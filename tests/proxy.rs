@@ -508,7 +508,7 @@ async fn an_origins_folded_field_reaches_the_client_on_one_line() {
 /// client's FIN is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
     // One permit per request the client has sent and half-closed after.
@@ -543,15 +543,7 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
         }
         stream.shutdown().await.unwrap();
         client_done.add_permits(paths.len());
-        let mut answer = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            stream.read_to_end(&mut answer),
-        )
-        .await
-        .expect("the edge answers and closes in time")
-        .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = common::read_to_close(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 200 "), "{paths:?}: {answer:?}");
         assert!(
             answer.ends_with("\r\n\r\nanswered"),

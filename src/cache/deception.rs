@@ -113,6 +113,7 @@ mod tests {
             "/x.css;jsessionid=1",
             "/a.b/c.woff2",
             "/%2e%2e/x.jpg",
+            "/x.c%73s",
         ] {
             assert!(names_static_file(path.as_bytes()), "{path}");
         }
@@ -130,11 +131,9 @@ mod tests {
             "/x.css%",
             "/x.css%2",
             "/x%2.css%zz",
-            "/x.c%73s",
             "/x.css%00",
         ] {
-            let expected = path == "/x.c%73s";
-            assert_eq!(names_static_file(path.as_bytes()), expected, "{path}");
+            assert!(!names_static_file(path.as_bytes()), "{path}");
         }
     }
 

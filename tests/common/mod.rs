@@ -70,9 +70,15 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
 /// Writes `request` (raw bytes, one or more requests ending in one that closes) to the
 /// edge at `addr` and reads all it answers until it closes, within 10 s.
 pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Reads all the edge sends on `stream` until it closes, within 10 s.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
