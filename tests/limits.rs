@@ -291,6 +291,80 @@ async fn a_body_that_dribbles_gets_408_and_one_that_flows_is_taken() {
     assert!(answer.ends_with("3000 bytes"), "{answer}");
 }
 
+/// Over HTTP/2 a request body had no bound at all (Pingora read its DATA frames without a
+/// timer): the same budget applies, and a stream whose body dribbles gets 408; one whose
+/// body flows is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_dribbles_gets_408() {
+    const WWW: &str = "www.example.com";
+    let pki = TestPki::new();
+    let www = pki.issue("www", &[WWW]);
+    let origin = TestOrigin::ok(&[]).await;
+    let node = tls_node_yaml(
+        &[&www],
+        "limits:\n  request_body_timeout: 1s\n  request_body_min_rate: 100\n",
+    )
+    .replace("    tls:\n", "    tls:\n      http2: true\n");
+    let rules = site(origin.addr()).replace(
+        "origin_group: web\n",
+        "origin_group: web\n    forwarding_protocol: http_only\n",
+    );
+    let edge = TestEdge::start(&node, &rules).await;
+    let mut config = pki.client_config();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(edge.tls_addr.unwrap()).await.unwrap();
+    let tls = connector
+        .connect(WWW.try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    // Sends `length` bytes, `chunk` at a time every `every`; the response's status, its
+    // X-Portico-Error and when it came.
+    let post = |length: usize, chunk: usize, every: Duration| {
+        let client = client.clone();
+        async move {
+            let mut client = client.ready().await.unwrap();
+            let request = http::Request::post(format!("https://{WWW}/up"))
+                .body(())
+                .unwrap();
+            let (response, mut body) = client.send_request(request, false).unwrap();
+            let started = Instant::now();
+            let send = async {
+                let mut ticker = tokio::time::interval(every);
+                let mut sent = 0;
+                while sent < length {
+                    ticker.tick().await;
+                    let n = chunk.min(length - sent);
+                    sent += n;
+                    body.send_data(vec![b'x'; n].into(), sent == length)
+                        .unwrap();
+                }
+                std::future::pending::<()>().await
+            };
+            let response = tokio::select! {
+                response = response => response.unwrap(),
+                _ = send => unreachable!(),
+            };
+            let error = response
+                .headers()
+                .get("x-portico-error")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status().as_u16(), error, started.elapsed())
+        }
+    };
+    let (status, error, took) = post(1000, 1, Duration::from_millis(200)).await;
+    assert_eq!(
+        (status, error.as_deref()),
+        (408, Some("request-body-timeout"))
+    );
+    assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    let (status, _, _) = post(3000, 300, Duration::from_millis(200)).await;
+    assert_eq!(status, 200);
+    assert_eq!(origin.requests().last().unwrap().body.len(), 3000);
+}
+
 /// A body over `max_request_body` gets 413 with its reason: at once when its
 /// `Content-Length` says so (nothing reaches the origin), and as soon as a chunked body
 /// streams past it (the origin never gets the body's end). A body of the limit passes.

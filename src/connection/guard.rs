@@ -45,6 +45,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora_core::protocols::http::v2::server::BodyBudget;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef, TlsStream};
@@ -362,11 +363,11 @@ impl HeadGuard {
     /// Milliseconds of waiting the body has in all: `request_body_timeout`, and a second
     /// per `request_body_min_rate` bytes received.
     fn body_allowance_ms(&self) -> u64 {
-        let earned = match self.limits.body_min_rate {
-            0 => 0,
-            rate => self.head_bytes as u64 * 1000 / u64::from(rate),
+        let budget = BodyBudget {
+            timeout: Duration::from_millis(self.limits.body_timeout_ms.into()),
+            min_rate: self.limits.body_min_rate,
         };
-        u64::from(self.limits.body_timeout_ms).saturating_add(earned)
+        u64::try_from(budget.allowance(self.head_bytes).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A response was finished since the last read: the next request's wait starts now (its

@@ -9,6 +9,7 @@
 //! echo the client's cookies and credentials back through the edge).
 
 use bytes::Bytes;
+use pingora_core::protocols::http::v2::server::BodyBudget;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -188,6 +189,15 @@ fn answer(status: u16, error: &'static str, body: String) -> EdgeAnswer<'static>
         error,
         body,
         location: None,
+    }
+}
+
+/// The budget a request body's waits have (`request_body_timeout`, `request_body_min_rate`):
+/// the HTTP/1 connection guard and Pingora's HTTP/2 session both count by it.
+pub fn body_budget(limits: &ClientLimits) -> BodyBudget {
+    BodyBudget {
+        timeout: limits.request_body_timeout,
+        min_rate: limits.request_body_min_rate,
     }
 }
 

@@ -182,10 +182,13 @@ impl ProxyHttp for Portico {
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
             guard.head_done(body_to_come);
         } else if session.downstream_session.is_http2() {
-            // The guard's `send_timeout` covers HTTP/1 writes; HTTP/2 has none of its own.
+            // The guard's `send_timeout` and body budget cover HTTP/1; HTTP/2 has neither.
             session
                 .downstream_session
                 .set_write_timeout(Some(self.limits.send_timeout));
+            session
+                .downstream_session
+                .set_h2_body_budget(Some(limits::body_budget(&self.limits)));
         }
         // RFC 9112 §9.3.2: requests a client pipelined are answered in order; without this
         // Pingora closes the connection after the first and drops the rest.

@@ -70,53 +70,52 @@ impl<'a> EdgeAnswer<'a> {
 /// The answer to a request that failed on its way to or from the origin (`code` from
 /// [`status_for_failure`]). It says what failed, never where: see [`reason_for_client`].
 pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'static> {
-    let (error, body) =
-        if let Some(limit @ HeadLimit::SlowBody(..)) = super::limits::client_limit(e) {
-            ("request-body-timeout", limit.to_string())
-        } else if e.etype() == &ErrorType::HTTPStatus(413) {
-            // The reason `limits::count_body` gave, not the context Pingora wrapped it in
-            // (which names the origin's address).
-            let mut innermost = e;
-            while let Some(inner) = innermost
-                .cause
-                .as_deref()
-                .and_then(|c| c.downcast_ref::<Box<Error>>())
-            {
-                innermost = inner;
-            }
-            let reason = innermost.context.as_ref().map_or("", |c| c.as_str());
-            (super::limits::BODY_TOO_LARGE, reason.to_owned())
-        } else if e.esource() == &ErrorSource::Downstream {
-            let reason = reason_for_client(e, ctx);
-            (
-                "bad-request",
-                format!("the edge could not read the request ({reason})"),
-            )
-        } else if e.etype() == &ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN) {
-            // `refusal::explain` wrote it for the client (addresses left out).
-            let reason = e
-                .context
-                .as_ref()
-                .map_or(String::new(), |c| c.as_str().to_owned());
-            ("no-healthy-origin", reason)
-        } else if e.etype() == &ErrorType::ConnectNoRoute {
-            let last = ctx
-                .last_connect_reason
-                .as_deref()
-                .map_or(String::new(), |r| format!("; the last one failed ({r})"));
-            (
-                "origin-failure",
-                format!(
+    let (error, body) = if slow_body(e) {
+        ("request-body-timeout", reason_for_client(e, ctx))
+    } else if e.etype() == &ErrorType::HTTPStatus(413) {
+        // The reason `limits::count_body` gave, not the context Pingora wrapped it in
+        // (which names the origin's address).
+        let mut innermost = e;
+        while let Some(inner) = innermost
+            .cause
+            .as_deref()
+            .and_then(|c| c.downcast_ref::<Box<Error>>())
+        {
+            innermost = inner;
+        }
+        let reason = innermost.context.as_ref().map_or("", |c| c.as_str());
+        (super::limits::BODY_TOO_LARGE, reason.to_owned())
+    } else if e.esource() == &ErrorSource::Downstream {
+        let reason = reason_for_client(e, ctx);
+        (
+            "bad-request",
+            format!("the edge could not read the request ({reason})"),
+        )
+    } else if e.etype() == &ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN) {
+        // `refusal::explain` wrote it for the client (addresses left out).
+        let reason = e
+            .context
+            .as_ref()
+            .map_or(String::new(), |c| c.as_str().to_owned());
+        ("no-healthy-origin", reason)
+    } else if e.etype() == &ErrorType::ConnectNoRoute {
+        let last = ctx
+            .last_connect_reason
+            .as_deref()
+            .map_or(String::new(), |r| format!("; the last one failed ({r})"));
+        (
+            "origin-failure",
+            format!(
                 "the edge could not get a response from the origin: no origin left to try{last}"
             ),
-            )
-        } else {
-            let reason = reason_for_client(e, ctx);
-            (
-                "origin-failure",
-                format!("the edge could not get a response from the origin ({reason})"),
-            )
-        };
+        )
+    } else {
+        let reason = reason_for_client(e, ctx);
+        (
+            "origin-failure",
+            format!("the edge could not get a response from the origin ({reason})"),
+        )
+    };
     EdgeAnswer {
         status: code,
         error,
@@ -196,8 +195,18 @@ fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
 
 /// The status for a request that failed on its way to or from the origin: 502 for origin
 /// trouble, 504 for an origin timeout, 0 when the client is already gone.
+/// The client's request body came too slowly: over HTTP/1 the connection guard's
+/// [`HeadLimit::SlowBody`], over HTTP/2 Pingora's body budget or, either way, its read
+/// timer (a `ReadTimedout` on the client's side).
+fn slow_body(e: &Error) -> bool {
+    matches!(
+        super::limits::client_limit(e),
+        Some(HeadLimit::SlowBody(..))
+    ) || (e.etype() == &ErrorType::ReadTimedout && e.esource() == &ErrorSource::Downstream)
+}
+
 pub fn status_for_failure(e: &Error) -> u16 {
-    if let Some(HeadLimit::SlowBody(..)) = super::limits::client_limit(e) {
+    if slow_body(e) {
         return 408;
     }
     match (e.etype(), e.esource()) {

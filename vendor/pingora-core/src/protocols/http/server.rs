@@ -526,6 +526,15 @@ impl Session {
         }
     }
 
+    /// PORTICO PATCH (HTTP/2 body budget): bound an HTTP/2 request body's waits (see
+    /// [`super::v2::server::BodyBudget`]). Noop for the others (an HTTP/1 connection's
+    /// stream can carry such a bound itself).
+    pub fn set_h2_body_budget(&mut self, budget: Option<super::v2::server::BodyBudget>) {
+        if let Self::H2(s) = self {
+            s.set_body_budget(budget);
+        }
+    }
+
     /// Return a digest of the request including the method, path and Host header
     // TODO: make this use a `Formatter`
     pub fn request_summary(&self) -> String {

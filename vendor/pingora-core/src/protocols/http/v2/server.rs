@@ -291,6 +291,31 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    /// PORTICO PATCH (HTTP/2 body budget): the budget the request body's waits have, and
+    /// how long they have taken so far.
+    body_budget: Option<BodyBudget>,
+    body_waited: Duration,
+}
+
+/// PORTICO PATCH (HTTP/2 body budget): how long, in all, reading a request body may wait
+/// for the client: `timeout`, plus one second per `min_rate` bytes received (`0`: none).
+/// Only waits count, so a body that keeps coming is never cut, and time the proxy spends
+/// not reading is not the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyBudget {
+    pub timeout: Duration,
+    pub min_rate: u32,
+}
+
+impl BodyBudget {
+    /// The waiting a body that has sent `received` bytes has earned in all.
+    pub fn allowance(&self, received: usize) -> Duration {
+        let earned = match self.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis((received as u64).saturating_mul(1000) / u64::from(rate)),
+        };
+        self.timeout.saturating_add(earned)
+    }
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -499,6 +524,8 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            body_budget: None, // PORTICO PATCH (HTTP/2 body budget)
+            body_waited: Duration::ZERO,
         })))
     }
 
@@ -520,8 +547,33 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        // PORTICO PATCH (HTTP/2 body budget): was `data()` awaited without any limit.
+        let data = match self.body_budget {
+            None => self.request_body_reader.data().await,
+            Some(budget) => {
+                let allowance = budget.allowance(self.body_read);
+                let left = allowance.saturating_sub(self.body_waited);
+                let started = std::time::Instant::now();
+                match timeout(left, self.request_body_reader.data()).await {
+                    Ok(data) => {
+                        self.body_waited += started.elapsed();
+                        data
+                    }
+                    Err(_) => {
+                        return Error::e_explain(
+                            ErrorType::ReadTimedout,
+                            format!(
+                                "the request body came too slowly: the edge waited {allowance:?} \
+                                 for it in all (limits.request_body_timeout, and 1 s more per \
+                                 {} bytes received)",
+                                budget.min_rate
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -926,6 +978,12 @@ impl HttpSession {
         } else {
             self.read_body_bytes().await
         }
+    }
+
+    /// PORTICO PATCH (HTTP/2 body budget): bound the request body's waits (see
+    /// [`BodyBudget`]); `None` (the default): no bound, as published.
+    pub fn set_body_budget(&mut self, budget: Option<BodyBudget>) {
+        self.body_budget = budget;
     }
 
     /// Return how many response body bytes (application, not wire) already sent downstream
