@@ -61,6 +61,9 @@ pub struct RequestCtx {
     pub interim_responses: u8,
     /// Request body bytes received so far (`limits::count_body`).
     pub request_body_bytes: u64,
+    /// The connection guard counts this request's body waits until its end
+    /// (`HeadGuard::body_done`).
+    pub body_guarded: bool,
     /// The origin to try again on a fresh connection (a reused one was closed under us),
     /// and whether that already happened once.
     pub retry_fresh: Option<usize>,
@@ -108,6 +111,7 @@ impl RequestCtx {
             upstream_status: None,
             interim_responses: 0,
             request_body_bytes: 0,
+            body_guarded: false,
             retry_fresh: None,
             retried_fresh: false,
             upstream_sent: None,

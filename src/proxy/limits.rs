@@ -171,12 +171,8 @@ fn body_too_large_reason(max_body: u64) -> String {
 /// `request_body_filter`: counts a streamed body's bytes; past `max_body` (not 0) the
 /// request fails with a 413 (the body announced no length, or the edge would have refused
 /// it at once), and the origin never gets the body's end.
-pub fn count_body(
-    received: &mut u64,
-    chunk: Option<&Bytes>,
-    max_body: u64,
-) -> pingora_error::Result<()> {
-    *received += chunk.map_or(0, |chunk| chunk.len() as u64);
+pub fn count_body(received: &mut u64, chunk: &Bytes, max_body: u64) -> pingora_error::Result<()> {
+    *received += chunk.len() as u64;
     if max_body > 0 && *received > max_body {
         return Error::e_explain(ErrorType::HTTPStatus(413), body_too_large_reason(max_body));
     }

@@ -171,16 +171,13 @@ impl ProxyHttp for Portico {
         ctx
     }
 
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         // The head is in: its deadline no longer applies; a body's waits are counted.
         // (Pingora reads the framing fields here rather than later: no more work.)
         let body_to_come = !session.downstream_session.is_body_done();
         if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
             guard.head_done(body_to_come);
+            ctx.body_guarded = body_to_come;
         } else if session.downstream_session.is_http2() {
             // The guard's `send_timeout` and body budget cover HTTP/1; HTTP/2 has neither.
             session
@@ -281,11 +278,11 @@ impl ProxyHttp for Portico {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         // A tunnel's bytes are no request body (the relay usually has them by then).
-        if !session.was_upgraded() {
+        if let Some(chunk) = body.as_ref().filter(|_| !session.was_upgraded()) {
             let max_body = self.limits.max_request_body;
-            limits::count_body(&mut ctx.request_body_bytes, body.as_ref(), max_body)?;
+            limits::count_body(&mut ctx.request_body_bytes, chunk, max_body)?;
         }
-        if end_of_stream {
+        if end_of_stream && ctx.body_guarded {
             if let Some(guard) = HeadGuard::of(session.downstream_session.stream()) {
                 guard.body_done();
             }
