@@ -9,18 +9,19 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use std::os::fd::AsRawFd;
 
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceReadyNotifier;
+use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cache::EdgeCache;
-use crate::config::model::NodeSettings;
+use crate::config::model::{ClientLimits, NodeSettings};
 use crate::config::{self, ConfigError};
 use crate::connection::EdgeApp;
 use crate::lifecycle::drain::Drain;
@@ -230,11 +231,9 @@ impl Node {
                 }
             }
         }
-        let app = EdgeApp::new(
-            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
-            self.settings.limits,
-        )
-        .with_tls(acceptors);
+        let limits = self.settings.limits;
+        let app = EdgeApp::new(Arc::new(edge_proxy(&conf, self.proxy, &limits)), limits)
+            .with_tls(acceptors);
         let mut service = Service::new("portico edge".to_string(), app);
         for (address, tls) in &listeners {
             let listener = ListenerConfig::tcp(address.to_string());
@@ -328,11 +327,25 @@ impl Node {
     pub fn into_app(self) -> Arc<EdgeApp> {
         set_process_switches(&self.settings);
         let conf = Arc::new(self.server_conf());
+        let limits = self.settings.limits;
         Arc::new(EdgeApp::new(
-            Arc::new(pingora_proxy::http_proxy(&conf, self.proxy)),
-            self.settings.limits,
+            Arc::new(edge_proxy(&conf, self.proxy, &limits)),
+            limits,
         ))
     }
+}
+
+/// Pingora's proxy around Portico's hooks, with the client limits that apply to HTTP/2
+/// connections (HTTP/1 ones have the connection guard): the preface and settings must come
+/// within `request_head_timeout` (Pingora waited for ever), and a connection with no
+/// stream open for `keepalive_timeout` is closed (Pingora kept it for ever).
+fn edge_proxy(conf: &Arc<ServerConf>, proxy: Portico, limits: &ClientLimits) -> HttpProxy<Portico> {
+    let mut edge = pingora_proxy::http_proxy(conf, proxy);
+    let mut options = HttpServerOptions::default();
+    options.h2_handshake_timeout = Some(limits.request_head_timeout);
+    options.h2_idle_timeout = Some(limits.keepalive_timeout);
+    edge.server_options = Some(options);
+    edge
 }
 
 /// L4 buffering for client connections. Pingora puts a 64 KiB read buffer in front of every

@@ -89,6 +89,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// PORTICO PATCH (HTTP/2 handshake deadline): if set, a downstream HTTP/2 connection
+    /// whose client preface and settings have not come this long after the connection was
+    /// handed over is closed. Unset (the default), the handshake waits as long as the
+    /// client takes.
+    pub h2_handshake_timeout: Option<Duration>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -314,7 +320,19 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            // PORTICO PATCH (HTTP/2 handshake deadline): was awaited without any limit.
+            let handshake = server::handshake(stream, h2_options);
+            let handshake = match self.server_options().and_then(|o| o.h2_handshake_timeout) {
+                None => handshake.await,
+                Some(limit) => match pingora_timeout::timeout(limit, handshake).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        debug!("H2 handshake not done within {limit:?}; closed");
+                        return None;
+                    }
+                },
+            };
+            let h2_conn = match handshake {
                 Err(e) => {
                     error!("H2 handshake error {e}");
                     return None;
