@@ -157,7 +157,7 @@ fn framing_refusal(request: &RequestHeader, max_body: u64) -> Option<EdgeAnswer<
 
 /// The answer to a body over `limits.max_request_body` (`max_body` bytes), announced by
 /// its `Content-Length` or found while it streams in.
-pub fn body_too_large(max_body: u64) -> EdgeAnswer<'static> {
+fn body_too_large(max_body: u64) -> EdgeAnswer<'static> {
     answer(413, BODY_TOO_LARGE, body_too_large_reason(max_body))
 }
 
