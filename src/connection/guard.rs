@@ -31,9 +31,10 @@
 //! ([`HeadGuard::lift_send_timeout`]): its own idle timer covers a stalled side.
 //!
 //! The proxy moves the guard between phases through [`HeadGuard::of`] (head parsed:
-//! `early_request_filter`; body in: `request_body_filter`; response finished: `logging`). A head that outruns its deadline
-//! or `max_request_head` ends the read with an [`io::Error`] carrying a [`HeadLimit`],
-//! which the proxy turns into a `408` or `431` (see `request_head_error`).
+//! `early_request_filter`; body in: `request_body_filter`; response finished: `logging`).
+//! A head that outruns its deadline or `max_request_head` ends the read with an
+//! [`io::Error`] carrying a [`HeadLimit`], which the proxy turns into a `408` or `431` (see
+//! `request_head_error`); a body that outruns its budget, a `408` (`fail_to_proxy`).
 
 use std::fmt;
 use std::future::Future;
@@ -106,8 +107,8 @@ pub struct HeadGuard {
     phase: AtomicU8,
     armed: AtomicU32,
     /// What the reader has acted on: the `armed` count it saw, its own phase, the head's
-    /// (or body's) bytes so far, when the current wait's deadline falls, and the one timer (no
-    /// allocation per request). The deadline is set, and the timer moved to it, only when
+    /// (or body's) bytes so far, when the current wait's deadline falls, and the one timer
+    /// (no allocation per request). The deadline is set, and the timer moved to it, only when
     /// a read would wait (`None` until then): a head that arrives whole never reads the
     /// clock nor touches the timer wheel. The wait is counted from that first wait, not
     /// from the first byte or the response's end, which it follows within one poll of
@@ -315,6 +316,9 @@ impl HeadGuard {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // (A request pipelined behind the last one may reach its body with no read of its
+        // head: the response's end still starts a new count.)
+        self.start_new_wait();
         if self.reading != BODY {
             // The body's first read: its count starts here (`head_bytes` counts its bytes).
             self.reading = BODY;
