@@ -563,9 +563,9 @@ impl HttpSession {
                         return Error::e_explain(
                             ErrorType::ReadTimedout,
                             format!(
-                                "the request body came too slowly: the edge waited {allowance:?} \
-                                 for it in all (limits.request_body_timeout, and 1 s more per \
-                                 {} bytes received)",
+                                "the request body came too slowly: {allowance:?} of waiting for \
+                                 it in all (the body budget: its timeout, and 1 s more per {} \
+                                 bytes received)",
                                 budget.min_rate
                             ),
                         );
