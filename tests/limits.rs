@@ -291,6 +291,42 @@ async fn a_body_that_dribbles_gets_408_and_one_that_flows_is_taken() {
     assert!(answer.ends_with("3000 bytes"), "{answer}");
 }
 
+/// Each body has its own budget, also a request's pipelined behind the last one (whose
+/// head the edge read with the previous body, not on its own): the first body's waits are
+/// not charged to the second. Budget 2 s, no rate: the first body waits 1.6 s, the second
+/// 1 s after the first answer; charged together they would pass 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_requests_body_has_a_budget_of_its_own() {
+    let origin = TestOrigin::ok(&[]).await;
+    let edge = TestEdge::with_routes(
+        "limits:\n  request_body_timeout: 2s\n  request_body_min_rate: 0\n",
+        &site(origin.addr()),
+    )
+    .await;
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    stream
+        .write_all(b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // The first body's byte, and the second request's head in the same write.
+    stream
+        .write_all(
+            b"xPOST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _ = stream.write_all(b"y").await;
+    let second = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the edge kept the connection open");
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
+    assert_eq!(origin.count_path("/second"), 1);
+}
+
 const WWW: &str = "www.example.com";
 
 /// An edge with an HTTP/2 TLS listener (and `limits` set) in front of an origin.
