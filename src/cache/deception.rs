@@ -13,6 +13,8 @@
 //! (Cloudflare's "Cache Deception Armor" checks the same pairing more strictly; this one
 //! refuses only the types a private page comes in, so a misfiled image still caches.)
 
+use crate::rules::path::escaped_byte;
+
 /// Extensions of static files (lower case), as CDNs cache by default.
 const STATIC_EXTENSIONS: &[&[u8]] = &[
     b"7z", b"apng", b"avi", b"avif", b"bmp", b"bz2", b"class", b"css", b"csv", b"dmg", b"doc",
@@ -37,12 +39,9 @@ pub fn names_static_file(path: &[u8]) -> bool {
     let mut in_parameter = false;
     let mut i = 0;
     while i < path.len() {
-        let (byte, width) = match path[i] {
-            b'%' if i + 2 < path.len() => match (hex(path[i + 1]), hex(path[i + 2])) {
-                (Some(high), Some(low)) => (high << 4 | low, 3),
-                _ => (b'%', 1),
-            },
-            other => (other, 1),
+        let (byte, width) = match escaped_byte(path, i) {
+            Some(decoded) => (decoded, 3),
+            None => (path[i], 1),
         };
         i += width;
         match byte {
@@ -68,10 +67,6 @@ pub fn names_static_file(path: &[u8]) -> bool {
         }
     }
     length.is_some_and(|n| STATIC_EXTENSIONS.contains(&&extension[..n]))
-}
-
-fn hex(digit: u8) -> Option<u8> {
-    (digit as char).to_digit(16).map(|value| value as u8)
 }
 
 /// Whether a `Content-Type` value is a page or an API answer: `text/html`,

@@ -29,6 +29,7 @@ use std::fmt::Write;
 use pingora_cache::key::HashBinary;
 
 use crate::config::model::{ForwardingProtocol, QueryStringMode};
+use crate::rules::path::escaped_byte;
 use crate::rules::{Decision, Engine, Scheme};
 
 /// Bumped whenever the framing changes, so old and new keys never meet.
@@ -260,27 +261,15 @@ fn percent_decoded(text: &str) -> String {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        let (byte, width) = match raw[i] {
-            b'%' => match raw
-                .get(i + 1..i + 3)
-                .and_then(|hex| hex_pair(hex[0], hex[1]))
-            {
-                Some(decoded) => (decoded, 3),
-                None => (b'%', 1),
-            },
-            b'+' => (b' ', 1),
-            other => (other, 1),
+        let (byte, width) = match (escaped_byte(raw, i), raw[i]) {
+            (Some(decoded), _) => (decoded, 3),
+            (None, b'+') => (b' ', 1),
+            (None, other) => (other, 1),
         };
         out.push(byte);
         i += width;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The byte two hex digits spell.
-fn hex_pair(high: u8, low: u8) -> Option<u8> {
-    let digit = |d: u8| (d as char).to_digit(16);
-    Some((digit(high)? * 16 + digit(low)?) as u8)
 }
 
 /// Writes an object's label (`host` + client path + query view) into `out`, cleared first.

@@ -51,6 +51,17 @@ fn scan(bytes: &[u8]) -> (bool, bool) {
     (needs_work, slash_dot)
 }
 
+/// The byte a percent escape spells, when `bytes[at..]` starts with one: `%` and two hex
+/// digits, nothing else. The one reading of an escape for the path, the cache key's query
+/// names and the deception check's file name.
+pub fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let digit = |d: &u8| (*d as char).to_digit(16);
+    match bytes.get(at..at + 3)? {
+        [b'%', high, low] => Some((digit(high)? * 16 + digit(low)?) as u8),
+        _ => None,
+    }
+}
+
 /// Decodes percent-encoded unreserved characters and upper-cases the others' hex digits.
 fn decode_unreserved(bytes: &[u8]) -> Result<String, PathRefusal> {
     let mut out = String::with_capacity(bytes.len());
@@ -59,13 +70,7 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathRefusal> {
         match bytes[i] {
             b'\\' => return Err("it has a backslash"),
             b'%' => {
-                // Two hex digits, nothing else (`from_str_radix` alone would take `+5`).
-                let value = bytes
-                    .get(i + 1..i + 3)
-                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                    .ok_or("it has a % that encodes nothing")?;
+                let value = escaped_byte(bytes, i).ok_or("it has a % that encodes nothing")?;
                 match value {
                     0 => return Err("it encodes a NUL"),
                     b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => out.push(b as char),
