@@ -101,29 +101,42 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         raw.request_body_timeout.as_deref(),
         d.request_body_timeout,
     );
-    let request_body_min_rate = match raw.request_body_min_rate.as_deref().map(parse_bytes) {
-        None => d.request_body_min_rate,
-        Some(Ok(rate)) => u32::try_from(rate).unwrap_or_else(|_| {
-            report.error(
-                file,
-                "limits.request_body_min_rate",
-                format!("{rate} bytes a second is more than a request body can be held to; give at most 4GiB"),
-            );
-            d.request_body_min_rate
-        }),
-        Some(Err(message)) => {
-            report.error(file, "limits.request_body_min_rate", message);
-            d.request_body_min_rate
+    // A size with no floor: `default` when absent, or when it does not parse or passes
+    // `max` (reported).
+    let mut size = |name: &str, text: Option<&str>, default: u64, max: u64| {
+        let Some(text) = text else {
+            return default;
+        };
+        let path = format!("limits.{name}");
+        match parse_bytes(text) {
+            Ok(value) if value > max => {
+                report.error(
+                    file,
+                    &path,
+                    format!("{value} bytes is more than this takes; give at most {max}"),
+                );
+                default
+            }
+            Ok(value) => value,
+            Err(message) => {
+                report.error(file, &path, message);
+                default
+            }
         }
     };
-    let max_request_body = match raw.max_request_body.as_deref().map(parse_bytes) {
-        None => d.max_request_body,
-        Some(Ok(size)) => size,
-        Some(Err(message)) => {
-            report.error(file, "limits.max_request_body", message);
-            d.max_request_body
-        }
-    };
+    let request_body_min_rate = size(
+        "request_body_min_rate",
+        raw.request_body_min_rate.as_deref(),
+        d.request_body_min_rate.into(),
+        u32::MAX.into(),
+    );
+    let request_body_min_rate = u32::try_from(request_body_min_rate).unwrap_or(u32::MAX);
+    let max_request_body = size(
+        "max_request_body",
+        raw.max_request_body.as_deref(),
+        d.max_request_body,
+        u64::MAX,
+    );
     // Pingora's keep-alive timer counts whole seconds.
     let keepalive_timeout = if keepalive_timeout < Duration::from_secs(1) {
         report.error(

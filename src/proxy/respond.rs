@@ -75,15 +75,11 @@ pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'sta
     } else if e.etype() == &ErrorType::HTTPStatus(413) {
         // The reason `limits::count_body` gave, not the context Pingora wrapped it in
         // (which names the origin's address).
-        let mut innermost = e;
-        while let Some(inner) = innermost
-            .cause
-            .as_deref()
-            .and_then(|c| c.downcast_ref::<Box<Error>>())
-        {
-            innermost = inner;
-        }
-        let reason = innermost.context.as_ref().map_or("", |c| c.as_str());
+        let reason = e
+            .root_cause()
+            .downcast_ref::<Error>()
+            .and_then(|innermost| innermost.context.as_ref())
+            .map_or("", |c| c.as_str());
         (super::limits::BODY_TOO_LARGE, reason.to_owned())
     } else if e.esource() == &ErrorSource::Downstream {
         let reason = reason_for_client(e, ctx);
