@@ -101,42 +101,6 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
         raw.request_body_timeout.as_deref(),
         d.request_body_timeout,
     );
-    // A size with no floor: `default` when absent, or when it does not parse or passes
-    // `max` (reported).
-    let mut size = |name: &str, text: Option<&str>, default: u64, max: u64| {
-        let Some(text) = text else {
-            return default;
-        };
-        let path = format!("limits.{name}");
-        match parse_bytes(text) {
-            Ok(value) if value > max => {
-                report.error(
-                    file,
-                    &path,
-                    format!("{value} bytes is more than this takes; give at most {max}"),
-                );
-                default
-            }
-            Ok(value) => value,
-            Err(message) => {
-                report.error(file, &path, message);
-                default
-            }
-        }
-    };
-    let request_body_min_rate = size(
-        "request_body_min_rate",
-        raw.request_body_min_rate.as_deref(),
-        d.request_body_min_rate.into(),
-        u32::MAX.into(),
-    );
-    let request_body_min_rate = u32::try_from(request_body_min_rate).unwrap_or(u32::MAX);
-    let max_request_body = size(
-        "max_request_body",
-        raw.max_request_body.as_deref(),
-        d.max_request_body,
-        u64::MAX,
-    );
     // Pingora's keep-alive timer counts whole seconds.
     let keepalive_timeout = if keepalive_timeout < Duration::from_secs(1) {
         report.error(
@@ -148,38 +112,71 @@ pub fn build_limits(report: &mut Report, file: FileId, raw: Option<&FileLimits>)
     } else {
         keepalive_timeout
     };
-    let mut bytes = |name: &str, text: Option<&str>, default: usize, min: usize| {
-        let Some(text) = text else {
-            return default;
+    // A size: `default` when absent, or when it does not parse, is under `min` or over the
+    // `ceiling` (reported, with what the ceiling is).
+    let mut size =
+        |name: &str, text: Option<&str>, default: u64, min: u64, ceiling: Option<(u64, &str)>| {
+            let Some(text) = text else {
+                return default;
+            };
+            let path = format!("limits.{name}");
+            match parse_bytes(text) {
+                Ok(value) if value < min => {
+                    report.error(
+                        file,
+                        &path,
+                        format!("{value} bytes is too small; the least that works is {min}"),
+                    );
+                    default
+                }
+                Ok(value) if ceiling.is_some_and(|(max, _)| value > max) => {
+                    let (max, over) = ceiling.unwrap_or_default();
+                    report.error(
+                        file,
+                        &path,
+                        format!("{value} bytes is {over}; give at most {max}"),
+                    );
+                    default
+                }
+                Ok(value) => value,
+                Err(message) => {
+                    report.error(file, &path, message);
+                    default
+                }
+            }
         };
-        let path = format!("limits.{name}");
-        match parse_bytes(text) {
-            Ok(value) if (value as usize) < min => {
-                report.error(
-                    file,
-                    &path,
-                    format!("{value} bytes is too small; the least that works is {min}"),
-                );
-                default
-            }
-            Ok(value) if value as usize > PINGORA_MAX_HEAD => {
-                report.error(file, &path, format!("{value} bytes is over what the edge reads of a request head ({PINGORA_MAX_HEAD}); give less"));
-                default
-            }
-            Ok(value) => value as usize,
-            Err(message) => {
-                report.error(file, &path, message);
-                default
-            }
-        }
-    };
-    let max_request_head = bytes(
+    let request_body_min_rate = size(
+        "request_body_min_rate",
+        raw.request_body_min_rate.as_deref(),
+        d.request_body_min_rate.into(),
+        0,
+        Some((u32::MAX.into(), "more than a rate this takes")),
+    );
+    let request_body_min_rate = u32::try_from(request_body_min_rate).unwrap_or(u32::MAX);
+    let max_request_body = size(
+        "max_request_body",
+        raw.max_request_body.as_deref(),
+        d.max_request_body,
+        0,
+        None,
+    );
+    // Pingora stops reading a head past `PINGORA_MAX_HEAD`: a larger limit never applies.
+    let head_size = |value: u64| usize::try_from(value).unwrap_or(PINGORA_MAX_HEAD);
+    let over_head = "over what the edge reads of a request head";
+    let max_request_head = head_size(size(
         "max_request_head",
         raw.max_request_head.as_deref(),
-        d.max_request_head,
+        d.max_request_head as u64,
         1024,
-    );
-    let max_uri = bytes("max_uri", raw.max_uri.as_deref(), d.max_uri, 64);
+        Some((PINGORA_MAX_HEAD as u64, over_head)),
+    ));
+    let max_uri = head_size(size(
+        "max_uri",
+        raw.max_uri.as_deref(),
+        d.max_uri as u64,
+        64,
+        Some((PINGORA_MAX_HEAD as u64, over_head)),
+    ));
     if max_uri > max_request_head {
         report.error(
             file,
