@@ -5,9 +5,13 @@
 //! table of about 100-byte buckets, plus an allocation per value and per cased name: about
 //! 3 KiB for the 8 fields of a typical static response, three times the 1 KiB body it
 //! describes. The store keeps instead the fields as HTTP/1 writes them (`Name: value` and
-//! CRLF, names with their case) in one allocation (a small committed object's text is
-//! packed before its body: see `Object::committed`): the text is its own field table, and
-//! a hit's head is mostly runs of it copied as they are. A plain hit writes its head from
+//! CRLF, names with their case): the lines many objects have word for word (`Server`,
+//! `Date`, `Content-Type`...) in a block shared with them (`cache::shared_lines`), the
+//! others in one allocation of its own (a small committed object keeps it beside its key's
+//! text: see `Object::committed`). The text is its own field table, and a hit's head is
+//! mostly runs of it copied as they are: the shared lines first, then its own (RFC 9110
+//! §5.3: the order of fields with different names carries no meaning; lines of one name
+//! are always in the same part, in order). A plain hit writes its head from
 //! the text (`proxy::hit_head`) and never builds a `ResponseHeader`: the meta it hands
 //! pingora builds one only when asked (`StoredMeta::to_meta`, a marked pingora-cache
 //! patch), as a conditional, range or `HEAD` request, a stale hit or a response-header
@@ -27,6 +31,7 @@ use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 
 use super::hit_lines::{self, HitLines};
+use super::shared_lines::{self, is_shared_line, SharedLines};
 
 /// Built headers each worker thread keeps (direct-mapped by generation): a few hundred
 /// KiB a thread (a built header holds a copy of its text).
@@ -55,19 +60,45 @@ thread_local! {
 pub struct StoredHeader {
     /// Tells this header's content from any other's (a soft purge's copy keeps it).
     generation: u64,
-    /// Its text while it keeps it, and a reason phrase of its own: behind one thin pointer,
+    /// Its lines many stored headers share (`cache::shared_lines`): a hit writes them
+    /// first, then its own text.
+    shared: Option<SharedLines>,
+    /// Its own text while it keeps it, and a reason phrase of its own: behind one thin pointer,
     /// `None` for most stored objects' headers (packed, with the status's own reason), so
     /// that a stored object's struct stays in jemalloc's 160-byte class (`object::tests`).
     own: Option<Box<OwnParts>>,
     status: StatusCode,
     version: Version,
-    has_case: bool,
-    /// Whether a field is `Vary` (every lookup asks; most objects have none).
-    has_vary: bool,
-    /// Whether a field is `Date`.
-    has_date: bool,
+    /// What it has, in one byte (`Flags`): kept in 40 bytes, so that a stored object's
+    /// struct stays in jemalloc's 160-byte class (`object::tests`).
+    flags: Flags,
     /// Where a hit's head needs more than a copy of the text.
     hit_lines: HitLines,
+}
+
+/// Facts about a stored header, as bits.
+#[derive(Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    /// It keeps its names' case.
+    const CASE: u8 = 1;
+    /// A field is `Vary` (every lookup asks; most objects have none).
+    const VARY: u8 = 2;
+    /// A field is `Date`.
+    const DATE: u8 = 4;
+    /// Its shared lines hold `Accept-Ranges: bytes` (see `shared_lines`).
+    const SHARED_ACCEPT_RANGES: u8 = 8;
+    /// It made its shared lines, and so counts them in its weight.
+    const COUNTS_SHARED: u8 = 16;
+
+    fn with(self, bit: u8, on: bool) -> Flags {
+        Flags(if on { self.0 | bit } else { self.0 })
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 /// What holds a stored header's own parts (see `StoredHeader::own`).
@@ -90,35 +121,42 @@ struct OwnParts {
 
 impl StoredHeader {
     pub fn from_header(header: &ResponseHeader) -> StoredHeader {
-        // Sized exactly: a stored header lives as long as its object.
-        let size: usize = match header.has_case() {
-            true => header
-                .case_header_iter()
-                .map(|(name, value)| name.as_slice().len() + value.len() + 4)
-                .sum(),
-            false => header
-                .headers
-                .iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 4)
-                .sum(),
-        };
-        let mut text = Vec::with_capacity(size);
-        if header.has_case() {
-            for (name, value) in header.case_header_iter() {
-                write_field(&mut text, name.as_slice(), value.as_bytes());
+        // The lines many objects share go to an interned block, the rest to this header's
+        // own text (`cache::shared_lines`); each sized exactly, as a stored header lives as
+        // long as its object.
+        let one_accept_ranges = header
+            .headers
+            .get_all(http::header::ACCEPT_RANGES)
+            .iter()
+            .nth(1)
+            .is_none();
+        let (mut shared_len, mut own_len) = (0, 0);
+        each_field(header, |name, value| {
+            let len = name.len() + value.len() + 4;
+            match is_shared_line(name, value, one_accept_ranges) {
+                true => shared_len += len,
+                false => own_len += len,
             }
-        } else {
-            for (name, value) in header.headers.iter() {
-                write_field(&mut text, name.as_str().as_bytes(), value.as_bytes());
+        });
+        let (mut shared, mut text) = (Vec::with_capacity(shared_len), Vec::with_capacity(own_len));
+        let (mut has_date, mut shared_accept_ranges) = (false, false);
+        each_field(header, |name, value| {
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            if is_shared_line(name, value, one_accept_ranges) {
+                shared_accept_ranges |= name.eq_ignore_ascii_case(b"accept-ranges");
+                write_field(&mut shared, name, value);
+            } else {
+                write_field(&mut text, name, value);
             }
-        }
+        });
         let text = text.into_boxed_slice();
         let lines = Lines { rest: &text, at: 0 };
-        let (hit_lines, has_date) = HitLines::place(
+        let (hit_lines, _) = HitLines::place(
             lines.map(|line| (line.start, line.start + line.field.0.len())),
             &text,
             header.status == StatusCode::OK,
         );
+        let shared = (!shared.is_empty()).then(|| shared_lines::intern(&shared));
         StoredHeader {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             status: header.status,
@@ -131,9 +169,16 @@ impl StoredHeader {
                     .filter(|reason| Some(*reason) != header.status.canonical_reason())
                     .map(Box::from),
             })),
-            has_case: header.has_case(),
-            has_vary: header.headers.contains_key(http::header::VARY),
-            has_date,
+            flags: Flags::default()
+                .with(Flags::CASE, header.has_case())
+                .with(Flags::VARY, header.headers.contains_key(http::header::VARY))
+                .with(Flags::DATE, has_date)
+                .with(Flags::SHARED_ACCEPT_RANGES, shared_accept_ranges)
+                .with(
+                    Flags::COUNTS_SHARED,
+                    shared.as_ref().is_some_and(|interned| interned.made),
+                ),
+            shared: shared.map(|interned| interned.lines),
             hit_lines,
         }
     }
@@ -164,6 +209,7 @@ impl StoredHeader {
         let own = self.own.as_ref().and_then(|own| own.text.as_deref());
         HeaderView {
             stored: self,
+            shared: self.shared.as_ref().map_or(&[], SharedLines::text),
             text: own.unwrap_or(packed),
         }
     }
@@ -185,11 +231,16 @@ impl StoredHeader {
     /// text and a reason phrase of its own, and what holds them (a packed text is counted
     /// by its object).
     pub fn weight(&self) -> usize {
-        self.own.as_ref().map_or(0, |own| {
-            std::mem::size_of::<OwnParts>()
-                + own.text.as_ref().map_or(0, |text| text.len())
-                + own.reason.as_ref().map_or(0, |reason| reason.len())
-        })
+        let shared = match (&self.shared, self.flags.has(Flags::COUNTS_SHARED)) {
+            (Some(shared), true) => shared.weight(),
+            _ => 0,
+        };
+        shared
+            + self.own.as_ref().map_or(0, |own| {
+                std::mem::size_of::<OwnParts>()
+                    + own.text.as_ref().map_or(0, |text| text.len())
+                    + own.reason.as_ref().map_or(0, |reason| reason.len())
+            })
     }
 }
 
@@ -197,6 +248,9 @@ impl StoredHeader {
 #[derive(Clone, Copy)]
 pub struct HeaderView<'a> {
     stored: &'a StoredHeader,
+    /// Its shared lines (`cache::shared_lines`), written before its own.
+    shared: &'a [u8],
+    /// Its own lines.
     text: &'a [u8],
 }
 
@@ -212,8 +266,15 @@ impl<'a> HeaderView<'a> {
 
     /// The values of the `Vary` fields (none without reading the text when there are none).
     pub fn vary(&self) -> impl Iterator<Item = &'a [u8]> {
-        let text = if self.stored.has_vary { self.text } else { &[] };
-        Lines { rest: text, at: 0 }.filter_map(|line| {
+        let view = match self.stored.flags.has(Flags::VARY) {
+            true => *self,
+            false => HeaderView {
+                shared: &[],
+                text: &[],
+                ..*self
+            },
+        };
+        view.lines().filter_map(|line| {
             line.field
                 .0
                 .eq_ignore_ascii_case(b"vary")
@@ -221,16 +282,26 @@ impl<'a> HeaderView<'a> {
         })
     }
 
-    fn lines(&self) -> Lines<'a> {
-        Lines {
+    /// Its lines: the shared ones, then its own (each with its place in its part).
+    fn lines(&self) -> impl Iterator<Item = Line<'a>> {
+        let shared = Lines {
+            rest: self.shared,
+            at: 0,
+        };
+        shared.chain(Lines {
             rest: self.text,
             at: 0,
-        }
+        })
     }
 
-    /// The fields' text.
-    pub fn text(&self) -> &'a [u8] {
+    /// Its own lines' text (without the shared lines).
+    pub fn own_text(&self) -> &'a [u8] {
         self.text
+    }
+
+    /// The length of all its lines' text, shared and own.
+    pub fn text_len(&self) -> usize {
+        self.shared.len() + self.text.len()
     }
 
     /// The header. Cloned from this thread's built headers if it is there, built from the
@@ -266,7 +337,7 @@ impl<'a> HeaderView<'a> {
         // Room for the fields a hit adds (`Age`, `X-Cache`, the request id) without
         // growing both maps.
         let count = Some(self.lines().count() + 4);
-        let mut header = match stored.has_case {
+        let mut header = match stored.flags.has(Flags::CASE) {
             true => ResponseHeader::build(stored.status, count)?,
             false => ResponseHeader::build_no_case(stored.status, count)?,
         };
@@ -274,17 +345,17 @@ impl<'a> HeaderView<'a> {
         if let Some(reason) = stored.reason() {
             header.set_reason_phrase(Some(reason))?;
         }
-        let text = Bytes::copy_from_slice(self.text);
-        // A part of `self.text`, as the same part of `text`.
-        let view = |part: &[u8]| {
-            let start = part.as_ptr() as usize - self.text.as_ptr() as usize;
-            text.slice(start..start + part.len())
-        };
-        for (name, value) in self.fields() {
+        // One copy of all the lines, shared and own: the values are views into it.
+        let mut joined = Vec::with_capacity(self.text_len());
+        joined.extend_from_slice(self.shared);
+        joined.extend_from_slice(self.text);
+        let text = Bytes::from(joined);
+        for line in (Lines { rest: &text, at: 0 }) {
+            let (name, value) = line.field;
             // Every value was a valid `HeaderValue` when it was stored.
-            let value = pingora_http::header_value_from_raw(view(value));
-            let name = view(name);
-            if stored.has_case {
+            let value = pingora_http::header_value_from_raw(text.slice_ref(value));
+            let name = text.slice_ref(name);
+            if stored.flags.has(Flags::CASE) {
                 header.append_header(name, value)?;
             } else {
                 let name = HeaderName::from_bytes(&name)
@@ -315,7 +386,7 @@ impl<'a> HeaderView<'a> {
         stripped: &[HeaderName],
     ) -> Option<HitHeadFields> {
         let stored = self.stored;
-        if !stored.has_case {
+        if !stored.flags.has(Flags::CASE) {
             return None;
         }
         match (stored.reason(), hit_lines::usual_status_line(stored.status)) {
@@ -330,8 +401,14 @@ impl<'a> HeaderView<'a> {
             }
         }
         let lines_from = out.len();
-        let (lines, text, date) = (&stored.hit_lines, self.text, stored.has_date);
-        if let Some(fields) = hit_lines::write(lines, text, date, out, age, refused, stripped) {
+        // The shared lines are all of names a hit copies (`shared_lines`).
+        out.extend_from_slice(self.shared);
+        let (lines, text) = (&stored.hit_lines, self.text);
+        let date = stored.flags.has(Flags::DATE);
+        if let Some(mut fields) = hit_lines::write(lines, text, date, out, age, refused, stripped) {
+            // The shared `Accept-Ranges: bytes` is what a `200` hit writes in its place.
+            fields.accept_ranges |=
+                stored.status == StatusCode::OK && stored.flags.has(Flags::SHARED_ACCEPT_RANGES);
             return Some(fields);
         }
         out.truncate(lines_from);
@@ -360,46 +437,49 @@ impl<'a> HeaderView<'a> {
         let mut content_length = None;
         // Pingora's range filter says `Accept-Ranges: bytes` on every whole `200` hit.
         let ok = self.stored.status == StatusCode::OK;
-        // Lines written as they are stored go out in runs, one copy each.
-        let mut run_start = 0;
-        for Line {
-            field: (name, value),
-            start,
-            end,
-        } in self.lines()
-        {
-            let replaced = if name.eq_ignore_ascii_case(b"date") {
-                date_done = true;
-                None
-            } else if name.eq_ignore_ascii_case(b"age") {
-                Some((&mut age_done, &b"Age"[..], age))
-            } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
-                Some((&mut ranges_done, &b"Accept-Ranges"[..], &b"bytes"[..]))
-            } else {
-                None
-            };
-            if let Some((done, titled, new_value)) = replaced {
-                // A second one: Pingora's insert would drop it.
-                if std::mem::replace(done, true) {
-                    return None;
-                }
-                out.extend_from_slice(&self.text[run_start..start]);
-                write_field(out, titled, new_value);
-                run_start = end;
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                // One length (a list of equal ones was folded into one when stored).
-                content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
-            } else if name.eq_ignore_ascii_case(b"connection")
-                || name.eq_ignore_ascii_case(b"transfer-encoding")
-                || refused(name)
+        // Lines written as they are stored go out in runs, one copy each: the shared lines'
+        // runs, then the own lines'.
+        for part in [self.shared, self.text] {
+            let mut run_start = 0;
+            for Line {
+                field: (name, value),
+                start,
+                end,
+            } in (Lines { rest: part, at: 0 })
             {
-                return None;
-            } else if stripped(name) {
-                out.extend_from_slice(&self.text[run_start..start]);
-                run_start = end;
+                let replaced = if name.eq_ignore_ascii_case(b"date") {
+                    date_done = true;
+                    None
+                } else if name.eq_ignore_ascii_case(b"age") {
+                    Some((&mut age_done, &b"Age"[..], age))
+                } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
+                    Some((&mut ranges_done, &b"Accept-Ranges"[..], &b"bytes"[..]))
+                } else {
+                    None
+                };
+                if let Some((done, titled, new_value)) = replaced {
+                    // A second one: Pingora's insert would drop it.
+                    if std::mem::replace(done, true) {
+                        return None;
+                    }
+                    out.extend_from_slice(&part[run_start..start]);
+                    write_field(out, titled, new_value);
+                    run_start = end;
+                } else if name.eq_ignore_ascii_case(b"content-length") {
+                    // One length (a list of equal ones was folded into one when stored).
+                    content_length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
+                } else if name.eq_ignore_ascii_case(b"connection")
+                    || name.eq_ignore_ascii_case(b"transfer-encoding")
+                    || refused(name)
+                {
+                    return None;
+                } else if stripped(name) {
+                    out.extend_from_slice(&part[run_start..start]);
+                    run_start = end;
+                }
             }
+            out.extend_from_slice(&part[run_start..]);
         }
-        out.extend_from_slice(&self.text[run_start..]);
         Some(HitHeadFields {
             content_length: content_length?,
             date: date_done,
@@ -446,6 +526,20 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
+/// Calls `f` with each field of `header`: its name as HTTP/1 writes it (with its case, if the
+/// header kept case) and its value, in order.
+fn each_field(header: &ResponseHeader, mut f: impl FnMut(&[u8], &[u8])) {
+    if header.has_case() {
+        for (name, value) in header.case_header_iter() {
+            f(name.as_slice(), value.as_bytes());
+        }
+    } else {
+        for (name, value) in header.headers.iter() {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+}
+
 /// One header line, `name: value` and CRLF, as HTTP/1 writes it (a stored header, a hit's
 /// head, the forwarding fields' lines).
 pub fn write_field(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
@@ -475,6 +569,73 @@ mod tests {
         wire
     }
 
+    /// Two objects from one origin: their `Server`, `Date`, `Content-Type` and
+    /// `Accept-Ranges: bytes` lines are one block, which only the first counts; a hit
+    /// writes those lines first, then each object's own, and builds the same fields.
+    #[test]
+    fn lines_objects_have_in_common_are_kept_once_and_written_first() {
+        let header = |etag: &str| {
+            let mut header = ResponseHeader::build(200, None).unwrap();
+            for (name, value) in [
+                ("Server", "shared-lines-origin"),
+                ("Date", "Sun, 06 Dec 2026 04:00:00 GMT"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "3"),
+                ("ETag", etag),
+                ("Accept-Ranges", "bytes"),
+            ] {
+                header.append_header(name.to_string(), value).unwrap();
+            }
+            header
+        };
+        let (one, two) = (header("\"1\""), header("\"2\""));
+        let (first, second) = (
+            StoredHeader::from_header(&one),
+            StoredHeader::from_header(&two),
+        );
+        let shared = |stored: &StoredHeader| stored.shared.clone().unwrap();
+        assert!(std::ptr::eq(shared(&first).text(), shared(&second).text()));
+        assert_eq!(
+            second.view().own_text(),
+            b"Content-Length: 3\r\nETag: \"2\"\r\n"
+        );
+        let block = shared(&first).weight();
+        assert_eq!(first.weight(), second.weight() + block);
+
+        let mut head = BytesMut::new();
+        let fields = second
+            .view()
+            .write_hit_head(&mut head, b"5", &[], &[])
+            .unwrap();
+        assert_eq!(
+            &head[..],
+            &b"HTTP/1.1 200 OK\r\nServer: shared-lines-origin\r\n\
+               Date: Sun, 06 Dec 2026 04:00:00 GMT\r\nContent-Type: text/plain\r\n\
+               Accept-Ranges: bytes\r\nContent-Length: 3\r\nETag: \"2\"\r\n"[..]
+        );
+        assert!(fields.date && fields.accept_ranges && !fields.age);
+        assert_eq!(fields.content_length, 3);
+        // Read line by line (a node that strips a copied name), the same head.
+        let mut scanned = BytesMut::new();
+        let stripped = [HeaderName::from_static("server")];
+        second
+            .view()
+            .write_hit_head(&mut scanned, b"5", &[], &stripped)
+            .unwrap();
+        let without_server =
+            String::from_utf8_lossy(&head).replace("Server: shared-lines-origin\r\n", "");
+        assert_eq!(String::from_utf8_lossy(&scanned), without_server);
+
+        let built = second.view().to_header().unwrap();
+        for (name, value) in two.headers.iter() {
+            assert_eq!(
+                built.headers.get_all(name).iter().collect::<Vec<_>>(),
+                [value]
+            );
+        }
+        assert_eq!(built.headers.len(), two.headers.len());
+    }
+
     #[test]
     fn a_stored_header_keeps_status_reason_case_order_and_values_but_not_the_read_buffer() {
         // Values that are views into a larger buffer, as a parsed head's are.
@@ -483,7 +644,7 @@ mod tests {
         let mut header = ResponseHeader::build(203, None).unwrap();
         header.set_reason_phrase(Some("Fine")).unwrap();
         header.set_version(Version::HTTP_10);
-        for name in ["X-First", "cache-control", "X-First", "Content-Length"] {
+        for name in ["X-First", "x-lower", "X-First", "Content-Length"] {
             let value = pingora_http::header_value_from_raw(buffer.slice(10..20));
             header.append_header(name.to_string(), value).unwrap();
         }
@@ -504,10 +665,7 @@ mod tests {
                 String::from_utf8(name.as_slice().to_vec()).unwrap()
             })
             .collect();
-        assert_eq!(
-            names,
-            ["X-First", "X-First", "cache-control", "Content-Length"]
-        );
+        assert_eq!(names, ["X-First", "X-First", "x-lower", "Content-Length"]);
         assert_eq!(stored.headers.get_all("x-first").iter().count(), 2);
         assert_eq!(wire(&stored), wire(&header));
     }
@@ -646,9 +804,11 @@ mod tests {
             header.append_header(name.to_string(), value).unwrap();
         }
         let stored = StoredHeader::from_header(&header);
+        // `Vary` lines are shared ones (`shared_lines`): they come first.
+        assert_eq!(stored.view().shared, b"Vary: Accept\r\nVARY: Origin\r\n");
         assert_eq!(
-            stored.view().text(),
-            b"Vary: Accept\r\nVARY: Origin\r\nx-n: 1\r\nX-Colon: a: b:c\r\nX-Empty: \r\n"
+            stored.view().own_text(),
+            b"x-n: 1\r\nX-Colon: a: b:c\r\nX-Empty: \r\n"
         );
         // In the header map's order: a name's lines together, where it first appeared.
         let fields: Vec<_> = stored.view().fields().collect();

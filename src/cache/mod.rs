@@ -28,6 +28,7 @@ pub mod object;
 pub mod policy;
 pub mod purge;
 pub mod shard;
+pub mod shared_lines;
 pub mod status;
 pub mod store;
 pub mod surrogate;

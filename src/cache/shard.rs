@@ -206,7 +206,7 @@ mod tests {
         let header = ResponseHeader::build(200, None).unwrap();
         let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
         let meta = StoredMeta::from_meta(&meta, Tags::default());
-        Arc::new(Object::filling(id, primary, hash, "h/p".into(), meta))
+        Arc::new(Object::filling(id, primary, hash, "h/p", meta))
     }
 
     fn key(n: u8, variant: u8) -> HashBinary {

@@ -72,7 +72,7 @@ pub fn serialize(session: &mut Session, ctx: &mut RequestCtx) -> Option<HitHead>
     let stored = object.header(&meta);
     // Room for the stored lines, the status line, the fields added below, and Pingora's
     // `Connection` and blank line.
-    let room = stored.text().len() + 224;
+    let room = stored.text_len() + 224;
     let mut head = BytesMut::with_capacity(room);
     let fields = stored.write_hit_head(&mut head, age, &refused, stripped)?;
 

@@ -125,7 +125,7 @@ impl Fill {
         self.store.abandoned.fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "cache fill of {} abandoned at {} bytes: cache.memory_bytes is taken by fills in progress",
-            self.object.label,
+            self.object.label(),
             self.written
         );
     }
@@ -182,7 +182,7 @@ impl HandleMiss for Fill {
         if stored.is_none() {
             self.store.release(reserved);
             self.store.drop_fill(&self.object);
-            log::debug!("cache fill of {} finished, not stored", self.object.label);
+            log::debug!("cache fill of {} finished, not stored", self.object.label());
         }
         Ok(MissFinishType::Created(stored.unwrap_or(0)))
     }

@@ -37,6 +37,9 @@
 //!   counted by estimate (`Object::overhead`: its struct, `OBJECT_BYTES`; its header,
 //!   `StoredMeta::weight`; `INDEX_ENTRY_BYTES`), and its entry in the eviction clock (a
 //!   weak pointer: 8 bytes, 16 with the queue's spare room).
+//! - per block of shared header lines (`cache::shared_lines`) whose maker has left the store
+//!   while other objects still hold it, the block (a few hundred bytes): only its maker
+//!   counts it.
 //!
 //! # Indexes
 //!
@@ -273,7 +276,7 @@ impl MemoryStore {
     /// (what packing frees goes back: `Object::committed`); its weight, or `None` if it was
     /// purged meanwhile (nothing given back: the caller releases `reserved`).
     fn commit(&self, fill: &Arc<Object>, reserved: usize) -> Option<usize> {
-        let committed = Arc::new(fill.committed(reserved));
+        let committed = Arc::new(fill.committed());
         let weight = committed.weight();
         let primary = fill.primary();
         let replaced = {
@@ -296,7 +299,15 @@ impl MemoryStore {
             index.add(&committed);
             replaced
         };
-        self.release(reserved - weight);
+        // A committed object weighs its fill's reservation less what packing freed; were it
+        // ever heavier, the difference is taken, and the store evicts back under its bound.
+        match reserved.checked_sub(weight) {
+            Some(spare) => self.release(spare),
+            None => {
+                self.used.fetch_add(weight - reserved, Ordering::AcqRel);
+                self.reserve(0);
+            }
+        }
         if let Some(old) = replaced {
             self.forget(&old);
         }
@@ -391,7 +402,7 @@ impl Storage for MemoryStore {
     ) -> Result<MissHandler> {
         let hash = key.combined_bin();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let label = key.primary_key_str().unwrap_or_default().into();
+        let label = key.primary_key_str().unwrap_or_default();
         let tags = super::tags::of_response(meta.response_header(), &self.tag_headers);
         let object = Arc::new(Object::filling(
             id,

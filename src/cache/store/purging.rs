@@ -82,7 +82,7 @@ impl MemoryStore {
             examined: candidates.len() + fills.len(),
         };
         for object in candidates {
-            if !purge.matches(&object.label, object.meta().tags()) {
+            if !purge.matches(object.label(), object.meta().tags()) {
                 continue;
             }
             let done = if purge.soft {
@@ -93,7 +93,7 @@ impl MemoryStore {
             count.purged += usize::from(done);
         }
         for fill in fills {
-            if !purge.matches(&fill.label, fill.meta().tags()) {
+            if !purge.matches(fill.label(), fill.meta().tags()) {
                 continue;
             }
             if purge.soft {
