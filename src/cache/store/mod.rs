@@ -265,9 +265,10 @@ impl MemoryStore {
 
     /// Accounts for a committed object that left the store.
     fn forget(&self, object: &Object) {
-        self.bytes.fetch_sub(object.weight(), Ordering::Relaxed);
+        let weight = object.weight();
+        self.bytes.fetch_sub(weight, Ordering::Relaxed);
         self.objects.fetch_sub(1, Ordering::Relaxed);
-        self.release(object.weight());
+        self.release(weight);
         self.clock.depart(object);
         self.index.lock().remove(object);
     }
