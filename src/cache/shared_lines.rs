@@ -63,9 +63,15 @@ impl SharedLines {
         &self.0
     }
 
-    /// What the block takes in memory: its text, and its `Arc` with the box it holds.
+    /// What the block takes in memory: its text, its `Arc` with the box it holds, and its
+    /// entry in the table (a hash, a weak pointer and a control byte, with the table's
+    /// spare room).
     pub fn weight(&self) -> usize {
-        self.0.len() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Box<[u8]>>()
+        const TABLE_ENTRY_BYTES: usize = 32;
+        self.0.len()
+            + 2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<Box<[u8]>>()
+            + TABLE_ENTRY_BYTES
     }
 }
 
@@ -137,6 +143,20 @@ mod tests {
         assert_eq!(second.lines.text(), text);
         let other = intern(b"Server: shared-lines-test-2\r\n");
         assert!(other.made);
+    }
+
+    /// Blocks no header holds any longer leave the table by the sweeps: it stays within
+    /// twice what is alive, plus the sweep's step.
+    #[test]
+    fn dead_blocks_are_swept() {
+        for n in 0..10_000 {
+            drop(intern(
+                format!("Server: shared-lines-sweep-{n}\r\n").as_bytes(),
+            ));
+        }
+        let table = TABLE.lock();
+        assert!(table.blocks.len() < 2 * table.alive_at_sweep + 1024 + 1);
+        assert!(table.alive_at_sweep < 1000, "{}", table.alive_at_sweep);
     }
 
     #[test]
