@@ -124,7 +124,12 @@ w(
     f"| peers | nginx {meta.get('V_NGINX')}, {meta.get('V_VARNISH')}, HAProxy {meta.get('V_HAPROXY')} "
     f"(Debian packages), wrk {meta.get('V_WRK')} |"
 )
-w(f"| Portico | commit {meta.get('V_PORTICO')}, release build, {meta.get('V_RUSTC')} |")
+BUILD = (
+    "release build with profile-guided optimisation (`scripts/build-pgo`; the floor built the same way)"
+    if meta.get("V_PGO") == "1"
+    else "release build"
+)
+w(f"| Portico | commit {meta.get('V_PORTICO')}, {BUILD}, {meta.get('V_RUSTC')} |")
 load_note = ""
 if meta.get("QUIET_TIMED_OUT"):
     load_note = (
