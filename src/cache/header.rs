@@ -151,7 +151,7 @@ impl StoredHeader {
         });
         let text = text.into_boxed_slice();
         let lines = Lines { rest: &text, at: 0 };
-        let (hit_lines, _) = HitLines::place(
+        let hit_lines = HitLines::place(
             lines.map(|line| (line.start, line.start + line.field.0.len())),
             &text,
             header.status == StatusCode::OK,

@@ -64,20 +64,14 @@ impl HitLines {
     }
 
     /// The lines of a stored header's `text`, given each line's start and the end of its
-    /// name; and whether one is a `Date`. `Accept-Ranges` is replaced on a `200` only
-    /// (`ok`), as Pingora's range filter does; otherwise its line is copied.
-    pub fn place(
-        lines: impl Iterator<Item = (usize, usize)>,
-        text: &[u8],
-        ok: bool,
-    ) -> (HitLines, bool) {
+    /// name. `Accept-Ranges` is replaced on a `200` only (`ok`), as Pingora's range filter
+    /// does; otherwise its line is copied.
+    pub fn place(lines: impl Iterator<Item = (usize, usize)>, text: &[u8], ok: bool) -> HitLines {
         let mut placed = HitLines::UNPLACED;
-        let mut date = false;
         let mut fits = text.len() < usize::from(NONE);
         for (start, name_end) in lines {
             let name = &text[start..name_end];
             let slot = if name.eq_ignore_ascii_case(b"date") {
-                date = true;
                 continue;
             } else if name.eq_ignore_ascii_case(b"age") {
                 &mut placed.age
@@ -100,7 +94,11 @@ impl HitLines {
             *slot = u16::try_from(start).unwrap_or(NONE);
         }
         fits &= placed.content_length != NONE;
-        (if fits { placed } else { HitLines::UNPLACED }, date)
+        if fits {
+            placed
+        } else {
+            HitLines::UNPLACED
+        }
     }
 }
 
