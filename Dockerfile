@@ -11,6 +11,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The allocator's settings (jemalloc's slab sizes) are build-time: .cargo/config.toml.
+COPY .cargo .cargo
 COPY vendor vendor
 COPY src src
 COPY bench/conf bench/conf

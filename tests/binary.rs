@@ -162,3 +162,34 @@ async fn portico_run_listens_only_after_the_first_probe_round() {
     assert_eq!(origins[0]["last_error"]["error"], "timed out after 1s");
     assert_eq!(origins[1]["health"], "healthy", "{origins}");
 }
+
+/// The built edge's jemalloc carries the settings `.cargo/config.toml` gives it (its slab
+/// sizes: about 33 bytes less per stored 1 KiB object). A build that lost them, made
+/// where Cargo does not read that file, would still run; this says so.
+#[test]
+fn the_built_edge_carries_the_allocator_settings_of_cargo_config() {
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml"))
+            .expect(".cargo/config.toml");
+    let wanted = config
+        .lines()
+        .find_map(|line| line.strip_prefix("JEMALLOC_SYS_WITH_MALLOC_CONF = "))
+        .expect("the allocator's settings in .cargo/config.toml");
+    assert!(wanted.starts_with("\"slab_sizes:"), "{wanted}");
+    // jemalloc prints its build-time settings at exit when asked (and nothing else, with
+    // every other section left out).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("--version")
+        .env(
+            "_RJEM_MALLOC_CONF",
+            "stats_print:true,stats_print_opts:mdablxeh",
+        )
+        .output()
+        .expect("portico --version runs");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("config.malloc_conf: {wanted}\n")),
+        "the edge's jemalloc was built without {wanted}:\n{stderr}"
+    );
+}
