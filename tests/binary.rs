@@ -164,7 +164,7 @@ async fn portico_run_listens_only_after_the_first_probe_round() {
 }
 
 /// The built edge's jemalloc carries the settings `.cargo/config.toml` gives it (its slab
-/// sizes: about 33 bytes less per stored 1 KiB object). A build that lost them, made
+/// sizes: about 30 bytes less per stored 1 KiB object). A build that lost them, made
 /// where Cargo does not read that file, would still run; this says so.
 #[test]
 fn the_built_edge_carries_the_allocator_settings_of_cargo_config() {
