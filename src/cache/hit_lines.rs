@@ -71,9 +71,7 @@ impl HitLines {
         let mut fits = text.len() < usize::from(NONE);
         for (start, name_end) in lines {
             let name = &text[start..name_end];
-            let slot = if name.eq_ignore_ascii_case(b"date") {
-                continue;
-            } else if name.eq_ignore_ascii_case(b"age") {
+            let slot = if name.eq_ignore_ascii_case(b"age") {
                 &mut placed.age
             } else if ok && name.eq_ignore_ascii_case(b"accept-ranges") {
                 &mut placed.accept_ranges
