@@ -164,10 +164,11 @@ async fn portico_run_listens_only_after_the_first_probe_round() {
 }
 
 /// The built edge's jemalloc carries the settings `.cargo/config.toml` gives it (its slab
-/// sizes: about 30 bytes less per stored 1 KiB object). A build that lost them, made
-/// where Cargo does not read that file, would still run; this says so.
+/// sizes: about 30 bytes less per stored 1 KiB object) and is built without its
+/// cache-oblivious padding (`Cargo.toml`: a page less per block of 16 KiB or more). A
+/// build that lost either would still run; this says so.
 #[test]
-fn the_built_edge_carries_the_allocator_settings_of_cargo_config() {
+fn the_built_edge_carries_its_allocator_settings() {
     let config =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml"))
             .expect(".cargo/config.toml");
@@ -191,5 +192,9 @@ fn the_built_edge_carries_the_allocator_settings_of_cargo_config() {
     assert!(
         stderr.contains(&format!("config.malloc_conf: {wanted}\n")),
         "the edge's jemalloc was built without {wanted}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("config.cache_oblivious: false\n"),
+        "the edge's jemalloc pads large blocks with a page:\n{stderr}"
     );
 }
