@@ -250,6 +250,29 @@ if s1["portico"]:
                 s1p99["portico"] <= s1p99["nginx"],
             )
         )
+p, n = med("s3", "pass-c64", "portico", "rps"), med("s3", "pass-c64", "nginx", "rps")
+p99, n99 = med("s3", "pass-c64", "portico", "p99_ms"), med("s3", "pass-c64", "nginx", "p99_ms")
+if p and n and p99 and n99:
+    targets.append(
+        (
+            "pass-through req/s ≥ 1.0× nginx, p99 no worse",
+            f"{p / n:.2f}× ({num(p)} vs {num(n)} req/s), p99 {p99:.2f} ms vs {n99:.2f} ms",
+            p / n >= 1.0 and p99 <= n99,
+        )
+    )
+for size in (64, 65536):
+    rates = {s: med("s4", f"ws-{size}", s, "msgs_per_s") for s in EDGES[1:]}
+    rates = {s: r for s, r in rates.items() if r}
+    p = med("s4", f"ws-{size}", "portico", "msgs_per_s")
+    if p and rates:
+        fastest = max(rates, key=rates.get)
+        targets.append(
+            (
+                f"WebSocket echo the fastest edge ({'64 B' if size == 64 else '64 KiB'})",
+                f"{p / rates[fastest]:.2f}× {LABEL[fastest]} ({num(p)} vs {num(rates[fastest])} msg/s)",
+                p >= rates[fastest],
+            )
+        )
 for size in (64, 65536):
     p, d = med("s4", f"ws-{size}", "portico", "msgs_per_s"), med("s4", f"ws-{size}", "direct", "msgs_per_s")
     if p and d:
