@@ -57,8 +57,6 @@ pub struct RequestCtx {
     pub tried: SmallVec<[usize; 4]>,
     pub origin_index: Option<usize>,
     pub upstream_status: Option<u16>,
-    /// Interim (1xx) responses the origin sent (`upstream::limit_interim`).
-    pub interim_responses: u8,
     /// Request body bytes received so far (`limits::count_body`).
     pub request_body_bytes: u64,
     /// The connection guard counts this request's body waits until its end
@@ -109,7 +107,6 @@ impl RequestCtx {
             tried: SmallVec::new(),
             origin_index: None,
             upstream_status: None,
-            interim_responses: 0,
             request_body_bytes: 0,
             body_guarded: false,
             retry_fresh: None,

@@ -198,6 +198,9 @@ impl ProxyHttp for Portico {
         if session.req_header().version == http::Version::HTTP_10 {
             session.downstream_session.set_ignore_info_resp(true);
         }
+        session
+            .downstream_session
+            .set_info_resp_limit(Some(upstream::MAX_INTERIM_RESPONSES));
         Ok(())
     }
 
@@ -391,7 +394,6 @@ impl ProxyHttp for Portico {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_status = Some(response.status.as_u16());
-        upstream::limit_interim(session, response, ctx);
         upstream::own_version(response);
         ctx.origin_first_byte = ctx.upstream_sent.map(|sent| sent.elapsed());
         crate::tier::hop::take_remote_status(response, ctx);

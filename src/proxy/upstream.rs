@@ -7,7 +7,7 @@ use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{OriginDeadlines, Session};
+use pingora_proxy::OriginDeadlines;
 
 use crate::config::model::{Action, ForwardingProtocol, OriginTimeouts};
 use crate::rules::{Scheme, UpgradeHandling};
@@ -241,22 +241,10 @@ pub fn check_response(response: &ResponseHeader, ctx: &RequestCtx) -> Result<()>
 
 /// Interim responses (1xx but `101`) relayed to one client, at most. RFC 9110 §15.2 has a
 /// proxy pass them on, but an origin can send any number (one test's sent 100,000 `103`s,
-/// 12 MB, all copied to the client): past this many the rest are dropped.
+/// 12 MB, all copied to the client): past this many the rest are dropped. The client's
+/// session counts them as it writes them (`set_info_resp_limit`): a filter sees a whole
+/// batch of the origin's tasks before any is written, so it cannot tell which to drop.
 pub const MAX_INTERIM_RESPONSES: u8 = 8;
-
-/// `upstream_response_filter`: counts the interim responses, and has the client's
-/// connection drop those past [`MAX_INTERIM_RESPONSES`].
-pub fn limit_interim(session: &mut Session, response: &ResponseHeader, ctx: &mut RequestCtx) {
-    if !response.status.is_informational()
-        || response.status == http::StatusCode::SWITCHING_PROTOCOLS
-    {
-        return;
-    }
-    ctx.interim_responses = ctx.interim_responses.saturating_add(1);
-    if ctx.interim_responses > MAX_INTERIM_RESPONSES {
-        session.downstream_session.set_ignore_info_resp(true);
-    }
-}
 
 /// `upstream_response_filter`: RFC 9110 §2.5, a proxy sends its own HTTP version: an
 /// origin's `HTTP/1.0` status line is not passed on as it came.

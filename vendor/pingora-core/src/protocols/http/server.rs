@@ -497,6 +497,15 @@ impl Session {
         }
     }
 
+    /// PORTICO PATCH (interim responses limited): write at most `limit` interim (1xx but
+    /// `101`) responses downstream (see [`SessionV1::set_info_resp_limit`]). Noop for
+    /// the others, which write none (h2, custom) or leave it to the true downstream.
+    pub fn set_info_resp_limit(&mut self, limit: Option<u8>) {
+        if let Self::H1(s) = self {
+            s.set_info_resp_limit(limit);
+        }
+    }
+
     /// Sets whether keepalive should be disabled if response is written prior to
     /// downstream body finishing.
     ///

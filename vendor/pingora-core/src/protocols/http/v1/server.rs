@@ -122,6 +122,9 @@ pub struct HttpSession {
     min_send_rate: Option<usize>,
     /// When this is enabled informational response headers will not be proxied downstream
     ignore_info_resp: bool,
+    /// PORTICO PATCH (interim responses limited): how many more interim (1xx but `101`)
+    /// responses may be written; `None`, no limit.
+    info_resps_left: Option<u8>,
     /// Disable keepalive if response is sent before downstream body is finished
     close_on_response_before_downstream_finish: bool,
 
@@ -255,6 +258,7 @@ impl HttpSession {
             digest,
             min_send_rate: None,
             ignore_info_resp: false,
+            info_resps_left: None, // PORTICO PATCH (interim responses limited)
             // default on to avoid rejecting requests after body as pipelined
             close_on_response_before_downstream_finish: true,
             keepalive_reuses_remaining: None,
@@ -966,6 +970,18 @@ impl HttpSession {
             debug!("ignoring informational headers");
             return Ok(None);
         }
+        // PORTICO PATCH (interim responses limited): counted as they are written, not as
+        // they are filtered: a proxy filters a whole batch of an origin's tasks before it
+        // writes any, so a limit applied by a filter also dropped the batch's earlier ones.
+        if header.status.is_informational() && header.status != 101 {
+            if let Some(left) = self.info_resps_left.as_mut() {
+                if *left == 0 {
+                    debug!("interim response past the limit dropped");
+                    return Ok(None);
+                }
+                *left -= 1;
+            }
+        }
 
         // Check if we already sent a response header
         if let Some(ref resp) = self.response_written {
@@ -1541,6 +1557,12 @@ impl HttpSession {
     /// Expect: 100-continue was set on the request.
     pub fn set_ignore_info_resp(&mut self, ignore: bool) {
         self.ignore_info_resp = ignore;
+    }
+
+    /// PORTICO PATCH (interim responses limited): write at most `limit` interim (1xx but
+    /// `101`) responses; those past it are dropped. An origin can send any number.
+    pub fn set_info_resp_limit(&mut self, limit: Option<u8>) {
+        self.info_resps_left = limit;
     }
 
     /// Sets whether keepalive should be disabled if response is written prior to
