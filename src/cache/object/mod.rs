@@ -77,12 +77,14 @@ enum Body {
     Other(Box<OtherBody>),
 }
 
+/// Sized by its committed forms (40 bytes, jemalloc's 48 class): a fill, larger and
+/// short-lived, is boxed on its own, so a stored body's box is not sized by it (80 bytes).
 enum OtherBody {
     /// A committed body over `WITH_TEXT_UP_TO` in one chunk.
     One(Bytes),
     /// A committed body over `COALESCE_UP_TO`, in the chunks it came in.
-    Many(Vec<Bytes>),
-    Filling(Fill),
+    Many(Box<[Bytes]>),
+    Filling(Box<Fill>),
 }
 
 /// A fill's body so far and its progress, as its readers wait on it.
@@ -156,11 +158,11 @@ impl Object {
             own: Box::from(label.as_bytes()),
             label_len: label.len() as u32,
             meta: RwLock::new(meta),
-            body: Body::Other(Box::new(OtherBody::Filling(Fill {
+            body: Body::Other(Box::new(OtherBody::Filling(Box::new(Fill {
                 chunks: RwLock::default(),
                 state: watch::channel(FillState::Filling).0,
                 cursors: Mutex::new(Vec::new()),
-            }))),
+            })))),
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
         }
@@ -390,7 +392,7 @@ impl Object {
                     Body::Other(Box::new(OtherBody::One(one)))
                 }
                 [one] => Body::Other(Box::new(OtherBody::One(one.clone()))),
-                _ => Body::Other(Box::new(OtherBody::Many(chunks.to_vec()))),
+                _ => Body::Other(Box::new(OtherBody::Many(Box::from(chunks)))),
             }
         });
         // Only a fill is committed, and a fill's body is in chunks.
@@ -622,6 +624,18 @@ pub(super) mod tests {
             std::mem::size_of::<Object>(),
             std::mem::size_of::<StoredMeta>(),
             std::mem::size_of::<crate::cache::header::StoredHeader>()
+        );
+    }
+
+    /// A stored body over 4 KiB keeps its chunk (or chunks) in a box: jemalloc's 48-byte
+    /// class, not the 80 bytes a fill takes.
+    #[test]
+    fn a_stored_large_body_box_fits_the_48_byte_class() {
+        assert!(
+            std::mem::size_of::<OtherBody>() <= 48,
+            "OtherBody {} Fill {}",
+            std::mem::size_of::<OtherBody>(),
+            std::mem::size_of::<Fill>()
         );
     }
 
