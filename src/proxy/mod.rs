@@ -198,6 +198,7 @@ impl ProxyHttp for Portico {
         if session.req_header().version == http::Version::HTTP_10 {
             session.downstream_session.set_ignore_info_resp(true);
         }
+        // Nor any number of them to the others (counted as they are written).
         session
             .downstream_session
             .set_info_resp_limit(Some(upstream::MAX_INTERIM_RESPONSES));
