@@ -117,6 +117,36 @@ async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
     assert_eq!(fine.status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_the_edge_cannot_parse_is_not_echoed_back() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: false }", origin.addr())).await;
+    // Each fails in Pingora's parser, whose error quotes the head it read.
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: session=s3cr3t\r\nTransfer-Encoding : chunked\r\n\r\n",
+            "invalid header name",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic s3cr3t\r\nX-A: b\x01c\r\n\r\n",
+            "invalid header value",
+        ),
+        (
+            b"GET / HTTP/9.9\r\nHost: a\r\nCookie: session=s3cr3t\r\n\r\n",
+            "invalid HTTP version",
+        ),
+    ];
+    for (bytes, reason) in cases {
+        let answer = exchange(edge.addr, bytes).await;
+        assert_refused(&answer, 400, reason);
+        assert!(
+            !answer.contains("s3cr3t") && !answer.contains("Host: a"),
+            "the refused head came back: {answer}"
+        );
+    }
+    assert_eq!(origin.count(), 0, "a malformed request reached the origin");
+}
+
 /// Asserts that `answer` has one `Date`, within a minute of now (RFC 9110 §6.6.1).
 fn assert_dated_now(answer: &str) {
     let head = answer.split("\r\n\r\n").next().unwrap_or_default();
