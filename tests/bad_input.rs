@@ -48,6 +48,11 @@ fn assert_refused(answer: &str, status: u16, reason: &str) {
     );
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    // The text may quote the request (a refused path): never sniffed as markup.
+    assert!(
+        lower.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{answer}"
+    );
     assert!(
         answer.contains(reason),
         "expected \"{reason}\" in: {answer}"

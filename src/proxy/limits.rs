@@ -254,9 +254,12 @@ pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, B
         None => return None,
     };
     let body = Bytes::from(format!("{body}\n"));
-    let mut header = ResponseHeader::build(status, Some(5)).ok()?;
+    let mut header = ResponseHeader::build(status, Some(6)).ok()?;
     header
         .insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .ok()?;
+    header
+        .insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .ok()?;
     header
         .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())

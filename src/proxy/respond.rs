@@ -43,8 +43,10 @@ impl<'a> EdgeAnswer<'a> {
     async fn write(self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let mut body = self.body;
         body.push('\n');
-        let mut header = ResponseHeader::build(self.status, Some(6))?;
+        let mut header = ResponseHeader::build(self.status, Some(7))?;
         header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        // An answer may quote what the client sent (a refused path): never read as markup.
+        header.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         if !self.error.is_empty() {
