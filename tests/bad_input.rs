@@ -508,6 +508,35 @@ async fn paths_are_normalised_once_and_ambiguous_ones_refused() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_quotes_at_most_the_start_of_a_long_path() {
+    let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
+    let rules = format!(
+        "routes:\n  - name: only\n    patterns: [\"/only/*\"]\n    origin_group: web\norigin_groups:\n{}",
+        group_yaml("web", origin.addr()),
+    );
+    let edge = TestEdge::with_routes("", &rules).await;
+    let long = "a".repeat(6000);
+    for (path, status) in [
+        (format!("/only/{long}%00"), 400),
+        (format!("/nope/{long}"), 404),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let answer = exchange(edge.addr, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        assert!(
+            body.len() < 400 && body.contains(&path[..100]) && body.contains("..."),
+            "{} bytes: {body}",
+            body.len()
+        );
+    }
+    assert_eq!(origin.count(), 0);
+}
+
 /// A client's own `X-Forwarded-For` (and `Forwarded`, `X-Real-IP`) is replaced, unless the
 /// client is a configured proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use crate::rules::{Miss, RedirectTarget, RequestFacts, Scheme, UpgradeHandling};
 use crate::tunnel::TunnelState;
 
 use super::ctx::RequestCtx;
-use super::respond::EdgeAnswer;
+use super::respond::{EdgeAnswer, Quoted};
 use super::Snapshot;
 
 /// Routes the request into `ctx`; returns `true` when the edge has answered it itself.
@@ -35,7 +35,7 @@ pub async fn admit(
             error: "bad-path",
             body: format!(
                 "path \"{}\" is not allowed: {why}",
-                session.req_header().uri.path()
+                Quoted(session.req_header().uri.path())
             ),
             location: None,
         };
@@ -229,8 +229,9 @@ fn no_route(
 ) -> EdgeAnswer<'static> {
     let body = match miss {
         Miss::NoRouteForPath => format!(
-            "no route for host \"{}\" and path \"{path}\"",
-            strip_port(host)
+            "no route for host \"{}\" and path \"{}\"",
+            Quoted(strip_port(host)),
+            Quoted(path)
         ),
         Miss::MethodNotAccepted { route } => format!(
             "route \"{}\" does not accept method {method}",
@@ -240,7 +241,7 @@ fn no_route(
             "route \"{}\" is not served over this protocol",
             engine.route(route).name
         ),
-        Miss::BadHost => format!("host \"{host}\" is not a valid host name"),
+        Miss::BadHost => format!("host \"{}\" is not a valid host name", Quoted(host)),
     };
     let status = if miss == Miss::BadHost { 400 } else { 404 };
     EdgeAnswer {

@@ -166,6 +166,25 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
     bounded(reason)
 }
 
+/// What a client sent (a path, a host), quoted in an answer: at most `MAX_QUOTED` bytes of
+/// it, cut at a character boundary and marked `...`, so that an answer never hands back
+/// kilobytes of someone's input.
+pub struct Quoted<'a>(pub &'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX_QUOTED: usize = 200;
+        if self.0.len() <= MAX_QUOTED {
+            return f.write_str(self.0);
+        }
+        let mut cut = MAX_QUOTED;
+        while !self.0.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        write!(f, "{}...", &self.0[..cut])
+    }
+}
+
 /// Shortens a reason to at most `MAX_REASON` bytes, at a character boundary: Pingora's
 /// context for a malformed origin response quotes the response, which may be long.
 fn bounded(mut reason: String) -> String {
