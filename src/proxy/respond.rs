@@ -167,37 +167,45 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
 }
 
 /// What a client sent (a path, a host), quoted in an answer: at most `MAX_QUOTED` bytes of
-/// it, cut at a character boundary and marked `...`, so that an answer never hands back
-/// kilobytes of someone's input.
+/// it, marked `...` where it is cut, so that an answer never hands back kilobytes of
+/// someone's input.
 pub struct Quoted<'a>(pub &'a str);
 
 impl std::fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const MAX_QUOTED: usize = 200;
-        if self.0.len() <= MAX_QUOTED {
-            return f.write_str(self.0);
+        let shown = prefix(self.0, MAX_QUOTED);
+        f.write_str(shown)?;
+        if shown.len() < self.0.len() {
+            f.write_str("...")?;
         }
-        let mut cut = MAX_QUOTED;
-        while !self.0.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        write!(f, "{}...", &self.0[..cut])
+        Ok(())
     }
 }
 
-/// Shortens a reason to at most `MAX_REASON` bytes, at a character boundary: Pingora's
-/// context for a malformed origin response quotes the response, which may be long.
-fn bounded(mut reason: String) -> String {
+/// Shortens a reason to at most `MAX_REASON` bytes, marked `...` where it is cut: Pingora's
+/// context for a malformed message quotes it (an origin's response, a client's field
+/// value), which may be long.
+pub(super) fn bounded(mut reason: String) -> String {
     const MAX_REASON: usize = 300;
-    if reason.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
+    let kept = prefix(&reason, MAX_REASON).len();
+    if kept < reason.len() {
+        reason.truncate(kept);
         reason.push_str("...");
     }
     reason
+}
+
+/// The longest start of `text` of at most `max` bytes that ends at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// The origins of the group the request was routed to (none before routing).
@@ -304,6 +312,16 @@ mod tests {
         let reason = reason_for_client(&e, &RequestCtx::new());
         assert!(reason.len() <= 303, "{}", reason.len());
         assert!(reason.starts_with("InvalidHTTPHeader: buf: é") && reason.ends_with("..."));
+    }
+
+    #[test]
+    fn a_quote_keeps_short_input_whole_and_cuts_long_input_at_a_character_boundary() {
+        assert_eq!(Quoted("/short").to_string(), "/short");
+        let exact = "a".repeat(200);
+        assert_eq!(Quoted(&exact).to_string(), exact);
+        // 199 bytes, then a two-byte character across the limit.
+        let long = format!("{}é{}", "a".repeat(199), "b".repeat(50));
+        assert_eq!(Quoted(&long).to_string(), format!("{}...", "a".repeat(199)));
     }
 
     #[test]
