@@ -122,6 +122,9 @@ async fn unreadable_requests_get_a_400_with_the_reason_and_reach_no_origin() {
     assert_eq!(fine.status(), 200);
 }
 
+/// Pingora's error for a head its parser refuses quotes the head (`buf: ...`): the answer
+/// gives the parser's reason instead, so no refused request's cookies or credentials come
+/// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_the_edge_cannot_parse_is_not_echoed_back() {
     let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
@@ -508,6 +511,8 @@ async fn paths_are_normalised_once_and_ambiguous_ones_refused() {
     );
 }
 
+/// A refused or unrouted path is quoted in the answer, but only its start: the answer
+/// never hands back kilobytes of the client's input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_quotes_at_most_the_start_of_a_long_path() {
     let origin = TestOrigin::ok(&[("cache-control", "no-store")]).await;
