@@ -255,20 +255,7 @@ pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, B
         None => return None,
     };
     let body = Bytes::from(format!("{body}\n"));
-    let mut header = ResponseHeader::build(status, Some(6)).ok()?;
-    header
-        .insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .ok()?;
-    header
-        .insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .ok()?;
-    header
-        .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-        .ok()?;
-    header
-        .insert_header(http::header::CACHE_CONTROL, "no-store")
-        .ok()?;
-    header.insert_header("x-portico-error", error).ok()?;
+    let mut header = super::respond::answer_header(status, error, body.len()).ok()?;
     header
         .insert_header(http::header::CONNECTION, "close")
         .ok()?;

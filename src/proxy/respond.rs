@@ -43,15 +43,7 @@ impl<'a> EdgeAnswer<'a> {
     async fn write(self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let mut body = self.body;
         body.push('\n');
-        let mut header = ResponseHeader::build(self.status, Some(7))?;
-        header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        // An answer may quote what the client sent (a refused path): never read as markup.
-        header.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
-        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        if !self.error.is_empty() {
-            header.insert_header("x-portico-error", self.error)?;
-        }
+        let mut header = answer_header(self.status, self.error, body.len())?;
         if let Some(location) = self.location {
             header.insert_header(http::header::LOCATION, location)?;
         }
@@ -67,6 +59,22 @@ impl<'a> EdgeAnswer<'a> {
         session.write_response_tasks(tasks).await?;
         Ok(())
     }
+}
+
+/// The head of an answer the edge writes itself (before or instead of Pingora's session
+/// writing it): plain text of `body_len` bytes, never stored, with its machine-readable
+/// `error` (none when empty).
+pub(super) fn answer_header(status: u16, error: &str, body_len: usize) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(7))?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    // An answer may quote what the client sent (a refused path): never read as markup.
+    header.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if !error.is_empty() {
+        header.insert_header("x-portico-error", error)?;
+    }
+    Ok(header)
 }
 
 /// The answer to a request that failed on its way to or from the origin (`code` from
@@ -174,7 +182,7 @@ pub struct Quoted<'a>(pub &'a str);
 impl std::fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const MAX_QUOTED: usize = 200;
-        let shown = prefix(self.0, MAX_QUOTED);
+        let shown = &self.0[..self.0.floor_char_boundary(MAX_QUOTED)];
         f.write_str(shown)?;
         if shown.len() < self.0.len() {
             f.write_str("...")?;
@@ -188,24 +196,12 @@ impl std::fmt::Display for Quoted<'_> {
 /// value), which may be long.
 pub(super) fn bounded(mut reason: String) -> String {
     const MAX_REASON: usize = 300;
-    let kept = prefix(&reason, MAX_REASON).len();
+    let kept = reason.floor_char_boundary(MAX_REASON);
     if kept < reason.len() {
         reason.truncate(kept);
         reason.push_str("...");
     }
     reason
-}
-
-/// The longest start of `text` of at most `max` bytes that ends at a character boundary.
-fn prefix(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
 }
 
 /// The origins of the group the request was routed to (none before routing).
