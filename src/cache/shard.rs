@@ -57,8 +57,11 @@ impl Shard {
         if self.committed.is_empty() {
             return None;
         }
-        self.committed
-            .find(table_hash(&self.seeds, key), |o| o.hash == *key)
+        self.committed.find(table_hash(&self.seeds, key), |o| {
+            // Its other lines load beside the key's (the hit reads them all).
+            o.prefetch();
+            o.hash == *key
+        })
     }
 
     /// `key`'s fills in progress, oldest first.

@@ -113,12 +113,11 @@ impl Chunks {
 
 /// A stored or filling object. Shared by the store and every reader through an `Arc`, so
 /// purging or evicting it never cuts a reader short.
+///
+/// In declared order (`repr(C)`), so that the four fields `prefetch` asks through are less
+/// than a line apart: see there.
+#[repr(C)]
 pub struct Object {
-    /// Generation: tells a replaced object from its successor under the same key.
-    pub id: u64,
-    /// The store's slot for it (the key's combined hash: primary and variance; a variant
-    /// keeps its primary in its meta, see `primary`).
-    pub hash: HashBinary,
     /// The cache key's text (`host/path?query`, for purges by domain and path: `label`),
     /// then, once its body is packed, the text of the header it was committed with, which
     /// that header reads here (`StoredHeader::pack`, `Object::header`). One exact-size
@@ -128,13 +127,18 @@ pub struct Object {
     /// Replaced whole by a revalidation or a soft purge; held only while it is copied. Its
     /// lock is taken last, inside the store's index and shard locks.
     meta: RwLock<StoredMeta>,
+    /// Generation: tells a replaced object from its successor under the same key.
+    pub id: u64,
+    /// The store's slot for it (the key's combined hash: primary and variance; a variant
+    /// keeps its primary in its meta, see `primary`).
+    pub hash: HashBinary,
     body: Body,
+    /// The length of the label at the start of `own`.
+    label_len: u32,
     /// Used since the eviction clock last passed it (`cache::clock`).
     pub(super) referenced: AtomicBool,
     /// In the store as a committed object (`cache::clock`).
     pub(super) resident: AtomicBool,
-    /// The length of the label at the start of `own`.
-    label_len: u32,
 }
 
 impl Object {
@@ -229,6 +233,23 @@ impl Object {
             ),
             _ => (&[], &[]),
         }
+    }
+
+    /// Asks the CPU to load every line of the object at once: a lookup calls it as its
+    /// table hands the object over, before it compares the key. A hit reads all of them,
+    /// and each read waited for the one before it (the key; the meta's lock, whose atomic
+    /// waits for the key's compare; the body's pointer after it), so over a large cache
+    /// each line was a miss of its own (scenario 8 in `bench/notes.md`, session 41). A
+    /// field's address names its line: the first field's line holds the `Arc`'s counts, and
+    /// the layout keeps these four less than a line apart, so they reach every line at
+    /// either of the 160-byte class's alignments (test
+    /// `the_prefetched_fields_reach_every_line_of_an_object`). A hint: nothing is read.
+    #[inline]
+    pub fn prefetch(&self) {
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.own), 0);
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.meta), 0);
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.id), 0);
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.body), 0);
     }
 
     /// Asks the CPU to start loading what a hit of a packed object reads first: the
@@ -625,6 +646,30 @@ pub(super) mod tests {
             std::mem::size_of::<StoredMeta>(),
             std::mem::size_of::<crate::cache::header::StoredHeader>()
         );
+    }
+
+    /// `Object::prefetch` names a line through each of four fields. An object's `Arc` is
+    /// in jemalloc's 160-byte class, so it starts on a line or half-way through one: at
+    /// either start, every line it spans holds one of the four.
+    #[test]
+    fn the_prefetched_fields_reach_every_line_of_an_object() {
+        use std::mem::offset_of;
+        let counts = 2 * std::mem::size_of::<usize>();
+        let size = counts + std::mem::size_of::<Object>();
+        let asked = [
+            offset_of!(Object, own),
+            offset_of!(Object, meta),
+            offset_of!(Object, id),
+            offset_of!(Object, body),
+        ];
+        for start in [0, 32] {
+            for line in start / 64..=(start + size - 1) / 64 {
+                assert!(
+                    asked.iter().any(|at| (start + counts + at) / 64 == line),
+                    "starting at {start}, line {line} is not asked for ({asked:?})"
+                );
+            }
+        }
     }
 
     /// A stored body over 4 KiB keeps its chunk (or chunks) in a box: jemalloc's 48-byte
