@@ -252,17 +252,18 @@ impl Object {
         prefetch_index::prefetch_index(std::slice::from_ref(&self.body), 0);
     }
 
-    /// Asks the CPU to start loading what a hit of a packed object reads first: the
-    /// header's own text and the start of the body (the rest streams in behind it). Over
+    /// Asks the CPU to start loading what a hit of a packed object reads: the header's own
+    /// text and the body, up to 1 KiB of it (a larger body's rest streams in behind). Over
     /// a large cache those lines are in no cache; loaded while the hit's meta and filters
     /// run, they are there when the head is copied out, instead of that copy waiting on
     /// them (scenario 8 in `bench/notes.md`, session 32). A hint: nothing is read. (The
     /// shared lines are read by many hits: in cache already.)
     #[inline]
     pub fn prefetch_head(&self) {
-        /// Bytes of the body asked for: a few lines, so that the hint does not queue
-        /// behind itself; the hardware's own prefetch follows a copy.
-        const BODY_LEAD: usize = 256;
+        /// Bytes of the body asked for: 16 lines, within what a core keeps in flight (a
+        /// 256-byte lead left the copy of a 1 KiB body waiting on its later lines:
+        /// `bench/notes.md`, session 41); the hardware's own prefetch follows a longer copy.
+        const BODY_LEAD: usize = 1024;
         if let Body::Packed(body) = &self.body {
             for part in [&self.own[..], &body[..body.len().min(BODY_LEAD)]] {
                 for at in (0..part.len()).step_by(64) {
