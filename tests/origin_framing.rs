@@ -141,3 +141,17 @@ async fn a_clients_next_request_finds_the_origin_connection_back_in_the_pool() {
         "one origin connection, reused by all 50"
     );
 }
+
+/// A head the edge refuses from an origin is a 502 that says why, without quoting the head:
+/// what the edge would not pass on (here a cookie behind a bare CR, which a lenient parser
+/// downstream could read as a field of its own) stays out of the answer too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_head_the_edge_refuses_is_not_quoted_back() {
+    let reply =
+        b"HTTP/1.1 200 OK\r\nx-a: a\rset-cookie: session=s3cr3t\r\ncontent-length: 2\r\n\r\nok";
+    let (answers, _) = through_edge(reply, true, 1).await;
+    let (status, body) = &answers[0];
+    assert_eq!(*status, 502, "{body}");
+    assert!(body.contains("invalid header value"), "{body}");
+    assert!(!body.contains("s3cr3t") && !body.contains("buf:"), "{body}");
+}

@@ -157,7 +157,14 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
     };
     let mut level = e;
     loop {
-        if let Some(context) = &level.context {
+        // Where Pingora's parser refused a head, its context is the head itself (`buf:
+        // ...`), the origin's or the client's: the parser's reason, its cause, says what
+        // failed without sending back what the edge refused to pass on.
+        if let Some(context) = level
+            .context
+            .as_ref()
+            .filter(|c| !c.as_str().starts_with("buf: "))
+        {
             add(context.as_str());
         }
         match level.cause.as_deref() {
