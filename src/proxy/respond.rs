@@ -310,11 +310,25 @@ mod tests {
 
     #[test]
     fn a_long_reason_is_cut_at_a_character_boundary() {
-        let quoted = format!("buf: {}", "é".repeat(400));
+        let quoted = format!("invalid content-length: {}", "é".repeat(400));
         let e = Error::explain(ErrorType::InvalidHTTPHeader, quoted);
         let reason = reason_for_client(&e, &RequestCtx::new());
         assert!(reason.len() <= 303, "{}", reason.len());
-        assert!(reason.starts_with("InvalidHTTPHeader: buf: é") && reason.ends_with("..."));
+        assert!(
+            reason.starts_with("InvalidHTTPHeader: invalid content-length: é")
+                && reason.ends_with("..."),
+            "{reason}"
+        );
+    }
+
+    /// Pingora's context for a head its parser refused is the head: left out, the parser's
+    /// reason kept.
+    #[test]
+    fn a_refused_head_is_not_quoted_but_its_reason_is() {
+        let head = "buf: HTTP/1.1 200 OK\\r\\nx-a: a\\rset-cookie: s3cr3t";
+        let e = Error::because(ErrorType::InvalidHTTPHeader, head, "invalid header value");
+        let reason = reason_for_client(&e, &RequestCtx::new());
+        assert_eq!(reason, "InvalidHTTPHeader: invalid header value");
     }
 
     #[test]
