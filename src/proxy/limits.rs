@@ -179,14 +179,12 @@ pub fn count_body(received: &mut u64, chunk: &Bytes, max_body: u64) -> pingora_e
     Ok(())
 }
 
-/// Why Pingora could not parse a head, in words fit to send back. Where its parser failed,
-/// Pingora's context is the head itself (`buf: ...`, up to 2 KiB): the parser's own reason
-/// goes back instead, so that no refused request, its cookies and credentials included, is
-/// echoed to whoever sent it (or to a cache or a log on the way back). Other contexts may
+/// Why Pingora could not parse a head, in words fit to send back: the parser's own reason
+/// where the context is the refused head (`respond::quotes_a_head`). Other contexts may
 /// quote a field's value (`Content-Length`): bounded.
 fn unreadable_head_reason(e: &Error) -> String {
     match e.context.as_ref().map(|c| c.as_str()) {
-        Some(context) if context.starts_with("buf: ") => e.root_cause().to_string(),
+        Some(context) if super::respond::quotes_a_head(context) => e.root_cause().to_string(),
         Some(context) => super::respond::bounded(context.to_owned()),
         None => "malformed".to_owned(),
     }

@@ -157,13 +157,11 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
     };
     let mut level = e;
     loop {
-        // Where Pingora's parser refused a head, its context is the head itself (`buf:
-        // ...`), the origin's or the client's: the parser's reason, its cause, says what
-        // failed without sending back what the edge refused to pass on.
+        // A refused head (see `quotes_a_head`): its cause, the parser's reason, is kept.
         if let Some(context) = level
             .context
             .as_ref()
-            .filter(|c| !c.as_str().starts_with("buf: "))
+            .filter(|c| !quotes_a_head(c.as_str()))
         {
             add(context.as_str());
         }
@@ -179,6 +177,14 @@ pub fn reason_for_client(e: &Error, ctx: &RequestCtx) -> String {
         }
     }
     bounded(reason)
+}
+
+/// Whether an error's context is a head Pingora's parser refused: its context is then the
+/// head itself (`buf: ...`, up to 2 KiB), the client's or the origin's. Answers leave it out
+/// and give the parser's reason, so that what the edge refused (a request's cookies and
+/// credentials, an origin's fields it would not pass on) is not sent back anyway.
+pub(super) fn quotes_a_head(context: &str) -> bool {
+    context.starts_with("buf: ")
 }
 
 /// What a client sent (a path, a host), quoted in an answer: at most `MAX_QUOTED` bytes of
