@@ -145,6 +145,129 @@ async fn a_64_mib_object_streams_to_two_clients_while_it_fills() {
     assert!(body == expected);
 }
 
+/// `n` chunks of 1 MiB, each filled with its own byte pattern.
+fn mib_chunks(n: u8) -> Vec<Bytes> {
+    big_body().into_iter().take(n.into()).collect()
+}
+
+/// A fill the store gave up on (`cache.memory_bytes` taken by other fills) keeps only what
+/// its readers have yet to read; a reader that stops reading must not make it keep the
+/// whole body outside the bound. Here one fill holds 28 of the store's 32 MiB while a
+/// second, of a 32 MiB object, is abandoned; a client joins the second with a 4 KiB receive
+/// buffer and stops reading. Once it is more than the allowed lag behind it is cut off (its
+/// response ends short), while the client that drives the fill gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_cannot_make_an_abandoned_fill_keep_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let script = |chunks: Vec<Bytes>, pause: usize| -> common::gated::Script {
+        Arc::new(move |_, _| Answer {
+            status: 200,
+            headers: vec![
+                ("cache-control", "max-age=600".into()),
+                ("content-length", (32usize << 20).to_string()),
+            ],
+            body: Body {
+                chunks: chunks.clone(),
+                pause_after: Some(pause),
+            },
+        })
+    };
+    let big = mib_chunks(32);
+    let expected: Vec<u8> = big.iter().flat_map(|c| c.iter().copied()).collect();
+    // The hog sends 28 MiB of its 32 and waits for ever; the big object pauses after 1 MiB.
+    let hog = GatedOrigin::start(script(big.clone(), 28)).await;
+    let origin = GatedOrigin::start(script(big, 1)).await;
+    let rules = format!(
+        "routes:\n  - name: hog\n    patterns: [\"/hog\"]\n    origin_group: hog\n    cache: {{ enabled: true }}\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n{}{}",
+        group_yaml("hog", hog.addr),
+        group_yaml("web", origin.addr)
+    );
+    let node = "cache:\n  memory_bytes: 32MiB\n  max_object_bytes: 32MiB\n";
+    let edge = TestEdge::with_routes(node, &rules).await;
+
+    let reading = |path: &str| {
+        let (url, progress) = (edge.url(path), Arc::new(AtomicUsize::new(0)));
+        let seen = progress.clone();
+        let task = tokio::spawn(async move {
+            let mut response = client().get(url).send().await.unwrap();
+            let mut body = Vec::with_capacity(32 << 20);
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                progress.store(body.len(), Ordering::SeqCst);
+            }
+            body
+        });
+        (task, seen)
+    };
+    let (_hog_client, hogged) = reading("/hog");
+    wait_until("the hog's fill holds 28 MiB", async || {
+        hogged.load(Ordering::SeqCst) >= 28 << 20
+    })
+    .await;
+    let (driver, received) = reading("/big.bin");
+    wait_until("the driving client gets bytes", async || {
+        received.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // The second client joins the fill, reads its head, and stops reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(edge.addr).await.unwrap();
+    // Its `Host` is the driving client's: the same cache key.
+    let request = format!("GET /big.bin HTTP/1.1\r\nHost: {}\r\n\r\n", edge.addr);
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stalled.read(&mut byte).await.unwrap(), 1, "head cut short");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    origin.resume.add_permits(1);
+    let body = driver.await.unwrap();
+    assert!(body == expected, "the driving client's copy differs");
+    // Now the stalled client reads what the edge still sends it: not the whole body.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stalled.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => {
+                panic!("the stalled client's response neither ended nor went on ({got} bytes)")
+            }
+        }
+        if got >= 32 << 20 {
+            break; // the whole body (the connection stays open for the next request)
+        }
+    }
+    let status = edge.status().await;
+    assert!(
+        got < 32 << 20,
+        "the stalled client got the whole body: the fill kept it ({status})"
+    );
+    assert!(
+        status["cache"]["abandoned_fills"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["cache"]["readers_cut"], 1, "{status}");
+    let metrics = client()
+        .get(format!("http://{}/metrics", edge.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("\nportico_cache_readers_cut_total 1\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_serves_the_stale_object_when_the_origin_fails_or_is_down() {
     let failing = Arc::new(AtomicBool::new(false));

@@ -106,6 +106,17 @@ pub fn render(
     );
     family(
         &mut out,
+        "portico_cache_readers_cut_total",
+        "counter",
+        "Responses streamed from a fill that was not stored, cut off for falling more than 1 MiB behind the request that filled it.",
+    );
+    let _ = writeln!(
+        out,
+        "portico_cache_readers_cut_total {}",
+        store.readers_cut()
+    );
+    family(
+        &mut out,
         "portico_cache_purge_examined_total",
         "counter",
         "Cached objects purges looked at (the tag and host indexes narrow this down).",

@@ -249,6 +249,7 @@ fn status_json(snapshot: &Snapshot, reloads: &Reloads, shared: &Shared) -> serde
         "memory_bytes": config.node.cache_memory_bytes,
         "evicted_objects": store.evicted(),
         "abandoned_fills": store.abandoned(),
+        "readers_cut": store.readers_cut(),
         "purge_examined": store.purge_examined(),
     });
     let tunnels = json!({"open": counters.open_tunnels()});

@@ -16,8 +16,8 @@
 //! feeding the readers it already has, but drops each chunk once every one of them has
 //! read it: it holds no more than what its slowest reader has yet to read.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -31,7 +31,10 @@ use tokio::sync::watch;
 pub use super::header::HeaderView;
 pub use super::meta::StoredMeta;
 
+mod backlog;
 mod reader;
+
+pub use backlog::READER_BACKLOG_BYTES;
 
 pub use reader::BodyReader;
 
@@ -92,8 +95,8 @@ struct Fill {
     chunks: RwLock<Chunks>,
     state: watch::Sender<FillState>,
     /// Where each reader is (the next chunk each will read), so a fill the store no longer
-    /// keeps can drop what they all have read.
-    cursors: Mutex<Vec<Weak<AtomicUsize>>>,
+    /// keeps can drop what they have read (`backlog`).
+    cursors: Mutex<backlog::Cursors>,
 }
 
 /// A fill's chunks, of which the first `dropped` are gone (a fill no longer stored drops
@@ -165,7 +168,7 @@ impl Object {
             body: Body::Other(Box::new(OtherBody::Filling(Box::new(Fill {
                 chunks: RwLock::default(),
                 state: watch::channel(FillState::Filling).0,
-                cursors: Mutex::new(Vec::new()),
+                cursors: Mutex::default(),
             })))),
             referenced: AtomicBool::new(false),
             resident: AtomicBool::new(false),
@@ -347,31 +350,6 @@ impl Object {
         if let Some(fill) = self.fill().filter(|_| !data.is_empty()) {
             fill.chunks.write().list.push(data);
             fill.state.send_modify(|_| {});
-        }
-    }
-
-    /// Drops the chunks every live reader has read (for a fill the store no longer keeps;
-    /// with no reader left, all of them).
-    pub fn drop_read_chunks(&self) {
-        let Some(fill) = self.fill() else {
-            return;
-        };
-        let slowest = {
-            let mut cursors = fill.cursors.lock();
-            cursors.retain(|c| c.strong_count() > 0);
-            cursors
-                .iter()
-                .filter_map(Weak::upgrade)
-                .map(|c| c.load(Ordering::Acquire))
-                .min()
-        };
-        let mut chunks = fill.chunks.write();
-        let end = chunks.dropped + chunks.list.len();
-        let upto = slowest.unwrap_or(end).min(end);
-        if upto > chunks.dropped {
-            let n = upto - chunks.dropped;
-            chunks.list.drain(..n);
-            chunks.dropped = upto;
         }
     }
 

@@ -14,14 +14,16 @@ impl Object {
     /// A reader from the start of the body. A reader of a fill tells the fill where it is
     /// (one small allocation); a reader of a complete object costs nothing more.
     pub fn reader(self: &Arc<Self>) -> BodyReader {
+        self.reader_of(false)
+    }
+
+    /// A reader from the start of the body, for the request that fills it (`of_writer`:
+    /// pingora serves a miss from its own fill) or for another.
+    pub fn reader_of(self: &Arc<Self>, of_writer: bool) -> BodyReader {
         let filling = self
             .fill()
             .filter(|fill| *fill.state.borrow() == FillState::Filling);
-        let cursor = filling.map(|fill| {
-            let cursor = Arc::new(AtomicUsize::new(0));
-            fill.cursors.lock().push(Arc::downgrade(&cursor));
-            cursor
-        });
+        let cursor = filling.map(|fill| fill.cursors.lock().add(of_writer));
         BodyReader {
             object: self.clone(),
             next_chunk: 0,
@@ -86,6 +88,12 @@ impl BodyReader {
                     continue; // entirely before the range
                 }
                 return Ok(Some(chunk.slice(from..to)));
+            }
+            if self.object.dropped_before(self.next_chunk) {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "this response fell too far behind the cache fill it streamed from (not stored: cache.memory_bytes was taken by fills)",
+                );
             }
             match state {
                 FillState::Complete => return Ok(None),

@@ -16,13 +16,15 @@ use pingora_error::{Error, ErrorType, Result};
 use super::MemoryStore;
 use crate::cache::object::{BodyReader, FillState, Object};
 
-pub(super) fn hit(object: &Arc<Object>) -> Result<(CacheMeta, HitHandler)> {
+/// A hit on `object`; `of_writer` for the request that fills it (pingora serves a miss from
+/// its own fill: `lookup_streaming_write`).
+pub(super) fn hit(object: &Arc<Object>, of_writer: bool) -> Result<(CacheMeta, HitHandler)> {
     let meta = object.meta().to_meta(object.clone());
     let counted = object.state() == FillState::Complete;
     Ok((
         meta,
         Box::new(Hit {
-            reader: object.reader(),
+            reader: object.reader_of(of_writer),
             counted,
         }),
     ))
@@ -160,7 +162,8 @@ impl HandleMiss for Fill {
         };
         self.object.append(data);
         if self.abandoned {
-            self.object.drop_read_chunks();
+            let cut = self.object.drop_read_chunks();
+            self.store.readers_cut.fetch_add(cut, Ordering::Relaxed);
         }
         if eof {
             self.object.end(FillState::Complete);

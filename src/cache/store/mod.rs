@@ -30,9 +30,11 @@
 //! - per fill in progress, less than one body chunk (a chunk is reserved before it is kept,
 //!   so the overshoot is a `Bytes` header and the allocator's rounding; pingora reads an
 //!   origin's body at most 64 KiB at a time);
-//! - per abandoned fill, the chunks its slowest reader has still to read (pingora's miss
-//!   loop reads the origin ahead of a slow client; for a client that keeps up, a chunk or
-//!   two);
+//! - per abandoned fill, the chunks its own request's client has yet to read (pingora's
+//!   miss loop reads the origin about as fast as that client takes the body: a chunk or
+//!   two for a client that keeps up, a few MiB at worst for a slow one) and at most
+//!   `object::READER_BACKLOG_BYTES` more for requests collapsed onto it: one further
+//!   behind is cut off (`object::backlog`);
 //! - per object, the allocator's rounding of its key, header and index entries, which are
 //!   counted by estimate (`Object::overhead`: its struct, `OBJECT_BYTES`; its header,
 //!   `StoredMeta::weight`; `INDEX_ENTRY_BYTES`), and its entry in the eviction clock (a
@@ -101,6 +103,8 @@ pub struct MemoryStore {
     evicted: AtomicUsize,
     /// Fills abandoned for storage to stay within the budget.
     abandoned: AtomicUsize,
+    /// Readers of abandoned fills cut off for falling too far behind (`object::backlog`).
+    readers_cut: AtomicUsize,
     /// Objects purges looked at, in all (how well the index narrows purges).
     purge_examined: AtomicUsize,
     next_id: AtomicU64,
@@ -129,6 +133,7 @@ impl MemoryStore {
             objects: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
+            readers_cut: AtomicUsize::new(0),
             purge_examined: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             max_object_bytes,
@@ -160,6 +165,11 @@ impl MemoryStore {
     /// Fills abandoned for storage (the response went on, uncached), in all.
     pub fn abandoned(&self) -> usize {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Readers of abandoned fills cut off for falling too far behind them, in all.
+    pub fn readers_cut(&self) -> usize {
+        self.readers_cut.load(Ordering::Relaxed)
     }
 
     /// Objects purges have looked at, in all.
@@ -339,7 +349,7 @@ impl MemoryStore {
                 committed.prefetch_head();
                 Clock::touch(committed); // a use: it gets a second chance
             }
-            served.map(|(object, _)| hit(object)).transpose()?
+            served.map(|(object, _)| hit(object, false)).transpose()?
         };
         LAST_MISS.with(|last| last.set(found.is_none().then_some(hash)));
         Ok(found)
@@ -391,7 +401,7 @@ impl Storage for MemoryStore {
             .fills(&hash)
             .iter()
             .find(|o| o.id == id)
-            .map(hit)
+            .map(|object| hit(object, true))
             .transpose()
     }
 
