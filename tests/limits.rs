@@ -460,6 +460,42 @@ async fn an_http2_body_that_dribbles_gets_408() {
     assert_eq!(origin.requests().last().unwrap().body.len(), 3000);
 }
 
+/// RFC 9113 §8.2: an HTTP/2 request's fields go to an HTTP/1.1 origin as that needs them.
+/// Its `cookie` fields (HTTP/2 clients send one per cookie) arrive as one line, joined with
+/// "; " (an origin that reads one `Cookie` line lost the rest); a value that begins or ends
+/// with whitespace (which HTTP/1.1 would trim away) is malformed: 400, nothing forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_fields_reach_the_origin_as_http1_needs_them() {
+    let h2 = H2Edge::start("max_headers: 100").await;
+    let (client, connection) = h2::client::handshake(h2.connect().await).await.unwrap();
+    tokio::spawn(connection);
+    let send = |fields: &[(&'static str, &'static str)]| {
+        let client = client.clone();
+        let mut request = http::Request::get(format!("https://{WWW}/fields"));
+        for (name, value) in fields {
+            request = request.header(*name, http::HeaderValue::from_static(value));
+        }
+        async move {
+            let mut client = client.ready().await.unwrap();
+            let (response, _) = client
+                .send_request(request.body(()).unwrap(), true)
+                .unwrap();
+            response.await.unwrap()
+        }
+    };
+    let response = send(&[("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2")]).await;
+    assert_eq!(response.status(), 200);
+    let received = h2.origin.requests().pop().unwrap();
+    let cookies: Vec<_> = received.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+    for padded in [" a", "a\t"] {
+        let response = send(&[("x-a", padded)]).await;
+        assert_eq!(response.status(), 400, "{padded:?}");
+        assert_eq!(response.headers()["x-portico-error"], "padded-field-value");
+    }
+    assert_eq!(h2.origin.count(), 1, "nothing malformed was forwarded");
+}
+
 /// A body over `max_request_body` gets 413 with its reason: at once when its
 /// `Content-Length` says so (nothing reaches the origin), and as soon as a chunked body
 /// streams past it (the origin never gets the body's end). A body of the limit passes.

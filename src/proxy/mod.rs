@@ -32,6 +32,7 @@
 pub mod admission;
 pub mod caching;
 pub mod ctx;
+pub mod h2_fields;
 pub mod headers;
 pub mod hit_head;
 pub mod limits;
@@ -238,6 +239,12 @@ impl ProxyHttp for Portico {
             // A client that sends such a head gets no second chance on this connection.
             session.set_keepalive(None);
             return answer.send(session, ctx).await.map(|_| true);
+        }
+        if session.req_header().version == http::Version::HTTP_2 {
+            if let Some(answer) = h2_fields::refusal(session.req_header()) {
+                return answer.send(session, ctx).await.map(|_| true);
+            }
+            h2_fields::join_cookies(session.req_header_mut());
         }
         limits::merge_content_length(session.req_header_mut());
         crate::tier::hop::adopt_edge_facts(session, ctx, &snapshot.tiers);
