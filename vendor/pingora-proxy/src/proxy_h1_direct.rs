@@ -85,7 +85,10 @@ where
                     continue;
                 }
             };
-            // The batch: this task and those already read (a small body comes with its head).
+            // The batch: this task and those already read (a small body comes with its head),
+            // at most `TASK_BUFFER_SIZE` of them, as many as the published path's channel
+            // holds. Unbounded, a client that stopped reading let each batch take all the
+            // origin had sent meanwhile (megabytes, copied into one write buffer).
             let mut tasks = Vec::with_capacity(2);
             tasks.push(upstream_task(
                 first,
@@ -93,7 +96,7 @@ where
                 client_session,
                 &mut send_error,
             ));
-            while !tasks.last().is_some_and(HttpTask::is_end) {
+            while !tasks.last().is_some_and(HttpTask::is_end) && tasks.len() < TASK_BUFFER_SIZE {
                 let deadline = clock.deadline(false);
                 let Some(read) = read_response_by(client_session, deadline).now_or_never() else {
                     break;

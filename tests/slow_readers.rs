@@ -1,0 +1,157 @@
+//! A client that stops reading a large response costs the edge a bounded amount of its own
+//! memory: what the kernel's socket buffers hold is the kernel's, and the edge keeps no
+//! more than a few of the origin's reads in between. Measured where it matters, on the
+//! built `portico run` (its allocator, its direct pass-through path).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{first_answer, free_port, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+const CLIENTS: usize = 20;
+const BODY: usize = 64 << 20;
+const MIB: usize = 1 << 20;
+
+/// `VmRSS` of process `pid`, in bytes.
+fn rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// An origin that answers every request with `BODY` bytes (`no-store`), as fast as the edge
+/// takes them, and counts the bytes it has written.
+async fn fast_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let written = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let big = head.starts_with(b"GET /big");
+                let length = if big { BODY } else { 2 };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncache-control: no-store\r\ncontent-length: {length}\r\n\r\n"
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                let mut sent = 0;
+                while sent < length {
+                    let n = chunk.len().min(length - sent);
+                    if stream.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                    written.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, written)
+}
+
+/// Twenty clients ask for 64 MiB each and read none of it. Once the origin can send no
+/// more (every buffer on the way is full), the edge's resident memory has grown by less
+/// than 1 MiB a client. Pingora's direct pass-through path batched everything the origin
+/// had sent while the client was not reading into one write buffer: about 8 MiB a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
+    let (origin, written) = fast_origin().await;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let port = free_port();
+    std::fs::create_dir(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("portico.yaml"),
+        format!(
+            "name: slow-readers\nlisteners:\n  - address: 127.0.0.1:{port}\nrules_dir: rules\naccess_log: off\nserver:\n  threads: 1\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules/site.yaml"),
+        format!(
+            "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n{}",
+            common::edge::group_yaml("web", origin)
+        ),
+    )
+    .unwrap();
+    let edge = Running::start(
+        &["run", "-c", dir.join("portico.yaml").to_str().unwrap()],
+        dir,
+        "portico",
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        first_answer(&client, &format!("{base}/warm"))
+            .await
+            .status(),
+        200
+    );
+    let baseline = rss(edge.pid());
+
+    let mut stalled: Vec<TcpStream> = Vec::new();
+    for i in 0..CLIENTS {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        let request = format!("GET /big/{i} HTTP/1.1\r\nHost: site.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // Until the origin has sent all it can: nothing more for half a second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut still_since) = (0, Instant::now());
+    while still_since.elapsed() < Duration::from_millis(500) {
+        assert!(
+            Instant::now() < deadline,
+            "the origin never stopped sending"
+        );
+        let now = written.load(Ordering::Relaxed);
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        last < CLIENTS * BODY,
+        "the clients' responses went through whole: nothing was held"
+    );
+    let growth = rss(edge.pid()).saturating_sub(baseline);
+    println!(
+        "{CLIENTS} stalled clients: the origin sent {} MiB; the edge grew by {:.1} MiB",
+        last / MIB,
+        growth as f64 / MIB as f64
+    );
+    assert!(
+        growth < CLIENTS * MIB,
+        "the edge grew by {:.1} MiB for {CLIENTS} stalled clients",
+        growth as f64 / MIB as f64
+    );
+    drop(stalled);
+}
