@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::edge::{group_yaml, TestEdge};
+use common::h2::{H2Edge, WWW};
 use common::origin::TestOrigin;
 use common::process::{first_answer, free_port, Running};
 use common::tls::{tls_node_yaml, TestPki};
@@ -327,53 +328,17 @@ async fn a_pipelined_requests_body_has_a_budget_of_its_own() {
     assert_eq!(origin.count_path("/second"), 1);
 }
 
-const WWW: &str = "www.example.com";
-
-/// An edge with an HTTP/2 TLS listener (and `limits` set) in front of an origin.
-struct H2Edge {
-    pki: TestPki,
-    origin: TestOrigin,
-    edge: TestEdge,
-}
-
-impl H2Edge {
-    async fn start(limits: &str) -> H2Edge {
-        let pki = TestPki::new();
-        let www = pki.issue("www", &[WWW]);
-        let origin = TestOrigin::ok(&[]).await;
-        let node = tls_node_yaml(&[&www], &format!("limits:\n  {limits}\n"))
-            .replace("    tls:\n", "    tls:\n      http2: true\n");
-        let rules = site(origin.addr()).replace(
-            "origin_group: web\n",
-            "origin_group: web\n    forwarding_protocol: http_only\n",
-        );
-        let edge = TestEdge::start(&node, &rules).await;
-        H2Edge { pki, origin, edge }
-    }
-
-    /// A TLS connection to the edge that chose `h2` by ALPN.
-    async fn connect(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let mut config = self.pki.client_config();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let tcp = TcpStream::connect(self.edge.tls_addr.unwrap())
-            .await
-            .unwrap();
-        let tls = connector
-            .connect(WWW.try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        tls
-    }
-}
-
 /// HTTP/2 connections have the HTTP/1 deadlines too: a client that opens one and sends no
 /// preface is closed after `request_head_timeout`, and one whose streams are all done after
 /// `keepalive_timeout` (Pingora kept both for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_connections_have_head_and_keep_alive_deadlines() {
-    let h2 = H2Edge::start("request_head_timeout: 1s\n  keepalive_timeout: 1s").await;
+    let origin = TestOrigin::ok(&[]).await;
+    let h2 = H2Edge::start(
+        origin.addr(),
+        "request_head_timeout: 1s\n  keepalive_timeout: 1s",
+    )
+    .await;
     let mut silent = h2.connect().await;
     let started = Instant::now();
     // The edge sends its settings, then closes.
@@ -411,10 +376,15 @@ async fn http2_connections_have_head_and_keep_alive_deadlines() {
 /// body flows is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_body_that_dribbles_gets_408() {
-    let h2 = H2Edge::start("request_body_timeout: 1s\n  request_body_min_rate: 100").await;
+    let origin = TestOrigin::ok(&[]).await;
+    let h2 = H2Edge::start(
+        origin.addr(),
+        "request_body_timeout: 1s\n  request_body_min_rate: 100",
+    )
+    .await;
     let (client, connection) = h2::client::handshake(h2.connect().await).await.unwrap();
     tokio::spawn(connection);
-    let origin = &h2.origin;
+    let origin = &origin;
     // Sends `length` bytes, `chunk` at a time every `every`; the response's status, its
     // X-Portico-Error and when it came.
     let post = |length: usize, chunk: usize, every: Duration| {
@@ -466,7 +436,8 @@ async fn an_http2_body_that_dribbles_gets_408() {
 /// with whitespace (which HTTP/1.1 would trim away) is malformed: 400, nothing forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_fields_reach_the_origin_as_http1_needs_them() {
-    let h2 = H2Edge::start("max_headers: 100").await;
+    let origin = TestOrigin::ok(&[]).await;
+    let h2 = H2Edge::start(origin.addr(), "max_headers: 100").await;
     let (client, connection) = h2::client::handshake(h2.connect().await).await.unwrap();
     tokio::spawn(connection);
     let send = |fields: &[(&'static str, &'static str)]| {
@@ -485,7 +456,7 @@ async fn http2_fields_reach_the_origin_as_http1_needs_them() {
     };
     let response = send(&[("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2")]).await;
     assert_eq!(response.status(), 200);
-    let received = h2.origin.requests().pop().unwrap();
+    let received = origin.requests().pop().unwrap();
     let cookies: Vec<_> = received.headers.get_all("cookie").iter().collect();
     assert_eq!(cookies, ["a=1; b=2"]);
     for padded in [" a", "a\t"] {
@@ -493,7 +464,7 @@ async fn http2_fields_reach_the_origin_as_http1_needs_them() {
         assert_eq!(response.status(), 400, "{padded:?}");
         assert_eq!(response.headers()["x-portico-error"], "padded-field-value");
     }
-    assert_eq!(h2.origin.count(), 1, "nothing malformed was forwarded");
+    assert_eq!(origin.count(), 1, "nothing malformed was forwarded");
 }
 
 /// A body over `max_request_body` gets 413 with its reason: at once when its

@@ -9,6 +9,63 @@
 //! handshake is over.
 
 mod guard;
+mod h2_resets;
+
+/// Implements the facts Pingora asks a client connection for (its id, TLS state, proxy and
+/// socket digests) on a wrapper `$wrapper` by asking its `inner` stream.
+macro_rules! delegate_connection_facts {
+    ($wrapper:ty) => {
+        impl pingora_core::protocols::UniqueID for $wrapper {
+            fn id(&self) -> pingora_core::protocols::UniqueIDType {
+                self.inner.id()
+            }
+        }
+
+        impl pingora_core::protocols::Ssl for $wrapper {
+            fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+                self.inner.get_ssl()
+            }
+
+            fn get_ssl_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora_core::protocols::tls::SslDigest>> {
+                self.inner.get_ssl_digest()
+            }
+
+            fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+                self.inner.selected_alpn_proto()
+            }
+        }
+
+        impl pingora_core::protocols::GetProxyDigest for $wrapper {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+                self.inner.get_proxy_digest()
+            }
+
+            fn set_proxy_digest(
+                &mut self,
+                digest: pingora_core::protocols::raw_connect::ProxyDigest,
+            ) {
+                self.inner.set_proxy_digest(digest)
+            }
+        }
+
+        impl pingora_core::protocols::GetSocketDigest for $wrapper {
+            fn get_socket_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora_core::protocols::SocketDigest>> {
+                self.inner.get_socket_digest()
+            }
+
+            fn set_socket_digest(&mut self, digest: pingora_core::protocols::SocketDigest) {
+                self.inner.set_socket_digest(digest)
+            }
+        }
+    };
+}
+use delegate_connection_facts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -202,6 +259,7 @@ impl EdgeApp {
             }
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let stream: Stream = Box::new(h2_resets::ResetWatch::new(stream));
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));

@@ -5,6 +5,7 @@ pub mod check;
 pub mod edge;
 pub mod fleet;
 pub mod gated;
+pub mod h2;
 pub mod health;
 pub mod node;
 pub mod origin;

@@ -1,0 +1,99 @@
+//! HTTP/2 rapid reset in its proxy form (CVE-2023-44487): a client that opens a stream,
+//! waits until the edge has sent its request to the origin, resets it and goes on, makes
+//! the origin work at its rate. Past a budget of resets (and more than half of its
+//! streams), the edge closes the client's connection; a client that cancels a few
+//! requests keeps its connection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::gated::{Answer, Body, GatedOrigin};
+use common::h2::{H2Edge, WWW};
+
+/// The edge's budget (`connection::h2_resets::RESET_BUDGET`).
+const RESET_BUDGET: usize = 100;
+
+/// Sends `GET path` on `client` and waits until the origin has `arrived` requests in all;
+/// then resets the stream. `false` once the connection is gone.
+async fn open_and_reset(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    origin: &GatedOrigin,
+    path: &str,
+    arrived: usize,
+) -> bool {
+    let Ok(ready) = client.clone().ready().await else {
+        return false;
+    };
+    *client = ready;
+    let request = http::Request::get(format!("https://{WWW}{path}"))
+        .body(())
+        .unwrap();
+    let Ok((_, mut stream)) = client.send_request(request, true) else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.arrived() < arrived {
+        if Instant::now() > deadline {
+            return false; // not forwarded: the edge no longer reads this connection
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stream.send_reset(h2::Reason::CANCEL);
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
+    let origin = GatedOrigin::start(std::sync::Arc::new(|_, _| Answer {
+        status: 200,
+        headers: vec![],
+        body: Body::full("ok"),
+    }))
+    .await;
+    // Every response waits: each stream is still open when the client resets it.
+    origin.close_gate();
+    let h2 = H2Edge::start(origin.addr, "max_headers: 100").await;
+    let (mut client, connection) = h2.client().await;
+
+    // Some cancels, then a request that completes: the connection stays.
+    for n in 1..=RESET_BUDGET / 2 {
+        assert!(open_and_reset(&mut client, &origin, &format!("/cancel/{n}"), n).await);
+    }
+    origin.open_gate();
+    let mut ready = client.clone().ready().await.unwrap();
+    let request = http::Request::get(format!("https://{WWW}/kept"))
+        .body(())
+        .unwrap();
+    let (response, _) = ready.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    origin.close_gate();
+
+    // Resets go on, each once the origin has the request: the connection ends.
+    let mut sent = RESET_BUDGET / 2 + 1;
+    while open_and_reset(&mut client, &origin, &format!("/reset/{sent}"), sent + 1).await {
+        sent += 1;
+        assert!(sent < 3 * RESET_BUDGET, "the connection was never closed");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "the connection's task did not end");
+    assert!(
+        origin.arrived() <= RESET_BUDGET + 10,
+        "the origin got {} requests",
+        origin.arrived()
+    );
+
+    // Another connection is served.
+    origin.open_gate();
+    let (client, _connection) = h2.client().await;
+    let request = http::Request::get(format!("https://{WWW}/after"))
+        .body(())
+        .unwrap();
+    let (response, _) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+}
