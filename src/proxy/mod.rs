@@ -487,6 +487,24 @@ impl ProxyHttp for Portico {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        let clients = respond::is_clients_doing(error);
+        if clients {
+            log::debug!("request failed on the client's side: {error}");
+        }
+        clients
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        session: &Session,
+        ctx: &Self::CTX,
+        error: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        self.suppress_error_log(session, ctx, error)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         // The connection may carry another request: its wait starts now. (An upgraded one
         // carries a tunnel, which has timers of its own.)

@@ -227,8 +227,15 @@ fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
     }
 }
 
-/// The status for a request that failed on its way to or from the origin: 502 for origin
-/// trouble, 504 for an origin timeout, 0 when the client is already gone.
+/// Whether a failure is the client's doing (it closed or reset its connection or stream,
+/// stalled, or sent what cannot be read), not the edge's or an origin's trouble. Pingora
+/// logs every failure as an error; these go to the debug log instead (the access log
+/// records each either way), so that no client can fill the error log at will, as nginx
+/// logs them at `info`.
+pub fn is_clients_doing(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+}
+
 /// The client's request body came too slowly: over HTTP/1 the connection guard's
 /// [`HeadLimit::SlowBody`], over HTTP/2 Pingora's body budget or, either way, its read
 /// timer (a `ReadTimedout` on the client's side).
@@ -239,6 +246,8 @@ fn slow_body(e: &Error) -> bool {
     ) || (e.etype() == &ErrorType::ReadTimedout && e.esource() == &ErrorSource::Downstream)
 }
 
+/// The status for a request that failed on its way to or from the origin: 502 for origin
+/// trouble, 504 for an origin timeout, 0 when the client is already gone.
 pub fn status_for_failure(e: &Error) -> u16 {
     if slow_body(e) {
         return 408;
@@ -296,6 +305,20 @@ mod tests {
         ctx.decision = Some(snapshot.engine.decide(&facts).expect("routed"));
         ctx.snapshot = Some(Arc::new(snapshot));
         ctx
+    }
+
+    #[test]
+    fn only_the_clients_failures_leave_the_error_log() {
+        let mut reset = Error::new(ErrorType::H2Error);
+        reset.esource = ErrorSource::Downstream;
+        assert!(is_clients_doing(&reset));
+        let mut gone = Error::new(ErrorType::ConnectionClosed);
+        gone.esource = ErrorSource::Downstream;
+        assert!(is_clients_doing(&gone));
+        let mut origin = Error::new(ErrorType::ConnectionClosed);
+        origin.esource = ErrorSource::Upstream;
+        assert!(!is_clients_doing(&origin));
+        assert!(!is_clients_doing(&Error::new(ErrorType::InternalError)));
     }
 
     #[test]
