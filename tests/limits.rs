@@ -467,6 +467,52 @@ async fn http2_fields_reach_the_origin_as_http1_needs_them() {
     assert_eq!(origin.count(), 1, "nothing malformed was forwarded");
 }
 
+/// RFC 9113 §8.1.1: a request that says `content-length: 0` and then sends DATA is
+/// malformed. Pingora forwarded it at once, as a bodiless request the origin acted on;
+/// now it waits for the stream's end: the body gets the request refused (or its stream
+/// reset by the h2 library), and nothing reaches the origin. One whose stream ends with
+/// an empty DATA frame goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_after_content_length_zero_is_never_forwarded() {
+    let origin = TestOrigin::ok(&[]).await;
+    let h2 = H2Edge::start(origin.addr(), "max_headers: 100").await;
+    let (client, _connection) = h2.client().await;
+    let post = |path: &'static str, body: &'static [u8]| {
+        let (client, origin) = (client.clone(), &origin);
+        async move {
+            let mut client = client.ready().await.unwrap();
+            let request = http::Request::post(format!("https://{WWW}{path}"))
+                .header("content-length", "0")
+                .body(())
+                .unwrap();
+            let (response, mut stream) = client.send_request(request, false).unwrap();
+            // The body comes late: by then Pingora had sent the request on.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while origin.count_path(path) == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // (Fails if the stream is already over: answered without its body.)
+            let _ = stream.send_data(bytes::Bytes::from_static(body), true);
+            match response.await {
+                Ok(response) => response.status().as_u16(),
+                Err(e) => {
+                    assert!(e.is_reset(), "{e}");
+                    0
+                }
+            }
+        }
+    };
+    let refused = post("/malformed", b"a body after all").await;
+    assert!(matches!(refused, 0 | 400), "{refused}");
+    assert_eq!(post("/well-formed", b"").await, 200);
+    let forwarded: Vec<_> = origin.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        forwarded,
+        ["/well-formed"],
+        "the malformed request was forwarded"
+    );
+}
+
 /// A body over `max_request_body` gets 413 with its reason: at once when its
 /// `Content-Length` says so (nothing reaches the origin), and as soon as a chunked body
 /// streams past it (the origin never gets the body's end). A body of the limit passes.

@@ -12,10 +12,17 @@
 //!   read one line lose the others. They are joined with `"; "` before anything reads them
 //!   (rules, the log, the origin).
 //!
-//! HTTP/1.1 requests pass through untouched; neither rule costs them anything.
+//! And one of framing (§8.1.1): a request whose `content-length` is 0 but whose stream has
+//! not ended yet goes on only once it has ended. Pingora sent it on at once, as a complete
+//! request without a body, and DATA that followed (a malformed request) was dropped or
+//! reset after the origin had acted on it; now such DATA gets the request refused before
+//! anything is sent.
+//!
+//! HTTP/1.1 requests pass through untouched; none of these rules costs them anything.
 
-use http::header::COOKIE;
+use http::header::{CONTENT_LENGTH, COOKIE};
 use pingora_http::RequestHeader;
+use pingora_proxy::Session;
 
 use super::respond::EdgeAnswer;
 
@@ -36,6 +43,35 @@ pub fn refusal(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
         ),
         location: None,
     })
+}
+
+/// For an HTTP/2 request that says `content-length: 0`: waits for its stream's end, and
+/// refuses it if a body comes instead (the h2 library resets such a stream itself, RFC 9113
+/// §8.1.1; either way nothing goes on).
+pub async fn zero_length_refusal(session: &mut Session) -> Option<EdgeAnswer<'static>> {
+    let zero = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() == b"0");
+    if !zero {
+        return None;
+    }
+    loop {
+        match session.downstream_session.read_request_body().await {
+            Ok(None) => return None,
+            Ok(Some(data)) if data.is_empty() => continue,
+            Ok(Some(_)) | Err(_) => {
+                return Some(EdgeAnswer {
+                    status: 400,
+                    error: "body-past-content-length",
+                    body: "the request says `content-length: 0` but sends a body (RFC 9113 §8.1.1)"
+                        .to_string(),
+                    location: None,
+                })
+            }
+        }
+    }
 }
 
 /// Joins an HTTP/2 request's `cookie` fields into one, in their order.
