@@ -98,9 +98,9 @@ impl FrameCounter {
         match header[3] {
             HEADERS if stream > self.highest_stream => {
                 self.highest_stream = stream;
-                self.count.opened += 1;
+                self.count.opened = self.count.opened.saturating_add(1);
             }
-            RST_STREAM => self.count.reset += 1,
+            RST_STREAM => self.count.reset = self.count.reset.saturating_add(1),
             _ => {}
         }
         self.skip = length;

@@ -21,6 +21,7 @@
 //! HTTP/1.1 requests pass through untouched; none of these rules costs them anything.
 
 use http::header::{CONTENT_LENGTH, COOKIE};
+use pingora_error::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
@@ -46,29 +47,30 @@ pub fn refusal(request: &RequestHeader) -> Option<EdgeAnswer<'static>> {
 }
 
 /// For an HTTP/2 request that says `content-length: 0`: waits for its stream's end, and
-/// refuses it if a body comes instead (the h2 library resets such a stream itself, RFC 9113
-/// §8.1.1; either way nothing goes on).
-pub async fn zero_length_refusal(session: &mut Session) -> Option<EdgeAnswer<'static>> {
+/// refuses it if a body comes instead. (The h2 library resets such a stream itself, RFC 9113
+/// §8.1.1, which comes back as an error, as does a stream that does not end within the body
+/// budget: either way nothing goes on.)
+pub async fn zero_length_refusal(session: &mut Session) -> Result<Option<EdgeAnswer<'static>>> {
     let zero = session
         .req_header()
         .headers
         .get(CONTENT_LENGTH)
         .is_some_and(|length| length.as_bytes() == b"0");
     if !zero {
-        return None;
+        return Ok(None);
     }
     loop {
-        match session.downstream_session.read_request_body().await {
-            Ok(None) => return None,
-            Ok(Some(data)) if data.is_empty() => continue,
-            Ok(Some(_)) | Err(_) => {
-                return Some(EdgeAnswer {
+        match session.downstream_session.read_request_body().await? {
+            None => return Ok(None),
+            Some(data) if data.is_empty() => continue,
+            Some(_) => {
+                return Ok(Some(EdgeAnswer {
                     status: 400,
                     error: "body-past-content-length",
                     body: "the request says `content-length: 0` but sends a body (RFC 9113 §8.1.1)"
                         .to_string(),
                     location: None,
-                })
+                }))
             }
         }
     }

@@ -244,7 +244,7 @@ impl ProxyHttp for Portico {
             if let Some(answer) = h2_fields::refusal(session.req_header()) {
                 return answer.send(session, ctx).await.map(|_| true);
             }
-            if let Some(answer) = h2_fields::zero_length_refusal(session).await {
+            if let Some(answer) = h2_fields::zero_length_refusal(session).await? {
                 return answer.send(session, ctx).await.map(|_| true);
             }
             h2_fields::join_cookies(session.req_header_mut());

@@ -31,10 +31,11 @@ pub(super) struct Cursors {
 }
 
 impl Cursors {
-    /// A new reader's cursor, at the start of the body.
+    /// A new reader's cursor, at the start of the body. (Pingora looks its own fill up
+    /// once; a second reader for the filling request would count as another's.)
     pub(super) fn add(&mut self, of_writer: bool) -> Arc<AtomicUsize> {
         let cursor = Arc::new(AtomicUsize::new(0));
-        if of_writer {
+        if of_writer && self.writer.strong_count() == 0 {
             self.writer = Arc::downgrade(&cursor);
         } else {
             self.others.push(Arc::downgrade(&cursor));

@@ -13,8 +13,8 @@
 //! (the client sees a broken transfer) rather than a body that looks complete but is not.
 //!
 //! A fill that the store stops keeping (over `cache.memory_bytes`, see `store`) goes on
-//! feeding the readers it already has, but drops each chunk once every one of them has
-//! read it: it holds no more than what its slowest reader has yet to read.
+//! feeding the readers it already has, but drops each chunk once they have read it, and
+//! cuts off a reader that falls too far behind the request that fills it (`backlog`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
