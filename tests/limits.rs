@@ -1010,6 +1010,63 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     assert_eq!(origin.count_path("/more"), 0);
 }
 
+/// A WebSocket tunnel keeps its place under the caps for its whole life (its client's
+/// socket and its origin's are open as long): one address cannot hold more tunnels than
+/// its share. They were not counted once the relay took them, and 499 idle tunnels from
+/// one address took all of an edge's 1,024 descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_against_the_connection_caps() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let origin = TestOrigin::websocket_echo(std::sync::Arc::new(|_: &common::origin::Recorded| {
+        http::Response::new(bytes::Bytes::from_static(b"page"))
+    }))
+    .await;
+    let rules = format!(
+        "routes:\n  - name: ws\n    patterns: [\"/ws\"]\n    origin_group: web\n    websocket: true\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n{}",
+        group_yaml("web", origin.addr())
+    );
+    let edge = TestEdge::with_routes("limits:\n  max_connections_per_client: 3\n", &rules).await;
+    let flooder: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(
+        request_from(edge.addr, other, "/ready").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let mut tunnels = Vec::new();
+    for n in 0..3 {
+        let url = format!("ws://{}/ws", edge.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(Message::text(format!("hello {n}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(format!("hello {n}")));
+        tunnels.push(ws);
+    }
+    // Three tunnels hold the address's three places.
+    assert_eq!(
+        request_from(edge.addr, flooder, "/more").await.as_deref(),
+        Some(""),
+        "a fourth connection from the tunnels' address was served"
+    );
+    assert_eq!(
+        request_from(edge.addr, other, "/other").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    // A tunnel that ends gives its place back.
+    let mut ended = tunnels.pop().unwrap();
+    ended.close(None).await.unwrap();
+    while ended.next().await.is_some_and(|m| m.is_ok()) {}
+    drop(ended);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request_from(edge.addr, flooder, "/again").await.as_deref() != Some("HTTP/1.1 200 OK") {
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Under `portico run` with few descriptors: the cap keeps `fd_reserve` free, so a flood
 /// of idle connections is cut at the cap and the probes (new connections every interval)
 /// keep passing instead of failing with EMFILE.

@@ -121,10 +121,13 @@ pub struct HeadGuard {
     sending: bool,
     send_timer: Option<Pin<Box<Sleep>>>,
     /// `send_timeout` in milliseconds (at most an hour: `config::limits`); 0 once the
-    /// connection is a tunnel. Small, so that the guard stays in jemalloc's 112-byte class.
+    /// connection is a tunnel. Small, so that the guard stays in jemalloc's 128-byte class.
     send_timeout_ms: u32,
     /// Milliseconds the current body's waits have taken so far.
     body_waited_ms: u32,
+    /// Its place under the connection caps, held as long as the connection (a tunnel's
+    /// too: the relay owns the guard then).
+    _admitted: super::Admitted,
 }
 
 /// The limits a guard applies (every connection has a guard: not all of `ClientLimits`).
@@ -156,7 +159,7 @@ fn millis(duration: Duration) -> u32 {
 }
 
 impl HeadGuard {
-    pub fn new(inner: Stream, limits: ClientLimits) -> HeadGuard {
+    pub fn new(inner: Stream, limits: ClientLimits, admitted: super::Admitted) -> HeadGuard {
         HeadGuard {
             inner,
             limits: GuardLimits {
@@ -179,6 +182,7 @@ impl HeadGuard {
             send_timer: None,
             send_timeout_ms: millis(limits.send_timeout).max(1),
             body_waited_ms: 0,
+            _admitted: admitted,
         }
     }
 
@@ -553,10 +557,12 @@ impl fmt::Debug for HeadGuard {
 mod tests {
     use super::*;
 
-    /// Every idle keep-alive connection holds one guard: it stays in jemalloc's 112-byte
-    /// class (bench scenario 7 counts the bytes per idle connection).
+    /// Every idle keep-alive connection holds one guard: it stays in jemalloc's 128-byte
+    /// class (bench scenario 7 counts the bytes per idle connection; 112 until the guard
+    /// held the connection's place under the caps).
     #[test]
-    fn a_guard_fits_a_112_byte_allocation() {
-        assert!(std::mem::size_of::<HeadGuard>() <= 112);
+    fn a_guard_fits_a_128_byte_allocation() {
+        let size = std::mem::size_of::<HeadGuard>();
+        assert!(size <= 128, "{size}");
     }
 }

@@ -111,13 +111,16 @@ impl FrameCounter {
 pub struct ResetWatch {
     inner: Stream,
     counter: FrameCounter,
+    /// Its place under the connection caps, held as long as the connection.
+    _admitted: super::Admitted,
 }
 
 impl ResetWatch {
-    pub fn new(inner: Stream) -> ResetWatch {
+    pub fn new(inner: Stream, admitted: super::Admitted) -> ResetWatch {
         ResetWatch {
             inner,
             counter: FrameCounter::default(),
+            _admitted: admitted,
         }
     }
 }

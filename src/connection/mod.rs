@@ -99,9 +99,13 @@ pub struct ConnectionCaps {
     clients: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One admitted connection; dropping it frees its places.
-pub struct Admitted<'a> {
-    caps: &'a ConnectionCaps,
+/// One admitted connection; dropping it frees its places. The stream wrapper around the
+/// connection owns it ([`HeadGuard`], or the HTTP/2 reset watch), so it is held as long as
+/// the client's socket is: through a WebSocket tunnel too, which the relay owns once
+/// Pingora hands it over. (Tunnels that went uncounted let one address hold every
+/// descriptor: 499 idle tunnels took all 1,024, and the health probes failed with EMFILE.)
+pub struct Admitted {
+    caps: Arc<ConnectionCaps>,
     client: Option<IpAddr>,
 }
 
@@ -136,13 +140,13 @@ impl ConnectionCaps {
     }
 
     /// A place for a connection from `client`, if both caps have one.
-    pub fn admit(&self, client: Option<IpAddr>) -> Option<Admitted<'_>> {
+    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Option<Admitted> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         let mut admitted = Admitted {
-            caps: self,
+            caps: self.clone(),
             client: None,
         };
         let Some(ip) = client.map(|ip| ip.to_canonical()) else {
@@ -159,7 +163,7 @@ impl ConnectionCaps {
     }
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.caps.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = self.client {
@@ -193,7 +197,7 @@ fn open_files_limit() -> Option<usize> {
 pub struct EdgeApp {
     pub proxy: Arc<HttpProxy<Portico>>,
     pub limits: ClientLimits,
-    pub caps: ConnectionCaps,
+    pub caps: Arc<ConnectionCaps>,
     /// The TLS listeners whose handshakes this app runs (`portico run`), by address.
     tls: Vec<(SocketAddr, Arc<Acceptor>)>,
 }
@@ -203,7 +207,7 @@ impl EdgeApp {
         EdgeApp {
             proxy,
             limits,
-            caps: ConnectionCaps::new(&limits),
+            caps: Arc::new(ConnectionCaps::new(&limits)),
             tls: Vec::new(),
         }
     }
@@ -244,8 +248,8 @@ impl EdgeApp {
         let client = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        // Held for the connection's life (a tunnel's, once handed off, is the relay's).
-        let Some(_admitted) = self.caps.admit(client) else {
+        // Held by the connection's stream wrapper for the socket's life (see `Admitted`).
+        let Some(admitted) = self.caps.admit(client) else {
             log::debug!("connection from {client:?} refused: over a connection cap");
             return None;
         };
@@ -259,10 +263,10 @@ impl EdgeApp {
             }
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            let stream: Stream = Box::new(h2_resets::ResetWatch::new(stream));
+            let stream: Stream = Box::new(h2_resets::ResetWatch::new(stream, admitted));
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits));
+        let stream: Stream = Box::new(HeadGuard::new(stream, self.limits, admitted));
         crate::keepalive::serve_http1(&self.proxy, stream, shutdown).await
     }
 }
