@@ -354,14 +354,7 @@ async fn a_host_purge_looks_only_at_that_hosts_objects() {
     );
     assert_eq!(examined().await - before, 200);
     // The answer's counts match the metrics'.
-    let metrics = client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = edge.metrics().await;
     assert!(
         metrics.contains(&format!(
             "portico_cache_purge_examined_total {}",

@@ -257,14 +257,7 @@ async fn a_reader_that_stops_cannot_make_an_abandoned_fill_keep_its_body() {
         "{status}"
     );
     assert_eq!(status["cache"]["readers_cut"], 1, "{status}");
-    let metrics = client()
-        .get(format!("http://{}/metrics", edge.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = edge.metrics().await;
     assert!(metrics.contains("\nportico_cache_readers_cut_total 1\n"));
 }
 

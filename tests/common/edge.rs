@@ -114,6 +114,18 @@ impl TestEdge {
         serde_json::from_str(&text).expect("status is JSON")
     }
 
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// Replaces the rules file (the next reload reads it).
     pub fn write_rules(&self, rules: &str) {
         std::fs::write(self.dir.path().join("rules/rules.yaml"), rules).expect("write rules");
