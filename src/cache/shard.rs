@@ -32,8 +32,9 @@ use super::group_table::GroupTable;
 use super::object::Object;
 
 /// Secondary variants kept per URL (primary key) beyond its primary slot: junk `Vary`
-/// values cannot split one URL into unbounded objects. A variant past the cap is served
-/// from the origin, not stored.
+/// values cannot split one URL into unbounded objects. A new variant past the cap takes
+/// the slot of a stored one (`variant_to_replace`): junk values cannot hold a URL's slots
+/// for their lifetime either.
 pub const MAX_VARIANTS: usize = 32;
 
 /// A key's hash in the tables, under `seeds` (see the module doc).
@@ -166,6 +167,18 @@ impl Shard {
         self.fills
             .find_entry(table_hash(&self.seeds, key), |list| first_is(list, key))
             .map_or_else(|_| Vec::new(), |entry| entry.remove().0)
+    }
+
+    /// The stored variant of URL `primary` whose slot a new variant takes once the URL has
+    /// `MAX_VARIANTS`: one not used since the eviction clock last passed it (junk values
+    /// are never asked for again), else the oldest. `None` when every variant's slot is a
+    /// fill in progress.
+    pub fn variant_to_replace(&self, primary: &HashBinary) -> Option<HashBinary> {
+        let variants = self.variants.get(primary)?;
+        let mut stored = variants.iter().filter_map(|key| self.committed(key));
+        let oldest = stored.clone().next()?;
+        let unused = stored.find(|o| !o.referenced.load(std::sync::atomic::Ordering::Relaxed));
+        Some(unused.unwrap_or(oldest).hash)
     }
 
     /// The full keys of URL `primary`'s slots: its own and its secondary variants'.

@@ -430,20 +430,39 @@ impl Storage for MemoryStore {
                 "cache.memory_bytes is taken by fills in progress; not stored",
             );
         }
-        {
+        let replaced = {
             let primary = key.primary_bin();
             let mut index = self.index.lock();
             let mut shard = self.shard(&primary).lock();
-            if !shard.add_fill(&primary, object.clone()) {
+            let mut replaced = None;
+            let mut added = shard.add_fill(&primary, object.clone());
+            if !added {
+                // The URL has all its variants: a stored one gives its slot up.
+                if let Some(victim) = shard.variant_to_replace(&primary) {
+                    replaced = shard.take_committed(&victim, |_| true);
+                    shard.forget_if_empty(&primary, &victim);
+                    added = shard.add_fill(&primary, object.clone());
+                }
+            }
+            if !added {
                 drop(shard);
                 drop(index);
                 self.release(overhead);
+                if let Some(old) = replaced {
+                    self.forget(&old);
+                }
                 return Error::e_explain(
                     ErrorType::InternalError,
-                    format!("more than {MAX_VARIANTS} variants of one URL; not stored"),
+                    format!("more than {MAX_VARIANTS} variants of one URL in progress; not stored"),
                 );
             }
             index.fills.insert(&object);
+            replaced
+        };
+        // Accounted once the locks are given back (`forget` takes the index's).
+        if let Some(old) = replaced {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            self.forget(&old);
         }
         Ok(Box::new(Fill {
             store: self,

@@ -244,27 +244,63 @@ async fn invalidation_removes_a_url_with_every_variant_and_nothing_else() {
     }
 }
 
+/// A URL keeps `MAX_VARIANTS` variants besides its primary: a new one takes the slot of a
+/// stored variant not used since the eviction clock passed it (junk values, never asked
+/// for again), so junk cannot hold a URL's slots while real variants go unstored.
 #[tokio::test]
-async fn variants_past_the_cap_are_not_stored() {
+async fn a_variant_past_the_cap_takes_the_slot_of_one_not_used_since() {
     let store = store();
-    let span = Span::inactive();
     for n in 1..=super::MAX_VARIANTS as u8 {
         fill(store, &variant("h/cap", n), "v").await;
     }
-    let extra = variant("h/cap", 200);
-    assert!(store
-        .get_miss_handler(&extra, &meta(), &span.handle())
-        .await
-        .is_err());
+    let objects = store.objects();
+    // Variant 1 is used (its hit marks it); the others were only stored.
+    assert_eq!(
+        body_of(store, &variant("h/cap", 1)).await.as_deref(),
+        Some("v")
+    );
+    fill(store, &variant("h/cap", 200), "new").await;
+    assert_eq!(store.objects(), objects, "one variant replaced another");
+    assert_eq!(
+        body_of(store, &variant("h/cap", 200)).await.as_deref(),
+        Some("new")
+    );
+    assert_eq!(
+        body_of(store, &variant("h/cap", 1)).await.as_deref(),
+        Some("v"),
+        "the used one stays"
+    );
+    assert!(
+        body_of(store, &variant("h/cap", 2)).await.is_none(),
+        "the oldest unused one went"
+    );
     // A variant already stored may still be refreshed, and the primary slot is not capped.
     fill(store, &variant("h/cap", 1), "v2").await;
     fill(store, &CacheKey::new("h/cap", ""), "primary").await;
-    // Purging a variant frees its place.
     assert_eq!(
         purge(store, r#"{"paths": ["/*"]}"#),
         super::MAX_VARIANTS + 1
     );
-    fill(store, &extra, "now").await;
+    assert_eq!((store.objects(), store.bytes(), store.used()), (0, 0, 0));
+}
+
+/// When every variant's slot is a fill in progress, a new variant is not stored.
+#[tokio::test]
+async fn a_variant_past_the_cap_of_fills_in_progress_is_not_stored() {
+    let store = store();
+    let span = Span::inactive();
+    let mut fills = Vec::new();
+    for n in 1..=super::MAX_VARIANTS as u8 {
+        let miss = store
+            .get_miss_handler(&variant("h/busy", n), &meta(), &span.handle())
+            .await
+            .unwrap();
+        fills.push(miss);
+    }
+    assert!(store
+        .get_miss_handler(&variant("h/busy", 200), &meta(), &span.handle())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
