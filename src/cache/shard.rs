@@ -171,11 +171,14 @@ impl Shard {
 
     /// The stored variant of URL `primary` whose slot a new variant takes once the URL has
     /// `MAX_VARIANTS`: one not used since the eviction clock last passed it (junk values
-    /// are never asked for again), else the oldest. `None` when every variant's slot is a
-    /// fill in progress.
+    /// are never asked for again), else the oldest. Only a variant with no fill in progress:
+    /// taking its object then frees its slot. `None` when there is none.
     pub fn variant_to_replace(&self, primary: &HashBinary) -> Option<HashBinary> {
         let variants = self.variants.get(primary)?;
-        let mut stored = variants.iter().filter_map(|key| self.committed(key));
+        let mut stored = variants
+            .iter()
+            .filter(|key| self.fills(key).is_empty())
+            .filter_map(|key| self.committed(key));
         let oldest = stored.clone().next()?;
         let unused = stored.find(|o| !o.referenced.load(std::sync::atomic::Ordering::Relaxed));
         Some(unused.unwrap_or(oldest).hash)

@@ -448,9 +448,6 @@ impl Storage for MemoryStore {
                 drop(shard);
                 drop(index);
                 self.release(overhead);
-                if let Some(old) = replaced {
-                    self.forget(&old);
-                }
                 return Error::e_explain(
                     ErrorType::InternalError,
                     format!("more than {MAX_VARIANTS} variants of one URL in progress; not stored"),
