@@ -124,7 +124,8 @@ async fn miss_then_hit_for_get_and_head_and_never_for_post() {
     assert_eq!((range.status, range.x_cache.as_str()), (206, "TCP_HIT"));
     assert_eq!(range.body, "of");
     assert_eq!(range.headers["content-range"], "bytes 5-6/20");
-    // A range on a miss: the whole object is fetched and stored, the client gets its range.
+    // A range on a miss goes to the origin (`tests/cache_ranges.rs`); this one ignores it,
+    // so its whole `200` is stored and the client gets its range cut from it.
     let cut = fetch(&edge, "GET", "/fresh/c", &[("range", "bytes=0-3")]).await;
     assert_eq!((cut.status, cut.x_cache.as_str()), (206, "TCP_MISS"));
     assert_eq!(cut.body, "body");

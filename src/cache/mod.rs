@@ -11,6 +11,7 @@
 //! - `policy`: RFC 9111 shared-cache rules and Front Door's cache behaviours;
 //! - `vary`: variants, with their request fields normalised;
 //! - `conditional`: clients' conditional requests answered from stored responses;
+//! - `range_miss`: a request for part of an object the cache lacks gets that part;
 //! - `status`: `X-Cache` values from pingora's cache phase;
 //! - `purge`: purge requests by domain, path and tag, hard or soft;
 //! - `tags`: the cache tags a response carries (`Cache-Tag`, `Surrogate-Key`).
@@ -27,6 +28,7 @@ pub mod meta;
 pub mod object;
 pub mod policy;
 pub mod purge;
+pub mod range_miss;
 pub mod shard;
 pub mod shared_lines;
 pub mod status;
@@ -90,8 +92,9 @@ impl EdgeCache {
         }))
     }
 
-    /// Turns caching on for one request (from `request_cache_filter`).
-    pub fn enable(&'static self, cache: &mut HttpCache) {
+    /// Turns caching on for one request (from `request_cache_filter`); `collapse`: it takes
+    /// part in the cache lock (not a request for part of an object, `range_miss`).
+    pub fn enable(&'static self, cache: &mut HttpCache, collapse: bool) {
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(self.lock_timeout);
         // A safety net: a request sent back to look again more often than this goes to the
@@ -102,7 +105,7 @@ impl EdgeCache {
             self.store,
             None,
             Some(self.predictor),
-            Some(self.lock),
+            collapse.then_some(self.lock),
             Some(overrides),
         );
         cache.set_max_file_size_bytes(self.max_object_bytes);

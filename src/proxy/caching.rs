@@ -15,7 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use crate::cache::policy::{self, Freshness, Received};
-use crate::cache::{conditional, key, status, store, unkeyed, vary, EdgeCache};
+use crate::cache::{conditional, key, range_miss, status, store, unkeyed, vary, EdgeCache};
 use crate::rules::request::{host_without_port, RequestFacts};
 use crate::rules::{CacheUse, Scheme};
 
@@ -43,7 +43,8 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
         ctx.cache_status = status::UNCACHEABLE;
         return;
     }
-    cache.enable(&mut session.cache);
+    ctx.asks_for_part = range_miss::asks_for_part(session.req_header());
+    cache.enable(&mut session.cache, !ctx.asks_for_part);
     ctx.caching = true;
 }
 
@@ -121,6 +122,14 @@ pub fn not_stored() -> EdgeAnswer<'static> {
     }
 }
 
+/// `upstream_request_filter`: a miss for part of an object asks the origin for that part
+/// (`cache::range_miss`); a refresh of a stored object fetches it whole.
+pub fn forward_range(session: &Session, upstream: &mut RequestHeader, ctx: &RequestCtx) {
+    if ctx.asks_for_part && session.cache.phase() == pingora_cache::CachePhase::Miss {
+        range_miss::forward(session.req_header(), upstream);
+    }
+}
+
 /// `response_cache_filter`: stores the response or says why not.
 pub fn admit_response(
     session: &Session,
@@ -158,7 +167,13 @@ pub fn admit_response(
             RespCacheable::Cacheable(meta)
         }
         Err(refusal) => {
-            ctx.cache_refused = Some(refusal.x_cache());
+            // The part a range miss asked the origin for is a miss to its client.
+            let part = ctx.asks_for_part && refusal.reason() == policy::REASON_PARTIAL;
+            ctx.cache_refused = Some(if part {
+                status::MISS
+            } else {
+                refusal.x_cache()
+            });
             // A refresh that cannot be stored leaves the stored object in place (RFC 9111
             // invalidates only on unsafe methods): the key must keep using the cache, or
             // that object could no longer be served stale when the origin then fails.

@@ -44,6 +44,9 @@ pub struct RequestCtx {
     pub cache_status: &'static str,
     /// The cache was enabled for this request (its phase then gives `X-Cache`).
     pub caching: bool,
+    /// The request asks for part of the object (`cache::range_miss`): on a miss its `Range`
+    /// goes to the origin.
+    pub asks_for_part: bool,
     /// `X-Cache` earned by a response the policy refused to store.
     pub cache_refused: Option<&'static str>,
     /// The origin's `304` to this cache's revalidation, whose fields update the stored
@@ -101,6 +104,7 @@ impl RequestCtx {
             edge_error: None,
             cache_status: crate::cache::status::CONFIG_NOCACHE,
             caching: false,
+            asks_for_part: false,
             cache_refused: None,
             not_modified: None,
             withheld: Vec::new(),

@@ -15,7 +15,8 @@
 //!               ▼                         (fail_to_connect, error_while_proxy: retry::)
 //!             upstream_request_filter ── upstream::prepare_request: path, Host, Via,
 //!               │                         X-Forwarded-*, CDN-Loop, X-Portico-Ref, rule edits,
-//!               │                         `reproduce`: Upgrade/Connection stripped
+//!               │                         `reproduce`: Upgrade/Connection stripped;
+//!               │                         a range miss's Range (caching::forward_range)
 //!               ▼
 //!             origin ──► upstream_response_filter: status; 1xx capped (upstream::), own
 //!               │         HTTP version, hop-by-hop and a 204's framing dropped (caching::)
@@ -386,10 +387,11 @@ impl ProxyHttp for Portico {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        caching::forward_range(session, upstream_request, ctx);
         if ctx.tier.shield.is_some() {
             return crate::tier::hop::prepare_shield_request(upstream_request, ctx, &self.node);
         }
