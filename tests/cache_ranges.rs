@@ -47,7 +47,11 @@ async fn range_origin(sent: Arc<AtomicUsize>) -> TestOrigin {
         };
         sent.fetch_add(response.body().len(), Ordering::Relaxed);
         let headers = response.headers_mut();
-        headers.insert("cache-control", "max-age=600".parse().unwrap());
+        let cache_control = match request.path() {
+            "/swr" => "max-age=0, stale-while-revalidate=600",
+            _ => "max-age=600",
+        };
+        headers.insert("cache-control", cache_control.parse().unwrap());
         headers.insert("etag", "\"v1\"".parse().unwrap());
         headers.insert("accept-ranges", "bytes".parse().unwrap());
         response
@@ -194,4 +198,19 @@ async fn if_range_goes_with_the_range_and_a_changed_object_comes_whole() {
     assert_eq!(if_range("/big?r=2").unwrap(), "\"v0\"");
     // The whole answer to the changed object was stored.
     assert_eq!(fetch(&edge, "/big?r=2", &[]).await.x_cache, "TCP_HIT");
+}
+
+/// A part of a stored object that has gone stale is served stale within
+/// `stale-while-revalidate`, as a whole request is: the object is refreshed behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_of_a_stale_object_is_served_stale_within_stale_while_revalidate() {
+    let origin = range_origin(Arc::new(AtomicUsize::new(0))).await;
+    let edge = TestEdge::with_routes("", &routes(origin.addr())).await;
+
+    assert_eq!(fetch(&edge, "/swr", &[]).await.x_cache, "TCP_MISS");
+    let part = fetch(&edge, "/swr", &[("range", "bytes=0-1")]).await;
+    assert_eq!(
+        (part.status, part.x_cache.as_str(), &part.body[..]),
+        (206, "TCP_EXPIRED_HIT", &b"ab"[..])
+    );
 }

@@ -11,9 +11,11 @@
 //! object is stored by a request for all of it: one without `Range`, or with
 //! `bytes=0-` (a player's first request).
 //!
-//! Such a request takes no part in the cache lock: it does not wait behind a fill of the
-//! object it misses (a fill in progress is found by the lookup and read like a stored
-//! object), and requests for the whole object do not wait behind its part.
+//! Such a request for a URL the store holds nothing of takes no part in the cache lock: it
+//! does not wait behind another's part, and requests for the whole object do not wait
+//! behind it (a fill that starts meanwhile is found by the lookup and read like a stored
+//! object). When the store holds the URL, the lock stays (a stale object is then refreshed
+//! by one request, and served meanwhile within `stale-while-revalidate`).
 //!
 //! Range-only clients (a download manager, a player that asks in bounded pieces) then never
 //! fill the cache; fetching large objects in slices would serve them from it.

@@ -44,7 +44,11 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx, cache: &'static EdgeC
         return;
     }
     ctx.asks_for_part = range_miss::asks_for_part(session.req_header());
-    cache.enable(&mut session.cache, !ctx.asks_for_part);
+    // A part of a URL the store holds nothing of is a miss to come: it need not collapse
+    // (`cache::range_miss`). Otherwise the lock stays, for stale-while-revalidate's sake.
+    let collapse = !ctx.asks_for_part
+        || key_parts(session, ctx).is_none_or(|parts| cache.store.holds_url(&parts.hash()));
+    cache.enable(&mut session.cache, collapse);
     ctx.caching = true;
 }
 

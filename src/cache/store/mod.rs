@@ -209,6 +209,12 @@ impl MemoryStore {
         self.in_shard(key, Shard::holds)
     }
 
+    /// Whether URL `primary` holds an object of any variant, committed or filling.
+    pub fn holds_url(&self, primary: &HashBinary) -> bool {
+        let shard = self.shard(primary).lock();
+        shard.keys_of(primary).iter().any(|key| shard.holds(key))
+    }
+
     fn in_shard(&self, key: &CacheKey, test: impl Fn(&Shard, &HashBinary) -> bool) -> bool {
         test(&self.shard(&key.primary_bin()).lock(), &key.combined_bin())
     }
