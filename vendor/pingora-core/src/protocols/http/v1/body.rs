@@ -675,6 +675,47 @@ impl BodyReader {
         }
     }
 
+    // PORTICO PATCH (coalesced chunks): moves the payloads of the complete chunks from
+    // `next` on (up to `end`) to follow the `size` bytes at `data_start`, stopping at the
+    // first chunk that is not complete and followed by more bytes in the buffer (the last
+    // chunk, a partial one, anything malformed: the parser then takes it on its own, as
+    // before). Returns the joined size and where parsing resumes. Payloads only move
+    // towards the front, over framing already parsed.
+    fn coalesce_chunks(
+        &mut self,
+        data_start: usize,
+        mut size: usize,
+        mut next: usize,
+        end: usize,
+    ) -> (usize, usize) {
+        let body_buf = self
+            .body_buf
+            .as_mut()
+            .expect("body buf exists once a chunk was parsed out of it");
+        while next < end {
+            let Ok(httparse::Status::Complete((payload_index, chunk_size))) =
+                httparse::parse_chunk_size(&body_buf[next..end])
+            else {
+                break;
+            };
+            let Some(chunk_size) = usize::try_from(chunk_size).ok().filter(|&n| n > 0) else {
+                break;
+            };
+            let data = next + payload_index;
+            let Some(chunk_end) = data.checked_add(chunk_size).and_then(|e| e.checked_add(2))
+            else {
+                break;
+            };
+            if chunk_end >= end || body_buf[chunk_end - 2..chunk_end] != CRLF[..] {
+                break;
+            }
+            body_buf.copy_within(data..data + chunk_size, data_start + size);
+            size += chunk_size;
+            next = chunk_end;
+        }
+        (size, next)
+    }
+
     // Returns: BufRef of next body chunk,
     // terminating chunk-size index end if read completely (0 + CRLF).
     // Note input indices are absolute (to body_buf).
@@ -789,13 +830,18 @@ impl BodyReader {
                             false,
                             false,
                         )?);
-                        self.body_state = self
-                            .body_state
-                            .multi_chunk(chunk_size, buf_index_start + chunk_end_index);
-                        Ok((
-                            Some(BufRef::new(buf_index_start + payload_index, chunk_size)),
-                            None,
-                        ))
+                        // PORTICO PATCH (coalesced chunks): the complete chunks that follow in
+                        // the buffer join this one, so a body sent in tiny chunks costs one
+                        // call (and one write onward) per read, not one per chunk.
+                        let data_start = buf_index_start + payload_index;
+                        let (chunk_size, next_chunk) = self.coalesce_chunks(
+                            data_start,
+                            chunk_size,
+                            buf_index_start + chunk_end_index,
+                            buf_index_end,
+                        );
+                        self.body_state = self.body_state.multi_chunk(chunk_size, next_chunk);
+                        Ok((Some(BufRef::new(data_start, chunk_size)), None))
                     }
                     httparse::Status::Partial => {
                         if buf.len() > PARTIAL_CHUNK_HEAD_LIMIT {
@@ -2633,6 +2679,29 @@ mod tests {
         assert_eq!(res, None);
         assert_eq!(body_reader.body_state, ParseState::Complete(3));
         assert_eq!(body_reader.get_body_overread(), None);
+    }
+
+    // PORTICO PATCH (coalesced chunks)
+    #[tokio::test]
+    async fn read_with_body_multi_chunk_coalesced() {
+        init_log();
+        let input1 = b"1\r\na\r\n2\r\nbc\r\n3\r\ndef\r\n";
+        let input2 = b"0\r\n\r\n";
+        let mut mock_io = Builder::new().read(&input1[..]).read(&input2[..]).build();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_chunked(b"");
+        // The first two chunks are complete with more after them: one piece.
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(res, BufRef::new(3, 3));
+        assert_eq!(b"abc", body_reader.get_body(&res));
+        assert_eq!(body_reader.body_state, ParseState::Chunked(3, 13, 21, 0));
+        // The one that ends the buffer comes on its own, as before.
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(res, BufRef::new(16, 3));
+        assert_eq!(b"def", body_reader.get_body(&res));
+        let res = body_reader.read_body(&mut mock_io).await.unwrap();
+        assert_eq!(res, None);
+        assert_eq!(body_reader.body_state, ParseState::Complete(6));
     }
 
     #[tokio::test]
