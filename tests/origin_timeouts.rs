@@ -141,6 +141,31 @@ async fn a_hung_origin_is_a_504_with_a_reason_within_the_first_byte_timeout() {
     );
 }
 
+/// An origin that takes no more of an upload for the whole `write` timeout, and has not
+/// begun an answer, is a timed-out origin: a 504 then, not after a `first_byte` wait more
+/// (the client waited `write` + `first_byte`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_stops_reading_an_upload_is_a_504_within_the_write_timeout() {
+    let (origin, _) = scripted_origin(vec![Answer::Hang]).await;
+    let timeouts = "write: 500ms, first_byte: 8s, read: 8s, total: 20s";
+    let edge = TestEdge::start(&node_yaml(""), &rules_with(origin, false, timeouts)).await;
+    // Far more than the sockets between the client and the origin hold.
+    let body = vec![b'u'; 64 << 20];
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(15),
+        client().post(edge.url("/upload")).body(body).send(),
+    )
+    .await
+    .expect("answered, not held");
+    let took = started.elapsed();
+    let answer = answer.expect("an answer while the upload is still going");
+    assert_eq!(answer.status(), 504);
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("WriteTimedout"), "{body}");
+}
+
 /// `first_byte` and `read` are separate: a long `read` does not hold a hung origin's client,
 /// and a short `read` does not cut an origin that takes a while to start its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,7 +118,11 @@ async fn a_response_in_one_byte_chunks_reaches_the_client_in_few_pieces() {
     let request = "GET /chunks HTTP/1.1\r\nHost: t.example\r\n\r\n";
     client.write_all(request.as_bytes()).await.unwrap();
     let head = common::read_request_head(&mut client).await.unwrap();
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
     let (payload, chunks) = read_chunked(&mut client, after_head(&head)).await;
     assert_eq!(payload, expected_payload());
     assert!(

@@ -255,7 +255,10 @@ pub fn status_for_failure(e: &Error) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN), _) => 503,
-        (ErrorType::ConnectTimedout | ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
+        (
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ErrorSource::Upstream,
+        ) => 504,
         // Every origin of the group was tried: still the origin side's failure.
         (ErrorType::ConnectNoRoute, _) => 502,
         (_, ErrorSource::Upstream) => 502,

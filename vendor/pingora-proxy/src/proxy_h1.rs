@@ -287,6 +287,8 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // PORTICO PATCH (write timeout ends the wait): the origin has sent something.
+        let mut response_begun = false;
         // PORTICO PATCH (origin deadlines): see `OriginClock`.
         let mut clock = OriginClock::new(deadlines, client_session);
 
@@ -303,6 +305,7 @@ where
                         Ok(task) => {
                             // PORTICO PATCH (origin deadlines): the response started.
                             clock.response_started(client_session, &task);
+                            response_begun = true;
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -381,6 +384,14 @@ where
                             }
                         },
                         Err(e) => {
+                           // PORTICO PATCH (write timeout ends the wait): an origin that
+                           // took none of the request for the whole write timeout and has
+                           // not begun an answer is a timed-out origin (nginx: 504 at once);
+                           // waiting a first-byte timeout more doubled its client's wait.
+                           if e.etype() == &WriteTimedout && !response_begun {
+                               let _ = tx.send(HttpTask::Failed(e.into_up())).await;
+                               return Ok(false);
+                           }
                            warn!("send error, draining read buf: {e}");
                            request_done = true;
 
