@@ -97,3 +97,27 @@ async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
         .unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
 }
+
+/// A stream the client resets before its answer ends its request: the edge notices the
+/// reset while it waits for the origin, and the request is not sent to an origin again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_before_its_answer_is_not_retried() {
+    let origin = GatedOrigin::start(std::sync::Arc::new(|_, _| Answer {
+        status: 200,
+        headers: vec![],
+        body: Body::full("ok"),
+    }))
+    .await;
+    origin.close_gate();
+    let h2 = H2Edge::start(origin.addr, "max_headers: 100").await;
+    let (mut client, _connection) = h2.client().await;
+    assert!(open_and_reset(&mut client, &origin, "/cancelled", 1).await);
+    origin.open_gate();
+    let lines = h2
+        .edge
+        .wait_for_log(|lines| lines.iter().any(|l| l["path"] == "/cancelled"))
+        .await;
+    let line = lines.iter().find(|l| l["path"] == "/cancelled").unwrap();
+    assert_eq!(line["attempts"], 1, "{line}");
+    assert_eq!(origin.arrived(), 1);
+}

@@ -27,10 +27,13 @@
 //!   that times out is not skipped: it is waiting on the origin, which a second shield
 //!   would wait on as long.
 //!
+//! - A failure on the client's side (it reset its stream or closed the connection while
+//!   the edge wrote its answer) is never retried: the origin did its part.
+//!
 //! Each attempt's origin is recorded in `ctx.tried`, which the access log shows.
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, RetryType};
+use pingora_error::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
@@ -80,6 +83,12 @@ pub fn after_proxy_error(
     upstream_reused: bool,
 ) -> Box<Error> {
     let mut e = e.more_context(format!("Peer: {peer}"));
+    if e.esource() == &ErrorSource::Downstream {
+        // The client's side failed (it reset the stream, or went): no origin's fault, and
+        // nobody is left to answer.
+        e.set_retry(false);
+        return e;
+    }
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
     let dropped = replayable && dropped_unanswered(session, &e);
