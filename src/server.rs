@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::cache::EdgeCache;
 use crate::config::model::{ClientLimits, NodeSettings};
 use crate::config::{self, ConfigError};
-use crate::connection::EdgeApp;
+use crate::connection::{ConnectionCaps, EdgeApp};
 use crate::lifecycle::drain::Drain;
 use crate::lifecycle::signals::NodeSignals;
 use crate::lifecycle::{Lifecycle, LifecycleService, WhenDrained};
@@ -137,6 +137,7 @@ impl Node {
             drain,
             bound: settings.listeners.iter().map(|l| l.address).collect(),
             limits: settings.limits,
+            caps: Arc::new(ConnectionCaps::new(&settings.limits)),
         };
         Ok(Node {
             settings,
@@ -232,8 +233,13 @@ impl Node {
             }
         }
         let limits = self.settings.limits;
-        let app = EdgeApp::new(Arc::new(edge_proxy(&conf, self.proxy, &limits)), limits)
-            .with_tls(acceptors);
+        let caps = self.proxy.caps.clone();
+        let app = EdgeApp::new(
+            Arc::new(edge_proxy(&conf, self.proxy, &limits)),
+            limits,
+            caps,
+        )
+        .with_tls(acceptors);
         let mut service = Service::new("portico edge".to_string(), app);
         for (address, tls) in &listeners {
             let listener = ListenerConfig::tcp(address.to_string());
@@ -328,9 +334,11 @@ impl Node {
         set_process_switches(&self.settings);
         let conf = Arc::new(self.server_conf());
         let limits = self.settings.limits;
+        let caps = self.proxy.caps.clone();
         Arc::new(EdgeApp::new(
             Arc::new(edge_proxy(&conf, self.proxy, &limits)),
             limits,
+            caps,
         ))
     }
 }

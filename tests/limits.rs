@@ -1362,3 +1362,77 @@ async fn portico_run_tls(pki: &TestPki, rules: &str) -> (tempfile::TempDir, Runn
     assert_eq!(answer.status(), 200, "the TLS listener serves");
     (dir, node, tls_addr)
 }
+
+/// Each HTTP/2 request on its way to the origin takes a place in the connection caps, as an
+/// HTTP/1 connection does (each needs an origin connection): one address could otherwise
+/// hold 100 origin sockets per connection, past the descriptor limit. Over the cap a
+/// request gets a `503` at once; a place comes back when its request ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_to_the_origin_count_against_the_connection_caps() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let (release, released) = tokio::sync::watch::channel(false);
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let seen = arrived.clone();
+    let (origin, _) = common::counting_origin(move |mut stream| {
+        let (seen, mut released) = (seen.clone(), released.clone());
+        async move {
+            while common::read_request_head(&mut stream).await.is_some() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = released.wait_for(|go| *go).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let h2 = H2Edge::start(origin, "max_connections_per_client: 4").await;
+    let (client, _connection) = h2.client().await;
+    let send_all = |count: usize, set: &mut tokio::task::JoinSet<(u16, String)>| {
+        for n in 0..count {
+            let client = client.clone();
+            set.spawn(async move {
+                let mut client = client.ready().await.unwrap();
+                let request = http::Request::get(format!("https://{WWW}/held{n}"))
+                    .body(())
+                    .unwrap();
+                let (response, _) = client.send_request(request, true).unwrap();
+                let response = response.await.unwrap();
+                let error = response
+                    .headers()
+                    .get("x-portico-error")
+                    .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
+                (response.status().as_u16(), error)
+            });
+        }
+    };
+    async fn next(set: &mut tokio::task::JoinSet<(u16, String)>) -> (u16, String) {
+        let next = tokio::time::timeout(Duration::from_secs(10), set.join_next());
+        next.await.expect("an answer in time").unwrap().unwrap()
+    }
+
+    // Ten at once on one connection: it holds one of the address's four places, three
+    // requests the rest, and the other seven are answered while those three are held.
+    let mut set = tokio::task::JoinSet::new();
+    send_all(10, &mut set);
+    for _ in 0..7 {
+        assert_eq!(
+            next(&mut set).await,
+            (503, "over-connection-cap".to_owned())
+        );
+    }
+    assert_eq!(arrived.load(Ordering::SeqCst), 3);
+    release.send(true).unwrap();
+    for _ in 0..3 {
+        assert_eq!(next(&mut set).await, (200, String::new()));
+    }
+    // Their places came back.
+    send_all(3, &mut set);
+    for _ in 0..3 {
+        assert_eq!(next(&mut set).await, (200, String::new()));
+    }
+    assert_eq!(arrived.load(Ordering::SeqCst), 6);
+}

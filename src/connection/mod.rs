@@ -203,11 +203,16 @@ pub struct EdgeApp {
 }
 
 impl EdgeApp {
-    pub fn new(proxy: Arc<HttpProxy<Portico>>, limits: ClientLimits) -> EdgeApp {
+    /// `caps` are the proxy's own (`Portico::caps`): its HTTP/2 requests count in them.
+    pub fn new(
+        proxy: Arc<HttpProxy<Portico>>,
+        limits: ClientLimits,
+        caps: Arc<ConnectionCaps>,
+    ) -> EdgeApp {
         EdgeApp {
             proxy,
             limits,
-            caps: Arc::new(ConnectionCaps::new(&limits)),
+            caps,
             tls: Vec::new(),
         }
     }

@@ -81,6 +81,9 @@ pub struct RequestCtx {
     /// Status of the response header sent to the client (set in `response_filter`).
     pub response_status: Option<u16>,
     pub tunnel: Option<TunnelState>,
+    /// An HTTP/2 request's place in the connection caps while it goes to the origin
+    /// (`limits::origin_place`); freed with the context.
+    pub origin_place: Option<crate::connection::Admitted>,
     /// Held to the request's end: a draining node waits for it.
     pub in_flight: Option<InFlight>,
     /// The shield side of the request (`crate::tier`).
@@ -121,6 +124,7 @@ impl RequestCtx {
             last_connect_reason: None,
             response_status: None,
             tunnel: None,
+            origin_place: None,
             in_flight: None,
             tier: Default::default(),
         }

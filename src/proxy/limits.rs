@@ -1,5 +1,6 @@
 //! Requests refused on their head alone, before anything else looks at them: sizes past
-//! `limits:`, methods the edge does not implement, framing it will not forward.
+//! `limits:`, methods the edge does not implement, framing it will not forward; and an
+//! HTTP/2 request's place in the connection caps ([`origin_place`]).
 //!
 //! Statuses follow RFC 9110: `414` for a target over `max_uri`, `431` for too many header
 //! lines (and, from [`crate::connection`], a head over `max_request_head`), `400` for a
@@ -13,9 +14,56 @@ use pingora_core::protocols::http::v2::server::BodyBudget;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use std::sync::Arc;
+
+use pingora_proxy::Session;
+
 use super::respond::EdgeAnswer;
+use super::RequestCtx;
 use crate::config::model::ClientLimits;
-use crate::connection::HeadLimit;
+use crate::connection::{ConnectionCaps, HeadLimit};
+
+/// The error type (and `X-Portico-Error`) of an HTTP/2 request refused a place in the
+/// connection caps ([`origin_place`]).
+pub const OVER_CONNECTION_CAP: &str = "over-connection-cap";
+
+/// `upstream_peer`, for an HTTP/2 request: a place in the connection caps for as long as it
+/// goes to the origin. An HTTP/1 connection's place stands for its own descriptor and the
+/// one origin connection it uses at a time (the node's cap is half the descriptors); each
+/// stream of an HTTP/2 connection needs an origin connection of its own, so each takes a
+/// place as a connection does. Without it one address with 256 connections of 100 streams
+/// held 25,600 origin sockets (past the descriptor limit: `EMFILE` for every client and
+/// probe), and each stream whose client opens no flow-control window about 450 KB of
+/// response until `send_timeout`. A request refused gets `503`, or a stale copy within
+/// `stale-if-error`.
+pub fn origin_place(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    caps: &Arc<ConnectionCaps>,
+) -> pingora_error::Result<()> {
+    if ctx.origin_place.is_some()
+        || session.subrequest_ctx.is_some()
+        || !session.downstream_session.is_http2()
+    {
+        return Ok(());
+    }
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    match caps.admit(client) {
+        Some(place) => {
+            ctx.origin_place = Some(place);
+            Ok(())
+        }
+        None => Error::e_explain(
+            ErrorType::Custom(OVER_CONNECTION_CAP),
+            "the edge holds as many connections as its caps allow, for this client address \
+             or in all (limits.max_connections_per_client, limits.max_connections; an HTTP/2 \
+             request on its way to the origin counts as one)",
+        ),
+    }
+}
 
 /// No standard method is longer (`UPDATEREDIRECTREF` is 17 bytes).
 const MAX_METHOD_LEN: usize = 32;

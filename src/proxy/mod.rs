@@ -10,7 +10,8 @@
 //!               ▼
 //!             proxy_upstream_filter ──── caching::only_if_cached: 504, the origin spared
 //!               ▼
-//!             upstream_peer ──────────── tier::route: a shield, by the cache key's hash; else
+//!             upstream_peer ──────────── limits::origin_place (HTTP/2: a place in the caps);
+//!               │                         tier::route: a shield, by the cache key's hash; else
 //!               │                         upstream::choose_peer: healthy → priority → weight
 //!               ▼                         (fail_to_connect, error_while_proxy: retry::)
 //!             upstream_request_filter ── upstream::prepare_request: path, Host, Via,
@@ -144,6 +145,9 @@ pub struct Portico {
     pub bound: Vec<std::net::SocketAddr>,
     /// What a request head may hold (`limits:`).
     pub limits: crate::config::model::ClientLimits,
+    /// The node's connection caps, shared with the listener (`connection::EdgeApp`): an
+    /// HTTP/2 request on its way to the origin takes a place in them (`admission`).
+    pub caps: Arc<crate::connection::ConnectionCaps>,
 }
 
 /// Keeps why an attempt failed (a connect failure, or an origin that dropped the request
@@ -365,6 +369,7 @@ impl ProxyHttp for Portico {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        limits::origin_place(session, ctx, &self.caps)?;
         let snapshot = snapshot(ctx)?;
         let (peer, towards) = match crate::tier::route::shield_peer(session, ctx, &snapshot) {
             Some(shield) => (shield, upstream::Towards::Shield),

@@ -91,6 +91,9 @@ pub fn failure_answer(code: u16, e: &Error, ctx: &RequestCtx) -> EdgeAnswer<'sta
             .and_then(|innermost| innermost.context.as_ref())
             .map_or("", |c| c.as_str());
         (super::limits::BODY_TOO_LARGE, reason.to_owned())
+    } else if e.etype() == &ErrorType::Custom(super::limits::OVER_CONNECTION_CAP) {
+        let reason = e.context.as_ref().map_or("", |c| c.as_str());
+        (super::limits::OVER_CONNECTION_CAP, reason.to_owned())
     } else if e.esource() == &ErrorSource::Downstream {
         let reason = reason_for_client(e, ctx);
         (
@@ -234,6 +237,7 @@ fn group_origins(ctx: &RequestCtx) -> &[crate::config::model::Origin] {
 /// logs them at `info`.
 pub fn is_clients_doing(e: &Error) -> bool {
     e.esource() == &ErrorSource::Downstream
+        || e.etype() == &ErrorType::Custom(super::limits::OVER_CONNECTION_CAP)
 }
 
 /// The client's request body came too slowly: over HTTP/1 the connection guard's
@@ -255,6 +259,7 @@ pub fn status_for_failure(e: &Error) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::Custom(crate::origin::refusal::NO_HEALTHY_ORIGIN), _) => 503,
+        (ErrorType::Custom(super::limits::OVER_CONNECTION_CAP), _) => 503,
         (
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
             ErrorSource::Upstream,

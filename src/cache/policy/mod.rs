@@ -18,7 +18,8 @@
 //!   `must-understand` is present (which, for a status it understands, overrides
 //!   `no-store`, RFC 9111 §5.2.2.3); a configured lifetime (the
 //!   route's `duration`, `cache_default_ttl`) only applies to the statuses RFC 9110 §15.1
-//!   calls heuristically cacheable (206 is never stored: ranges come from whole objects);
+//!   calls heuristically cacheable (206 is never stored: a range miss passes its part on,
+//!   `cache::range_miss`, and stored ranges are cut from whole objects);
 //! - a response the origin gives no lifetime gets `cache_default_ttl` when one is set, else
 //!   RFC 9111 §4.2.2's heuristic (a tenth of the time since `Last-Modified`, at most
 //!   `cache_heuristic_max`) if its status is heuristically cacheable or it is `public`;
