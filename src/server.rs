@@ -425,7 +425,6 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        crate::connection::watch_send_progress(&stream);
         let app = app.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,13 +72,9 @@ async fn fast_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, written)
 }
 
-/// Twenty clients ask for 64 MiB each and read none of it. Once the origin can send no
-/// more (every buffer on the way is full), the edge's resident memory has grown by less
-/// than 1 MiB a client. Pingora's direct pass-through path batched everything the origin
-/// had sent while the client was not reading into one write buffer: about 8 MiB a client.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
-    let (origin, written) = fast_origin().await;
+/// `portico run` with one uncached route to `origin` and `extra` node settings, answering;
+/// its port, and the directory it runs in (removed when dropped).
+async fn portico_run(origin: SocketAddr, extra: &str) -> (Running, u16, tempfile::TempDir) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
     let port = free_port();
@@ -85,7 +82,7 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
     std::fs::write(
         dir.join("portico.yaml"),
         format!(
-            "name: slow-readers\nlisteners:\n  - address: 127.0.0.1:{port}\nrules_dir: rules\naccess_log: off\nserver:\n  threads: 1\n"
+            "name: slow-readers\nlisteners:\n  - address: 127.0.0.1:{port}\nrules_dir: rules\naccess_log: off\nserver:\n  threads: 1\n{extra}"
         ),
     )
     .unwrap();
@@ -102,14 +99,20 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
         dir,
         "portico",
     );
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    assert_eq!(
-        first_answer(&client, &format!("{base}/warm"))
-            .await
-            .status(),
-        200
-    );
+    let warm = first_answer(&client, &format!("http://127.0.0.1:{port}/warm")).await;
+    assert_eq!(warm.status(), 200);
+    (edge, port, temp)
+}
+
+/// Twenty clients ask for 64 MiB each and read none of it. Once the origin can send no
+/// more (every buffer on the way is full), the edge's resident memory has grown by less
+/// than 1 MiB a client. Pingora's direct pass-through path batched everything the origin
+/// had sent while the client was not reading into one write buffer: about 8 MiB a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
+    let (origin, written) = fast_origin().await;
+    let (edge, port, _dir) = portico_run(origin, "").await;
     let baseline = rss(edge.pid());
 
     let mut stalled: Vec<TcpStream> = Vec::new();
@@ -154,4 +157,44 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
         growth as f64 / MIB as f64
     );
     drop(stalled);
+}
+
+/// A slow reader that keeps reading, past `send_timeout` many times over, is not cut under
+/// `portico run` either: Linux wakes a writer only when half its send buffer is free
+/// (seconds apart at this rate), so each client socket asks to be woken every 128 KiB the
+/// client takes (`connection::watch_send_progress`). Only the in-process listener asked:
+/// under `portico run` such a client was cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_is_not_cut_under_portico_run() {
+    let (origin, _) = fast_origin().await;
+    let (_edge, port, _dir) = portico_run(origin, "limits:\n  send_timeout: 2s\n").await;
+    let socket = TcpSocket::new_v4().unwrap();
+    let mut stream = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let request = "GET /big HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // About 160 KiB a second (well over 128 KiB per `send_timeout`) for eight seconds.
+    let started = Instant::now();
+    let mut got = 0;
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while started.elapsed() < Duration::from_secs(8) {
+        tick.tick().await;
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!("cut after {got} bytes, {:?}", started.elapsed()),
+            Ok(n) => got += n,
+        }
+    }
+    // Then all of the rest: a cut shows only here, once the megabytes queued before it
+    // have been read.
+    let mut rest = vec![0u8; 1 << 16];
+    let drain = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(n @ 1..) = stream.read(&mut rest).await {
+            got += n;
+        }
+    });
+    assert!(drain.await.is_ok(), "the rest never came");
+    assert!(got > BODY, "the edge cut the client after {got} bytes");
 }

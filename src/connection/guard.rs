@@ -434,10 +434,17 @@ impl HeadGuard {
 /// throughput is the same.
 pub const SEND_PROGRESS_BYTES: u32 = 128 << 10;
 
-/// Sets [`SEND_PROGRESS_BYTES`] on an accepted client socket (best effort: a socket that
-/// refuses keeps the kernel's wake-ups).
-pub fn watch_send_progress(socket: &tokio::net::TcpStream) {
-    let _ = socket2::SockRef::from(socket).set_tcp_notsent_lowat(SEND_PROGRESS_BYTES);
+/// Sets [`SEND_PROGRESS_BYTES`] on an accepted client connection's TCP socket, before any
+/// TLS (best effort: a socket that refuses keeps the kernel's wake-ups). Called by the
+/// listener's app for every connection, under `portico run` as in process.
+pub fn watch_send_progress(stream: &Stream) {
+    let tcp = stream
+        .as_any()
+        .downcast_ref::<L4Stream>()
+        .and_then(L4Stream::bare_tcp);
+    if let Some(tcp) = tcp {
+        let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(SEND_PROGRESS_BYTES);
+    }
 }
 
 impl HeadGuard {

@@ -258,6 +258,7 @@ impl EdgeApp {
             log::debug!("connection from {client:?} refused: over a connection cap");
             return None;
         };
+        watch_send_progress(&stream);
         // Boxed: the handshake's state would otherwise stay in this connection's future
         // (and memory) for the connection's whole life.
         let stream = match tls {
