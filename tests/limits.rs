@@ -615,8 +615,8 @@ async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
 
 /// A slow reader that keeps reading, past `send_timeout` many times over, is not cut: Linux
 /// wakes a writer only when half its send buffer is free (megabytes, seconds apart at this
-/// rate: the client was cut after 4 MB), so the edge asks to be woken every 128 KiB the
-/// client takes (`SEND_PROGRESS_BYTES`).
+/// rate: the client was cut after 4 MB), so when `send_timeout` passes the edge asks the
+/// client's TCP whether it took anything meanwhile (`TCP_INFO`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_that_keeps_reading_is_not_cut() {
     let origin = TestOrigin::start(std::sync::Arc::new(|_: &common::origin::Recorded| {

@@ -161,9 +161,10 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
 
 /// A slow reader that keeps reading, past `send_timeout` many times over, is not cut under
 /// `portico run` either: Linux wakes a writer only when half its send buffer is free
-/// (seconds apart at this rate), so each client socket asks to be woken every 128 KiB the
-/// client takes (`connection::watch_send_progress`). Only the in-process listener asked:
-/// under `portico run` such a client was cut.
+/// (seconds apart at this rate), so when `send_timeout` passes the edge asks the client's
+/// TCP whether it took anything meanwhile. The kernel was asked to wake writes sooner
+/// (`TCP_NOTSENT_LOWAT`) on the in-process listener only: under `portico run` such a
+/// client was cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_that_keeps_reading_is_not_cut_under_portico_run() {
     let (origin, _) = fast_origin().await;

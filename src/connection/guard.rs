@@ -22,10 +22,11 @@
 //!
 //! Writes have one deadline of their own, `send_timeout` (nginx's `send_timeout`): a write
 //! that waits that long for the client to take any of it fails, and the connection closes.
-//! "Any of it" is measured in [`SEND_PROGRESS_BYTES`]: Linux wakes a writer only once half
-//! its send buffer is free, megabytes that a slow reader takes minutes to free, so each
-//! client socket asks to be woken each time that much of its queue has gone
-//! (`TCP_NOTSENT_LOWAT`, [`watch_send_progress`]).
+//! "Any of it" is asked of TCP when the timer fires (the bytes the client's TCP has
+//! acknowledged, `TCP_INFO`): Linux wakes a writer only once half its send buffer is free,
+//! megabytes that a slow reader takes minutes to free, so a wait the kernel has not ended
+//! may well have seen progress. (HTTP/2 connections ask the kernel to wake their writes
+//! sooner instead, [`watch_send_progress`].)
 //! Pingora's downstream writes have no deadline, so a client that stopped reading held its
 //! connection, and a cache hit's body, for ever. A tunnel lifts it
 //! ([`HeadGuard::lift_send_timeout`]): its own idle timer covers a stalled side.
@@ -113,13 +114,17 @@ pub struct HeadGuard {
     seen: u32,
     reading: u8,
     released: bool,
-    head_bytes: usize,
+    /// Saturates at 4 GiB (a body's count: its allowance stops growing there).
+    head_bytes: u32,
     deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     /// A write is waiting for the client, and `send_timer` runs for it. The timer is made
     /// the first time a write waits: most connections never need one.
     sending: bool,
     send_timer: Option<Pin<Box<Sleep>>>,
+    /// The client's TCP acknowledged bytes (the low 32 bits of `tcpi_bytes_acked`) when
+    /// `send_timer` was last set: a waiting write is cut only if none have been since.
+    acked: u32,
     /// `send_timeout` in milliseconds (at most an hour: `config::limits`); 0 once the
     /// connection is a tunnel. Small, so that the guard stays in jemalloc's 128-byte class.
     send_timeout_ms: u32,
@@ -180,6 +185,7 @@ impl HeadGuard {
             timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
             sending: false,
             send_timer: None,
+            acked: 0,
             send_timeout_ms: millis(limits.send_timeout).max(1),
             body_waited_ms: 0,
             _admitted: admitted,
@@ -271,10 +277,10 @@ impl AsyncRead for HeadGuard {
         this.start_new_wait();
         // Pingora asks for more only while the head is incomplete: past the limit, it never
         // will be within it.
-        let max_request_head = this.limits.max_request_head as usize;
+        let max_request_head = this.limits.max_request_head;
         if this.head_bytes >= max_request_head {
             return Poll::Ready(Err(Self::limit_error(HeadLimit::TooLarge(
-                max_request_head,
+                max_request_head as usize,
             ))));
         }
         let before = buf.filled().len();
@@ -285,7 +291,7 @@ impl AsyncRead for HeadGuard {
                     this.reading = HEAD;
                     this.deadline = None;
                 }
-                this.head_bytes += n;
+                this.head_bytes = this.head_bytes.saturating_add(count(n));
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -335,7 +341,8 @@ impl HeadGuard {
                     let waited = self.body_allowance_ms().saturating_sub(left_ms);
                     self.body_waited_ms = u32::try_from(waited).unwrap_or(u32::MAX);
                 }
-                self.head_bytes += buf.filled().len() - before;
+                let n = buf.filled().len() - before;
+                self.head_bytes = self.head_bytes.saturating_add(count(n));
                 Poll::Ready(result)
             }
             Poll::Pending => {
@@ -370,7 +377,8 @@ impl HeadGuard {
             timeout: Duration::from_millis(self.limits.body_timeout_ms.into()),
             min_rate: self.limits.body_min_rate,
         };
-        u64::try_from(budget.allowance(self.head_bytes).as_millis()).unwrap_or(u64::MAX)
+        let received = self.head_bytes as usize;
+        u64::try_from(budget.allowance(received).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A response was finished since the last read: the next request's wait starts now (its
@@ -428,22 +436,37 @@ impl HeadGuard {
     }
 }
 
-/// How much of a client's unsent queue must go for a waiting write to be woken: a client
-/// that reads at least this much per `send_timeout` is never cut (2.2 KB/s at the default
-/// 60 s). Unsent bytes only: what is in flight is not counted, so a fast client's
-/// throughput is the same.
-pub const SEND_PROGRESS_BYTES: u32 = 128 << 10;
+/// A read's byte count for `head_bytes` (saturating).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
-/// Sets [`SEND_PROGRESS_BYTES`] on an accepted client connection's TCP socket, before any
-/// TLS (best effort: a socket that refuses keeps the kernel's wake-ups). Called by the
-/// listener's app for every connection, under `portico run` as in process.
+/// The bytes the client's TCP has acknowledged on `stream`'s socket, in their low 32 bits
+/// (what changes is all that counts); 0 when unknown (not TCP), which counts as none.
+fn bytes_acked(stream: &Stream) -> u32 {
+    pingora_core::protocols::l4::ext::get_tcp_info(stream.id())
+        .map_or(0, |info| info.tcpi_bytes_acked as u32)
+}
+
+/// How much of a TLS client's unsent queue must go for a waiting write to be woken. An
+/// HTTP/2 connection's writes are Pingora's (with `send_timeout` per stream), not the
+/// guard's, so TLS connections (where HTTP/2 is offered) ask the kernel instead: a client
+/// that reads at least this much per `send_timeout` is not cut (2.2 KB/s at the default
+/// 60 s).
+pub const TLS_SEND_PROGRESS_BYTES: u32 = 128 << 10;
+
+/// Sets [`TLS_SEND_PROGRESS_BYTES`] (`TCP_NOTSENT_LOWAT`) on a TLS listener's accepted
+/// connection, before its handshake (whose outcome, HTTP/2 or not, is not known yet; best
+/// effort: a socket that refuses keeps the kernel's wake-ups). Plain-TCP connections do
+/// without: the guard asks TCP for progress when its timer fires, and the option cost
+/// 1 MiB responses a fifth of their rate (more, smaller writes).
 pub fn watch_send_progress(stream: &Stream) {
     let tcp = stream
         .as_any()
         .downcast_ref::<L4Stream>()
         .and_then(L4Stream::bare_tcp);
     if let Some(tcp) = tcp {
-        let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(SEND_PROGRESS_BYTES);
+        let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(TLS_SEND_PROGRESS_BYTES);
     }
 }
 
@@ -471,9 +494,21 @@ impl HeadGuard {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if !self.sending {
             self.sending = true;
+            self.acked = bytes_acked(&self.inner);
             timer.as_mut().reset(Instant::now() + limit);
         }
-        std::task::ready!(timer.as_mut().poll(cx));
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            // Linux wakes a waiting writer only once half its send buffer is free: megabytes,
+            // minutes apart for a slow reader. So the client's TCP is asked whether it took
+            // any of what waits; if so, the wait starts again.
+            let acked = bytes_acked(&self.inner);
+            if acked == self.acked {
+                break;
+            }
+            self.acked = acked;
+            timer.as_mut().reset(Instant::now() + limit);
+        }
         self.sending = false;
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -258,12 +258,12 @@ impl EdgeApp {
             log::debug!("connection from {client:?} refused: over a connection cap");
             return None;
         };
-        watch_send_progress(&stream);
         // Boxed: the handshake's state would otherwise stay in this connection's future
         // (and memory) for the connection's whole life.
         let stream = match tls {
             None => stream,
             Some(acceptor) => {
+                watch_send_progress(&stream);
                 let limit = self.limits.tls_handshake_timeout;
                 Box::pin(tls_handshake(acceptor, stream, limit, client)).await?
             }
