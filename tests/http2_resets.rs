@@ -43,17 +43,24 @@ async fn open_and_reset(
     true
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
+/// An origin that answers `200 ok` once its gate opens (closed to begin with), and an
+/// HTTP/2 edge in front of it.
+async fn held_origin_and_edge() -> (GatedOrigin, H2Edge) {
     let origin = GatedOrigin::start(std::sync::Arc::new(|_, _| Answer {
         status: 200,
         headers: vec![],
         body: Body::full("ok"),
     }))
     .await;
-    // Every response waits: each stream is still open when the client resets it.
     origin.close_gate();
     let h2 = H2Edge::start(origin.addr, "max_headers: 100").await;
+    (origin, h2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
+    // Every response waits: each stream is still open when the client resets it.
+    let (origin, h2) = held_origin_and_edge().await;
     let (mut client, connection) = h2.client().await;
 
     // Some cancels, then a request that completes: the connection stays.
@@ -102,14 +109,7 @@ async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
 /// reset while it waits for the origin, and the request is not sent to an origin again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_reset_before_its_answer_is_not_retried() {
-    let origin = GatedOrigin::start(std::sync::Arc::new(|_, _| Answer {
-        status: 200,
-        headers: vec![],
-        body: Body::full("ok"),
-    }))
-    .await;
-    origin.close_gate();
-    let h2 = H2Edge::start(origin.addr, "max_headers: 100").await;
+    let (origin, h2) = held_origin_and_edge().await;
     let (mut client, _connection) = h2.client().await;
     assert!(open_and_reset(&mut client, &origin, "/cancelled", 1).await);
     origin.open_gate();

@@ -176,26 +176,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut_under_portico_run() {
         .unwrap();
     let request = "GET /big HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
     stream.write_all(request.as_bytes()).await.unwrap();
-    // About 160 KiB a second (well over 128 KiB per `send_timeout`) for eight seconds.
-    let started = Instant::now();
-    let mut got = 0;
-    let mut chunk = vec![0u8; 16 << 10];
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while started.elapsed() < Duration::from_secs(8) {
-        tick.tick().await;
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => panic!("cut after {got} bytes, {:?}", started.elapsed()),
-            Ok(n) => got += n,
-        }
-    }
-    // Then all of the rest: a cut shows only here, once the megabytes queued before it
-    // have been read.
-    let mut rest = vec![0u8; 1 << 16];
-    let drain = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(n @ 1..) = stream.read(&mut rest).await {
-            got += n;
-        }
-    });
-    assert!(drain.await.is_ok(), "the rest never came");
+    // About 160 KiB a second for eight seconds, then the rest.
+    let got = common::read_slowly_then_drain(&mut stream, Duration::from_secs(8)).await;
     assert!(got > BODY, "the edge cut the client after {got} bytes");
 }

@@ -114,3 +114,32 @@ where
     });
     (origin, connections)
 }
+
+/// Reads `stream` at about 160 KiB a second (16 KiB every 100 ms) for `slowly`, panicking
+/// if it ends meanwhile, then reads the rest as fast as it comes (within 30 s): all the
+/// bytes read. A cut shows in the total only, once the megabytes queued before it are read.
+pub async fn read_slowly_then_drain(
+    stream: &mut tokio::net::TcpStream,
+    slowly: std::time::Duration,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = 0;
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    while started.elapsed() < slowly {
+        tick.tick().await;
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!("cut after {got} bytes, {:?}", started.elapsed()),
+            Ok(n) => got += n,
+        }
+    }
+    let mut rest = vec![0u8; 1 << 16];
+    let drain = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(n @ 1..) = stream.read(&mut rest).await {
+            got += n;
+        }
+    });
+    assert!(drain.await.is_ok(), "the rest never came");
+    got
+}
