@@ -21,12 +21,14 @@
 //!   read timeout and the tunnel's own timers apply).
 //!
 //! Writes have one deadline of their own, `send_timeout` (nginx's `send_timeout`): a write
-//! that waits that long for the client to take any of it fails, and the connection closes.
-//! "Any of it" is asked of TCP when the timer fires (the bytes the client's TCP has
-//! acknowledged, `TCP_INFO`): Linux wakes a writer only once half its send buffer is free,
-//! megabytes that a slow reader takes minutes to free, so a wait the kernel has not ended
-//! may well have seen progress. (HTTP/2 connections ask the kernel to wake their writes
-//! sooner instead, [`watch_send_progress`].)
+//! that waits that long, the client taking none of it in the second half of the wait,
+//! fails, and the connection closes; one that saw bytes taken waits another
+//! `send_timeout`. "Taken" is asked of TCP (the bytes the client's TCP has acknowledged,
+//! `TCP_INFO`) at half-time and whenever the timer fires: Linux wakes a writer only once
+//! half its send buffer is free, megabytes that a slow reader takes minutes to free, so a
+//! wait the kernel has not ended may well have seen progress. (TLS connections, where
+//! HTTP/2's writes are Pingora's and not the guard's, also ask the kernel to wake their
+//! writes sooner: [`watch_send_progress`].)
 //! Pingora's downstream writes have no deadline, so a client that stopped reading held its
 //! connection, and a cache hit's body, for ever. A tunnel lifts it
 //! ([`HeadGuard::lift_send_timeout`]): its own idle timer covers a stalled side.
@@ -118,12 +120,14 @@ pub struct HeadGuard {
     head_bytes: u32,
     deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
-    /// A write is waiting for the client, and `send_timer` runs for it. The timer is made
-    /// the first time a write waits: most connections never need one.
-    sending: bool,
+    /// Whether a write is waiting for the client ([`NOT_WAITING`], [`FIRST_HALF`],
+    /// [`WATCHING`]), with `send_timer` running for it. The timer is made the first time a
+    /// write waits: most connections never need one.
+    send_wait: u8,
     send_timer: Option<Pin<Box<Sleep>>>,
-    /// The client's TCP acknowledged bytes (the low 32 bits of `tcpi_bytes_acked`) when
-    /// `send_timer` was last set: a waiting write is cut only if none have been since.
+    /// While [`WATCHING`]: the bytes the client's TCP had acknowledged (the low 32 bits of
+    /// `tcpi_bytes_acked`) when `send_timer` was last set. A wait is cut only if none have
+    /// been since.
     acked: u32,
     /// `send_timeout` in milliseconds (at most an hour: `config::limits`); 0 once the
     /// connection is a tunnel. Small, so that the guard stays in jemalloc's 128-byte class.
@@ -183,7 +187,7 @@ impl HeadGuard {
             // The first request's head counts from the accept, as nginx and HAProxy count.
             deadline: Some(Instant::now() + limits.request_head_timeout),
             timer: Box::pin(tokio::time::sleep(limits.request_head_timeout)),
-            sending: false,
+            send_wait: NOT_WAITING,
             send_timer: None,
             acked: 0,
             send_timeout_ms: millis(limits.send_timeout).max(1),
@@ -436,6 +440,13 @@ impl HeadGuard {
     }
 }
 
+/// `send_wait`: no write waits.
+const NOT_WAITING: u8 = 0;
+/// `send_wait`: a write waits, for less than half of `send_timeout` so far.
+const FIRST_HALF: u8 = 1;
+/// `send_wait`: a write waits, and `acked` holds what the client's TCP had taken.
+const WATCHING: u8 = 2;
+
 /// A read's byte count for `head_bytes` (saturating).
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -480,7 +491,7 @@ impl HeadGuard {
     ) -> Poll<io::Result<T>> {
         let pending = match write(Pin::new(&mut self.inner), cx) {
             Poll::Ready(done) => {
-                self.sending = false;
+                self.send_wait = NOT_WAITING;
                 return Poll::Ready(done);
             }
             Poll::Pending => Poll::Pending,
@@ -492,24 +503,29 @@ impl HeadGuard {
         let timer = self
             .send_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !self.sending {
-            self.sending = true;
-            self.acked = bytes_acked(&self.inner);
-            timer.as_mut().reset(Instant::now() + limit);
+        if self.send_wait == NOT_WAITING {
+            // No look at TCP yet: most waits end long before half of `send_timeout`, and a
+            // write that waits is common (a large body to a fast client).
+            self.send_wait = FIRST_HALF;
+            timer.as_mut().reset(Instant::now() + limit / 2);
         }
         loop {
             std::task::ready!(timer.as_mut().poll(cx));
             // Linux wakes a waiting writer only once half its send buffer is free: megabytes,
             // minutes apart for a slow reader. So the client's TCP is asked whether it took
-            // any of what waits; if so, the wait starts again.
+            // any of what waits: from half-time on, and again after each `send_timeout`
+            // in which it did.
             let acked = bytes_acked(&self.inner);
-            if acked == self.acked {
-                break;
-            }
+            let next = match self.send_wait {
+                FIRST_HALF => limit / 2,
+                _ if acked != self.acked => limit,
+                _ => break,
+            };
+            self.send_wait = WATCHING;
             self.acked = acked;
-            timer.as_mut().reset(Instant::now() + limit);
+            timer.as_mut().reset(Instant::now() + next);
         }
-        self.sending = false;
+        self.send_wait = NOT_WAITING;
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("the client read nothing for {limit:?} (limits.send_timeout)"),

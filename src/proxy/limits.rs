@@ -9,13 +9,12 @@
 //! `get` is not `GET`; `TRACE` is recognised but deliberately not implemented: it would
 //! echo the client's cookies and credentials back through the edge).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use pingora_core::protocols::http::v2::server::BodyBudget;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
-
-use std::sync::Arc;
-
 use pingora_proxy::Session;
 
 use super::respond::EdgeAnswer;

@@ -146,7 +146,8 @@ pub struct Portico {
     /// What a request head may hold (`limits:`).
     pub limits: crate::config::model::ClientLimits,
     /// The node's connection caps, shared with the listener (`connection::EdgeApp`): an
-    /// HTTP/2 request on its way to the origin takes a place in them (`admission`).
+    /// HTTP/2 request on its way to the origin takes a place in them
+    /// (`limits::origin_place`).
     pub caps: Arc<crate::connection::ConnectionCaps>,
 }
 
