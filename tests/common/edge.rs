@@ -103,27 +103,25 @@ impl TestEdge {
 
     /// The admin `/status` document.
     pub async fn status(&self) -> serde_json::Value {
-        let text = client()
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .expect("GET /status")
-            .text()
-            .await
-            .expect("status body");
+        let text = self.admin_text("/status").await;
         serde_json::from_str(&text).expect("status is JSON")
     }
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
+        self.admin_text("/metrics").await
+    }
+
+    /// The body of admin `GET path`.
+    async fn admin_text(&self, path: &str) -> String {
         client()
-            .get(self.admin_url("/metrics"))
+            .get(self.admin_url(path))
             .send()
             .await
-            .expect("GET /metrics")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .text()
             .await
-            .expect("metrics body")
+            .unwrap_or_else(|e| panic!("GET {path}: body: {e}"))
     }
 
     /// Replaces the rules file (the next reload reads it).
