@@ -117,6 +117,17 @@ pub fn render(
     );
     family(
         &mut out,
+        "portico_cache_fills_stopped_total",
+        "counter",
+        "Cache fills stopped because their client had gone, no other request read them and more than 1 MiB was left.",
+    );
+    let _ = writeln!(
+        out,
+        "portico_cache_fills_stopped_total {}",
+        store.fills_stopped()
+    );
+    family(
+        &mut out,
         "portico_cache_purge_examined_total",
         "counter",
         "Cached objects purges looked at (the tag and host indexes narrow this down).",

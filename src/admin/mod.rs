@@ -250,6 +250,7 @@ fn status_json(snapshot: &Snapshot, reloads: &Reloads, shared: &Shared) -> serde
         "evicted_objects": store.evicted(),
         "abandoned_fills": store.abandoned(),
         "readers_cut": store.readers_cut(),
+        "fills_stopped": store.fills_stopped(),
         "purge_examined": store.purge_examined(),
     });
     let tunnels = json!({"open": counters.open_tunnels()});

@@ -385,6 +385,17 @@ pub fn serve_stale(error: Option<&Error>) -> bool {
     error.is_none_or(|e| e.esource() != &ErrorSource::Downstream)
 }
 
+/// `continue_fill_without_downstream`: a miss whose client has gone goes on filling only
+/// while its fill is needed (another request reads it, or little of it is left: the
+/// store's `Fill`). Before the origin's answer there is no fill yet, and stopping loses
+/// nothing: requests waiting on the cache lock take the miss over.
+pub fn fill_needed_without_client(session: &mut Session) -> bool {
+    session
+        .cache
+        .miss_handler()
+        .is_some_and(|fill| fill.needed_without_downstream())
+}
+
 /// The `X-Cache` value, once pingora's cache phase is final (`response_filter`).
 pub fn x_cache(session: &Session, ctx: &RequestCtx) -> &'static str {
     if ctx.caching {

@@ -498,6 +498,10 @@ impl ProxyHttp for Portico {
         }
     }
 
+    fn continue_fill_without_downstream(&self, session: &mut Session, _: &mut Self::CTX) -> bool {
+        caching::fill_needed_without_client(session)
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
         let clients = respond::is_clients_doing(error);
         if clients {

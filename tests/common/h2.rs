@@ -9,8 +9,8 @@ use super::tls::{tls_node_yaml, TestPki};
 
 pub const WWW: &str = "www.example.com";
 
-/// An edge whose TLS listener offers h2 (`limits` set), routing `/*` to `origin` with
-/// caching off.
+/// An edge whose TLS listener offers h2 (`limits` set), routing `/*` to `origin` (caching
+/// off unless `start_with_cache`).
 pub struct H2Edge {
     pub pki: TestPki,
     pub edge: TestEdge,
@@ -18,12 +18,17 @@ pub struct H2Edge {
 
 impl H2Edge {
     pub async fn start(origin: SocketAddr, limits: &str) -> H2Edge {
+        H2Edge::start_with_cache(origin, limits, "{ enabled: false }").await
+    }
+
+    /// The same, with the route's `cache` set to `cache`.
+    pub async fn start_with_cache(origin: SocketAddr, limits: &str, cache: &str) -> H2Edge {
         let pki = TestPki::new();
         let www = pki.issue("www", &[WWW]);
         let node = tls_node_yaml(&[&www], &format!("limits:\n  {limits}\n"))
             .replace("    tls:\n", "    tls:\n      http2: true\n");
         let rules = format!(
-            "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    forwarding_protocol: http_only\n    cache: {{ enabled: false }}\nrule_sets: []\norigin_groups:\n{}",
+            "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    forwarding_protocol: http_only\n    cache: {cache}\nrule_sets: []\norigin_groups:\n{}",
             group_yaml("web", origin)
         );
         let edge = TestEdge::start(&node, &rules).await;

@@ -97,6 +97,15 @@ impl Object {
         cut
     }
 
+    /// Whether a request other than the one that fills it reads this fill (a request
+    /// collapsed onto it); `false` for an object not filling.
+    pub fn has_other_readers(&self) -> bool {
+        self.fill().is_some_and(|fill| {
+            let cursors = fill.cursors.lock();
+            cursors.others.iter().any(|c| c.strong_count() > 0)
+        })
+    }
+
     /// Whether chunk `n` of a fill is gone: its reader was cut off (`drop_read_chunks`).
     pub(super) fn dropped_before(&self, n: usize) -> bool {
         self.fill()

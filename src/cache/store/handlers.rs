@@ -115,7 +115,17 @@ pub(super) struct Fill {
     /// Over the budget: no longer stored, still feeding its readers.
     pub(super) abandoned: bool,
     pub(super) finished: bool,
+    /// The body's length, when the origin gave it (`Content-Length`).
+    pub(super) expected: Option<usize>,
 }
+
+/// A fill whose own request's client has gone, and which no other request reads, goes on
+/// only if at most this much of its body is left: finishing it stores the object for the
+/// next client at little cost, while a larger rest would be read from the origin for
+/// nobody (a client that asks for large objects under keys of its own and leaves at once
+/// would make the origin send them whole, as a small range once did). nginx and Varnish
+/// finish every cacheable fill; Portico finishes the nearly done ones.
+pub const FINISH_WITHOUT_CLIENT_BYTES: usize = 1 << 20;
 
 impl Fill {
     /// Gives up storing this fill: its reservation goes back, its slot forgets it, and from
@@ -196,6 +206,25 @@ impl HandleMiss for Fill {
 
     fn entry_id(&self) -> Option<CacheEntryId> {
         Some(CacheEntryId::new(self.object.id))
+    }
+
+    /// Asked once its own request's client has gone: needed while another request reads
+    /// it, or while what is left of it is small ([`FINISH_WITHOUT_CLIENT_BYTES`]; a body of
+    /// unknown length is not). Otherwise the request ends and the fill is dropped: stored
+    /// nowhere, and the origin's connection closed.
+    fn needed_without_downstream(&self) -> bool {
+        let left = self.expected.map(|len| len.saturating_sub(self.written));
+        let needed = self.object.has_other_readers()
+            || left.is_some_and(|left| left <= FINISH_WITHOUT_CLIENT_BYTES);
+        if !needed {
+            self.store.fills_stopped.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "cache fill of {} stopped at {} bytes: its client has gone, no one else reads it",
+                self.object.label(),
+                self.written
+            );
+        }
+        needed
     }
 }
 

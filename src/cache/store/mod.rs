@@ -105,6 +105,9 @@ pub struct MemoryStore {
     abandoned: AtomicUsize,
     /// Readers of abandoned fills cut off for falling too far behind (`object::backlog`).
     readers_cut: AtomicUsize,
+    /// Fills stopped because their client had gone and no one else read them
+    /// (`handlers::FINISH_WITHOUT_CLIENT_BYTES`).
+    fills_stopped: AtomicUsize,
     /// Objects purges looked at, in all (how well the index narrows purges).
     purge_examined: AtomicUsize,
     next_id: AtomicU64,
@@ -134,6 +137,7 @@ impl MemoryStore {
             evicted: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
             readers_cut: AtomicUsize::new(0),
+            fills_stopped: AtomicUsize::new(0),
             purge_examined: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             max_object_bytes,
@@ -170,6 +174,11 @@ impl MemoryStore {
     /// Readers of abandoned fills cut off for falling too far behind them, in all.
     pub fn readers_cut(&self) -> usize {
         self.readers_cut.load(Ordering::Relaxed)
+    }
+
+    /// Fills stopped because their client had gone and no other request read them, in all.
+    pub fn fills_stopped(&self) -> usize {
+        self.fills_stopped.load(Ordering::Relaxed)
     }
 
     /// Objects purges have looked at, in all.
@@ -467,6 +476,11 @@ impl Storage for MemoryStore {
             self.evicted.fetch_add(1, Ordering::Relaxed);
             self.forget(&old);
         }
+        let expected = meta
+            .response_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|len| len.to_str().ok()?.parse().ok());
         Ok(Box::new(Fill {
             store: self,
             tag: id.to_be_bytes(),
@@ -475,6 +489,7 @@ impl Storage for MemoryStore {
             reserved: overhead,
             abandoned: false,
             finished: false,
+            expected,
         }))
     }
 

@@ -426,6 +426,15 @@ pub trait HandleMiss {
     fn entry_id(&self) -> Option<CacheEntryId> {
         None
     }
+
+    /// PORTICO PATCH (fills without their client): whether this write is still worth
+    /// finishing once the downstream whose request drives it has gone (closed, reset, or
+    /// failed a write). A storage that knows who else reads the write, and how much of it
+    /// is left, can say `false` so that an origin is not read to the end for nobody.
+    /// Default: `true`, keep filling, as published.
+    fn needed_without_downstream(&self) -> bool {
+        true
+    }
 }
 
 /// Miss Handler

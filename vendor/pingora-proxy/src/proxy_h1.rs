@@ -647,7 +647,10 @@ where
                         Err(e) => {
                             let wait_for_cache_fill = (!serve_from_cache.is_on() && support_cache_partial_read)
                                 || serve_from_cache.is_miss();
-                            if wait_for_cache_fill {
+                            // PORTICO PATCH (fills without their client): asked first.
+                            if wait_for_cache_fill
+                                && self.inner.continue_fill_without_downstream(session, ctx)
+                            {
                                 // ignore downstream error so that upstream can continue to write cache
                                 downstream_state.to_errored();
                                 if !self.inner.suppress_proxy_warn_log(
@@ -774,7 +777,10 @@ where
                     } else {
                         match session.write_response_tasks(vec![task]).await {
                             Ok(b) => response_state.maybe_set_cache_done(b),
-                            Err(e) => if serve_from_cache.is_miss() {
+                            // PORTICO PATCH (fills without their client): asked first.
+                            Err(e) => if serve_from_cache.is_miss()
+                                && self.inner.continue_fill_without_downstream(session, ctx)
+                            {
                                 // give up writing to downstream but wait for upstream cache write to finish
                                 downstream_state.to_errored();
                                 response_state.maybe_set_cache_done(true);
@@ -836,7 +842,10 @@ where
                                         }
                                     }
                                 }
-                                Err(e) => if serve_from_cache.is_miss() {
+                                // PORTICO PATCH (fills without their client): asked first.
+                                Err(e) => if serve_from_cache.is_miss()
+                                    && self.inner.continue_fill_without_downstream(session, ctx)
+                                {
                                     // give up writing to downstream but wait for upstream cache write to finish
                                     downstream_state.to_errored();
                                     response_state.maybe_set_cache_done(true);

@@ -580,6 +580,14 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// PORTICO PATCH (fills without their client): whether a cache miss goes on filling
+    /// after its downstream has failed (closed, reset, or a failed write). `false` ends the
+    /// request with the downstream's error, as a request that is not cached does, and the
+    /// fill is dropped unfinished. Default: `true`, keep filling, as published.
+    fn continue_fill_without_downstream(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> bool {
+        true
+    }
+
     /// A value of true means that the log message will be suppressed. The default value is false.
     ///
     /// See also: [`Self::suppress_proxy_warn_log`].
