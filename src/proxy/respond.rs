@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use pingora_core::protocols::http::HttpTask;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{BError, Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -250,6 +250,26 @@ fn slow_body(e: &Error) -> bool {
     ) || (e.etype() == &ErrorType::ReadTimedout && e.esource() == &ErrorSource::Downstream)
 }
 
+/// An HTTP/2 client that reset its stream, or lost its connection, while the edge waited
+/// for the origin: Pingora's two errors for it (`read_body_or_idle`), anywhere in the
+/// chain (the proxy wraps them with the peer), told apart from a stream that broke the
+/// protocol only by their words.
+fn stream_gone(e: &Error) -> bool {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        let context = error.context.as_ref().map_or("", |c| c.as_str());
+        if context.starts_with("Client closed H2") || context == "downstream error while idling" {
+            return true;
+        }
+        next = error
+            .cause
+            .as_deref()
+            .and_then(|c| c.downcast_ref::<BError>())
+            .map(|b| &**b);
+    }
+    false
+}
+
 /// The status for a request that failed on its way to or from the origin: 502 for origin
 /// trouble, 504 for an origin timeout, 0 when the client is already gone.
 pub fn status_for_failure(e: &Error) -> u16 {
@@ -271,6 +291,7 @@ pub fn status_for_failure(e: &Error) -> u16 {
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
             ErrorSource::Downstream,
         ) => 0,
+        (ErrorType::H2Error, ErrorSource::Downstream) if stream_gone(e) => 0,
         (_, ErrorSource::Downstream) => 400,
         _ => 500,
     }
@@ -401,5 +422,22 @@ mod tests {
         assert!(answer
             .body
             .ends_with("no origin left to try; the last one failed (ConnectTimedout)"));
+    }
+
+    #[test]
+    fn an_http2_client_that_reset_its_stream_got_no_answer_and_a_broken_stream_a_400() {
+        let down = |context: &'static str| {
+            let mut e = Error::explain(ErrorType::H2Error, context);
+            e.as_down();
+            status_for_failure(&e)
+        };
+        assert_eq!(down("Client closed H2, reason: CANCEL"), 0);
+        assert_eq!(down("downstream error while idling"), 0);
+        assert_eq!(down("while accepting new downstream requests"), 400);
+        // As the proxy hands it on: wrapped, with the peer as its context.
+        let mut reset = Error::explain(ErrorType::H2Error, "Client closed H2, reason: CANCEL");
+        reset.as_down();
+        let wrapped = reset.more_context("Peer: addr: 127.0.0.1:80");
+        assert_eq!(status_for_failure(&wrapped), 0);
     }
 }
