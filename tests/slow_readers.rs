@@ -75,6 +75,15 @@ async fn fast_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 /// `portico run` with one uncached route to `origin` and `extra` node settings, answering;
 /// its port, and the directory it runs in (removed when dropped).
 async fn portico_run(origin: SocketAddr, extra: &str) -> (Running, u16, tempfile::TempDir) {
+    portico_run_with(origin, "", extra).await
+}
+
+/// The same, with `listeners` (YAML list items) beside its plain listener.
+async fn portico_run_with(
+    origin: SocketAddr,
+    listeners: &str,
+    extra: &str,
+) -> (Running, u16, tempfile::TempDir) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
     let port = free_port();
@@ -82,14 +91,14 @@ async fn portico_run(origin: SocketAddr, extra: &str) -> (Running, u16, tempfile
     std::fs::write(
         dir.join("portico.yaml"),
         format!(
-            "name: slow-readers\nlisteners:\n  - address: 127.0.0.1:{port}\nrules_dir: rules\naccess_log: off\nserver:\n  threads: 1\n{extra}"
+            "name: slow-readers\nlisteners:\n  - address: 127.0.0.1:{port}\n{listeners}rules_dir: rules\naccess_log: off\nserver:\n  threads: 1\n{extra}"
         ),
     )
     .unwrap();
     std::fs::write(
         dir.join("rules/site.yaml"),
         format!(
-            "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n{}",
+            "routes:\n  - name: site\n    patterns: [\"/*\"]\n    origin_group: web\n    forwarding_protocol: http_only\n    cache: {{ enabled: false }}\norigin_groups:\n{}",
             common::edge::group_yaml("web", origin)
         ),
     )
@@ -127,20 +136,7 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
         stream.write_all(request.as_bytes()).await.unwrap();
         stalled.push(stream);
     }
-    // Until the origin has sent all it can: nothing more for half a second.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut last, mut still_since) = (0, Instant::now());
-    while still_since.elapsed() < Duration::from_millis(500) {
-        assert!(
-            Instant::now() < deadline,
-            "the origin never stopped sending"
-        );
-        let now = written.load(Ordering::Relaxed);
-        if now != last {
-            (last, still_since) = (now, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let last = until_the_origin_stops(&written).await;
     assert!(
         last < CLIENTS * BODY,
         "the clients' responses went through whole: nothing was held"
@@ -157,6 +153,92 @@ async fn a_client_that_stops_reading_holds_little_of_the_edges_memory() {
         growth as f64 / MIB as f64
     );
     drop(stalled);
+}
+
+/// Waits until the origin has sent all it can (nothing more for half a second); returns
+/// what it has sent.
+async fn until_the_origin_stops(written: &AtomicUsize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut still_since) = (0, Instant::now());
+    while still_since.elapsed() < Duration::from_millis(500) {
+        assert!(
+            Instant::now() < deadline,
+            "the origin never stopped sending"
+        );
+        let now = written.load(Ordering::Relaxed);
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
+/// The same over HTTP/2: one client opens 100 streams for 64 MiB each and grants them no
+/// flow-control window. Each stream's writer waits for a window that never opens; behind
+/// it Pingora had four more of the origin's reads queued (and four more in the batch after
+/// them): the edge grew by about 45 MiB for this client. One read ahead: about 19 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_that_get_no_window_hold_little_of_the_edges_memory() {
+    const STREAMS: usize = 100;
+    let (origin, written) = fast_origin().await;
+    let pki = common::tls::TestPki::new();
+    let www = pki.issue("www", &[common::h2::WWW]);
+    let tls_port = free_port();
+    let listener = format!(
+        "  - address: 127.0.0.1:{tls_port}\n    tls:\n      http2: true\n      certificates:\n        - cert_file: {}\n          key_file: {}\n",
+        www.cert.display(),
+        www.key.display()
+    );
+    let (edge, _, _dir) = portico_run_with(origin, &listener, "").await;
+    let mut config = pki.client_config();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            common::h2::WWW.try_into().unwrap(),
+            TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    // One answered stream first, so the baseline has the connection's own buffers.
+    let mut client = client.ready().await.unwrap();
+    let warm = http::Request::get(format!("https://{}/warm", common::h2::WWW))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(warm, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let baseline = rss(edge.pid());
+    let mut held = Vec::new();
+    for i in 0..STREAMS {
+        client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("https://{}/big/{i}", common::h2::WWW))
+            .body(())
+            .unwrap();
+        held.push(client.send_request(request, true).unwrap().0);
+    }
+    for response in held.iter_mut() {
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+    let sent = until_the_origin_stops(&written).await;
+    assert!(sent < STREAMS * BODY, "the streams went through whole");
+    let growth = rss(edge.pid()).saturating_sub(baseline);
+    println!(
+        "{STREAMS} streams with no window: the origin sent {} MiB; the edge grew by {:.1} MiB",
+        sent / MIB,
+        growth as f64 / MIB as f64
+    );
+    assert!(
+        growth < STREAMS * (320 << 10),
+        "the edge grew by {:.1} MiB for {STREAMS} stalled streams",
+        growth as f64 / MIB as f64
+    );
+    assert!(!connection.is_finished());
 }
 
 /// A slow reader that keeps reading, past `send_timeout` many times over, is not cut under
