@@ -14,10 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// An origin that answers every request with a cacheable body of `size` bytes: its head
-/// and the first `first` bytes at once, the rest once the test lets it (`finish`, or a permit
-/// to `resume`).
-/// It counts the body bytes the kernel took from it and notes when a response ended
-/// (whole or cut off by the edge).
+/// and the body up to the first of `pauses` at once, each further part once the test lets
+/// it (a permit to `resume`; `finish` for the last). It counts the body bytes the kernel
+/// took from it and notes when a response ended (whole or cut off by the edge).
 struct PacedOrigin {
     addr: std::net::SocketAddr,
     sent: Arc<AtomicUsize>,
@@ -26,7 +25,8 @@ struct PacedOrigin {
 }
 
 impl PacedOrigin {
-    async fn start(size: usize, first: usize) -> PacedOrigin {
+    async fn start(size: usize, pauses: &[usize]) -> PacedOrigin {
+        let pauses = pauses.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = PacedOrigin {
             addr: listener.local_addr().unwrap(),
@@ -42,6 +42,7 @@ impl PacedOrigin {
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (sent, ended, resume) = (sent.clone(), ended.clone(), resume.clone());
+                let pauses = pauses.clone();
                 tokio::spawn(async move {
                     read_head(&mut stream).await;
                     let head = format!(
@@ -52,10 +53,11 @@ impl PacedOrigin {
                         let mut left = size;
                         while left > 0 {
                             let done = size - left;
-                            if done == first {
+                            if pauses.contains(&done) {
                                 resume.acquire().await.unwrap().forget();
                             }
-                            let limit = if done < first { first - done } else { left };
+                            let next_pause = pauses.iter().find(|&&at| at > done);
+                            let limit = next_pause.map_or(left, |at| at - done);
                             let n = block.len().min(limit);
                             if stream.write_all(&block[..n]).await.is_err() {
                                 break;
@@ -131,7 +133,7 @@ async fn ask_and_leave(edge: &TestEdge, path: &str, body: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_fill_whose_client_leaves_is_stopped() {
     const SIZE: usize = 256 << 20;
-    let origin = PacedOrigin::start(SIZE, 1 << 20).await;
+    let origin = PacedOrigin::start(SIZE, &[1 << 20]).await;
     let edge = edge_for(&origin).await;
     ask_and_leave(&edge, "/big.bin", 0).await;
     // The client has gone; the origin may go on.
@@ -153,7 +155,7 @@ async fn a_large_fill_whose_client_leaves_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_another_request_reads_goes_on_without_its_client() {
     const SIZE: usize = 8 << 20;
-    let origin = PacedOrigin::start(SIZE, 1 << 20).await;
+    let origin = PacedOrigin::start(SIZE, &[1 << 20]).await;
     let edge = edge_for(&origin).await;
     // The first client's request starts the fill; a second joins it.
     let mut first = TcpStream::connect(edge.addr).await.unwrap();
@@ -175,10 +177,44 @@ async fn a_fill_another_request_reads_goes_on_without_its_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_stops_once_the_other_request_reading_it_has_gone_too() {
+    const SIZE: usize = 64 << 20;
+    let origin = PacedOrigin::start(SIZE, &[1 << 20, 2 << 20]).await;
+    let edge = edge_for(&origin).await;
+    let request = format!("GET /both.bin HTTP/1.1\r\nHost: {}\r\n\r\n", edge.addr);
+    let mut first = TcpStream::connect(edge.addr).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut first).await.starts_with(b"HTTP/1.1 200"));
+    let mut second = TcpStream::connect(edge.addr).await.unwrap();
+    second.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut second).await.starts_with(b"HTTP/1.1 200"));
+    // The first leaves; the fill goes on for the second, which reads its second MiB.
+    drop(first);
+    origin.resume.add_permits(1);
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < 2 << 20 {
+        let n = second.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the second client's body ended at {got} bytes");
+        got += n;
+    }
+    // Now the second leaves too: no one reads the fill.
+    drop(second);
+    let sent = origin.finish().await;
+    assert!(
+        sent < SIZE / 2,
+        "the origin sent {sent} of {SIZE} bytes after both clients had gone"
+    );
+    let status = edge.status().await;
+    assert_eq!(status["cache"]["fills_stopped"], 1, "{status}");
+    assert_eq!(status["cache"]["objects"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nearly_done_fill_is_finished_and_stored_without_its_client() {
     // Of 1.5 MiB, the client reads 1 MiB and leaves: the rest is under the bound.
     const SIZE: usize = 3 << 19;
-    let origin = PacedOrigin::start(SIZE, 1 << 20).await;
+    let origin = PacedOrigin::start(SIZE, &[1 << 20]).await;
     let edge = edge_for(&origin).await;
     ask_and_leave(&edge, "/nearly.bin", 1 << 20).await;
     assert_eq!(origin.finish().await, SIZE);
@@ -194,7 +230,7 @@ async fn a_nearly_done_fill_is_finished_and_stored_without_its_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_fill_whose_http2_client_resets_its_stream_is_stopped() {
     const SIZE: usize = 64 << 20;
-    let origin = PacedOrigin::start(SIZE, 1 << 20).await;
+    let origin = PacedOrigin::start(SIZE, &[1 << 20]).await;
     let h2 =
         common::h2::H2Edge::start_with_cache(origin.addr, "max_headers: 100", "{ enabled: true }")
             .await;

@@ -3,7 +3,7 @@
 //! commits the object when the body is whole.
 
 use std::any::Any;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -117,6 +117,9 @@ pub(super) struct Fill {
     pub(super) finished: bool,
     /// The body's length, when the origin gave it (`Content-Length`).
     pub(super) expected: Option<usize>,
+    /// Its own request's client has gone; it goes on for others (`needed_without_downstream`)
+    /// and asks again at each chunk.
+    pub(super) client_gone: AtomicBool,
 }
 
 /// A fill whose own request's client has gone, and which no other request reads, goes on
@@ -128,6 +131,24 @@ pub(super) struct Fill {
 pub const FINISH_WITHOUT_CLIENT_BYTES: usize = 1 << 20;
 
 impl Fill {
+    /// Whether a fill whose own client has gone is still worth reading from the origin:
+    /// another request reads it, or at most [`FINISH_WITHOUT_CLIENT_BYTES`] of it is left
+    /// (a body of unknown length is not). Counts and logs a `false`.
+    fn needed_by_others(&self) -> bool {
+        let left = self.expected.map(|len| len.saturating_sub(self.written));
+        let needed = self.object.has_other_readers()
+            || left.is_some_and(|left| left <= FINISH_WITHOUT_CLIENT_BYTES);
+        if !needed {
+            self.store.fills_stopped.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "cache fill of {} stopped at {} bytes: its client has gone, no one else reads it",
+                self.object.label(),
+                self.written
+            );
+        }
+        needed
+    }
+
     /// Gives up storing this fill: its reservation goes back, its slot forgets it, and from
     /// now on it keeps only what its readers have yet to read.
     fn abandon(&mut self) {
@@ -146,6 +167,15 @@ impl Fill {
 #[async_trait]
 impl HandleMiss for Fill {
     async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        if self.client_gone.load(Ordering::Relaxed) && !eof && !self.needed_by_others() {
+            // The client's side, as the first time its departure was seen: status 0, and
+            // no line in the error log (`proxy::respond`).
+            return Err(Error::explain(
+                ErrorType::ConnectionClosed,
+                "the client has gone and no other request reads the cache fill",
+            )
+            .into_down());
+        }
         self.written += data.len();
         if self.written > self.store.max_object_bytes {
             return Error::e_explain(
@@ -208,23 +238,13 @@ impl HandleMiss for Fill {
         Some(CacheEntryId::new(self.object.id))
     }
 
-    /// Asked once its own request's client has gone: needed while another request reads
-    /// it, or while what is left of it is small ([`FINISH_WITHOUT_CLIENT_BYTES`]; a body of
-    /// unknown length is not). Otherwise the request ends and the fill is dropped: stored
-    /// nowhere, and the origin's connection closed.
+    /// Asked once its own request's client has gone (`needed_by_others`). If not needed,
+    /// the request ends and the fill is dropped: stored nowhere, and the origin's
+    /// connection closed. If needed, each later chunk asks again (`write_body`), so the
+    /// fill stops once its other readers have left too.
     fn needed_without_downstream(&self) -> bool {
-        let left = self.expected.map(|len| len.saturating_sub(self.written));
-        let needed = self.object.has_other_readers()
-            || left.is_some_and(|left| left <= FINISH_WITHOUT_CLIENT_BYTES);
-        if !needed {
-            self.store.fills_stopped.fetch_add(1, Ordering::Relaxed);
-            log::debug!(
-                "cache fill of {} stopped at {} bytes: its client has gone, no one else reads it",
-                self.object.label(),
-                self.written
-            );
-        }
-        needed
+        self.client_gone.store(true, Ordering::Relaxed);
+        self.needed_by_others()
     }
 }
 

@@ -54,7 +54,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -490,6 +490,7 @@ impl Storage for MemoryStore {
             abandoned: false,
             finished: false,
             expected,
+            client_gone: AtomicBool::new(false),
         }))
     }
 
