@@ -126,6 +126,80 @@ fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// A writer that takes at most `per_call` bytes a call, across the slices of a vectored
+    /// write as a socket does.
+    struct Trickle {
+        taken: Vec<u8>,
+        per_call: usize,
+    }
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.per_call);
+            self.taken.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.per_call - n);
+                self.taken.extend_from_slice(&buf[..take]);
+                n += take;
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The write a plain hit's head and whole body go out in (a marked pingora-core patch)
+    /// puts them on the wire in order however the socket splits it.
+    #[tokio::test]
+    async fn a_head_and_body_written_together_arrive_whole_in_any_split() {
+        use pingora_core::protocols::http::v1::server::write_all_two;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let body = b"0123456789";
+        for per_call in [1, 3, 7, head.len(), head.len() + 1, 1000] {
+            let mut writer = Trickle {
+                taken: Vec::new(),
+                per_call,
+            };
+            write_all_two(&mut writer, head, body).await.unwrap();
+            assert_eq!(writer.taken, [&head[..], &body[..]].concat(), "{per_call}");
+        }
+        let mut stuck = Trickle {
+            taken: Vec::new(),
+            per_call: 0,
+        };
+        let error = write_all_two(&mut stuck, head, body).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::WriteZero);
+    }
+
     #[test]
     fn decimals_are_written_without_fmt() {
         let mut buf = [0u8; 20];

@@ -308,14 +308,32 @@ where
             None => None,
         };
         let mut body_unfiltered = false; // PORTICO PATCH (whole hit body)
-        let written = match (serialized, session.as_mut().as_http1_mut()) {
+        let mut body_written = false; // PORTICO PATCH (head and body in one write)
+        // PORTICO PATCH (head and body in one write): a whole body goes with its head.
+        let whole_body = match &serialized {
+            Some(hit) if hit.body_unfiltered => session
+                .cache
+                .hit_handler()
+                .whole_body()
+                .filter(|body| body.len() == hit.content_length),
+            _ => None,
+        };
+        let written = match (serialized, session.downstream_session.as_http1_mut()) {
             (Some(hit), Some(h1)) => {
                 body_unfiltered = hit.body_unfiltered;
                 // PORTICO PATCH (status-only header shared): `response_written()` tells the
                 // status; pingora-core makes that header.
-                let head =
-                    h1.write_serialized_response_head(hit.head, hit.status, hit.content_length);
-                Some(head.await.map_err(|e| e.into_down()))
+                let written = match whole_body {
+                    Some(body) => {
+                        body_written = true;
+                        h1.write_serialized_response(hit.head, hit.status, body).await
+                    }
+                    None => {
+                        h1.write_serialized_response_head(hit.head, hit.status, hit.content_length)
+                            .await
+                    }
+                };
+                Some(written.map_err(|e| e.into_down()))
             }
             _ => None,
         };
@@ -325,10 +343,12 @@ where
             }
             // PORTICO PATCH (whole hit body): a body held in one piece is written at once;
             // then, as for a header-only response, nothing is left to read or write.
-            match Self::write_whole_hit_body(session, body_unfiltered).await {
+            if body_written {
+                (true, RangeType::None)
+            } else { match Self::write_whole_hit_body(session, body_unfiltered).await {
                 Ok(body_written) => (body_written, RangeType::None),
                 Err(e) => return (false, Some(e)),
-            }
+            } }
         } else {
             let seekable = session.cache.hit_handler().can_seek();
             let mut header = cache_hit_header(&session.cache);

@@ -1382,6 +1382,14 @@ impl BodyWriter {
         self.body_mode = BM::ContentLength(cl, 0);
     }
 
+    /// PORTICO PATCH (head and body in one write): counts `n` body bytes its caller wrote to
+    /// the stream itself (a `Content-Length` body).
+    pub fn add_written(&mut self, n: usize) {
+        if let BM::ContentLength(total, written) = self.body_mode {
+            self.body_mode = BM::ContentLength(total, written + n);
+        }
+    }
+
     pub fn convert_to_close_delimited(&mut self) {
         if matches!(self.body_mode, BodyMode::UntilClose(_)) {
             // nothing to do, already in close-delimited mode

@@ -791,20 +791,7 @@ impl HttpSession {
             warn!("Respond header is already sent, cannot send again");
             return Ok(());
         }
-        let header = WrittenHeader::status_only(status)?; // PORTICO PATCH (status-only header shared)
-        if self.close_on_response_before_downstream_finish
-            && (self.request_header.is_none() || !self.is_body_done())
-        {
-            self.set_keepalive(None);
-        }
-        if self.update_resp_headers {
-            head.extend_from_slice(match self.will_keepalive() {
-                true => b"Connection: keep-alive\r\n",
-                false => b"Connection: close\r\n",
-            });
-        }
-        head.extend_from_slice(b"\r\n");
-        self.body_writer.init_content_length(content_length);
+        let header = self.end_serialized_head(&mut head, status, content_length)?;
         before_message_head().await; // PORTICO PATCH (sends batched)
         match self.underlying_stream.write_all(&head).await {
             Ok(()) => {
@@ -819,6 +806,69 @@ impl HttpSession {
             }
             Err(e) => Error::e_because(WriteError, "writing response header", e),
         }
+    }
+
+    /// PORTICO PATCH (serialised hit head): what [Self::write_serialized_response_head()]
+    /// does before it writes: the keep-alive decision, `Connection` and the blank line, the
+    /// body's length; returns the header [Self::response_written()] will tell.
+    fn end_serialized_head(
+        &mut self,
+        head: &mut BytesMut,
+        status: http::StatusCode,
+        content_length: usize,
+    ) -> Result<WrittenHeader> {
+        let header = WrittenHeader::status_only(status)?; // PORTICO PATCH (status-only header shared)
+        if self.close_on_response_before_downstream_finish
+            && (self.request_header.is_none() || !self.is_body_done())
+        {
+            self.set_keepalive(None);
+        }
+        if self.update_resp_headers {
+            head.extend_from_slice(match self.will_keepalive() {
+                true => b"Connection: keep-alive\r\n",
+                false => b"Connection: close\r\n",
+            });
+        }
+        head.extend_from_slice(b"\r\n");
+        self.body_writer.init_content_length(content_length);
+        Ok(header)
+    }
+
+    /// PORTICO PATCH (head and body in one write): [Self::write_serialized_response_head()]
+    /// and the whole body, `content_length` bytes, in one vectored write where the stream
+    /// takes them at once. Written one after the other, a head then a body larger than the
+    /// stream's write buffer went out in two system calls (the buffered head flushed on its
+    /// own), and the client woke for the head alone, then again for the body. A body that
+    /// fits the write buffer with the head is buffered with it, as before.
+    pub async fn write_serialized_response(
+        &mut self,
+        mut head: BytesMut,
+        status: http::StatusCode,
+        body: &[u8],
+    ) -> Result<()> {
+        if self.response_written.is_some() {
+            warn!("Respond header is already sent, cannot send again");
+            return Ok(());
+        }
+        let header = self.end_serialized_head(&mut head, status, body.len())?;
+        before_message_head().await; // PORTICO PATCH (sends batched)
+        let total = head.len() + body.len();
+        let written = match self.write_timeout(total) {
+            Some(t) => match timeout(t, write_all_two(&mut self.underlying_stream, &head, body)).await {
+                Ok(res) => res,
+                Err(_) => return Error::e_explain(WriteTimedout, format!("writing response, timeout: {t:?}")),
+            },
+            None => write_all_two(&mut self.underlying_stream, &head, body).await,
+        };
+        written.or_err(WriteError, "writing response")?;
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing response")?;
+        self.body_writer.add_written(body.len());
+        self.body_bytes_sent += body.len();
+        self.response_written = Some(header);
+        Ok(())
     }
 
     /// Return the response header if it is already sent.
@@ -2059,6 +2109,32 @@ fn http_resp_header_to_buf(
     resp.header_to_h1_wire(buf);
 
     buf.put_slice(CRLF);
+    Ok(())
+}
+
+
+/// PORTICO PATCH (head and body in one write): writes `first` then `second`, both whole,
+/// as few system calls as the stream allows: vectored while any of `first` is left. Public
+/// for its callers' tests (a socket on loopback takes a 1 MiB write whole, so they cannot
+/// make it take one in parts).
+pub async fn write_all_two<S>(stream: &mut S, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    while !first.is_empty() || !second.is_empty() {
+        let n = if first.is_empty() {
+            stream.write(second).await?
+        } else {
+            let parts = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+            stream.write_vectored(&parts).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = n.min(first.len());
+        first = &first[from_first..];
+        second = &second[n - from_first..];
+    }
     Ok(())
 }
 
