@@ -127,10 +127,12 @@ mod tests {
     use super::*;
 
     /// A writer that takes at most `per_call` bytes a call, across the slices of a vectored
-    /// write as a socket does.
+    /// write as a socket does, and counts its calls.
+    #[derive(Default)]
     struct Trickle {
         taken: Vec<u8>,
         per_call: usize,
+        calls: usize,
     }
 
     impl tokio::io::AsyncWrite for Trickle {
@@ -141,6 +143,7 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<usize>> {
             let n = buf.len().min(self.per_call);
             self.taken.extend_from_slice(&buf[..n]);
+            self.calls += 1;
             std::task::Poll::Ready(Ok(n))
         }
 
@@ -155,6 +158,7 @@ mod tests {
                 self.taken.extend_from_slice(&buf[..take]);
                 n += take;
             }
+            self.calls += 1;
             std::task::Poll::Ready(Ok(n))
         }
 
@@ -186,18 +190,86 @@ mod tests {
         let body = b"0123456789";
         for per_call in [1, 3, 7, head.len(), head.len() + 1, 1000] {
             let mut writer = Trickle {
-                taken: Vec::new(),
                 per_call,
+                ..Trickle::default()
             };
             write_all_two(&mut writer, head, body).await.unwrap();
             assert_eq!(writer.taken, [&head[..], &body[..]].concat(), "{per_call}");
         }
-        let mut stuck = Trickle {
-            taken: Vec::new(),
-            per_call: 0,
-        };
+        let mut stuck = Trickle::default();
         let error = write_all_two(&mut stuck, head, body).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::WriteZero);
+    }
+
+    /// The connection's write buffer (a marked pingora-core patch) sends what it holds with
+    /// a write too large to be held beside it, in one call, not two; in order however the
+    /// socket splits it; and holds what fits, as tokio's `BufWriter` does.
+    #[tokio::test]
+    async fn held_bytes_leave_with_the_next_write_too_large_to_join_them() {
+        use pingora_core::protocols::l4::join_writer::JoinWriter;
+        use tokio::io::AsyncWriteExt;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n";
+        let body = b"0123456789abcdefghijklmnopqrstuvwxyzABCD";
+        // A socket that takes everything: the head is held, then leaves with the body.
+        let mut writer = JoinWriter::with_capacity(
+            64,
+            Trickle {
+                per_call: usize::MAX,
+                ..Trickle::default()
+            },
+        );
+        writer.write_all(head).await.unwrap();
+        assert_eq!(
+            (writer.get_ref().calls, writer.buffer().len()),
+            (0, head.len())
+        );
+        writer.write_all(body).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(
+            writer.get_ref().calls,
+            1,
+            "one call for the head and the body"
+        );
+        assert_eq!(writer.get_ref().taken, [&head[..], &body[..]].concat());
+        // Small writes are held and leave together at the flush.
+        writer.write_all(b"5\r\n").await.unwrap();
+        writer.write_all(b"hello\r\n").await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.get_ref().calls, 2);
+        // However a socket splits the joined write, the bytes go out in order.
+        for per_call in [1, 3, 7, head.len(), head.len() + 1] {
+            let mut writer = JoinWriter::with_capacity(
+                64,
+                Trickle {
+                    per_call,
+                    ..Trickle::default()
+                },
+            );
+            writer.write_all(head).await.unwrap();
+            writer.write_all(body).await.unwrap();
+            // A vectored write too, taken in part: the rest follows as a plain write.
+            let tail = [&b"tail, "[..], &body[..]].concat();
+            let parts = [
+                std::io::IoSlice::new(b"tail, "),
+                std::io::IoSlice::new(body),
+            ];
+            let n = writer.write_vectored(&parts).await.unwrap();
+            assert!(n > 0);
+            writer.write_all(&tail[n..]).await.unwrap();
+            writer.flush().await.unwrap();
+            let expected = [&head[..], &body[..], b"tail, ", &body[..]].concat();
+            assert_eq!(writer.get_ref().taken, expected, "{per_call}");
+        }
+        // No capacity: every write goes straight through.
+        let mut writer = JoinWriter::with_capacity(
+            0,
+            Trickle {
+                per_call: usize::MAX,
+                ..Trickle::default()
+            },
+        );
+        writer.write_all(head).await.unwrap();
+        assert_eq!(writer.get_ref().calls, 1);
     }
 
     #[test]

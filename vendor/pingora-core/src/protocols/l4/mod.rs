@@ -15,6 +15,7 @@
 //! Transport layer protocol implementation
 
 pub mod ext;
+pub mod join_writer; // PORTICO PATCH (buffered bytes joined to the next write)
 pub mod listener;
 pub mod socket;
 pub mod stream;
