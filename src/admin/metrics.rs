@@ -119,7 +119,7 @@ pub fn render(
         &mut out,
         "portico_cache_fills_stopped_total",
         "counter",
-        "Cache fills stopped because their client had gone, no other request read them and more than 1 MiB was left.",
+        "Cache fills stopped because their client had gone, no other request read them and more than 1 MiB (or an unknown length) was left.",
     );
     let _ = writeln!(
         out,

@@ -154,7 +154,7 @@ where
         // PORTICO PATCH (one read ahead for HTTP/2): an HTTP/2 client's stream takes the
         // response only as fast as its flow-control window opens, and the h2 writer waits
         // for that window with the batch in hand; four reads queued behind it (and four
-        // more in the next batch) held about 360 KB of origin body per stalled stream.
+        // more in the next batch) held about 450 KB of origin body per stalled stream.
         let ahead = match session.downstream_session.is_http2() {
             true => 1,
             false => TASK_BUFFER_SIZE,
