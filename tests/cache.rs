@@ -565,22 +565,30 @@ async fn a_plain_hit_has_the_head_a_filtered_hit_has() {
     );
 }
 
-/// A plain hit's head and a body held in one piece go out in one vectored write (its
-/// splits are `proxy::hit_head`'s unit test: a loopback socket takes 1 MiB at once). Here
-/// a 1 MiB body (the largest the store keeps in one piece; no two 64 KiB blocks alike)
-/// reaches a client with a 4 KiB receive buffer, read 4 KiB at a time: the head whole, the
-/// body byte for byte after it.
+/// A plain hit's head and a body held in one piece go out in one vectored write, and a
+/// body kept in the chunks it came in (over 1 MiB) in as few (their splits are
+/// `proxy::hit_head`'s unit test: a loopback socket takes 1 MiB at once). Here a 1 MiB
+/// body (the largest the store keeps in one piece) and one of 3 MiB and a few bytes (no two
+/// 64 KiB blocks alike in either) reach a client with a 4 KiB receive buffer, read 4 KiB at
+/// a time: the head whole, the body byte for byte after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_plain_hit_reaches_a_slow_reader_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const SIZE: usize = 1 << 20;
-    let body: Bytes = (0..SIZE)
-        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
-        .collect::<Vec<u8>>()
-        .into();
-    let served = body.clone();
-    let origin = TestOrigin::start(Arc::new(move |_: &Recorded| {
-        let mut response = Response::new(served.clone());
+    const SIZES: [usize; 2] = [1 << 20, (3 << 20) + 12_345];
+    let body_of = |size: usize| -> Bytes {
+        (0..size)
+            .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let bodies: Vec<Bytes> = SIZES.into_iter().map(body_of).collect();
+    let served = bodies.clone();
+    let origin = TestOrigin::start(Arc::new(move |request: &Recorded| {
+        let body = match request.uri.as_str() {
+            "/big/0" => served[0].clone(),
+            _ => served[1].clone(),
+        };
+        let mut response = Response::new(body);
         response
             .headers_mut()
             .insert("cache-control", "max-age=600".parse().unwrap());
@@ -588,39 +596,45 @@ async fn a_large_plain_hit_reaches_a_slow_reader_whole() {
     }))
     .await;
     let edge = TestEdge::start(
-        &common::edge::node_yaml(""),
+        &common::edge::node_yaml("cache:\n  max_object_bytes: 8MiB\n"),
         &site(CACHE_ON, origin.addr(), ""),
     )
     .await;
-    let miss = get(&edge, "/big").await;
-    assert_eq!((miss.x_cache.as_str(), miss.body.len()), ("TCP_MISS", SIZE));
+    for (n, body) in bodies.iter().enumerate() {
+        let path = format!("/big/{n}");
+        let miss = get(&edge, &path).await;
+        assert_eq!(
+            (miss.x_cache.as_str(), miss.body.len()),
+            ("TCP_MISS", body.len())
+        );
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(edge.addr).await.unwrap();
-    let request = format!(
-        "GET /big HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        edge.addr
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::with_capacity(SIZE + 1024);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        if n == 0 {
-            break;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(edge.addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            edge.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::with_capacity(body.len() + 1024);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
         }
-        answer.extend_from_slice(&buf[..n]);
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a whole head");
+        let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+        assert!(head.contains("\r\nx-cache: tcp_hit"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(answer[end + 4..] == body[..], "{path}: the body differs");
     }
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole head");
-    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
-    assert!(head.contains("\r\nx-cache: tcp_hit"), "{head}");
-    assert!(
-        head.contains(&format!("\r\ncontent-length: {SIZE}")),
-        "{head}"
-    );
-    assert!(answer[end + 4..] == body[..], "the body differs");
 }

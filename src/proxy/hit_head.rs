@@ -182,23 +182,52 @@ mod tests {
     }
 
     /// The write a plain hit's head and whole body go out in (a marked pingora-core patch)
-    /// puts them on the wire in order however the socket splits it.
+    /// puts them on the wire in order however the socket splits it, a body in one piece
+    /// or in chunks (empty ones among them, and more than one call's 64 slices), and counts
+    /// what it wrote, also when the socket stops taking it.
     #[tokio::test]
     async fn a_head_and_body_written_together_arrive_whole_in_any_split() {
-        use pingora_core::protocols::http::v1::server::write_all_two;
+        use bytes::Bytes;
+        use pingora_core::protocols::http::v1::server::write_all_parts;
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
         let body = b"0123456789";
+        let many: Vec<Bytes> = (0..150u8)
+            .map(|i| Bytes::from(vec![b'a' + i % 26; usize::from(i % 3)]))
+            .collect();
+        let bodies: [&[&[u8]]; 3] = [&[body], &[b"", body, b"", b"x"], &[]];
         for per_call in [1, 3, 7, head.len(), head.len() + 1, 1000] {
+            for parts in bodies {
+                let mut writer = Trickle {
+                    per_call,
+                    ..Trickle::default()
+                };
+                let mut written = 0;
+                write_all_parts(&mut writer, head, parts, &mut written)
+                    .await
+                    .unwrap();
+                let expected = [&head[..], &parts.concat()].concat();
+                assert_eq!(writer.taken, expected, "{per_call}");
+                assert_eq!(written, expected.len());
+            }
             let mut writer = Trickle {
                 per_call,
                 ..Trickle::default()
             };
-            write_all_two(&mut writer, head, body).await.unwrap();
-            assert_eq!(writer.taken, [&head[..], &body[..]].concat(), "{per_call}");
+            let mut written = 0;
+            write_all_parts(&mut writer, head, &many, &mut written)
+                .await
+                .unwrap();
+            let expected = [&head[..], &many.concat()].concat();
+            assert_eq!(writer.taken, expected, "{per_call}, chunks");
+            assert_eq!(written, expected.len());
         }
         let mut stuck = Trickle::default();
-        let error = write_all_two(&mut stuck, head, body).await.unwrap_err();
+        let mut written = 0;
+        let error = write_all_parts(&mut stuck, head, &[body], &mut written)
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::WriteZero);
+        assert_eq!(written, 0);
     }
 
     /// The connection's write buffer (a marked pingora-core patch) sends what it holds with

@@ -136,6 +136,20 @@ impl BodyReader {
         }
     }
 
+    /// The whole body of a committed object kept in the chunks it came in (over
+    /// `COALESCE_UP_TO`), when nothing has been read or sought yet: for a hit written in as
+    /// few calls as the socket takes (`HandleHit::whole_body_chunks`), not one per chunk.
+    pub fn whole_body_chunks(&self) -> Option<&[Bytes]> {
+        let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
+        match &self.object.body {
+            Body::Other(other) if untouched => match &**other {
+                OtherBody::Many(chunks) => Some(chunks),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether `seek` can be used: only on complete objects, whose length is known.
     pub fn can_seek(&self) -> bool {
         self.object.state() == FillState::Complete

@@ -70,8 +70,12 @@ impl HandleHit for Hit {
         Ok(())
     }
 
-    fn whole_body(&mut self) -> Option<&[u8]> {
+    fn whole_body(&self) -> Option<&[u8]> {
         self.reader.whole_body()
+    }
+
+    fn whole_body_chunks(&self) -> Option<&[Bytes]> {
+        self.reader.whole_body_chunks()
     }
 
     fn can_seek(&self) -> bool {

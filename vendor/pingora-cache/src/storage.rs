@@ -328,7 +328,15 @@ pub trait HandleHit {
     /// PORTICO PATCH (whole hit body): the whole body, when this handler holds it in one
     /// piece and nothing has been read or sought yet; `None` (the default) to be read with
     /// [`Self::read_body`]. A caller that writes it does not call `read_body` after.
-    fn whole_body(&mut self) -> Option<&[u8]> {
+    /// (PORTICO PATCH (whole hit body in chunks): `&self`, so that a caller may ask for
+    /// both forms.)
+    fn whole_body(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// PORTICO PATCH (whole hit body in chunks): as [`Self::whole_body`], for a body this
+    /// handler holds in several chunks: all of them, in order.
+    fn whole_body_chunks(&self) -> Option<&[bytes::Bytes]> {
         None
     }
 

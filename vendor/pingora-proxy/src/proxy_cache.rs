@@ -309,26 +309,38 @@ where
         };
         let mut body_unfiltered = false; // PORTICO PATCH (whole hit body)
         let mut body_written = false; // PORTICO PATCH (head and body in one write)
-        // PORTICO PATCH (head and body in one write): a whole body goes with its head.
-        let whole_body = match &serialized {
-            Some(hit) if hit.body_unfiltered => session
-                .cache
-                .hit_handler()
-                .whole_body()
-                .filter(|body| body.len() == hit.content_length),
-            _ => None,
+        // PORTICO PATCH (head and body in one write): a whole body goes with its head;
+        // PORTICO PATCH (whole hit body in chunks): so does one held in several chunks.
+        let (whole_body, whole_chunks) = match &serialized {
+            Some(hit) if hit.body_unfiltered => {
+                let handler: &HitHandler = session.cache.hit_handler();
+                let whole = |len: usize| len == hit.content_length;
+                let chunks_len = |chunks: &[Bytes]| chunks.iter().map(Bytes::len).sum();
+                match handler.whole_body() {
+                    Some(body) => (Some(body).filter(|body| whole(body.len())), None),
+                    None => (
+                        None,
+                        handler.whole_body_chunks().filter(|chunks| whole(chunks_len(chunks))),
+                    ),
+                }
+            }
+            _ => (None, None),
         };
         let written = match (serialized, session.downstream_session.as_http1_mut()) {
             (Some(hit), Some(h1)) => {
                 body_unfiltered = hit.body_unfiltered;
                 // PORTICO PATCH (status-only header shared): `response_written()` tells the
                 // status; pingora-core makes that header.
-                let written = match whole_body {
-                    Some(body) => {
+                let written = match (whole_body, whole_chunks) {
+                    (Some(body), _) => {
                         body_written = true;
-                        h1.write_serialized_response(hit.head, hit.status, body).await
+                        h1.write_serialized_response(hit.head, hit.status, &[body]).await
                     }
-                    None => {
+                    (None, Some(chunks)) => {
+                        body_written = true;
+                        h1.write_serialized_response(hit.head, hit.status, chunks).await
+                    }
+                    (None, None) => {
                         h1.write_serialized_response_head(hit.head, hit.status, hit.content_length)
                             .await
                     }
