@@ -566,14 +566,14 @@ async fn a_plain_hit_has_the_head_a_filtered_hit_has() {
 }
 
 /// A plain hit's head and a body held in one piece go out in one vectored write, and a
-/// body kept in the chunks it came in (over 1 MiB) in as few (their splits are
-/// `proxy::hit_head`'s unit test: a loopback socket takes 1 MiB at once). Here a 1 MiB
-/// body (the largest the store keeps in one piece) and one of 3 MiB and a few bytes (no two
-/// 64 KiB blocks alike in either) reach a client with a 4 KiB receive buffer, read 4 KiB at
-/// a time: the head whole, the body byte for byte after it.
+/// body kept in the chunks it came in (over 1 MiB) in as few, as does a single range of it
+/// (their splits are `proxy::hit_head`'s unit test: a loopback socket takes 1 MiB at once).
+/// Here a 1 MiB body (the largest the store keeps in one piece) and one of 3 MiB and a few
+/// bytes (no two 64 KiB blocks alike in either), and ranges of the larger, reach a client
+/// with a 4 KiB receive buffer, read 4 KiB at a time: the head whole, the body byte for
+/// byte after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_plain_hit_reaches_a_slow_reader_whole() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SIZES: [usize; 2] = [1 << 20, (3 << 20) + 12_345];
     let body_of = |size: usize| -> Bytes {
         (0..size)
@@ -607,34 +607,58 @@ async fn a_large_plain_hit_reaches_a_slow_reader_whole() {
             (miss.x_cache.as_str(), miss.body.len()),
             ("TCP_MISS", body.len())
         );
-
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(edge.addr).await.unwrap();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            edge.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::with_capacity(body.len() + 1024);
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        let end = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a whole head");
-        let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+        let (head, got) = read_slowly(edge.addr, &path, "").await;
         assert!(head.contains("\r\nx-cache: tcp_hit"), "{head}");
         assert!(
             head.contains(&format!("\r\ncontent-length: {}", body.len())),
             "{head}"
         );
-        assert!(answer[end + 4..] == body[..], "{path}: the body differs");
+        assert!(got == body[..], "{path}: the body differs");
     }
+    // Ranges of the body kept in chunks: across chunks, within one, a suffix, to the end.
+    let body = &bodies[1];
+    let len = body.len();
+    let ranges = [
+        (65_000, 2_200_000),
+        (70_000, 70_100),
+        (len - 5_000, len - 1),
+        (1_000_000, len - 1),
+    ];
+    for (first, last) in ranges {
+        let range = format!("Range: bytes={first}-{last}\r\n");
+        let (head, got) = read_slowly(edge.addr, "/big/1", &range).await;
+        assert!(head.starts_with("http/1.1 206"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-range: bytes {first}-{last}/{len}")),
+            "{head}"
+        );
+        assert!(got == body[first..=last], "{range}: the body differs");
+    }
+}
+
+/// `GET path` with `extra` header lines, read by a client with a 4 KiB receive buffer 4 KiB
+/// at a time until the edge closes: the head (lowercase) and the body.
+async fn read_slowly(addr: std::net::SocketAddr, path: &str, extra: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    (head, answer.split_off(end + 4))
 }

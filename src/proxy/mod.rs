@@ -168,7 +168,8 @@ impl ProxyHttp for Portico {
     /// disabled: it still cost every request a context, two boxed hook futures and a
     /// body-filter call. Portico does not compress (an origin's encoding passes as is).
     /// With no module and no `response_body_filter`, a plain hit's body is written as
-    /// stored (`hit_head`'s `body_unfiltered`): adding either means clearing that flag.
+    /// stored (`hit_head`'s `body_unfiltered`), and so is a range of a large one
+    /// (`cache_hit_body_unfiltered`): adding either means clearing both.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Box<RequestCtx> {
@@ -336,6 +337,12 @@ impl ProxyHttp for Portico {
 
     fn cache_hit_head(&self, session: &mut Session, ctx: &mut Self::CTX) -> Option<HitHead> {
         hit_head::serialize(session, ctx)
+    }
+
+    /// No body filter and no downstream module (`init_downstream_modules`): a range of a
+    /// hit may go out as stored.
+    fn cache_hit_body_unfiltered(&self) -> bool {
+        true
     }
 
     fn cache_not_modified_filter(

@@ -613,6 +613,51 @@ pub(super) mod tests {
         assert_eq!(object(3, &["ab"]).reader().whole_body(), None);
     }
 
+    /// A body kept in chunks (over 1 MiB) is lent whole, or after a seek the range's views
+    /// of them, until the first read: the same bytes a read in chunks gives.
+    #[tokio::test]
+    async fn a_body_kept_in_chunks_lends_them_whole_or_the_range_sought() {
+        const N: usize = 400_000;
+        let chunks: Vec<&'static str> = ["a", "b", "c"]
+            .iter()
+            .map(|letter| &*letter.repeat(N).leak())
+            .collect();
+        let committed = Arc::new(object(1, &chunks).committed());
+        let whole = committed.reader();
+        let lent: Vec<&[u8]> = whole
+            .whole_body_chunks()
+            .unwrap()
+            .iter()
+            .map(|c| &c[..])
+            .collect();
+        assert_eq!(lent.concat(), chunks.concat().as_bytes());
+        assert_eq!(whole.whole_body(), None, "not in one piece");
+        let ranges = [
+            (N - 10, Some(2 * N + 10)),
+            (5, Some(10)),
+            (3 * N - 1, None),
+            (0, None),
+        ];
+        for (from, to) in ranges {
+            let mut sought = committed.reader();
+            sought.seek(from, to).unwrap();
+            let lent = sought.whole_body_chunks().unwrap().concat();
+            assert_eq!(
+                lent,
+                read_all(&mut sought).await.as_bytes(),
+                "{from}-{to:?}"
+            );
+            assert_eq!(lent.len(), to.unwrap_or(3 * N) - from);
+            assert_eq!(sought.whole_body_chunks(), None, "read already");
+        }
+        // A body in one piece lends no chunks, whole or sought.
+        let small = Arc::new(object(2, &["ab", "cd"]).committed());
+        let mut sought = small.reader();
+        assert_eq!(sought.whole_body_chunks(), None);
+        sought.seek(1, None).unwrap();
+        assert_eq!(sought.whole_body_chunks(), None);
+    }
+
     /// A million stored objects each pay their `Object` in its `Arc` (two counts): kept
     /// within jemalloc's 160-byte class (the next is 192).
     #[test]

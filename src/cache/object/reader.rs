@@ -32,6 +32,7 @@ impl Object {
             to: None,
             progress: self.fill().map(|fill| fill.state.subscribe()),
             cursor,
+            sought: None,
         }
     }
 }
@@ -50,6 +51,9 @@ pub struct BodyReader {
     progress: Option<watch::Receiver<FillState>>,
     /// Shared with the object while it fills: `next_chunk`, as the fill sees it.
     cursor: Option<Arc<AtomicUsize>>,
+    /// The range `seek` asked for, as views of the chunks of a body kept in chunks: lent
+    /// whole for one write (`whole_body_chunks`).
+    sought: Option<Vec<Bytes>>,
 }
 
 impl BodyReader {
@@ -139,8 +143,12 @@ impl BodyReader {
     /// The whole body of a committed object kept in the chunks it came in (over
     /// `COALESCE_UP_TO`), when nothing has been read or sought yet: for a hit written in as
     /// few calls as the socket takes (`HandleHit::whole_body_chunks`), not one per chunk.
+    /// After a `seek`, until the first read: the range's views of those chunks.
     pub fn whole_body_chunks(&self) -> Option<&[Bytes]> {
         let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
+        if self.next_chunk == 0 && self.sought.is_some() {
+            return self.sought.as_deref();
+        }
         match &self.object.body {
             Body::Other(other) if untouched => match &**other {
                 OtherBody::Many(chunks) => Some(chunks),
@@ -168,6 +176,29 @@ impl BodyReader {
         self.chunk_start = 0;
         self.from = start;
         self.to = Some(end.unwrap_or(len).min(len));
+        self.sought = self.sought_chunks();
         Ok(())
+    }
+
+    /// The sought range of a committed body kept in chunks, as views of them.
+    fn sought_chunks(&self) -> Option<Vec<Bytes>> {
+        let Body::Other(other) = &self.object.body else {
+            return None;
+        };
+        let OtherBody::Many(chunks) = &**other else {
+            return None;
+        };
+        let (from, to) = (self.from, self.to.unwrap_or(usize::MAX));
+        let mut start = 0;
+        let mut views = Vec::new();
+        for chunk in chunks.iter() {
+            let end = start + chunk.len();
+            if end > from && start < to {
+                let first = from.saturating_sub(start);
+                views.push(chunk.slice(first..chunk.len().min(to - start)));
+            }
+            start = end;
+        }
+        Some(views)
     }
 }

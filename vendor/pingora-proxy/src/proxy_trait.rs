@@ -300,6 +300,15 @@ pub trait ProxyHttp {
         None
     }
 
+    /// PORTICO PATCH (whole hit body in chunks): whether [Self::response_body_filter()] and
+    /// the downstream modules pass every cache hit's body as it is, so that a single range
+    /// of a hit whose handler lends it whole
+    /// ([pingora_cache::storage::HandleHit::whole_body_chunks]) may be written to an
+    /// HTTP/1 client at once, without them. `false`, the default, reads it chunk by chunk.
+    fn cache_hit_body_unfiltered(&self) -> bool {
+        false
+    }
+
     /// Decide if the incoming request's condition _fails_ against the cached response.
     ///
     /// Returning `Ok(true)` means that the response does _not_ match against the condition, and

@@ -1390,6 +1390,15 @@ impl BodyWriter {
         }
     }
 
+    /// PORTICO PATCH (whole hit body in chunks): the bytes a `Content-Length` body has
+    /// still to write; `None` for any other body.
+    pub fn content_length_left(&self) -> Option<usize> {
+        match self.body_mode {
+            BM::ContentLength(total, written) => Some(total.saturating_sub(written)),
+            _ => None,
+        }
+    }
+
     pub fn convert_to_close_delimited(&mut self) {
         if matches!(self.body_mode, BodyMode::UntilClose(_)) {
             // nothing to do, already in close-delimited mode

@@ -881,6 +881,32 @@ impl HttpSession {
             .or_err(WriteError, "flushing response")
     }
 
+    /// PORTICO PATCH (whole hit body in chunks): writes the rest of a `Content-Length`
+    /// body, `parts` in order, in as few vectored writes as the stream takes (64 parts a
+    /// call at most), after the head. Counted as [Self::write_body()] counts, also when the
+    /// write fails. `Ok(false)`, nothing written, unless the body has a length and `parts`
+    /// is exactly what is left of it.
+    pub async fn write_body_parts(&mut self, parts: &[Bytes]) -> Result<bool> {
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        if self.response_written.is_none() || self.body_writer.content_length_left() != Some(total) {
+            return Ok(false);
+        }
+        let mut written = 0;
+        let limit = self.write_timeout(total);
+        let write = write_all_parts(&mut self.underlying_stream, &[], parts, &mut written);
+        let result = match limit {
+            Some(t) => timeout(t, write).await.ok(),
+            None => Some(write.await),
+        };
+        self.body_writer.add_written(written);
+        self.body_bytes_sent += written;
+        match result {
+            Some(result) => result.or_err(WriteError, "writing body")?,
+            None => return Error::e_explain(WriteTimedout, format!("writing body, timeout: {limit:?}")),
+        }
+        Ok(true)
+    }
+
     /// Return the response header if it is already sent.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref() // PORTICO PATCH (status-only header shared): derefs
