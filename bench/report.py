@@ -193,8 +193,8 @@ w(
     "core). All traffic is on loopback.\n"
 )
 w(
-    "The origin is nginx serving static files (`bench/conf/nginx-origin.conf`): `/obj/1k` "
-    "and `/obj/1m` with `Cache-Control: public, max-age=3600`, `/pass/1k` with `no-store`. "
+    "The origin is nginx serving static files (`bench/conf/nginx-origin.conf`): `/obj/1k`, "
+    "`/obj/1m` and `/obj/4m` with `Cache-Control: public, max-age=3600`, `/pass/1k` with `no-store`. "
     "The WebSocket origin is `ws-bench echo-server` (tokio-tungstenite, one thread). "
     "**Direct to origin** means the load generator talks to a second copy of the origin "
     "(HTTP or WebSocket echo) that sits where the edge would, alone on core 1: the limit for "
