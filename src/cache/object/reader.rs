@@ -145,10 +145,10 @@ impl BodyReader {
     /// few calls as the socket takes (`HandleHit::whole_body_chunks`), not one per chunk.
     /// After a `seek`, until the first read: the range's views of those chunks.
     pub fn whole_body_chunks(&self) -> Option<&[Bytes]> {
-        let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
         if self.next_chunk == 0 && self.sought.is_some() {
             return self.sought.as_deref();
         }
+        let untouched = self.next_chunk == 0 && self.from == 0 && self.to.is_none();
         match &self.object.body {
             Body::Other(other) if untouched => match &**other {
                 OtherBody::Many(chunks) => Some(chunks),

@@ -858,23 +858,14 @@ impl HttpSession {
         let header = self.end_serialized_head(&mut head, status, body_len)?;
         before_message_head().await; // PORTICO PATCH (sends batched)
         let total = head.len() + body_len;
-        let mut written = 0;
-        let limit = self.write_timeout(total);
-        let write = write_all_parts(&mut self.underlying_stream, &head, body, &mut written);
-        let result = match limit {
-            Some(t) => timeout(t, write).await.ok(),
-            None => Some(write.await),
-        };
+        let (written, result) = self.write_parts(&head, body, total, "writing response").await;
         let body_written = written.saturating_sub(head.len());
         self.body_writer.add_written(body_written);
         self.body_bytes_sent += body_written;
         if written >= head.len() {
             self.response_written = Some(header);
         }
-        match result {
-            Some(result) => result.or_err(WriteError, "writing response")?,
-            None => return Error::e_explain(WriteTimedout, format!("writing response, timeout: {limit:?}")),
-        }
+        result?;
         self.underlying_stream
             .flush()
             .await
@@ -891,20 +882,33 @@ impl HttpSession {
         if self.response_written.is_none() || self.body_writer.content_length_left() != Some(total) {
             return Ok(false);
         }
-        let mut written = 0;
-        let limit = self.write_timeout(total);
-        let write = write_all_parts(&mut self.underlying_stream, &[], parts, &mut written);
-        let result = match limit {
-            Some(t) => timeout(t, write).await.ok(),
-            None => Some(write.await),
-        };
+        let (written, result) = self.write_parts(&[], parts, total, "writing body").await;
         self.body_writer.add_written(written);
         self.body_bytes_sent += written;
-        match result {
-            Some(result) => result.or_err(WriteError, "writing body")?,
-            None => return Error::e_explain(WriteTimedout, format!("writing body, timeout: {limit:?}")),
-        }
-        Ok(true)
+        result.map(|()| true)
+    }
+
+    /// PORTICO PATCH (whole hit body in chunks): `head` then `parts`, `total` bytes in all,
+    /// to the stream ([write_all_parts()]) under the write timeout: the bytes written, also
+    /// when it fails, and how it ended (`what` names the write in its error).
+    async fn write_parts<B: AsRef<[u8]>>(
+        &mut self,
+        head: &[u8],
+        parts: &[B],
+        total: usize,
+        what: &'static str,
+    ) -> (usize, Result<()>) {
+        let mut written = 0;
+        let limit = self.write_timeout(total);
+        let write = write_all_parts(&mut self.underlying_stream, head, parts, &mut written);
+        let result = match limit {
+            Some(t) => match timeout(t, write).await {
+                Ok(result) => result.or_err(WriteError, what),
+                Err(_) => Error::e_explain(WriteTimedout, format!("{what}, timeout: {t:?}")),
+            },
+            None => write.await.or_err(WriteError, what),
+        };
+        (written, result)
     }
 
     /// Return the response header if it is already sent.
