@@ -37,14 +37,22 @@ impl H2Edge {
 
     /// A TLS connection to the edge that chose `h2` by ALPN.
     pub async fn connect(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let mut config = self.pki.client_config();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tcp = TcpStream::connect(self.edge.tls_addr.unwrap())
             .await
             .unwrap();
+        self.connect_over(tcp).await
+    }
+
+    /// The same over `stream`, a connection to the edge's TLS listener (`tls_addr`).
+    pub async fn connect_over<S>(&self, stream: S) -> tokio_rustls::client::TlsStream<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut config = self.pki.client_config();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tls = connector
-            .connect(WWW.try_into().unwrap(), tcp)
+            .connect(WWW.try_into().unwrap(), stream)
             .await
             .unwrap();
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));

@@ -498,10 +498,28 @@ where
                 RangeType::Invalid => unreachable!(),
                 RangeType::None => None,
             };
+            // PORTICO PATCH (hit body ends with its last chunk): what the body has left by
+            // the head's `Content-Length`, when the application's body filters pass hits as
+            // they are and no range filter reshapes the body. The chunk that completes it is
+            // written as the body's end: to an HTTP/2 client its last DATA frame carries
+            // END_STREAM, where an empty frame of its own, read one `read_body` later, went
+            // out in a second write (a second TLS record and system call a hit).
+            let mut body_left = if maybe_range_filter.is_none()
+                && self.inner.cache_hit_body_unfiltered()
+            {
+                session.as_ref().response_written().and_then(content_length)
+            } else {
+                None
+            };
             while !range_written { // PORTICO PATCH (whole hit body in chunks): was `loop`
                 match session.cache.hit_handler().read_body().await {
                     Ok(raw_body) => {
-                        let end = raw_body.is_none();
+                        let mut end = raw_body.is_none();
+                        // PORTICO PATCH (hit body ends with its last chunk)
+                        if let (Some(left), Some(chunk)) = (body_left, raw_body.as_ref()) {
+                            body_left = left.checked_sub(chunk.len());
+                            end = body_left == Some(0);
+                        }
 
                         if end {
                             if let Some(range_filter) = maybe_range_filter.as_mut() {
@@ -1136,6 +1154,17 @@ where
         session.cache.disable(NoCacheReason::CacheLockRetryLimit);
         true
     }
+}
+
+// PORTICO PATCH (hit body ends with its last chunk): the body length a written head
+// announces, if it has one `Content-Length` of digits only.
+fn content_length(header: &ResponseHeader) -> Option<usize> {
+    let mut values = header.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn cache_hit_header(cache: &HttpCache) -> Box<ResponseHeader> {

@@ -451,14 +451,25 @@ where
         // Batch: pull as many tasks as we can from rx
         let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         tasks.push(initial_task);
-        // tokio::task::unconstrained because now_or_never may yield None when the future is ready
-        while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {
-            debug!("upstream event now: {:?}", maybe_task);
-            if let Some(t) = maybe_task {
-                tasks.push(t);
-            } else {
-                break; // upstream closed
-            }
+        let mut open = pull_ready_tasks(rx, &mut tasks);
+        // PORTICO PATCH (HTTP/2 head with its body): an HTTP/2 client's channel holds one
+        // task (see `proxy_1to1`), so a response's head always came alone, and its HEADERS
+        // frame went out in a write of its own before the body's first DATA frame was
+        // queued (the connection's task flushes whatever is queued when it runs). Yielding
+        // lets the upstream half, joined with this one, read what it already has, so a body
+        // that came with the head is written with it, in one write; the body of a response
+        // that has none ready is not waited for. Two yields at most: `try_join!` takes its
+        // halves in turn, so the upstream half may come first in the round of the first.
+        let mut yields = 0;
+        while open
+            && yields < 2
+            && tasks.len() == 1
+            && matches!(tasks[0], HttpTask::Header(_, false))
+            && session.downstream_session.is_http2()
+        {
+            tokio::task::yield_now().await;
+            yields += 1;
+            open = pull_ready_tasks(rx, &mut tasks);
         }
 
         /* run filters before sending to downstream */
@@ -1257,6 +1268,20 @@ pub(crate) async fn send_body_to1(
     } else {
         Ok(false)
     }
+}
+
+/// Moves the tasks `rx` holds now into `tasks`; `false` once the upstream half has closed
+/// it. (PORTICO PATCH (HTTP/2 head with its body): was inline in `process_upstream_tasks`.)
+fn pull_ready_tasks(rx: &mut mpsc::Receiver<HttpTask>, tasks: &mut Vec<HttpTask>) -> bool {
+    // tokio::task::unconstrained because now_or_never may yield None when the future is ready
+    while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {
+        debug!("upstream event now: {:?}", maybe_task);
+        match maybe_task {
+            Some(t) => tasks.push(t),
+            None => return false, // upstream closed
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -1,0 +1,184 @@
+//! How many writes a small response takes to an HTTP/2 client. Each write of the h2
+//! connection is one TLS record (the edge's TLS layer seals each write on its own), so the
+//! records that reach the client count the edge's writes. A small response, hit or
+//! pass-through, leaves in one: its HEADERS frame, its DATA frame and the END_STREAM flag
+//! on that frame. (A hit's END_STREAM came in an empty frame of its own, and a
+//! pass-through response's HEADERS before its body: two records, two system calls and two
+//! wake-ups of the client a response; see `vendor/README.md`, *HTTP/2 head with its body*
+//! and *Hit body ends with its last chunk*.)
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use common::h2::{H2Edge, WWW};
+use common::origin::TestOrigin;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A client's TCP stream that counts the TLS application-data records it reads (content
+/// type 23, what TLS 1.3 calls every record after the handshake's first).
+struct RecordCounter {
+    inner: TcpStream,
+    records: Arc<AtomicUsize>,
+    /// The record header being read, and how much of it has come.
+    header: [u8; 5],
+    header_read: usize,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl RecordCounter {
+    fn new(inner: TcpStream) -> (RecordCounter, Arc<AtomicUsize>) {
+        let records = Arc::new(AtomicUsize::new(0));
+        let counter = RecordCounter {
+            inner,
+            records: records.clone(),
+            header: [0; 5],
+            header_read: 0,
+            body_left: 0,
+        };
+        (counter, records)
+    }
+
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(bytes.len());
+                self.body_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            self.header[self.header_read] = bytes[0];
+            self.header_read += 1;
+            bytes = &bytes[1..];
+            if self.header_read == self.header.len() {
+                self.header_read = 0;
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                if self.header[0] == 23 {
+                    self.records.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for RecordCounter {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let new = buf.filled()[before..].to_vec();
+            me.saw(&new);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for RecordCounter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The body every response of the test origin has: 1 KiB, as a small static object.
+fn body() -> Vec<u8> {
+    (0..1024).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// An origin that answers every GET with [`body`] and `cache-control: cache_control`.
+async fn origin(cache_control: &'static str) -> TestOrigin {
+    TestOrigin::start(Arc::new(move |_| {
+        let mut response = http::Response::new(Bytes::from(body()));
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static(cache_control),
+        );
+        response
+    }))
+    .await
+}
+
+/// GETs `path` on `client` and reads the whole response: its status and body.
+async fn get(client: &mut h2::client::SendRequest<Bytes>, path: &str) -> (u16, Vec<u8>) {
+    let request = http::Request::get(format!("https://{WWW}{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, bytes)
+}
+
+/// The records the second of two GETs of `path` on one connection took (the first takes
+/// the connection's own frames with it: settings and their acknowledgements).
+async fn records_of_second_response(edge: &H2Edge, path: &str) -> usize {
+    let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
+        .await
+        .unwrap();
+    let (counted, records) = RecordCounter::new(tcp);
+    let tls = edge.connect_over(counted).await;
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+
+    assert_eq!(get(&mut client, path).await, (200, body()));
+    let before = records.load(Ordering::SeqCst);
+    assert_eq!(get(&mut client, path).await, (200, body()));
+    records.load(Ordering::SeqCst) - before
+}
+
+#[tokio::test]
+async fn a_small_hit_reaches_an_http2_client_in_one_write() {
+    let origin = origin("max-age=600").await;
+    let edge =
+        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    // The first GET stores it, the second is the hit.
+    assert_eq!(records_of_second_response(&edge, "/hit").await, 1);
+    assert_eq!(origin.count_path("/hit"), 1, "the second GET was a hit");
+}
+
+#[tokio::test]
+async fn a_small_pass_through_response_reaches_an_http2_client_in_one_write() {
+    let origin = origin("no-store").await;
+    let edge = H2Edge::start(origin.addr(), "max_headers: 100").await;
+    assert_eq!(records_of_second_response(&edge, "/pass").await, 1);
+    assert_eq!(
+        origin.count_path("/pass"),
+        2,
+        "both GETs went to the origin"
+    );
+}
