@@ -18,6 +18,7 @@ COPY src src
 COPY bench/conf bench/conf
 COPY bench/ws-bench bench/ws-bench
 COPY bench/packages.sh bench/packages.sh
+COPY bench/target-dir.sh bench/target-dir.sh
 COPY scripts/build-pgo scripts/build-pgo
 RUN if [ "$PGO" = 1 ] && scripts/build-pgo /src/portico; then :; else \
         [ "$PGO" = 1 ] && echo "portico: the profile-guided build failed; building without it" >&2; \

@@ -21,8 +21,12 @@ claim_target_dir() {
         echo "[target-dir] $dir was last built from $(cat "$stamp" 2>/dev/null || echo 'an unknown checkout'): cleaning this checkout's own packages there" >&2
         (cd "$ROOT" && CARGO_TARGET_DIR=$dir cargo clean --release --quiet \
             -p portico -p pingora-proxy -p pingora-core -p pingora-cache -p pingora-http -p pingora-pool)
-        (cd "$ROOT/bench/floor" && CARGO_TARGET_DIR=$dir cargo clean --release --quiet -p pingora-floor)
-        (cd "$ROOT/bench/ws-bench" && CARGO_TARGET_DIR=$dir cargo clean --release --quiet -p ws-bench)
+        local crate
+        for crate in floor:pingora-floor ws-bench:ws-bench; do
+            if [[ -d $ROOT/bench/${crate%%:*} ]]; then
+                (cd "$ROOT/bench/${crate%%:*}" && CARGO_TARGET_DIR=$dir cargo clean --release --quiet -p "${crate#*:}")
+            fi
+        done
     fi
     mkdir -p "$dir"
     printf '%s\n' "$ROOT" > "$stamp"

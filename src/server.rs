@@ -86,6 +86,7 @@ impl Node {
         watch: Option<Duration>,
         upgraded: bool,
     ) -> Result<Node, StartError> {
+        crate::tls::install_crypto_provider();
         let loaded = config::load(conf_path)?;
         for warning in &loaded.warnings {
             log::warn!("{warning}");
@@ -223,9 +224,9 @@ impl Node {
         // allows a fixed 60 s).
         let mut acceptors = Vec::new();
         for (address, tls) in &listeners {
-            match tls.as_ref().map(|tls| tls.pingora_settings()) {
+            match tls.as_ref().map(|tls| tls.acceptor()) {
                 None => {}
-                Some(Ok(settings)) => acceptors.push((*address, Arc::new(settings.build()))),
+                Some(Ok(acceptor)) => acceptors.push((*address, Arc::new(acceptor))),
                 Some(Err(e)) => {
                     log::error!("listener {address}: cannot set up TLS: {e}");
                     std::process::exit(1);
@@ -397,7 +398,13 @@ pub async fn serve_node(
     let app = node.into_app();
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, tls) in listeners {
-        let acceptor = tls.map(|tls| Arc::new(tls.acceptor()));
+        let acceptor = match tls.map(|tls| tls.acceptor()).transpose() {
+            Ok(acceptor) => acceptor.map(Arc::new),
+            Err(e) => {
+                log::error!("a TLS listener cannot start: {e}");
+                continue;
+            }
+        };
         tasks.spawn(serve(app.clone(), listener, acceptor, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}

@@ -43,8 +43,7 @@ impl LoadedCert {
     pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, CertError> {
         let chain = read_chain(cert)?;
         let private_key = read_key(key)?;
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
+        let signing = super::crypto_provider()
             .key_provider
             .load_private_key(private_key)
             .map_err(|e| CertError::BadKey {

@@ -49,10 +49,9 @@ pub fn probe_connector(ca: Option<&[CertificateDer<'static>]>) -> tokio_rustls::
             roots.add_parsable_certificates(native.certs);
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(super::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .expect("ring supports TLS 1.2 and 1.3")
+        .expect("AWS-LC supports TLS 1.2 and 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
