@@ -644,6 +644,29 @@ if ("s8", "random") in commands:
             f"Portico ÷ nginx proxy_cache: **{ratio(p - 1024, n - 1024)}** (below 1× is better)\n"
         )
 
+if ("s9", "h2-hit-m1") in commands:
+    w("## Scenario 9: over TLS, 1 KiB hits\n")
+    w(
+        "Each system's own TLS listener with a self-signed RSA-2048 certificate (what most "
+        "sites still serve), TLS 1.3 unless a client asks otherwise; the origin is plain "
+        "HTTP. Varnish has no TLS and the floor is not built with it: neither has rows. "
+        "h2load reports no percentiles.\n"
+    )
+    for variant, title in (
+        ("h2-hit-m1", "HTTP/2 hits, 64 connections, one stream at a time on each"),
+        ("h2-hit-m10", "HTTP/2 hits, 64 connections, ten streams at a time on each"),
+        ("tls-new-conn", "a new TLS connection for every request (no keep-alive, no resumption), 32 at a time"),
+    ):
+        if ("s9", variant) in commands:
+            w(f"### {title}\n")
+            command_block("s9", variant)
+            http_table("s9", variant)
+            versus("s9", variant)
+    w(
+        "A full handshake's largest cost is the certificate's signature (RSA-2048); a client "
+        "that comes back resumes its session without one, on every system here.\n"
+    )
+
 # ---- chart ----
 chart = os.path.join(BENCH, "results.png") if MODE == "full" else os.path.join(RESULTS, "quick.png")
 panels = []
@@ -676,6 +699,8 @@ if s6:
 bars("7. memory per idle keep-alive connection (lower is better)", "s7", "idle-http", "kib_per_conn", "KiB", systems=CACHES)
 bars("8. random hits over the filled cache", "s8", "random", "rps", "req/s", systems=CACHES)
 bars("8. memory per stored 1 KiB object (lower is better)", "s8", "fill", "bytes_per_object", "bytes", systems=CACHES)
+bars("9. HTTP/2 hits, one stream a connection", "s9", "h2-hit-m1", "rps", "req/s", systems=["portico", "nginx", "haproxy"])
+bars("9. new TLS connection per request", "s9", "tls-new-conn", "rps", "req/s", systems=["portico", "nginx", "haproxy"])
 
 colors = {
     "Portico": "#d95f02",
