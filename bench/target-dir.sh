@@ -20,7 +20,7 @@ claim_target_dir() {
     if [[ -d $dir ]]; then
         echo "[target-dir] $dir was last built from $(cat "$stamp" 2>/dev/null || echo 'an unknown checkout'): cleaning this checkout's own packages there" >&2
         (cd "$ROOT" && CARGO_TARGET_DIR=$dir cargo clean --release --quiet \
-            -p portico -p pingora-proxy -p pingora-core -p pingora-cache -p pingora-http -p pingora-pool)
+            -p portico -p pingora-proxy -p pingora-core -p pingora-cache -p pingora-http -p pingora-pool -p h2)
         local crate
         for crate in floor:pingora-floor ws-bench:ws-bench; do
             if [[ -d $ROOT/bench/${crate%%:*} ]]; then

@@ -144,17 +144,22 @@ async fn get(client: &mut h2::client::SendRequest<Bytes>, path: &str) -> (u16, V
     (status, bytes)
 }
 
-/// The records the second of two GETs of `path` on one connection took (the first takes
-/// the connection's own frames with it: settings and their acknowledgements).
-async fn records_of_second_response(edge: &H2Edge, path: &str) -> usize {
+/// A client on a new connection to `edge`, whose TLS records are counted.
+async fn counted_client(edge: &H2Edge) -> (h2::client::SendRequest<Bytes>, Arc<AtomicUsize>) {
     let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
         .await
         .unwrap();
     let (counted, records) = RecordCounter::new(tcp);
     let tls = edge.connect_over(counted).await;
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
+    (client, records)
+}
 
+/// The records the second of two GETs of `path` on one connection took (the first takes
+/// the connection's own frames with it: settings and their acknowledgements).
+async fn records_of_second_response(edge: &H2Edge, path: &str) -> usize {
+    let (mut client, records) = counted_client(edge).await;
     assert_eq!(get(&mut client, path).await, (200, body()));
     let before = records.load(Ordering::SeqCst);
     assert_eq!(get(&mut client, path).await, (200, body()));
@@ -181,4 +186,29 @@ async fn a_small_pass_through_response_reaches_an_http2_client_in_one_write() {
         2,
         "both GETs went to the origin"
     );
+}
+
+/// Ten hits asked for at once on one connection come back in a few writes, not one each
+/// (`vendor/README.md`, *Small DATA frames batched*: every DATA frame of 256 bytes or more
+/// left in a write of its own).
+#[tokio::test]
+async fn ten_small_hits_asked_at_once_share_the_edges_writes() {
+    let origin = origin("max-age=600").await;
+    let edge =
+        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (mut client, records) = counted_client(&edge).await;
+    assert_eq!(get(&mut client, "/ten").await, (200, body()));
+    let before = records.load(Ordering::SeqCst);
+    let gets: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { get(&mut client, "/ten").await })
+        })
+        .collect();
+    for got in gets {
+        assert_eq!(got.await.unwrap(), (200, body()));
+    }
+    let took = records.load(Ordering::SeqCst) - before;
+    assert!(took <= 4, "ten hits took {took} records");
+    assert_eq!(origin.count_path("/ten"), 1, "nine of them were hits");
 }
