@@ -97,5 +97,5 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// for origins and shields uses it too (Pingora installs ring unless one is installed).
 /// Once per process: later calls leave the first provider installed.
 pub fn install_crypto_provider() {
-    let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
+    let _ = CryptoProvider::install_default(Arc::unwrap_or_clone(crypto_provider()));
 }

@@ -507,7 +507,10 @@ where
             let mut body_left = if maybe_range_filter.is_none()
                 && self.inner.cache_hit_body_unfiltered()
             {
-                session.as_ref().response_written().and_then(content_length)
+                session
+                    .as_ref()
+                    .response_written()
+                    .and_then(|head| header_value_content_length(head.headers.get(CONTENT_LENGTH)))
             } else {
                 None
             };
@@ -1154,17 +1157,6 @@ where
         session.cache.disable(NoCacheReason::CacheLockRetryLimit);
         true
     }
-}
-
-// PORTICO PATCH (hit body ends with its last chunk): the body length a written head
-// announces, if it has one `Content-Length` of digits only.
-fn content_length(header: &ResponseHeader) -> Option<usize> {
-    let mut values = header.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let value = values.next()?.as_bytes();
-    if values.next().is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn cache_hit_header(cache: &HttpCache) -> Box<ResponseHeader> {
