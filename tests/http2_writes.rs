@@ -7,7 +7,8 @@
 //! wake-ups of the client a response; see `vendor/README.md`, *HTTP/2 head with its body*
 //! and *Hit body ends with its last chunk*.) Small responses asked for at once on one
 //! connection share writes (h2 wrote each DATA frame on its own: *Small DATA frames
-//! batched*).
+//! batched*). And the fields hits repeat go as indexes into the connection's HPACK
+//! table, which a value new on every response must not crowd (the request id).
 
 mod common;
 
@@ -87,6 +88,90 @@ impl AsyncRead for RecordCounter {
 }
 
 impl AsyncWrite for RecordCounter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A client's h2 connection (under TLS, over the plain h2 bytes) that records the length
+/// of each HEADERS frame it reads: the header block as HPACK encoded it.
+struct HeadersFrames<S> {
+    inner: S,
+    lengths: Arc<std::sync::Mutex<Vec<usize>>>,
+    /// The frame header being read, and how much of it has come.
+    header: [u8; 9],
+    header_read: usize,
+    /// Bytes of the current frame's payload still to come.
+    payload_left: usize,
+}
+
+impl<S> HeadersFrames<S> {
+    fn new(inner: S) -> (HeadersFrames<S>, Arc<std::sync::Mutex<Vec<usize>>>) {
+        let lengths = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let frames = HeadersFrames {
+            inner,
+            lengths: lengths.clone(),
+            header: [0; 9],
+            header_read: 0,
+            payload_left: 0,
+        };
+        (frames, lengths)
+    }
+
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len());
+                self.payload_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            self.header[self.header_read] = bytes[0];
+            self.header_read += 1;
+            bytes = &bytes[1..];
+            if self.header_read == self.header.len() {
+                self.header_read = 0;
+                let [a, b, c, kind, ..] = self.header;
+                self.payload_left = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                // Type 1: HEADERS. (The client's preface and SETTINGS go the other way.)
+                if kind == 1 {
+                    self.lengths.lock().unwrap().push(self.payload_left);
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadersFrames<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let new = buf.filled()[before..].to_vec();
+            me.saw(&new);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadersFrames<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -213,4 +298,35 @@ async fn ten_small_hits_asked_at_once_share_the_edges_writes() {
     let took = records.load(Ordering::SeqCst) - before;
     assert!(took <= 4, "ten hits took {took} records");
     assert_eq!(origin.count_path("/ten"), 1, "nine of them were hits");
+}
+
+/// The fields a hit repeats stay in the connection's HPACK table, so every hit after the
+/// first sends them as one-byte indexes and its HEADERS frame keeps one size. The request
+/// id (`x-portico-ref`) is new on every response: indexed, each would take a place in the
+/// table (about 70 of its 4,096 bytes), and every sixty responses or so the repeated
+/// fields, pushed out, would go in full again.
+#[tokio::test]
+async fn fields_a_hit_repeats_stay_in_the_http2_table_over_many_hits() {
+    let origin = origin("max-age=600").await;
+    let edge =
+        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
+        .await
+        .unwrap();
+    let (watched, lengths) = HeadersFrames::new(edge.connect_over(tcp).await);
+    let (client, connection) = h2::client::handshake(watched).await.unwrap();
+    tokio::spawn(connection);
+    for _ in 0..200 {
+        assert_eq!(get(&client, "/many").await, (200, body()));
+    }
+    assert_eq!(origin.count_path("/many"), 1, "all but the first were hits");
+    let lengths = lengths.lock().unwrap().clone();
+    assert_eq!(lengths.len(), 200);
+    // The first response (the miss) and the first hit put the repeated fields in the table.
+    let hits = &lengths[2..];
+    let (least, most) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
+    assert!(
+        most - least <= 4,
+        "HEADERS frames of hits from {least} to {most} bytes: {lengths:?}"
+    );
 }

@@ -210,8 +210,16 @@ impl RequestId {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The id as a field value, marked sensitive: HPACK then writes it as a literal never
+    /// indexed (RFC 7541 §6.2.3). A value no other message repeats would only take a place
+    /// in each HTTP/2 connection's table, pushing out the fields that do repeat (`Server`,
+    /// `Content-Type`, `Cache-Control`...), which then go out in full again. HTTP/1 writes
+    /// it as any other value.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.0).expect("hex digits are a valid header value")
+        let mut value =
+            HeaderValue::from_bytes(&self.0).expect("hex digits are a valid header value");
+        value.set_sensitive(true);
+        value
     }
 }
 
