@@ -640,6 +640,17 @@ impl LazyHeader {
         })
     }
 
+    /// PORTICO PATCH (hit header built once): a copy of the header. One not built yet
+    /// comes from its source as built, and is not kept: keeping it and cloning it (as
+    /// `get().clone()` did) built it twice for a hit that copies it once (an HTTP/2
+    /// client's; an HTTP/1 client's plain hit reads none).
+    pub(crate) fn copy(&self) -> ResponseHeader {
+        match (self.built.get(), &self.source) {
+            (None, Some(source)) => source.build_response_header(),
+            _ => self.get().clone(),
+        }
+    }
+
     pub(crate) fn get_mut(&mut self) -> &mut ResponseHeader {
         self.get();
         self.built.get_mut().expect("built just above")
@@ -954,7 +965,7 @@ impl CacheMeta {
 
     /// Get a copy of the response header
     pub fn response_header_copy(&self) -> ResponseHeader {
-        self.0.header.get().clone() // PORTICO PATCH (lazy response header)
+        self.0.header.copy() // PORTICO PATCH (lazy response header; hit header built once)
     }
 
     /// get all the headers of this asset

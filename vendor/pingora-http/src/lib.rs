@@ -802,6 +802,18 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// PORTICO PATCH (h2 head moved, not cloned): takes the head's status, version and
+    /// fields as [http::response::Parts], for a protocol that writes them itself (HTTP/2),
+    /// without cloning them; `self` keeps its status, version and reason phrase, and no
+    /// fields, for whoever asks afterwards what was written.
+    pub fn take_parts(&mut self) -> RespParts {
+        let mut kept = http::Response::new(()).into_parts().0;
+        kept.status = self.base.status;
+        kept.version = self.base.version;
+        self.header_case = HeaderCase::NotKept;
+        std::mem::replace(&mut self.base, kept)
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)

@@ -349,21 +349,25 @@ where
             }
             _ => None,
         };
-        let (header_only, range_type) = if let Some(written) = written {
+        // PORTICO PATCH (h2 head moved, not cloned): the third is the written head's
+        // `Content-Length`, read before the write (an HTTP/2 session keeps the head's status
+        // only), for the hit loop's end (*hit body ends with its last chunk*).
+        let (header_only, range_type, written_length) = if let Some(written) = written {
             if let Err(e) = written {
                 return (false, Some(e));
             }
             // PORTICO PATCH (whole hit body): a body held in one piece is written at once;
             // then, as for a header-only response, nothing is left to read or write.
             if body_written {
-                (true, RangeType::None)
+                (true, RangeType::None, None)
             } else { match Self::write_whole_hit_body(session, body_unfiltered).await {
-                Ok(body_written) => (body_written, RangeType::None),
+                Ok(body_written) => (body_written, RangeType::None, None),
                 Err(e) => return (false, Some(e)),
             } }
         } else {
             let seekable = session.cache.hit_handler().can_seek();
             let mut header = cache_hit_header(&session.cache);
+            let written_length; // PORTICO PATCH (h2 head moved, not cloned)
 
             let req = session.req_header();
 
@@ -418,6 +422,8 @@ where
                         return (true, Some(e));
                     }
 
+                    // PORTICO PATCH (h2 head moved, not cloned)
+                    written_length = header_value_content_length(header.headers.get(CONTENT_LENGTH));
                     if let Err(e) = session
                         .as_mut()
                         .write_response_header(header)
@@ -445,7 +451,7 @@ where
                 }
             }
             debug!("finished sending cached header to downstream");
-            (header_only, range_type)
+            (header_only, range_type, written_length)
         };
 
         // If the function returns an Err, there was an issue seeking from the hit handler.
@@ -507,10 +513,7 @@ where
             let mut body_left = if maybe_range_filter.is_none()
                 && self.inner.cache_hit_body_unfiltered()
             {
-                session
-                    .as_ref()
-                    .response_written()
-                    .and_then(|head| header_value_content_length(head.headers.get(CONTENT_LENGTH)))
+                written_length
             } else {
                 None
             };

@@ -704,7 +704,9 @@ impl HttpSession {
         header.remove_header(&HeaderName::from_static("keep-alive"));
         header.remove_header(&HeaderName::from_static("proxy-connection"));
 
-        let resp = Response::from_parts(header.as_owned_parts(), ());
+        // PORTICO PATCH (h2 head moved, not cloned): was `as_owned_parts()`, a clone of the
+        // field map per response; `response_written()` tells the status only now.
+        let resp = Response::from_parts(header.take_parts(), ());
 
         let body_writer = self.send_response.send_response(resp, end).or_err(
             ErrorType::WriteError,
@@ -874,6 +876,8 @@ impl HttpSession {
     }
 
     /// Return the written response header. `None` if it is not written yet.
+    /// PORTICO PATCH (h2 head moved, not cloned): its status, version and reason phrase
+    /// only; its fields went to the h2 stream.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref()
     }
