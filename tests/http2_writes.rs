@@ -7,8 +7,9 @@
 //! wake-ups of the client a response; see `vendor/README.md`, *HTTP/2 head with its body*
 //! and *Hit body ends with its last chunk*.) Small responses asked for at once on one
 //! connection share writes (h2 wrote each DATA frame on its own: *Small DATA frames
-//! batched*). And the fields hits repeat go as indexes into the connection's HPACK
-//! table, which a value new on every response must not crowd (the request id).
+//! batched*). A small hit's body is one DATA frame, which ends the stream. And the
+//! fields hits repeat go as indexes into the connection's HPACK table, which a value new
+//! on every response must not crowd (the request id).
 
 mod common;
 
@@ -105,11 +106,24 @@ impl AsyncWrite for RecordCounter {
     }
 }
 
-/// A client's h2 connection (under TLS, over the plain h2 bytes) that records the length
-/// of each HEADERS frame it reads: the header block as HPACK encoded it.
-struct HeadersFrames<S> {
+/// A frame a client read: its type, flags, stream and payload length.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    length: usize,
+}
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const END_STREAM: u8 = 1;
+
+/// A client's h2 connection (under TLS, over the plain h2 bytes) that records each frame
+/// it reads.
+struct FrameLog<S> {
     inner: S,
-    lengths: Arc<std::sync::Mutex<Vec<usize>>>,
+    frames: Arc<std::sync::Mutex<Vec<Frame>>>,
     /// The frame header being read, and how much of it has come.
     header: [u8; 9],
     header_read: usize,
@@ -117,17 +131,17 @@ struct HeadersFrames<S> {
     payload_left: usize,
 }
 
-impl<S> HeadersFrames<S> {
-    fn new(inner: S) -> (HeadersFrames<S>, Arc<std::sync::Mutex<Vec<usize>>>) {
-        let lengths = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let frames = HeadersFrames {
+impl<S> FrameLog<S> {
+    fn new(inner: S) -> (FrameLog<S>, Arc<std::sync::Mutex<Vec<Frame>>>) {
+        let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = FrameLog {
             inner,
-            lengths: lengths.clone(),
+            frames: frames.clone(),
             header: [0; 9],
             header_read: 0,
             payload_left: 0,
         };
-        (frames, lengths)
+        (log, frames)
     }
 
     fn saw(&mut self, mut bytes: &[u8]) {
@@ -143,18 +157,22 @@ impl<S> HeadersFrames<S> {
             bytes = &bytes[1..];
             if self.header_read == self.header.len() {
                 self.header_read = 0;
-                let [a, b, c, kind, ..] = self.header;
-                self.payload_left = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-                // Type 1: HEADERS. (The client's preface and SETTINGS go the other way.)
-                if kind == 1 {
-                    self.lengths.lock().unwrap().push(self.payload_left);
-                }
+                let [a, b, c, kind, flags, s0, s1, s2, s3] = self.header;
+                let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                self.payload_left = length;
+                self.frames.lock().unwrap().push(Frame {
+                    kind,
+                    flags,
+                    stream,
+                    length,
+                });
             }
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for HeadersFrames<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for FrameLog<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -171,7 +189,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadersFrames<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadersFrames<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for FrameLog<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -300,6 +318,48 @@ async fn ten_small_hits_asked_at_once_share_the_edges_writes() {
     assert_eq!(origin.count_path("/ten"), 1, "nine of them were hits");
 }
 
+/// A client on a new connection to `edge`, whose frames are logged.
+async fn logged_client(
+    edge: &H2Edge,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    Arc<std::sync::Mutex<Vec<Frame>>>,
+) {
+    let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
+        .await
+        .unwrap();
+    let (logged, frames) = FrameLog::new(edge.connect_over(tcp).await);
+    let (client, connection) = h2::client::handshake(logged).await.unwrap();
+    tokio::spawn(connection);
+    (client, frames)
+}
+
+/// A small hit's body is one DATA frame that ends the stream, not that frame and then an
+/// empty one to end it (`vendor/README.md`, *Hit body ends with its last chunk*: the chunk
+/// that completes the head's `Content-Length` ends the body).
+#[tokio::test]
+async fn a_small_hits_body_ends_its_stream_in_its_one_data_frame() {
+    let origin = origin("max-age=600").await;
+    let edge =
+        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (client, frames) = logged_client(&edge).await;
+    assert_eq!(get(&client, "/one").await, (200, body()));
+    assert_eq!(get(&client, "/one").await, (200, body()));
+    assert_eq!(origin.count_path("/one"), 1, "the second GET was a hit");
+    // The client's streams are 1 and 3: the hit is stream 3.
+    let data: Vec<Frame> = frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|frame| frame.kind == DATA && frame.stream == 3)
+        .copied()
+        .collect();
+    assert!(
+        data.len() == 1 && data[0].flags & END_STREAM != 0 && data[0].length == body().len(),
+        "the hit's DATA frames: {data:?}"
+    );
+}
+
 /// The fields a hit repeats stay in the connection's HPACK table, so every hit after the
 /// first sends them as one-byte indexes and its HEADERS frame keeps one size. The request
 /// id (`x-portico-ref`) is new on every response: indexed, each would take a place in the
@@ -310,17 +370,18 @@ async fn fields_a_hit_repeats_stay_in_the_http2_table_over_many_hits() {
     let origin = origin("max-age=600").await;
     let edge =
         H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
-    let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
-        .await
-        .unwrap();
-    let (watched, lengths) = HeadersFrames::new(edge.connect_over(tcp).await);
-    let (client, connection) = h2::client::handshake(watched).await.unwrap();
-    tokio::spawn(connection);
+    let (client, frames) = logged_client(&edge).await;
     for _ in 0..200 {
         assert_eq!(get(&client, "/many").await, (200, body()));
     }
     assert_eq!(origin.count_path("/many"), 1, "all but the first were hits");
-    let lengths = lengths.lock().unwrap().clone();
+    let lengths: Vec<usize> = frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|frame| frame.kind == HEADERS)
+        .map(|frame| frame.length)
+        .collect();
     assert_eq!(lengths.len(), 200);
     // The first response (the miss) and the first hit put the repeated fields in the table.
     let hits = &lengths[2..];
