@@ -24,54 +24,53 @@ use common::origin::TestOrigin;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A client's TCP stream that counts the TLS application-data records it reads (content
-/// type 23, what TLS 1.3 calls every record after the handshake's first).
-struct RecordCounter {
-    inner: TcpStream,
-    records: Arc<AtomicUsize>,
-    /// The record header being read, and how much of it has come.
-    header: [u8; 5],
+/// A client's stream that reads length-prefixed units (TLS records, h2 frames): a header
+/// of `N` bytes, then as many bytes as `on_header` (shown each header) says.
+struct Tap<S, const N: usize, F> {
+    inner: S,
+    on_header: F,
+    /// The unit header being read, and how much of it has come.
+    header: [u8; N],
     header_read: usize,
-    /// Bytes of the current record's body still to come.
-    body_left: usize,
+    /// Bytes of the current unit still to come.
+    payload_left: usize,
 }
 
-impl RecordCounter {
-    fn new(inner: TcpStream) -> (RecordCounter, Arc<AtomicUsize>) {
-        let records = Arc::new(AtomicUsize::new(0));
-        let counter = RecordCounter {
+impl<S, const N: usize, F: FnMut(&[u8; N]) -> usize> Tap<S, N, F> {
+    fn new(inner: S, on_header: F) -> Tap<S, N, F> {
+        Tap {
             inner,
-            records: records.clone(),
-            header: [0; 5],
+            on_header,
+            header: [0; N],
             header_read: 0,
-            body_left: 0,
-        };
-        (counter, records)
+            payload_left: 0,
+        }
     }
 
     fn saw(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            if self.body_left > 0 {
-                let skip = self.body_left.min(bytes.len());
-                self.body_left -= skip;
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len());
+                self.payload_left -= skip;
                 bytes = &bytes[skip..];
                 continue;
             }
             self.header[self.header_read] = bytes[0];
             self.header_read += 1;
             bytes = &bytes[1..];
-            if self.header_read == self.header.len() {
+            if self.header_read == N {
                 self.header_read = 0;
-                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                if self.header[0] == 23 {
-                    self.records.fetch_add(1, Ordering::SeqCst);
-                }
+                self.payload_left = (self.on_header)(&self.header);
             }
         }
     }
 }
 
-impl AsyncRead for RecordCounter {
+impl<S, const N: usize, F> AsyncRead for Tap<S, N, F>
+where
+    S: AsyncRead + Unpin,
+    F: FnMut(&[u8; N]) -> usize + Unpin,
+{
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -88,7 +87,7 @@ impl AsyncRead for RecordCounter {
     }
 }
 
-impl AsyncWrite for RecordCounter {
+impl<S: AsyncWrite + Unpin, const N: usize, F: Unpin> AsyncWrite for Tap<S, N, F> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -104,6 +103,20 @@ impl AsyncWrite for RecordCounter {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// A client's TCP stream that counts the TLS application-data records it reads (content
+/// type 23, what TLS 1.3 calls every record after the handshake's first).
+fn count_records(inner: TcpStream) -> (impl AsyncRead + AsyncWrite + Unpin, Arc<AtomicUsize>) {
+    let records = Arc::new(AtomicUsize::new(0));
+    let counted = records.clone();
+    let tap = Tap::new(inner, move |header: &[u8; 5]| {
+        if header[0] == 23 {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        usize::from(u16::from_be_bytes([header[3], header[4]]))
+    });
+    (tap, records)
 }
 
 /// A frame a client read: its type, flags, stream and payload length.
@@ -119,92 +132,29 @@ const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const END_STREAM: u8 = 1;
 
-/// A client's h2 connection (under TLS, over the plain h2 bytes) that records each frame
-/// it reads.
-struct FrameLog<S> {
+/// A client's h2 connection (under TLS, over the plain h2 bytes) that logs each frame it
+/// reads.
+fn log_frames<S: AsyncRead + AsyncWrite + Unpin>(
     inner: S,
-    frames: Arc<std::sync::Mutex<Vec<Frame>>>,
-    /// The frame header being read, and how much of it has come.
-    header: [u8; 9],
-    header_read: usize,
-    /// Bytes of the current frame's payload still to come.
-    payload_left: usize,
-}
-
-impl<S> FrameLog<S> {
-    fn new(inner: S) -> (FrameLog<S>, Arc<std::sync::Mutex<Vec<Frame>>>) {
-        let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = FrameLog {
-            inner,
-            frames: frames.clone(),
-            header: [0; 9],
-            header_read: 0,
-            payload_left: 0,
-        };
-        (log, frames)
-    }
-
-    fn saw(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let skip = self.payload_left.min(bytes.len());
-                self.payload_left -= skip;
-                bytes = &bytes[skip..];
-                continue;
-            }
-            self.header[self.header_read] = bytes[0];
-            self.header_read += 1;
-            bytes = &bytes[1..];
-            if self.header_read == self.header.len() {
-                self.header_read = 0;
-                let [a, b, c, kind, flags, s0, s1, s2, s3] = self.header;
-                let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
-                self.payload_left = length;
-                self.frames.lock().unwrap().push(Frame {
-                    kind,
-                    flags,
-                    stream,
-                    length,
-                });
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FrameLog<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let me = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let new = buf.filled()[before..].to_vec();
-            me.saw(&new);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FrameLog<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
+) -> (
+    impl AsyncRead + AsyncWrite + Unpin,
+    Arc<std::sync::Mutex<Vec<Frame>>>,
+) {
+    let frames = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let logged = frames.clone();
+    let tap = Tap::new(inner, move |header: &[u8; 9]| {
+        let [a, b, c, kind, flags, s0, s1, s2, s3] = *header;
+        let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+        let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+        logged.lock().unwrap().push(Frame {
+            kind,
+            flags,
+            stream,
+            length,
+        });
+        length
+    });
+    (tap, frames)
 }
 
 /// The body every response of the test origin has: 1 KiB, as a small static object.
@@ -254,7 +204,7 @@ async fn counted_client(edge: &H2Edge) -> (h2::client::SendRequest<Bytes>, Arc<A
     let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
         .await
         .unwrap();
-    let (counted, records) = RecordCounter::new(tcp);
+    let (counted, records) = count_records(tcp);
     let tls = edge.connect_over(counted).await;
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
@@ -328,7 +278,7 @@ async fn logged_client(
     let tcp = TcpStream::connect(edge.edge.tls_addr.unwrap())
         .await
         .unwrap();
-    let (logged, frames) = FrameLog::new(edge.connect_over(tcp).await);
+    let (logged, frames) = log_frames(edge.connect_over(tcp).await);
     let (client, connection) = h2::client::handshake(logged).await.unwrap();
     tokio::spawn(connection);
     (client, frames)
