@@ -76,6 +76,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_listeners(1).await
+}
+
+/// The same with `tls` TLS listeners, each with the same certificates (`edge.addrs`: the
+/// plain one first).
+async fn setup_with_listeners(tls: usize) -> Setup {
     let pki = TestPki::new();
     let www = pki.issue("www", &[WWW]);
     let api = pki.issue("api", &[API]);
@@ -85,11 +91,12 @@ async fn setup() -> Setup {
     }))
     .await;
     let secure = HttpsOrigin::start(&origin_cert).await;
-    let edge = TestEdge::start(
-        &tls_node_yaml(&[&www, &api], ""),
-        &rules(plain.addr(), secure.addr, &pki),
-    )
-    .await;
+    let mut node = tls_node_yaml(&[&www, &api], "");
+    let listener =
+        &node[node.find("  - address: 127.0.0.1:2\n").unwrap()..node.find("rules_dir").unwrap()];
+    let more = (1..tls).map(|_| listener).collect::<String>();
+    node = node.replacen("rules_dir", &format!("{more}rules_dir"), 1);
+    let edge = TestEdge::start(&node, &rules(plain.addr(), secure.addr, &pki)).await;
     Setup {
         pki,
         edge,
@@ -386,13 +393,11 @@ async fn tls_1_2_and_1_3_are_both_accepted() {
 /// A GET of `/plain/resume` on a new TLS connection made with `config` (whose session
 /// store is its own), read to the end: how the handshake went.
 async fn handshake_of_a_get(
-    s: &Setup,
+    listener: std::net::SocketAddr,
     config: &Arc<rustls::ClientConfig>,
 ) -> rustls::HandshakeKind {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
@@ -424,19 +429,38 @@ async fn returning_clients_resume_their_tls_sessions_however_many_came_between()
         .collect();
     for client in &clients {
         assert_eq!(
-            handshake_of_a_get(&s, client).await,
+            handshake_of_a_get(s.edge.tls_addr.unwrap(), client).await,
             rustls::HandshakeKind::Full
         );
     }
     let mut resumed = 0;
     for client in &clients {
-        if handshake_of_a_get(&s, client).await == rustls::HandshakeKind::Resumed {
+        if handshake_of_a_get(s.edge.tls_addr.unwrap(), client).await
+            == rustls::HandshakeKind::Resumed
+        {
             resumed += 1;
         }
     }
     assert_eq!(
         resumed, CLIENTS,
         "returning clients that resumed their sessions"
+    );
+}
+
+/// A ticket one of the node's TLS listeners issued resumes the session on another: the
+/// ticket key is the process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_on_another_tls_listener_of_the_node() {
+    let s = setup_with_listeners(2).await;
+    let (first, second) = (s.edge.addrs[1], s.edge.addrs[2]);
+    let client = Arc::new(s.pki.client_config());
+    assert_eq!(
+        handshake_of_a_get(first, &client).await,
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_of_a_get(second, &client).await,
+        rustls::HandshakeKind::Resumed
     );
 }
 

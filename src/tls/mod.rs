@@ -73,7 +73,7 @@ impl ServerTls {
             .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        config.ticketer = process_ticketer()?;
         config.alpn_protocols = if self.http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
@@ -83,6 +83,19 @@ impl ServerTls {
             Arc::new(config),
         ))
     }
+}
+
+/// The process's ticket key (rotating, see [`ServerTls::acceptor`]), made by the first
+/// listener that asks and shared by every other: a client resumes on any of the node's
+/// TLS listeners, not only on the one that issued its ticket.
+fn process_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
+        std::sync::OnceLock::new();
+    if let Some(ticketer) = TICKETER.get() {
+        return Ok(ticketer.clone());
+    }
+    let made = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(TICKETER.get_or_init(|| made).clone())
 }
 
 /// The cryptography of the edge's TLS (listeners, their keys, health probes): AWS-LC,
