@@ -175,6 +175,14 @@ async fn origin(cache_control: &'static str) -> TestOrigin {
     .await
 }
 
+/// An origin whose answers may be stored for ten minutes, and an edge that caches them.
+async fn caching_edge() -> (TestOrigin, H2Edge) {
+    let origin = origin("max-age=600").await;
+    let edge =
+        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    (origin, edge)
+}
+
 /// GETs `path` on `client` and reads the whole response: its status and body.
 async fn get(client: &h2::client::SendRequest<Bytes>, path: &str) -> (u16, Vec<u8>) {
     let request = http::Request::get(format!("https://{WWW}{path}"))
@@ -223,9 +231,7 @@ async fn records_of_second_response(edge: &H2Edge, path: &str) -> usize {
 
 #[tokio::test]
 async fn a_small_hit_reaches_an_http2_client_in_one_write() {
-    let origin = origin("max-age=600").await;
-    let edge =
-        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (origin, edge) = caching_edge().await;
     // The first GET stores it, the second is the hit.
     assert_eq!(records_of_second_response(&edge, "/hit").await, 1);
     assert_eq!(origin.count_path("/hit"), 1, "the second GET was a hit");
@@ -248,9 +254,7 @@ async fn a_small_pass_through_response_reaches_an_http2_client_in_one_write() {
 /// left in a write of its own).
 #[tokio::test]
 async fn ten_small_hits_asked_at_once_share_the_edges_writes() {
-    let origin = origin("max-age=600").await;
-    let edge =
-        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (origin, edge) = caching_edge().await;
     let (client, records) = counted_client(&edge).await;
     assert_eq!(get(&client, "/ten").await, (200, body()));
     let before = records.load(Ordering::SeqCst);
@@ -284,25 +288,25 @@ async fn logged_client(
     (client, frames)
 }
 
+/// The frames of type `kind` logged so far, in the order read.
+fn frames_of_kind(frames: &std::sync::Mutex<Vec<Frame>>, kind: u8) -> impl Iterator<Item = Frame> {
+    let logged = frames.lock().unwrap().clone();
+    logged.into_iter().filter(move |frame| frame.kind == kind)
+}
+
 /// A small hit's body is one DATA frame that ends the stream, not that frame and then an
 /// empty one to end it (`vendor/README.md`, *Hit body ends with its last chunk*: the chunk
 /// that completes the head's `Content-Length` ends the body).
 #[tokio::test]
 async fn a_small_hits_body_ends_its_stream_in_its_one_data_frame() {
-    let origin = origin("max-age=600").await;
-    let edge =
-        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (origin, edge) = caching_edge().await;
     let (client, frames) = logged_client(&edge).await;
     assert_eq!(get(&client, "/one").await, (200, body()));
     assert_eq!(get(&client, "/one").await, (200, body()));
     assert_eq!(origin.count_path("/one"), 1, "the second GET was a hit");
     // The client's streams are 1 and 3: the hit is stream 3.
-    let data: Vec<Frame> = frames
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|frame| frame.kind == DATA && frame.stream == 3)
-        .copied()
+    let data: Vec<Frame> = frames_of_kind(&frames, DATA)
+        .filter(|frame| frame.stream == 3)
         .collect();
     assert!(
         data.len() == 1 && data[0].flags & END_STREAM != 0 && data[0].length == body().len(),
@@ -317,19 +321,13 @@ async fn a_small_hits_body_ends_its_stream_in_its_one_data_frame() {
 /// fields, pushed out, would go in full again.
 #[tokio::test]
 async fn fields_a_hit_repeats_stay_in_the_http2_table_over_many_hits() {
-    let origin = origin("max-age=600").await;
-    let edge =
-        H2Edge::start_with_cache(origin.addr(), "max_headers: 100", "{ enabled: true }").await;
+    let (origin, edge) = caching_edge().await;
     let (client, frames) = logged_client(&edge).await;
     for _ in 0..200 {
         assert_eq!(get(&client, "/many").await, (200, body()));
     }
     assert_eq!(origin.count_path("/many"), 1, "all but the first were hits");
-    let lengths: Vec<usize> = frames
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|frame| frame.kind == HEADERS)
+    let lengths: Vec<usize> = frames_of_kind(&frames, HEADERS)
         .map(|frame| frame.length)
         .collect();
     assert_eq!(lengths.len(), 200);
