@@ -172,7 +172,10 @@ busy = float(meta.get("CPU_BUSY_SECS", 0)) + float(meta.get("CPU_IRQ_SECS", 0))
 ours = float(meta.get("CPU_OURS_SECS", 0))
 wall = float(meta.get("WALL_SECS", 0))
 others = max(busy - ours, 0.0)
-if meta.get("PARTIAL"):
+if meta.get("JOINED"):
+    # Scenarios measured in two sittings on the same binaries: no one CPU account covers both.
+    w(f"| two sittings | **{meta.get('JOINED')}** |")
+elif meta.get("PARTIAL"):
     # A run that stopped before its end has no closing CPU accounting: say what it lacks.
     w(f"| incomplete run | **{meta.get('PARTIAL')}** |")
 else:
