@@ -1739,6 +1739,24 @@ where
     }
 }
 
+/// PORTICO PATCH (HTTP/2 stream future in place): [`HttpProxy::serve_new_http_boxed`]'s
+/// future, returned in the caller's slot: not inlined, and nothing in it can unwind, so that
+/// the compiler writes the future where the caller wants it (its box) rather than in a
+/// temporary it then copies.
+#[inline(never)]
+fn serve_new_http_future<'a, SV, C>(
+    proxy: &'a Arc<HttpProxy<SV, C>>,
+    session: Box<HttpSession>,
+    shutdown: &'a ShutdownWatch,
+) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    proxy.serve_new_http_boxed(session, shutdown)
+}
+
 #[async_trait]
 impl<SV, C> HttpServerApp for HttpProxy<SV, C>
 where
@@ -1746,13 +1764,25 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // PORTICO PATCH (request future in place): the body is `serve_new_http`'s, and
+    // (HTTP/2 stream future in place) written as `async_trait` would expand it, but with
+    // the future built straight into its box: `async_trait`'s `Box::pin` of a value built
+    // the whole future (about 12 KiB) on the stack and copied it, on every request of an
+    // HTTP/2 client (pingora-core spawns each stream's task with this method).
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        // PORTICO PATCH (request future in place): the body is `serve_new_http`'s.
-        self.serve_new_http(session, shutdown).await
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let session = Box::new(session);
+        let slot = Box::new_uninit();
+        let future = Box::write(slot, serve_new_http_future(self, session, shutdown));
+        Box::into_pin(future)
     }
 
     async fn http_cleanup(&self) {
