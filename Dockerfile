@@ -1,5 +1,5 @@
 # Build stage: the Rust toolchain plus cmake (Pingora's zlib-ng needs it), and for the
-# profile-guided build nginx, wrk, curl and openssl (scripts/build-pgo runs a minute of
+# profile-guided build nginx, wrk, h2load, curl and openssl (scripts/build-pgo runs a minute of
 # traffic through an instrumented build on loopback, then builds again with its profile:
 # about 16% less CPU per cache hit, 9% per pass-through request; bench/notes.md, session
 # 36). `--build-arg PGO=0` builds in one pass without it; a profile-guided build that
@@ -7,7 +7,7 @@
 FROM rust:1-bookworm AS build
 ARG PGO=1
 RUN apt-get update && apt-get install -y --no-install-recommends cmake \
-    && if [ "$PGO" = 1 ]; then apt-get install -y --no-install-recommends nginx wrk curl openssl; fi \
+    && if [ "$PGO" = 1 ]; then apt-get install -y --no-install-recommends nginx wrk nghttp2-client curl openssl; fi \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
