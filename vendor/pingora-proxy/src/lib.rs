@@ -1679,8 +1679,9 @@ impl SubrequestSpawner {
 
 // PORTICO PATCH (request future in place): `HttpServerApp::process_new_http`'s body as an
 // inherent `async fn`, so that a caller can see its future's type and place it on the heap
-// itself (the trait method, through `async_trait`, builds the whole ~12 KiB future on the
-// stack and copies it into its box on every request). The trait method awaits this.
+// itself (through `async_trait`, the trait method built the whole ~12 KiB future on the
+// stack and copied it into its box on every request). The trait method now places
+// `serve_new_http_boxed`'s future so too (HTTP/2 stream future in place).
 impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
