@@ -1680,8 +1680,8 @@ impl SubrequestSpawner {
 // PORTICO PATCH (request future in place): `HttpServerApp::process_new_http`'s body as an
 // inherent `async fn`, so that a caller can see its future's type and place it on the heap
 // itself (through `async_trait`, the trait method built the whole ~12 KiB future on the
-// stack and copied it into its box on every request). The trait method now places
-// `serve_new_http_boxed`'s future so too (HTTP/2 stream future in place).
+// stack and copied it into its box on every request). The trait method now places this
+// future so too (HTTP/2 stream future in place).
 impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
@@ -1690,17 +1690,10 @@ where
 {
     /// Serves one request of a new or reused HTTP session (what
     /// `HttpServerApp::process_new_http` does).
-    pub async fn serve_new_http(
-        self: &Arc<Self>,
-        session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.serve_new_http_boxed(Box::new(session), shutdown).await
-    }
-
-    /// PORTICO PATCH (server session in place): [`Self::serve_new_http`] for a session its
-    /// caller made in a box. The session (704 bytes for HTTP/1) was moved into this
-    /// function's future, then into its box, then into the next function's future.
+    ///
+    /// PORTICO PATCH (server session in place): for a session its caller made in a box. The
+    /// session (704 bytes for HTTP/1) was moved into this function's future, then into its
+    /// box, then into the next function's future.
     pub async fn serve_new_http_boxed(
         self: &Arc<Self>,
         mut session: Box<HttpSession>,
@@ -1765,7 +1758,7 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    // PORTICO PATCH (request future in place): the body is `serve_new_http`'s, and
+    // PORTICO PATCH (request future in place): the body is `serve_new_http_boxed`'s, and
     // (HTTP/2 stream future in place) written as `async_trait` would expand it, but with
     // the future built straight into its box: `async_trait`'s `Box::pin` of a value built
     // the whole future (about 12 KiB) on the stack and copied it, on every request of an
