@@ -208,7 +208,8 @@ fn run(conf: &Path, options: RunOptions) -> ExitCode {
 fn add_demo_tls(node: &mut Node, addr: std::net::SocketAddr) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
     let (settings, fingerprint) = crate::demo::tls::self_signed(&dir)?;
-    let tls = crate::tls::ServerTls::load(&settings).map_err(|e| e.to_string())?;
+    let tls =
+        crate::tls::ServerTls::load(&settings, node.tickets.clone()).map_err(|e| e.to_string())?;
     node.listeners.push((addr, Some(std::sync::Arc::new(tls))));
     println!("TLS on https://{addr} (and wss://), self-signed for localhost");
     println!("  certificate {}", settings.certificates[0].cert.display());

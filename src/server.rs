@@ -31,6 +31,7 @@ use crate::observability::{AccessLog, Metrics};
 use crate::proxy::headers::NodeHeaders;
 use crate::proxy::{Portico, Snapshot};
 use crate::rules::Engine;
+use crate::tls::tickets::{TicketKeys, Ticketer};
 use crate::tls::ServerTls;
 use pingora_core::listeners::tls::Acceptor;
 
@@ -46,6 +47,10 @@ pub enum StartError {
         address: std::net::SocketAddr,
         source: crate::tls::certs::CertError,
     },
+    #[error("tls_ticket_keys: {0}")]
+    TicketKeys(#[from] crate::tls::tickets::TicketKeyError),
+    #[error("cannot make a session ticket key: {0}")]
+    Ticketer(rustls::Error),
     /// Validation admits only token names; this guards the step that puts it in headers.
     #[error("node name {0:?} cannot be sent in Via and CDN-Loop")]
     NodeName(String),
@@ -58,6 +63,8 @@ pub struct Node {
     pub proxy: Portico,
     /// Each listener with its certificates loaded (`None` for plain HTTP).
     pub listeners: Vec<(std::net::SocketAddr, Option<Arc<ServerTls>>)>,
+    /// The session ticket keys the node's TLS listeners share (`tls::tickets`).
+    pub tickets: Arc<Ticketer>,
     /// Reload, drain and upgrade; shared with the admin endpoints.
     pub lifecycle: Arc<Lifecycle>,
 }
@@ -92,6 +99,8 @@ impl Node {
             log::warn!("{warning}");
         }
         let settings = loaded.config.node.clone();
+        let tickets = TicketKeys::load(&settings.tls_ticket_keys)?;
+        let tickets = Arc::new(Ticketer::new(tickets).map_err(StartError::Ticketer)?);
         let listeners = settings
             .listeners
             .iter()
@@ -99,7 +108,7 @@ impl Node {
                 let tls = listener
                     .tls
                     .as_ref()
-                    .map(|tls| ServerTls::load(tls).map(Arc::new))
+                    .map(|tls| ServerTls::load(tls, tickets.clone()).map(Arc::new))
                     .transpose()
                     .map_err(|source| StartError::Tls {
                         address: listener.address,
@@ -121,6 +130,7 @@ impl Node {
             current.clone(),
             settings.clone(),
             listeners.clone(),
+            tickets.clone(),
             access_log.clone(),
             metrics.clone(),
             drain,
@@ -145,6 +155,7 @@ impl Node {
             current,
             proxy,
             listeners,
+            tickets,
             lifecycle: Arc::new(lifecycle),
         })
     }

@@ -150,3 +150,52 @@ fn an_origin_ca_file_whose_pem_block_is_not_a_certificate() {
         "is not a certificate Portico can read",
     );
 }
+
+#[test]
+fn ticket_key_files_that_cannot_be_used() {
+    let pki = TestPki::new();
+    let (cert, key) = paths(&pki.issue("www", &["www.example.test"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let good = file("good.key", &[9; 80]);
+    let short = file("short.key", &[7; 32]);
+    let missing = dir.path().join("missing.key").display().to_string();
+    let mut same_name = [1; 48];
+    same_name[..16].copy_from_slice(&[9; 16]);
+    let same = file("same.key", &same_name);
+    // The node file's nine lines, then the list from line 11.
+    let text = format!(
+        "{}tls_ticket_keys:\n  - {good}\n  - {short}\n  - {missing}\n  - {same}\n",
+        node(&[(&cert, &key)])
+    );
+    let out = check_files(&text, &[("routes.yaml", ROUTES)]).refused();
+    out.error(
+        "portico.yaml:12:5",
+        "tls_ticket_keys[1]",
+        "holds 32 bytes; a ticket key file holds 48 or 80 random bytes",
+    );
+    out.error("portico.yaml:13:5", "tls_ticket_keys[2]", "cannot read");
+    out.error(
+        "portico.yaml:14:5",
+        "tls_ticket_keys[3]",
+        "names the same key as tls_ticket_keys[0]",
+    );
+    assert_eq!(out.error_count(), 3, "{}", out.stdout);
+}
+
+#[test]
+fn ticket_keys_without_a_tls_listener_are_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ticket.key");
+    std::fs::write(&key, [5; 80]).unwrap();
+    let text = format!(
+        "name: plain-node\nlisteners:\n  - address: 127.0.0.1:8080\nrules_dir: rules\naccess_log: off\ntls_ticket_keys: [{}]\n",
+        key.display()
+    );
+    let out = check_files(&text, &[("routes.yaml", ROUTES)]).accepted();
+    out.warning("portico.yaml:6:1", "tls_ticket_keys", "no listener has tls");
+}

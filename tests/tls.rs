@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::edge::{client, TestEdge};
 use common::origin::TestOrigin;
-use common::tls::{tls_node_yaml, HttpsOrigin, TestPki};
+use common::tls::{handshake_of_a_get, tls_node_yaml, HttpsOrigin, TestPki};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -390,32 +390,6 @@ async fn tls_1_2_and_1_3_are_both_accepted() {
     }
 }
 
-/// A GET of `/plain/resume` on a new TLS connection made with `config` (whose session
-/// store is its own), read to the end: how the handshake went.
-async fn handshake_of_a_get(
-    listener: std::net::SocketAddr,
-    config: &Arc<rustls::ClientConfig>,
-) -> rustls::HandshakeKind {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(listener).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let request = format!("GET /plain/resume HTTP/1.1\r\nHost: {WWW}\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    // The answer comes after the session tickets, which the client keeps as it reads.
-    let mut answer = Vec::new();
-    tls.read_to_end(&mut answer).await.unwrap();
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200 "),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    tls.get_ref().1.handshake_kind().unwrap()
-}
-
 /// A client that comes back resumes its TLS session (a key exchange, no signature: the
 /// most costly step of a full handshake), however many clients came in between: the
 /// edge's tickets carry the sessions. (rustls alone remembers 256 sessions, two a TLS
@@ -429,13 +403,13 @@ async fn returning_clients_resume_their_tls_sessions_however_many_came_between()
         .collect();
     for client in &clients {
         assert_eq!(
-            handshake_of_a_get(s.edge.tls_addr.unwrap(), client).await,
+            handshake_of_a_get(s.edge.tls_addr.unwrap(), client, WWW, "/plain/resume").await,
             rustls::HandshakeKind::Full
         );
     }
     let mut resumed = 0;
     for client in &clients {
-        if handshake_of_a_get(s.edge.tls_addr.unwrap(), client).await
+        if handshake_of_a_get(s.edge.tls_addr.unwrap(), client, WWW, "/plain/resume").await
             == rustls::HandshakeKind::Resumed
         {
             resumed += 1;
@@ -455,11 +429,11 @@ async fn a_session_resumes_on_another_tls_listener_of_the_node() {
     let (first, second) = (s.edge.addrs[1], s.edge.addrs[2]);
     let client = Arc::new(s.pki.client_config());
     assert_eq!(
-        handshake_of_a_get(first, &client).await,
+        handshake_of_a_get(first, &client, WWW, "/plain/resume").await,
         rustls::HandshakeKind::Full
     );
     assert_eq!(
-        handshake_of_a_get(second, &client).await,
+        handshake_of_a_get(second, &client, WWW, "/plain/resume").await,
         rustls::HandshakeKind::Resumed
     );
 }

@@ -269,6 +269,7 @@ fn status_json(snapshot: &Snapshot, reloads: &Reloads, shared: &Shared) -> serde
         "last_reload": last_reload,
         "origin_names": {"resolutions": origin_names.resolutions, "last_error": origin_names.last_error},
         "phase": format!("{:?}", lifecycle.phase()).to_ascii_lowercase(),
+        "tls_tickets": lifecycle.tickets.status(),
     });
     let tiers = crate::tier::report::status(&snapshot.tiers);
     json!({"node": config.node.name, "configuration": configuration, "routes": routes, "origin_groups": groups, "cache": cache, "tunnels": tunnels, "tiers": tiers})

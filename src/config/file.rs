@@ -46,6 +46,11 @@ pub struct FileNode {
     /// On a shield: addresses or CIDR blocks of the edges whose hop headers it trusts.
     #[serde(default)]
     pub trusted_edges: Vec<String>,
+    /// Session ticket key files the TLS listeners share with every node given the same
+    /// files (48 or 80 random bytes each; the first seals, all open), relative to this
+    /// file. Default: a key of the node's own.
+    #[serde(default)]
+    pub tls_ticket_keys: Vec<String>,
     /// TLS towards the shields (edges only; default: plain HTTP).
     #[serde(default)]
     pub shield_tls: Option<FileShieldTls>,

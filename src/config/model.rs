@@ -125,6 +125,9 @@ pub struct NodeSettings {
     pub limits: ClientLimits,
     /// Scheduled tunnel closes (`chaos.close_tunnels`).
     pub chaos: Option<ChaosCloseTunnels>,
+    /// Session ticket key files shared with the fleet (`tls::tickets`); empty: the node's
+    /// own key. A reload reads them again.
+    pub tls_ticket_keys: Vec<std::path::PathBuf>,
 }
 
 /// Client-facing limits (`limits:` in the node file); fixed for the process's life.

@@ -298,6 +298,7 @@ pub fn build_node(report: &mut Report, file: FileId, conf_dir: &Path, raw: &File
                 .collect(),
             limits: super::limits::build_limits(report, file, raw.limits.as_ref()),
             chaos: super::chaos::build_chaos(report, file, raw.chaos.as_ref()),
+            tls_ticket_keys: super::tls::build_ticket_keys(report, file, conf_dir, raw),
         },
         rules_dir: conf_dir.join(raw.rules_dir.as_deref().unwrap_or(DEFAULT_RULES_DIR)),
         on_cached_upgrade: defaults

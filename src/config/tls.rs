@@ -4,15 +4,18 @@
 //! - unreadable files, files without a certificate or key, a key that does not match its
 //!   certificate, an expired certificate: errors;
 //! - a certificate that expires within 14 days: a warning;
-//! - a certificate name that no route serves: a warning (checked once routes are built).
+//! - a certificate name that no route serves: a warning (checked once routes are built);
+//! - session ticket key files that cannot be read, of the wrong size or naming the same
+//!   key: errors; ticket keys on a node without a TLS listener: a warning.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::diagnostics::{FileId, Report};
-use super::file::FileListenerTls;
+use super::file::{FileListenerTls, FileNode};
 use super::model::{CertificateFiles, DomainPattern, ListenerTls, OriginCa, Route};
 use crate::tls::certs::{name_covers, CertError, LoadedCert};
+use crate::tls::tickets::key_name;
 
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
@@ -76,6 +79,41 @@ pub fn build_listener_tls(
         certificates,
         http2: raw.http2,
     }
+}
+
+/// `tls_ticket_keys`: each file read as the listeners will read it.
+pub fn build_ticket_keys(
+    report: &mut Report,
+    file: FileId,
+    conf_dir: &Path,
+    raw: &FileNode,
+) -> Vec<std::path::PathBuf> {
+    let mut names: Vec<([u8; 16], usize)> = Vec::new();
+    let mut paths = Vec::with_capacity(raw.tls_ticket_keys.len());
+    for (i, text) in raw.tls_ticket_keys.iter().enumerate() {
+        let at = format!("tls_ticket_keys[{i}]");
+        let path = conf_dir.join(text);
+        match key_name(&path) {
+            Err(error) => report.error(file, &at, error.to_string()),
+            Ok(name) => match names.iter().find(|(seen, _)| *seen == name) {
+                Some((_, first)) => report.error(
+                    file,
+                    &at,
+                    format!("{} names the same key as tls_ticket_keys[{first}] (their first 16 bytes are equal)", path.display()),
+                ),
+                None => names.push((name, i)),
+            },
+        }
+        paths.push(path);
+    }
+    if !paths.is_empty() && raw.listeners.iter().all(|l| l.tls.is_none()) {
+        report.warning(
+            file,
+            "tls_ticket_keys",
+            "no listener has tls: the ticket keys are not used",
+        );
+    }
+    paths
 }
 
 fn check_expiry(report: &mut Report, file: FileId, at: &str, cert: &LoadedCert, now: SystemTime) {

@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 use crate::config::model::NodeSettings;
 use crate::observability::{AccessLog, Metrics};
 use crate::proxy::Snapshot;
+use crate::tls::tickets::Ticketer;
 use crate::tls::ServerTls;
 use drain::Drain;
 use reload::ReloadError;
@@ -96,6 +97,8 @@ pub struct Lifecycle {
     pub started: NodeSettings,
     /// Each listener's certificates (`None` for plain HTTP), replaced on reload.
     pub tls: Vec<(SocketAddr, Option<Arc<ServerTls>>)>,
+    /// The session ticket keys the TLS listeners share, replaced on reload.
+    pub tickets: Arc<Ticketer>,
     pub access_log: AccessLog,
     pub metrics: Arc<Metrics>,
     pub drain: &'static Drain,
@@ -126,6 +129,7 @@ impl Lifecycle {
         current: Arc<ArcSwap<Snapshot>>,
         started: NodeSettings,
         tls: Vec<(SocketAddr, Option<Arc<ServerTls>>)>,
+        tickets: Arc<Ticketer>,
         access_log: AccessLog,
         metrics: Arc<Metrics>,
         drain: &'static Drain,
@@ -137,6 +141,7 @@ impl Lifecycle {
             current,
             started,
             tls,
+            tickets,
             access_log,
             metrics,
             drain,

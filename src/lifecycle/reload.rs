@@ -3,10 +3,10 @@
 //! A reload runs every check `portico check` runs, then refuses what a running process
 //! cannot change: its listeners and admin address, its Pingora server settings, its cache
 //! store's size and lock. Those need a restart or a binary upgrade (`portico run
-//! --upgrade`). Certificates, routes, rule sets, origin groups and their probes, timeouts,
-//! cache freshness defaults, the access log target, tunnel splicing and send batching may
-//! change. Nothing is swapped until everything has loaded, and the new generation's probes
-//! have finished a first round.
+//! --upgrade`). Certificates, session ticket keys, routes, rule sets, origin groups and
+//! their probes, timeouts, cache freshness defaults, the access log target, tunnel
+//! splicing and send batching may change. Nothing is swapped until everything has loaded,
+//! and the new generation's probes have finished a first round.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use crate::config::model::NodeSettings;
 use crate::config::{self, ConfigError};
 use crate::proxy::Snapshot;
 use crate::rules::Engine;
+use crate::tls::tickets::TicketKeys;
 use crate::tls::LoadedCertificates;
 
 use super::Lifecycle;
@@ -68,6 +69,13 @@ pub(super) async fn next_generation(
             certificates.push((tls.clone(), loaded));
         }
     }
+    // Read again: a rotation may have changed a file's bytes under the same name.
+    let tickets = TicketKeys::load(&node.tls_ticket_keys).map_err(|e| {
+        ReloadError(vec![format!(
+            "{}: tls_ticket_keys: {e}",
+            lifecycle.conf_path.display()
+        )])
+    })?;
     let previous = lifecycle.current.load_full();
     let snapshot = Arc::new(Snapshot::after(
         Engine::new(loaded.config),
@@ -88,6 +96,7 @@ pub(super) async fn next_generation(
     for (tls, loaded) in certificates {
         tls.replace_certificates(loaded);
     }
+    lifecycle.tickets.replace(tickets);
     crate::server::set_process_switches(&snapshot.engine.config.node);
     for warning in &loaded.warnings {
         log::warn!("{warning}");

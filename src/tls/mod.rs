@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod origin;
 pub mod sni;
+pub mod tickets;
 
 use std::sync::Arc;
 
@@ -15,12 +16,15 @@ use rustls::sign::CertifiedKey;
 use crate::config::model::ListenerTls;
 use certs::{CertError, LoadedCert};
 pub use sni::SniResolver;
+use tickets::Ticketer;
 
 /// A TLS listener's certificates, loaded and indexed by name. A reload replaces them
 /// ([`ServerTls::replace_certificates`]): handshakes from then on use the new ones.
 pub struct ServerTls {
     resolver: Arc<ReloadableResolver>,
     http2: bool,
+    /// The node's, shared by all its TLS listeners.
+    tickets: Arc<Ticketer>,
 }
 
 /// The listener's current certificates, swapped whole on reload.
@@ -48,11 +52,13 @@ impl LoadedCertificates {
 }
 
 impl ServerTls {
-    pub fn load(config: &ListenerTls) -> Result<ServerTls, CertError> {
+    /// The listener `config`, sealing its session tickets with the node's `tickets`.
+    pub fn load(config: &ListenerTls, tickets: Arc<Ticketer>) -> Result<ServerTls, CertError> {
         let LoadedCertificates(resolver) = LoadedCertificates::load(config)?;
         Ok(ServerTls {
             resolver: Arc::new(ReloadableResolver(ArcSwap::from_pointee(resolver))),
             http2: config.http2,
+            tickets,
         })
     }
 
@@ -62,18 +68,16 @@ impl ServerTls {
     }
 
     /// The listener's acceptor: TLS 1.2 and 1.3, h2 by ALPN if asked, and session
-    /// resumption for any number of clients. A client that comes back resumes its session
-    /// from a ticket (TLS 1.3: a new key exchange, no signature; the signature is most of a
-    /// full handshake's cost), sealed under a key of this process that rotates every six
-    /// hours (the previous one still opens tickets). Without tickets rustls remembers 256
-    /// sessions, fewer than an edge's returning clients. The same acceptor for `portico
-    /// run` and in-process listeners; errs only if the system's random source does.
+    /// resumption for any number of clients: a client that comes back resumes its session
+    /// from a ticket ([`tickets`]). Without tickets rustls remembers 256 sessions, fewer
+    /// than an edge's returning clients. The same acceptor for `portico run` and in-process
+    /// listeners.
     pub fn acceptor(&self) -> Result<pingora_core::listeners::tls::Acceptor, rustls::Error> {
         let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        config.ticketer = process_ticketer()?;
+        config.ticketer = self.tickets.clone();
         config.alpn_protocols = if self.http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
@@ -83,19 +87,6 @@ impl ServerTls {
             Arc::new(config),
         ))
     }
-}
-
-/// The process's ticket key (rotating, see [`ServerTls::acceptor`]), made by the first
-/// listener that asks and shared by every other: a client resumes on any of the node's
-/// TLS listeners, not only on the one that issued its ticket.
-fn process_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
-    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
-        std::sync::OnceLock::new();
-    if let Some(ticketer) = TICKETER.get() {
-        return Ok(ticketer.clone());
-    }
-    let made = rustls::crypto::aws_lc_rs::Ticketer::new()?;
-    Ok(TICKETER.get_or_init(|| made).clone())
 }
 
 /// The cryptography of the edge's TLS (listeners, their keys, health probes): AWS-LC,

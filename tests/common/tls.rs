@@ -82,11 +82,19 @@ impl TestPki {
 
     /// A rustls client configuration that trusts only this CA.
     pub fn client_config(&self) -> rustls::ClientConfig {
+        self.client_config_with(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A client trusting this CA that speaks only `versions`.
+    pub fn client_config_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth()
@@ -183,4 +191,32 @@ pub fn tls_node_yaml(certs: &[&Issued], extra: &str) -> String {
 /// The file name, for messages.
 pub fn name_of(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A GET of `path` for `host` on a new TLS connection to `listener` made with `config`
+/// (whose session store is its own), read to the end: how the handshake went.
+pub async fn handshake_of_a_get(
+    listener: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+    path: &str,
+) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(listener).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    // The answer comes after the session tickets, which the client keeps as it reads.
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tls.get_ref().1.handshake_kind().unwrap()
 }
