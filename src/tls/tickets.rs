@@ -296,7 +296,9 @@ mod tests {
         let new = key_file(dir.path(), "new", &random(48));
         let other = key_file(dir.path(), "other", &random(80));
         let now = SystemTime::now();
-        let sealed_by_old = keys(std::slice::from_ref(&old)).seal(b"session", now).unwrap();
+        let sealed_by_old = keys(std::slice::from_ref(&old))
+            .seal(b"session", now)
+            .unwrap();
         // A rotation: the new key seals, the old one still opens.
         let rotated = keys(&[new.clone(), old.clone()]);
         assert_eq!(rotated.open(&sealed_by_old, now).unwrap(), b"session");
