@@ -1,14 +1,17 @@
 //! TLS session tickets across a fleet: nodes given the same `tls_ticket_keys` files resume
 //! each other's clients; a node with its own key, or with other files, does not; a reload
-//! rotates the keys without ending the sessions sealed under the old one.
+//! rotates the keys without ending the sessions sealed under the old one, and a binary
+//! upgrade keeps them.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::edge::{group_yaml, TestEdge};
+use common::edge::{client, group_yaml, TestEdge};
+use common::node::{stop_now, upgrade, NodeFiles};
 use common::origin::TestOrigin;
+use common::process::{first_answer, free_port};
 use common::tls::{handshake_of_a_get, tls_node_yaml, Issued, TestPki};
 use rustls::HandshakeKind::{Full, Resumed};
 
@@ -167,4 +170,41 @@ async fn a_reload_rotates_the_ticket_keys_without_ending_sessions() {
         "own"
     );
     assert_eq!(get(&rotated, &after).await, Full, "the node's own key now");
+}
+
+/// The process a binary upgrade starts reads the same key files: a client resumes the
+/// session the old process gave it (`portico run` and `deploy/systemd/portico-upgrade`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_keeps_the_sessions_sealed_under_shared_keys() {
+    let fleet = Fleet::new().await;
+    let key = fleet.key("shared");
+    let tls_port = free_port();
+    let listener = format!(
+        "  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+        fleet.www.cert.display(),
+        fleet.www.key.display()
+    );
+    let keys = format!("tls_ticket_keys: [\"{}\"]\n", key.display());
+    let node = NodeFiles::with("", &listener, &keys, &fleet.rules);
+    let mut old = node.run(&[], "old");
+    first_answer(&client(), &node.url("/ready")).await;
+    let tls_addr = std::net::SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let returning = fleet.client(&rustls::version::TLS13);
+    assert_eq!(
+        handshake_of_a_get(tls_addr, &returning, WWW, "/resume").await,
+        Full
+    );
+
+    let new_pid = upgrade(&node, &old, &[]);
+    let exit = old
+        .exited_within(std::time::Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old process did not exit:\n{}", old.printed()));
+    assert!(exit.success(), "{}", old.printed());
+    assert_eq!(
+        handshake_of_a_get(tls_addr, &returning, WWW, "/resume").await,
+        Resumed,
+        "a session of the old process's, on the new one"
+    );
+    stop_now(&new_pid).await;
 }
