@@ -272,6 +272,35 @@ async fn ten_small_hits_asked_at_once_share_the_edges_writes() {
     assert_eq!(origin.count_path("/ten"), 1, "nine of them were hits");
 }
 
+/// A connection that has had no stream in flight long enough for the edge to free its
+/// buffers (`RELEASE_BUFFERS_AFTER`; `vendor/README.md`, *Idle HTTP/2 buffers released*)
+/// serves as before: a hit in one write, then ten at once in a few. The wait is the idle
+/// time under test, not a synchronisation.
+#[tokio::test]
+async fn a_connection_idle_past_its_buffers_release_serves_as_before() {
+    use pingora_core::protocols::http::v2::server::RELEASE_BUFFERS_AFTER;
+    let deadline = std::time::Duration::from_secs(10);
+    let (origin, edge) = caching_edge().await;
+    let (client, records) = counted_client(&edge).await;
+    assert_eq!(get(&client, "/idle").await, (200, body()));
+    tokio::time::sleep(RELEASE_BUFFERS_AFTER * 2).await;
+    let before = records.load(Ordering::SeqCst);
+    let got = tokio::time::timeout(deadline, get(&client, "/idle")).await;
+    assert_eq!(got.expect("an answer after the release"), (200, body()));
+    assert_eq!(records.load(Ordering::SeqCst) - before, 1);
+    tokio::time::sleep(RELEASE_BUFFERS_AFTER * 2).await;
+    let gets: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { tokio::time::timeout(deadline, get(&client, "/idle")).await })
+        })
+        .collect();
+    for got in gets {
+        assert_eq!(got.await.unwrap().expect("an answer"), (200, body()));
+    }
+    assert_eq!(origin.count_path("/idle"), 1, "the rest were hits");
+}
+
 /// A client on a new connection to `edge`, whose frames are logged.
 async fn logged_client(
     edge: &H2Edge,

@@ -550,6 +550,15 @@ where
         self.connection.go_away_gracefully();
     }
 
+    /// PORTICO PATCH (idle buffers released): frees the connection's read and write
+    /// buffers while they hold nothing, for a connection that stays open with no stream
+    /// (an idle one kept them for its life: 24 KiB). Frames that come and go later take
+    /// new ones. For a caller that knows the connection is idle: a busy one would
+    /// allocate them again at once.
+    pub fn release_idle_buffers(&mut self) {
+        self.connection.release_idle_buffers();
+    }
+
     /// Takes a `PingPong` instance from the connection.
     ///
     /// # Note

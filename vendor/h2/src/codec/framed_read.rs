@@ -72,6 +72,15 @@ impl<T> FramedRead<T> {
         self.inner.get_mut()
     }
 
+    /// PORTICO PATCH (idle buffers released): frees the read buffer if it holds nothing
+    /// and no header block is half read (tokio-util starts it at 8 KiB and never shrinks
+    /// it). The next read grows a new one from nothing.
+    pub fn release_buffer_if_empty(&mut self) {
+        if self.decoder.partial.is_none() && self.inner.read_buffer().is_empty() {
+            *self.inner.read_buffer_mut() = bytes::BytesMut::new();
+        }
+    }
+
     /// Returns the current max frame size setting
     #[inline]
     pub fn max_frame_size(&self) -> usize {

@@ -232,6 +232,10 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // PORTICO PATCH (idle buffers released): a released buffer is taken again here.
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -316,9 +320,12 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // PORTICO PATCH (idle buffers released): a released buffer (no capacity) has room:
+        // `buffer` takes a new one.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().capacity() == 0
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
@@ -336,6 +343,15 @@ impl<B> Encoder<B> {
 }
 
 impl<T, B> FramedWrite<T, B> {
+    /// PORTICO PATCH (idle buffers released): frees the write buffer if it holds nothing
+    /// (kept for the connection's life otherwise: 16 KiB an idle connection). The next
+    /// frame buffered takes a new one of the default size (`Encoder::buffer`).
+    pub fn release_buffer_if_empty(&mut self) {
+        if self.encoder.next.is_none() && !self.encoder.buf.has_remaining() {
+            self.encoder.buf = Cursor::new(BytesMut::new());
+        }
+    }
+
     /// Returns the max frame size that can be sent
     pub fn max_frame_size(&self) -> usize {
         self.encoder.max_frame_size()

@@ -116,6 +116,13 @@ impl<T, B> Codec<T, B> {
         self.inner.get_mut().get_mut()
     }
 
+    /// PORTICO PATCH (idle buffers released): frees the read and write buffers that hold
+    /// nothing (24 KiB an idle connection); they are taken again as frames come and go.
+    pub fn release_idle_buffers(&mut self) {
+        self.inner.release_buffer_if_empty();
+        self.inner.get_mut().release_buffer_if_empty();
+    }
+
     /// Takes the data payload value that was fully written to the socket
     pub(crate) fn take_last_data_frame(&mut self) -> Option<Data<B>> {
         self.framed_write().take_last_data_frame()

@@ -653,6 +653,11 @@ where
     }
 
     // Graceful shutdown only makes sense for server peers.
+    /// PORTICO PATCH (idle buffers released): see `Codec::release_idle_buffers`.
+    pub fn release_idle_buffers(&mut self) {
+        self.codec.release_idle_buffers();
+    }
+
     pub fn go_away_gracefully(&mut self) {
         if self.inner.go_away.is_going_away() {
             // No reason to start a new one.

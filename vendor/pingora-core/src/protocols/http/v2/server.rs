@@ -130,6 +130,10 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// that bound during drain.
 // TODO: add a per-connection drain timeout to bound how long a single
 // misbehaving client can keep this task alive after GOAWAY.
+/// PORTICO PATCH (idle buffers released): how long an HTTP/2 connection has had no stream
+/// in flight when its codec's buffers are released.
+pub const RELEASE_BUFFERS_AFTER: Duration = Duration::from_secs(1);
+
 pub(crate) async fn accept_downstream_sessions<F>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
@@ -144,6 +148,9 @@ pub(crate) async fn accept_downstream_sessions<F>(
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
+    // PORTICO PATCH (idle buffers released): whether the codec's buffers were released in
+    // the current idle period.
+    let mut buffers_released = false;
     loop {
         let h2_stream = if shutdown_initiated {
             HttpSession::from_h2_conn_with_malformed_budget(
@@ -171,7 +178,15 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
-                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                // PORTICO PATCH (idle buffers released): the same wait first frees the
+                // codec's empty buffers after RELEASE_BUFFERS_AFTER, then goes on to the
+                // idle timeout (one wait for both: a second costs each stream a timer).
+                idle = wait_for_idle(&active, buffers_released, idle_timeout), if !buffers_released || idle_timeout.is_some() => {
+                    if idle == IdleEnd::ReleaseBuffers {
+                        conn.release_idle_buffers();
+                        buffers_released = true;
+                        continue;
+                    }
                     // Idle with nothing in flight: drop `conn` to close the
                     // socket now (no graceful GOAWAY wait that could hang on
                     // a dead peer).
@@ -192,6 +207,7 @@ pub(crate) async fn accept_downstream_sessions<F>(
             // connection alive and continue accepting sibling streams.
             Ok(Some(H2Accept::Rejected)) => continue,
             Ok(Some(H2Accept::Session(session))) => {
+                buffers_released = false;
                 on_session(session, active.start_session());
             }
         }
@@ -238,6 +254,50 @@ impl ActiveSessions {
     }
 }
 
+/// PORTICO PATCH (idle buffers released): what an idle period of the accept loop ends in.
+#[derive(Debug, PartialEq, Eq)]
+enum IdleEnd {
+    /// `RELEASE_BUFFERS_AFTER` without a stream: the codec's buffers may go.
+    ReleaseBuffers,
+    /// The idle timeout: the connection closes.
+    TimedOut,
+}
+
+/// PORTICO PATCH (idle buffers released): waits until no stream is in flight, then until
+/// the buffers' release (unless `released` already) and then the idle timeout, counted
+/// from the start of the idle period either way. Pending for ever when neither is due.
+async fn wait_for_idle(
+    active: &ActiveSessions,
+    released: bool,
+    idle_timeout: Option<Duration>,
+) -> IdleEnd {
+    active.wait_until_idle().await;
+    match idle_timeout {
+        Some(timeout) if !released && timeout > RELEASE_BUFFERS_AFTER => {
+            pingora_timeout::sleep(RELEASE_BUFFERS_AFTER).await;
+            IdleEnd::ReleaseBuffers
+        }
+        Some(timeout) => {
+            let left = if released {
+                timeout.saturating_sub(RELEASE_BUFFERS_AFTER)
+            } else {
+                timeout
+            };
+            if !left.is_zero() {
+                pingora_timeout::sleep(left).await;
+            }
+            IdleEnd::TimedOut
+        }
+        None if !released => {
+            pingora_timeout::sleep(RELEASE_BUFFERS_AFTER).await;
+            IdleEnd::ReleaseBuffers
+        }
+        None => std::future::pending().await,
+    }
+}
+
+// PORTICO PATCH (idle buffers released): only the tests below wait this way now.
+#[cfg(test)]
 async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) {
     active.wait_until_idle().await;
     if !idle_timeout.is_zero() {
