@@ -95,6 +95,10 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
     }
 }
 
+/// PORTICO PATCH (idle buffers released): how long an HTTP/2 connection has had no stream
+/// in flight when its codec's buffers are released.
+pub const RELEASE_BUFFERS_AFTER: Duration = Duration::from_secs(1);
+
 /// Drive a server-side HTTP/2 connection's accept loop, dispatching each new
 /// stream to `on_session` until the connection closes.
 ///
@@ -130,10 +134,6 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// that bound during drain.
 // TODO: add a per-connection drain timeout to bound how long a single
 // misbehaving client can keep this task alive after GOAWAY.
-/// PORTICO PATCH (idle buffers released): how long an HTTP/2 connection has had no stream
-/// in flight when its codec's buffers are released.
-pub const RELEASE_BUFFERS_AFTER: Duration = Duration::from_secs(1);
-
 pub(crate) async fn accept_downstream_sessions<F>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
