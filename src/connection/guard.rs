@@ -50,7 +50,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora_core::protocols::http::v2::server::BodyBudget;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::tls::TlsStream;
 use pingora_core::protocols::{GetTimingDigest, Peek, Shutdown, Stream, TimingDigest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -425,16 +424,7 @@ impl HeadGuard {
             // Idle for RELEASE_AFTER: the stream's buffers go until a request comes (under
             // TLS, the TCP stream's: rustls keeps its own).
             self.released = true;
-            let any = self.inner.as_any_mut();
-            let l4 = if any.is::<L4Stream>() {
-                any.downcast_mut::<L4Stream>()
-            } else {
-                any.downcast_mut::<TlsStream<L4Stream>>()
-                    .and_then(TlsStream::transport_mut)
-            };
-            if let Some(l4) = l4 {
-                l4.release_buffers();
-            }
+            self.inner.release_idle_buffers();
             self.timer.as_mut().reset(deadline);
         }
     }

@@ -12,7 +12,8 @@ mod guard;
 mod h2_resets;
 
 /// Implements the facts Pingora asks a client connection for (its id, TLS state, proxy and
-/// socket digests) on a wrapper `$wrapper` by asking its `inner` stream.
+/// socket digests), and the release of its idle buffers, on a wrapper `$wrapper` by asking
+/// its `inner` stream.
 macro_rules! delegate_connection_facts {
     ($wrapper:ty) => {
         impl pingora_core::protocols::UniqueID for $wrapper {
@@ -34,6 +35,12 @@ macro_rules! delegate_connection_facts {
 
             fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
                 self.inner.selected_alpn_proto()
+            }
+        }
+
+        impl pingora_core::protocols::IdleBuffers for $wrapper {
+            fn release_idle_buffers(&mut self) -> bool {
+                self.inner.release_idle_buffers()
             }
         }
 
@@ -319,5 +326,58 @@ impl ServerApp for EdgeApp {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(self.proxy.as_ref()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+    use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
+    use pingora_core::protocols::IdleBuffers;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The idle release both protocols rely on (Pingora's TCP stream, `vendor/README.md`):
+    /// released buffers stay released through reads that find nothing (an HTTP/2
+    /// connection polls its transport while it idles), come back after a read that brings
+    /// bytes or a write, and lose no byte either way.
+    #[tokio::test]
+    async fn released_buffers_come_back_with_bytes_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, connected) = tokio::join!(listener.accept(), TcpStream::connect(addr));
+        let mut peer = connected.unwrap();
+        let mut stream = L4Stream::from(accepted.unwrap().0);
+        stream.set_buffer(L4BufferSettings::new(65536, 1460));
+
+        assert!(stream.release_idle_buffers());
+        assert!(!stream.release_idle_buffers(), "already released");
+        let mut buf = [0u8; 64];
+        assert!(
+            stream.read(&mut buf).now_or_never().is_none(),
+            "nothing to read yet"
+        );
+        assert!(
+            !stream.release_idle_buffers(),
+            "a read that found nothing took them back"
+        );
+
+        peer.write_all(b"hello").await.unwrap();
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert!(
+            stream.release_idle_buffers(),
+            "taken back after the bytes came"
+        );
+
+        peer.write_all(b"world").await.unwrap();
+        stream.write_all(b"ok").await.unwrap();
+        stream.flush().await.unwrap();
+        assert!(stream.release_idle_buffers(), "taken back by the write");
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"world");
+        let mut got = [0u8; 2];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok");
     }
 }

@@ -559,6 +559,13 @@ where
         self.connection.release_idle_buffers();
     }
 
+    /// PORTICO PATCH (idle buffers released): the transport the connection runs over, for
+    /// a caller that frees the transport's own idle buffers with the codec's. Whatever is
+    /// done to it must not read or write bytes.
+    pub fn transport_mut(&mut self) -> &mut T {
+        self.connection.transport_mut()
+    }
+
     /// Takes a `PingPong` instance from the connection.
     ///
     /// # Note

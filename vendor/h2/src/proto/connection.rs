@@ -652,12 +652,17 @@ where
         self.inner.streams.next_incoming()
     }
 
-    // Graceful shutdown only makes sense for server peers.
     /// PORTICO PATCH (idle buffers released): see `Codec::release_idle_buffers`.
     pub fn release_idle_buffers(&mut self) {
         self.codec.release_idle_buffers();
     }
 
+    /// PORTICO PATCH (idle buffers released): see `server::Connection::transport_mut`.
+    pub fn transport_mut(&mut self) -> &mut T {
+        self.codec.get_mut()
+    }
+
+    // Graceful shutdown only makes sense for server peers.
     pub fn go_away_gracefully(&mut self) {
         if self.inner.go_away.is_going_away() {
             // No reason to start a new one.

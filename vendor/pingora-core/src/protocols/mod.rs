@@ -81,6 +81,19 @@ pub trait Peek {
     }
 }
 
+// PORTICO PATCH (idle buffers released): a server connection that idles frees its
+// transport's buffers through whatever wraps the transport (TLS, a proxy's own wrapper),
+// as the other per-stream traits here reach it.
+/// A stream that can free its buffers while its connection idles.
+pub trait IdleBuffers {
+    /// Frees the stream's read and write buffers while they hold nothing; the next read
+    /// that brings bytes, or the next write, takes them again. `false` when nothing was
+    /// freed (the default: a stream with no buffers of its own).
+    fn release_idle_buffers(&mut self) -> bool {
+        false
+    }
+}
+
 use std::any::Any;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -95,6 +108,7 @@ pub trait IO:
     + GetProxyDigest
     + GetSocketDigest
     + Peek
+    + IdleBuffers // PORTICO PATCH (idle buffers released)
     + Unpin
     + Debug
     + Send
@@ -120,6 +134,7 @@ impl<
             + GetProxyDigest
             + GetSocketDigest
             + Peek
+            + IdleBuffers // PORTICO PATCH (idle buffers released)
             + Unpin
             + Debug
             + Send
@@ -174,6 +189,7 @@ mod ext_io_impl {
     }
 
     impl Peek for Mock {}
+    impl IdleBuffers for Mock {} // PORTICO PATCH (idle buffers released)
 
     use std::io::Cursor;
 
@@ -203,6 +219,7 @@ mod ext_io_impl {
         }
     }
     impl<T> Peek for Cursor<T> {}
+    impl<T> IdleBuffers for Cursor<T> {} // PORTICO PATCH (idle buffers released)
 
     use tokio::io::DuplexStream;
 
@@ -233,6 +250,7 @@ mod ext_io_impl {
     }
 
     impl Peek for DuplexStream {}
+    impl IdleBuffers for DuplexStream {} // PORTICO PATCH (idle buffers released)
 }
 
 #[cfg(unix)]
@@ -242,7 +260,7 @@ pub mod ext_test {
     use async_trait::async_trait;
 
     use super::{
-        raw_connect, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
+        raw_connect, GetProxyDigest, GetSocketDigest, GetTimingDigest, IdleBuffers, Peek, Shutdown,
         SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
     };
 
@@ -273,6 +291,7 @@ pub mod ext_test {
     }
 
     impl Peek for tokio::net::UnixStream {}
+    impl IdleBuffers for tokio::net::UnixStream {} // PORTICO PATCH (idle buffers released)
 }
 
 #[cfg(unix)]

@@ -42,8 +42,8 @@ use crate::protocols::l4::ext::{set_tcp_keepalive, TcpKeepalive};
 use crate::protocols::l4::virt;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, IdleBuffers, Peek, Shutdown, SocketDigest,
+    Ssl, TimingDigest, UniqueID, UniqueIDType,
 };
 use crate::upstreams::peer::Tracer;
 
@@ -531,7 +531,7 @@ pub struct Stream {
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
     // PORTICO PATCH (idle keep-alive): the buffers' capacities as set (`set_buffer`), and
-    // whether they are released meanwhile (`release_buffers`).
+    // whether they are released meanwhile (`release_idle_buffers`).
     read_capacity: usize,
     write_capacity: usize,
     released: bool,
@@ -656,28 +656,7 @@ impl Stream {
         }
     }
 
-    // PORTICO PATCH (idle keep-alive): a server connection that waits for its next request
-    // need not hold its buffers meanwhile (a 1,460-byte write buffer by default, and on a
-    // TLS listener a 64 KiB read buffer); the next read or write allocates them again, with
-    // the same capacities.
-    /// Frees both buffers until the next read or write. `false` (nothing changed) when
-    /// there are none, or when either holds bytes.
-    pub fn release_buffers(&mut self) -> bool {
-        let empty = match self.stream() {
-            BufferedStream::UnbufferedRead(writer) => writer.buffer().is_empty(),
-            BufferedStream::BufferedRead(reader) => {
-                reader.buffer().is_empty() && reader.get_ref().buffer().is_empty()
-            }
-        };
-        if !empty || self.released || self.read_capacity + self.write_capacity == 0 {
-            return false;
-        }
-        self.rebuild_buffers(0, 0);
-        self.released = true;
-        true
-    }
-
-    // PORTICO PATCH (idle keep-alive): see `release_buffers`.
+    // PORTICO PATCH (idle keep-alive): see `release_idle_buffers`.
     fn restore_buffers(&mut self) {
         if self.released {
             self.released = false;
@@ -714,7 +693,9 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
-    pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
+    // PORTICO PATCH (idle keep-alive): public, so the release of idle buffers can be tested
+    // outside the crate on a stream buffered as a listener buffers it.
+    pub fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
@@ -843,6 +824,28 @@ impl UniqueID for Stream {
 
 impl Ssl for Stream {}
 
+// PORTICO PATCH (idle keep-alive): a server connection that waits for its next request
+// need not hold its buffers meanwhile (a 1,460-byte write buffer by default, and on a TLS
+// listener a 64 KiB read buffer); the next write, or the read after the next one that
+// brings bytes, allocates them again, with the same capacities. (A read that finds nothing
+// does not: an HTTP/2 connection polls its transport whenever it waits.)
+impl IdleBuffers for Stream {
+    fn release_idle_buffers(&mut self) -> bool {
+        let empty = match self.stream() {
+            BufferedStream::UnbufferedRead(writer) => writer.buffer().is_empty(),
+            BufferedStream::BufferedRead(reader) => {
+                reader.buffer().is_empty() && reader.get_ref().buffer().is_empty()
+            }
+        };
+        if !empty || self.released || self.read_capacity + self.write_capacity == 0 {
+            return false;
+        }
+        self.rebuild_buffers(0, 0);
+        self.released = true;
+        true
+    }
+}
+
 #[async_trait]
 impl Peek for Stream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
@@ -948,7 +951,10 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.restore_buffers(); // PORTICO PATCH (idle keep-alive)
+        // PORTICO PATCH (idle keep-alive): released buffers read straight through (a reader
+        // of capacity 0) until a read brings something; see `release_idle_buffers`.
+        let released = self.released;
+        let before = buf.filled().len();
         let result = if !self.rewind_read_buf.is_empty() {
             let data_to_read = self.rewind_read_buf.pop().unwrap(); // safe
             let mut data_to_read = data_to_read.as_slice();
@@ -964,6 +970,9 @@ impl AsyncRead for Stream {
         };
         self.read_pending_time.poll_time(&result);
         self.rx_ts = self.stream().get_ref().rx_ts;
+        if released && buf.filled().len() > before {
+            self.restore_buffers(); // PORTICO PATCH (idle keep-alive)
+        }
         result
     }
 }

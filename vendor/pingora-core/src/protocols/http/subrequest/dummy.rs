@@ -94,6 +94,7 @@ impl GetSocketDigest for DummyIO {
 }
 
 impl Peek for DummyIO {}
+impl crate::protocols::IdleBuffers for DummyIO {} // PORTICO PATCH (idle buffers released)
 
 #[async_trait]
 impl crate::protocols::Shutdown for DummyIO {

@@ -130,4 +130,5 @@ pub(crate) mod test_util {
         }
     }
     impl Peek for FlushTrackingMock {}
+    impl crate::protocols::IdleBuffers for FlushTrackingMock {} // PORTICO PATCH (idle buffers released)
 }

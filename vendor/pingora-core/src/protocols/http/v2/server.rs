@@ -184,6 +184,7 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 idle = wait_for_idle(&active, buffers_released, idle_timeout), if !buffers_released || idle_timeout.is_some() => {
                     if idle == IdleEnd::ReleaseBuffers {
                         conn.release_idle_buffers();
+                        conn.transport_mut().release_idle_buffers();
                         buffers_released = true;
                         continue;
                     }

@@ -202,6 +202,7 @@ pub mod stream {
     }
 
     impl<S> Peek for SslStream<S> {}
+    impl<S> crate::protocols::IdleBuffers for SslStream<S> {} // PORTICO PATCH (idle buffers released)
 }
 
 pub mod utils {

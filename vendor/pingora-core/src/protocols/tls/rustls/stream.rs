@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::listeners::tls::Acceptor;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::tls::TlsRef;
-use crate::protocols::{tls::SslDigest, Peek, TimingDigest, UniqueIDType};
+use crate::protocols::{tls::SslDigest, IdleBuffers, Peek, TimingDigest, UniqueIDType};
 use crate::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, Ssl, UniqueID, ALPN,
 };
@@ -436,3 +436,11 @@ impl SslDigest {
 }
 
 impl<S> Peek for TlsStream<S> {}
+
+// PORTICO PATCH (idle buffers released): the transport's buffers; rustls keeps its own.
+impl<S: IdleBuffers> IdleBuffers for TlsStream<S> {
+    fn release_idle_buffers(&mut self) -> bool {
+        self.transport_mut()
+            .is_some_and(IdleBuffers::release_idle_buffers)
+    }
+}

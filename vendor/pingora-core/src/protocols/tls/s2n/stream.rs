@@ -323,6 +323,11 @@ impl SslDigest {
 }
 
 impl<S: AsyncRead + AsyncWrite + std::marker::Unpin> Peek for TlsStream<S> {}
+// PORTICO PATCH (idle buffers released)
+impl<S: AsyncRead + AsyncWrite + std::marker::Unpin> crate::protocols::IdleBuffers
+    for TlsStream<S>
+{
+}
 
 #[async_trait]
 impl<S: Shutdown + AsyncRead + AsyncWrite + std::marker::Unpin + Send> Shutdown for TlsStream<S> {
