@@ -74,10 +74,12 @@ impl<T> FramedRead<T> {
 
     /// PORTICO PATCH (idle buffers released): frees the read buffer if it holds nothing
     /// and no header block is half read (tokio-util starts it at 8 KiB and never shrinks
-    /// it). The next read grows a new one from nothing.
+    /// it), and the HPACK decoder's Huffman scratch buffer (4 KiB). The next read grows a
+    /// new one from nothing; the next Huffman string takes the scratch buffer again.
     pub fn release_buffer_if_empty(&mut self) {
         if self.decoder.partial.is_none() && self.inner.read_buffer().is_empty() {
             *self.inner.read_buffer_mut() = bytes::BytesMut::new();
+            self.decoder.hpack.release_buffer();
         }
     }
 

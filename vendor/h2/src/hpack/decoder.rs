@@ -12,6 +12,10 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
+/// PORTICO PATCH (idle buffers released): the Huffman scratch buffer's size, named for its
+/// release (`Decoder::release_buffer`); was the literal 4096.
+const SCRATCH_CAPACITY: usize = 4096;
+
 /// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
@@ -158,8 +162,14 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            buffer: BytesMut::with_capacity(SCRATCH_CAPACITY),
         }
+    }
+
+    /// PORTICO PATCH (idle buffers released): frees the Huffman scratch buffer (4 KiB) until
+    /// the next string that needs it.
+    pub fn release_buffer(&mut self) {
+        self.buffer = BytesMut::new();
     }
 
     /// Queues a potential size update
@@ -333,6 +343,11 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            // PORTICO PATCH (idle buffers released): a released buffer comes back at its
+            // first size (a buffer from nothing would allocate per string once split).
+            if self.buffer.capacity() == 0 {
+                self.buffer = BytesMut::with_capacity(SCRATCH_CAPACITY);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {

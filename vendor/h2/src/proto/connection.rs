@@ -652,9 +652,11 @@ where
         self.inner.streams.next_incoming()
     }
 
-    /// PORTICO PATCH (idle buffers released): see `Codec::release_idle_buffers`.
+    /// PORTICO PATCH (idle buffers released): see `Codec::release_idle_buffers` and
+    /// `Streams::release_idle_memory`.
     pub fn release_idle_buffers(&mut self) {
         self.codec.release_idle_buffers();
+        self.inner.streams.release_idle_memory();
     }
 
     /// PORTICO PATCH (idle buffers released): see `server::Connection::transport_mut`.

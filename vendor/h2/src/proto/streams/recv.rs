@@ -113,6 +113,11 @@ impl Recv {
         }
     }
 
+    /// PORTICO PATCH (idle buffers released): see `Buffer::release_if_empty`.
+    pub fn release_buffer_if_empty(&mut self) {
+        self.buffer.release_if_empty();
+    }
+
     /// Returns the initial receive window size
     pub fn init_window_sz(&self) -> WindowSize {
         self.init_window_sz

@@ -86,6 +86,15 @@ impl Store {
         }
     }
 
+    /// PORTICO PATCH (idle buffers released): frees the room of the slab and the id map
+    /// while they hold no stream (they kept the most streams a connection ever had at once).
+    pub fn release_if_empty(&mut self) {
+        if self.slab.is_empty() && self.ids.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn find_mut(&mut self, id: &StreamId) -> Option<Ptr<'_>> {
         let index = {
             let key = self.ids.get(id)?;

@@ -139,6 +139,17 @@ where
         Ok(())
     }
 
+    /// PORTICO PATCH (idle buffers released): frees the room of the stream store and of
+    /// the frame queues while they hold nothing: a connection kept them at the most it ever
+    /// held at once.
+    pub fn release_idle_memory(&mut self) {
+        let mut me = self.inner.lock().unwrap();
+        me.store.release_if_empty();
+        me.actions.recv.release_buffer_if_empty();
+        drop(me);
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn next_incoming(&mut self) -> Option<StreamRef<B>> {
         let mut me = self.inner.lock().unwrap();
         let me = &mut *me;
