@@ -337,6 +337,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    /// Every TLS connection, client or pooled, holds its TLS stream for its whole life: it
+    /// keeps no room for its handshake's state (`vendor/README.md`, *Handshake boxed*: 4.7
+    /// KiB before, as three rustls sessions' worth).
+    #[test]
+    fn a_tls_stream_keeps_no_room_for_its_handshake() {
+        use pingora_core::protocols::tls::TlsStream;
+        let size = std::mem::size_of::<TlsStream<L4Stream>>();
+        assert!(size <= 2048, "{size}");
+    }
+
     /// The idle release both protocols rely on (Pingora's TCP stream, `vendor/README.md`):
     /// released buffers stay released through reads that find nothing (an HTTP/2
     /// connection polls its transport while it idles), come back after a read that brings
