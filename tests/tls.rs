@@ -506,3 +506,93 @@ async fn a_reload_replaces_the_listener_certificates() {
         200
     );
 }
+
+/// One HTTP/1.1 response with a `Content-Length` read from `stream`: its status line and
+/// body.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert_ne!(n, 0, "closed before a whole head");
+        data.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = data.split_off(head_end);
+    let already = body.len();
+    assert!(already <= length, "more than one response");
+    body.resize(length, 0);
+    stream.read_exact(&mut body[already..]).await.unwrap();
+    (head.lines().next().unwrap().to_string(), body)
+}
+
+/// A keep-alive connection over TLS that idled long enough for the edge to free its
+/// buffers (`RELEASE_AFTER`: rustls' record buffer and the TCP stream's read and write
+/// buffers; `vendor/README.md`, *Idle buffers*, *Idle buffers released* under rustls)
+/// serves as before on the same connection: a GET, then a 256 KiB upload that crosses every
+/// buffer's size, each byte through. The waits are the idle time under test, not a
+/// synchronisation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_idle_past_its_buffers_release_serves_as_before() {
+    use portico::connection::RELEASE_AFTER;
+    use tokio::io::AsyncWriteExt;
+    let s = setup().await;
+    let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(s.pki.client_config()))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let deadline = std::time::Duration::from_secs(10);
+    let get = format!("GET /plain/first HTTP/1.1\r\nHost: {WWW}\r\n\r\n");
+    tls.write_all(get.as_bytes()).await.unwrap();
+    let (status, body) = tokio::time::timeout(deadline, read_response(&mut tls))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), &body[..]),
+        ("HTTP/1.1 200 OK", &b"plain origin /plain/first"[..])
+    );
+
+    tokio::time::sleep(RELEASE_AFTER * 2).await;
+    let get = format!("GET /plain/second HTTP/1.1\r\nHost: {WWW}\r\n\r\n");
+    tls.write_all(get.as_bytes()).await.unwrap();
+    let (status, body) = tokio::time::timeout(deadline, read_response(&mut tls))
+        .await
+        .expect("an answer after the release");
+    assert_eq!(
+        (status.as_str(), &body[..]),
+        ("HTTP/1.1 200 OK", &b"plain origin /plain/second"[..])
+    );
+
+    tokio::time::sleep(RELEASE_AFTER * 2).await;
+    let upload: Vec<u8> = (0..256 * 1024).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let post = format!(
+        "POST /plain/upload HTTP/1.1\r\nHost: {WWW}\r\nContent-Length: {}\r\n\r\n",
+        upload.len()
+    );
+    tls.write_all(post.as_bytes()).await.unwrap();
+    tls.write_all(&upload).await.unwrap();
+    let (status, _) = tokio::time::timeout(deadline, read_response(&mut tls))
+        .await
+        .expect("an answer to the upload");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let requests = s.plain.requests();
+    let seen = requests.last().unwrap();
+    assert_eq!(seen.path(), "/plain/upload");
+    assert!(seen.body[..] == upload[..], "the upload arrived whole");
+}

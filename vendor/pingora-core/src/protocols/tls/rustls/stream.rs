@@ -441,10 +441,18 @@ impl SslDigest {
 
 impl<S> Peek for TlsStream<S> {}
 
-// PORTICO PATCH (idle buffers released): the transport's buffers; rustls keeps its own.
+// PORTICO PATCH (idle buffers released): rustls' buffer of received records (vendored
+// rustls' `release_read_buffer`), then the transport's buffers.
 impl<S: IdleBuffers> IdleBuffers for TlsStream<S> {
     fn release_idle_buffers(&mut self) -> bool {
-        self.transport_mut()
-            .is_some_and(IdleBuffers::release_idle_buffers)
+        let Some(stream) = self.tls.stream.as_mut() else {
+            return false;
+        };
+        let records = match stream {
+            RusTlsStream::Server(server) => server.get_mut().1.release_read_buffer(),
+            RusTlsStream::Client(client) => client.get_mut().1.release_read_buffer(),
+        };
+        let transport = stream.get_mut().0.release_idle_buffers();
+        records || transport
     }
 }
