@@ -320,24 +320,29 @@ where
             });
 
             let h2_options = self.h2_options();
-            // PORTICO PATCH (HTTP/2 handshake deadline): was awaited without any limit.
-            let handshake = server::handshake(stream, h2_options);
-            let handshake = match self.server_options().and_then(|o| o.h2_handshake_timeout) {
-                None => handshake.await,
-                Some(limit) => match pingora_timeout::timeout(limit, handshake).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        debug!("H2 handshake not done within {limit:?}; closed");
+            // PORTICO PATCH (one connection in the future): the handshake and its result in
+            // a block of their own, so their room (1,264 bytes for the result) is not kept
+            // beside the connection for as long as it is served.
+            let h2_conn = {
+                // PORTICO PATCH (HTTP/2 handshake deadline): was awaited without any limit.
+                let handshake = server::handshake(stream, h2_options);
+                let handshake = match self.server_options().and_then(|o| o.h2_handshake_timeout) {
+                    None => handshake.await,
+                    Some(limit) => match pingora_timeout::timeout(limit, handshake).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            debug!("H2 handshake not done within {limit:?}; closed");
+                            return None;
+                        }
+                    },
+                };
+                match handshake {
+                    Err(e) => {
+                        error!("H2 handshake error {e}");
                         return None;
                     }
-                },
-            };
-            let h2_conn = match handshake {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
+                    Ok(c) => c,
                 }
-                Ok(c) => c,
             };
 
             // The accept-loop body — including the graceful-shutdown state
@@ -369,25 +374,34 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
+            // PORTICO PATCH (one connection in the future): each session is set up in a block
+            // of its own; a session borrowed where it is set up kept its room (752 bytes) in
+            // this future, HTTP/2 connections' included, for as long as it ran.
+            let session = {
+                let mut session = ServerSession::new_http1(stream);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                session
+            };
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
+                let session = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    session
+                };
 
                 result = self.process_new_http(session, shutdown).await;
             }
