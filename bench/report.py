@@ -670,6 +670,40 @@ if ("s9", "h2-hit-m1") in commands:
         "that comes back resumes its session without one, on every system here.\n"
     )
 
+if ("s10", "idle-tls") in commands or ("s10", "idle-h2") in commands:
+    conns = int(meta.get("IDLE_TLS_CONNS", "2000"))
+    w(f"## Scenario 10: {conns:,} idle connections over TLS\n")
+    w(
+        "Scenario 9's listeners, each system started fresh for each protocol, warmed with 100 "
+        f"connections opened and closed, then holding {conns:,} client connections over TLS "
+        "that each made one request (`GET /obj/1k`) and then stay open without traffic for a "
+        "few seconds: HTTP/1.1 keep-alive connections (`bench/tls-idle.py`), then HTTP/2 "
+        "connections (`bench/h2-idle.py`). Memory and KiB per connection as in scenario 7 "
+        "(PSS). One run. A ratio below 1× means Portico uses less memory.\n"
+    )
+    for variant, title in (("idle-tls", "HTTP/1.1 over TLS"), ("idle-h2", "HTTP/2")):
+        if ("s10", variant) not in commands:
+            continue
+        w(f"### {title}\n")
+        command_block("s10", variant)
+        w(
+            "| system | connections | MiB before | MiB open | KiB per connection | (by RSS) | "
+            "Portico ÷ system |\n|---|---:|---:|---:|---:|---:|---:|"
+        )
+        pk = med("s10", variant, "portico", "kib_per_conn")
+        for s in ("portico", "nginx", "haproxy"):
+            k = med("s10", variant, s, "kib_per_conn")
+            if k is None:
+                continue
+            mib = lambda metric: num(med("s10", variant, s, metric) / 1024, 1)  # noqa: E731
+            w(
+                f"| {LABEL[s]} | {num(med('s10', variant, s, 'opened'))} | {mib('pss_before_kib')} | "
+                f"{mib('pss_open_kib')} | {k:.1f} | {med('s10', variant, s, 'kib_per_conn_rss'):.1f} | "
+                f"{'' if s == 'portico' or pk is None else ratio(pk, k)} |"
+            )
+        w("")
+        versus("s10", variant, "kib_per_conn", "KiB per connection", lower_is_better=True)
+
 # ---- chart ----
 chart = os.path.join(BENCH, "results.png") if MODE == "full" else os.path.join(RESULTS, "quick.png")
 panels = []
@@ -704,6 +738,7 @@ bars("8. random hits over the filled cache", "s8", "random", "rps", "req/s", sys
 bars("8. memory per stored 1 KiB object (lower is better)", "s8", "fill", "bytes_per_object", "bytes", systems=CACHES)
 bars("9. HTTP/2 hits, one stream a connection", "s9", "h2-hit-m1", "rps", "req/s", systems=["portico", "nginx", "haproxy"])
 bars("9. new TLS connection per request", "s9", "tls-new-conn", "rps", "req/s", systems=["portico", "nginx", "haproxy"])
+bars("10. memory per idle HTTP/2 connection (lower is better)", "s10", "idle-h2", "kib_per_conn", "KiB", systems=["portico", "nginx", "haproxy"])
 
 colors = {
     "Portico": "#d95f02",
