@@ -84,10 +84,11 @@ impl fmt::Display for HeadLimit {
 
 impl std::error::Error for HeadLimit {}
 
-/// How long a kept-alive connection idles before the guard frees its stream's write
-/// buffer (1,460 bytes; the response's first write allocates it again). Not at once: a
-/// busy connection's next request usually comes within this, and would pay an allocation
-/// and a free for nothing.
+/// How long a kept-alive connection idles before the guard frees its stream's buffers (the
+/// 1,460-byte write buffer; under TLS also the 64 KiB read buffer and rustls' 4 KiB record
+/// buffer; the next request's bytes and the response's first write allocate them again).
+/// Not at once: a busy connection's next request usually comes within this, and would pay
+/// an allocation and a free for nothing.
 pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 const HEAD: u8 = 0;
@@ -422,7 +423,7 @@ impl HeadGuard {
                 return Poll::Ready(Err(Self::limit_error(HeadLimit::Timeout(limit))));
             }
             // Idle for RELEASE_AFTER: the stream's buffers go until a request comes (under
-            // TLS, the TCP stream's: rustls keeps its own).
+            // TLS, rustls' record buffer and the TCP stream's).
             self.released = true;
             self.inner.release_idle_buffers();
             self.timer.as_mut().reset(deadline);
