@@ -110,6 +110,20 @@ impl Setup {
         self.pki
             .https_client(&[WWW, API], self.edge.tls_addr.expect("a TLS listener"))
     }
+
+    /// A TLS connection to the edge's TLS listener for `name`, made with `config`.
+    async fn connect_tls(
+        &self,
+        name: &str,
+        config: rustls::ClientConfig,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp =
+            tokio::net::TcpStream::connect(self.edge.tls_addr.expect("a TLS listener")).await?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,12 +165,7 @@ async fn sni_picks_the_certificate_of_each_domain() {
     }
     // And directly: the leaf the edge sends for each name covers that name.
     for name in [WWW, API] {
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(s.pki.client_config()));
-        let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
-            .await
-            .unwrap();
-        let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let tls = connector.connect(server_name, tcp).await.unwrap();
+        let tls = s.connect_tls(name, s.pki.client_config()).await.unwrap();
         let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
         let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
         let sans = format!(
@@ -378,12 +387,8 @@ async fn tls_1_2_and_1_3_are_both_accepted() {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
+        let tls = s
+            .connect_tls(WWW, config)
             .await
             .unwrap_or_else(|e| panic!("{version:?}: {e}"));
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
@@ -549,14 +554,7 @@ async fn a_tls_connection_idle_past_its_buffers_release_serves_as_before() {
     use portico::connection::RELEASE_AFTER;
     use tokio::io::AsyncWriteExt;
     let s = setup().await;
-    let tcp = tokio::net::TcpStream::connect(s.edge.tls_addr.unwrap())
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from(WWW.to_string()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(s.pki.client_config()))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = s.connect_tls(WWW, s.pki.client_config()).await.unwrap();
     let deadline = std::time::Duration::from_secs(10);
     let get = format!("GET /plain/first HTTP/1.1\r\nHost: {WWW}\r\n\r\n");
     tls.write_all(get.as_bytes()).await.unwrap();

@@ -96,7 +96,7 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 }
 
 /// PORTICO PATCH (idle buffers released): how long an HTTP/2 connection has had no stream
-/// in flight when its codec's buffers are released.
+/// in flight when its idle buffers are released (h2's, and its transport's).
 pub const RELEASE_BUFFERS_AFTER: Duration = Duration::from_secs(1);
 
 /// Drive a server-side HTTP/2 connection's accept loop, dispatching each new
@@ -184,8 +184,9 @@ where
                     // waits for all active streams to finish before starting a fresh
                     // idle period.
                     // PORTICO PATCH (idle buffers released): the same wait first frees the
-                    // codec's empty buffers after RELEASE_BUFFERS_AFTER, then goes on to the
-                    // idle timeout (one wait for both: a second costs each stream a timer).
+                    // connection's empty buffers (h2's, then its transport's) after
+                    // RELEASE_BUFFERS_AFTER, then goes on to the idle timeout (one wait for
+                    // both: a second costs each stream a timer).
                     idle = wait_for_idle(&active, buffers_released, idle_timeout), if !buffers_released || idle_timeout.is_some() => {
                         if idle == IdleEnd::ReleaseBuffers {
                             conn.release_idle_buffers();
