@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::edge::{client, TestEdge};
 use common::origin::TestOrigin;
-use common::tls::{handshake_of_a_get, tls_node_yaml, HttpsOrigin, TestPki};
+use common::tls::{big_body, handshake_of_a_get, tls_node_yaml, HttpsOrigin, TestPki};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -549,6 +549,40 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (Stri
 /// serves as before on the same connection: a GET, then a 256 KiB upload that crosses every
 /// buffer's size, each byte through. The waits are the idle time under test, not a
 /// synchronisation.
+/// A TLS connection to an origin that idles in the keep-alive pool until the pool's sweep
+/// frees its buffers (the second sweep, a second apart, that finds it idle) is reused and
+/// reads a large answer whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_tls_connection_idle_in_the_pool_past_its_release_serves_as_before() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let s = setup().await;
+    let https = s.https();
+    let first = https
+        .get(format!("https://{WWW}/secure/first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.text().await.unwrap(), "tls origin /secure/first");
+
+    // Idle through two sweeps of the pool, whatever the phase of its one-second timer.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let big = https
+        .get(format!("https://{WWW}/secure/big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 200);
+    assert!(
+        big.bytes().await.unwrap() == big_body(),
+        "the answer came whole"
+    );
+    assert_eq!(
+        s.secure.connections.load(SeqCst),
+        1,
+        "the pooled connection was reused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_idle_past_its_buffers_release_serves_as_before() {
     use portico::connection::RELEASE_AFTER;

@@ -115,10 +115,17 @@ impl TestPki {
 }
 
 /// An HTTPS origin on `127.0.0.1:0` with the certificate `issued`; answers
-/// `tls origin <path>` and counts requests.
+/// `tls origin <path>` (a path ending `/big`: [`big_body`]) and counts requests and
+/// connections.
 pub struct HttpsOrigin {
     pub addr: SocketAddr,
     pub count: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// What an [`HttpsOrigin`] answers to a path ending `/big`: 256 KiB, many TLS records.
+pub fn big_body() -> Bytes {
+    (0..256 * 1024).map(|i: u32| (i * 7 % 251) as u8).collect()
 }
 
 impl HttpsOrigin {
@@ -141,9 +148,11 @@ impl HttpsOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Arc::new(AtomicUsize::new(0));
-        let counter = count.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (counter, accepted) = (count.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, counter) = (acceptor.clone(), counter.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
@@ -152,12 +161,12 @@ impl HttpsOrigin {
                     let service =
                         service_fn(move |request: http::Request<hyper::body::Incoming>| {
                             counter.fetch_add(1, Ordering::SeqCst);
-                            let body = format!("tls origin {}", request.uri().path());
-                            async move {
-                                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
-                                    body,
-                                ))))
-                            }
+                            let path = request.uri().path();
+                            let body = match path.ends_with("/big") {
+                                true => big_body(),
+                                false => Bytes::from(format!("tls origin {path}")),
+                            };
+                            async move { Ok::<_, Infallible>(http::Response::new(Full::new(body))) }
                         });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -165,7 +174,11 @@ impl HttpsOrigin {
                 });
             }
         });
-        HttpsOrigin { addr, count }
+        HttpsOrigin {
+            addr,
+            count,
+            connections,
+        }
     }
 
     pub fn count(&self) -> usize {

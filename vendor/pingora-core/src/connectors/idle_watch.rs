@@ -26,6 +26,11 @@
 //! connection closed between two sweeps is never used; the sweep only bounds how long its
 //! socket stays open (at most [`SWEEP_EVERY`] after the close is seen) and makes the idle
 //! timeout exact to within [`SWEEP_EVERY`].
+//!
+//! PORTICO PATCH (idle buffers released): a connection a sweep finds still idle a second
+//! time (so idle for at least one [`SWEEP_EVERY`]) frees its buffers while it waits
+//! (`IdleBuffers`: over TLS, rustls' record buffer), as a server connection idling between
+//! requests does; a connection reused within a sweep period never pays for it.
 
 use super::test_reusable_stream;
 use crate::protocols::Stream;
@@ -47,6 +52,8 @@ struct Idle {
     stream: Weak<Mutex<Stream>>,
     meta: ConnectionMeta,
     expires: Option<Instant>,
+    /// A sweep has found it idle before (see the module's doc).
+    swept: bool,
 }
 
 /// The connections released to one connector's pool, and its sweeper.
@@ -80,6 +87,7 @@ impl IdleWatch {
             stream,
             meta,
             expires: idle_timeout.map(|timeout| Instant::now() + timeout),
+            swept: false,
         };
         {
             let mut list = self.idle.lock();
@@ -116,7 +124,7 @@ impl IdleWatch {
     }
 
     fn close_broken(&self, pool: &Pool, unexpected_data: &AtomicU64, now: Instant) {
-        self.idle.lock().retain(|idle| {
+        self.idle.lock().retain_mut(|idle| {
             let Some(stream) = idle.stream.upgrade() else {
                 return false; // reused or evicted
             };
@@ -131,6 +139,10 @@ impl IdleWatch {
                 pool.pop_closed(&idle.meta);
                 return false;
             }
+            if idle.swept {
+                locked.release_idle_buffers();
+            }
+            idle.swept = true;
             true
         });
     }
