@@ -549,6 +549,34 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (Stri
 /// serves as before on the same connection: a GET, then a 256 KiB upload that crosses every
 /// buffer's size, each byte through. The waits are the idle time under test, not a
 /// synchronisation.
+/// Pingora's view of an origin connection's TLS (`Ssl::get_ssl`, which hooks may read):
+/// the origin's certificate once the handshake is done, now read from the connection when
+/// first asked for (`vendor/README.md`, *Peer certificates kept once*).
+#[tokio::test]
+async fn an_origin_connection_shows_the_origins_certificate() {
+    use pingora_core::connectors::TransportConnector;
+    use pingora_core::upstreams::peer::HttpPeer;
+    use portico::tls::origin::{pingora_ca, read_ca};
+    let pki = TestPki::new();
+    let issued = pki.issue("origin", &["origin.internal"]);
+    let origin = HttpsOrigin::start(&issued).await;
+    let mut peer = HttpPeer::new(origin.addr, true, "origin.internal".into());
+    peer.options.ca = Some(pingora_ca(&read_ca(&pki.ca_path()).unwrap()));
+    let stream = TransportConnector::new(None)
+        .new_stream(&peer)
+        .await
+        .unwrap();
+
+    let leaf = rustls_pemfile::certs(&mut std::fs::read(&issued.cert).unwrap().as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let tls = stream.get_ssl().expect("a TLS connection");
+    assert_eq!(tls.peer_certificate_der(), Some(leaf.as_ref()));
+    assert_eq!(tls.peer_cert_chain_der().map(<[_]>::len), Some(1));
+    assert!(tls.current_cipher_name().is_some());
+}
+
 /// A TLS connection to an origin that idles in the keep-alive pool until the pool's sweep
 /// frees its buffers (the second sweep, a second apart, that finds it idle) is reused and
 /// reads a large answer whole.

@@ -15,7 +15,7 @@
 use std::io::Result as IoResult;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,7 +51,11 @@ pub struct InnerStream<T> {
 pub struct TlsStream<T> {
     tls: InnerStream<T>,
     digest: Option<Arc<SslDigest>>,
-    ssl: Option<TlsRef>,
+    // PORTICO PATCH (peer certificates kept once): built on first use (`get_ssl`) from the
+    // connection, which keeps the peer's certificates anyway. Built at the handshake, it
+    // kept a second copy of the peer's chain for the connection's life: on every pooled
+    // origin connection, the origin's whole chain (a few KiB), which nothing reads.
+    ssl: OnceLock<Option<TlsRef>>,
     timing: TimingDigest,
 }
 
@@ -75,7 +79,7 @@ where
         Ok(TlsStream {
             tls,
             digest: None,
-            ssl: None,
+            ssl: OnceLock::new(), // PORTICO PATCH (peer certificates kept once)
             timing: Default::default(),
         })
     }
@@ -92,7 +96,7 @@ where
         Ok(TlsStream {
             tls,
             digest: None,
-            ssl: None,
+            ssl: OnceLock::new(), // PORTICO PATCH (peer certificates kept once)
             timing: Default::default(),
         })
     }
@@ -181,7 +185,6 @@ where
         self.timing.establishment_duration = Some(handshake_start.elapsed());
         self.timing.established_ts = SystemTime::now();
         self.digest = self.tls.digest();
-        self.ssl = self.tls.tls_ref();
         Ok(())
     }
 
@@ -192,7 +195,6 @@ where
         self.timing.establishment_duration = Some(handshake_start.elapsed());
         self.timing.established_ts = SystemTime::now();
         self.digest = self.tls.digest();
-        self.ssl = self.tls.tls_ref();
         Ok(())
     }
 }
@@ -250,7 +252,10 @@ where
 
 impl<T> Ssl for TlsStream<T> {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.ssl.as_ref()
+        // PORTICO PATCH (peer certificates kept once): the digest is set once the handshake
+        // is done; before, there is nothing to show (as before this patch).
+        self.digest.as_ref()?;
+        self.ssl.get_or_init(|| self.tls.tls_ref()).as_ref()
     }
 
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
@@ -335,7 +340,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
     pub(crate) fn digest(&mut self) -> Option<Arc<SslDigest>> {
         Some(Arc::new(SslDigest::from_stream(&self.stream)))
     }
+}
 
+// PORTICO PATCH (peer certificates kept once): with no bounds, for `Ssl::get_ssl`.
+impl<T> InnerStream<T> {
     pub(crate) fn tls_ref(&self) -> Option<TlsRef> {
         let stream = self.stream.as_ref()?;
         let (_io, session) = stream.get_ref();
