@@ -543,12 +543,6 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (Stri
     (head.lines().next().unwrap().to_string(), body)
 }
 
-/// A keep-alive connection over TLS that idled long enough for the edge to free its
-/// buffers (`RELEASE_AFTER`: rustls' record buffer and the TCP stream's read and write
-/// buffers; `vendor/README.md`, *Idle buffers*, *Idle buffers released* under rustls)
-/// serves as before on the same connection: a GET, then a 256 KiB upload that crosses every
-/// buffer's size, each byte through. The waits are the idle time under test, not a
-/// synchronisation.
 /// Pingora's view of an origin connection's TLS (`Ssl::get_ssl`, which hooks may read):
 /// the origin's certificate once the handshake is done, now read from the connection when
 /// first asked for (`vendor/README.md`, *Peer certificates kept once*).
@@ -578,8 +572,9 @@ async fn an_origin_connection_shows_the_origins_certificate() {
 }
 
 /// A TLS connection to an origin that idles in the keep-alive pool until the pool's sweep
-/// frees its buffers (the second sweep, a second apart, that finds it idle) is reused and
-/// reads a large answer whole.
+/// frees its buffers (the second sweep, a second apart, that finds it idle; `vendor/README.md`,
+/// *Idle buffers*) is reused and reads a large answer whole. The wait is the idle time under
+/// test, not a synchronisation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_tls_connection_idle_in_the_pool_past_its_release_serves_as_before() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -611,6 +606,12 @@ async fn an_origin_tls_connection_idle_in_the_pool_past_its_release_serves_as_be
     );
 }
 
+/// A keep-alive connection over TLS that idled long enough for the edge to free its
+/// buffers (`RELEASE_AFTER`: rustls' record buffer and the TCP stream's read and write
+/// buffers; `vendor/README.md`, *Idle buffers*, *Idle buffers released* under rustls)
+/// serves as before on the same connection: a GET, then a 256 KiB upload that crosses every
+/// buffer's size, each byte through. The waits are the idle time under test, not a
+/// synchronisation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_idle_past_its_buffers_release_serves_as_before() {
     use portico::connection::RELEASE_AFTER;
