@@ -577,7 +577,6 @@ async fn an_origin_connection_shows_the_origins_certificate() {
 /// test, not a synchronisation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_tls_connection_idle_in_the_pool_past_its_release_serves_as_before() {
-    use std::sync::atomic::Ordering::SeqCst;
     let s = setup().await;
     let https = s.https();
     let first = https
@@ -600,7 +599,7 @@ async fn an_origin_tls_connection_idle_in_the_pool_past_its_release_serves_as_be
         "the answer came whole"
     );
     assert_eq!(
-        s.secure.connections.load(SeqCst),
+        s.secure.connections(),
         1,
         "the pooled connection was reused"
     );

@@ -184,6 +184,11 @@ impl HttpsOrigin {
     pub fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 /// A node file with a plain listener and a TLS listener serving `certs` (first = default).

@@ -146,13 +146,6 @@ impl<T> TlsStream<T> {
         self.digest.clone()
     }
 
-    // PORTICO PATCH (idle keep-alive): the transport under the session, for a server
-    // connection that frees the transport's buffers while it waits for a request.
-    /// The stream the TLS session runs over, once the handshake has made the session.
-    pub fn transport_mut(&mut self) -> Option<&mut T> {
-        self.tls.stream.as_mut().map(|tls| tls.get_mut().0)
-    }
-
     /// Attempts to obtain a mutable reference to the SslDigest.
     /// This method returns `None` if the SslDigest is currently held by other references.
     pub(crate) fn ssl_digest_mut(&mut self) -> Option<&mut SslDigest> {
