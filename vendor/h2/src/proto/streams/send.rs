@@ -79,18 +79,25 @@ impl Send {
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        // PORTICO PATCH (connection-specific fields found in one pass): was five
+        // `contains_key` and a `get`, each a hashed lookup (two of names parsed from text
+        // each time), on every HEADERS frame sent; one walk over the names a response has
+        // (a dozen, usually) costs a sixth of it.
+        let mut te = false;
+        for name in fields.keys() {
+            if *name == http::header::TE {
+                te = true;
+            } else if is_connection_specific(name) {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
+            }
+        }
+        if te {
+            if let Some(te) = fields.get(http::header::TE) {
+                if te != "trailers" {
+                    tracing::debug!("illegal connection-specific headers found");
+                    return Err(UserError::MalformedHeaders);
+                }
             }
         }
         Ok(())
@@ -664,4 +671,13 @@ impl Send {
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
     }
+}
+
+/// PORTICO PATCH (connection-specific fields found in one pass): the fields RFC 9113
+/// §8.2.2 forbids besides `TE`, which `check_headers` looks at apart.
+fn is_connection_specific(name: &http::header::HeaderName) -> bool {
+    *name == http::header::CONNECTION
+        || *name == http::header::TRANSFER_ENCODING
+        || *name == http::header::UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }

@@ -475,6 +475,15 @@ fn account_malformed_stream(malformed_streams: &mut usize) -> Result<()> {
     Ok(())
 }
 
+/// PORTICO PATCH (connection-specific fields found in one pass): the HTTP/1 fields an h2
+/// response must not carry (RFC 9113 §8.2.2), which `write_response_header` removes.
+fn is_h1_only_field(name: &HeaderName) -> bool {
+    *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 impl HttpSession {
     /// Create a new [`HttpSession`] from the HTTP/2 connection.
     /// This function returns a new HTTP/2 session when the provided HTTP/2 connection, `conn`,
@@ -766,11 +775,15 @@ impl HttpSession {
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
-        header.remove_header(&header::TRANSFER_ENCODING);
-        header.remove_header(&header::CONNECTION);
-        header.remove_header(&header::UPGRADE);
-        header.remove_header(&HeaderName::from_static("keep-alive"));
-        header.remove_header(&HeaderName::from_static("proxy-connection"));
+        // PORTICO PATCH (connection-specific fields found in one pass): looked for in one
+        // walk over the names, and removed (five hashed lookups) only when one is there.
+        if header.headers.keys().any(is_h1_only_field) {
+            header.remove_header(&header::TRANSFER_ENCODING);
+            header.remove_header(&header::CONNECTION);
+            header.remove_header(&header::UPGRADE);
+            header.remove_header(&HeaderName::from_static("keep-alive"));
+            header.remove_header(&HeaderName::from_static("proxy-connection"));
+        }
 
         // PORTICO PATCH (h2 head moved, not cloned): was `as_owned_parts()`, a clone of the
         // field map per response; `response_written()` tells the status only now.
