@@ -1,8 +1,8 @@
 //! HTTP/2 rapid reset in its proxy form (CVE-2023-44487): a client that opens a stream,
 //! waits until the edge has sent its request to the origin, resets it and goes on, makes
 //! the origin work at its rate. Past a budget of resets (and more than half of its
-//! streams), the edge closes the client's connection; a client that cancels a few
-//! requests keeps its connection.
+//! streams), the edge closes the client's connection, with a GOAWAY that says why; a client
+//! that cancels a few requests keeps its connection.
 
 mod common;
 
@@ -83,7 +83,13 @@ async fn a_client_that_resets_most_of_its_streams_loses_its_connection() {
         assert!(sent < 3 * RESET_BUDGET, "the connection was never closed");
     }
     let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(ended.is_ok(), "the connection's task did not end");
+    let error = ended
+        .expect("the connection's task did not end")
+        .expect("the connection's task panicked")
+        .expect_err("the connection ended without an error");
+    // The client was told why (RFC 9113 §5.4.1).
+    assert!(error.is_go_away(), "{error:?}");
+    assert_eq!(error.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM));
     assert!(
         origin.arrived() <= RESET_BUDGET + 10,
         "the origin got {} requests",

@@ -8,9 +8,11 @@
 //! [`ResetWatch`] sits under the h2 library and follows the frames the client sends (the
 //! 9-byte frame headers; payloads are skipped, nothing is copied or changed). Once the
 //! client has reset [`RESET_BUDGET`] streams, and more than half of all it opened, the
-//! connection ends: its next read fails, as Envoy's `premature_reset_total_stream_count`
-//! and HAProxy's "glitches" do. A browser that cancels some requests (a navigation, lazy
-//! images) stays far below it.
+//! connection ends, as Envoy's `premature_reset_total_stream_count` and HAProxy's
+//! "glitches" do: the watch first tells the client with a GOAWAY (`ENHANCE_YOUR_CALM`,
+//! naming the last stream it opened, RFC 9113 §5.4.1), written between two of the edge's
+//! own frames (it follows those too), then fails the connection's next read. A browser
+//! that cancels some requests (a navigation, lazy images) stays far below it.
 
 use std::fmt;
 use std::io;
@@ -30,6 +32,8 @@ const PREFACE_LEN: u32 = 24;
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 /// What the client's frames have done so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -47,32 +51,27 @@ impl ResetCount {
     }
 }
 
-/// Follows the frame headers of a client's byte stream.
+/// Finds the 9-byte frame headers in a byte stream however it is split, skipping the
+/// payloads (nothing is copied but a header).
 #[derive(Debug)]
-pub struct FrameCounter {
-    /// Bytes still to skip: the preface, then the current frame's payload.
+struct FrameReader {
+    /// Bytes still to skip: a preface, then the current frame's payload.
     skip: u32,
     header: [u8; FRAME_HEADER_LEN],
     header_len: u8,
-    highest_stream: u32,
-    pub count: ResetCount,
 }
 
-impl Default for FrameCounter {
-    fn default() -> FrameCounter {
-        FrameCounter {
-            skip: PREFACE_LEN,
+impl FrameReader {
+    fn after(skip: u32) -> FrameReader {
+        FrameReader {
+            skip,
             header: [0; FRAME_HEADER_LEN],
             header_len: 0,
-            highest_stream: 0,
-            count: ResetCount::default(),
         }
     }
-}
 
-impl FrameCounter {
-    /// Follows `data`, the next bytes the client sent.
-    pub fn advance(&mut self, mut data: &[u8]) {
+    /// Follows `data`, the stream's next bytes, showing `on_frame` each frame header.
+    fn advance(&mut self, mut data: &[u8], mut on_frame: impl FnMut(&[u8; FRAME_HEADER_LEN])) {
         while !data.is_empty() {
             if self.skip > 0 {
                 let n = (self.skip as usize).min(data.len());
@@ -87,23 +86,86 @@ impl FrameCounter {
             data = &data[take..];
             if (self.header_len as usize) == FRAME_HEADER_LEN {
                 self.header_len = 0;
-                self.frame(self.header);
+                on_frame(&self.header);
+                self.skip = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
             }
         }
     }
 
-    fn frame(&mut self, header: [u8; FRAME_HEADER_LEN]) {
-        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]);
-        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & !(1 << 31);
-        match header[3] {
-            HEADERS if stream > self.highest_stream => {
-                self.highest_stream = stream;
-                self.count.opened = self.count.opened.saturating_add(1);
-            }
-            RST_STREAM => self.count.reset = self.count.reset.saturating_add(1),
-            _ => {}
+    /// Whether the stream so far ends where a frame ends.
+    fn between_frames(&self) -> bool {
+        self.skip == 0 && self.header_len == 0
+    }
+}
+
+/// Follows the frame headers of a client's byte stream.
+#[derive(Debug)]
+pub struct FrameCounter {
+    reader: FrameReader,
+    highest_stream: u32,
+    pub count: ResetCount,
+}
+
+impl Default for FrameCounter {
+    fn default() -> FrameCounter {
+        FrameCounter {
+            reader: FrameReader::after(PREFACE_LEN),
+            highest_stream: 0,
+            count: ResetCount::default(),
         }
-        self.skip = length;
+    }
+}
+
+impl FrameCounter {
+    /// Follows `data`, the next bytes the client sent.
+    pub fn advance(&mut self, data: &[u8]) {
+        let (highest_stream, count) = (&mut self.highest_stream, &mut self.count);
+        self.reader.advance(data, |header| {
+            let stream =
+                u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & !(1 << 31);
+            match header[3] {
+                HEADERS if stream > *highest_stream => {
+                    *highest_stream = stream;
+                    count.opened = count.opened.saturating_add(1);
+                }
+                RST_STREAM => count.reset = count.reset.saturating_add(1),
+                _ => {}
+            }
+        });
+    }
+
+    /// The last stream the client opened.
+    pub fn highest_stream(&self) -> u32 {
+        self.highest_stream
+    }
+}
+
+/// A GOAWAY frame for a client over its reset budget, how much of it is written, and
+/// whether the connection was closed after it.
+#[derive(Debug)]
+struct Goaway {
+    frame: [u8; FRAME_HEADER_LEN + 8],
+    written: usize,
+    closed: bool,
+}
+
+impl Goaway {
+    fn new(last_stream: u32) -> Goaway {
+        let mut frame = [0; FRAME_HEADER_LEN + 8];
+        frame[2] = 8; // length
+        frame[3] = GOAWAY; // flags 0, stream 0
+        frame[9..13].copy_from_slice(&(last_stream & !(1 << 31)).to_be_bytes());
+        frame[13..].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+        Goaway {
+            frame,
+            written: 0,
+            closed: false,
+        }
+    }
+
+    /// Started and not wholly written: the edge's other writes must wait for it.
+    fn in_progress(&self) -> bool {
+        self.written > 0 && self.written < self.frame.len()
     }
 }
 
@@ -111,6 +173,10 @@ impl FrameCounter {
 pub struct ResetWatch {
     inner: Stream,
     counter: FrameCounter,
+    /// The edge's own frames, as written: a GOAWAY goes only between two of them.
+    written: FrameReader,
+    /// Once the client is over its budget.
+    goaway: Option<Goaway>,
     /// Its place under the connection caps, held as long as the connection.
     _admitted: super::Admitted,
 }
@@ -120,7 +186,53 @@ impl ResetWatch {
         ResetWatch {
             inner,
             counter: FrameCounter::default(),
+            written: FrameReader::after(0),
+            goaway: None,
             _admitted: admitted,
+        }
+    }
+
+    /// Writes the GOAWAY of a client over its budget, then closes the connection cleanly
+    /// (TLS `close_notify`, then FIN: the client reads the GOAWAY as the connection's end,
+    /// not an abrupt one). `Ready` once done, or once it cannot be done (the edge is inside
+    /// a frame of its own, or a write failed: the connection then just ends).
+    fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let between_frames = self.written.between_frames();
+        let goaway = self
+            .goaway
+            .get_or_insert_with(|| Goaway::new(self.counter.highest_stream()));
+        if goaway.written == 0 && !between_frames {
+            goaway.written = goaway.frame.len();
+            goaway.closed = true;
+        }
+        while goaway.written < goaway.frame.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &goaway.frame[goaway.written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.written
+                        .advance(&goaway.frame[goaway.written..][..n], |_| {});
+                    goaway.written += n;
+                }
+                Poll::Ready(_) => {
+                    goaway.written = goaway.frame.len();
+                    goaway.closed = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if !goaway.closed {
+            if Pin::new(&mut self.inner).poll_shutdown(cx).is_pending() {
+                return Poll::Pending;
+            }
+            goaway.closed = true;
+        }
+        Poll::Ready(())
+    }
+
+    /// Before the edge's own bytes: a GOAWAY begun is finished first.
+    fn poll_goaway_written(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.goaway {
+            Some(goaway) if goaway.in_progress() => self.poll_goaway(cx),
+            _ => Poll::Ready(()),
         }
     }
 }
@@ -133,6 +245,9 @@ impl AsyncRead for ResetWatch {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.counter.count.is_abuse() {
+            if this.poll_goaway(cx).is_pending() {
+                return Poll::Pending;
+            }
             let count = this.counter.count;
             log::info!(
                 "HTTP/2 connection closed: the client reset {} of the {} streams it opened",
@@ -155,27 +270,58 @@ impl AsyncRead for ResetWatch {
 
 impl AsyncWrite for ResetWatch {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.poll_goaway_written(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.written.advance(&buf[..n], |_| {});
+        }
+        polled
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_goaway_written(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_goaway_written(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.poll_goaway_written(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = polled {
+            for buf in bufs {
+                let part = n.min(buf.len());
+                this.written.advance(&buf[..part], |_| {});
+                n -= part;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -268,5 +414,42 @@ mod tests {
         assert!(count(199, 100));
         assert!(!count(200, 100), "half of them, not more");
         assert!(!count(10_000, 2_000), "a long connection with some cancels");
+    }
+
+    #[test]
+    fn the_edges_frames_are_followed_to_their_ends_however_they_are_written() {
+        let mut bytes = frame(0x4, 0, 6); // SETTINGS
+        bytes.extend(frame(HEADERS, 1, 33));
+        bytes.extend(frame(0x0, 1, 1024)); // DATA
+        let ends = [15, 15 + 42, bytes.len()];
+        for split in [1, 5, 9, 10, 100, bytes.len()] {
+            let mut reader = FrameReader::after(0);
+            let mut at = 0;
+            for piece in bytes.chunks(split) {
+                reader.advance(piece, |_| {});
+                at += piece.len();
+                assert_eq!(
+                    reader.between_frames(),
+                    ends.contains(&at),
+                    "split {split} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_goaway_names_the_last_stream_and_asks_for_calm() {
+        let goaway = Goaway::new(199);
+        let mut expected = frame(GOAWAY, 0, 0);
+        expected[2] = 8;
+        expected.extend(199u32.to_be_bytes());
+        expected.extend(0xbu32.to_be_bytes());
+        assert_eq!(goaway.frame.as_slice(), expected.as_slice());
+        // A whole frame: whoever follows the edge's frames is between two after it.
+        let mut reader = FrameReader::after(0);
+        reader.advance(&goaway.frame[..10], |_| {});
+        assert!(!reader.between_frames());
+        reader.advance(&goaway.frame[10..], |_| {});
+        assert!(reader.between_frames());
     }
 }
