@@ -10,9 +10,10 @@
 //! client has reset [`RESET_BUDGET`] streams, and more than half of all it opened, the
 //! connection ends, as Envoy's `premature_reset_total_stream_count` and HAProxy's
 //! "glitches" do: the watch first tells the client with a GOAWAY (`ENHANCE_YOUR_CALM`,
-//! naming the last stream it opened, RFC 9113 §5.4.1), written between two of the edge's
-//! own frames (it follows those too), then fails the connection's next read. A browser
-//! that cancels some requests (a navigation, lazy images) stays far below it.
+//! naming the last stream it opened, RFC 9113 §5.4.1) written between two of the edge's
+//! own frames (it follows those too) and a clean close, in one try that never waits, then
+//! fails the connection's next read. A browser that cancels some requests (a navigation,
+//! lazy images) stays far below it.
 
 use std::fmt;
 use std::io;
@@ -140,33 +141,15 @@ impl FrameCounter {
     }
 }
 
-/// A GOAWAY frame for a client over its reset budget, how much of it is written, and
-/// whether the connection was closed after it.
-#[derive(Debug)]
-struct Goaway {
-    frame: [u8; FRAME_HEADER_LEN + 8],
-    written: usize,
-    closed: bool,
-}
-
-impl Goaway {
-    fn new(last_stream: u32) -> Goaway {
-        let mut frame = [0; FRAME_HEADER_LEN + 8];
-        frame[2] = 8; // length
-        frame[3] = GOAWAY; // flags 0, stream 0
-        frame[9..13].copy_from_slice(&(last_stream & !(1 << 31)).to_be_bytes());
-        frame[13..].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
-        Goaway {
-            frame,
-            written: 0,
-            closed: false,
-        }
-    }
-
-    /// Started and not wholly written: the edge's other writes must wait for it.
-    fn in_progress(&self) -> bool {
-        self.written > 0 && self.written < self.frame.len()
-    }
+/// The GOAWAY a client over its reset budget gets: no error code but `ENHANCE_YOUR_CALM`,
+/// and the last stream it opened as the last one processed.
+fn goaway_frame(last_stream: u32) -> [u8; FRAME_HEADER_LEN + 8] {
+    let mut frame = [0; FRAME_HEADER_LEN + 8];
+    frame[2] = 8; // length
+    frame[3] = GOAWAY; // flags 0, stream 0
+    frame[9..13].copy_from_slice(&(last_stream & !(1 << 31)).to_be_bytes());
+    frame[13..].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+    frame
 }
 
 /// A client's HTTP/2 connection, read through a [`FrameCounter`].
@@ -175,8 +158,8 @@ pub struct ResetWatch {
     counter: FrameCounter,
     /// The edge's own frames, as written: a GOAWAY goes only between two of them.
     written: FrameReader,
-    /// Once the client is over its budget.
-    goaway: Option<Goaway>,
+    /// The client over its budget was told (or could not be).
+    told: bool,
     /// Its place under the connection caps, held as long as the connection.
     _admitted: super::Admitted,
 }
@@ -187,53 +170,29 @@ impl ResetWatch {
             inner,
             counter: FrameCounter::default(),
             written: FrameReader::after(0),
-            goaway: None,
+            told: false,
             _admitted: admitted,
         }
     }
 
-    /// Writes the GOAWAY of a client over its budget, then closes the connection cleanly
-    /// (TLS `close_notify`, then FIN: the client reads the GOAWAY as the connection's end,
-    /// not an abrupt one). `Ready` once done, or once it cannot be done (the edge is inside
-    /// a frame of its own, or a write failed: the connection then just ends).
-    fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let between_frames = self.written.between_frames();
-        let goaway = self
-            .goaway
-            .get_or_insert_with(|| Goaway::new(self.counter.highest_stream()));
-        if goaway.written == 0 && !between_frames {
-            goaway.written = goaway.frame.len();
-            goaway.closed = true;
+    /// Tells a client over its budget why its connection ends: a GOAWAY, if the edge is
+    /// between two frames of its own, then a clean close (TLS `close_notify`, then FIN), so
+    /// that the client reads the GOAWAY as the connection's end, not an abrupt one. One try,
+    /// never waiting: whatever does not go at once is dropped with the connection, so a
+    /// client that does not read cannot hold it open this way.
+    fn tell_client(&mut self, cx: &mut Context<'_>) {
+        if std::mem::replace(&mut self.told, true) || !self.written.between_frames() {
+            return;
         }
-        while goaway.written < goaway.frame.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &goaway.frame[goaway.written..]) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    self.written
-                        .advance(&goaway.frame[goaway.written..][..n], |_| {});
-                    goaway.written += n;
-                }
-                Poll::Ready(_) => {
-                    goaway.written = goaway.frame.len();
-                    goaway.closed = true;
-                }
-                Poll::Pending => return Poll::Pending,
+        let frame = goaway_frame(self.counter.highest_stream());
+        let mut sent = 0;
+        while sent < frame.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &frame[sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                _ => return,
             }
         }
-        if !goaway.closed {
-            if Pin::new(&mut self.inner).poll_shutdown(cx).is_pending() {
-                return Poll::Pending;
-            }
-            goaway.closed = true;
-        }
-        Poll::Ready(())
-    }
-
-    /// Before the edge's own bytes: a GOAWAY begun is finished first.
-    fn poll_goaway_written(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &self.goaway {
-            Some(goaway) if goaway.in_progress() => self.poll_goaway(cx),
-            _ => Poll::Ready(()),
-        }
+        let _ = Pin::new(&mut self.inner).poll_shutdown(cx);
     }
 }
 
@@ -245,9 +204,7 @@ impl AsyncRead for ResetWatch {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.counter.count.is_abuse() {
-            if this.poll_goaway(cx).is_pending() {
-                return Poll::Pending;
-            }
+            this.tell_client(cx);
             let count = this.counter.count;
             log::info!(
                 "HTTP/2 connection closed: the client reset {} of the {} streams it opened",
@@ -275,9 +232,6 @@ impl AsyncWrite for ResetWatch {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.poll_goaway_written(cx).is_pending() {
-            return Poll::Pending;
-        }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             this.written.advance(&buf[..n], |_| {});
@@ -285,20 +239,12 @@ impl AsyncWrite for ResetWatch {
         polled
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.poll_goaway_written(cx).is_pending() {
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.poll_goaway_written(cx).is_pending() {
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -307,9 +253,6 @@ impl AsyncWrite for ResetWatch {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.poll_goaway_written(cx).is_pending() {
-            return Poll::Pending;
-        }
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(mut n)) = polled {
             for buf in bufs {
@@ -439,17 +382,17 @@ mod tests {
 
     #[test]
     fn a_goaway_names_the_last_stream_and_asks_for_calm() {
-        let goaway = Goaway::new(199);
+        let goaway = goaway_frame(199);
         let mut expected = frame(GOAWAY, 0, 0);
         expected[2] = 8;
         expected.extend(199u32.to_be_bytes());
         expected.extend(0xbu32.to_be_bytes());
-        assert_eq!(goaway.frame.as_slice(), expected.as_slice());
-        // A whole frame: whoever follows the edge's frames is between two after it.
+        assert_eq!(goaway.as_slice(), expected.as_slice());
+        // A whole frame, with its length right.
         let mut reader = FrameReader::after(0);
-        reader.advance(&goaway.frame[..10], |_| {});
+        reader.advance(&goaway[..10], |_| {});
         assert!(!reader.between_frames());
-        reader.advance(&goaway.frame[10..], |_| {});
+        reader.advance(&goaway[10..], |_| {});
         assert!(reader.between_frames());
     }
 }
