@@ -271,6 +271,13 @@ async fn host_must_be_there_once_on_http_1_1() {
     )
     .await;
     assert_refused(&elsewhere, 400, "differs from");
+    // An absolute-form target names a host, but HTTP/1.1 still needs the header.
+    let absolute = exchange(
+        edge.addr,
+        b"GET http://a.example/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_refused(&absolute, 400, "an HTTP/1.1 request needs a Host header");
     assert_eq!(origin.count(), 0);
     // HTTP/1.0 has no Host requirement.
     let old = exchange(edge.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
@@ -279,6 +286,46 @@ async fn host_must_be_there_once_on_http_1_1() {
         "{old}"
     );
     assert_eq!(origin.count(), 1);
+}
+
+/// RFC 9112 §3.2: a target in none of the forms a request may take is a 400. Pingora kept
+/// such a target verbatim for the origin while the URI it parsed read `/`, so the origin's
+/// answer for `page.html` was stored as the site's root, and path checks never saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_in_no_request_form_is_a_400_and_is_never_stored() {
+    let origin = TestOrigin::ok(&[("cache-control", "max-age=600")]).await;
+    let edge = TestEdge::with_routes("", &site("{ enabled: true }", origin.addr())).await;
+    for target in [
+        "page.html",
+        "attacker?cc=max-age=600",
+        "a.example:80",
+        "x/../../admin",
+        "%2e%2e/admin",
+        "..",
+        "?q=1",
+        "*",
+        "ftp://a.example/x",
+        "mailto:a@a.example",
+    ] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
+        let answer = exchange(edge.addr, request.as_bytes()).await;
+        assert_refused(&answer, 400, "request target is not allowed");
+        assert!(
+            answer.contains("x-portico-error: bad-target"),
+            "{target}: {answer}"
+        );
+    }
+    assert_eq!(origin.count(), 0);
+    // The forms a request may take pass, and the root is the origin's root.
+    for target in ["/", "http://a.example/", "/?q=1"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
+        let answer = exchange(edge.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{target}: {answer}");
+    }
+    let paths: Vec<_> = origin.requests().iter().map(|r| r.uri.clone()).collect();
+    assert!(paths.iter().all(|p| p.starts_with('/')), "{paths:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

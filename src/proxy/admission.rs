@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 
 use http::HeaderValue;
-use pingora_core::protocols::http::authority::raw_target_authority;
 use pingora_error::Result;
+use pingora_http::authority::{is_http_family_scheme, raw_target_authority, RawTargetAuthority};
 use pingora_proxy::Session;
 
 use crate::config::model::RedirectProtocol;
@@ -167,13 +167,24 @@ fn normal_host(request: &pingora_http::RequestHeader) -> Result<Option<HeaderVal
     Ok(Some(value))
 }
 
-/// Requests refused before routing: an HTTP/1.1 request without `Host` (RFC 9112 §3.2: a
-/// proxy that guessed would route it somewhere the client never named; Pingora already
-/// refuses a second `Host` line, and `CONNECT`: `limits::head_error`), loops, and paths
-/// with dot segments (which an origin could resolve outside the pattern the route matched).
+/// Requests refused before routing: a target in none of the forms a request may take (see
+/// [`target_form`]), an HTTP/1.1 request without a `Host` header (RFC 9112 §3.2, even with
+/// an absolute-form target: a proxy that guessed would route it somewhere the client never
+/// named; Pingora already refuses a second `Host` line, and `CONNECT`:
+/// `limits::head_error`), and loops. Paths with dot segments are refused by
+/// [`normalise_request_path`].
 fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
     let request = session.req_header();
-    let no_host = request.version == http::Version::HTTP_11 && raw_host(request).is_none();
+    if let Err(why) = target_form(request) {
+        return Some(EdgeAnswer {
+            status: 400,
+            error: "bad-target",
+            body: format!("request target is not allowed: {why}"),
+            location: None,
+        });
+    }
+    let no_host = request.version == http::Version::HTTP_11
+        && !request.headers.contains_key(http::header::HOST);
     if no_host {
         return Some(EdgeAnswer {
             status: 400,
@@ -199,6 +210,29 @@ fn refusal(session: &Session, node: &str) -> Option<EdgeAnswer<'static>> {
         });
     }
     None
+}
+
+/// Whether the request's target has one of the forms RFC 9112 §3.2 allows a request that
+/// is not `CONNECT`: origin-form (`/path?query`), absolute-form with an HTTP or WebSocket
+/// scheme (`http://host/path`), or `*` for `OPTIONS`. Pingora keeps any other target (`GET
+/// page.html`, `GET host:80`) verbatim for the origin while the URI it parses reads `/`:
+/// routing, rules, path checks and the cache key would see another request than the one
+/// the origin answers, and its answer would be stored as the site's root.
+fn target_form(request: &pingora_http::RequestHeader) -> std::result::Result<(), &'static str> {
+    let target = request.raw_path();
+    if target.first() == Some(&b'/') {
+        return Ok(());
+    }
+    if target == b"*" {
+        return match request.method {
+            http::Method::OPTIONS => Ok(()),
+            _ => Err("\"*\" is only for OPTIONS"),
+        };
+    }
+    match raw_target_authority(target) {
+        RawTargetAuthority::Absolute { scheme, .. } if is_http_family_scheme(scheme) => Ok(()),
+        _ => Err("it must start with \"/\" or be an absolute http(s) URL"),
+    }
 }
 
 /// Puts the request's path in normal form (`rules::path`) before anything reads it:
