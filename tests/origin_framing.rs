@@ -155,3 +155,60 @@ async fn an_origin_head_the_edge_refuses_is_not_quoted_back() {
     assert!(body.contains("invalid header value"), "{body}");
     assert!(!body.contains("s3cr3t") && !body.contains("buf:"), "{body}");
 }
+
+/// The head and body an HTTP/1.x client reads from `raw` (everything up to the close).
+fn split_answer(raw: &str) -> (String, &str) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    (head.to_ascii_lowercase(), body)
+}
+
+/// RFC 9112 §6.1: no `Transfer-Encoding` to a client below HTTP/1.1, which would read the
+/// chunks' framing as content. A chunked body goes to it close-delimited, uncached and
+/// from the cache alike (a stored object without a length is written chunked to others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_client_gets_a_chunked_body_close_delimited() {
+    let reply = b"HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ntransfer-encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n";
+    let (origin, _) = raw_origin(reply, false).await;
+    let cached = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n  - name: web\n    origins:\n      - address: {origin}\n"
+    );
+    for (rules, what) in [(rules(origin), "uncached"), (cached, "cached")] {
+        let edge = TestEdge::start(&node_yaml(""), &rules).await;
+        // A miss and a hit on the cached route; two passes on the other. A client that
+        // asked to keep the connection is told it closes (the body ends there), not told
+        // `keep-alive` and then closed.
+        for (attempt, request) in [
+            ("first", "GET /c HTTP/1.0\r\nHost: a\r\n\r\n"),
+            (
+                "second",
+                "GET /c HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            ),
+        ] {
+            let raw = common::raw_exchange(edge.addr, request.as_bytes()).await;
+            let (head, body) = split_answer(&raw);
+            assert!(head.starts_with("http/1.1 200 "), "{what} {attempt}: {raw}");
+            assert!(
+                !head.contains("transfer-encoding"),
+                "{what} {attempt}: {raw}"
+            );
+            assert!(
+                head.contains("\r\nconnection: close"),
+                "{what} {attempt}: {raw}"
+            );
+            assert_eq!(body, "hello world", "{what} {attempt}");
+        }
+        // An HTTP/1.1 client still gets the chunks.
+        let raw = common::raw_exchange(
+            edge.addr,
+            b"GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let (head, body) = split_answer(&raw);
+        assert!(head.contains("transfer-encoding: chunked"), "{what}: {raw}");
+        assert_eq!(
+            body.to_ascii_lowercase(),
+            "b\r\nhello world\r\n0\r\n\r\n",
+            "{what}"
+        );
+    }
+}

@@ -1089,26 +1089,6 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // no need to add these headers to 1xx responses
-        if !header.status.is_informational() && self.update_resp_headers {
-            /* update headers */
-            // PORTICO PATCH (a response's own Date kept): was an unconditional insert, which
-            // replaced the origin's `Date` on every response and a cached response's stored
-            // one on every hit. RFC 9110 §6.6.1 has a recipient add `Date` only when missing.
-            if !header.headers.contains_key(header::DATE) {
-                header.insert_header(header::DATE, date::get_cached_date())?;
-            }
-
-            // PORTICO PATCH (static Connection values): was a `&str`, copied into a new
-            // buffer for every response.
-            let connection_value = if self.will_keepalive() {
-                HeaderValue::from_static("keep-alive")
-            } else {
-                HeaderValue::from_static("close")
-            };
-            header.insert_header(header::CONNECTION, connection_value)?;
-        }
-
         if header.status == 101 {
             // make sure the connection is closed at the end when 101/upgrade is used
             self.set_keepalive(None);
@@ -1152,6 +1132,19 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
+            // PORTICO PATCH (no chunked body to HTTP/1.0): RFC 9112 §6.1, a server must
+            // not send `Transfer-Encoding` to a client below HTTP/1.1, which would read the
+            // chunks' framing as content: such a body goes close-delimited instead (a
+            // `Content-Length` beside the chunked coding does not describe the body).
+            if header.status != 101
+                && self.request_header.as_deref().is_some_and(|request| {
+                    matches!(request.version, Version::HTTP_09 | Version::HTTP_10)
+                })
+                && is_chunked_encoding_from_headers(&header.headers)
+            {
+                header.remove_header(&header::TRANSFER_ENCODING);
+                header.remove_header(&header::CONTENT_LENGTH);
+            }
             self.init_body_writer(header);
         }
 
@@ -1159,6 +1152,29 @@ impl HttpSession {
         // as un-reusable
         if self.body_writer.is_close_delimited() {
             self.set_keepalive(None);
+        }
+
+        // no need to add these headers to 1xx responses
+        // PORTICO PATCH (Connection after the framing): moved below the body's framing,
+        // which may turn keep-alive off (a close-delimited body); written before it, a
+        // close-delimited response said `Connection: keep-alive` and then closed.
+        if !header.status.is_informational() && self.update_resp_headers {
+            /* update headers */
+            // PORTICO PATCH (a response's own Date kept): was an unconditional insert, which
+            // replaced the origin's `Date` on every response and a cached response's stored
+            // one on every hit. RFC 9110 §6.6.1 has a recipient add `Date` only when missing.
+            if !header.headers.contains_key(header::DATE) {
+                header.insert_header(header::DATE, date::get_cached_date())?;
+            }
+
+            // PORTICO PATCH (static Connection values): was a `&str`, copied into a new
+            // buffer for every response.
+            let connection_value = if self.will_keepalive() {
+                HeaderValue::from_static("keep-alive")
+            } else {
+                HeaderValue::from_static("close")
+            };
+            header.insert_header(header::CONNECTION, connection_value)?;
         }
 
         // Serialize header to bytes
