@@ -198,3 +198,62 @@ fn the_built_edge_carries_its_allocator_settings() {
         "the edge's jemalloc pads large blocks with a page:\n{stderr}"
     );
 }
+
+/// A client that cuts its request head short (closes or resets its connection inside it)
+/// is its own doing: logged at debug, never as an error a client could repeat at will to
+/// fill the log. Pingora logged an error for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_the_client_cuts_short_is_no_error_in_the_log() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    common::process::shipped_rules_into(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let (port, admin_port) = (free_port(), free_port());
+    let conf = std::fs::read_to_string(format!("{root}/conf/portico.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"))
+        .replace("rules_dir: ../rules", "rules_dir: rules");
+    let conf_path = dir.path().join("portico.yaml");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut edge = Running::start_logging(
+        &["run", "-c", conf_path.to_str().unwrap()],
+        dir.path(),
+        "edge",
+        "info,pingora_proxy=debug",
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let nowhere = edge
+        .first_answer(&common::edge::client(), &format!("{base}/nowhere"))
+        .await;
+    assert_eq!(nowhere.status(), 404);
+
+    for reset in [false, true] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream.write_all(b"GET /static/a.css HTT").await.unwrap();
+        if reset {
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .unwrap();
+        }
+        drop(stream);
+    }
+    // Both reach the log (at debug) within the deadline; none as an error.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&edge.output).unwrap();
+        if log.matches("Fail to proxy").count() >= 2 || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let cut: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("Fail to proxy"))
+        .collect();
+    assert_eq!(cut.len(), 2, "{log}");
+    assert!(cut.iter().all(|l| l.contains(" DEBUG ")), "{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+}

@@ -17,11 +17,16 @@ impl Running {
     /// directory (`emulate`'s and `demo`'s generated files) goes under `dir` too, so that
     /// the test's directory takes it away (a killed process cannot).
     pub fn start(args: &[&str], dir: &Path, name: &str) -> Running {
+        Running::start_logging(args, dir, name, "info")
+    }
+
+    /// [`Running::start`] with `RUST_LOG` set to `filter`.
+    pub fn start_logging(args: &[&str], dir: &Path, name: &str, filter: &str) -> Running {
         let output = dir.join(format!("{name}.out"));
         let file = std::fs::File::create(&output).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .env("TMPDIR", dir)
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))

@@ -383,7 +383,10 @@ where
                         });
                 } else {
                     // otherwise the connection must be broken, no need to send anything
-                    error!(
+                    // PORTICO PATCH (cut heads at debug): the client closed or reset its
+                    // connection inside a head, its doing and repeatable at will; was an
+                    // `error!` for each (nginx logs these at `info`).
+                    debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
