@@ -212,3 +212,32 @@ async fn an_http_1_0_client_gets_a_chunked_body_close_delimited() {
         );
     }
 }
+
+/// RFC 9112 §6.1: the edge decodes `chunked` only. A body in another transfer coding is a
+/// 502 that says why, on an uncached route and a cached one alike, and nothing is stored:
+/// kept, the coding was dropped from the stored head and the coded bytes served as the
+/// representation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_other_than_chunked_is_a_502_and_never_stored() {
+    let reply = b"HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ntransfer-encoding: gzip\r\n\r\nnot really gzip";
+    let (origin, connections) = raw_origin(reply, true).await;
+    let cached = format!(
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
+    );
+    let mut asked = 0;
+    for (rules, what) in [(rules(origin), "uncached"), (cached, "cached")] {
+        let edge = TestEdge::start(&node_yaml(""), &rules).await;
+        for attempt in ["first", "second"] {
+            let response = client().get(edge.url("/g")).send().await.unwrap();
+            assert_eq!(response.status(), 502, "{what} {attempt}");
+            let body = response.text().await.unwrap();
+            assert!(body.contains("transfer coding"), "{what} {attempt}: {body}");
+            asked += 1;
+        }
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        asked,
+        "nothing was served from the cache"
+    );
+}
