@@ -230,11 +230,15 @@ pub fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
 /// stripped to reproduce Front Door) would hand the client a connection that is neither
 /// HTTP nor a tunnel. The edge decodes `chunked` only (RFC 9112 §6.1): a body in another
 /// transfer coding (`gzip` as one) would be stored with the coding dropped and its coded
-/// bytes served as the representation; nginx refuses such a response too.
+/// bytes served as the representation; nginx refuses such a response too. A `204` or `304`,
+/// which has no body, may name the coding a body would have had (RFC 9112 §6.1): it passes.
+/// (A `HEAD`'s answer does not: a cache may have fetched it as a `GET`.)
 pub fn check_response(response: &ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let why = if response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
         "the origin answered 101 Switching Protocols to a request the edge did not forward as an upgrade"
-    } else if !transfer_coding_is_chunked_or_none(&response.headers) {
+    } else if !matches!(response.status.as_u16(), 204 | 304)
+        && !transfer_coding_is_chunked_or_none(&response.headers)
+    {
         "the origin sent a transfer coding other than chunked, which the edge does not decode"
     } else {
         return Ok(());
