@@ -604,13 +604,27 @@ async fn forged_forwarding_headers_are_replaced_unless_from_a_trusted_proxy() {
             .get(edge.url("/who"))
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-real-ip", "203.0.113.9")
+            .header("true-client-ip", "203.0.113.9")
+            .header("x-client-ip", "203.0.113.9")
+            .header("x-original-host", "evil.example")
             .send()
             .await
             .unwrap();
         assert_eq!(answer.status(), 200);
         let seen = origin.requests().pop().unwrap();
         assert_eq!(seen.headers["x-forwarded-for"], expected);
-        assert_eq!(seen.headers.get("x-real-ip").is_some(), !trusted.is_empty());
+        for claim in [
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-original-host",
+        ] {
+            assert_eq!(
+                seen.headers.get(claim).is_some(),
+                !trusted.is_empty(),
+                "{claim}"
+            );
+        }
     }
 }
 

@@ -53,12 +53,20 @@ impl NodeHeaders {
 /// key that does not hold them: so none is passed on from a client the node does not trust
 /// (`trusted_proxies`); the edge says what it knows in `X-Forwarded-For`/`-Proto`/`-Host`.
 /// Every `X-Forwarded…` field is one (the edge owns that namespace), and so are these:
-const CLAIMS: [&str; 7] = [
+/// the host a request was for (`X-Original-Host`, `X-HTTP-Host-Override`, which some
+/// frameworks and IIS's ARR read as the host) and the client's address under the names
+/// origins read it by (Rails reads `X-Client-IP`, CDNs write `True-Client-IP`).
+const CLAIMS: [&str; 12] = [
     "forwarded",
     "forwarded-for",
     "forwarded-host",
     "front-end-https",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
     "x-host",
+    "x-http-host-override",
+    "x-original-host",
     "x-real-ip",
     "x-url-scheme",
 ];
@@ -69,7 +77,7 @@ const CLAIMS: [&str; 7] = [
 /// Apache drop such fields too).
 fn is_client_claim(name: &str) -> bool {
     name.contains('_')
-        || (matches!(name.as_bytes().first(), Some(b'f' | b'x'))
+        || (matches!(name.as_bytes().first(), Some(b'f' | b't' | b'x'))
             && (name.starts_with("x-forwarded") || CLAIMS.contains(&name)))
 }
 
