@@ -27,8 +27,13 @@ async fn raw_origin(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<Atomi
 
 /// One uncached route to `origin`, no retries.
 fn rules(origin: SocketAddr) -> String {
+    route_to(origin, false)
+}
+
+/// One route to `origin` with caching `enabled` or not, no retries.
+fn route_to(origin: SocketAddr, enabled: bool) -> String {
     format!(
-        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: false }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
+        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: {enabled} }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
     )
 }
 
@@ -169,10 +174,10 @@ fn split_answer(raw: &str) -> (String, &str) {
 async fn an_http_1_0_client_gets_a_chunked_body_close_delimited() {
     let reply = b"HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ntransfer-encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n";
     let (origin, _) = raw_origin(reply, false).await;
-    let cached = format!(
-        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n  - name: web\n    origins:\n      - address: {origin}\n"
-    );
-    for (rules, what) in [(rules(origin), "uncached"), (cached, "cached")] {
+    for (rules, what) in [
+        (rules(origin), "uncached"),
+        (route_to(origin, true), "cached"),
+    ] {
         let edge = TestEdge::start(&node_yaml(""), &rules).await;
         // A miss and a hit on the cached route; two passes on the other. A client that
         // asked to keep the connection is told it closes (the body ends there), not told
@@ -221,11 +226,11 @@ async fn an_http_1_0_client_gets_a_chunked_body_close_delimited() {
 async fn a_transfer_coding_other_than_chunked_is_a_502_and_never_stored() {
     let reply = b"HTTP/1.1 200 OK\r\ncache-control: max-age=600\r\ntransfer-encoding: gzip\r\n\r\nnot really gzip";
     let (origin, connections) = raw_origin(reply, true).await;
-    let cached = format!(
-        "routes:\n  - name: all\n    patterns: [\"/*\"]\n    origin_group: web\n    cache: {{ enabled: true }}\norigin_groups:\n  - name: web\n    max_retries: 0\n    origins:\n      - address: {origin}\n"
-    );
     let mut asked = 0;
-    for (rules, what) in [(rules(origin), "uncached"), (cached, "cached")] {
+    for (rules, what) in [
+        (rules(origin), "uncached"),
+        (route_to(origin, true), "cached"),
+    ] {
         let edge = TestEdge::start(&node_yaml(""), &rules).await;
         for attempt in ["first", "second"] {
             let response = client().get(edge.url("/g")).send().await.unwrap();
