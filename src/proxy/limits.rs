@@ -160,26 +160,33 @@ pub fn unimplemented_method(request: &RequestHeader) -> Option<EdgeAnswer<'stati
     })
 }
 
+/// Whether a message's `Transfer-Encoding` is absent or exactly `chunked` (one field line,
+/// one coding, in any case): the only coding the edge implements, for requests and origins'
+/// responses alike (`upstream::check_response`).
+pub fn transfer_coding_is_chunked_or_none(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    match codings.next() {
+        None => true,
+        Some(first) => {
+            first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+                && codings.next().is_none()
+        }
+    }
+}
+
 /// RFC 9112 §6.1: a transfer coding the edge does not implement is 501; only `chunked`
 /// alone is (Pingora already refuses, with 400, codings where `chunked` is not last). A
 /// `Content-Length` no origin can represent (over 2^63−1) is 400.
 fn framing_refusal(request: &RequestHeader, max_body: u64) -> Option<EdgeAnswer<'static>> {
-    let mut codings = request
-        .headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter();
-    if let Some(first) = codings.next() {
-        let alone = first
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked");
-        if !alone || codings.next().is_some() {
-            return Some(answer(
-                501,
-                "transfer-coding-not-implemented",
-                "this edge implements only Transfer-Encoding: chunked (alone)".into(),
-            ));
-        }
+    if !transfer_coding_is_chunked_or_none(&request.headers) {
+        return Some(answer(
+            501,
+            "transfer-coding-not-implemented",
+            "this edge implements only Transfer-Encoding: chunked (alone)".into(),
+        ));
     }
     for value in request.headers.get_all(http::header::CONTENT_LENGTH) {
         for number in value.as_bytes().split(|&b| b == b',') {
@@ -310,6 +317,25 @@ pub fn head_error(e: &Error, limits: &ClientLimits) -> Option<(ResponseHeader, B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunked_once_is_a_transfer_coding_the_edge_decodes() {
+        let check = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append(http::header::TRANSFER_ENCODING, value.parse().unwrap());
+            }
+            transfer_coding_is_chunked_or_none(&headers)
+        };
+        assert!(check(&[]));
+        assert!(check(&["chunked"]));
+        assert!(check(&["Chunked "]));
+        assert!(!check(&["gzip"]));
+        assert!(!check(&["gzip, chunked"]));
+        assert!(!check(&["gzip", "chunked"]));
+        assert!(!check(&["chunked, chunked"]));
+        assert!(!check(&["identity"]));
+    }
 
     fn request(lengths: &[&str]) -> RequestHeader {
         let mut request = RequestHeader::build("POST", b"/", None).unwrap();

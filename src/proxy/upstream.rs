@@ -237,7 +237,7 @@ pub fn check_response(response: &ResponseHeader, ctx: &RequestCtx) -> Result<()>
     let why = if response.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
         "the origin answered 101 Switching Protocols to a request the edge did not forward as an upgrade"
     } else if !matches!(response.status.as_u16(), 204 | 304)
-        && !transfer_coding_is_chunked_or_none(&response.headers)
+        && !super::limits::transfer_coding_is_chunked_or_none(&response.headers)
     {
         "the origin sent a transfer coding other than chunked, which the edge does not decode"
     } else {
@@ -246,21 +246,6 @@ pub fn check_response(response: &ResponseHeader, ctx: &RequestCtx) -> Result<()>
     let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
     e.as_up();
     Err(e)
-}
-
-/// Whether a response's `Transfer-Encoding` is absent or exactly `chunked` (one coding,
-/// once, in any case).
-fn transfer_coding_is_chunked_or_none(headers: &http::HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty());
-    match codings.next() {
-        None => true,
-        Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
-    }
 }
 
 /// Interim responses (1xx but `101`) relayed to one client, at most. RFC 9110 §15.2 has a
@@ -275,29 +260,5 @@ pub const MAX_INTERIM_RESPONSES: u8 = 8;
 pub fn own_version(response: &mut ResponseHeader) {
     if response.version != http::Version::HTTP_11 {
         response.set_version(http::Version::HTTP_11);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transfer_coding_is_chunked_or_none;
-
-    #[test]
-    fn only_chunked_once_is_a_transfer_coding_the_edge_decodes() {
-        let check = |values: &[&str]| {
-            let mut headers = http::HeaderMap::new();
-            for value in values {
-                headers.append(http::header::TRANSFER_ENCODING, value.parse().unwrap());
-            }
-            transfer_coding_is_chunked_or_none(&headers)
-        };
-        assert!(check(&[]));
-        assert!(check(&["chunked"]));
-        assert!(check(&["Chunked "]));
-        assert!(!check(&["gzip"]));
-        assert!(!check(&["gzip, chunked"]));
-        assert!(!check(&["gzip", "chunked"]));
-        assert!(!check(&["chunked, chunked"]));
-        assert!(!check(&["identity"]));
     }
 }
